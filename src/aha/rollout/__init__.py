@@ -1,0 +1,5 @@
+"""Generation engines behind one protocol: `engine.generate(prompt_token_ids, SamplingParams) -> list[Completion]`."""
+from .base import Completion, Engine, SamplingParams
+from .hf import HFEngine
+
+__all__ = ["Completion", "Engine", "SamplingParams", "HFEngine"]

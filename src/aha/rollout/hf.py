@@ -1,0 +1,81 @@
+"""HFEngine: the reference engine, a thin wrapper over `model.generate` that works for any HF causal LM.
+
+Slow (per-step host overhead) but obviously right; the fast engine is tested against it.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import Completion, SamplingParams
+
+
+class HFEngine:
+    def __init__(self, model, tokenizer=None, *, max_batch_size: int = 256):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+
+    @torch.no_grad()
+    def generate(self, prompt_token_ids: list[list[int]], params: SamplingParams) -> list[Completion]:
+        from transformers import GenerationConfig
+
+        if not prompt_token_ids or any(len(p) == 0 for p in prompt_token_ids):
+            raise ValueError("generate() needs a non-empty list of non-empty prompts")
+        device = next(self.model.parameters()).device
+        stop = list(params.stop_token_ids)
+        pad_id = stop[0] if stop else 0
+        greedy = params.temperature == 0
+        # A fresh GenerationConfig: the checkpoint's own defaults (top_k=50, repetition penalty, ...) must
+        # not leak into RL sampling, whose logprobs have to match the training forward.
+        gen_cfg = GenerationConfig(
+            max_new_tokens=params.max_tokens, do_sample=not greedy,
+            temperature=None if greedy else params.temperature,
+            top_p=None if greedy else params.top_p, top_k=None if greedy else params.top_k,
+            eos_token_id=stop or None, pad_token_id=pad_id,
+            output_logits=True, return_dict_in_generate=True,
+        )
+        # Expand prompts n times, prompt-major, and run in chunks of max_batch_size.
+        flat = [(i, p) for i, p in enumerate(prompt_token_ids) for _ in range(params.n)]
+        out: list[Completion] = []
+        was_training = self.model.training
+        self.model.eval()
+        devices = [device] if device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices, enabled=params.seed is not None):
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                for start in range(0, len(flat), self.max_batch_size):
+                    out.extend(self._generate_chunk(flat[start:start + self.max_batch_size], params, gen_cfg,
+                                                    device, pad_id))
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _generate_chunk(self, items, params, gen_cfg, device, pad_id) -> list[Completion]:
+        width = max(len(p) for _, p in items)
+        ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, (_, p) in enumerate(items):          # left padding: generation continues on the right
+            ids[row, width - len(p):] = torch.tensor(p)
+            mask[row, width - len(p):] = 1
+        res = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                  generation_config=gen_cfg)
+        new = res.sequences[:, width:].cpu()                                   # (B, T_new)
+        logits = torch.stack(res.logits, dim=1).float()                        # (B, T_new, V)
+        if params.temperature > 0:
+            logits = logits / params.temperature
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, new.to(logits.device).unsqueeze(-1)).squeeze(-1).cpu()
+        stop = set(params.stop_token_ids)
+        out = []
+        for row, (prompt_index, _) in enumerate(items):
+            toks = new[row].tolist()
+            n_tok, reason = len(toks), "length"
+            for t, tok in enumerate(toks):
+                if tok in stop:
+                    n_tok, reason = t + 1, "stop"
+                    break
+            toks = toks[:n_tok]
+            text = self.tokenizer.decode(toks, skip_special_tokens=True) if self.tokenizer is not None else ""
+            out.append(Completion(prompt_index=prompt_index, token_ids=toks,
+                                  logprobs=logp[row, :n_tok].tolist(), text=text, finish_reason=reason))
+        return out
