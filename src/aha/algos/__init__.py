@@ -9,11 +9,12 @@ masked:     masked_mean, masked_var, masked_whiten
 from .advantages import ADVANTAGES, get_advantage, gae, grpo, reinforce_pp, rloo, token_level_rewards, zero_std_groups
 from .kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, kl, kl_controller
 from .losses import AGGS, POLICY_LOSSES, agg_denominator, agg_loss, get_policy_loss, gspo_loss, policy_loss, value_loss
+from .logprobs import entropy_from_logits, logprobs_from_logits, token_logprobs_entropy
 from .masked import masked_mean, masked_sum, masked_var, masked_whiten
 
 __all__ = [
     "ADVANTAGES", "get_advantage", "gae", "grpo", "reinforce_pp", "rloo", "token_level_rewards", "zero_std_groups",
     "KL_ESTIMATORS", "AdaptiveKLController", "FixedKLController", "kl", "kl_controller",
     "AGGS", "POLICY_LOSSES", "agg_denominator", "agg_loss", "get_policy_loss", "gspo_loss", "policy_loss",
-    "value_loss", "masked_mean", "masked_sum", "masked_var", "masked_whiten",
+    "value_loss", "entropy_from_logits", "logprobs_from_logits", "token_logprobs_entropy", "masked_mean", "masked_sum", "masked_var", "masked_whiten",
 ]
