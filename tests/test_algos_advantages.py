@@ -129,6 +129,24 @@ def test_reinforce_pp_token_level():
     close(m["return_mean"], 1.75 / 3)
 
 
+def test_reinforce_pp_token_level_matches_loop():
+    g = torch.Generator().manual_seed(5)
+    r = torch.randn(4, 7, generator=g, dtype=torch.float64)
+    m = torch.rand(4, 7, generator=g) < 0.7
+    m[0] = False
+    adv, _ = reinforce_pp(r, mask=m, gamma=0.9)
+    rets, flat = [[0.0] * 7 for _ in range(4)], []
+    for b in range(4):  # returns-to-go over the valid tokens of each row
+        acc = 0.0
+        for t in reversed([t for t in range(7) if m[b, t]]):
+            acc = r[b, t].item() + 0.9 * acc
+            rets[b][t] = acc
+            flat.append(acc)
+    mean, std = float(np.mean(flat)), float(np.std(flat, ddof=1))
+    ref = [[(rets[b][t] - mean) / (std + 1e-6) if m[b, t] else 0.0 for t in range(7)] for b in range(4)]
+    close(adv, ref, tol=1e-10)
+
+
 def test_reinforce_pp_baseline():
     # group-centered [.75, -.25, -.25, -.25, .25, .25, .25, -.75]: mean 0, squares 1.5, var 1.5/7
     adv, _ = get_advantage("reinforce++_baseline")([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0], 4)
