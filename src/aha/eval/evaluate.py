@@ -48,6 +48,15 @@ class EvalResult:
         """Flat {prefix + name: value} for metrics.jsonl, e.g. "eval/pass1", "eval/len_mean"."""
         return {prefix + name: float(v) for name, v in self.metrics.items()}
 
+    def summary(self) -> str:
+        """Readable lines: each metric with its interval."""
+        lines = [f"{self.n_problems} problems x k={self.k} samples in {self.seconds:.1f}s"]
+        for name, v in self.metrics.items():
+            lo, hi = self.ci.get(name, (float("nan"), float("nan")))
+            interval = f"  [{lo:.4g}, {hi:.4g}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+            lines.append(f"  {name:<16} {v:.4g}{interval}")
+        return "\n".join(lines)
+
     def to_json(self) -> dict:
         return _finite({"n_problems": self.n_problems, "k": self.k, "metrics": self.metrics,
                         "ci": {name: list(v) for name, v in self.ci.items()}, "settings": self.settings,
