@@ -1,0 +1,171 @@
+"""Typed configs from YAML + `key.sub=value` overrides, validated on load.
+
+`load_config(cls, path, overrides)` builds any (nested) dataclass. Every mistake is a `ConfigError` whose
+message is one line naming the key and the fix: an unknown key names the closest valid one, a wrong type
+names the expected type, and a dataclass's `__post_init__` checks impossible values. The CLI prints it and
+exits with code 2 -- before any model is loaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config value. `key` is the dotted path; str(err) is the one-line message for the user."""
+
+    def __init__(self, key: str, message: str):
+        self.key, self.message = key, message
+        super().__init__(f"config error at '{key}': {message}" if key else f"config error: {message}")
+
+
+def check(cond: bool, key: str, message: str) -> None:
+    """Validation helper for __post_init__: raise ConfigError(key, message) unless cond."""
+    if not cond:
+        raise ConfigError(key, message)
+
+
+def load_config(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
+    """YAML file (optional) + `a.b=value` overrides -> validated instance of dataclass `cls`."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("", f"config file '{p}' not found; pass the path of a YAML file (see configs/)")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError("", f"cannot parse '{p}'{where}: {getattr(e, 'problem', e)}; fix the YAML syntax")
+        if not isinstance(data, dict):
+            raise ConfigError("", f"'{p}' must hold a mapping of keys to values, got {type(data).__name__}")
+    for item in overrides:
+        apply_override(data, item)
+    return build(cls, data, "")
+
+
+def apply_override(data: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(item, "overrides are written key.sub=value (e.g. optim.lr=1e-5)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(item, "an override needs a key before '='")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def to_dict(obj) -> Any:
+    """Dataclass -> plain dict (YAML-safe), for writing the resolved config next to a run."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def build(cls, data: Any, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(prefix, f"expected a mapping of keys for this section, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(names)}"
+            raise ConfigError(path, f"unknown key; {hint}")
+        kwargs[key] = convert(hints[key], value, path)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        if prefix and not e.key.startswith(prefix + "."):
+            raise ConfigError(f"{prefix}.{e.key}" if e.key else prefix, e.message) from None
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(prefix, str(e)) from None
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def convert(tp, value: Any, path: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return convert(arg, value, path)
+            except ConfigError as e:
+                errors.append(e.message)
+        raise ConfigError(path, errors[0] if len(errors) == 1 else
+                          f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(path, f"got {value!r}; choose one of: {', '.join(map(str, args))}")
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value if value is not None else {}, path)
+    if origin in (list, tuple):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and origin is list:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, f"expected a list, got {value!r}")
+        item_tp = args[0] if args else Any
+        items = [convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(path, f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(path, f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(path, f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(path, f"expected a string, got {value!r}")
+    return value

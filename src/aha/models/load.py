@@ -1,0 +1,97 @@
+"""Load the policy (and, when beta > 0, the reference) from a local path, a hub id or a built-in name."""
+from __future__ import annotations
+
+import copy
+import contextlib
+from pathlib import Path
+
+import torch
+
+from .tiny import char_tokenizer, tiny_model
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+BUILTIN = {"tiny-base": ASSETS / "tiny-base"}
+
+
+class ModelLoadError(RuntimeError):
+    """One-line message: which model could not be loaded and what to do."""
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device '{device}' asked for but CUDA is not available; use model.device=cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_model(path: str, *, device: str = "auto", dtype: str = "auto", gradient_checkpointing: bool = False,
+               lora_r: int = 0, lora_alpha: int = 16, lora_dropout: float = 0.0,
+               lora_target_modules: list[str] | None = None, trust_remote_code: bool = False, seed: int = 0):
+    """-> (model, tokenizer). The model is on `device` in `dtype`, in train mode, ready for the optimizer."""
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if path == "tiny-random":
+        tok = char_tokenizer()
+        model = tiny_model(len(tok), seed=seed, dtype=dt)
+    else:
+        src = BUILTIN.get(path, path)
+        if path in BUILTIN and not Path(src).is_dir():
+            raise ModelLoadError(f"built-in model '{path}' is missing from this install ({src}); "
+                                 "reinstall aha-rl or run `aha pretrain configs/pretrain.yaml`")
+        looks_local = str(src).startswith((".", "/", "~")) or Path(src).exists()
+        if looks_local and not (Path(src).expanduser() / "config.json").is_file():
+            raise ModelLoadError(f"model path '{src}' has no config.json; pass a Hugging Face model directory "
+                                 "(saved with save_pretrained) or a hub id")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        try:
+            tok = AutoTokenizer.from_pretrained(str(src), trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(str(src), dtype=dt, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"cannot load model '{path}': {first}; pass a local model directory or a hub "
+                                 "id this machine can download") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.to(dev)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if lora_r > 0:
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise ModelLoadError("model.lora.r > 0 needs peft: pip install 'aha-rl[lora]'") from None
+        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                                 target_modules=lora_target_modules, task_type="CAUSAL_LM"))
+    model.train()
+    return model, tok
+
+
+def reference_model(policy):
+    """The frozen reference for the KL term, as a context-manager factory `ref()` yielding a model.
+
+    With LoRA the reference is the same network with adapters disabled (no second copy in memory);
+    otherwise a frozen copy of the initial policy.
+    """
+    if hasattr(policy, "disable_adapter"):
+        @contextlib.contextmanager
+        def lora_off():
+            with policy.disable_adapter():
+                yield policy
+        return lora_off
+    ref = copy.deepcopy(policy).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return lambda: contextlib.nullcontext(ref)
+
+
+def unwrap(model):
+    """The underlying transformers model (PEFT-wrapped or not)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -1,0 +1,73 @@
+"""Turn completions into padded training tensors and split them into micro-batches.
+
+A sequence is prompt + completion, right-padded: positions are then plain aranges, identical to generation.
+`loss_mask` marks the completion tokens whose logprobs enter the loss.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor        # (B, L) prompt + completion, right-padded
+    attention_mask: torch.Tensor   # (B, L)
+    loss_mask: torch.Tensor        # (B, L-1) float: 1 where target token input_ids[:, t+1] is a completion token
+    advantages: torch.Tensor       # (B,)
+    sampler_logp: torch.Tensor     # (B, L-1) the engine's logprobs at the same positions (0 elsewhere)
+    old_logp: torch.Tensor | None = None   # (B, L-1) for mu > 1
+    ref_logp: torch.Tensor | None = None   # (B, L-1) when beta > 0
+
+    def __len__(self):
+        return self.input_ids.shape[0]
+
+    def select(self, idx: list[int]) -> "Batch":
+        """Rows `idx`, with the padding columns that no selected row uses cut off."""
+        t = torch.tensor(idx, dtype=torch.long)
+        L = int(self.attention_mask[t].sum(1).max())
+        tok = lambda x: x[t][:, :L]                          # (b, L) tensors
+        pos = lambda x: None if x is None else x[t][:, :L - 1]  # (b, L-1) per-target tensors
+        return Batch(tok(self.input_ids), tok(self.attention_mask), pos(self.loss_mask), self.advantages[t],
+                     pos(self.sampler_logp), pos(self.old_logp), pos(self.ref_logp))
+
+    def to(self, device) -> "Batch":
+        mv = lambda x: None if x is None else x.to(device)
+        return Batch(*(mv(getattr(self, f)) for f in self.__dataclass_fields__))
+
+
+def build_batch(prompts: list[list[int]], completions, advantages: torch.Tensor, pad_id: int,
+                mask_truncated: bool = False) -> Batch:
+    """prompts: token ids per prompt; completions: list[Completion] (prompt_index into prompts)."""
+    seqs = [prompts[c.prompt_index] + c.token_ids for c in completions]
+    B, L = len(seqs), max(len(s) for s in seqs)
+    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
+    attention = torch.zeros((B, L), dtype=torch.long)
+    loss_mask = torch.zeros((B, L - 1))
+    sampler_logp = torch.zeros((B, L - 1))
+    for i, (s, c) in enumerate(zip(seqs, completions)):
+        input_ids[i, :len(s)] = torch.tensor(s)
+        attention[i, :len(s)] = 1
+        p, n = len(prompts[c.prompt_index]), len(c.token_ids)
+        if n and not (mask_truncated and c.finish_reason == "length"):
+            loss_mask[i, p - 1:p - 1 + n] = 1.0    # target at t+1 = completion token
+        if n:
+            sampler_logp[i, p - 1:p - 1 + n] = torch.tensor(c.logprobs, dtype=torch.float32)
+    return Batch(input_ids, attention, loss_mask, advantages.float(), sampler_logp)
+
+
+def micro_batches(batch: Batch, size: int, token_budget: int = 0) -> list[list[int]]:
+    """Index lists of at most `size` sequences; with a token budget, also at most `token_budget` padded tokens."""
+    lengths = batch.attention_mask.sum(1).tolist()
+    out, cur, cur_max = [], [], 0
+    for i, n in enumerate(lengths):
+        new_max = max(cur_max, n)
+        if cur and (len(cur) == size or (token_budget and new_max * (len(cur) + 1) > token_budget)):
+            out.append(cur)
+            cur, new_max = [], n
+        cur.append(i)
+        cur_max = new_max
+    if cur:
+        out.append(cur)
+    return out

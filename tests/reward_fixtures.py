@@ -1,0 +1,11 @@
+"""User-defined reward functions for the end-to-end tests (batch form: f(completions, **rows) -> list)."""
+
+
+def count_sevens(completions, **rows):
+    """A trivially learnable reward: the fraction of characters that are '7'."""
+    return [c.count("7") / max(len(c), 1) for c in completions]
+
+
+def only_some(completions, question, **rows):
+    """Applies to half of the prompts only (None = does not apply)."""
+    return [None if q.endswith("1") else float(len(c) > 3) for c, q in zip(completions, question)]
