@@ -35,6 +35,9 @@ PANELS: list[tuple[str, str, list[str], bool]] = [
     ("kl", "KL to reference", ["kl", "kl/*"], False),
     ("reflection", "Reflection: re-checking phrases and revised answers",
      ["eval/reflection_rate", "eval/revision_rate", "reflection*", "revision*"], True),
+    ("truncated", "Truncated at max tokens (fraction)", ["frac_truncated", "len/truncated", "eval/truncated"], True),
+    ("clip", "Clipped tokens (fraction)", ["clip/*", "clip_frac*"], False),
+    ("time", "Time per step (s)", ["time/*"], False),
 ]
 _NOT_A_FUNCTION = {"reward/mean", "reward/std", "reward/timeouts", "reward/errors", "reward/min", "reward/max"}
 _MAX_OTHER_PANELS = 12
@@ -95,8 +98,8 @@ def _panel_keys(series: dict) -> list[tuple[str, str, list[str], bool]]:
             panels.append((stem, title, keys, fraction))
     others: dict[str, list[str]] = {}
     for key in sorted(series):
-        if key not in claimed:
-            others.setdefault(key.split("/")[0], []).append(key)
+        if key not in claimed:      # group by "prefix/" or, for flat names, the first word: frac_a, frac_b
+            others.setdefault(key.split("/")[0] if "/" in key else key.split("_")[0], []).append(key)
     for prefix, keys in list(others.items())[:_MAX_OTHER_PANELS]:
         stem = "other_" + "".join(c if c.isalnum() else "_" for c in prefix)
         panels.append((stem, ", ".join(keys) if len(keys) <= 3 else prefix + "/*", keys, False))
@@ -254,7 +257,7 @@ def _samples_section(path: Path, n: int) -> list[str]:
                                      ("reward", "correct", "answer", "reference", "n_tokens", "finish_reason")
                                      if k in r)
             out.append(f"<div class='sample'><div class='meta'>{meta}</div>"
-                       f"<pre class='prompt'>{_e(_clip(r.get('prompt', '')))}</pre>"
+                       f"<pre class='prompt'>{_e(_clip(r.get('prompt', r.get('question', ''))))}</pre>"
                        f"<pre class='completion'>{_e(_clip(r.get('completion', '')))}</pre></div>")
     return out
 
