@@ -1,0 +1,1 @@
+"""File tasks (filled in by the next commit)."""

@@ -1,0 +1,1 @@
+"""reasoning-gym adapter (filled in by a later commit)."""

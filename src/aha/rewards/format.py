@@ -1,0 +1,117 @@
+"""Format rewards and answer extraction for the R1-Zero output form.
+
+The R1-Zero template asks for
+
+    <think> reasoning </think> <answer> answer </answer>
+
+`format_reward` is R1's rule-based format reward: 1 iff the completion is exactly that shape (whitespace
+around and between the blocks, nothing after `</answer>`, both blocks non-empty, each tag exactly once).
+Tags are matched byte-exactly in ASCII, so look-alike tags (Cyrillic "а", fullwidth "＜") are plain text and
+never count. With `think_prefilled=True` the prompt already ends in `<think>` (R1-Distill chat templates,
+TinyZero), so the completion starts inside the reasoning and must not open `<think>` again.
+
+`tag_reward` is the partial-credit variant used for early training: 0.25 per tag that occurs exactly once in
+its place (see the function). `extract_answer` returns the last answer block (inside it the last balanced
+`\\boxed{...}` when there is one); every accuracy reward reads the answer through it, so an answer outside the
+tags never scores.
+
+All functions are total: any string in, a float (or str/None) out, linear time, no exception.
+"""
+from __future__ import annotations
+
+import re
+
+TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+_FULL = re.compile(r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL)
+_FULL_PREFILLED = re.compile(r"(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL)
+_BOXED = ("\\boxed", "\\fbox")
+
+
+def format_reward(completion: str, *, think_prefilled: bool = False) -> float:
+    """1.0 iff `completion` is exactly one think block then one answer block, both non-empty; else 0.0."""
+    if not isinstance(completion, str):
+        return 0.0
+    counts = [completion.count(t) for t in TAGS]
+    if counts != ([0, 1, 1, 1] if think_prefilled else [1, 1, 1, 1]):
+        return 0.0   # a repeated or missing tag anywhere (e.g. "<answer>" mentioned inside the reasoning)
+    m = (_FULL_PREFILLED if think_prefilled else _FULL).fullmatch(completion)
+    if m is None or not m["think"].strip() or not m["answer"].strip():
+        return 0.0
+    return 1.0
+
+
+def tag_reward(completion: str, *, think_prefilled: bool = False) -> float:
+    """Partial credit, 0.25 per tag placed correctly.
+
+    A tag is placed correctly when it occurs exactly once and after every earlier tag of the sequence
+    <think> </think> <answer> </answer> that occurs exactly once; in addition <think> must be preceded only by
+    whitespace and </answer> followed only by whitespace. With `think_prefilled` the <think> credit is given
+    for *not* repeating the prefilled tag. A completion with format_reward 1 gets tag_reward 1.
+    """
+    if not isinstance(completion, str):
+        return 0.0
+    score, last = 0.0, -1
+    for i, tag in enumerate(TAGS):
+        if i == 0 and think_prefilled:
+            score += 0.25 if tag not in completion else 0.0
+            continue
+        if completion.count(tag) != 1:
+            continue
+        pos = completion.index(tag)
+        in_order, last = pos > last, max(last, pos)
+        if not in_order:
+            continue
+        if i == 0 and completion[:pos].strip():
+            continue
+        if i == 3 and completion[pos + len(tag):].strip():
+            continue
+        score += 0.25
+    return score
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}`) with balanced braces; None if there is none."""
+    if not isinstance(text, str):
+        return None
+    start = max(text.rfind(b + "{") for b in _BOXED)
+    if start < 0:
+        return None
+    i = text.index("{", start)
+    depth = 0
+    for j in range(i, len(text)):   # linear scan; a 5,000-deep nest is just 5,000 steps
+        c = text[j]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1:j]
+    return None   # unbalanced: no boxed answer
+
+
+def answer_block(completion: str) -> str | None:
+    """Content of the last `<answer>...</answer>` block (None if the last `<answer>` is never closed)."""
+    if not isinstance(completion, str):
+        return None
+    start = completion.rfind("<answer>")
+    if start < 0:
+        return None
+    start += len("<answer>")
+    end = completion.find("</answer>", start)
+    if end < 0:
+        return None
+    return completion[start:end]
+
+
+def extract_answer(completion: str) -> str | None:
+    """The final answer: the last answer block, inside it the last balanced \\boxed{} when present; stripped.
+
+    None when there is no closed answer block. The answer may be the empty string (an empty block), which no
+    accuracy reward accepts.
+    """
+    block = answer_block(completion)
+    if block is None:
+        return None
+    boxed = last_boxed(block)
+    return (boxed if boxed is not None else block).strip()

@@ -1,0 +1,143 @@
+"""Math accuracy: is the completion's final answer mathematically equal to the reference?
+
+    math_accuracy(completion, answer) = 1  iff  extract_answer(completion) == reference_answer(answer)
+
+Reference forms: a GSM8K solution (the number after the last "####"), a MATH solution (the last balanced
+\\boxed{...}), or a bare answer string. Equality is decided in two steps:
+
+1. Fast path (no sympy, ~microseconds): when both sides are plain numbers -- integers, decimals, thousands
+   separators ("1,234", "1{,}234", "1\\,234"), "$"-signs, simple fractions "a/b" or \\frac{a}{b} -- they are
+   compared exactly as Fractions. So "0.5" == "\\frac{1}{2}" but 0.333333 != 1/3 here.
+2. Otherwise math-verify (the verifier open-r1 and TRL use) parses both sides as LaTeX -- the predicted
+   answer is wrapped in \\boxed{} so the *whole* answer is one expression: "1, 2, 3" is the set {1,2,3}
+   and never matches 3, unlike math-verify's default last-number extraction -- and compares them
+   symbolically/numerically (expressions, \\sqrt, \\pi, tuples, intervals, sets, equations).
+
+Guards against answers that would hang sympy in C code (where no signal can interrupt it): answers longer than
+MAX_ANSWER_CHARS, brace nesting deeper than MAX_BRACE_DEPTH, numeric power towers (9**9**9, 10^{10^{10}}),
+exponents >= 10^5 and factorials of 4+ digit numbers score 0 before parsing. Legitimate answers of these
+shapes (e.g. "2^{3^2}") are rejected too; that is deliberate. The runner's process timeout is the final bound
+for anything the guards miss. math-verify's own signal timeouts are used only on a process's main thread
+(signals cannot be set elsewhere).
+"""
+from __future__ import annotations
+
+import re
+import threading
+from fractions import Fraction
+from functools import lru_cache
+
+from aha.rewards.format import extract_answer, last_boxed
+
+MAX_ANSWER_CHARS = 300     # MATH-500 answers are <= 53 characters
+MAX_BRACE_DEPTH = 12      # MATH-500 answers nest <= 2 deep; deep nests make sympy crawl
+VERIFY_TIMEOUT_S = 3     # math-verify's signal.alarm timeout (whole seconds), main thread only
+
+_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+_FRAC = re.compile(r"(-?)\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}|(-?\d+)/(-?\d+)")
+_TOWER = re.compile(r"(?:\^|\*\*)\s*[{(]?\s*[-+]?[\d.]+\s*[})]?\s*(?:\^|\*\*)")
+_BIG_EXP = re.compile(r"(?:\^|\*\*)\s*[{(]?\s*[-+]?\d{6,}")
+_BIG_FACT = re.compile(r"\d{4,}\s*!|\\?factorial\s*[{(]\s*\d{4,}")
+
+
+def reference_answer(answer) -> str | None:
+    """The answer inside a reference: after the last '####' (GSM8K), else the last \\boxed{} (MATH), else
+    the string itself; stripped. None for a non-string or empty reference."""
+    if isinstance(answer, (int, float, Fraction)) and not isinstance(answer, bool):
+        answer = str(answer)
+    if not isinstance(answer, str):
+        return None
+    if "####" in answer:
+        answer = answer.rsplit("####", 1)[1]
+    else:
+        boxed = last_boxed(answer)
+        if boxed is not None:
+            answer = boxed
+    answer = answer.strip()
+    return answer or None
+
+
+def simple_number(text: str) -> Fraction | None:
+    """The exact value of a plain number or simple fraction (see module docstring), else None."""
+    s = text.strip()
+    if len(s) > 64:
+        return None
+    if s.startswith("$") and s.endswith("$") and len(s) > 1:
+        s = s.strip("$").strip()
+    s = s.replace("\\$", "").replace("\\!", "").replace("{,}", ",").replace("\\,", ",").replace(" ", "")
+    s = s.lstrip("$").rstrip(".")
+    if _NUMBER.fullmatch(s):
+        return Fraction(s.replace(",", ""))
+    m = _FRAC.fullmatch(s)
+    if m:
+        sign, num, den = (m[1], m[2], m[3]) if m[2] is not None else ("", m[4], m[5])
+        if int(den) == 0:
+            return None
+        value = Fraction(int(num), int(den))
+        return -value if sign else value
+    return None
+
+
+def _too_hard(answer: str) -> bool:
+    """True for answers that could make sympy compute for minutes in C (see module docstring)."""
+    if len(answer) > MAX_ANSWER_CHARS:
+        return True
+    depth = 0
+    for c in answer:
+        if c in "{([":
+            depth += 1
+            if depth > MAX_BRACE_DEPTH:
+                return True
+        elif c in "})]":
+            depth -= 1
+    return bool(_TOWER.search(answer) or _BIG_EXP.search(answer) or _BIG_FACT.search(answer))
+
+
+def _timeouts() -> dict:
+    main = threading.current_thread() is threading.main_thread()
+    return {"timeout": VERIFY_TIMEOUT_S if main else None}
+
+
+@lru_cache(maxsize=4096)
+def _parse_latex(expr: str, timeout: int | None) -> tuple:
+    from math_verify import LatexExtractionConfig, parse
+
+    # \boxed{} around the whole answer: math-verify then parses all of it as one expression.
+    return tuple(parse("\\boxed{" + expr + "}", [LatexExtractionConfig(boxed_match_priority=0)],
+                       fallback_mode="no_fallback", parsing_timeout=timeout))
+
+
+def _normalised(s: str) -> str:
+    s = re.sub(r"(?<=\d)\s+(?=\d)", "#", s)   # "1 2" must not become "12"
+    return re.sub(r"\s+|\\[,;!: ]|\\text\{|\\mathrm\{|[{}$]", "", s)
+
+
+def math_equal(pred: str, gold: str) -> bool:
+    """Equality of two extracted answers (no tags, no '####'); total."""
+    try:
+        if not pred or not gold or _too_hard(pred):
+            return False
+        pn, gn = simple_number(pred), simple_number(gold)
+        if pn is not None and gn is not None:
+            return pn == gn
+        if _normalised(pred) == _normalised(gold):
+            return True
+        from math_verify import verify
+
+        t = _timeouts()["timeout"]
+        gold_parsed, pred_parsed = _parse_latex(gold, t), _parse_latex(pred, t)
+        if not gold_parsed or not pred_parsed:
+            return False
+        return bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=t))
+    except Exception:   # math-verify's TimeoutException included: unparseable -> not equal
+        return False
+
+
+def math_accuracy(completion: str, answer) -> float:
+    """1.0 iff the completion's extracted answer equals the reference `answer` mathematically; else 0.0."""
+    try:
+        pred = extract_answer(completion)
+        gold = reference_answer(answer)
+        return 1.0 if pred and gold and math_equal(pred, gold) else 0.0
+    except Exception:
+        return 0.0

@@ -1,0 +1,198 @@
+"""RewardRunner: score a batch of completions with several reward functions and weights.
+
+    scores[i, f] = reward_f(completion_i, **row_i fields)      NaN where reward f does not apply to row i
+    total[i]     = sum_f weight_f * scores[i, f] over applicable f    (NaN if none applies)
+
+A reward does not apply when it returns None, or (built-ins) when the row lacks a field its signature requires
+(a math reward on a code row). Cheap bounded functions (format, tag, countdown, exact, language) run in this
+process; everything else (math equivalence, code, user "module:function" rewards) runs in a WorkerPool with a
+per-item timeout. A timed-out or failing item scores 0 and is counted in metrics["reward/timeouts"] /
+["reward/errors"]; the first error message of each reward is also issued as a warning.
+
+User rewards are batch style, f(completions, **row_fields_as_lists) -> list[float | None]; they get chunks of
+at most USER_CHUNK items, each call with a budget of `timeout` seconds; a chunk that times out (or kills its
+worker) is retried one item at a time, so only the items that really hang score 0.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aha.rewards.registry import IN_PROCESS, get_reward, is_batch, row_params
+
+USER_CHUNK = 8
+
+
+@dataclass
+class RewardSpec:
+    name: str                                   # registered name or "module:function"
+    weight: float = 1.0
+    kwargs: dict = field(default_factory=dict)  # fixed options, e.g. {"lang": "zh"}; row fields override
+
+
+@dataclass
+class RewardResult:
+    scores: np.ndarray          # (N, F) float64, NaN = does not apply
+    total: np.ndarray           # (N,) weighted sum over applicable functions, NaN if none applies
+    names: list[str]            # (F,)
+    metrics: dict[str, float]   # "reward/<name>" means, "reward/total", "reward/timeouts", "reward/errors"
+
+
+class RewardRunner:
+    """See module docstring. `num_workers=0` runs everything in this process (no timeouts: debugging only)."""
+
+    def __init__(self, specs, *, timeout: float = 5.0, num_workers: int = 2, think_prefilled: bool = False,
+                 memory_limit_mb: int = 4096):
+        self.specs = [s if isinstance(s, RewardSpec) else RewardSpec(*s) for s in specs]
+        if not self.specs:
+            raise ValueError("RewardRunner needs at least one reward spec, e.g. [('math', 1.0), ('format', 0.1)]")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        self.timeout, self.num_workers, self.think_prefilled = float(timeout), int(num_workers), think_prefilled
+        self.memory_limit_mb = memory_limit_mb
+        self.fns = [get_reward(s.name) for s in self.specs]   # unknown / unimportable names fail here
+        self.names = _unique([s.name for s in self.specs])
+        self.weights = np.array([float(s.weight) for s in self.specs])
+        self._pool = None
+        self._warned: set[str] = set()
+
+    # ---- jobs -------------------------------------------------------------------------------------------------
+    def _item_kwargs(self, f: int, row: dict) -> dict | None:
+        fn, spec = self.fns[f], self.specs[f]
+        required, optional = row_params(fn)
+        kwargs = {k: v for k, v in spec.kwargs.items() if k in required | optional}
+        kwargs.update({k: row[k] for k in required | optional if k in row})
+        if self.think_prefilled and "think_prefilled" in optional:
+            kwargs["think_prefilled"] = True
+        return kwargs if required <= kwargs.keys() else None
+
+    def _batch_jobs(self, f: int, completions: list[str], rows: list[dict]) -> list[tuple[list[int], tuple, dict]]:
+        fn = self.fns[f]
+        params = inspect.signature(fn).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        keys = sorted({k for r in rows for k in r} | set(self.specs[f].kwargs))
+        keys = [k for k in keys if takes_any or k in params]
+        jobs = []
+        for start in range(0, len(completions), USER_CHUNK):
+            idx = list(range(start, min(start + USER_CHUNK, len(completions))))
+            kwargs = {k: [rows[i].get(k, self.specs[f].kwargs.get(k)) for i in idx] for k in keys}
+            jobs.append((idx, ([completions[i] for i in idx],), kwargs))
+        return jobs
+
+    # ---- scoring ----------------------------------------------------------------------------------------------
+    def score(self, completions: list[str], rows: list[dict]) -> RewardResult:
+        from aha.rewards.pool import Job, WorkerPool
+
+        if len(completions) != len(rows):
+            raise ValueError(f"score() got {len(completions)} completions but {len(rows)} rows; pass one row "
+                             "per completion (repeat each prompt's row G times)")
+        n, F = len(completions), len(self.specs)
+        scores = np.full((n, F), np.nan)
+        counts = {"timeouts": 0, "errors": 0}
+        remote: list[tuple[int, list[int], Job]] = []   # (f, item indices, job)
+        for f, spec in enumerate(self.specs):
+            if is_batch(spec.name):
+                for idx, args, kwargs in self._batch_jobs(f, completions, rows):
+                    remote.append((f, idx, Job(spec.name, args, kwargs, self.timeout)))
+                continue
+            for i, (c, row) in enumerate(zip(completions, rows)):
+                kwargs = self._item_kwargs(f, row)
+                if kwargs is None:
+                    continue   # a required field is missing: does not apply (NaN)
+                if spec.name in IN_PROCESS or self.num_workers == 0:
+                    self._store(scores, counts, f, [i], _call(self.fns[f], (c,), kwargs))
+                else:
+                    remote.append((f, [i], Job(spec.name, (c,), kwargs, self.timeout)))
+        if remote:
+            if self._pool is None:
+                self._pool = WorkerPool(self.num_workers, memory_limit_mb=self.memory_limit_mb)
+            outcomes = self._pool.run([job for _, _, job in remote])
+            # A user chunk that timed out is retried item by item, so only the stuck completion scores 0.
+            retry = [k for k, (_, idx, _) in enumerate(remote) if len(idx) > 1 and _stuck(outcomes[k])]
+            singles = [(remote[k][0], [i], _single(remote[k][2], pos, self.timeout))
+                       for k in retry for pos, i in enumerate(remote[k][1])]
+            if singles:
+                outcomes += self._pool.run([job for _, _, job in singles])
+            for k, ((f, idx, _), outcome) in enumerate(zip(remote + singles, outcomes)):
+                if k not in retry:
+                    self._store(scores, counts, f, idx, outcome)
+        total = np.where(np.isnan(scores).all(axis=1), np.nan, np.nansum(scores * self.weights, axis=1))
+        metrics = {f"reward/{name}": _nanmean(scores[:, f]) for f, name in enumerate(self.names)}
+        metrics["reward/total"] = _nanmean(total)
+        metrics["reward/timeouts"], metrics["reward/errors"] = float(counts["timeouts"]), float(counts["errors"])
+        return RewardResult(scores, total, list(self.names), metrics)
+
+    def _store(self, scores, counts, f: int, idx: list[int], outcome: tuple) -> None:
+        kind, value = outcome
+        batch = is_batch(self.specs[f].name)
+        if kind == "ok" and batch and (not isinstance(value, (list, tuple, np.ndarray)) or len(value) != len(idx)):
+            kind, value = "error", f"returned {type(value).__name__} of length " \
+                                   f"{len(value) if hasattr(value, '__len__') else '?'} for {len(idx)} completions"
+        for k, i in enumerate(idx):
+            item_kind, v = kind, (value[k] if kind == "ok" and batch else value)
+            if item_kind == "ok" and v is not None:
+                item_kind, v = _as_score(v)
+            if item_kind == "ok":
+                scores[i, f] = np.nan if v is None else v
+                continue
+            scores[i, f] = 0.0
+            counts["timeouts" if item_kind == "timeout" else "errors"] += 1
+            if item_kind == "error" and self.names[f] not in self._warned:
+                self._warned.add(self.names[f])
+                warnings.warn(f"reward {self.names[f]!r} failed (scored 0): {v}", RuntimeWarning, stacklevel=3)
+
+    # ---- lifetime ---------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _stuck(outcome: tuple) -> bool:
+    return outcome[0] == "timeout" or (outcome[0] == "error" and outcome[1].startswith("reward worker died"))
+
+
+def _single(job, pos: int, timeout: float):
+    """Item `pos` of a batch job, as a batch job of one."""
+    from aha.rewards.pool import Job
+
+    return Job(job.name, ([job.args[0][pos]],), {k: [v[pos]] for k, v in job.kwargs.items()}, timeout)
+
+
+def _call(fn, args: tuple, kwargs: dict) -> tuple:
+    try:
+        return ("ok", fn(*args, **kwargs))
+    except Exception as e:  # noqa: BLE001  (built-ins are total; this is a safety net)
+        return ("error", f"{type(e).__name__}: {e}")
+
+
+def _as_score(v) -> tuple[str, float | str]:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "error", f"returned {type(v).__name__}, not a float or None"
+    return ("ok", v) if math.isfinite(v) else ("error", f"returned non-finite value {v}")
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out

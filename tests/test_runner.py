@@ -1,0 +1,164 @@
+"""RewardRunner: the score table, user rewards, timeouts, dead workers, and no leaked processes."""
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aha.rewards import RewardRunner, RewardSpec
+
+FIXTURES = str(Path(__file__).parent / "fixtures")
+
+
+@pytest.fixture(autouse=True)
+def _fixture_path(monkeypatch):
+    monkeypatch.syspath_prepend(FIXTURES)   # workers inherit sys.path, so they can import reward_fns
+
+
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, pgid, state) of every live (non-zombie) process."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if fields[0] != "Z":
+                out[int(d)] = (int(fields[1]), int(fields[2]), fields[0])
+    return out
+
+
+def _descendants(procs=None) -> set[int]:
+    procs = _processes() if procs is None else procs
+    found, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {p for p, (ppid, _, _) in procs.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.fixture
+def no_leaks():
+    """Asserts the test leaves no process behind: no new descendant, nothing left in a worker's group.
+    The forkserver and resource tracker that multiprocessing keeps for the whole session are warmed first."""
+    with RewardRunner([("math", 1.0)], num_workers=1) as r:
+        r.score(["<answer>1</answer>"], [{"answer": "1"}])
+    before = _descendants()
+    groups: set[int] = set()
+    yield groups   # the test adds the worker pids (= their process groups)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:   # killed processes may take a moment to be reaped
+        procs = _processes()
+        left = (_descendants(procs) - before) | {p for p, (_, g, _) in procs.items() if g in groups}
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, f"processes left behind: {left}"
+
+
+def test_score_table_and_metrics():
+    completions = ["<think>r</think><answer>18</answer>", "<think>r</think><answer>7</answer>",
+                   "<answer>(1 + 2) * 3</answer>", "no tags"]
+    rows = [{"answer": "#### 18"}, {"answer": "\\boxed{8}"}, {"numbers": [1, 2, 3], "target": 9},
+            {"numbers": [1], "target": 2}]
+    with RewardRunner([("math", 1.0), ("countdown", 1.0), RewardSpec("format", 0.5)], timeout=5) as r:
+        res = r.score(completions, rows)
+    assert res.names == ["math", "countdown", "format"]
+    nan = np.nan
+    np.testing.assert_array_equal(res.scores, [[1, nan, 1], [0, nan, 1], [nan, 1, 0], [nan, 0, 0]])
+    np.testing.assert_array_equal(res.total, [1.5, 0.5, 1.0, 0.0])
+    assert res.scores.dtype == np.float64 and res.total.shape == (4,)
+    assert res.metrics == {"reward/math": 0.5, "reward/countdown": 0.5, "reward/format": 0.5,
+                           "reward/total": 0.75, "reward/timeouts": 0.0, "reward/errors": 0.0}
+
+
+def test_in_process_mode_and_options():
+    rows = [{"answer": "1"}, {"answer": "2", "lang": "zh"}]
+    comps = ["reason</think><answer>1</answer>", "推理</think><answer>2</answer>"]
+    with RewardRunner([("format", 1), ("exact", 1), RewardSpec("language", 1, {"lang": "en"})], num_workers=0,
+                      think_prefilled=True) as r:
+        res = r.score(comps, rows)
+    np.testing.assert_array_equal(res.scores, [[1, 1, 1], [1, 1, 1]])   # the row's lang overrides the spec's
+
+
+def test_user_rewards_none_and_errors():
+    comps, rows = ["short", "a much longer one", "also long enough"], [{}, {"skip": True}, {}]
+    with RewardRunner([("reward_fns:length_over_10", 1.0)]) as r:
+        res = r.score(comps, rows)
+    np.testing.assert_array_equal(res.scores[:, 0], [0.0, np.nan, 1.0])   # None -> does not apply
+    np.testing.assert_array_equal(res.total, [0.0, np.nan, 1.0])
+    for name in ["raises", "wrong_length", "not_a_number"]:
+        with RewardRunner([(f"reward_fns:{name}", 1.0)]) as r, pytest.warns(RuntimeWarning, match=name):
+            res = r.score(comps, rows)
+        np.testing.assert_array_equal(res.scores[:, 0], [0, 0, 0])
+        assert res.metrics["reward/errors"] == 3.0 and res.metrics["reward/timeouts"] == 0.0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown reward 'nope'"):
+        RewardRunner([("nope", 1.0)])
+    with RewardRunner([("format", 1.0)]) as r, pytest.raises(ValueError, match="one row per completion"):
+        r.score(["a", "b"], [{}])
+
+
+@pytest.mark.parametrize("fn,marker,kind", [("hang_on_loop", "LOOP", "timeouts"),
+                                            ("sleep_forever_in_c", "SLEEP", "timeouts"),
+                                            ("spawn_and_hang", "SPAWN", "timeouts"),
+                                            ("die", "DIE", "errors")])
+def test_stuck_or_dead_worker_is_replaced(no_leaks, fn, marker, kind):
+    comps = ["fine", marker, "fine", "fine"]
+    start = time.monotonic()
+    with RewardRunner([(f"reward_fns:{fn}", 1.0)], timeout=0.5, num_workers=2) as r:
+        warm = r.score(["fine"], [{}])   # start the workers
+        no_leaks.update(r._pool.pids())
+        res = r.score(comps, [{}] * 4)
+        no_leaks.update(r._pool.pids())
+        assert r._pool.replaced >= 1
+        again = r.score(["fine"] * 3, [{}] * 3)   # the pool works after a replacement
+    np.testing.assert_array_equal(warm.scores[:, 0], [1.0])
+    np.testing.assert_array_equal(res.scores[:, 0], [1, 0, 1, 1])   # only the stuck item scores 0
+    assert res.metrics[f"reward/{kind}"] == 1.0
+    np.testing.assert_array_equal(again.scores[:, 0], [1, 1, 1])
+    # chunk budget 4 x 0.5 s, then the retry of the stuck item alone (0.5 s); plus worker start-up
+    assert time.monotonic() - start < 15
+
+
+def adversarial_batch():
+    """200 completions built from the issue's attacks, each paired with a row whose right answer differs."""
+    math_attacks = ["9**9**9**9", "10^{10^{10^{10}}}", "\\frac{1}{0}", "{" * 5000 + "1" + "}" * 5000,
+                    "7" * 100_000, "\\sin(" * 11 + "x" + ")" * 11, "2^{1000000}", "1000000!",
+                    "\\boxed{" * 3000, "1, 2, 3, 4, 5, 6, 7, 8, 9, 10", "x" * 999, "\x00\ud800"]
+    countdown_attacks = ["9**9**9**9", "(" * 5000 + "1" + ")" * 5000, "__import__('os').system('id')",
+                         "1/0", "1 + 1" * 20_000]
+    out = []
+    for k in range(200):
+        if k % 40 == 39:
+            out.append(("LOOP", {}))   # a user reward spinning forever on this one
+        elif k % 2:
+            a = math_attacks[k % len(math_attacks)]
+            out.append((f"<think>r</think><answer>{a}</answer>", {"answer": "#### 42"}))
+        else:
+            a = countdown_attacks[k % len(countdown_attacks)]
+            out.append((f"<think>r</think><answer>{a}</answer>", {"numbers": [1, 2, 3], "target": 42}))
+    return [c for c, _ in out], [r for _, r in out]
+
+
+def test_200_adversarial_completions_bounded_and_clean(no_leaks):
+    comps, rows = adversarial_batch()
+    timeout = 0.5
+    start = time.monotonic()
+    with RewardRunner([("math", 1.0), ("countdown", 1.0), ("reward_fns:hang_on_loop", 0.0)], timeout=timeout,
+                      num_workers=2) as r:
+        res = r.score(comps, rows)
+        no_leaks.update(r._pool.pids())
+    elapsed = time.monotonic() - start
+    acc = res.scores[:, :2]
+    assert np.all(np.isnan(acc) | (acc == 0.0)) and np.all(np.nansum(acc, axis=1) == 0.0)
+    loops = [i for i, c in enumerate(comps) if c == "LOOP"]
+    assert np.all(res.scores[loops, 2] == 0.0) and res.metrics["reward/timeouts"] >= len(loops)
+    # Bound: the guards answer most attacks at once; what reaches sympy or loops is killed at `timeout`:
+    # 5 LOOP chunks + 5 retries + ~8 nested-\sin items, 0.5 s each on 2 workers -> ~5 s, plus start-up.
+    assert elapsed < 30, f"took {elapsed:.1f}s"
