@@ -197,3 +197,12 @@ def test_tiny_model_with_real_rewards(tok):
     res = evaluate(engine, tok, ROWS[:2], accuracy="math", k=2, max_tokens=4, template=lambda q: q, n_boot=0)
     assert res.metrics["pass1"] == 0.0 and res.metrics["format"] == 0.0    # 4 random characters cannot be right
     assert len(res.samples) == 4
+
+
+def test_cluster_with_real_math_verifier():
+    rewards = pytest.importorskip("aha.rewards")
+    if not hasattr(rewards, "RewardRunner"):
+        pytest.skip("aha.rewards.RewardRunner is not there yet")
+    with rewards.RewardRunner([("math", 1.0), ("format", 1.0)], num_workers=1) as runner:
+        labels = _cluster_with_runner([["\\frac{1}{2}", "3", "0.5", "1/2", None, "9**9**9**9"]], runner, col=0)
+    assert labels == [[0, 1, 0, 0, None, 5]]
