@@ -2,7 +2,6 @@
 Chromium render when Debian's chromium is installed)."""
 import base64
 import json
-import math
 import shutil
 import subprocess
 from html.parser import HTMLParser

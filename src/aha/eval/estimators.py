@@ -30,7 +30,7 @@ __all__ = ["pass_at_k", "pass1", "majority_vote", "cons_at_k", "bootstrap_ci", "
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples with c correct (Chen et al. 2021, numerically stable product form)."""
-    if not (isinstance(n, (int, np.integer)) and isinstance(c, (int, np.integer)) and isinstance(k, (int, np.integer))):
+    if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in (n, c, k)):
         raise ValueError(f"pass_at_k takes integers, got n={n!r}, c={c!r}, k={k!r}")
     if n < 1 or not 0 <= c <= n:
         raise ValueError(f"pass_at_k needs n >= 1 and 0 <= c <= n, got n={n}, c={c}")

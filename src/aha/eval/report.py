@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import fnmatch
 import html
-import io
 import json
 import math
 from pathlib import Path
