@@ -10,12 +10,18 @@ import sys
 USAGE = """usage: aha <command> [CONFIG] [key.sub=value ...]
 
 commands:
-  train CONFIG     GRPO / Dr. GRPO / DAPO training (configs/grpo.yaml, dr_grpo.yaml, dapo.yaml)
+  train CONFIG     RL training: GRPO / Dr. GRPO / DAPO (configs/grpo.yaml, dr_grpo.yaml, dapo.yaml),
+                   PPO with algorithm.name=ppo
+  eval [CONFIG]    pass@1 over k samples, cons@k, pass@k, format, length, reflection
+                   (or: aha eval --model PATH --task NAME [--k 16] [--limit N])
+  report RUN_DIR   PNG plots and a self-contained HTML page of a run
+  pretrain CONFIG  pretrain the tiny base model of `aha demo` (configs/pretrain.yaml)
   version          print the version
 
 Examples:
   aha train configs/grpo.yaml steps=20 optim.lr=1e-5
   aha train configs/grpo.yaml out=runs/grpo resume=true
+  aha eval --model runs/grpo/checkpoints/step-000060 --task arithmetic --k 8 --limit 200
 """
 
 
@@ -43,12 +49,69 @@ def cmd_train(args: list[str]) -> int:
 
     path, overrides = split_args(args)
     cfg = load_config(TrainConfig, path, overrides)
+    if cfg.algorithm.name == "ppo":
+        from .train.ppo import train
     summary = train(cfg)
     print(f"done: {summary['steps']} steps in {summary['seconds']:.1f}s; run directory {cfg.out}")
     return 0
 
 
-COMMANDS = {"train": cmd_train}
+EVAL_FLAGS = {"--model": "model.path", "--task": "task.name", "--k": "k", "--limit": "limit", "--out": "out",
+              "--engine": "engine"}
+
+
+def flags_to_overrides(args: list[str], flags: dict[str, str]) -> list[str]:
+    """`--model PATH` style flags -> `model.path=PATH` overrides; other arguments pass through."""
+    out, i = [], 0
+    while i < len(args):
+        a = args[i]
+        name, eq, val = a.partition("=")
+        if name in flags:
+            if not eq:
+                if i + 1 >= len(args):
+                    raise UsageError(f"{a} needs a value, e.g. {a} VALUE")
+                i, val = i + 1, args[i + 1]
+            out.append(f"{flags[name]}={val}")
+        elif a.startswith("--"):
+            raise UsageError(f"unknown option '{a}'; options: {', '.join(flags)} (or key.sub=value overrides)")
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
+def cmd_eval(args: list[str]) -> int:
+    from .config import load_config
+    from .eval import EvalConfig, run_eval
+
+    path, overrides = split_args(flags_to_overrides(args, EVAL_FLAGS))
+    run_eval(load_config(EvalConfig, path, overrides))
+    return 0
+
+
+def cmd_report(args: list[str]) -> int:
+    from pathlib import Path
+
+    from .eval import make_report
+
+    if len(args) != 1:
+        raise UsageError("usage: aha report RUN_DIR")
+    if not Path(args[0]).is_dir():
+        raise FileNotFoundError(f"run directory '{args[0]}' not found; pass the out= directory of a run")
+    print(f"report: {make_report(args[0])}")
+    return 0
+
+
+def cmd_pretrain(args: list[str]) -> int:
+    from .config import load_config
+    from .demo.pretrain import PretrainConfig, pretrain
+
+    path, overrides = split_args(args)
+    print(f"pretrained model written to {pretrain(load_config(PretrainConfig, path, overrides))}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "report": cmd_report, "pretrain": cmd_pretrain}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,13 +145,22 @@ class BatchConfig:
 class LoggingConfig:
     log_every: int = 1
     samples_every: int = 10          # print and store a table of sample completions every N steps (0 = off)
-    eval_every: int = 0              # held-out evaluation every N steps (0 = only at the end when eval_size > 0)
+    eval_every: int = 0              # held-out evaluation every N steps (it also runs at the last step)
     eval_size: int = 0               # held-out problems for that evaluation
     eval_k: int = 4                  # samples per held-out problem
+    eval_temperature: float = 0.6    # the R1 paper's evaluation sampling
+    eval_top_p: float = 0.95
+    eval_batch: int = 64             # problems per generate call
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "aha"
     progress: bool = True            # tqdm bar
+
+    def __post_init__(self):
+        for key in ("log_every", "samples_every", "eval_every", "eval_size"):
+            check(getattr(self, key) >= 0, key, f"must be >= 0 (0 = off), got {getattr(self, key)}")
+        check(self.eval_k >= 1, "eval_k", f"must be >= 1, got {self.eval_k}")
+        check(self.eval_batch >= 1, "eval_batch", f"must be >= 1, got {self.eval_batch}")
 
 
 @dataclass

@@ -243,6 +243,18 @@ class GRPOTrainer:
             self.write_samples(step, rows, comps, total)
         return metrics
 
+    def evaluate(self) -> dict:
+        """Held-out pass@1 (k samples each), format and length on the task's test split."""
+        from ..eval import eval_metrics
+
+        lg, t = self.cfg.logging, self.cfg.task
+        test = self.task.dataset("test")
+        rows = [test[i] for i in range(min(lg.eval_size, len(test)))]
+        return eval_metrics(self.engine, self.tok, rows, accuracy=self.task.accuracy_reward, k=lg.eval_k,
+                            template=t.template, system=t.system, prefill=t.prefill, seed=self.cfg.seed,
+                            max_tokens=self.cfg.sampling.max_new_tokens, temperature=lg.eval_temperature,
+                            top_p=lg.eval_top_p, batch_size=lg.eval_batch)
+
     def write_samples(self, step, rows, comps, total, k: int = 4) -> None:
         G = self.cfg.sampling.group_size
         picked = [{"step": step, "question": rows[c.prompt_index]["question"], "completion": c.text,
@@ -297,6 +309,9 @@ class GRPOTrainer:
                 metrics = self.train_step(self.step + 1)
                 step_start = None
                 self.step += 1
+                lg = cfg.logging
+                if lg.eval_size and ((lg.eval_every and self.step % lg.eval_every == 0) or self.step == cfg.steps):
+                    metrics.update(self.evaluate())
                 self.log.log(metrics, self.step)
                 bar.update(1)
                 if cfg.logging.log_every and self.step % cfg.logging.log_every == 0:
