@@ -14,7 +14,7 @@ from typing import Literal
 
 __all__ = ["EvalConfig", "EvalModelConfig", "EvalTaskConfig", "EvalSamplingConfig", "run_eval"]
 
-ENGINES = ("auto", "hf", "fast")
+from aha.rollout.factory import ENGINES, make_engine
 
 
 def _check(cond: bool, key: str, message: str) -> None:
@@ -91,22 +91,6 @@ class EvalConfig:
         _check(bool(str(self.out).strip()), "out", "is empty; give an output directory, e.g. out=runs/eval")
         _check(self.reflection_phrases is None or any(p.strip() for p in self.reflection_phrases),
                "reflection_phrases", "is empty; give phrases such as [wait, verify] or null for the defaults")
-
-
-def make_engine(kind: str, model, tokenizer):
-    """auto: the fast engine when the model is on a GPU and the engine is installed, else HF generate."""
-    from aha.rollout import HFEngine
-
-    on_gpu = next(model.parameters()).is_cuda
-    if kind == "fast" or (kind == "auto" and on_gpu):
-        try:
-            from aha.rollout import FastEngine
-        except ImportError:
-            if kind == "fast":
-                raise ValueError("engine=fast is not available in this install; use engine=hf") from None
-        else:
-            return FastEngine(model, tokenizer)
-    return HFEngine(model, tokenizer)
 
 
 def run_eval(cfg: EvalConfig, log=print):

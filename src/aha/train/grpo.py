@@ -24,9 +24,11 @@ import yaml
 from .. import algos
 from ..config import to_dict
 from ..data import get_task, render_prompt
+from ..eval.reflection import reflection_rate, revision_rate
 from ..models.load import load_model, reference_model
 from ..rewards import RewardRunner, soft_overlong_penalty
-from ..rollout import HFEngine, SamplingParams
+from ..rollout import SamplingParams
+from ..rollout.factory import make_engine
 from . import checkpoint as ckpt
 from .batching import build_batch, micro_batches
 from .config import TrainConfig
@@ -34,20 +36,6 @@ from .forward import sequence_logprobs
 from .metrics import MetricsLog, console_line, print_samples
 from .optim import build_optimizer, build_scheduler
 from .prompts import PromptStream
-
-
-def make_engine(kind: str, model, tokenizer):
-    """auto: the fast engine on a GPU when it supports the model, HF generate otherwise."""
-    on_gpu = next(model.parameters()).is_cuda
-    if kind == "fast" or (kind == "auto" and on_gpu):
-        try:
-            from ..rollout import FastEngine
-        except ImportError:
-            if kind == "fast":
-                raise RuntimeError("engine=fast is not available in this install; use engine=hf") from None
-        else:
-            return FastEngine(model, tokenizer)
-    return HFEngine(model, tokenizer)
 
 
 class GRPOTrainer:
@@ -231,6 +219,8 @@ class GRPOTrainer:
             "reward/std": float(finite.std()) if finite.size else float("nan"),
             "len/mean": float(lengths.mean()), "len/min": int(lengths.min()), "len/max": int(lengths.max()),
             "frac_truncated": float(np.mean([c.finish_reason == "length" for c in comps])),
+            "reflection_rate": reflection_rate([c.text for c in comps]),
+            "revision_rate": revision_rate([c.text for c in comps]),
         })
         names = self.reward_names + (["overlong"] if scores.shape[1] > len(self.reward_names) else [])
         for j, name in enumerate(names):

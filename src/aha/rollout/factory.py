@@ -1,0 +1,25 @@
+"""Pick the engine for a model: the fast engine on a GPU, HF generate otherwise (or as asked)."""
+from __future__ import annotations
+
+import warnings
+
+from .hf import HFEngine
+
+ENGINES = ("auto", "hf", "fast")
+
+
+def make_engine(kind: str, model, tokenizer):
+    """kind: auto (fast engine when the model is on a GPU), hf, or fast."""
+    if kind not in ENGINES:
+        raise ValueError(f"unknown engine {kind!r}; choose one of: {', '.join(ENGINES)}")
+    on_gpu = next(model.parameters()).is_cuda
+    if kind == "fast" or (kind == "auto" and on_gpu):
+        try:
+            from .fast import FastEngine
+        except ImportError as e:
+            if kind == "fast":
+                raise ValueError(f"engine=fast is not available ({e}); use engine=hf") from None
+            warnings.warn(f"fast engine unavailable ({e}); using HF generate")
+        else:
+            return FastEngine(model, tokenizer)
+    return HFEngine(model, tokenizer)
