@@ -1,0 +1,156 @@
+"""Attention over the paged KV cache.
+
+Decode (one new query token per sequence): out_h = softmax(q_h . K^T * scale) V over the sequence's first
+`seq_len` cache positions, K/V read through the block table (position p lives in slot
+block_table[p // page] * page + p % page). The Triton kernel is split-K GQA decoding: one program per
+(sequence, KV head, split) loads the G = NH / KVH query heads that share the KV head as one (G, D) tile, so each
+K/V byte is read once for all G heads; splits of the context are merged with their log-sum-exp
+(out = sum_s w_s o_s, w_s = exp(lse_s - max lse) / sum). The torch fallback gathers K/V and runs plain softmax.
+
+Prefill (whole prompts): PyTorch SDPA, causal, on right-padded prompts (a prompt's real queries never see
+the padding that follows it).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._triton import next_pow2, tl, triton, use_triton
+
+if triton is not None:
+    @triton.jit
+    def _decode_kernel(Q, KC, VC, BT, LENS, O, MO, ML, scale,
+                       sqb, sqh, skt, skh, sbt, sob, soh,
+                       G: tl.constexpr, BLOCK_G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                       PAGE: tl.constexpr, BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, IEEE: tl.constexpr):
+        b = tl.program_id(0).to(tl.int64)
+        kh = tl.program_id(1)
+        sp = tl.program_id(2)
+        L = tl.load(LENS + b)
+        per = tl.cdiv(tl.cdiv(L, SPLITS), BLOCK_N) * BLOCK_N
+        start = sp * per
+        end = tl.minimum(start + per, L)
+        g = tl.arange(0, BLOCK_G)
+        dd = tl.arange(0, BLOCK_D)
+        gm = g < G
+        dm = dd < D
+        heads = kh * G + g
+        q = tl.load(Q + b * sqb + heads[:, None] * sqh + dd[None, :], mask=gm[:, None] & dm[None, :], other=0.0)
+        m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_G], tl.float32)
+        acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+        for n0 in range(start, end, BLOCK_N):
+            n = n0 + tl.arange(0, BLOCK_N)
+            nm = n < end
+            page = tl.load(BT + b * sbt + n // PAGE, mask=nm, other=0).to(tl.int64)
+            slot = page * PAGE + n % PAGE
+            kv_off = slot[:, None] * skt + kh * skh + dd[None, :]
+            kv_m = nm[:, None] & dm[None, :]
+            k = tl.load(KC + kv_off, mask=kv_m, other=0.0)
+            if IEEE:
+                s = tl.dot(q, tl.trans(k), input_precision="ieee")
+            else:
+                s = tl.dot(q, tl.trans(k))
+            s = tl.where(nm[None, :], s * scale, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp(m_i - m_new)
+            p = tl.exp(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(VC + kv_off, mask=kv_m, other=0.0)
+            if IEEE:
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+            else:
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+        out_m = gm[:, None] & dm[None, :]
+        if SPLITS == 1:
+            o = acc / l_i[:, None]
+            tl.store(O + b * sob + heads[:, None] * soh + dd[None, :], o.to(O.dtype.element_ty), mask=out_m)
+        else:
+            ok = l_i > 0  # an empty split (short sequence) contributes weight exp(-inf) = 0
+            o = acc / tl.where(ok, l_i, 1.0)[:, None]
+            lse = tl.where(ok, m_i + tl.log(tl.where(ok, l_i, 1.0)), float("-inf"))
+            row = (b * (G * tl.num_programs(1)) + heads) * SPLITS + sp          # MO (B, NH, SPLITS, D)
+            tl.store(MO + row[:, None] * BLOCK_D + dd[None, :], o, mask=out_m)
+            tl.store(ML + row, lse, mask=gm)
+
+    @triton.jit
+    def _merge_kernel(MO, ML, O, sob, soh, NH: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                      SPLITS: tl.constexpr):
+        b = tl.program_id(0).to(tl.int64)
+        h = tl.program_id(1)
+        s = tl.arange(0, SPLITS)
+        dd = tl.arange(0, BLOCK_D)
+        row = (b * NH + h) * SPLITS + s
+        lse = tl.load(ML + row)
+        w = tl.exp(lse - tl.max(lse, 0))
+        w = w / tl.sum(w, 0)
+        o = tl.load(MO + row[:, None] * BLOCK_D + dd[None, :])
+        out = tl.sum(w[:, None] * o, 0)
+        tl.store(O + b * sob + h * soh + dd, out.to(O.dtype.element_ty), mask=dd < D)
+
+
+def decode_splits(batch: int, num_kv_heads: int, num_sms: int = 132) -> int:
+    """Context splits so that (batch * KV heads * splits) programs fill the GPU about twice."""
+    want = -(-2 * num_sms // max(1, batch * num_kv_heads))
+    return max(1, min(16, next_pow2(want)))
+
+
+def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
+                     seq_lens: torch.Tensor, page_size: int, scale: float, splits: int = 1) -> torch.Tensor:
+    """q (B, NH, D), caches (num_slots, KVH, D), block_table (B, W) int32, seq_lens (B,) int32 -> (B, NH, D)."""
+    B, NH, D = q.shape
+    KVH = k_cache.shape[1]
+    G = NH // KVH
+    if not use_triton(q):
+        return _decode_torch(q, k_cache, v_cache, block_table, seq_lens, page_size, scale)
+    out = torch.empty_like(q)
+    BLOCK_D = max(16, next_pow2(D))
+    if splits > 1:
+        mo = torch.empty((B, NH, splits, BLOCK_D), dtype=torch.float32, device=q.device)
+        ml = torch.empty((B, NH, splits), dtype=torch.float32, device=q.device)
+    else:
+        mo = ml = out
+    _decode_kernel[(B, KVH, splits)](
+        q, k_cache, v_cache, block_table, seq_lens, out, mo, ml, scale,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), block_table.stride(0),
+        out.stride(0), out.stride(1),
+        G=G, BLOCK_G=max(16, next_pow2(G)), D=D, BLOCK_D=BLOCK_D, PAGE=page_size,
+        BLOCK_N=64 if D <= 64 else 32, SPLITS=splits, IEEE=q.dtype == torch.float32, num_warps=4, num_stages=2)
+    if splits > 1:
+        _merge_kernel[(B, NH)](mo, ml, out, out.stride(0), out.stride(1), NH=NH, D=D, BLOCK_D=BLOCK_D,
+                               SPLITS=splits, num_warps=4)
+    return out
+
+
+def _decode_torch(q, k_cache, v_cache, block_table, seq_lens, page_size, scale):
+    B, NH, D = q.shape
+    KVH = k_cache.shape[1]
+    W = block_table.shape[1]
+    T = W * page_size                                                  # every position the table can hold
+    p = torch.arange(T, device=q.device)
+    slots = block_table[:, p // page_size].long() * page_size + p % page_size   # (B, T)
+    k = k_cache[slots].float()                                         # (B, T, KVH, D)
+    v = v_cache[slots].float()
+    qg = q.float().view(B, KVH, NH // KVH, D)                          # (B, KVH, G, D)
+    s = torch.einsum("bhgd,bthd->bhgt", qg, k) * scale                 # (B, KVH, G, T)
+    s = s.masked_fill((p[None, :] >= seq_lens[:, None].long())[:, None, None, :], float("-inf"))
+    o = torch.einsum("bhgt,bthd->bhgd", torch.softmax(s, dim=-1), v)
+    return o.reshape(B, NH, D).to(q.dtype)
+
+
+def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens: list[int],
+                      scale: float) -> torch.Tensor:
+    """Causal attention within each prompt. q (T, NH, D), k/v (T, KVH, D), T = sum(lens) -> (T, NH, D)."""
+    T, NH, D = q.shape
+    G = NH // k.shape[1]
+    P, Tm = len(lens), max(lens)
+    starts = torch.tensor([0] + lens[:-1]).cumsum(0)
+    idx = (starts[:, None] + torch.arange(Tm)[None, :]).clamp(max=T - 1)      # (P, Tm) padded gather
+    flat = torch.cat([torch.arange(n) + i * Tm for i, n in enumerate(lens)])  # real rows of (P*Tm)
+    idx, flat = idx.to(q.device, non_blocking=True), flat.to(q.device, non_blocking=True)
+    qp = q[idx].transpose(1, 2)                                               # (P, NH, Tm, D)
+    kp = k[idx].transpose(1, 2).repeat_interleave(G, dim=1)
+    vp = v[idx].transpose(1, 2).repeat_interleave(G, dim=1)
+    o = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=scale)  # (P, NH, Tm, D)
+    return o.transpose(1, 2).reshape(P * Tm, NH, D)[flat]

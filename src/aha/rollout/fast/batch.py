@@ -1,0 +1,166 @@
+"""The running batch on the device: per-row decode state and the decode step (eager, or a CUDA-graph replay).
+
+Row state (R rows): tok (last sampled token), pos (its position = cache length before it), active, ngen
+(tokens generated), the page table, and output buffers out_tok/out_lp (R, M+1) whose last column is a trash
+column for inactive rows. One step over rows [0, b):
+
+    logits = decode(tok, pos)                   inactive rows compute too (fixed shapes) but write their K/V
+                                                to the trash page 0 and their outputs to the trash column
+    tok', lp = sample(logits)                   fused Triton sampler, or the torch sampler
+    out[ngen] = tok', lp;  ngen += active;  pos += active
+    active &= not (tok' is a stop id or ngen >= max_tokens)
+
+Everything stays on the device, so the host never waits on a step; it reads `active` every few steps (see
+engine.py). With the fused sampler the whole step is one CUDA graph per batch bucket; with top-p/top-k the
+graph covers the forward and sampling runs eagerly (torch.sort is not worth a custom kernel here).
+"""
+from __future__ import annotations
+
+import torch
+
+from ._triton import use_triton
+from .attention import decode_splits
+from .sampler import sample_fused, sample_torch
+
+BUCKETS = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
+def bucket_for(n: int, rows: int) -> int:
+    for b in BUCKETS:
+        if b >= n:
+            return min(b, rows)
+    return min(rows, -(-n // 256) * 256)
+
+
+class Batch:
+    def __init__(self, runner, cache, rows: int, max_tokens: int, table_width: int):
+        dev = runner.device
+        self.runner, self.cache, self.rows = runner, cache, rows
+        self.max_tokens, self.width = max_tokens, table_width
+        z = dict(device=dev)
+        self.tok = torch.zeros(rows, dtype=torch.long, **z)
+        self.pos = torch.zeros(rows, dtype=torch.long, **z)
+        self.active = torch.zeros(rows, dtype=torch.bool, **z)
+        self.ngen = torch.zeros(rows, dtype=torch.long, **z)
+        self.table = torch.zeros((rows, table_width), dtype=torch.int32, **z)
+        self.out_tok = torch.zeros((rows, max_tokens + 1), dtype=torch.long, **z)
+        self.out_lp = torch.zeros((rows, max_tokens + 1), dtype=torch.float32, **z)
+        self.max_new = torch.ones(1, dtype=torch.long, **z)
+        self.is_stop = torch.zeros(runner.vocab_size, dtype=torch.bool, **z)
+        self.temp = torch.ones(1, dtype=torch.float32, **z)
+        self.seed = torch.zeros(1, dtype=torch.long, **z)
+        self.step_no = torch.zeros(1, dtype=torch.long, **z)
+        self.graphs: dict[tuple[int, str], tuple] = {}
+        self.pool = None
+        self.num_sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 1
+        self.params, self.generator, self.mode = None, None, "logits"
+
+    # ------------------------------------------------------------------ per-generate configuration
+    def configure(self, params, seed: int, width: int) -> None:
+        """Reset all rows and load this call's sampling settings into the (graph-visible) device tensors."""
+        self.params, self.cur_width = params, width
+        for t in (self.active, self.pos, self.ngen, self.table):
+            t.zero_()
+        self.max_new.fill_(params.max_tokens)
+        self.temp.fill_(max(params.temperature, 1e-6))
+        self.seed.fill_(seed & (2**62 - 1))
+        self.step_no.zero_()
+        self.is_stop.zero_()
+        stop = [t for t in params.stop_token_ids if 0 <= t < self.is_stop.numel()]
+        if stop:
+            self.is_stop[torch.tensor(stop, device=self.is_stop.device)] = True
+        self.generator = torch.Generator(device=self.tok.device).manual_seed(seed)
+        fused = use_triton(self.tok) and params.top_p >= 1.0 and params.top_k == 0
+        self.mode = ("greedy" if params.temperature == 0 else "sample") if fused else "logits"
+
+    # ------------------------------------------------------------------ the step
+    def forward(self, b: int) -> torch.Tensor:
+        S = self.cache.page_size
+        pos, act = self.pos[:b], self.active[:b]
+        table = self.table[:b] if self.graphs_enabled else self.table[:b, :self.cur_width]
+        page = table.gather(1, (pos // S).clamp(max=table.shape[1] - 1)[:, None]).squeeze(1).long()
+        slot = torch.where(act, page * S + pos % S, torch.zeros_like(pos))   # inactive -> trash page 0
+        lens = (pos + 1).to(torch.int32)
+        splits = decode_splits(b, self.runner.num_kv_heads, self.num_sms)
+        return self.runner.decode(self.tok[:b], pos, slot, lens, table, self.cache, splits)   # (b, V)
+
+    def sample_update(self, b: int, logits: torch.Tensor, mode: str) -> None:
+        if mode == "logits":
+            p = self.params
+            tok, lp = sample_torch(logits, p.temperature, p.top_p, p.top_k, self.generator)
+        else:
+            tok, lp = sample_fused(logits, self.temp, self.seed, self.step_no, greedy=mode == "greedy")
+            self.step_no += 1
+        act = self.active[:b]
+        col = torch.where(act, self.ngen[:b], torch.full_like(self.ngen[:b], self.max_tokens))
+        self.out_tok[:b].scatter_(1, col[:, None], tok[:, None])
+        self.out_lp[:b].scatter_(1, col[:, None], lp[:, None])
+        self.ngen[:b] += act
+        self.pos[:b] += act
+        done = self.is_stop[tok] | (self.ngen[:b] >= self.max_new)
+        self.active[:b] &= ~done
+        self.tok[:b] = tok
+
+    @property
+    def graphs_enabled(self) -> bool:
+        return self.pool is not None
+
+    def step(self, b: int) -> None:
+        g = self.graphs.get((b, self.mode)) if self.graphs_enabled else None
+        if g is None:
+            self.sample_update(b, self.forward(b), self.mode)
+            return
+        graph, logits = g
+        graph.replay()
+        if self.mode == "logits":
+            self.sample_update(b, logits, "logits")
+
+    # ------------------------------------------------------------------ CUDA graphs
+    def capture(self, max_bucket: int) -> None:
+        """Capture the step for every bucket <= max_bucket (all rows must be inactive: warm-up runs are then
+        side-effect free, writing only to the trash page and trash column)."""
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        todo = sorted({bucket_for(n, self.rows) for n in BUCKETS if n <= max_bucket} | {max_bucket},
+                      reverse=True)
+        for b in todo:
+            if (b, self.mode) in self.graphs:
+                continue
+            mode = self.mode
+
+            def fn(b=b, mode=mode):
+                logits = self.forward(b)
+                if mode == "logits":
+                    return logits
+                self.sample_update(b, logits, mode)
+                return None
+
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                fn()
+                fn()
+            torch.cuda.current_stream().wait_stream(s)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                out = fn()
+            self.graphs[(b, mode)] = (graph, out)
+
+    # ------------------------------------------------------------------ admission / compaction
+    def admit(self, rows, tok, lp, prompt_lens, tables) -> None:
+        """New sequences in `rows` (int64 (k,)): first token/logprob from the prefill, page tables (k, W)."""
+        self.tok[rows] = tok
+        self.pos[rows] = prompt_lens
+        self.ngen[rows] = 1
+        self.out_tok[rows, 0] = tok
+        self.out_lp[rows, 0] = lp
+        self.active[rows] = ~self.is_stop[tok] & (self.max_new > 1)
+        self.table[rows] = 0
+        self.table[rows, :tables.shape[1]] = tables
+
+    def compact(self, src: torch.Tensor, hi: int) -> None:
+        """Rows src (k,) move to rows 0..k-1; rows k..hi-1 become inactive."""
+        k = src.shape[0]
+        for t in (self.tok, self.pos, self.active, self.ngen, self.table, self.out_tok, self.out_lp):
+            t[:k] = t[src]
+        self.active[k:hi] = False

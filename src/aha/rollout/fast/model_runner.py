@@ -1,0 +1,144 @@
+"""The decoder forward over the model's *own* modules: no weight copy, so any in-place update is seen.
+
+Per layer (Llama / Qwen2 / Qwen3, pre-norm):
+    x, r = rms_norm(h [+ r])                          input_layernorm (residual add fused)
+    q, k, v = q_proj(x), k_proj(x), v_proj(x)         the model's Linear modules (Qwen2 biases, LoRA wrappers)
+    q = rope_cache(q, k, v)                           Qwen3 q_norm/k_norm, RoPE, K/V -> paged cache
+    h = o_proj(attention(q, cache))
+    x, r = rms_norm(h + r)                            post_attention_layernorm
+    h = down_proj(silu(gate_proj(x)) * up_proj(x))
+logits = lm_head(rms_norm(h + r))                     lm_head is the embedding when tied
+
+The linear layers are *called* (module(x)), so a peft LoRA wrapper adds its low-rank term; norms, RoPE and
+attention read the parameters directly. RoPE cos/sin come from the model's own rotary module at positions
+0..L-1, so every static rope type it implements (default, linear, llama3, yarn) is reproduced exactly;
+length-dependent types (dynamic, longrope) are refused. Anything else unsupported raises UnsupportedModel and
+the engine falls back to HF generate.
+"""
+from __future__ import annotations
+
+import torch
+
+from .attention import decode_attention, prefill_attention
+from .layers import rms_norm, rope_cache, silu_mul
+
+FAMILIES = ("llama", "qwen2", "qwen3")
+STATIC_ROPE = ("default", "linear", "llama3", "yarn")
+
+
+class UnsupportedModel(ValueError):
+    pass
+
+
+def unwrap(model):
+    """The HF *ForCausalLM inside a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class ModelRunner:
+    def __init__(self, model):
+        self.model = model
+        hf = unwrap(model)
+        cfg = hf.config
+        family = getattr(cfg, "model_type", None)
+        if family not in FAMILIES:
+            raise UnsupportedModel(f"model_type {family!r} is not one of {', '.join(FAMILIES)}")
+        if getattr(cfg, "hidden_act", "silu") != "silu":
+            raise UnsupportedModel(f"hidden_act {cfg.hidden_act!r} (only silu)")
+        if getattr(cfg, "use_sliding_window", False) or any(
+                t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
+            raise UnsupportedModel("sliding-window attention layers")
+        body = getattr(hf, "model", None)
+        if body is None or not hasattr(body, "layers") or not hasattr(body, "rotary_emb"):
+            raise UnsupportedModel(f"{type(hf).__name__} has no .model.layers / .model.rotary_emb")
+        self.rotary = body.rotary_emb
+        rope_type = getattr(self.rotary, "rope_type", "default")
+        if rope_type not in STATIC_ROPE:
+            raise UnsupportedModel(f"rope type {rope_type!r} (supported: {', '.join(STATIC_ROPE)})")
+        self.embed, self.layers, self.norm = body.embed_tokens, list(body.layers), body.norm
+        self.lm_head = hf.get_output_embeddings()
+        attn = self.layers[0].self_attn
+        self.head_dim = attn.head_dim
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.scale = attn.scaling
+        self.qk_norm = hasattr(attn, "q_norm")
+        if self.num_heads % self.num_kv_heads:
+            raise UnsupportedModel(f"{self.num_heads} heads not a multiple of {self.num_kv_heads} KV heads")
+        self.vocab_size = self.embed.weight.shape[0]
+        self._rope_key, self._cos, self._sin = None, None, None
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    def params_key(self) -> tuple:
+        """Identity of every parameter storage: a CUDA graph is valid while this is unchanged."""
+        return tuple(p.data_ptr() for p in self.model.parameters())
+
+    def ensure_rope(self, length: int) -> None:
+        """cos/sin tables (L, D) in the model dtype for positions 0..L-1, from the model's rotary module."""
+        length = max(1024, 1 << (int(length) - 1).bit_length())
+        key = (length, self.dtype, self.device)
+        if self._rope_key is not None and self._rope_key[0] >= length and self._rope_key[1:] == key[1:]:
+            return
+        pos = torch.arange(length, device=self.device)[None]
+        dummy = torch.empty(1, dtype=self.dtype, device=self.device)
+        cos, sin = self.rotary(dummy, pos)                              # (1, L, D)
+        self._cos, self._sin = cos[0].contiguous(), sin[0].contiguous()
+        self._rope_key = key
+
+    def _norm(self, h, mod, residual):
+        return rms_norm(h, mod.weight, mod.variance_epsilon, residual)
+
+    def _attn_in(self, layer, x, pos, slot, k_cache, v_cache):
+        a = layer.self_attn
+        qn = a.q_norm.weight if self.qk_norm else None
+        kn = a.k_norm.weight if self.qk_norm else None
+        eps = a.q_norm.variance_epsilon if self.qk_norm else 1e-6
+        return rope_cache(a.q_proj(x), a.k_proj(x), a.v_proj(x), self._cos, self._sin, pos, slot, k_cache,
+                          v_cache, self.num_heads, self.num_kv_heads, qn, kn, eps)
+
+    def _mlp(self, layer, x):
+        m = layer.mlp
+        return m.down_proj(silu_mul(m.gate_proj(x), m.up_proj(x)))
+
+    def decode(self, tok, pos, slot, seq_lens, block_table, cache, splits: int = 1) -> torch.Tensor:
+        """One token per sequence. tok/pos/slot (B,) int64, seq_lens (B,) int32 (= pos + 1),
+        block_table (B, W) int32 -> logits (B, V) in the model dtype."""
+        h, r = self.embed(tok), None                                    # (B, H)
+        for i, layer in enumerate(self.layers):
+            x, r = self._norm(h, layer.input_layernorm, r)
+            q = self._attn_in(layer, x, pos, slot, cache.k[i], cache.v[i])            # (B, NH, D)
+            o = decode_attention(q, cache.k[i], cache.v[i], block_table, seq_lens, cache.page_size, self.scale,
+                                 splits)
+            h = layer.self_attn.o_proj(o.reshape(o.shape[0], -1))
+            x, r = self._norm(h, layer.post_attention_layernorm, r)
+            h = self._mlp(layer, x)
+        x, _ = self._norm(h, self.norm, r)
+        return self.lm_head(x)
+
+    def prefill(self, tokens, pos, slot, lens: list[int], cache, all_logits: bool = False) -> torch.Tensor:
+        """Whole prompts, packed. tokens/pos/slot (T,), T = sum(lens) -> logits of each prompt's last
+        token (P, V), or of every token (T, V) with all_logits."""
+        h, r = self.embed(tokens), None                                 # (T, H)
+        for i, layer in enumerate(self.layers):
+            x, r = self._norm(h, layer.input_layernorm, r)
+            q = self._attn_in(layer, x, pos, slot, cache.k[i], cache.v[i])            # (T, NH, D)
+            o = prefill_attention(q, cache.k[i][slot], cache.v[i][slot], lens, self.scale)
+            h = layer.self_attn.o_proj(o.reshape(o.shape[0], -1))
+            x, r = self._norm(h, layer.post_attention_layernorm, r)
+            h = self._mlp(layer, x)
+        if not all_logits:
+            last = torch.tensor(lens).cumsum(0) - 1
+            h, r = h[last.to(h.device, non_blocking=True)], r[last.to(h.device, non_blocking=True)]
+        x, _ = self._norm(h, self.norm, r)
+        return self.lm_head(x)
