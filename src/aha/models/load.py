@@ -61,7 +61,12 @@ def load_model(path: str, *, device: str = "auto", dtype: str = "auto", gradient
         tok.pad_token = tok.eos_token
     model.to(dev)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # Non-reentrant checkpointing: gradients reach LoRA adapters even though the embeddings are frozen.
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):     # transformers >= 5.2x names it so
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.config.use_cache = False
     if lora_r > 0:
         try:

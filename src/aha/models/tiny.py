@@ -13,12 +13,17 @@ import torch
 SPECIALS = ["<pad>", "<eos>", "<bos>"]
 
 
-def char_tokenizer():
+def char_tokenizer(vocab_size: int | None = None):
+    """One token per printable ASCII character; with vocab_size, filler tokens "<|k|>" pad the vocabulary so
+    that every id a randomly initialised model of that size samples decodes (benchmarks)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     chars = sorted(set(string.printable) - set("\x0b\x0c\r"))
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + chars)}
+    names = SPECIALS + chars
+    if vocab_size is not None and vocab_size > len(names):
+        names += [f"<|{k}|>" for k in range(vocab_size - len(names))]
+    vocab = {tok: i for i, tok in enumerate(names)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     tok.decoder = decoders.Fuse()

@@ -1,0 +1,107 @@
+"""The PPO value model (critic): a causal LM's decoder with a scalar head, V(s_t) = w . h_t + b.
+
+h_t (B, L, H) is the decoder's last hidden state at position t, i.e. after reading tokens 0..t, so
+values[:, t] estimates the return of the state *before* token t+1 is generated -- the same alignment as the
+trainer's per-target logprobs (values[:, :-1] lines up with logp (B, L-1)).
+
+Initialisation (classic RLHF PPO, Ouyang et al. 2022 initialise the critic from a trained model): the
+backbone is the decoder of any causal LM (the policy's checkpoint by default, or another path); the head
+starts near zero (N(0, 1/(H+1)) weights, zero bias) so early values are ~0 and early advantages ~the rewards.
+The head is kept in float32 whatever the backbone dtype: it is one (H,) vector and the regression target
+needs the precision.
+
+On disk (Hugging Face-loadable): the backbone via `save_pretrained` (config.json + model.safetensors, opens
+with `AutoModel.from_pretrained`), the head as value_head.safetensors {"weight": (1, H), "bias": (1,)}.
+`ValueModel.from_pretrained(dir)` reads that layout back; given a plain causal-LM directory instead it takes
+that model's decoder and a fresh head.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+HEAD_FILE = "value_head.safetensors"
+
+
+class ValueModel(nn.Module):
+    def __init__(self, backbone: nn.Module, hidden_size: int | None = None, *, seed: int = 0):
+        super().__init__()
+        self.backbone = backbone
+        H = hidden_size or backbone.config.hidden_size
+        head = nn.Linear(H, 1, dtype=torch.float32)
+        # Own generator: the head's init depends on `seed` only and leaves the training RNG stream untouched.
+        nn.init.normal_(head.weight, std=1.0 / (H + 1), generator=torch.Generator().manual_seed(seed))
+        nn.init.zeros_(head.bias)
+        self.value_head = head.to(next(backbone.parameters()).device)
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """input_ids, attention_mask (B, L) -> values (B, L) float32."""
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                               use_cache=False).last_hidden_state            # (B, L, H)
+        return self.value_head(hidden.float()).squeeze(-1)                    # (B, L)
+
+    # ---- construction ---------------------------------------------------------------------------------------
+    @classmethod
+    def from_causal_lm(cls, lm, *, seed: int = 0) -> "ValueModel":
+        """Wrap the decoder of a (non-PEFT) causal LM; the LM's output head is dropped."""
+        return cls(lm.get_decoder(), lm.config.hidden_size, seed=seed)
+
+    @classmethod
+    def from_pretrained(cls, path: str, *, device: str = "auto", dtype: str = "auto", seed: int = 0,
+                        gradient_checkpointing: bool = False, trust_remote_code: bool = False) -> "ValueModel":
+        """A value checkpoint (backbone + value_head.safetensors) or any causal LM ("tiny-random", "tiny-base",
+        a local HF directory, a hub id): the latter gets a fresh head."""
+        from .load import load_model, resolve_device, resolve_dtype
+
+        p = Path(path)
+        if (p / HEAD_FILE).is_file():
+            from transformers import AutoModel
+            dev = resolve_device(device)
+            backbone = AutoModel.from_pretrained(str(p), dtype=resolve_dtype(dtype, dev),
+                                                 trust_remote_code=trust_remote_code).to(dev)
+            model = cls(backbone, seed=seed)
+            model.load_head(p)
+        else:
+            lm, _ = load_model(path, device=device, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code)
+            model = cls.from_causal_lm(lm, seed=seed)
+        if gradient_checkpointing:
+            model.backbone.gradient_checkpointing_enable()
+            model.backbone.config.use_cache = False
+        return model.train()
+
+    # ---- files ----------------------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(p, safe_serialization=True)
+        head = {k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()}
+        save_file(head, str(p / HEAD_FILE))
+        return p
+
+    def load_head(self, path: str | Path) -> None:
+        from safetensors.torch import load_file
+
+        self.value_head.load_state_dict(load_file(str(Path(path) / HEAD_FILE)))
+
+    def load_weights_(self, path: str | Path) -> None:
+        """Load a saved value model into this one in place (optimizer references stay valid): for resume."""
+        from safetensors.torch import load_file
+
+        p = Path(path)
+        state = {}
+        for f in sorted(p.glob("*.safetensors")):
+            if f.name != HEAD_FILE:
+                state.update(load_file(str(f)))
+        missing, unexpected = self.backbone.load_state_dict(state, strict=False)
+        if missing or unexpected or not (p / HEAD_FILE).is_file():
+            raise RuntimeError(f"value checkpoint {p} does not match the value model (missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]}); resume with the same value model path")
+        self.load_head(p)
