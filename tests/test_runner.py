@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from aha.rewards import RewardRunner, RewardSpec
+from aha.rewards.code import isolation
 
 FIXTURES = str(Path(__file__).parent / "fixtures")
 
@@ -143,6 +144,9 @@ def adversarial_batch():
         else:
             a = countdown_attacks[k % len(countdown_attacks)]
             out.append((f"<think>r</think><answer>{a}</answer>", {"numbers": [1, 2, 3], "target": 42}))
+    if isolation() == "bwrap":   # infinite-loop code through the sandboxed code reward
+        for k in range(3, 200, 50):
+            out[k] = (f"<answer>```python\nwhile True:\n    pass\n```</answer>", {"tests": [{"input": "", "output": "1"}]})
     return [c for c, _ in out], [r for _, r in out]
 
 
@@ -150,15 +154,18 @@ def test_200_adversarial_completions_bounded_and_clean(no_leaks):
     comps, rows = adversarial_batch()
     timeout = 0.5
     start = time.monotonic()
-    with RewardRunner([("math", 1.0), ("countdown", 1.0), ("reward_fns:hang_on_loop", 0.0)], timeout=timeout,
-                      num_workers=2) as r:
+    specs = [("math", 1.0), ("countdown", 1.0), ("reward_fns:hang_on_loop", 0.0)]
+    if isolation() == "bwrap":
+        specs.append(RewardSpec("code", 1.0, {"timeout": 0.3, "budget": 0.3}))
+    with RewardRunner(specs, timeout=timeout, num_workers=2) as r:
         res = r.score(comps, rows)
         no_leaks.update(r._pool.pids())
     elapsed = time.monotonic() - start
-    acc = res.scores[:, :2]
+    acc = res.scores[:, [0, 1, 3]] if res.scores.shape[1] == 4 else res.scores[:, :2]
     assert np.all(np.isnan(acc) | (acc == 0.0)) and np.all(np.nansum(acc, axis=1) == 0.0)
     loops = [i for i, c in enumerate(comps) if c == "LOOP"]
     assert np.all(res.scores[loops, 2] == 0.0) and res.metrics["reward/timeouts"] >= len(loops)
     # Bound: the guards answer most attacks at once; what reaches sympy or loops is killed at `timeout`:
-    # 5 LOOP chunks + 5 retries + ~8 nested-\sin items, 0.5 s each on 2 workers -> ~5 s, plus start-up.
+    # 5 LOOP chunks + 5 retries + ~8 nested-\sin items, 0.5 s each, and 4 looping programs stopped by the
+    # sandbox at 0.3 s, on 2 workers -> ~6 s, plus start-up.
     assert elapsed < 30, f"took {elapsed:.1f}s"

@@ -32,6 +32,7 @@ class RewardSpec:
     name: str                                   # registered name or "module:function"
     weight: float = 1.0
     kwargs: dict = field(default_factory=dict)  # fixed options, e.g. {"lang": "zh"}; row fields override
+    timeout: float | None = None                # per-item seconds for this reward; None: the runner's
 
 
 @dataclass
@@ -55,6 +56,11 @@ class RewardRunner:
         self.timeout, self.num_workers, self.think_prefilled = float(timeout), int(num_workers), think_prefilled
         self.memory_limit_mb = memory_limit_mb
         self.fns = [get_reward(s.name) for s in self.specs]   # unknown / unimportable names fail here
+        for s in self.specs:
+            if s.name == "code":   # no sandbox and no explicit opt-out: fail now, not at the first batch
+                from aha.rewards.code import check_isolation
+
+                check_isolation(bool(s.kwargs.get("allow_unsafe", False)))
         self.names = _unique([s.name for s in self.specs])
         self.weights = np.array([float(s.weight) for s in self.specs])
         self._pool = None
@@ -97,7 +103,7 @@ class RewardRunner:
         for f, spec in enumerate(self.specs):
             if is_batch(spec.name):
                 for idx, args, kwargs in self._batch_jobs(f, completions, rows):
-                    remote.append((f, idx, Job(spec.name, args, kwargs, self.timeout)))
+                    remote.append((f, idx, Job(spec.name, args, kwargs, spec.timeout or self.timeout)))
                 continue
             for i, (c, row) in enumerate(zip(completions, rows)):
                 kwargs = self._item_kwargs(f, row)
@@ -106,14 +112,14 @@ class RewardRunner:
                 if spec.name in IN_PROCESS or self.num_workers == 0:
                     self._store(scores, counts, f, [i], _call(self.fns[f], (c,), kwargs))
                 else:
-                    remote.append((f, [i], Job(spec.name, (c,), kwargs, self.timeout)))
+                    remote.append((f, [i], Job(spec.name, (c,), kwargs, spec.timeout or self.timeout)))
         if remote:
             if self._pool is None:
                 self._pool = WorkerPool(self.num_workers, memory_limit_mb=self.memory_limit_mb)
             outcomes = self._pool.run([job for _, _, job in remote])
             # A user chunk that timed out is retried item by item, so only the stuck completion scores 0.
             retry = [k for k, (_, idx, _) in enumerate(remote) if len(idx) > 1 and _stuck(outcomes[k])]
-            singles = [(remote[k][0], [i], _single(remote[k][2], pos, self.timeout))
+            singles = [(remote[k][0], [i], _single(remote[k][2], pos, remote[k][2].budget))
                        for k in retry for pos, i in enumerate(remote[k][1])]
             if singles:
                 outcomes += self._pool.run([job for _, _, job in singles])
