@@ -22,6 +22,7 @@ REWARDS: dict[str, str] = {
     "exact": "aha.rewards.text:exact_match",
     "language": "aha.rewards.text:language_consistency",
     "code": "aha.rewards.code:code_reward",
+    "gym": "aha.data.gym:gym_reward",   # reasoning-gym's own scorers (optional extra)
 }
 # Bounded pure-Python work (linear scans, capped parsers): run in the caller's process, no IPC.
 IN_PROCESS: set[str] = {"format", "tag", "countdown", "exact", "language"}
@@ -55,6 +56,12 @@ def _import(path: str) -> Callable:
     if not callable(obj):
         raise ValueError(f"reward {path!r} is not callable; point 'module:function' at a function")
     return obj
+
+
+def reward_path(name: str) -> str:
+    """The importable "module:function" path of a reward name (worker processes import by path, so rewards
+    registered in this process at run time work there too)."""
+    return REWARDS.get(name, name)
 
 
 def is_batch(name: str) -> bool:

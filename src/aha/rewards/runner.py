@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aha.rewards.registry import IN_PROCESS, get_reward, is_batch, row_params
+from aha.rewards.registry import IN_PROCESS, get_reward, is_batch, reward_path, row_params
 
 USER_CHUNK = 8
 
@@ -103,7 +103,7 @@ class RewardRunner:
         for f, spec in enumerate(self.specs):
             if is_batch(spec.name):
                 for idx, args, kwargs in self._batch_jobs(f, completions, rows):
-                    remote.append((f, idx, Job(spec.name, args, kwargs, spec.timeout or self.timeout)))
+                    remote.append((f, idx, Job(reward_path(spec.name), args, kwargs, spec.timeout or self.timeout)))
                 continue
             for i, (c, row) in enumerate(zip(completions, rows)):
                 kwargs = self._item_kwargs(f, row)
@@ -112,7 +112,7 @@ class RewardRunner:
                 if spec.name in IN_PROCESS or self.num_workers == 0:
                     self._store(scores, counts, f, [i], _call(self.fns[f], (c,), kwargs))
                 else:
-                    remote.append((f, [i], Job(spec.name, (c,), kwargs, spec.timeout or self.timeout)))
+                    remote.append((f, [i], Job(reward_path(spec.name), (c,), kwargs, spec.timeout or self.timeout)))
         if remote:
             if self._pool is None:
                 self._pool = WorkerPool(self.num_workers, memory_limit_mb=self.memory_limit_mb)
