@@ -56,7 +56,7 @@ def _leftovers_now() -> list:
                     procs.append(d)
             except OSError:
                 pass
-    return procs + glob.glob(os.path.join(tempfile.gettempdir(), "aha-code-*"))
+    return procs + glob.glob(os.path.join(tempfile.gettempdir(), "aha-scratch-*"))
 
 
 @needs_sandbox

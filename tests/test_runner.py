@@ -1,5 +1,7 @@
 """RewardRunner: the score table, user rewards, timeouts, dead workers, and no leaked processes."""
+import glob
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,6 +60,8 @@ def no_leaks():
             break
         time.sleep(0.1)
     assert not left, f"processes left behind: {left}"
+    scratch = [p for g in groups for p in glob.glob(os.path.join(tempfile.gettempdir(), f"aha-scratch-{g}-*"))]
+    assert not scratch, f"scratch directories left behind: {scratch}"
 
 
 def test_score_table_and_metrics():
@@ -96,6 +100,22 @@ def test_user_rewards_none_and_errors():
             res = r.score(comps, rows)
         np.testing.assert_array_equal(res.scores[:, 0], [0, 0, 0])
         assert res.metrics["reward/errors"] == 3.0 and res.metrics["reward/timeouts"] == 0.0
+
+
+def test_empty_batch_and_threads():
+    import threading
+
+    with RewardRunner([("math", 1.0), ("format", 1.0)]) as r:
+        res = r.score([], [])
+        assert res.scores.shape == (0, 2) and res.total.shape == (0,) and res.metrics["reward/errors"] == 0.0
+    out = {}
+    # called from a non-main thread (math-verify's signal timeouts are off there; in-process path)
+    with RewardRunner([("math", 1.0)], num_workers=0) as r:
+        t = threading.Thread(target=lambda: out.update(res=r.score(["<answer>\\frac{2}{4}</answer>"],
+                                                                     [{"answer": "\\boxed{0.5}"}])))
+        t.start()
+        t.join()
+    assert out["res"].scores.tolist() == [[1.0]]
 
 
 def test_bad_arguments():
@@ -146,7 +166,8 @@ def adversarial_batch():
             out.append((f"<think>r</think><answer>{a}</answer>", {"numbers": [1, 2, 3], "target": 42}))
     if isolation() == "bwrap":   # infinite-loop code through the sandboxed code reward
         for k in range(3, 200, 50):
-            out[k] = (f"<answer>```python\nwhile True:\n    pass\n```</answer>", {"tests": [{"input": "", "output": "1"}]})
+            loop = "<answer>```python\nwhile True:\n    pass\n```</answer>"
+            out[k] = (loop, {"tests": [{"input": "", "output": "1"}]})
     return [c for c, _ in out], [r for _, r in out]
 
 

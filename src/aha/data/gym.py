@@ -5,8 +5,8 @@
 Needs the optional extra `pip install aha-rl[gym]` (imported lazily; a clear error otherwise). Rows come from
 `reasoning_gym.create_dataset(name, size=, seed=, **config)`; the test split uses another seed, and any train
 problem whose question also occurs in the test split is dropped, so the splits never overlap. Each row keeps
-the generator's entry, and the registered reward "gym" (this module's gym_reward) scores the extracted answer with the dataset's own
-`score_answer(answer, entry)` (a float in [0, 1]).
+the generator's entry, and the registered reward "gym" (gym_reward here) scores the extracted answer with the
+dataset's own `score_answer(answer, entry)` (a float in [0, 1]).
 """
 from __future__ import annotations
 

@@ -36,6 +36,7 @@ import time
 from functools import lru_cache
 
 from aha.rewards.format import answer_block
+from aha.rewards.worker import SCRATCH_PREFIX
 
 UNSAFE_ENV = "AHA_CODE_UNSAFE"
 NOBODY = 65534
@@ -134,7 +135,9 @@ def run_program(source: str, stdin: str = "", *, timeout: float = 2.0, memory_mb
 
 def _run(source: str, stdin: str, mode: str, timeout: float, memory_mb: int) -> tuple[str, str]:
     as_root = os.geteuid() == 0
-    workdir = tempfile.mkdtemp(prefix="aha-code-")
+    # Named after our process group (= the reward worker's pid), so the pool can delete it if it has to kill
+    # the worker before the `finally` below runs.
+    workdir = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpgid(0)}-code-")
     try:
         prog, out_path = os.path.join(workdir, "main.py"), os.path.join(workdir, ".stdout")
         with open(prog, "w", encoding="utf-8", errors="replace") as f:

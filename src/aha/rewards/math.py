@@ -93,9 +93,9 @@ def _too_hard(answer: str) -> bool:
     return bool(_TOWER.search(answer) or _BIG_EXP.search(answer) or _BIG_FACT.search(answer))
 
 
-def _timeouts() -> dict:
-    main = threading.current_thread() is threading.main_thread()
-    return {"timeout": VERIFY_TIMEOUT_S if main else None}
+def _signal_timeout() -> int | None:
+    """math-verify's alarm timeout, or None off the main thread (signal.signal would raise there)."""
+    return VERIFY_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
 
 
 @lru_cache(maxsize=4096)
@@ -124,7 +124,7 @@ def math_equal(pred: str, gold: str) -> bool:
             return True
         from math_verify import verify
 
-        t = _timeouts()["timeout"]
+        t = _signal_timeout()
         gold_parsed, pred_parsed = _parse_latex(gold, t), _parse_latex(pred, t)
         if not gold_parsed or not pred_parsed:
             return False

@@ -14,17 +14,20 @@ and die with their parent; close() (also at garbage collection) stops and reaps 
 """
 from __future__ import annotations
 
+import glob
 import math
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import tempfile
 import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
-from aha.rewards.worker import worker_main
+from aha.rewards.worker import SCRATCH_PREFIX, worker_main
 
 STARTUP_TIMEOUT_S = 120.0   # a worker that is not ready by then is broken (e.g. cannot import aha)
 
@@ -59,6 +62,8 @@ def _kill(w: _Worker) -> None:
         pass
     w.conn.close()
     w.proc.join(timeout=5)
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{SCRATCH_PREFIX}{w.proc.pid}-*")):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _shutdown(workers: list) -> None:
