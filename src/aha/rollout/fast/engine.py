@@ -156,10 +156,11 @@ class FastEngine:
                 s.steps_left -= n
             done = {s for s in sched.live.values() if s.steps_left <= 0}
             snapshots.append(self._snapshot(sched, cuda))
-            if len(snapshots) > 1 or not cuda:
+            if len(snapshots) > 1:
                 ev, flags, mapping = snapshots.popleft()
                 if ev is not None:
                     ev.synchronize()
+                flags = flags.tolist()
                 done |= {s for row, s in mapping.items() if not flags[row] and sched.live.get(s.row) is s}
             if done:
                 harvests.append(self._harvest(sorted(done, key=lambda s: s.row), sched, cuda))

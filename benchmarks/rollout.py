@@ -1,0 +1,227 @@
+"""FastEngine vs Hugging Face `generate` on one GPU (issue 5). Random weights, bf16, nothing downloaded.
+
+    python benchmarks/rollout.py [--models 0.5b,1.5b] [--batches 256,1024] [--hf-steps 32]
+
+Per model (Qwen2.5-0.5B / 1.5B architectures from the config values below) and batch size: 128-token random
+prompts, 512 forced new tokens (no stop ids), temperature 1. FastEngine is timed end to end (prefill + decode)
+after a warm-up call (graph capture, Triton compilation); its ms/step is (total - prefill-only time) / steps.
+HF generate (SDPA, do_sample, no logits kept) is timed for 1 and 1 + hf_steps new tokens: its ms/step is the
+difference / hf_steps and its 512-token time is estimated as prefill + 511 * ms/step (HF's step time does not
+depend on how many rows are finished). Variable-length rows: ~1/128 of the vocabulary are stop ids, so lengths
+are geometric-like with a tail cut at 512; HF is estimated for as many steps as the longest row.
+
+Bandwidth bound per decode step: (parameter bytes + KV bytes the live rows must read) / copy bandwidth
+(measured here with a device-to-device copy). Also prints bf16 correctness checks against HF.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+
+import torch
+
+sys.path.insert(0, "src")
+from aha.rollout import HFEngine, SamplingParams  # noqa: E402
+from aha.rollout.fast import FastEngine  # noqa: E402
+
+QWEN25 = {  # values from the public Qwen2.5 config.json files
+    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                 num_key_value_heads=2),
+    "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                 num_key_value_heads=2),
+}
+DEV = "cuda"
+COMMON = dict(vocab_size=151936, max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
+              tie_word_embeddings=True, hidden_act="silu", bos_token_id=151643, eos_token_id=151643)
+
+
+def build(name: str):
+    from transformers import AutoModelForCausalLM, Qwen2Config
+    torch.manual_seed(0)
+    with torch.device(DEV):
+        model = AutoModelForCausalLM.from_config(Qwen2Config(**QWEN25[name], **COMMON), dtype=torch.bfloat16)
+    model.generation_config.eos_token_id = None       # forced lengths: HF must not stop on the config's eos
+    return model.eval()
+
+
+def timed(fn):
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    out = fn()
+    torch.cuda.synchronize()
+    return out, time.perf_counter() - t
+
+
+def copy_bandwidth() -> float:
+    x = torch.empty(2 * 2**30, dtype=torch.uint8, device=DEV)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+    ev[0].record()
+    for _ in range(10):
+        y.copy_(x)
+    ev[1].record()
+    torch.cuda.synchronize()
+    return 2 * x.numel() * 10 / (ev[0].elapsed_time(ev[1]) / 1e3)    # bytes read + written per second
+
+
+def hf_times(model, prompts: torch.Tensor, steps: int):
+    """(prefill+1-token seconds, ms per decode step) of HF generate at this batch."""
+    def gen(n):
+        return model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=True,
+                              temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=n, min_new_tokens=n,
+                              pad_token_id=0)
+    gen(2)
+    _, t1 = timed(lambda: gen(1))
+    _, tn = timed(lambda: gen(1 + steps))
+    return t1, (tn - t1) / steps * 1e3
+
+
+def kv_bytes_per_token(model) -> int:
+    c = model.config
+    return 2 * c.num_hidden_layers * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads) * 2
+
+
+def fast_case(eng, prompts, sp):
+    eng.generate(prompts, sp)                                             # warm-up: graphs, Triton compile
+    torch.cuda.reset_peak_memory_stats()
+    out, t = timed(lambda: eng.generate(prompts, sp))
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    steps = eng.stats["decode_steps"]
+    _, tp = timed(lambda: eng.generate(prompts, SamplingParams(**{**sp.__dict__, "max_tokens": 1})))
+    return out, t, tp, steps, peak
+
+
+def bench(name, model, batches, max_tokens, prompt_len, hf_steps, bw, rows):
+    V = model.config.vocab_size
+    wbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    kvb = kv_bytes_per_token(model)
+    eng = FastEngine(model, max_num_seqs=max(batches))
+    hf_cache = {}
+    cases = [(B, "forced", 1) for B in batches] + [(B, "variable", 8) for B in batches[:1]]
+    for B, kind, n in cases:
+        g = torch.Generator().manual_seed(B)
+        prompts = torch.randint(0, V, (B // n, prompt_len), generator=g)
+        stop = tuple(torch.randperm(V, generator=g)[:V // 128].tolist()) if kind == "variable" else ()
+        sp = SamplingParams(n=n, temperature=1.0, max_tokens=max_tokens, stop_token_ids=stop, seed=0)
+        out, t, tp, steps, peak = fast_case(eng, prompts.tolist(), sp)
+        lens = torch.tensor([len(c.token_ids) for c in out], dtype=torch.float64)
+        ntok = int(lens.sum())
+        ms_step = (t - tp) / max(1, steps) * 1e3
+        kv_read = float((lens * prompt_len + lens * (lens - 1) / 2).sum()) * kvb       # every row, every step
+        bound_ms = (max(1, steps) * wbytes + kv_read) / bw / max(1, steps) * 1e3
+        if B not in hf_cache:                 # HF's step time depends only on the batch size here
+            hf_cache[B] = hf_times(model, prompts.repeat_interleave(n, 0).to(DEV), hf_steps)
+        hf_t1, hf_ms = hf_cache[B]
+        hf_total = hf_t1 + (lens.max().item() - 1) * hf_ms / 1e3
+        note = f"len mean {lens.mean():.0f} p50 {lens.median():.0f} max {lens.max():.0f}" if kind == "variable" \
+            else f"{prompt_len}+{max_tokens}"
+        rows.append((name.upper(), B, kind, note, ntok / t, ms_step, ntok / hf_total, hf_ms, (ntok / t) / (ntok / hf_total),
+                     peak, eng.stats["kv_cache_mib"] / 1024, bound_ms / ms_step, steps))
+        print(f"[{name} B={B} {kind}] fast {t:.2f}s (prefill {tp:.2f}s, {steps} steps) hf step {hf_ms:.1f} ms",
+              flush=True)
+    return eng
+
+
+def profile_step(eng, b):
+    """Kernel-time breakdown of one eager decode step and the graph replay time at bucket b."""
+    from torch.profiler import ProfilerActivity, profile
+    batch = eng.batch
+    g = batch.graphs.get((b, batch.mode))
+    if g is not None:
+        ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+        g[0].replay()
+        ev[0].record()
+        for _ in range(20):
+            g[0].replay()
+        ev[1].record()
+        torch.cuda.synchronize()
+        print(f"graph replay at bucket {b} (rows inactive, frozen context): {ev[0].elapsed_time(ev[1]) / 20:.3f} ms")
+    batch.pool, saved = None, batch.pool                   # eager path for the breakdown
+    batch.sample_update(b, batch.forward(b), batch.mode)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        batch.sample_update(b, batch.forward(b), batch.mode)
+        torch.cuda.synchronize()
+    batch.pool = saved
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
+
+
+def checks(model, tok_count=32):
+    """bf16 correctness against HF on the same weights."""
+    V = model.config.vocab_size
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, V, (int(n),), generator=g).tolist() for n in (5, 37, 128, 200, 64, 9, 90, 150)]
+    eng = FastEngine(model)
+    greedy = SamplingParams(temperature=0, max_tokens=tok_count)
+    ref, got = HFEngine(model).generate(prompts, greedy), eng.generate(prompts, greedy)
+    first_div = [next((i for i, (a, b) in enumerate(zip(r.token_ids, c.token_ids)) if a != b), tok_count)
+                 for r, c in zip(ref, got)]
+    print(f"check greedy vs HF (bf16, {tok_count} tokens x 8 prompts): identical rows "
+          f"{sum(d == tok_count for d in first_div)}/8, first divergence {first_div}")
+    sp = SamplingParams(n=2, temperature=1.0, max_tokens=64, seed=0)
+    out = eng.generate(prompts, sp)
+    diffs = []
+    for c in out:
+        seq = prompts[c.prompt_index] + c.token_ids
+        with torch.no_grad():
+            logits = model(torch.tensor([seq], device=DEV)).logits[0, -len(c.token_ids) - 1:-1].float()
+        ref_lp = torch.log_softmax(logits, -1).gather(1, torch.tensor(c.token_ids, device=DEV)[:, None])
+        diffs.append((torch.tensor(c.logprobs, device=DEV) - ref_lp.squeeze(1)).abs())
+    d = torch.cat(diffs)
+    print(f"check logprobs vs training forward (bf16, T=1): max |diff| {d.max():.4f}, mean {d.mean():.5f}")
+    with torch.no_grad():
+        w = model.model.layers[len(model.model.layers) // 2].mlp.down_proj.weight
+        w.mul_(4.0)
+        changed = eng.generate(prompts, greedy)
+        ref2 = HFEngine(model).generate(prompts, greedy)
+        w.div_(4.0)
+    same_new = sum(a.token_ids == b.token_ids for a, b in zip(changed, ref2))
+    diff_old = sum(a.token_ids != b.token_ids for a, b in zip(changed, got))
+    print(f"check in-place weight change: rows equal to HF after change {same_new}/8, rows changed {diff_old}/8")
+    eng.release()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="0.5b,1.5b")
+    ap.add_argument("--batches", default="256,1024")
+    ap.add_argument("--max-tokens", type=int, default=512)
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--hf-steps", type=int, default=32)
+    ap.add_argument("--no-checks", action="store_true")
+    ap.add_argument("--profile", action="store_true")
+    a = ap.parse_args()
+    batches = [int(b) for b in a.batches.split(",")]
+    bw = copy_bandwidth()
+    print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)
+    rows = []
+    for name in a.models.split(","):
+        model = build(name)
+        if not a.no_checks and name == "0.5b":
+            try:
+                checks(model)
+            except Exception:
+                traceback.print_exc()
+        try:
+            eng = bench(name, model, batches, a.max_tokens, a.prompt_len, a.hf_steps, bw, rows)
+            if a.profile and name == "0.5b":
+                profile_step(eng, min(256, max(batches)))
+            eng.release()
+        except Exception:
+            traceback.print_exc()
+        del model
+        torch.cuda.empty_cache()
+    hdr = ("model", "seqs", "case", "lengths", "fast tok/s", "fast ms/step", "HF tok/s*", "HF ms/step", "speedup",
+           "peak GiB", "KV GiB", "BW-bound frac", "steps")
+    print("\n| " + " | ".join(hdr) + " |\n|" + "---|" * len(hdr))
+    for r in rows:
+        print(f"| Qwen2.5-{r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:,.0f} | {r[5]:.2f} | {r[6]:,.0f} | {r[7]:.1f} | "
+              f"{r[8]:.1f}x | {r[9]:.1f} | {r[10]:.1f} | {r[11]:.2f} | {r[12]} |")
+    print(f"* HF generate (SDPA, sampling, bf16): ms/step timed over {a.hf_steps} decode steps after a 1-token "
+          f"run; HF tok/s = tokens / (1-token time + (longest length - 1) x ms/step), an estimate, not a full run.")
+
+
+if __name__ == "__main__":
+    main()
