@@ -2,7 +2,7 @@
 
 language_consistency (R1, section 2.3.3): the fraction of the reasoning's words written in the target
 language. A word is a maximal run of letters; its language is judged by script (Latin letters for "en" and
-other Latin-script languages, CJK ideographs for "zh", and so on), which is what catches the language mixing
+other Latin-script languages, CJK ideographs for "zh", and so on; see SCRIPTS), which is what catches the language mixing
 R1-Zero shows. CJK text has no spaces, so each ideograph/kana/hangul character counts as one word. Digits,
 math and punctuation are language-neutral and not counted. No words at all -> 0.
 
@@ -15,7 +15,6 @@ soft_overlong_penalty (DAPO, eq. 13), with L the response length, L_max the limi
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from aha.rewards.format import extract_answer
 
@@ -23,12 +22,16 @@ _CJK = "[\u1100-\u11ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900
 # a word: one CJK character (no spaces in those scripts), or a run of other letters (any script)
 _WORD = re.compile(f"{_CJK}|(?:(?!{_CJK})[^\\W\\d_])+")
 
-# target language -> the Unicode-name prefixes of the letters that count as that language
+_LATIN = "A-Za-z\u00aa\u00ba\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff\u2c60-\u2c7f\ua720-\ua7ff"
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+# target language -> the letters (character ranges) that count as that language; matched with C-speed regexes
 SCRIPTS = {
-    "en": ("LATIN",), "fr": ("LATIN",), "de": ("LATIN",), "es": ("LATIN",), "it": ("LATIN",),
-    "pt": ("LATIN",), "zh": ("CJK",), "ja": ("CJK", "HIRAGANA", "KATAKANA"), "ko": ("HANGUL",),
-    "ru": ("CYRILLIC",), "ar": ("ARABIC",), "el": ("GREEK",), "he": ("HEBREW",), "hi": ("DEVANAGARI",),
+    **{lang: _LATIN for lang in ("en", "fr", "de", "es", "it", "pt", "nl", "id", "vi", "tr")},
+    "zh": _HAN, "ja": _HAN + "\u3040-\u30ff", "ko": "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af",
+    "ru": "\u0400-\u052f", "uk": "\u0400-\u052f", "ar": "\u0600-\u06ff\u0750-\u077f",
+    "el": "\u0370-\u03ff\u1f00-\u1fff", "he": "\u0590-\u05ff", "hi": "\u0900-\u097f",
 }
+_IN_LANG = {lang: re.compile(f"[{chars}]+") for lang, chars in SCRIPTS.items()}
 
 
 def exact_match(completion: str, answer) -> float:
@@ -54,22 +57,17 @@ def _reasoning(completion: str) -> str:
     return text
 
 
-def _script(ch: str) -> str:
-    return unicodedata.name(ch, "UNKNOWN").split(" ", 1)[0]
-
-
 def language_consistency(completion: str, lang: str = "en") -> float:
     """Fraction of the reasoning's words whose letters are all in `lang`'s script; 0.0 if no words or an
     unknown language (the valid codes are the keys of SCRIPTS)."""
     try:
-        scripts = SCRIPTS.get(lang)
-        if scripts is None:
+        in_lang = _IN_LANG.get(lang)
+        if in_lang is None:
             return 0.0
         words = _WORD.findall(_reasoning(completion))
         if not words:
             return 0.0
-        ok = sum(all(_script(c) in scripts for c in w) for w in words)
-        return ok / len(words)
+        return sum(in_lang.fullmatch(w) is not None for w in words) / len(words)
     except Exception:
         return 0.0
 
