@@ -61,6 +61,9 @@ class RewardRunner:
                 from aha.rewards.code import check_isolation
 
                 check_isolation(bool(s.kwargs.get("allow_unsafe", False)))
+        self.params = [(set(), set()) if is_batch(s.name) else row_params(fn) for s, fn in zip(self.specs, self.fns)]
+        self.paths = [reward_path(s.name) for s in self.specs]   # workers import rewards by path
+        self.budgets = [s.timeout or self.timeout for s in self.specs]
         self.names = _unique([s.name for s in self.specs])
         self.weights = np.array([float(s.weight) for s in self.specs])
         self._pool = None
@@ -68,8 +71,7 @@ class RewardRunner:
 
     # ---- jobs -------------------------------------------------------------------------------------------------
     def _item_kwargs(self, f: int, row: dict) -> dict | None:
-        fn, spec = self.fns[f], self.specs[f]
-        required, optional = row_params(fn)
+        spec, (required, optional) = self.specs[f], self.params[f]
         kwargs = {k: v for k, v in spec.kwargs.items() if k in required | optional}
         kwargs.update({k: row[k] for k in required | optional if k in row})
         if self.think_prefilled and "think_prefilled" in optional:
@@ -103,7 +105,7 @@ class RewardRunner:
         for f, spec in enumerate(self.specs):
             if is_batch(spec.name):
                 for idx, args, kwargs in self._batch_jobs(f, completions, rows):
-                    remote.append((f, idx, Job(reward_path(spec.name), args, kwargs, spec.timeout or self.timeout)))
+                    remote.append((f, idx, Job(self.paths[f], args, kwargs, self.budgets[f])))
                 continue
             for i, (c, row) in enumerate(zip(completions, rows)):
                 kwargs = self._item_kwargs(f, row)
@@ -112,15 +114,15 @@ class RewardRunner:
                 if spec.name in IN_PROCESS or self.num_workers == 0:
                     self._store(scores, counts, f, [i], _call(self.fns[f], (c,), kwargs))
                 else:
-                    remote.append((f, [i], Job(reward_path(spec.name), (c,), kwargs, spec.timeout or self.timeout)))
+                    remote.append((f, [i], Job(self.paths[f], (c,), kwargs, self.budgets[f])))
         if remote:
             if self._pool is None:
                 self._pool = WorkerPool(self.num_workers, memory_limit_mb=self.memory_limit_mb)
             outcomes = self._pool.run([job for _, _, job in remote])
             # A user chunk that timed out is retried item by item, so only the stuck completion scores 0.
-            retry = [k for k, (_, idx, _) in enumerate(remote) if len(idx) > 1 and _stuck(outcomes[k])]
+            retry = {k for k, (_, idx, _) in enumerate(remote) if len(idx) > 1 and _stuck(outcomes[k])}
             singles = [(remote[k][0], [i], _single(remote[k][2], pos, remote[k][2].budget))
-                       for k in retry for pos, i in enumerate(remote[k][1])]
+                       for k in sorted(retry) for pos, i in enumerate(remote[k][1])]
             if singles:
                 outcomes += self._pool.run([job for _, _, job in singles])
             for k, ((f, idx, _), outcome) in enumerate(zip(remote + singles, outcomes)):

@@ -2,15 +2,15 @@
 
 language_consistency (R1, section 2.3.3): the fraction of the reasoning's words written in the target
 language. A word is a maximal run of letters; its language is judged by script (Latin letters for "en" and
-other Latin-script languages, CJK ideographs for "zh", and so on; see SCRIPTS), which is what catches the language mixing
-R1-Zero shows. CJK text has no spaces, so each ideograph/kana/hangul character counts as one word. Digits,
+other Latin-script languages, CJK ideographs for "zh", and so on; see SCRIPTS), which is what catches the
+language mixing R1-Zero shows. CJK text has no spaces, so each ideograph/kana/hangul character counts as one word. Digits,
 math and punctuation are language-neutral and not counted. No words at all -> 0.
 
 soft_overlong_penalty (DAPO, eq. 13), with L the response length, L_max the limit and L_cache the soft band:
 
-    R(L) = 0                              if L <= L_max - L_cache
-         = ((L_max - L_cache) - L) / L_cache   if L_max - L_cache < L <= L_max
-         = -1                             if L > L_max
+    R(L) = 0                                if L <= L_max - L_cache
+         = ((L_max - L_cache) - L) / L_cache  if L_max - L_cache < L <= L_max
+         = -1                               if L > L_max
 """
 from __future__ import annotations
 
