@@ -120,6 +120,16 @@ class WorkerPool:
             raise RuntimeError("WorkerPool is closed; create a new one")
         while len(self._workers) < self.num_workers:
             self._workers.append(self._spawn())
+        try:
+            return self._run(jobs)
+        except BaseException:   # e.g. Ctrl-C: a busy worker's late answers must not leak into the next run
+            for i, w in enumerate(self._workers):
+                if w.pending:
+                    w.pending = deque()
+                    self._replace(i)
+            raise
+
+    def _run(self, jobs: list[Job]) -> list[tuple]:
         out: list = [None] * len(jobs)
         todo = deque(range(len(jobs)))
         chunk = max(1, min(64, math.ceil(len(jobs) / (4 * self.num_workers))))
