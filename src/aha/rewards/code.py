@@ -36,9 +36,11 @@ import time
 from functools import lru_cache
 
 from aha.rewards.format import answer_block
-from aha.rewards.worker import SCRATCH_PREFIX
 
 UNSAFE_ENV = "AHA_CODE_UNSAFE"
+# Scratch directories are named tempdir/aha-scratch-<reward worker pid>-*: the pool deletes them when it kills
+# the worker (a killed worker cannot clean up after itself).
+SCRATCH_PREFIX = "aha-scratch-"
 NOBODY = 65534
 SANDBOX_DIR = "/tmp/sandbox"   # where the temporary directory appears inside the sandbox (on its private /tmp)
 PR_SET_PDEATHSIG = 1

@@ -24,9 +24,6 @@ except Exception:  # noqa: BLE001  (preloading is an optimisation only)
     pass
 
 PR_SET_PDEATHSIG = 1
-# Scratch directories a job makes are named tempdir/aha-scratch-<worker pid>-*: the pool deletes them when it
-# kills the worker (a killed worker cannot clean up after itself).
-SCRATCH_PREFIX = "aha-scratch-"
 
 
 def _die_with_parent() -> None:
