@@ -210,7 +210,7 @@ def _passed(status: str, stdout: str, expected) -> bool:
     return lines(stdout) == lines(expected)
 
 
-def code_reward(completion: str, tests, *, timeout: float = 1.0, budget: float = 4.0, memory_mb: int = 512,
+def code_reward(completion: str, tests, *, timeout: float = 1.0, budget: float = 3.0, memory_mb: int = 512,
                 allow_unsafe: bool = False) -> float:
     """Fraction of `tests` passed (see module docstring). `timeout` is per test; tests not started within
     `budget` seconds in total count as failed. The runner's per-item timeout (RewardSpec.timeout or the
