@@ -6,9 +6,10 @@ trainer's per-target logprobs (values[:, :-1] lines up with logp (B, L-1)).
 
 Initialisation (classic RLHF PPO, Ouyang et al. 2022 initialise the critic from a trained model): the
 backbone is the decoder of any causal LM (the policy's checkpoint by default, or another path); the head
-starts near zero (N(0, 1/(H+1)) weights, zero bias) so early values are ~0 and early advantages ~the rewards.
-The head is kept in float32 whatever the backbone dtype: it is one (H,) vector and the regression target
-needs the precision.
+starts at exactly zero, so V = 0 at step 0 and the first advantages are the rewards discounted by (gamma lam)^k
+rather than rewards plus the noise of a random head (which, at the scale of a 0/1 reward, swamps them). The
+backbone gets gradients from the second update on. The head is kept in float32 whatever the backbone dtype:
+it is one (H,) vector and the regression target needs the precision.
 
 On disk (Hugging Face-loadable): the backbone via `save_pretrained` (config.json + model.safetensors, opens
 with `AutoModel.from_pretrained`), the head as value_head.safetensors {"weight": (1, H), "bias": (1,)}.
@@ -26,19 +27,22 @@ HEAD_FILE = "value_head.safetensors"
 
 
 class ValueModel(nn.Module):
-    def __init__(self, backbone: nn.Module, hidden_size: int | None = None, *, seed: int = 0):
+    def __init__(self, backbone: nn.Module, hidden_size: int | None = None):
         super().__init__()
         self.backbone = backbone
         H = hidden_size or backbone.config.hidden_size
-        head = nn.Linear(H, 1, dtype=torch.float32)
-        # Own generator: the head's init depends on `seed` only and leaves the training RNG stream untouched.
-        nn.init.normal_(head.weight, std=1.0 / (H + 1), generator=torch.Generator().manual_seed(seed))
+        head = nn.utils.skip_init(nn.Linear, H, 1, dtype=torch.float32)   # no default init: it draws global RNG
+        nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
         self.value_head = head.to(next(backbone.parameters()).device)
 
     @property
     def config(self):
         return self.backbone.config
+
+    def get_decoder(self):
+        """The transformer whose `.layers` FSDP shards one by one (aha.train.dist.Dist.shard)."""
+        return self.backbone
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """input_ids, attention_mask (B, L) -> values (B, L) float32."""
@@ -48,15 +52,16 @@ class ValueModel(nn.Module):
 
     # ---- construction ---------------------------------------------------------------------------------------
     @classmethod
-    def from_causal_lm(cls, lm, *, seed: int = 0) -> "ValueModel":
+    def from_causal_lm(cls, lm) -> "ValueModel":
         """Wrap the decoder of a (non-PEFT) causal LM; the LM's output head is dropped."""
-        return cls(lm.get_decoder(), lm.config.hidden_size, seed=seed)
+        return cls(lm.get_decoder(), lm.config.hidden_size)
 
     @classmethod
     def from_pretrained(cls, path: str, *, device: str = "auto", dtype: str = "auto", seed: int = 0,
                         gradient_checkpointing: bool = False, trust_remote_code: bool = False) -> "ValueModel":
         """A value checkpoint (backbone + value_head.safetensors) or any causal LM ("tiny-random", "tiny-base",
-        a local HF directory, a hub id): the latter gets a fresh head."""
+        a local HF directory, a hub id): the latter gets a fresh (zero) head. `seed` only matters for
+        "tiny-random", whose weights it draws."""
         from .load import load_model, resolve_device, resolve_dtype
 
         p = Path(path)
@@ -65,43 +70,31 @@ class ValueModel(nn.Module):
             dev = resolve_device(device)
             backbone = AutoModel.from_pretrained(str(p), dtype=resolve_dtype(dtype, dev),
                                                  trust_remote_code=trust_remote_code).to(dev)
-            model = cls(backbone, seed=seed)
+            model = cls(backbone)
             model.load_head(p)
         else:
             lm, _ = load_model(path, device=device, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code)
-            model = cls.from_causal_lm(lm, seed=seed)
+            model = cls.from_causal_lm(lm)
         if gradient_checkpointing:
             model.backbone.gradient_checkpointing_enable()
             model.backbone.config.use_cache = False
         return model.train()
 
     # ---- files ----------------------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | Path) -> Path:
+    def save_pretrained(self, path: str | Path, state_dict: dict | None = None) -> Path:
+        """Backbone (HF format) + value_head.safetensors. state_dict: this module's full state dict, when the
+        parameters themselves are sharded (FSDP gathers it first)."""
         from safetensors.torch import save_file
 
         p = Path(path)
         p.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(p, safe_serialization=True)
-        head = {k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()}
-        save_file(head, str(p / HEAD_FILE))
+        sd = state_dict if state_dict is not None else self.state_dict()
+        part = lambda prefix: {k[len(prefix):]: v.detach().contiguous().cpu() for k, v in sd.items() if k.startswith(prefix)}
+        self.backbone.save_pretrained(p, state_dict=part("backbone."), safe_serialization=True)
+        save_file(part("value_head."), str(p / HEAD_FILE))
         return p
 
     def load_head(self, path: str | Path) -> None:
         from safetensors.torch import load_file
 
         self.value_head.load_state_dict(load_file(str(Path(path) / HEAD_FILE)))
-
-    def load_weights_(self, path: str | Path) -> None:
-        """Load a saved value model into this one in place (optimizer references stay valid): for resume."""
-        from safetensors.torch import load_file
-
-        p = Path(path)
-        state = {}
-        for f in sorted(p.glob("*.safetensors")):
-            if f.name != HEAD_FILE:
-                state.update(load_file(str(f)))
-        missing, unexpected = self.backbone.load_state_dict(state, strict=False)
-        if missing or unexpected or not (p / HEAD_FILE).is_file():
-            raise RuntimeError(f"value checkpoint {p} does not match the value model (missing {missing[:3]}, "
-                               f"unexpected {unexpected[:3]}); resume with the same value model path")
-        self.load_head(p)
