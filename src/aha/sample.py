@@ -230,7 +230,7 @@ def checkpoint_step(path: str) -> int | None:
 def build_engine(cfg: SampleConfig):
     """-> (engine, tokenizer, model name for provenance)."""
     from .models.load import load_model
-    from .train.grpo import make_engine
+    from .rollout.factory import make_engine
 
     m = cfg.model
     if cfg.engine != "openai":

@@ -287,7 +287,7 @@ def cmd_serve(args: list[str]) -> int:
     from .cli import UsageError, split_args
     from .config import load_config
     from .models.load import load_model
-    from .train.grpo import make_engine
+    from .rollout.factory import make_engine
 
     model, overrides = split_args(args)
     if model is None:

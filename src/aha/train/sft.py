@@ -142,7 +142,7 @@ class SFTTrainer:
     def evaluate(self) -> dict:
         from ..data import get_task
         from ..eval import eval_metrics
-        from .grpo import make_engine
+        from ..rollout.factory import make_engine
 
         lg, t = self.cfg.logging, self.cfg.task
         test = get_task(t.name, **t.options).dataset("test")

@@ -1,0 +1,64 @@
+"""R1: the four-stage recipe of the R1 paper (section 2.3), each stage's output feeding the next.
+
+    01-cold-start  SFT of the base model on a few thousand long chain-of-thought examples (readable format)
+    02-rl          GRPO from the cold-start model: accuracy + format (+ language-consistency) rewards
+    03-sample      rejection sampling from the RL model: k samples per prompt, keep the verified, readable ones
+    04-sft         SFT on the sampled traces (+ the cold-start rows); from the *base* model by default, as the
+                   paper does ("fine-tune DeepSeek-V3-Base for two epochs"); sft_init=cold_start|rl starts from
+                   those checkpoints instead
+    05-rl          a second GRPO stage from that model
+00-base evaluates the base model; every model-producing stage is evaluated on the task's test split when
+eval.size > 0. The paper's non-reasoning SFT data (writing, QA) has no counterpart here: add such rows to
+sft.data.path yourself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..config import ConfigError
+from ..sample import SampleConfig
+from ..train.config import TaskConfig, TrainConfig
+from ..train.sft_config import SFTConfig
+from .manifest import Pipeline
+from .stages import PipelineEvalConfig, run_eval, run_rl, run_sample, run_sft, wire, wire_sample, wire_sft
+
+
+@dataclass
+class R1PipelineConfig:
+    model: str = "tiny-base"         # the base model
+    task: TaskConfig = field(default_factory=TaskConfig)       # used by every stage
+    cold_start: SFTConfig = field(default_factory=SFTConfig)   # set cold_start.data.path (question/completion rows)
+    rl: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)          # data.path is set by the pipeline
+    rl2: TrainConfig = field(default_factory=TrainConfig)
+    sft_init: Literal["base", "cold_start", "rl"] = "base"
+    sft_include_cold_start: bool = True
+    eval: PipelineEvalConfig = field(default_factory=PipelineEvalConfig)
+    seed: int = 0
+    out: str = "runs/r1"
+
+
+def run_r1(cfg: R1PipelineConfig, log=print) -> dict:
+    if not cfg.cold_start.data.path:
+        raise ConfigError("cold_start.data.path", "the cold-start stage needs long chain-of-thought rows; set "
+                                                  "cold_start.data.path=FILE.jsonl (question + completion)")
+    p, task, seed, ev = Pipeline(cfg.out, "r1", log), cfg.task, cfg.seed, cfg.eval
+    if ev.size and ev.base:
+        p.stage("00-base", "eval", {"model": cfg.model, "task": task, "eval": ev}, {"model": cfg.model},
+                lambda d: run_eval(cfg.model, task, ev, seed, d))
+    cs = wire_sft(cfg.cold_start, model=cfg.model, task=task, seed=seed, out=p.out / "01-cold-start" / "run")
+    cold = p.stage("01-cold-start", "sft", cs, {"model": cfg.model, "data": cs.data.path},
+                   lambda d: run_sft(cs, d, ev, task))["model"]
+    rl = wire(cfg.rl, model=cold, task=task, seed=seed, out=p.out / "02-rl" / "run")
+    rl_model = p.stage("02-rl", "rl", rl, {"model": cold}, lambda d: run_rl(rl, d, ev))["model"]
+    sm = wire_sample(cfg.sample, model=rl_model, task=task, seed=seed, out=p.out / "03-sample")
+    data = p.stage("03-sample", "sample", sm, {"model": rl_model}, lambda d: run_sample(sm, d))["data"]
+    init = {"base": cfg.model, "cold_start": cold, "rl": rl_model}[cfg.sft_init]
+    paths = [data] + (list(cs.data.path) if cfg.sft_include_cold_start else [])
+    sf = wire_sft(cfg.sft, model=init, task=task, seed=seed, out=p.out / "04-sft" / "run", data=paths)
+    sft_model = p.stage("04-sft", "sft", sf, {"model": init, "data": paths}, lambda d: run_sft(sf, d, ev, task))["model"]
+    rl2 = wire(cfg.rl2, model=sft_model, task=task, seed=seed, out=p.out / "05-rl" / "run")
+    p.stage("05-rl", "rl", rl2, {"model": sft_model}, lambda d: run_rl(rl2, d, ev))
+    return p.finish()

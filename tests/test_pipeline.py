@@ -1,0 +1,165 @@
+"""The r1 pipeline end to end at toy size (cold-start SFT -> GRPO -> rejection sampling -> SFT -> GRPO), its
+manifests and lineage, skipping finished stages, re-running a deleted one; r1-zero; distillation from a teacher
+served over HTTP with the RL baseline.
+
+The toy task: "Q7#<i>=" -> "<think>...</think><answer>7</answer>", verified by exact match. A random tiny model
+never answers it; after the cold start it does, so rejection sampling keeps real verified traces. Texts have no
+whitespace because a saved tiny-random tokenizer currently reloads without it (see notes/pipeline_requests.md).
+"""
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from aha.config import ConfigError, load_config
+from aha.data import TASKS, Task, register_task
+from aha.pipelines import cmd_pipeline, get_pipeline
+from aha.pipelines.manifest import completed
+
+
+class ToySeven(Task):
+    name, accuracy_reward = "toy-seven", "exact"
+
+    def dataset(self, split):
+        return [{"question": f"Q7#{i}", "answer": "7"} for i in (range(10, 40) if split == "train" else range(40, 50))]
+
+
+if "toy-seven" not in TASKS:
+    register_task("toy-seven")(ToySeven)
+
+COLD = [{"question": f"Q7#{i}", "completion": "<think>itsseven</think><answer>7</answer>"}
+        for i in range(10, 16)]
+TASK = ["task.name=toy-seven", "task.template={prompt}="]
+RL = ["steps=2", "sampling.group_size=4", "batch.prompts_per_step=2", "batch.micro_batch_size=8",
+      "sampling.max_new_tokens=48", "optim.lr=1e-3", "logging.progress=false", "logging.samples_every=0",
+      "rewards.num_workers=1"]
+SFT = ["batch.batch_size=4", "batch.micro_batch_size=4", "data.max_length=64", "optim.lr=1e-2",
+       "optim.schedule=constant", "logging.progress=false", "checkpoint.save_every=0"]
+EVAL = ["eval.size=4", "eval.k=2", "eval.max_new_tokens=48"]
+
+
+def over(prefix, items):
+    return [f"{prefix}.{x}" for x in items]
+
+
+def r1_overrides(tmp: Path):
+    data = tmp / "cold.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in COLD))
+    return (["model=tiny-random", f"out={tmp / 'r1'}", *TASK, *EVAL, f"cold_start.data.path={data}", "cold_start.steps=40",
+             *over("cold_start", SFT), *over("rl", RL), "rl2.steps=1", *over("rl2", RL[1:]),
+             "sample.num_prompts=4", "sample.k=4", "sample.m=2", "sample.prompts_per_call=2",
+             "sample.sampling.max_new_tokens=48", "sample.progress=false", "sample.reward_workers=1",
+             "sft.steps=40", *over("sft", SFT)])
+
+
+@pytest.fixture(scope="module")
+def r1_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("r1")
+    cls, run = get_pipeline("r1")
+    cfg = load_config(cls, None, r1_overrides(tmp))
+    t0 = time.perf_counter()
+    summary = run(cfg)
+    return tmp, cfg, summary, time.perf_counter() - t0
+
+
+def manifest(tmp, stage):
+    return json.loads((tmp / "r1" / stage / "manifest.json").read_text())
+
+
+def test_r1_end_to_end_lineage_and_figures(r1_run):
+    tmp, cfg, summary, seconds = r1_run
+    stages = [(s["stage"], s["kind"]) for s in summary["stages"]]
+    assert stages == [("00-base", "eval"), ("01-cold-start", "sft"), ("02-rl", "rl"), ("03-sample", "sample"),
+                      ("04-sft", "sft"), ("05-rl", "rl")]
+    m = {name: manifest(tmp, name) for name, _ in stages}
+    assert all(x["status"] == "complete" and x["git"]["commit"] and x["versions"]["torch"] for x in m.values())
+    # lineage: every stage starts from the previous stage's output
+    assert m["02-rl"]["inputs"]["model"]["path"] == m["01-cold-start"]["outputs"]["model"]
+    assert m["02-rl"]["inputs"]["model"]["step"] == 40
+    assert m["03-sample"]["inputs"]["model"]["path"] == m["02-rl"]["outputs"]["model"]
+    assert m["04-sft"]["inputs"]["model"]["path"] == "tiny-random"                    # sft_init=base, as R1
+    sft_data = m["04-sft"]["inputs"]["data"]
+    assert [d["path"] for d in sft_data] == [m["03-sample"]["outputs"]["data"], str(tmp / "cold.jsonl")]
+    assert all(len(d["sha256"]) == 64 for d in sft_data)
+    assert m["05-rl"]["inputs"]["model"]["path"] == m["04-sft"]["outputs"]["model"]
+    assert m["02-rl"]["config"]["model"]["path"] == m["01-cold-start"]["outputs"]["model"]
+    assert m["02-rl"]["config"]["task"]["name"] == "toy-seven" and m["01-cold-start"]["config"]["data"]["template"] == "{prompt}="
+    # figures: the base model never answers; the cold start teaches the format and the answer
+    base, cold = m["00-base"]["figures"]["eval"], m["01-cold-start"]["figures"]["eval"]
+    assert base["format"] == 0 and base["pass1"] == 0
+    assert cold["format"] >= 0.5 and cold["pass1"] >= 0.5
+    assert m["01-cold-start"]["figures"]["loss_last"] < m["01-cold-start"]["figures"]["loss_first"]
+    assert m["04-sft"]["figures"]["eval"]["format"] >= 0.5         # base + sampled traces: the format again
+    assert m["02-rl"]["figures"]["steps"] == 2 and "reward/mean" in m["02-rl"]["figures"]["train"]
+    # rejection sampling kept verified traces, with provenance
+    rows = [json.loads(l) for l in Path(m["03-sample"]["outputs"]["data"]).read_text().splitlines()]
+    stats = m["03-sample"]["figures"]["sample"]
+    assert rows and len(rows) == stats["kept"] <= 2 * 4 and stats["samples"] == 16
+    for r in rows:
+        assert r["completion"].endswith("<answer>7</answer>") and r["reward"] == 1.0 and r["format"] == 1.0
+        assert r["model"] == m["02-rl"]["outputs"]["model"] and r["step"] == 2 and r["prompt"] == r["question"] + "="
+    assert (tmp / "r1" / "summary.json").is_file() and (tmp / "r1" / "summary.png").stat().st_size > 1000
+    assert seconds < 150, seconds
+
+
+def test_rerun_skips_complete_stages_and_redoes_a_deleted_one(r1_run, capsys):
+    import shutil
+
+    tmp, cfg, summary, _ = r1_run
+    cls, run = get_pipeline("r1")
+    before = {p: p.stat().st_mtime_ns for p in (tmp / "r1").rglob("manifest.json")}
+    t0 = time.perf_counter()
+    again = run(cfg)
+    assert time.perf_counter() - t0 < 10
+    assert {p: p.stat().st_mtime_ns for p in (tmp / "r1").rglob("manifest.json")} == before
+    assert [s["figures"] for s in again["stages"]] == [s["figures"] for s in summary["stages"]]
+    assert capsys.readouterr().out.count("complete, skipped") == 6
+    shutil.rmtree(tmp / "r1" / "05-rl")
+    again = run(cfg)
+    assert completed(tmp / "r1" / "05-rl") is not None
+    assert "05-rl: running" in capsys.readouterr().out
+    changed = load_config(cls, None, r1_overrides(tmp) + ["sft.optim.lr=5e-3"])
+    run(changed)                                           # a finished stage is not silently redone
+    assert "04-sft: done with a different config" in capsys.readouterr().out
+
+
+def test_r1_zero_and_cli(tmp_path, capsys):
+    assert cmd_pipeline(["r1-zero", "model=tiny-random", f"out={tmp_path}", *TASK, "eval.size=2", "eval.k=1",
+                         "eval.max_new_tokens=8", "eval.base=false", *over("rl", RL[:1] + ["steps=1"] + RL[2:])]) == 0
+    out = capsys.readouterr().out
+    assert "01-rl" in out and "pass1" in out and (tmp_path / "summary.json").is_file()
+    m = json.loads((tmp_path / "01-rl" / "manifest.json").read_text())
+    assert m["figures"]["steps"] == 1 and "eval" in m["figures"]
+    from aha.cli import UsageError
+    with pytest.raises(UsageError, match="r1-zero|r1|distill"):
+        cmd_pipeline(["r2"])
+    with pytest.raises(ConfigError, match="cold_start.data.path"):
+        cmd_pipeline(["r1", f"out={tmp_path / 'x'}"])
+
+
+def test_distill_from_a_teacher_served_over_http(r1_run, tmp_path):
+    from aha.models.load import load_model
+    from aha.rollout import HFEngine
+    from aha.serve import AhaServer
+
+    tmp, *_ = r1_run
+    teacher = manifest(tmp, "01-cold-start")["outputs"]["model"]
+    model, tok = load_model(teacher, device="cpu")
+    cls, run = get_pipeline("distill")
+    with AhaServer(HFEngine(model.eval(), tok), tok, "teacher", port=0) as server:
+        cfg = load_config(cls, None, [f"teacher={teacher}", "student=tiny-random", f"out={tmp_path}", *TASK,
+                                      "eval.size=4", "eval.k=2", "eval.max_new_tokens=48", "eval.base=false",
+                                      "sample.engine=openai", f"sample.openai.base_url={server.url}",
+                                      "sample.openai.model=teacher", "sample.num_prompts=4", "sample.k=2",
+                                      "sample.m=1", "sample.progress=false", "sample.sampling.max_new_tokens=48",
+                                      "sft.steps=40", *over("sft", SFT), "rl_baseline=true",
+                                      *over("student_rl", RL[1:] + ["steps=1"])])
+        summary = run(cfg)
+    names = [s["stage"] for s in summary["stages"]]
+    assert names == ["01-sample", "02-sft", "03-student-rl"]
+    rows = [json.loads(l) for l in (tmp_path / "01-sample" / "data.jsonl").read_text().splitlines()]
+    assert rows and all(r["model"] == f"teacher@{server.url}" and r["reward"] == 1.0 for r in rows)
+    distilled = summary["stages"][1]["figures"]["eval"]
+    assert distilled["format"] >= 0.5                      # the student learnt the teacher's traces
+    assert "eval" in summary["stages"][2]["figures"]
