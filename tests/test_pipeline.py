@@ -163,3 +163,14 @@ def test_distill_from_a_teacher_served_over_http(r1_run, tmp_path):
     distilled = summary["stages"][1]["figures"]["eval"]
     assert distilled["format"] >= 0.5                      # the student learnt the teacher's traces
     assert "eval" in summary["stages"][2]["figures"]
+
+
+@pytest.mark.parametrize("name,path", [("r1-zero", "pipeline_r1_zero"), ("r1", "pipeline_r1"),
+                                       ("distill", "pipeline_distill"), ("sft", "sft"), ("sample", "sample")])
+def test_shipped_configs_load(name, path):
+    from aha.sample import SampleConfig
+    from aha.train.sft_config import SFTConfig
+
+    cls = {"sft": SFTConfig, "sample": SampleConfig}.get(name) or get_pipeline(name)[0]
+    cfg = load_config(cls, str(Path(__file__).parents[1] / "configs" / f"{path}.yaml"))
+    assert cfg.out.startswith("runs/")
