@@ -33,8 +33,6 @@ import numpy as np
 from .config import ConfigError, check, to_dict
 from .train.config import ModelConfig, TaskConfig
 
-PREFER = ("first", "shortest")
-
 
 @dataclass
 class OpenAIConfig:
