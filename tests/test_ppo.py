@@ -117,8 +117,14 @@ def test_value_loss_decreases_on_a_fixed_batch(trainer):
     assert all(b < a for a, b in zip(losses[:4], losses[1:5])) and max(losses[-3:]) < 0.65 * losses[0], losses
 
 
+def test_global_whitening_is_masked_whiten_in_one_process(trainer):
+    g = torch.Generator().manual_seed(0)
+    x, m = torch.randn(5, 9, generator=g), torch.rand(5, 9, generator=g) > 0.4
+    torch.testing.assert_close(trainer.whiten(x, m), algos.masked_whiten(x, m))
+
+
 def test_learns_trivial_reward_and_saves_the_critic(tmp_path):
-    train(cfg(tmp_path, "steps=16", "optim.lr=1e-2", "sampling.group_size=8", "batch.micro_batch_size=8"))
+    train(cfg(tmp_path, "steps=16", "optim.lr=1e-2", "sampling.group_size=8", "batch.micro_batch_size=16"))
     rows = metrics(tmp_path)
     for key in ("reward/mean", "loss", "value/loss", "value/explained_variance", "value/clip_frac", "value/mean",
                 "grad_norm", "value/grad_norm", "entropy"):
@@ -166,4 +172,4 @@ def test_config_errors_and_preset(tmp_path):
         PPOSettings(lam=1.5)
     c = load_config(TrainConfig, ROOT / "configs" / "ppo.yaml", [])
     assert c.algorithm.name == "ppo" and c.algorithm.advantage == "gae"
-    assert PPOSettings.from_config(dataclasses.replace(c.algorithm)) == PPOSettings()   # no PPO fields yet: defaults
+    assert PPOSettings.from_config(c.algorithm) == PPOSettings()      # the preset keeps the PPO defaults
