@@ -174,3 +174,32 @@ def test_shipped_configs_load(name, path):
     cls = {"sft": SFTConfig, "sample": SampleConfig}.get(name) or get_pipeline(name)[0]
     cfg = load_config(cls, str(Path(__file__).parents[1] / "configs" / f"{path}.yaml"))
     assert cfg.out.startswith("runs/")
+
+
+def test_lora_stage_hands_on_a_merged_model(tmp_path):
+    """A LoRA stage's checkpoint holds base weights + adapter/; the next stage must get the trained weights."""
+    import torch
+
+    from aha.models.load import load_model
+    from aha.pipelines.stages import PipelineEvalConfig, run_sft, wire_sft
+    from aha.train.config import TaskConfig
+    from aha.train.sft_config import SFTConfig
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in COLD))
+    task = TaskConfig(name="toy-seven", template="{prompt}=")
+    cfg = wire_sft(load_config(SFTConfig, None, [*SFT, "model.lora.r=8", "model.lora.alpha=32", "steps=15",
+                                                 "optim.lr=3e-2"]),
+                   model="tiny-random", task=task, seed=0, out=tmp_path / "run", data=[str(data)])
+    outputs, _ = run_sft(cfg, tmp_path, PipelineEvalConfig(size=0), task)
+    assert outputs["model"] == str(tmp_path / "merged")
+
+    def loss(path):
+        model, tok = load_model(path, device="cpu")
+        x = torch.tensor([tok("Q7#10=" + COLD[0]["completion"], add_special_tokens=False).input_ids])
+        with torch.no_grad():
+            return float(model(input_ids=x, labels=x).loss)
+    from safetensors.torch import load_file
+    keys = load_file(tmp_path / "merged" / "model.safetensors").keys()
+    assert not [k for k in keys if "lora" in k or "base_layer" in k]  # a plain HF model
+    assert loss(outputs["model"]) < loss("tiny-random") - 0.1          # what LoRA learnt is kept

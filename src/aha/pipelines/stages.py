@@ -67,6 +67,26 @@ def _last_metrics(run: Path) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
+def final_model(cfg) -> str:
+    """The stage's trained model as a plain HF directory. A LoRA checkpoint holds the base weights plus adapter/,
+    which the next stage would not apply, so the adapter is merged into OUT/<stage>/merged once."""
+    last = ckpt.latest_checkpoint(cfg.out)
+    if cfg.model.lora.r == 0:
+        return str(last)
+    merged = Path(cfg.out).parent / "merged"
+    if not (merged / "config.json").is_file():
+        from peft import PeftModel
+
+        from ..models.load import load_model
+        base, tok = load_model(cfg.model.path, device="cpu", dtype="float32",
+                               trust_remote_code=cfg.model.trust_remote_code)
+        tmp = merged.with_suffix(".tmp")                    # renamed when complete: never a half model
+        PeftModel.from_pretrained(base, str(last / "adapter")).merge_and_unload().save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        tmp.replace(merged)
+    return str(merged)
+
+
 def _resume(cfg) -> None:
     cfg.resume = ckpt.latest_checkpoint(cfg.out) is not None
 
@@ -81,7 +101,7 @@ def run_rl(cfg, stage_dir: Path, ev: PipelineEvalConfig) -> tuple[dict, dict]:
     summary = train(cfg)
     if summary.get("stopped_early"):
         raise StageInterrupted(f"RL stopped at step {summary['steps']}/{cfg.steps}; rerun to resume")
-    model = str(ckpt.latest_checkpoint(cfg.out))
+    model = final_model(cfg)
     last = _last_metrics(Path(cfg.out))
     figures = {"steps": summary["steps"], "train": {k: v for k, v in last.items()
                                                     if k.startswith(("reward/", "len/", "eval/")) or k == "kl"}}
@@ -100,7 +120,7 @@ def run_sft(cfg, stage_dir: Path, ev: PipelineEvalConfig, task: TaskConfig) -> t
         trainer.close()
     if summary.get("stopped_early"):
         raise StageInterrupted(f"SFT stopped at step {summary['steps']}; rerun to resume")
-    model = str(ckpt.latest_checkpoint(cfg.out))
+    model = final_model(cfg)
     rows = [json.loads(l) for l in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
     figures = {"steps": summary["steps"], "data": stats, "loss_first": rows[0]["loss"], "loss_last": rows[-1]["loss"]}
     return {"model": model, "run": cfg.out}, with_eval(figures, model, task, ev, cfg.seed, stage_dir)
