@@ -97,7 +97,8 @@ def decode_splits(batch: int, num_kv_heads: int, num_sms: int = 132) -> int:
 
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
-                     seq_lens: torch.Tensor, page_size: int, scale: float, splits: int = 1) -> torch.Tensor:
+                     seq_lens: torch.Tensor, page_size: int, scale: float, splits: int = 1,
+                     block_n: int | None = None, num_warps: int = 4) -> torch.Tensor:
     """q (B, NH, D), caches (num_slots, KVH, D), block_table (B, W) int32, seq_lens (B,) int32 -> (B, NH, D)."""
     B, NH, D = q.shape
     KVH = k_cache.shape[1]
@@ -116,7 +117,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), block_table.stride(0),
         out.stride(0), out.stride(1),
         G=G, BLOCK_G=max(16, next_pow2(G)), D=D, BLOCK_D=BLOCK_D, PAGE=page_size,
-        BLOCK_N=64 if D <= 64 else 32, SPLITS=splits, IEEE=q.dtype == torch.float32, num_warps=4, num_stages=2)
+        BLOCK_N=block_n or (64 if D <= 64 else 32), SPLITS=splits, IEEE=q.dtype == torch.float32,
+        num_warps=num_warps, num_stages=2)
     if splits > 1:
         _merge_kernel[(B, NH)](mo, ml, out, out.stride(0), out.stride(1), NH=NH, D=D, BLOCK_D=BLOCK_D,
                                SPLITS=splits, num_warps=4)
@@ -139,16 +141,23 @@ def _decode_torch(q, k_cache, v_cache, block_table, seq_lens, page_size, scale):
     return o.reshape(B, NH, D).to(q.dtype)
 
 
-def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens: list[int],
+def prefill_meta(lens: list[int], device) -> tuple:
+    """Index tensors for prefill_attention, built once per prefill batch: the padded gather idx (P, Tm) into
+    the packed tokens and the rows of the padded (P*Tm) layout that hold real tokens."""
+    L = torch.tensor(lens)
+    T, Tm = int(L.sum()), int(L.max())
+    ar = torch.arange(Tm)
+    idx = ((L.cumsum(0) - L)[:, None] + ar[None, :]).clamp(max=T - 1)       # (P, Tm)
+    flat = (ar[None, :] < L[:, None]).reshape(-1).nonzero().squeeze(1)       # (T,)
+    return len(lens), Tm, idx.to(device, non_blocking=True), flat.to(device, non_blocking=True)
+
+
+def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: tuple,
                       scale: float) -> torch.Tensor:
-    """Causal attention within each prompt. q (T, NH, D), k/v (T, KVH, D), T = sum(lens) -> (T, NH, D)."""
+    """Causal attention within each prompt. q (T, NH, D), k/v (T, KVH, D) packed prompts -> (T, NH, D)."""
     T, NH, D = q.shape
     G = NH // k.shape[1]
-    P, Tm = len(lens), max(lens)
-    starts = torch.tensor([0] + lens[:-1]).cumsum(0)
-    idx = (starts[:, None] + torch.arange(Tm)[None, :]).clamp(max=T - 1)      # (P, Tm) padded gather
-    flat = torch.cat([torch.arange(n) + i * Tm for i, n in enumerate(lens)])  # real rows of (P*Tm)
-    idx, flat = idx.to(q.device, non_blocking=True), flat.to(q.device, non_blocking=True)
+    P, Tm, idx, flat = meta
     qp = q[idx].transpose(1, 2)                                               # (P, NH, Tm, D)
     kp = k[idx].transpose(1, 2).repeat_interleave(G, dim=1)
     vp = v[idx].transpose(1, 2).repeat_interleave(G, dim=1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention import decode_attention, prefill_attention
+from .attention import decode_attention, prefill_attention, prefill_meta
 from .layers import rms_norm, rope_cache, silu_mul
 
 FAMILIES = ("llama", "qwen2", "qwen3")
@@ -67,6 +67,7 @@ class ModelRunner:
             raise UnsupportedModel(f"{self.num_heads} heads not a multiple of {self.num_kv_heads} KV heads")
         self.vocab_size = self.embed.weight.shape[0]
         self._rope_key, self._cos, self._sin = None, None, None
+        self._parallel, self._streams, self._next = False, None, 0
 
     @property
     def num_layers(self) -> int:
@@ -99,22 +100,47 @@ class ModelRunner:
     def _norm(self, h, mod, residual):
         return rms_norm(h, mod.weight, mod.variance_epsilon, residual)
 
+    def _side(self, fn, x):
+        """fn(x) on a side stream when decoding on CUDA (the small k/v and gate GEMMs overlap the main-stream
+        GEMM; in a CUDA graph this becomes parallel branches). Join with _join before using the result."""
+        if not self._parallel:
+            return fn(x)
+        if self._streams is None:
+            self._streams = [torch.cuda.Stream(x.device) for _ in range(2)]
+        s = self._streams[self._next % 2]
+        self._next += 1
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            return fn(x)
+
+    def _join(self):
+        if self._parallel:
+            for s in self._streams:
+                torch.cuda.current_stream().wait_stream(s)
+
     def _attn_in(self, layer, x, pos, slot, k_cache, v_cache):
         a = layer.self_attn
         qn = a.q_norm.weight if self.qk_norm else None
         kn = a.k_norm.weight if self.qk_norm else None
         eps = a.q_norm.variance_epsilon if self.qk_norm else 1e-6
-        return rope_cache(a.q_proj(x), a.k_proj(x), a.v_proj(x), self._cos, self._sin, pos, slot, k_cache,
+        k, v = self._side(a.k_proj, x), self._side(a.v_proj, x)
+        q = a.q_proj(x)
+        self._join()
+        return rope_cache(q, k, v, self._cos, self._sin, pos, slot, k_cache,
                           v_cache, self.num_heads, self.num_kv_heads, qn, kn, eps)
 
     def _mlp(self, layer, x):
         m = layer.mlp
-        return m.down_proj(silu_mul(m.gate_proj(x), m.up_proj(x)))
+        g = self._side(m.gate_proj, x)
+        u = m.up_proj(x)
+        self._join()
+        return m.down_proj(silu_mul(g, u))
 
     def decode(self, tok, pos, slot, seq_lens, block_table, cache, splits: int = 1) -> torch.Tensor:
         """One token per sequence. tok/pos/slot (B,) int64, seq_lens (B,) int32 (= pos + 1),
         block_table (B, W) int32 -> logits (B, V) in the model dtype."""
         h, r = self.embed(tok), None                                    # (B, H)
+        self._parallel = tok.is_cuda
         for i, layer in enumerate(self.layers):
             x, r = self._norm(h, layer.input_layernorm, r)
             q = self._attn_in(layer, x, pos, slot, cache.k[i], cache.v[i])            # (B, NH, D)
@@ -124,16 +150,19 @@ class ModelRunner:
             x, r = self._norm(h, layer.post_attention_layernorm, r)
             h = self._mlp(layer, x)
         x, _ = self._norm(h, self.norm, r)
+        self._parallel = False
         return self.lm_head(x)
 
     def prefill(self, tokens, pos, slot, lens: list[int], cache, all_logits: bool = False) -> torch.Tensor:
         """Whole prompts, packed. tokens/pos/slot (T,), T = sum(lens) -> logits of each prompt's last
         token (P, V), or of every token (T, V) with all_logits."""
         h, r = self.embed(tokens), None                                 # (T, H)
+        self._parallel = False                  # big GEMMs fill the GPU already
+        meta = prefill_meta(lens, tokens.device)
         for i, layer in enumerate(self.layers):
             x, r = self._norm(h, layer.input_layernorm, r)
             q = self._attn_in(layer, x, pos, slot, cache.k[i], cache.v[i])            # (T, NH, D)
-            o = prefill_attention(q, cache.k[i][slot], cache.v[i][slot], lens, self.scale)
+            o = prefill_attention(q, cache.k[i][slot], cache.v[i][slot], meta, self.scale)
             h = layer.self_attn.o_proj(o.reshape(o.shape[0], -1))
             x, r = self._norm(h, layer.post_attention_layernorm, r)
             h = self._mlp(layer, x)

@@ -9,8 +9,9 @@ Filtering follows HF's order: top-k (keep logits >= the k-th largest), then top-
 most likely tokens whose mass reaches p: token i survives when the mass strictly above it is < p).
 
 `sample_fused` (Triton, top_p = 1 and top_k = 0 only, the usual RL setting) reads the bf16 logits once:
-an online log-sum-exp and a Gumbel-max argmax (argmax_i x_i / T - log(-log U_i), the same law) in one pass,
-with Philox noise keyed by (seed, step, row) read from device tensors, so the step can be CUDA-graph captured.
+an online log-sum-exp and a Gumbel-max argmax (argmax_i x_i / T - log(-log U_i), the same law) in one pass
+over vocabulary slices, then a merge per row; Philox noise keyed by (seed, step, row) read from device
+tensors, so the step can be CUDA-graph captured.
 """
 from __future__ import annotations
 
@@ -20,8 +21,33 @@ from ._triton import tl, triton
 
 if triton is not None:
     @triton.jit
-    def _sample_kernel(LOGITS, sl, V, TEMP, SEED, STEP, TOK, LP, GREEDY: tl.constexpr, BLOCK: tl.constexpr):
+    def _consume(ptr, off0, q, end, inv_t, u, m, s, best, best_x, best_i, GREEDY: tl.constexpr):
+        """Fold one block of logits into the running (max, sum-exp, best score, its logit, its index)."""
+        off = off0 + q
+        msk = off < end
+        x = tl.load(ptr + off, mask=msk, other=float("-inf")).to(tl.float32) * inv_t
+        m_new = tl.maximum(m, tl.max(x, 0))
+        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), 0)
+        if GREEDY:
+            score = x
+        else:
+            score = tl.where(msk, x - tl.log(-tl.log(u)), float("-inf"))
+        i = tl.argmax(score, 0)
+        sv = tl.max(score, 0)
+        xi = tl.sum(tl.where(q == i, x, 0.0), 0)
+        take = sv > best
+        best_i = tl.where(take, (off0 + i).to(tl.int64), best_i)
+        best_x = tl.where(take, xi, best_x)
+        best = tl.where(take, sv, best)
+        return m_new, s, best, best_x, best_i
+
+    @triton.jit
+    def _sample_part_kernel(LOGITS, sl, V, CH, TEMP, SEED, STEP, PART, NS,
+                            GREEDY: tl.constexpr, Q: tl.constexpr):
+        # program (row, part) scans logits[row, part*CH : (part+1)*CH] in blocks of 4*Q; one Philox call
+        # (rand4x) gives the uniforms of 4 sub-blocks.
         row = tl.program_id(0).to(tl.int64)
+        part = tl.program_id(1)
         if GREEDY:
             inv_t = 1.0
         else:
@@ -32,38 +58,70 @@ if triton is not None:
         best = tl.full([], float("-inf"), tl.float32)
         best_x = tl.zeros([], tl.float32)
         best_i = tl.zeros([], tl.int64)
-        cols = tl.arange(0, BLOCK)
-        for v0 in range(0, V, BLOCK):
-            off = v0 + cols
-            msk = off < V
-            x = tl.load(LOGITS + row * sl + off, mask=msk, other=float("-inf")).to(tl.float32) * inv_t
-            m_new = tl.maximum(m, tl.max(x, 0))
-            s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), 0)
-            m = m_new
+        q = tl.arange(0, Q)
+        start = part * CH
+        end = tl.minimum(start + CH, V)
+        ptr = LOGITS + row * sl
+        for v0 in range(start, end, 4 * Q):
             if GREEDY:
-                score = x
+                u0 = tl.zeros([Q], tl.float32)
+                u1 = u0
+                u2 = u0
+                u3 = u0
             else:
-                u = tl.rand(seed, off)
-                score = tl.where(msk, x - tl.log(-tl.log(u)), float("-inf"))
-            i = tl.argmax(score, 0)
-            sv = tl.max(score, 0)
-            xi = tl.sum(tl.where(cols == i, x, 0.0), 0)
-            take = sv > best
-            best_i = tl.where(take, (v0 + i).to(tl.int64), best_i)
-            best_x = tl.where(take, xi, best_x)
-            best = tl.where(take, sv, best)
-        tl.store(TOK + row, best_i)
-        tl.store(LP + row, best_x - (m + tl.log(s)))
+                u0, u1, u2, u3 = tl.rand4x(seed, v0 // 4 + q)    # distinct counters per block
+            m, s, best, best_x, best_i = _consume(ptr, v0, q, end, inv_t, u0, m, s, best, best_x, best_i, GREEDY)
+            m, s, best, best_x, best_i = _consume(ptr, v0 + Q, q, end, inv_t, u1, m, s, best, best_x, best_i,
+                                                  GREEDY)
+            m, s, best, best_x, best_i = _consume(ptr, v0 + 2 * Q, q, end, inv_t, u2, m, s, best, best_x, best_i,
+                                                  GREEDY)
+            m, s, best, best_x, best_i = _consume(ptr, v0 + 3 * Q, q, end, inv_t, u3, m, s, best, best_x, best_i,
+                                                  GREEDY)
+        o = row * NS + part
+        tl.store(PART + o * 5, m)
+        tl.store(PART + o * 5 + 1, s)
+        tl.store(PART + o * 5 + 2, best)
+        tl.store(PART + o * 5 + 3, best_x)
+        tl.store(PART + o * 5 + 4, best_i.to(tl.float32))      # exact: vocabulary ids < 2**24
+
+    @triton.jit
+    def _sample_merge_kernel(PART, NS, TOK, LP, BNS: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        p = tl.arange(0, BNS)
+        pm = p < NS
+        o = (row * NS + p) * 5
+        m = tl.load(PART + o, mask=pm, other=float("-inf"))
+        s = tl.load(PART + o + 1, mask=pm, other=0.0)
+        b = tl.load(PART + o + 2, mask=pm, other=float("-inf"))
+        x = tl.load(PART + o + 3, mask=pm, other=0.0)
+        i = tl.load(PART + o + 4, mask=pm, other=0.0)
+        mx = tl.max(m, 0)
+        total = tl.sum(tl.where(m > float("-inf"), s * tl.exp(m - mx), 0.0), 0)
+        j = tl.argmax(b, 0)                               # first part on ties -> lowest token id
+        tl.store(TOK + row, tl.sum(tl.where(p == j, i, 0.0), 0).to(tl.int64))
+        tl.store(LP + row, tl.sum(tl.where(p == j, x, 0.0), 0) - (mx + tl.log(total)))
 
 
 def sample_fused(logits: torch.Tensor, temp: torch.Tensor, seed: torch.Tensor, step: torch.Tensor,
-                 greedy: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits (B, V) any float dtype; temp (1,) fp32, seed (1,) int64, step (1,) int64 device tensors."""
+                 greedy: bool, num_sms: int = 132) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits (B, V) any float dtype; temp (1,) fp32, seed (1,) int64, step (1,) int64 device tensors.
+
+    The vocabulary is split into NS parts so that B * NS programs fill the GPU; partial
+    (max, sum-exp, best Gumbel score, its logit, its id) are merged per row by a second small kernel."""
     B, V = logits.shape
+    Q = 512
+    ns = 1
+    while ns < 64 and B * ns < 4 * num_sms:
+        ns *= 2
+    per = -(-V // ns)
+    ch = -(-per // (4 * Q)) * 4 * Q                     # part length, a whole number of 4*Q blocks
+    ns = -(-V // ch)
+    part = torch.empty((B, ns, 5), dtype=torch.float32, device=logits.device)
     tok = torch.empty(B, dtype=torch.int64, device=logits.device)
     lp = torch.empty(B, dtype=torch.float32, device=logits.device)
-    _sample_kernel[(B,)](logits, logits.stride(0), V, temp, seed, step, tok, lp, GREEDY=greedy, BLOCK=2048,
-                         num_warps=8)
+    _sample_part_kernel[(B, ns)](logits, logits.stride(0), V, ch, temp, seed, step, part, ns,
+                                 GREEDY=greedy, Q=Q, num_warps=4)
+    _sample_merge_kernel[(B,)](part, ns, tok, lp, BNS=max(2, 1 << (ns - 1).bit_length()), num_warps=1)
     return tok, lp
 
 
