@@ -98,5 +98,6 @@ def reference_model(policy):
 
 
 def unwrap(model):
-    """The underlying transformers model (PEFT-wrapped or not)."""
+    """The underlying transformers model (of a training wrapper with `.lm`, PEFT-wrapped or not)."""
+    model = getattr(model, "lm", model)
     return model.get_base_model() if hasattr(model, "get_base_model") else model

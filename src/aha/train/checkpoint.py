@@ -1,8 +1,13 @@
 """Checkpoints: the model in Hugging Face format plus everything needed to resume bit-for-bit on the CPU.
 
-Layout: RUN/checkpoints/step-000050/{config.json, model.safetensors, tokenizer files, trainer_state.pt,
-state.json}. A checkpoint is written to `step-000050.tmp` and renamed when complete, so a run killed while
-saving never leaves a half checkpoint as the latest; only the last `keep_last` are kept.
+Layout: RUN/checkpoints/step-000050/
+    config.json, model.safetensors, tokenizer files   the policy, loadable with AutoModelForCausalLM
+    adapter/                                          LoRA adapters (peft format), when LoRA is on
+    state/                                            model + AdamW state, torch.distributed.checkpoint
+                                                      (sharded by rank; loads into any number of ranks)
+    trainer_state.pt, state.json                      scheduler, RNG, step and data position
+A checkpoint is written to `step-000050.tmp` and renamed when complete, so a run killed while saving never
+leaves a half checkpoint as the latest; only the last `keep_last` are kept.
 """
 from __future__ import annotations
 
@@ -16,7 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
+                                                     set_state_dict)
+
 from ..models.load import unwrap
+from .dist import Dist
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -37,26 +47,44 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, *, model, tokenizer, optimizer, scheduler, extra: dict,
-                    keep_last: int = 2, rng: dict | None = None) -> Path:
+                    keep_last: int = 2, rng: dict | None = None, dist: Dist = Dist()) -> Path:
+    """Collective under torchrun: every rank calls it; rank 0 writes the shared files."""
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
     tmp = root / f"step-{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    # save_pretrained on a PEFT model writes only the adapter; users expect a loadable full model too,
-    # so the adapter goes to adapter/ and the merged weights are not materialised (no extra memory).
-    unwrap(model).save_pretrained(tmp, safe_serialization=True)
-    if hasattr(model, "peft_config"):
-        model.save_pretrained(tmp / "adapter")
-    tokenizer.save_pretrained(tmp)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng if rng is not None else rng_state()},
-               tmp / "trainer_state.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=1))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in list_checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    if dist.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    dist.barrier()
+    # The resumable state first: save_pretrained may re-tie parameters of the model it is given.
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "state"))
+    if dist.enabled:   # gather the full weights for the Hugging Face copy (CPU, rank 0)
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if dist.is_main:   # keys of the training wrapper (LogprobModel) carry an "lm." prefix
+            full = {k.removeprefix("lm."): v for k, v in full.items()}
+            if getattr(unwrap(model).config, "tie_word_embeddings", False):
+                full.pop("lm_head.weight", None)   # tied: saved once, as the single-process save does
+            unwrap(model).save_pretrained(tmp, state_dict=full, safe_serialization=True)
+        del full
+    else:
+        # With LoRA, save_pretrained on the PEFT model writes only the adapter: the base goes beside it.
+        unwrap(model).save_pretrained(tmp, safe_serialization=True)
+        lm = getattr(model, "lm", model)
+        if hasattr(lm, "peft_config"):
+            lm.save_pretrained(tmp / "adapter")
+    if dist.is_main:
+        tokenizer.save_pretrained(tmp)
+        torch.save({"scheduler": scheduler.state_dict(), "rng": rng if rng is not None else rng_state()},
+                   tmp / "trainer_state.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "world_size": dist.world, **extra}, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
     return final
 
 
@@ -74,26 +102,16 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict:
-    """Restore weights, optimizer, scheduler and RNG in place; returns state.json's content."""
-    from safetensors.torch import load_file
-
-    target = unwrap(model)
-    if hasattr(model, "peft_config"):
-        from peft import set_peft_model_state_dict
-        from peft.utils import load_peft_weights
-        set_peft_model_state_dict(model, load_peft_weights(str(path / "adapter")))
-    else:
-        state = {}
-        for f in sorted(path.glob("*.safetensors")):
-            state.update(load_file(f))
-        missing, unexpected = target.load_state_dict(state, strict=False)
-        # Tied embeddings are saved once; anything else missing is a real mismatch.
-        missing = [k for k in missing if not (k.endswith("lm_head.weight") and target.config.tie_word_embeddings)]
-        if missing or unexpected:
-            raise RuntimeError(f"checkpoint {path} does not match the model (missing {missing[:3]}, "
-                               f"unexpected {unexpected[:3]}); resume with the same model.path")
+    """Restore weights, optimizer, scheduler and RNG in place (any number of ranks); returns state.json."""
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    try:
+        dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path / "state"))
+    except Exception as e:  # a different model or optimizer layout than the one that saved it
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise RuntimeError(f"checkpoint {path} does not match this model/optimizer ({first}); "
+                           "resume with the same model.path and LoRA settings") from None
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
     trainer = torch.load(path / "trainer_state.pt", weights_only=False)
-    optimizer.load_state_dict(trainer["optimizer"])
     scheduler.load_state_dict(trainer["scheduler"])
     set_rng_state(trainer["rng"])
     return json.loads((path / "state.json").read_text())

@@ -67,6 +67,7 @@ class SamplingConfig:
     top_p: float = 1.0
     top_k: int = 0
     max_new_tokens: int = 256
+    seed_per_prompt: bool = False    # seed each prompt by its index: samples independent of batching / #ranks
 
     def __post_init__(self):
         check(self.temperature > 0, "temperature", f"RL sampling needs temperature > 0, got {self.temperature}")

@@ -47,6 +47,14 @@ class WandbSink:
         self.run.finish()
 
 
+class NullLog:
+    """What ranks other than 0 log to."""
+
+    def log(self, metrics: dict, step: int) -> None: ...
+    def truncate_after(self, step: int) -> None: ...
+    def close(self) -> None: ...
+
+
 class MetricsLog:
     """Appends one JSON line per step to RUN/metrics.jsonl and fans out to the optional sinks."""
 
