@@ -49,9 +49,10 @@ def test_learns_trivial_reward_and_writes_files(tmp_path):
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "samples.jsonl").read_text().count("\n") == 6   # 1 per prompt, 3 times
 
 
-def test_resume_continues_exactly(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])   # bf16: the fp32 master weights must resume too
+def test_resume_continues_exactly(tmp_path, dtype):
     extra = ["steps=6", "optim.lr=1e-2", "algorithm.mu=2", "algorithm.beta=0.05", "optim.schedule=cosine",
-             "optim.warmup_steps=2"]
+             "optim.warmup_steps=2", f"model.dtype={dtype}"]
     train(cfg(tmp_path / "full", *extra))
     part = GRPOTrainer(cfg(tmp_path / "part", *extra))
     step = part.train_step
