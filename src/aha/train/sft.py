@@ -8,27 +8,26 @@ minimises the token mean of the completion tokens' negative log-likelihood over 
 
 with N the number of those tokens. Every micro-batch is divided by the same N, so gradient accumulation gives
 exactly the full batch's gradient whatever the split. Prompt tokens, other documents and padding contribute
-nothing. Checkpoints, metrics.jsonl, resume and SIGTERM handling are the RL stage's (train/checkpoint.py).
+nothing. Checkpoints, metrics.jsonl, resume and SIGTERM handling are the RL stage's (train/loop.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from ..algos import agg_loss
 from ..algos.logprobs import token_logprobs_entropy
-from ..config import ConfigError, to_dict
+from ..config import ConfigError
 from ..data.sft import RowFormat, block_causal_mask, build_examples, collate, pack, read_rows
 from ..models.load import load_model, unwrap
 from . import checkpoint as ckpt
-from .metrics import MetricsLog, console_line
+from .dist import Dist
+from .loop import TrainLoop
 from .optim import build_optimizer, build_scheduler
 from .prompts import PromptStream
 from .sft_config import SFTConfig
@@ -67,41 +66,42 @@ def split_rows(rows: list[list[int]], lengths: list[int], size: int, token_budge
     return out + ([cur] if cur else [])
 
 
-class SFTTrainer:
+class SFTTrainer(TrainLoop):
+    """The SFT step on the shared run machinery (train/loop.py: resume, signals, checkpoints, logging)."""
+    name = "sft"
+
     def __init__(self, cfg: SFTConfig):
         if not cfg.data.path:
             raise ConfigError("data.path", "no SFT data given; set data.path=FILE.jsonl (or a list of files)")
-        self.cfg = cfg
-        self.out = Path(cfg.out)
-        self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         m, d = cfg.model, cfg.data
-        self.model, self.tok = load_model(m.path, device=m.device, dtype=m.dtype, seed=cfg.seed,
-                                          gradient_checkpointing=m.gradient_checkpointing, lora_r=m.lora.r,
-                                          lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
-                                          lora_target_modules=m.lora.target_modules,
-                                          trust_remote_code=m.trust_remote_code)
-        self.device = next(self.model.parameters()).device
+        model, tok = load_model(m.path, device=m.device, dtype=m.dtype, seed=cfg.seed,
+                                gradient_checkpointing=m.gradient_checkpointing, lora_r=m.lora.r,
+                                lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
+                                lora_target_modules=m.lora.target_modules, trust_remote_code=m.trust_remote_code)
         rows = [r for src in d.path for r in read_rows(src, d.split)]
         rows = rows[:d.limit] if d.limit else rows
         fmt = RowFormat(d.prompt_key, d.completion_key, d.messages_key, d.question_key, d.template, d.system,
                         d.prefill, d.add_eos)
-        self.examples, self.data_stats = build_examples(rows, self.tok, fmt, d.max_length)
+        self.examples, self.data_stats = build_examples(rows, tok, fmt, d.max_length)
         if not self.examples:
             raise ValueError(f"no trainable example in {', '.join(d.path)} ({self.data_stats}); check the row "
                              "format (prompt/completion or messages) and data.max_length")
-        self.stream = PromptStream(self.examples, cfg.seed)
-        self.steps = cfg.steps or max(1, math.ceil(cfg.epochs * len(self.examples) / cfg.batch.batch_size))
-        self.optimizer = build_optimizer(self.model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas,
-                                         cfg.optim.eps)
-        self.scheduler = build_scheduler(self.optimizer, total=self.steps, warmup=cfg.optim.warmup_steps,
-                                         schedule=cfg.optim.schedule, min_ratio=cfg.optim.min_lr_ratio)
-        lg = cfg.logging
-        self.log = MetricsLog(self.out, tensorboard=lg.tensorboard, wandb=lg.wandb, wandb_project=lg.wandb_project,
-                              config=to_dict(cfg))
-        self.step = 0
-        self.stop_requested = False
+        # steps=0 means "as many as the epochs take": resolve it once, so config.yaml shows the real number
+        cfg = dataclasses.replace(cfg, steps=cfg.steps or max(1, math.ceil(cfg.epochs * len(self.examples)
+                                                                            / cfg.batch.batch_size)))
+        optimizer = build_optimizer(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps)
+        scheduler = build_scheduler(optimizer, total=cfg.steps, warmup=cfg.optim.warmup_steps,
+                                    schedule=cfg.optim.schedule, min_ratio=cfg.optim.min_lr_ratio)
+        super().__init__(cfg, dist=Dist(), policy=model, tokenizer=tok, optimizer=optimizer, scheduler=scheduler,
+                         stream=PromptStream(self.examples, cfg.seed))
+        self.model, self.device = model, next(model.parameters()).device
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "data_stats.json").write_text(json.dumps(self.data_stats, indent=1))
+
+    def extra_state(self) -> dict:
+        return {"stage": "sft"}
 
     # ---- one step ----------------------------------------------------------------------------------------
     def micro_batches(self, examples) -> list:
@@ -145,83 +145,23 @@ class SFTTrainer:
         from ..rollout.factory import make_engine
 
         lg, t = self.cfg.logging, self.cfg.task
-        test = get_task(t.name, **t.options).dataset("test")
+        task = get_task(t.name, **t.options)
+        test = task.dataset("test")
         rows = [test[i] for i in range(min(lg.eval_size, len(test)))]
         return eval_metrics(make_engine(self.cfg.engine, self.model, self.tok), self.tok, rows,
-                            accuracy=get_task(t.name, **t.options).accuracy_reward, k=lg.eval_k,
-                            template=t.template, system=t.system, prefill=t.prefill, seed=self.cfg.seed,
-                            max_tokens=lg.eval_max_new_tokens, temperature=lg.eval_temperature,
-                            top_p=lg.eval_top_p, batch_size=lg.eval_batch)
-
-    # ---- the run -----------------------------------------------------------------------------------------
-    def save(self, step: int, *, rng: dict | None = None, data_position: int | None = None) -> Path:
-        pos = self.stream.position if data_position is None else data_position
-        return ckpt.save_checkpoint(self.out, step, model=self.model, tokenizer=self.tok, optimizer=self.optimizer,
-                                    scheduler=self.scheduler, keep_last=self.cfg.checkpoint.keep_last, rng=rng,
-                                    extra={"data_position": pos, "stage": "sft"})
-
-    def maybe_resume(self) -> None:
-        last = ckpt.latest_checkpoint(self.out) if self.cfg.resume else None
-        if self.cfg.resume and last is None:
-            print(f"resume=true but {self.out}/checkpoints holds no checkpoint: starting from step 0")
-        if last is None:
-            return
-        state = ckpt.load_checkpoint(last, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
-        self.step, self.stream.position = state["step"], state["data_position"]
-        self.log.truncate_after(self.step)
-        print(f"resumed from {last} (step {self.step})")
-
-    def _on_signal(self, signum, frame):
-        if self.stop_requested:
-            raise KeyboardInterrupt
-        self.stop_requested = True
-        print(f"\nreceived {signal.Signals(signum).name}: finishing this step, saving a checkpoint, then exiting")
-
-    def fit(self) -> dict:
-        cfg = self.cfg
-        (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        (self.out / "data_stats.json").write_text(json.dumps(self.data_stats, indent=1))
-        self.maybe_resume()
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        from tqdm import tqdm
-        bar = tqdm(total=self.steps, initial=self.step, disable=not cfg.logging.progress, desc="sft", leave=False)
-        saved_step, step_start, t_start = self.step, None, time.perf_counter()
-        try:
-            while self.step < self.steps and not self.stop_requested:
-                step_start = (ckpt.rng_state(), self.stream.position)   # what a checkpoint needs if this step dies
-                metrics = self.train_step(self.step + 1)
-                step_start = None
-                self.step += 1
-                lg = cfg.logging
-                if lg.eval_size and ((lg.eval_every and self.step % lg.eval_every == 0) or self.step == self.steps):
-                    metrics.update(self.evaluate())
-                self.log.log(metrics, self.step)
-                bar.update(1)
-                if lg.log_every and self.step % lg.log_every == 0:
-                    bar.write(console_line(self.step, self.steps, metrics) + f" | loss {metrics['loss']:.4f}")
-                if cfg.checkpoint.save_every and self.step % cfg.checkpoint.save_every == 0:
-                    self.save(self.step)
-                    saved_step = self.step
-        finally:
-            bar.close()
-            for s, h in old.items():
-                signal.signal(s, h)
-            if self.step != saved_step or (self.step and ckpt.latest_checkpoint(self.out) is None):
-                rng, pos = step_start if step_start is not None else (None, None)
-                print(f"saved {self.save(self.step, rng=rng, data_position=pos)}")
-        return {"steps": self.step, "seconds": time.perf_counter() - t_start, "stopped_early": self.stop_requested,
-                "checkpoint": str(ckpt.latest_checkpoint(self.out))}
-
-    def close(self) -> None:
-        self.log.close()
+                            accuracy=task.accuracy_reward, k=lg.eval_k, template=t.template, system=t.system,
+                            prefill=t.prefill, seed=self.cfg.seed, max_tokens=lg.eval_max_new_tokens,
+                            temperature=lg.eval_temperature, top_p=lg.eval_top_p, batch_size=lg.eval_batch)
 
 
 def sft(cfg: SFTConfig) -> dict:
+    """Run the SFT stage; the summary also names the final checkpoint."""
     trainer = SFTTrainer(cfg)
     try:
-        return trainer.fit()
+        summary = trainer.fit()
     finally:
         trainer.close()
+    return {**summary, "checkpoint": str(ckpt.latest_checkpoint(trainer.out))}
 
 
 def cmd_sft(args: list[str]) -> int:
