@@ -90,23 +90,35 @@ class Dist:
         so the root group -- embeddings, final norm, head -- is gathered there). No-op in a single process."""
         if not self.enabled:
             return module
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         from ..models.load import unwrap
+        # Parameters stay in their dtype (bf16 on GPUs, with fp32 masters in the optimizer); gradients are
+        # reduced across ranks in fp32 so the sum over ranks loses nothing.
+        mp = MixedPrecisionPolicy(reduce_dtype=torch.float32)
         for layer in unwrap(module).get_decoder().layers:
-            fully_shard(layer)
-        fully_shard(module)
+            fully_shard(layer, mp_policy=mp)
+        fully_shard(module, mp_policy=mp)
         return module
 
 
 @contextlib.contextmanager
 def gathered(model):
-    """Full (unsharded) parameters for the duration of generation; a no-op for an unsharded model."""
-    if hasattr(model, "unshard") and hasattr(model, "reshard"):
-        model.unshard()
-        try:
-            yield model
-        finally:
-            model.reshard()
-    else:
+    """All parameters gathered once for the whole rollout (FSDP2 would otherwise all-gather every layer at every
+    decoding step); sharded again afterwards. A no-op for an unsharded model."""
+    units = [m for m in model.modules() if hasattr(m, "unshard") and hasattr(m, "reshard")]
+    if not units:
         yield model
+        return
+    layers = [m for m in units if m is not model]
+    for m in layers:                       # keep layers gathered between the decoding steps' forwards
+        m.set_reshard_after_forward(False, recurse=False)
+    for m in units:
+        m.unshard()
+    try:
+        yield model
+    finally:
+        for m in units:
+            m.reshard()
+        for m in layers:
+            m.set_reshard_after_forward(True, recurse=False)
