@@ -40,6 +40,7 @@ from . import checkpoint as ckpt
 from .batching import Batch, micro_batches
 from .config import TrainConfig
 from .dist import Dist
+from .forward import LogprobModel
 from .grpo import GRPOTrainer
 from .optim import build_optimizer, build_scheduler
 
@@ -121,18 +122,17 @@ class PPOTrainer(GRPOTrainer):
         self.kl_ref = self.reward_reference() if s.reward_kl_coef > 0 else None
 
     def reward_reference(self):
-        """The frozen initial policy for the reward's KL: GRPO's reference when it has one (beta > 0), the policy
-        with adapters off under LoRA, else a copy (loaded afresh and sharded under torchrun, where the policy
-        is already sharded and cannot be deep-copied)."""
+        """The frozen initial policy for the reward's KL: GRPO's reference when it has one (beta > 0), else built
+        as GRPO builds it (adapters off under LoRA, else a copy) -- loaded afresh under torchrun, where the policy
+        is already sharded and cannot be deep-copied -- and sharded like the policy's training forward."""
         if self.ref is not None:
             return self.ref
         if not self.dist.enabled:
             return reference_model(self.model)
         m = self.cfg.model
-        ref, _ = load_model(m.path, device=str(self.device), dtype=m.dtype, seed=self.cfg.seed,
-                            trust_remote_code=m.trust_remote_code)
-        ref.eval().requires_grad_(False)
-        self.dist.shard(ref)
+        lm, _ = load_model(m.path, device=str(self.device), dtype=m.dtype, seed=self.cfg.seed,
+                           trust_remote_code=m.trust_remote_code)
+        ref = self.dist.shard(LogprobModel(lm.eval().requires_grad_(False)))
         return lambda: contextlib.nullcontext(ref)
 
     # ---- advantages: the critic runs inside update(), so the rewards travel there in the batch ------------------
@@ -169,7 +169,7 @@ class PPOTrainer(GRPOTrainer):
         k1, metrics = None, {}
         if self.kl_ref is not None:
             idx_lists = [i for i, _ in passes]
-            logp = self.logprobs_no_grad(self.model, batch, idx_lists)
+            logp = self.logprobs_no_grad(self.policy, batch, idx_lists)
             with self.kl_ref() as ref_model:
                 batch.ref_logp = self.logprobs_no_grad(ref_model, batch, idx_lists)   # GRPO's update logs its KL
             if self.cfg.algorithm.mu > 1:
