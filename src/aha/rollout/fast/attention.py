@@ -117,7 +117,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), block_table.stride(0),
         out.stride(0), out.stride(1),
         G=G, BLOCK_G=max(16, next_pow2(G)), D=D, BLOCK_D=BLOCK_D, PAGE=page_size,
-        BLOCK_N=block_n or (64 if D <= 64 else 32), SPLITS=splits, IEEE=q.dtype == torch.float32,
+        BLOCK_N=block_n or 64, SPLITS=splits, IEEE=q.dtype == torch.float32,
         num_warps=num_warps, num_stages=2)
     if splits > 1:
         _merge_kernel[(B, NH)](mo, ml, out, out.stride(0), out.stride(1), NH=NH, D=D, BLOCK_D=BLOCK_D,

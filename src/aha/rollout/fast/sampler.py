@@ -22,23 +22,21 @@ from ._triton import tl, triton
 if triton is not None:
     @triton.jit
     def _consume(ptr, off0, q, end, inv_t, u, m, s, best, best_x, best_i, GREEDY: tl.constexpr):
-        """Fold one block of logits into the running (max, sum-exp, best score, its logit, its index)."""
+        """Fold one block into per-lane running state (max, sum-exp, best score, its logit, its id): purely
+        elementwise, so the loop has no cross-warp reductions (those made a first version latency-bound)."""
         off = off0 + q
         msk = off < end
         x = tl.load(ptr + off, mask=msk, other=float("-inf")).to(tl.float32) * inv_t
-        m_new = tl.maximum(m, tl.max(x, 0))
-        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), 0)
+        m_new = tl.maximum(m, x)                          # m starts at -1e30, so m_new is finite
+        s = s * tl.exp(m - m_new) + tl.exp(x - m_new)
         if GREEDY:
             score = x
         else:
             score = tl.where(msk, x - tl.log(-tl.log(u)), float("-inf"))
-        i = tl.argmax(score, 0)
-        sv = tl.max(score, 0)
-        xi = tl.sum(tl.where(q == i, x, 0.0), 0)
-        take = sv > best
-        best_i = tl.where(take, (off0 + i).to(tl.int64), best_i)
-        best_x = tl.where(take, xi, best_x)
-        best = tl.where(take, sv, best)
+        take = score > best                               # strict: a lane keeps its first (lowest) id on ties
+        best_i = tl.where(take, off, best_i)
+        best_x = tl.where(take, x, best_x)
+        best = tl.where(take, score, best)
         return m_new, s, best, best_x, best_i
 
     @triton.jit
@@ -53,12 +51,12 @@ if triton is not None:
         else:
             inv_t = 1.0 / tl.load(TEMP)
         seed = tl.load(SEED) + tl.load(STEP) * 1048576 + row
-        m = tl.full([], float("-inf"), tl.float32)
-        s = tl.zeros([], tl.float32)
-        best = tl.full([], float("-inf"), tl.float32)
-        best_x = tl.zeros([], tl.float32)
-        best_i = tl.zeros([], tl.int64)
         q = tl.arange(0, Q)
+        m = tl.full([Q], -1e30, tl.float32)
+        s = tl.zeros([Q], tl.float32)
+        best = tl.full([Q], float("-inf"), tl.float32)
+        best_x = tl.zeros([Q], tl.float32)
+        best_i = tl.zeros([Q], tl.int32)
         start = part * CH
         end = tl.minimum(start + CH, V)
         ptr = LOGITS + row * sl
@@ -77,12 +75,17 @@ if triton is not None:
                                                   GREEDY)
             m, s, best, best_x, best_i = _consume(ptr, v0 + 3 * Q, q, end, inv_t, u3, m, s, best, best_x, best_i,
                                                   GREEDY)
-        o = row * NS + part
-        tl.store(PART + o * 5, m)
-        tl.store(PART + o * 5 + 1, s)
-        tl.store(PART + o * 5 + 2, best)
-        tl.store(PART + o * 5 + 3, best_x)
-        tl.store(PART + o * 5 + 4, best_i.to(tl.float32))      # exact: vocabulary ids < 2**24
+        mx = tl.max(m, 0)
+        total = tl.sum(s * tl.exp(m - mx), 0)
+        b = tl.max(best, 0)
+        i = tl.min(tl.where(best == b, best_i, 2147483647), 0)        # lowest id among tied lanes
+        x = tl.max(tl.where((best == b) & (best_i == i), best_x, float("-inf")), 0)
+        o = (row * NS + part) * 5
+        tl.store(PART + o, mx)
+        tl.store(PART + o + 1, total)
+        tl.store(PART + o + 2, b)
+        tl.store(PART + o + 3, x)
+        tl.store(PART + o + 4, i.to(tl.float32))      # exact: vocabulary ids < 2**24
 
     @triton.jit
     def _sample_merge_kernel(PART, NS, TOK, LP, BNS: tl.constexpr):
@@ -96,7 +99,7 @@ if triton is not None:
         x = tl.load(PART + o + 3, mask=pm, other=0.0)
         i = tl.load(PART + o + 4, mask=pm, other=0.0)
         mx = tl.max(m, 0)
-        total = tl.sum(tl.where(m > float("-inf"), s * tl.exp(m - mx), 0.0), 0)
+        total = tl.sum(tl.where(s > 0, s * tl.exp(m - mx), 0.0), 0)
         j = tl.argmax(b, 0)                               # first part on ties -> lowest token id
         tl.store(TOK + row, tl.sum(tl.where(p == j, i, 0.0), 0).to(tl.int64))
         tl.store(LP + row, tl.sum(tl.where(p == j, x, 0.0), 0) - (mx + tl.log(total)))
