@@ -172,4 +172,4 @@ def test_config_errors_and_preset(tmp_path):
         PPOSettings(lam=1.5)
     c = load_config(TrainConfig, ROOT / "configs" / "ppo.yaml", [])
     assert c.algorithm.name == "ppo" and c.algorithm.advantage == "gae"
-    assert PPOSettings.from_config(c.algorithm) == PPOSettings()      # the preset keeps the PPO defaults
+    assert PPOSettings.from_config(c.algorithm) == PPOSettings()      # the preset states the PPO defaults

@@ -17,6 +17,7 @@ import random
 import re
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -47,8 +48,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, *, model, tokenizer, optimizer, scheduler, extra: dict,
-                    keep_last: int = 2, rng: dict | None = None, dist: Dist = Dist()) -> Path:
-    """Collective under torchrun: every rank calls it; rank 0 writes the shared files."""
+                    keep_last: int = 2, rng: dict | None = None, dist: Dist = Dist(),
+                    before_rename: Callable[[Path], None] | None = None) -> Path:
+    """Collective under torchrun: every rank calls it; rank 0 writes the shared files. `before_rename(tmp)`
+    (called on every rank) writes extra parts, e.g. PPO's critic, inside the same atomic rename."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"step-{step:06d}"
     tmp = root / f"step-{step:06d}.tmp"
@@ -74,6 +77,9 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model, tokenizer, optimiz
         lm = getattr(model, "lm", model)
         if hasattr(lm, "peft_config"):
             lm.save_pretrained(tmp / "adapter")
+    if before_rename is not None:
+        before_rename(tmp)
+        dist.barrier()
     if dist.is_main:
         tokenizer.save_pretrained(tmp)
         torch.save({"scheduler": scheduler.state_dict(), "rng": rng if rng is not None else rng_state()},

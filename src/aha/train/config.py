@@ -79,7 +79,7 @@ class SamplingConfig:
 @dataclass
 class AlgorithmConfig:
     name: Literal["grpo", "ppo"] = "grpo"
-    advantage: str = "grpo"          # grpo | dr_grpo | rloo | reinforce++ (see aha.algos.advantages)
+    advantage: str | None = None     # grpo | dr_grpo | rloo | reinforce++ | gae; null: grpo, or gae for ppo
     std_scale: Literal["group", "batch", "none"] = "group"
     agg: str = "seq-mean-token-mean"  # token-mean (DAPO) | seq-mean-token-sum-norm (Dr. GRPO)
     norm_len: int | None = None      # Dr. GRPO's constant normaliser; defaults to sampling.max_new_tokens
@@ -95,6 +95,17 @@ class AlgorithmConfig:
     mask_truncated: bool = False     # DAPO: truncated completions contribute no loss
     overlong_penalty: bool = False   # DAPO soft overlong punishment (eq. 13), added to the reward
     overlong_cache: int = 64         # L_cache of eq. 13, in tokens
+    # PPO only (algorithm.name=ppo; validated by aha.train.ppo.PPOSettings)
+    gamma: float = 1.0               # discount
+    lam: float = 0.95                # GAE lambda
+    whiten_advantages: bool = True
+    value_clip: float | None = 0.2   # clipped value loss; null = plain squared error
+    value_lr: float | None = None    # critic learning rate; null = optim.lr
+    value_model_path: str | None = None   # critic initialisation; null = model.path
+    reward_kl_coef: float = 0.0      # k1 KL to the reference in the reward (classic RLHF); 0 = off
+    kl_ctrl: Literal["fixed", "adaptive"] = "fixed"
+    kl_target: float | None = None   # adaptive: target per-sequence KL
+    kl_horizon: float = 10000.0      # adaptive: horizon in samples
 
     def __post_init__(self):
         check(self.clip_low >= 0 and self.clip_high >= 0, "clip_low",
@@ -105,6 +116,8 @@ class AlgorithmConfig:
         check(self.max_resample_rounds >= 0, "max_resample_rounds", "must be >= 0")
         check(self.overlong_cache >= 1, "overlong_cache", "must be >= 1 token")
         from ..algos import ADVANTAGES, AGGS
+        if self.advantage is None:
+            self.advantage = "gae" if self.name == "ppo" else "grpo"
         outcome = [n for n in ADVANTAGES if n != "gae"]   # gae needs a value model: algorithm.name=ppo
         check(self.advantage in outcome or (self.name == "ppo" and self.advantage == "gae"), "advantage",
               f"unknown estimator {self.advantage!r}; choose one of: {', '.join(outcome)} (gae with name=ppo)")

@@ -53,10 +53,12 @@ class Dist:
 
     # ---- collectives (identity in a single process) ------------------------------------------------------
     def sum(self, x: torch.Tensor) -> torch.Tensor:
-        if self.enabled:
-            x = x.clone()
-            tdist.all_reduce(x, op=tdist.ReduceOp.SUM)
-        return x
+        """Sum over ranks, wherever x lives (NCCL needs GPU tensors: moved there and back)."""
+        if not self.enabled:
+            return x
+        y = x.to(self._comm_device()).clone()
+        tdist.all_reduce(y, op=tdist.ReduceOp.SUM)
+        return y.to(x.device)
 
     def max_int(self, n: int) -> int:
         if not self.enabled:

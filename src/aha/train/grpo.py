@@ -187,10 +187,10 @@ class GRPOTrainer(TrainLoop):
         denom = dist.sum(algos.agg_denominator(batch.loss_mask, a.agg).float())
         n_tokens = float(dist.sum(batch.loss_mask.sum()).clamp(min=1))
         t0 = time.perf_counter()
-        if self.ref is not None:
+        if self.ref is not None and batch.ref_logp is None:     # PPO may have computed them already
             with self.ref() as ref_model:
                 batch.ref_logp = self.logprobs_no_grad(ref_model, batch, [i for i, _ in mbs])
-        if a.mu > 1:
+        if a.mu > 1 and batch.old_logp is None:
             batch.old_logp = self.logprobs_no_grad(self.policy, batch, [i for i, _ in mbs])
         t1 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}

@@ -54,12 +54,17 @@ class TrainLoop:
     def load_extra_state(self, state: dict) -> None:
         pass
 
+    def save_parts(self, tmp: Path) -> None:
+        """Write more parts (e.g. PPO's critic) into the checkpoint being written at `tmp`, before its atomic
+        rename. Collective under torchrun."""
+
     # ---- checkpoints -------------------------------------------------------------------------------------
     def save(self, step: int, *, rng: dict | None = None, data_position: int | None = None) -> Path:
         pos = self.stream.position if data_position is None else data_position
         return ckpt.save_checkpoint(self.out, step, model=self.policy, tokenizer=self.tok, optimizer=self.optimizer,
                                     scheduler=self.scheduler, keep_last=self.cfg.checkpoint.keep_last, rng=rng,
-                                    dist=self.dist, extra={"data_position": pos, **self.extra_state()})
+                                    dist=self.dist, extra={"data_position": pos, **self.extra_state()},
+                                    before_rename=self.save_parts)
 
     def maybe_resume(self) -> None:
         if not self.cfg.resume:

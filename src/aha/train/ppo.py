@@ -234,16 +234,14 @@ class PPOTrainer(GRPOTrainer):
     def load_extra_state(self, state: dict) -> None:
         self.kl_ctl.value = state["kl_coef"]
 
-    def save(self, step: int, *, rng: dict | None = None, data_position: int | None = None) -> Path:
-        path = super().save(step, rng=rng, data_position=data_position)
-        save_value_state(path / "value", self.value, self.value_optimizer, self.value_scheduler, self.dist)
-        return path
+    def save_parts(self, tmp: Path) -> None:   # inside the policy checkpoint's atomic rename
+        save_value_state(tmp / "value", self.value, self.value_optimizer, self.value_scheduler, self.dist)
 
     def maybe_resume(self) -> None:
         last = ckpt.latest_checkpoint(self.out) if self.cfg.resume else None
         if last is not None and not (last / "value" / "trainer_state.pt").is_file():
-            raise RuntimeError(f"checkpoint {last} has no value model (value/): it was written by GRPO or the run "
-                               f"died while saving it; delete {last} to resume from the one before")
+            raise RuntimeError(f"checkpoint {last} has no value model (value/): it was written by GRPO; "
+                               "resume PPO from a PPO run's directory")
         super().maybe_resume()
         if last is not None:
             load_value_state(last / "value", self.value, self.value_optimizer, self.value_scheduler)
