@@ -98,8 +98,11 @@ def decode_splits(batch: int, num_kv_heads: int, num_sms: int = 132) -> int:
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
                      seq_lens: torch.Tensor, page_size: int, scale: float, splits: int = 1,
-                     block_n: int | None = None, num_warps: int = 4) -> torch.Tensor:
-    """q (B, NH, D), caches (num_slots, KVH, D), block_table (B, W) int32, seq_lens (B,) int32 -> (B, NH, D)."""
+                     block_n: int | None = None, num_warps: int | None = None) -> torch.Tensor:
+    """q (B, NH, D), caches (num_slots, KVH, D), block_table (B, W) int32, seq_lens (B,) int32 -> (B, NH, D).
+
+    Defaults from graph-timed variants on an H200 (256 rows x 384 tokens): head dim 64 -> 128 keys per
+    iteration, 8 warps (15 us, 78% of copy bandwidth); head dim 128 -> 64 keys, 4 warps (30 us, 79%)."""
     B, NH, D = q.shape
     KVH = k_cache.shape[1]
     G = NH // KVH
@@ -117,8 +120,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), block_table.stride(0),
         out.stride(0), out.stride(1),
         G=G, BLOCK_G=max(16, next_pow2(G)), D=D, BLOCK_D=BLOCK_D, PAGE=page_size,
-        BLOCK_N=block_n or 64, SPLITS=splits, IEEE=q.dtype == torch.float32,
-        num_warps=num_warps, num_stages=2)
+        BLOCK_N=block_n or (128 if D <= 64 else 64), SPLITS=splits, IEEE=q.dtype == torch.float32,
+        num_warps=num_warps or (8 if D <= 64 else 4), num_stages=2)
     if splits > 1:
         _merge_kernel[(B, NH)](mo, ml, out, out.stride(0), out.stride(1), NH=NH, D=D, BLOCK_D=BLOCK_D,
                                SPLITS=splits, num_warps=4)
