@@ -24,6 +24,31 @@ def test_local_directory_loads(tmp_path):
     assert tok.decode(tok("12+3").input_ids) == "12+3"
 
 
+def test_saved_tokenizer_reloads_identically(tmp_path):
+    save_tiny(tmp_path / "m")
+    _, tok = load_model(str(tmp_path / "m"), device="cpu")
+    text = "Q: <answer> 1 2</answer>\n 37 + 45"
+    assert tok(text).input_ids == char_tokenizer()(text).input_ids
+    assert tok.decode(tok(text).input_ids) == text
+
+
+def test_lora_checkpoint_is_a_merged_loadable_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from aha.models.load import merged_state_dict
+    model, tok = load_model("tiny-random", lora_r=4, lora_alpha=8)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.get_base_model().save_pretrained(tmp_path, state_dict=merged_state_dict(model))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())    # live weights untouched
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path)
+    ids = torch.tensor([tok("abc 12").input_ids])
+    with torch.no_grad():
+        assert torch.allclose(plain(ids).logits, model(ids).logits, atol=1e-5)
+
+
 def test_missing_or_bad_paths_are_one_line_errors(tmp_path):
     with pytest.raises(ModelLoadError, match="no config.json"):
         load_model(str(tmp_path / "nope"))

@@ -15,6 +15,10 @@ commands:
   eval [CONFIG]    pass@1 over k samples, cons@k, pass@k, format, length, reflection
                    (or: aha eval --model PATH --task NAME [--k 16] [--limit N])
   report RUN_DIR   PNG plots and a self-contained HTML page of a run
+  sft CONFIG       supervised fine-tuning (cold start, distillation) on prompt/completion or chat data
+  sample CONFIG    rejection sampling: k samples per prompt, keep verified, readable ones -> SFT data
+  serve MODEL      our engine behind an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions)
+  pipeline NAME CONFIG   chain the stages: r1-zero | r1 | distill (resumable; a manifest per stage)
   pretrain CONFIG  pretrain the tiny base model of `aha demo` (configs/pretrain.yaml)
   version          print the version
 
@@ -111,7 +115,28 @@ def cmd_pretrain(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "report": cmd_report, "pretrain": cmd_pretrain}
+def cmd_sft(args: list[str]) -> int:
+    from .train.sft import cmd_sft as run
+    return run(args)
+
+
+def cmd_sample(args: list[str]) -> int:
+    from .sample import cmd_sample as run
+    return run(args)
+
+
+def cmd_serve(args: list[str]) -> int:
+    from .serve import cmd_serve as run
+    return run(args)
+
+
+def cmd_pipeline(args: list[str]) -> int:
+    from .pipelines import cmd_pipeline as run
+    return run(args)
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "report": cmd_report, "pretrain": cmd_pretrain, "sft": cmd_sft,
+            "sample": cmd_sample, "serve": cmd_serve, "pipeline": cmd_pipeline}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -253,9 +253,9 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
     if path == "tiny-random":
         return char_tokenizer()
-    from transformers import AutoTokenizer
+    from .models.load import load_tokenizer as load_saved
 
-    tok = AutoTokenizer.from_pretrained(str(BUILTIN.get(path, path)), trust_remote_code=trust_remote_code)
+    tok = load_saved(str(BUILTIN.get(path, path)), trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok

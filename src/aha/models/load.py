@@ -49,9 +49,9 @@ def load_model(path: str, *, device: str = "auto", dtype: str = "auto", gradient
         if looks_local and not (Path(src).expanduser() / "config.json").is_file():
             raise ModelLoadError(f"model path '{src}' has no config.json; pass a Hugging Face model directory "
                                  "(saved with save_pretrained) or a hub id")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
         try:
-            tok = AutoTokenizer.from_pretrained(str(src), trust_remote_code=trust_remote_code)
+            tok = load_tokenizer(str(src), trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(str(src), dtype=dt, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -77,6 +77,38 @@ def load_model(path: str, *, device: str = "auto", dtype: str = "auto", gradient
                                                  target_modules=lora_target_modules, task_type="CAUSAL_LM"))
     model.train()
     return model, tok
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    """AutoTokenizer, except for tokenizers saved from a bare `tokenizers` object (ours: the char tokenizer,
+    the demo's BPE): AutoTokenizer would pick the model family's class (e.g. Qwen2Tokenizer) and rebuild its
+    own pre-tokenizer, so spaces and digits would tokenize differently from training. Those load as saved."""
+    import json
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    cfg_file = Path(path) / "tokenizer_config.json"
+    if cfg_file.is_file():
+        cls = json.loads(cfg_file.read_text()).get("tokenizer_class")
+        if cls in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+            return PreTrainedTokenizerFast.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def merged_state_dict(model) -> dict:
+    """The state dict of a PEFT LoRA model as a plain HF model's: W + delta(W) for adapted layers, computed out
+    of place (the live weights are not touched), "base_layer." removed and adapter tensors dropped."""
+    base = model.get_base_model()
+    modules = dict(base.named_modules())
+    out = {}
+    for key, value in base.state_dict().items():
+        if "lora_" in key:
+            continue
+        if key.endswith(".base_layer.weight"):
+            layer = modules[key[: -len(".base_layer.weight")]]
+            value = value + sum(layer.get_delta_weight(a) for a in layer.active_adapters).to(value.dtype)
+        out[key.replace(".base_layer.", ".")] = value
+    return out
 
 
 def reference_model(policy):

@@ -26,7 +26,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_state_dict)
 
-from ..models.load import unwrap
+from ..models.load import merged_state_dict, unwrap
 from .dist import Dist
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -72,11 +72,12 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model, tokenizer, optimiz
             unwrap(model).save_pretrained(tmp, state_dict=full, safe_serialization=True)
         del full
     else:
-        # With LoRA, save_pretrained on the PEFT model writes only the adapter: the base goes beside it.
-        unwrap(model).save_pretrained(tmp, safe_serialization=True)
         lm = getattr(model, "lm", model)
-        if hasattr(lm, "peft_config"):
+        if hasattr(lm, "peft_config"):   # LoRA: the merged model for HF tools, the adapter beside it
+            unwrap(model).save_pretrained(tmp, state_dict=merged_state_dict(lm), safe_serialization=True)
             lm.save_pretrained(tmp / "adapter")
+        else:
+            unwrap(model).save_pretrained(tmp, safe_serialization=True)
     if before_rename is not None:
         before_rename(tmp)
         dist.barrier()

@@ -90,7 +90,7 @@ def _plain(v):
     return v
 
 
-CONSOLE_KEYS = [("reward/mean", "reward", "{:.3f}"), ("reward/accuracy", "acc", "{:.2f}"),
+CONSOLE_KEYS = [("loss", "loss", "{:.4f}"), ("reward/mean", "reward", "{:.3f}"), ("reward/accuracy", "acc", "{:.2f}"),
                 ("reward/format", "fmt", "{:.2f}"), ("len/mean", "len", "{:.0f}"), ("kl", "kl", "{:.4f}"),
                 ("grad_norm", "gnorm", "{:.2f}"), ("value/loss", "vloss", "{:.4f}"),
                 ("value/explained_variance", "ev", "{:.2f}"), ("time/step", "s", "{:.1f}")]
