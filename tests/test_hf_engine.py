@@ -56,3 +56,12 @@ def test_stop_token_ends_completion():
     out = eng.generate(p, SamplingParams(temperature=0, max_tokens=6, stop_token_ids=[stop]))[0]
     first = free.token_ids.index(stop)
     assert out.token_ids == free.token_ids[:first + 1] and out.finish_reason == "stop"
+
+
+def test_no_stop_ids_means_no_stop_even_if_the_checkpoint_has_an_eos():
+    model, tok = setup()
+    p = [tok("x").input_ids]
+    greedy = HFEngine(model, tok).generate(p, SamplingParams(temperature=0, max_tokens=6))[0]
+    model.generation_config.eos_token_id = greedy.token_ids[0]      # the checkpoint's own eos: must be ignored
+    out = HFEngine(model, tok).generate(p, SamplingParams(temperature=0, max_tokens=6))[0]
+    assert out.token_ids == greedy.token_ids and out.finish_reason == "length"

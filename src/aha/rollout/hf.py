@@ -31,7 +31,8 @@ class HFEngine:
             max_new_tokens=params.max_tokens, do_sample=not greedy,
             temperature=None if greedy else params.temperature,
             top_p=None if greedy else params.top_p, top_k=None if greedy else params.top_k,
-            eos_token_id=stop or None, pad_token_id=pad_id,
+            # no stop ids means none: an empty list, not None, or generate() falls back to the checkpoint's eos
+            eos_token_id=stop, pad_token_id=pad_id,
             output_logits=True, return_dict_in_generate=True,
         )
         # Expand prompts n times, prompt-major, and run in chunks of max_batch_size.
