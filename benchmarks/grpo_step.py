@@ -58,6 +58,7 @@ def run(model_dir: Path, engine: str, args, out: Path) -> dict:
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
     return {"engine": engine, "step_s": med("time/step"), "generate_s": med("time/generate"),
             "reward_s": med("time/reward"), "logprobs_s": med("time/logprobs"), "update_s": med("time/update"),
+            "optim_s": med("time/optimizer"),
             "gen_tok_s": med("tokens_per_s"), "len": med("len/mean"), "peak_gib": peak}
 
 
@@ -82,7 +83,8 @@ def main() -> None:
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(f"\nGRPO step, Qwen2 {args.arch} architecture (random weights), {dev}, torch {torch.__version__}; "
           f"{args.prompts} prompts x {args.group} samples, {args.new} max new tokens; median of steps 2..{args.steps}")
-    cols = ["engine", "step_s", "generate_s", "reward_s", "logprobs_s", "update_s", "gen_tok_s", "len", "peak_gib"]
+    cols = ["engine", "step_s", "generate_s", "reward_s", "logprobs_s", "update_s", "optim_s", "gen_tok_s", "len",
+            "peak_gib"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in results:
         print("| " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")

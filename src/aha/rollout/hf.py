@@ -1,6 +1,8 @@
 """HFEngine: the reference engine, a thin wrapper over `model.generate` that works for any HF causal LM.
 
-Slow (per-step host overhead) but obviously right; the fast engine is tested against it.
+Slow (per-step host overhead) but obviously right; the fast engine is tested against it. The logprobs of the
+sampled tokens come from one teacher-forced forward over the finished sequences (chunked over the vocabulary),
+not from `output_logits`, which would hold a (B, T, V) tensor: 37 GiB at 256 x 256 tokens and V = 152k.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ class HFEngine:
             top_p=None if greedy else params.top_p, top_k=None if greedy else params.top_k,
             # no stop ids means none: an empty list, not None, or generate() falls back to the checkpoint's eos
             eos_token_id=stop, pad_token_id=pad_id,
-            output_logits=True, return_dict_in_generate=True,
+            return_dict_in_generate=True,
         )
         # Expand prompts n times, prompt-major, and run in chunks of max_batch_size.
         flat = [(i, p) for i, p in enumerate(prompt_token_ids) for _ in range(params.n)]
@@ -61,11 +63,9 @@ class HFEngine:
             mask[row, width - len(p):] = 1
         res = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                   generation_config=gen_cfg)
-        new = res.sequences[:, width:].cpu()                                   # (B, T_new)
-        logits = torch.stack(res.logits, dim=1).float()                        # (B, T_new, V)
-        if params.temperature > 0:
-            logits = logits / params.temperature
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, new.to(logits.device).unsqueeze(-1)).squeeze(-1).cpu()
+        seqs = res.sequences                                                   # (B, width + T_new)
+        new = seqs[:, width:].cpu()                                            # (B, T_new)
+        logp = self._logprobs(seqs, mask.to(device), width, params.temperature)   # (B, T_new)
         stop = set(params.stop_token_ids)
         out = []
         for row, (prompt_index, _) in enumerate(items):
@@ -80,3 +80,22 @@ class HFEngine:
             out.append(Completion(prompt_index=prompt_index, token_ids=toks,
                                   logprobs=logp[row, :n_tok].tolist(), text=text, finish_reason=reason))
         return out
+
+    def _logprobs(self, seqs: torch.Tensor, prompt_mask: torch.Tensor, width: int, temperature: float,
+                  rows_per_pass: int = 16) -> torch.Tensor:
+        """log_softmax(logits / T) of each generated token, by a forward over the finished sequences."""
+        from ..algos.logprobs import token_logprobs_entropy
+
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        mask = torch.cat([prompt_mask, torch.ones_like(seqs[:, width:])], dim=1)       # (B, L)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)                                   # left padding
+        out = []
+        for s in range(0, seqs.shape[0], rows_per_pass):
+            sl = slice(s, s + rows_per_pass)
+            hidden = base.get_decoder()(input_ids=seqs[sl], attention_mask=mask[sl], position_ids=positions[sl],
+                                        use_cache=False).last_hidden_state
+            logp, _ = token_logprobs_entropy(hidden[:, width - 1:-1], base.get_output_embeddings().weight,
+                                             seqs[sl, width:], temperature=temperature if temperature > 0 else 1.0,
+                                             with_entropy=False)
+            out.append(logp.float().cpu())
+        return torch.cat(out)

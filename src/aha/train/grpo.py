@@ -195,6 +195,7 @@ class GRPOTrainer(TrainLoop):
         t1 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
         grad_norm = torch.tensor(0.0)
+        optim_seconds = 0.0
         for _ in range(a.mu):
             self.optimizer.zero_grad(set_to_none=True)
             for idx, weight in mbs:
@@ -223,16 +224,25 @@ class GRPOTrainer(TrainLoop):
                 for k, v in m.items():
                     wk = weight if k in SUMMED else share
                     sums[k] = sums.get(k, 0.0) + wk * v.detach().float().cpu() / a.mu
+            t_opt = self._sync_time()
             grad_norm = self.clip_gradients()
             self.optimizer.step()
             self.scheduler.step()
+            optim_seconds += self._sync_time() - t_opt
         t2 = time.perf_counter()
         keys = sorted(sums)
         totals = dist.sum(torch.stack([torch.as_tensor(sums[k]) for k in keys])) if keys else []
         out = {k: float(v) for k, v in zip(keys, totals)}
         out.update({"grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0],
-                    "time/logprobs": t1 - t0, "time/update": t2 - t1, "micro_batches": len(mbs)})
+                    "time/logprobs": t1 - t0, "time/update": t2 - t1, "time/optimizer": optim_seconds,
+                    "micro_batches": len(mbs)})
         return out
+
+    def _sync_time(self) -> float:
+        """A timestamp after the GPU has caught up (for the time split only)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def clip_gradients(self) -> torch.Tensor:
         params = [p for p in self.policy.parameters() if p.grad is not None]
