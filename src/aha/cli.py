@@ -10,6 +10,7 @@ import sys
 USAGE = """usage: aha <command> [CONFIG] [key.sub=value ...]
 
 commands:
+  demo [--quick]   R1-Zero on the tiny base model shipped with aha, on the CPU: pass@1 and format before vs after
   train CONFIG     RL training: GRPO / Dr. GRPO / DAPO (configs/grpo.yaml, dr_grpo.yaml, dapo.yaml),
                    PPO with algorithm.name=ppo
   eval [CONFIG]    pass@1 over k samples, cons@k, pass@k, format, length, reflection
@@ -130,12 +131,17 @@ def cmd_serve(args: list[str]) -> int:
     return run(args)
 
 
+def cmd_demo(args: list[str]) -> int:
+    from .pipelines.demo import cmd_demo as run
+    return run(args)
+
+
 def cmd_pipeline(args: list[str]) -> int:
     from .pipelines import cmd_pipeline as run
     return run(args)
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "report": cmd_report, "pretrain": cmd_pretrain, "sft": cmd_sft,
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "eval": cmd_eval, "report": cmd_report, "pretrain": cmd_pretrain, "sft": cmd_sft,
             "sample": cmd_sample, "serve": cmd_serve, "pipeline": cmd_pipeline}
 
 
