@@ -79,17 +79,20 @@ def _bwrap_args(workdir: str, as_root: bool) -> list[str]:
             "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--perms", "1777", "--tmpfs", "/tmp", "--bind", workdir, SANDBOX_DIR, "--chdir", SANDBOX_DIR]
     if not as_root:
-        return args + ["--unshare-user", "--cap-drop", "ALL"]
-    # nobody must reach the interpreter: cover unreadable ancestors (e.g. /root) with an empty tmpfs and
-    # bind the interpreter's directories back, read-only.
+        args += ["--unshare-user", "--cap-drop", "ALL"]
+    # The interpreter must stay reachable: its directories under the fresh /tmp (a virtual environment made
+    # there, as CI does) and, for nobody, under unreadable ancestors such as /root (covered with an empty
+    # tmpfs) are bound back, read-only.
     needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(sys.executable))}
     needed.add(os.path.dirname(os.path.realpath(sys.executable)))
-    hidden = sorted({h for p in needed if (h := _hidden_ancestor(p))})
-    for h in hidden:
+    hidden = {h for p in needed if as_root and (h := _hidden_ancestor(p))}
+    for h in sorted(hidden):
         args += ["--tmpfs", h]
+    if any(p.startswith("/tmp" + os.sep) for p in needed):
+        hidden.add("/tmp")
     made = set()
     for p in sorted(needed):
-        h = next((h for h in hidden if p.startswith(h + os.sep)), None)
+        h = next((h for h in sorted(hidden) if p.startswith(h + os.sep)), None)
         if h is None:
             continue
         parts = p[len(h) + 1:].split(os.sep)
