@@ -16,6 +16,12 @@ pytestmark = pytest.mark.skipif(not HAS_TRITON or (DEV == "cpu" and os.environ.g
 DTYPES = [torch.float32, torch.bfloat16] if DEV == "cuda" else [torch.float32]
 
 
+@pytest.fixture(autouse=True)
+def kernels_on(monkeypatch):
+    """The Triton kernels, even where conftest turned them off for the rest of the suite (CPU)."""
+    monkeypatch.setenv("AHA_FAST_TRITON", "1")
+
+
 def tol(dtype):
     return dict(atol=2e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
 
@@ -25,7 +31,7 @@ def both(monkeypatch, fn):
     fast = fn()
     monkeypatch.setenv("AHA_FAST_TRITON", "0")
     ref = fn()
-    monkeypatch.delenv("AHA_FAST_TRITON")
+    monkeypatch.setenv("AHA_FAST_TRITON", "1")
     return fast, ref
 
 
