@@ -1,0 +1,202 @@
+"""The synthetic pretraining corpus of the tiny base model.
+
+Three kinds of documents, each a plain string (the pretraining loop appends the end-of-text token):
+
+* drill  -- lines of one-step sums/differences ("82 - 18 = 64"): the arithmetic the steps need.
+* plain  -- a chain problem in a Q/A or dialogue layout, solved with running steps ("37 + 45 = 82, 82 - 18 =
+            64") with probability `p_steps`, else answered directly ("64").
+* tagged -- an instruction that names an output format in words with two tag names drawn from a pool (e.g.
+            "Put the working inside <calc> </calc> and the answer inside <res> </res>"), then a dialogue in
+            which the responder follows it: "<calc> ...steps or a short remark... </calc> <res> 64 </res>".
+            With probability `p_ignore_format` the responder ignores the format (answers in plain text).
+
+The tagged documents teach the generic skill "copy the tag names the instruction states and fill them in",
+which is what lets the base model follow the R1-Zero template's <think>/<answer> instruction at all. The
+tag pool never contains "think" or "answer" (as a whole tag or inside one), the instruction sentences are
+our own paraphrases (never a sentence of the R1-Zero template), and every chain of numbers in a document (its
+question and each rewritten step) is a "train" problem (problems.split_of), so held-out problems never occur.
+tests/test_demo_corpus.py checks all three.
+
+Worked solutions rewrite the chain one operation at a time ("31 + 3 + 2 = 34 + 2 = 36", see step_text).
+Steps sometimes include a re-check: a wrong running value followed by "wait, ..." and the corrected step, or a
+confirmed re-computation. RL can then amplify re-checking if it pays (issue 4, part 3, counts it).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ..config import check
+from .problems import FIRST, REST, Problem, chains_in, sample_split, split_of
+
+# Role pairs (asker, responder). Capitalised names; lower-case forms go after "the".
+ROLES = [("User", "Assistant"), ("Student", "Teacher"), ("Human", "Machine"), ("Learner", "Tutor"),
+         ("Client", "Helper"), ("Kid", "Parent"), ("Player", "Bot"), ("Customer", "Agent"), ("Pupil", "Coach"),
+         ("Person", "Model"), ("Friend", "Expert")]
+
+# Tag names. None contains "think" or "answer": those two must come from the template, never the corpus.
+TAGS = ["work", "steps", "scratch", "calc", "reasoning", "thought", "thoughts", "notes", "working", "plan",
+        "draft", "logic", "reason", "mind", "process", "solve", "math", "idea", "check", "sketch", "result",
+        "final", "ans", "out", "output", "value", "reply", "solution", "response", "total", "sum", "res",
+        "number", "end", "verdict", "conclusion", "box", "a", "b", "x", "y", "r", "s", "t"]
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+OPENERS = ["A chat between {A} and {B}.", "Below is a dialogue between {A} and {B}.", "{A} talks with {B}.",
+           "The following is an exchange between a {a} and a {b}.",
+           "Here is a conversation in which {A} asks and {B} replies.", "A short conversation with {B}.",
+           "{B} helps {A} with some arithmetic.", "", ""]
+ROLE_LINES = ["{A} gives a problem and {B} works it out.", "The {a} asks something and the {b} replies.",
+              "The {a} has a question for the {b}.", "{A} asks a question; {B} solves it.",
+              "The {b} answers every question the {a} asks.", "", ""]
+PROCESS_LINES = ["The {b} first works out the reasoning and then provides the result.",
+                 "{B} thinks it over first, then gives the final answer.",
+                 "{B} first thinks about the steps and then replies with the answer.",
+                 "{B} writes a reasoning process before the answer.", "First comes the reasoning, then the answer.",
+                 "The {b} keeps the working in mind and then provides the {a} with a number.", "", ""]
+FORMAT_LINES = ["The reasoning and the final answer are placed within <{X}> </{X}> and <{Y}> </{Y}> tags, "
+                "respectively.",
+                "Put the working inside <{X}> </{X}> and the answer inside <{Y}> </{Y}>.",
+                "Use <{X}> </{X}> tags for the reasoning process and <{Y}> </{Y}> tags for the answer.",
+                "Write the steps in <{X}> </{X}>, then the result in <{Y}> </{Y}>.",
+                "The reply has two parts, enclosed in <{X}> </{X}> and <{Y}> </{Y}> tags.",
+                "Working goes between <{X}> and </{X}>; the final answer goes between <{Y}> and </{Y}>.",
+                "Reasoning is enclosed within <{X}> </{X}> tags and the result within <{Y}> </{Y}> tags."]
+EXAMPLES = [" i.e., <{X}> {w} here </{X}> <{Y}> {v} here </{Y}>.", " For example: <{X}> {w} </{X}> <{Y}> {v} </{Y}>.",
+            " Like this: <{X}> ... </{X}> <{Y}> ... </{Y}>.", "", ""]
+WORK_WORDS = ["reasoning", "steps", "work", "working", "thoughts", "the reasoning", "the steps"]
+VALUE_WORDS = ["result", "number", "final result", "the result", "value", "total"]
+
+QUESTIONS = ["Compute {e}", "What is {e}?", "Calculate {e}.", "Find {e}.", "{e} = ?", "Work out {e}.",
+             "Evaluate {e}", "How much is {e}?", "Compute {e}.", "What does {e} equal?"]
+DIRECT_REMARKS = ["easy", "this is quick", "I can do it in my head", "mental math", "simple", "quick sum",
+                  "it adds up", "I know this one", "just add and subtract", "no need to write it out"]
+
+
+@dataclass
+class CorpusConfig:
+    n_docs: int = 60_000
+    seed: int = 0
+    min_terms: int = 2             # corpus problems have min..max numbers; the demo's held-out ones 3..5
+    max_terms: int = 5
+    mix_drill: float = 0.25        # document-kind weights (normalised)
+    mix_plain: float = 0.30
+    mix_tagged: float = 0.45
+    p_steps: float = 0.25          # a worked solution writes its running steps (else a direct answer)
+    p_recheck: float = 0.10        # a step solution contains one re-check ("wait, ...")
+    p_ignore_format: float = 0.10  # a tagged document's responder ignores the stated format
+
+    def __post_init__(self):
+        check(self.n_docs >= 1, "n_docs", f"must be >= 1, got {self.n_docs}")
+        check(2 <= self.min_terms <= self.max_terms, "min_terms",
+              f"need 2 <= min_terms <= max_terms, got {self.min_terms}..{self.max_terms}")
+        mix = (self.mix_drill, self.mix_plain, self.mix_tagged)
+        check(min(mix) >= 0 and sum(mix) > 0, "mix_tagged", f"mix weights must be >= 0 with a positive sum, got {mix}")
+        for name in ("p_steps", "p_recheck", "p_ignore_format"):
+            v = getattr(self, name)
+            check(0.0 <= v <= 1.0, name, f"is a probability, must be in [0, 1], got {v}")
+
+
+def segment(p: Problem, i: int, value: int | None = None) -> str:
+    """The expression after i operations are done: "36 - 3 + 1" for i = 2 of "31 + 3 + 2 - 3 + 1"."""
+    head = p.numbers[0] if i == 0 else p.partials()[i - 1]
+    tail = [f"{op} {n}" for op, n in zip(p.ops[i:], p.numbers[i + 1:])]
+    return " ".join([str(head if value is None else value)] + tail)
+
+
+def step_text(p: Problem, rng: random.Random, p_recheck: float) -> str:
+    """The chain rewritten one operation at a time: "31 + 3 + 2 = 34 + 2 = 36".
+
+    Each segment is the previous one with its first two numbers replaced by their sum/difference, so the
+    model only ever copies a nearby tail and does one small operation (a tiny model fails to fetch "the k-th
+    operand" from the question: measured, the steps were right but used wrong operands). At most one
+    re-check: a slip that is noticed and fixed, or a confirmed re-computation.
+    """
+    k = len(p.ops)
+    recheck_at = rng.randint(1, k) if rng.random() < p_recheck else -1
+    parts = [segment(p, 0)]
+    for i in range(1, k + 1):
+        prev, op, n, right = segment(p, i - 1).split()[0], p.ops[i - 1], p.numbers[i], p.partials()[i - 1]
+        if i == recheck_at and rng.random() < 0.6:          # a slip, noticed and fixed
+            wrong = right + rng.choice([-10, 10, -1, 1]) if right >= 10 else right + 1
+            fix = rng.choice(["wait, {s}, not {w}", "wait, let me recheck: {s}", "hmm, no: {s}"])
+            parts.append(f"{segment(p, i, wrong)}, " + fix.format(s=f"{prev} {op} {n} = {right}", w=wrong)
+                         + f", so {segment(p, i)}")
+        elif i == recheck_at:                               # a confirmed re-computation
+            parts.append(f"{segment(p, i)} (check: {prev} {op} {n} = {right}, yes)")
+        else:
+            parts.append(segment(p, i))
+    return " = ".join(parts)
+
+
+def drill_doc(rng: random.Random) -> str:
+    """One-step facts over the range the running steps visit (a total, then one digit)."""
+    lines = []
+    for _ in range(rng.randint(4, 10)):
+        a, b = rng.randint(0, FIRST[1] + 6 * REST[1]), rng.randint(*REST)
+        lines.append(f"{a} + {b} = {a + b}" if (a < b or rng.random() < 0.5) else f"{a} - {b} = {a - b}")
+    return "\n".join(lines)
+
+
+def plain_doc(p: Problem, rng: random.Random, cfg: CorpusConfig) -> str:
+    q = rng.choice(QUESTIONS).format(e=p.expression)
+    steps = rng.random() < cfg.p_steps
+    sol = f"{step_text(p, rng, cfg.p_recheck)}. So the answer is {p.answer}." if steps else f"{p.answer}"
+    layout = rng.randrange(4)
+    if layout == 0:
+        return f"Q: {q} A: {sol}"
+    if layout == 1:
+        return f"Problem: {q}\nSolution: {sol}"
+    if layout == 2:
+        a, b = rng.choice(ROLES)
+        return f"{a}: {q} {b}: {sol}"
+    return f"{p.expression} = {p.answer}" if not steps else f"{q}\n{sol}"
+
+
+def _tag(rng: random.Random) -> str:
+    if rng.random() < 0.5:        # random strings force copying, not memorising a few names
+        return "".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 7)))
+    return rng.choice(TAGS)
+
+
+def tagged_doc(p: Problem, rng: random.Random, cfg: CorpusConfig) -> str:
+    A, B = rng.choice(ROLES)
+    X = _tag(rng)
+    Y = _tag(rng)
+    while Y == X or "think" in X + Y or "answer" in X + Y:
+        X, Y = _tag(rng), _tag(rng)
+    names = dict(A=A, B=B, a=A.lower(), b=B.lower(), X=X, Y=Y)
+    fmt = rng.choice(FORMAT_LINES) + rng.choice(EXAMPLES).format(X="{X}", Y="{Y}", w=rng.choice(WORK_WORDS),
+                                                                 v=rng.choice(VALUE_WORDS))
+    parts = [rng.choice(OPENERS), rng.choice(ROLE_LINES), rng.choice(PROCESS_LINES), fmt]
+    if rng.random() < 0.2:        # the format sentence sometimes comes first
+        parts = [parts[3]] + parts[:3]
+    instruction = " ".join(s for s in parts if s).format(**names)
+    q = rng.choice(QUESTIONS).format(e=p.expression) + rng.choice(["", "", "."])
+    steps = rng.random() < cfg.p_steps
+    work = step_text(p, rng, cfg.p_recheck) if steps else rng.choice(DIRECT_REMARKS)
+    if rng.random() < cfg.p_ignore_format:
+        reply = f"{work}. The answer is {p.answer}." if steps else f"The answer is {p.answer}."
+    else:
+        sep = rng.choice([" ", " ", "\n"])
+        reply = f"<{X}> {work} </{X}>{sep}<{Y}> {p.answer} </{Y}>"
+    nl = rng.choice([" ", " ", "\n"])
+    return f"{instruction}{nl}{A}: {q}{nl}{B}: {reply}"
+
+
+def build_corpus(cfg: CorpusConfig) -> list[str]:
+    """`cfg.n_docs` documents, a pure function of cfg (same cfg, same list)."""
+    rng = random.Random(cfg.seed)
+    weights = [cfg.mix_drill, cfg.mix_plain, cfg.mix_tagged]
+    docs = []
+    for _ in range(cfg.n_docs):
+        kind = rng.choices(range(3), weights)[0]
+        if kind == 0:
+            docs.append(drill_doc(rng))
+            continue
+        while True:   # keep only documents whose every chain (question and each step) is a train problem
+            p = sample_split(rng, "train", min_terms=cfg.min_terms, max_terms=cfg.max_terms)
+            doc = plain_doc(p, rng, cfg) if kind == 1 else tagged_doc(p, rng, cfg)
+            if all(split_of(c) == "train" for c in chains_in(doc)):
+                break
+        docs.append(doc)
+    return docs
