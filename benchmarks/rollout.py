@@ -313,7 +313,7 @@ def main():
                 traceback.print_exc()
         try:
             eng = bench(name, model, batches, a.max_tokens, a.prompt_len, a.hf_steps, bw, rows,
-                        profile=a.profile and name == "0.5b", hf_full=a.hf_full and name == "0.5b",
+                        profile=a.profile and name == "0.5b", hf_full=a.hf_full,
                         full_rows=full_rows)
             eng.release()
             if a.profile:
