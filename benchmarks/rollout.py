@@ -298,7 +298,7 @@ def main():
     ap.add_argument("--no-checks", action="store_true")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--hf-full", action="store_true",
-                    help="also run HF generate for all new tokens (0.5B, first batch): the one exact HF figure")
+                    help="also run HF generate for all new tokens (each model's first batch): the exact HF figure")
     a = ap.parse_args()
     batches = [int(b) for b in a.batches.split(",")]
     bw = copy_bandwidth()
