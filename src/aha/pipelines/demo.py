@@ -66,6 +66,10 @@ def run_demo(quick: bool = False, out: str | None = None, overrides: tuple[str, 
         log(f"before: pass@1 {before.metrics['pass1']:.3f}  format {before.metrics['format']:.3f}  "
             f"length {before.metrics['len_mean']:.0f}")
         fit = trainer.fit()
+        if fit["stopped_early"]:
+            log(f"stopped at step {fit['steps']}; the checkpoint is in {out}/checkpoints "
+                f"(`aha train {out}/config.yaml resume=true` continues the training)")
+            return {"steps": fit["steps"], "stopped_early": True}
         after = held_out(trainer, ev["size"], ev["k"], Path(out) / "eval_after", log)
     finally:
         trainer.close()
