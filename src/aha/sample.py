@@ -31,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from .config import ConfigError, check, to_dict
+from .rewards.text import reasoning_of
 from .train.config import ModelConfig, TaskConfig
 
 
@@ -106,16 +107,6 @@ class SampleConfig:
 
 
 # ---- filters (pure) ---------------------------------------------------------------------------------------------
-def reasoning_of(text: str) -> str:
-    """The reasoning part: inside <think>...</think> if present, else before <answer>, else everything."""
-    if "<think>" in text:
-        text = text.split("<think>", 1)[1]
-    for end in ("</think>", "<answer>"):
-        if end in text:
-            return text.split(end, 1)[0]
-    return text
-
-
 def readability(text: str, f: FilterConfig) -> tuple[str | None, float | None]:
     """(reason the text is rejected or None, language consistency or None when not measured)."""
     lang = None

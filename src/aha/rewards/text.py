@@ -46,7 +46,7 @@ def exact_match(completion: str, answer) -> float:
         return 0.0
 
 
-def _reasoning(completion: str) -> str:
+def reasoning_of(completion: str) -> str:
     """The think block: after <think> (if present) up to </think>, else up to <answer>, else everything."""
     text = completion
     if "<think>" in text:
@@ -64,7 +64,7 @@ def language_consistency(completion: str, lang: str = "en") -> float:
         in_lang = _IN_LANG.get(lang)
         if in_lang is None:
             return 0.0
-        words = _WORD.findall(_reasoning(completion))
+        words = _WORD.findall(reasoning_of(completion))
         if not words:
             return 0.0
         return sum(in_lang.fullmatch(w) is not None for w in words) / len(words)

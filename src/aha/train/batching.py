@@ -57,9 +57,9 @@ def build_batch(prompts: list[list[int]], completions, advantages: torch.Tensor,
     return Batch(input_ids, attention, loss_mask, advantages.float(), sampler_logp)
 
 
-def micro_batches(batch: Batch, size: int, token_budget: int = 0) -> list[list[int]]:
-    """Index lists of at most `size` sequences; with a token budget, also at most `token_budget` padded tokens."""
-    lengths = batch.attention_mask.sum(1).tolist()
+def group_by_budget(lengths: list[int], size: int, token_budget: int = 0) -> list[list[int]]:
+    """Consecutive index groups of at most `size` items whose padded size (max length x count) stays within
+    `token_budget` when it is > 0 (a single longer item still gets a group of its own)."""
     out, cur, cur_max = [], [], 0
     for i, n in enumerate(lengths):
         new_max = max(cur_max, n)
@@ -68,6 +68,9 @@ def micro_batches(batch: Batch, size: int, token_budget: int = 0) -> list[list[i
             cur, new_max = [], n
         cur.append(i)
         cur_max = new_max
-    if cur:
-        out.append(cur)
-    return out
+    return out + ([cur] if cur else [])
+
+
+def micro_batches(batch: Batch, size: int, token_budget: int = 0) -> list[list[int]]:
+    """Index lists of at most `size` sequences; with a token budget, also at most `token_budget` padded tokens."""
+    return group_by_budget(batch.attention_mask.sum(1).tolist(), size, token_budget)

@@ -26,6 +26,7 @@ from ..config import ConfigError
 from ..data.sft import RowFormat, block_causal_mask, build_examples, collate, pack, read_rows
 from ..models.load import load_model, unwrap
 from . import checkpoint as ckpt
+from .batching import group_by_budget
 from .dist import Dist
 from .loop import TrainLoop
 from .optim import build_optimizer, build_scheduler
@@ -54,16 +55,8 @@ def packed_logprobs(model, batch, chunk_size: int = 1024) -> torch.Tensor:
 
 def split_rows(rows: list[list[int]], lengths: list[int], size: int, token_budget: int = 0) -> list[list[list[int]]]:
     """Packed rows -> micro-batches of <= size rows (and <= token_budget padded tokens when > 0)."""
-    out, cur, cur_max = [], [], 0
-    for row in rows:
-        n = sum(lengths[i] for i in row)
-        new_max = max(cur_max, n)
-        if cur and (len(cur) == size or (token_budget and new_max * (len(cur) + 1) > token_budget)):
-            out.append(cur)
-            cur, new_max = [], n
-        cur.append(row)
-        cur_max = new_max
-    return out + ([cur] if cur else [])
+    row_lengths = [sum(lengths[i] for i in row) for row in rows]
+    return [[rows[j] for j in group] for group in group_by_budget(row_lengths, size, token_budget)]
 
 
 class SFTTrainer(TrainLoop):
