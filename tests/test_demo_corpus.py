@@ -1,6 +1,7 @@
 """The demo corpus, problems and tokenizer: no template/tag/held-out leakage; splits disjoint; tokenizer
 round-trips the R1-Zero template it never saw."""
 import random
+import re
 
 import pytest
 
@@ -8,7 +9,7 @@ from aha.data.templates import R1_ZERO
 from aha.demo.corpus import CorpusConfig, build_corpus, step_text
 from aha.demo.problems import Problem, chains_in, sample_split, split_of
 from aha.demo.task import ChainTask
-from aha.demo.tokenizer import train_tokenizer
+from aha.demo.tokenizer import left_anchored_merges, train_tokenizer
 
 
 
@@ -19,7 +20,7 @@ def docs():
 
 def test_problem_values_by_hand():
     p = Problem((37, 5, 8, 6), ("+", "-", "+"))
-    assert p.expression == "37 + 5 - 8 + 6"
+    assert p.expression == "37+5-8+6"
     assert p.partials() == [42, 34, 40] and p.answer == 40
     rng = random.Random(0)
     for _ in range(200):
@@ -31,12 +32,12 @@ def test_problem_values_by_hand():
 def test_step_text_rewrites_the_chain_by_hand():
     rng = random.Random(1)
     p = Problem((31, 3, 2, 3, 1), ("+", "+", "-", "+"))
-    assert step_text(p, rng, p_recheck=0.0) == "31 + 3 + 2 - 3 + 1 = 34 + 2 - 3 + 1 = 36 - 3 + 1 = 33 + 1 = 34"
+    assert step_text(p, rng, p_recheck=0.0) == "31+3+2-3+1 = 34+2-3+1 = 36-3+1 = 33+1 = 34"
     for _ in range(50):          # with a re-check, every segment after the fix is still the right one
         text = step_text(p, rng, p_recheck=1.0)
-        assert ("wait" in text or "hmm" in text or "check" in text) and text.removesuffix(" (check: 33 + 1 = 34, yes)").endswith(" 34")
-        assert text.startswith("31 + 3 + 2 - 3 + 1 = ")
-        for right in ("34 + 2 - 3 + 1", "36 - 3 + 1", "33 + 1"):
+        assert ("wait" in text or "hmm" in text or "check" in text) and text.removesuffix(" (check: 33+1 = 34, yes)").endswith(" 34")
+        assert text.startswith("31+3+2-3+1 = ")
+        for right in ("34+2-3+1", "36-3+1", "33+1"):
             assert right in text
 
 
@@ -62,7 +63,7 @@ def test_corpus_has_no_tags_or_template_text(docs):
 def test_corpus_has_no_heldout_problem(docs):
     text = "\n".join(docs)
     chains = chains_in(text)
-    assert len(chains) > 1000 and "34 + 2 - 3 + 1" in chains_in("= 34 + 2 - 3 + 1 = 36 - 3 + 1 =")
+    assert len(chains) > 1000 and chains_in("= 34+2-3+1 = 36-3+1 = 33+1") == ["34+2-3+1", "36-3+1"]
     assert all(split_of(c) == "train" for c in chains)      # questions and every rewritten step
     heldout = ChainTask().dataset("test")[:200]
     assert all(split_of(r["question"].removeprefix("Compute ")) == "test" for r in heldout)
@@ -77,7 +78,7 @@ def test_task_rows_and_disjoint_splits():
     assert not {r["question"] for r in train} & {r["question"] for r in test}
     r = test[0]
     expr = r["question"].removeprefix("Compute ")
-    assert int(r["answer"]) == eval(expr) and r["terms"] == len(expr.split()) // 2 + 1
+    assert int(r["answer"]) == eval(expr) and r["terms"] == len(re.split(r"[+-]", expr))
     with pytest.raises(ValueError, match="valid: train, test"):
         task.dataset("dev")
 
@@ -91,16 +92,17 @@ def test_corpus_config_rejects_impossible_values():
 
 def test_tokenizer_round_trips_unseen_template(docs):
     tok = train_tokenizer(docs[:1500], vocab_size=400)
-    assert tok.pad_token_id == 0 and tok.eos_token_id == 1 and len(tok) == 400
-    prompt = R1_ZERO.replace("{prompt}", "Compute 37 + 45 - 18 + 62")
-    completion = " <think> 37 + 45 = 82, 82 - 18 = 64, 64 + 62 = 126 </think> <answer> 126 </answer>"
+    assert tok.pad_token_id == 0 and tok.eos_token_id == 1 and len(tok) <= 400
+    prompt = R1_ZERO.replace("{prompt}", "Compute 37+5-8+6")
+    completion = " <think> 37+5-8 = 42-8 = 34 </think> <answer> 34 </answer>"
     for text in (prompt, completion, prompt + completion, "unseen: é ✓ {}"):
         ids = tok(text)["input_ids"]
         assert tok.decode(ids) == text and 1 not in ids and 0 not in ids   # nothing added, byte-level
     # numbers are spelt one digit per token
     assert [tok.decode([i]) for i in tok(" 126")["input_ids"]] == [" ", "1", "2", "6"]
-    # the unseen tags are a few pieces each, never one unknown token
-    assert 3 <= len(tok(" <think>")["input_ids"]) <= 7 and 3 <= len(tok(" </answer>")["input_ids"]) <= 8
+    # tag names (no leading space) are spelt letter by letter, unseen ones included
+    assert [tok.decode([i]) for i in tok(" <think> </answer>")["input_ids"]] == \
+        [" <", "t", "h", "i", "n", "k", ">", " </", "a", "n", "s", "w", "e", "r", ">"]
     # frequent words are whole tokens, so the template stays short even with this toy vocabulary
     assert tok(" answer")["input_ids"] == [tok.convert_tokens_to_ids("Ġanswer")]
     assert len(tok(prompt)["input_ids"]) < 0.55 * len(prompt)
@@ -115,6 +117,14 @@ def test_autotokenizer_of_a_qwen2_dir_encodes_like_training(docs, tmp_path):
     Qwen2Config(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                 num_key_value_heads=1, intermediate_size=64).save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
-    texts = docs[:100] + [R1_ZERO.replace("{prompt}", "Compute 37 + 5 - 8") + " <think> 37 + 5 = 42 </think>"]
+    texts = docs[:100] + [R1_ZERO.replace("{prompt}", "Compute 37+5-8") + " <think> 37+5-8 = 42-8 = 34 </think>"]
     assert loaded(texts)["input_ids"] == tok(texts)["input_ids"]
     assert loaded.eos_token_id == 1 and loaded.pad_token_id == 0
+
+
+def test_left_anchored_merges_by_hand():
+    from collections import Counter
+
+    counts = Counter({"Ġab": 3, "Ġac": 2, "Ġb": 1})
+    assert left_anchored_merges(counts, 10) == [("Ġ", "a"), ("Ġa", "b"), ("Ġa", "c"), ("Ġ", "b")]
+    assert left_anchored_merges(counts, 2) == [("Ġ", "a"), ("Ġa", "b")]

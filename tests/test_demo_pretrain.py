@@ -42,7 +42,7 @@ def test_toy_pretrain_writes_loadable_dir(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = load_config(PretrainConfig, None, [
-        "model.hidden_size=32", "model.num_layers=2", "model.intermediate_size=64", "vocab_size=300",
+        "model.hidden_size=32", "model.num_layers=2", "model.num_heads=4", "model.intermediate_size=64", "vocab_size=300",
         "corpus.n_docs=300", "optim.steps=3", "optim.batch_size=4", "optim.seq_len=128", "optim.warmup_steps=1",
         f"out_dir={tmp_path / 'm'}", "device=cpu", "dtype=float32"])
     out = pretrain(cfg)

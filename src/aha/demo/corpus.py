@@ -2,12 +2,12 @@
 
 Three kinds of documents, each a plain string (the pretraining loop appends the end-of-text token):
 
-* drill  -- lines of one-step sums/differences ("82 - 18 = 64"): the arithmetic the steps need.
-* plain  -- a chain problem in a Q/A or dialogue layout, solved with running steps ("37 + 45 = 82, 82 - 18 =
-            64") with probability `p_steps`, else answered directly ("64").
+* drill  -- lines of one-step sums/differences ("82-8 = 74"): the arithmetic the steps need.
+* plain  -- a chain problem in a Q/A or dialogue layout, solved with steps ("37+5-8 = 42-8 = 34") with
+            probability `p_steps_plain`, else answered directly ("34").
 * tagged -- an instruction that names an output format in words with two tag names drawn from a pool (e.g.
             "Put the working inside <calc> </calc> and the answer inside <res> </res>"), then a dialogue in
-            which the responder follows it: "<calc> ...steps or a short remark... </calc> <res> 64 </res>".
+            which the responder follows it: "<calc> ...steps (probability p_steps) or a short remark... </calc> <res> 34 </res>".
             With probability `p_ignore_format` the responder ignores the format (answers in plain text).
 
 The tagged documents teach the generic skill "copy the tag names the instruction states and fill them in",
@@ -17,7 +17,7 @@ our own paraphrases (never a sentence of the R1-Zero template), and every chain 
 question and each rewritten step) is a "train" problem (problems.split_of), so held-out problems never occur.
 tests/test_demo_corpus.py checks all three.
 
-Worked solutions rewrite the chain one operation at a time ("31 + 3 + 2 = 34 + 2 = 36", see step_text).
+Worked solutions rewrite the chain one operation at a time ("31+3+2 = 34+2 = 36", see step_text).
 Steps sometimes include a re-check: a wrong running value followed by "wait, ..." and the corrected step, or a
 confirmed re-computation. RL can then amplify re-checking if it pays (issue 4, part 3, counts it).
 """
@@ -74,14 +74,15 @@ DIRECT_REMARKS = ["easy", "this is quick", "I can do it in my head", "mental mat
 
 @dataclass
 class CorpusConfig:
-    n_docs: int = 60_000
+    n_docs: int = 150_000
     seed: int = 0
     min_terms: int = 2             # corpus problems have min..max numbers; the demo's held-out ones 3..5
     max_terms: int = 5
     mix_drill: float = 0.25        # document-kind weights (normalised)
     mix_plain: float = 0.30
     mix_tagged: float = 0.45
-    p_steps: float = 0.25          # a worked solution writes its running steps (else a direct answer)
+    p_steps: float = 0.25          # a tagged solution writes its steps (else a direct answer): the base
+    p_steps_plain: float = 0.6     # model's step rate under a format instruction; plain docs: copy practice
     p_recheck: float = 0.10        # a step solution contains one re-check ("wait, ...")
     p_ignore_format: float = 0.10  # a tagged document's responder ignores the stated format
 
@@ -91,20 +92,20 @@ class CorpusConfig:
               f"need 2 <= min_terms <= max_terms, got {self.min_terms}..{self.max_terms}")
         mix = (self.mix_drill, self.mix_plain, self.mix_tagged)
         check(min(mix) >= 0 and sum(mix) > 0, "mix_tagged", f"mix weights must be >= 0 with a positive sum, got {mix}")
-        for name in ("p_steps", "p_recheck", "p_ignore_format"):
+        for name in ("p_steps", "p_steps_plain", "p_recheck", "p_ignore_format"):
             v = getattr(self, name)
             check(0.0 <= v <= 1.0, name, f"is a probability, must be in [0, 1], got {v}")
 
 
 def segment(p: Problem, i: int, value: int | None = None) -> str:
-    """The expression after i operations are done: "36 - 3 + 1" for i = 2 of "31 + 3 + 2 - 3 + 1"."""
+    """The expression after i operations are done: "36-3+1" for i = 2 of "31+3+2-3+1"."""
     head = p.numbers[0] if i == 0 else p.partials()[i - 1]
-    tail = [f"{op} {n}" for op, n in zip(p.ops[i:], p.numbers[i + 1:])]
-    return " ".join([str(head if value is None else value)] + tail)
+    tail = [f"{op}{n}" for op, n in zip(p.ops[i:], p.numbers[i + 1:])]
+    return "".join([str(head if value is None else value)] + tail)
 
 
 def step_text(p: Problem, rng: random.Random, p_recheck: float) -> str:
-    """The chain rewritten one operation at a time: "31 + 3 + 2 = 34 + 2 = 36".
+    """The chain rewritten one operation at a time: "31+3+2 = 34+2 = 36".
 
     Each segment is the previous one with its first two numbers replaced by their sum/difference, so the
     model only ever copies a nearby tail and does one small operation (a tiny model fails to fetch "the k-th
@@ -115,14 +116,15 @@ def step_text(p: Problem, rng: random.Random, p_recheck: float) -> str:
     recheck_at = rng.randint(1, k) if rng.random() < p_recheck else -1
     parts = [segment(p, 0)]
     for i in range(1, k + 1):
-        prev, op, n, right = segment(p, i - 1).split()[0], p.ops[i - 1], p.numbers[i], p.partials()[i - 1]
+        prev = p.numbers[0] if i == 1 else p.partials()[i - 2]
+        op, n, right = p.ops[i - 1], p.numbers[i], p.partials()[i - 1]
         if i == recheck_at and rng.random() < 0.6:          # a slip, noticed and fixed
             wrong = right + rng.choice([-10, 10, -1, 1]) if right >= 10 else right + 1
             fix = rng.choice(["wait, {s}, not {w}", "wait, let me recheck: {s}", "hmm, no: {s}"])
-            parts.append(f"{segment(p, i, wrong)}, " + fix.format(s=f"{prev} {op} {n} = {right}", w=wrong)
+            parts.append(f"{segment(p, i, wrong)}, " + fix.format(s=f"{prev}{op}{n} = {right}", w=wrong)
                          + f", so {segment(p, i)}")
         elif i == recheck_at:                               # a confirmed re-computation
-            parts.append(f"{segment(p, i)} (check: {prev} {op} {n} = {right}, yes)")
+            parts.append(f"{segment(p, i)} (check: {prev}{op}{n} = {right}, yes)")
         else:
             parts.append(segment(p, i))
     return " = ".join(parts)
@@ -133,13 +135,13 @@ def drill_doc(rng: random.Random) -> str:
     lines = []
     for _ in range(rng.randint(4, 10)):
         a, b = rng.randint(0, FIRST[1] + 6 * REST[1]), rng.randint(*REST)
-        lines.append(f"{a} + {b} = {a + b}" if (a < b or rng.random() < 0.5) else f"{a} - {b} = {a - b}")
+        lines.append(f"{a}+{b} = {a + b}" if (a < b or rng.random() < 0.5) else f"{a}-{b} = {a - b}")
     return "\n".join(lines)
 
 
 def plain_doc(p: Problem, rng: random.Random, cfg: CorpusConfig) -> str:
     q = rng.choice(QUESTIONS).format(e=p.expression)
-    steps = rng.random() < cfg.p_steps
+    steps = rng.random() < cfg.p_steps_plain
     sol = f"{step_text(p, rng, cfg.p_recheck)}. So the answer is {p.answer}." if steps else f"{p.answer}"
     layout = rng.randrange(4)
     if layout == 0:

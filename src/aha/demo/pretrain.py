@@ -30,7 +30,7 @@ from .tokenizer import train_tokenizer
 class ModelDims:
     hidden_size: int = 192
     num_layers: int = 4
-    num_heads: int = 4
+    num_heads: int = 6
     num_kv_heads: int = 2
     intermediate_size: int = 512
     max_position_embeddings: int = 512
@@ -47,7 +47,7 @@ class ModelDims:
 
 @dataclass
 class OptimSchedule:
-    steps: int = 3000
+    steps: int = 1500
     batch_size: int = 32           # rows of seq_len tokens per step
     seq_len: int = 256
     lr: float = 3e-3
@@ -135,7 +135,7 @@ def check_reload(out: Path, tok, texts: list[str]) -> None:
 
     from ..data.templates import render_prompt
     loaded = AutoTokenizer.from_pretrained(out)
-    texts = texts + [render_prompt("Compute 37 + 5 - 8 + 6") + " <think> 37 + 5 = 42 </think> <answer> 42 </answer>"]
+    texts = texts + [render_prompt("Compute 37+5-8") + " <think> 37+5-8 = 42-8 = 34 </think> <answer> 34 </answer>"]
     if loaded(texts)["input_ids"] != tok(texts)["input_ids"]:
         raise RuntimeError(f"AutoTokenizer.from_pretrained({out}) encodes differently from the trained tokenizer "
                            f"({type(loaded).__name__}); align aha.demo.tokenizer with this transformers version")

@@ -1,9 +1,13 @@
-"""Chain-arithmetic problems, the demo's task: "Compute 37 + 5 - 8 + 6" (answer 40).
+"""Chain-arithmetic problems, the demo's task: "Compute 37+5-8+6" (answer 40).
 
 Why this task: a tiny model cannot fold several operations into one shot (its direct answers are mostly
-wrong), but it can do each running step ("37 + 5 = 42") reliably: a step is a two-digit number plus or minus
+wrong), but it can do each running step ("37+5 = 42") reliably: a step is a two-digit number plus or minus
 one digit, a small table a 2M-parameter model learns in minutes. So the base model is right more often when
 it writes the steps out, and RL has a clear signal to lengthen its reasoning, exactly the R1-Zero story.
+
+Expressions are written without spaces ("37+5-8+6"): under Qwen2's pre-tokenizer " 5" is two tokens (" ",
+"5"), and the runs of identical " " tokens made copying the operands unreliable (measured: a third of the
+worked solutions started from a miscopied question).
 
 A problem is a number in `first` followed by `terms - 1` numbers in `rest`, joined by + or -; a minus is only
 chosen when the running total stays >= 0, so every intermediate and final value is a non-negative integer.
@@ -11,7 +15,7 @@ chosen when the running total stays >= 0, so every intermediate and final value 
 Splits are decided by a hash of the canonical problem text, not by sampling order: `split_of(text)` is
 "test" for 1/16 of all problems and "train" otherwise. Held-out problems have at least 3 numbers. The RL
 train split draws "train" problems only, and the corpus keeps a document only if every chain of >= 3 numbers
-in it (the question, and each rewritten step "34 + 2 - 3 + 1" of a worked solution) is a "train" problem, so
+in it (the question, and each rewritten step "34+2-3+1" of a worked solution) is a "train" problem, so
 no held-out problem appears in the corpus, not even as an intermediate step (tests check it).
 """
 from __future__ import annotations
@@ -35,7 +39,7 @@ class Problem:
         parts = [str(self.numbers[0])]
         for op, n in zip(self.ops, self.numbers[1:]):
             parts += [op, str(n)]
-        return " ".join(parts)
+        return "".join(parts)
 
     def partials(self) -> list[int]:
         """Running totals after each operation: len(ops) values, the last is the answer."""
@@ -50,7 +54,7 @@ class Problem:
         return self.partials()[-1]
 
 
-CHAIN = re.compile(r"\d+(?: [+-] \d+){2,}(?! [+-] \d)")   # a maximal chain of >= 3 numbers
+CHAIN = re.compile(r"(?<!\d)\d+(?:[+-]\d+){2,}(?![+-]?\d)")   # a maximal chain of >= 3 numbers
 
 
 def chains_in(text: str) -> list[str]:

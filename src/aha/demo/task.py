@@ -1,6 +1,6 @@
-"""The demo's RL task, "chain": evaluate a chain of additions/subtractions ("Compute 37 + 5 - 8 + 6").
+"""The demo's RL task, "chain": evaluate a chain of additions/subtractions ("Compute 37+5-8+6").
 
-Rows: {"question": "Compute 37 + 5 - 8 + 6", "answer": "40", "terms": 4}. Verified by the "exact" reward
+Rows: {"question": "Compute 37+5-8+6", "answer": "40", "terms": 4}. Verified by the "exact" reward
 (the <answer> block must equal the integer). Row i of a split is the first problem drawn from
 Random(f"chain:{seed}:{split}:{i}:{attempt}") whose hash bucket (problems.split_of) is that split, so train
 and test are disjoint by construction, and the pretraining corpus (which only draws "train" problems) never
