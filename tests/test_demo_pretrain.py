@@ -65,8 +65,8 @@ def test_shipped_tiny_base_loads_and_computes():
     assert json.loads((ASSET / "recipe.json").read_text())["config"]["corpus"]["seed"] is not None
     tok = AutoTokenizer.from_pretrained(ASSET)
     model = AutoModelForCausalLM.from_pretrained(ASSET, dtype=torch.float32)
-    # greedy one-step arithmetic, the skill the step-by-step solutions rely on
-    prompts = [tok(t)["input_ids"] for t in ("12 + 30 =", "75 - 18 =", "Q: What is 37 + 45? A: 37 + 45 =")]
+    # greedy one-step arithmetic (a number plus or minus one digit), the skill the worked solutions rely on
+    prompts = [tok(t)["input_ids"] for t in ("75-8 =", "33-6 =", "140+8 =")]
     outs = HFEngine(model, tok).generate(prompts, SamplingParams(max_tokens=4, temperature=0,
                                                                  stop_token_ids=[tok.eos_token_id]))
-    assert [o.text.split()[0].rstrip(".,") for o in outs] == ["42", "57", "82"]
+    assert [o.text.split()[0].rstrip(".,") for o in outs] == ["67", "27", "148"]

@@ -55,6 +55,7 @@ def _load_builtins() -> None:
     import aha.data.files  # noqa: F401
     import aha.data.gym  # noqa: F401
     import aha.data.procedural  # noqa: F401
+    import aha.demo.task  # noqa: F401  (the demo's "chain" task)
 
 
 def check_split(split: str) -> None:
