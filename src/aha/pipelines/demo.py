@@ -19,7 +19,7 @@ DEMO = [
     "rewards.funcs=[{name: accuracy, weight: 1.0}, {name: format, weight: 0.5}]", "rewards.num_workers=1",
     "sampling.group_size=8", "sampling.temperature=1.0", "sampling.max_new_tokens=96",
     "algorithm.advantage=grpo", "algorithm.agg=seq-mean-token-mean", "algorithm.beta=0.0",
-    "optim.lr=1e-3", "optim.warmup_steps=5", "optim.max_grad_norm=1.0",
+    "optim.lr=1e-4", "optim.warmup_steps=5", "optim.max_grad_norm=1.0",
     "batch.prompts_per_step=16", "batch.micro_batch_size=64",
     "steps=60", "checkpoint.save_every=0", "logging.samples_every=20",
     "logging.eval_size=64", "logging.eval_every=20", "logging.eval_k=2",
