@@ -21,7 +21,7 @@ DEMO = [
     "algorithm.advantage=grpo", "algorithm.agg=seq-mean-token-mean", "algorithm.beta=0.0",
     "optim.lr=1e-4", "optim.warmup_steps=5", "optim.max_grad_norm=1.0",
     "batch.prompts_per_step=16", "batch.micro_batch_size=64",
-    "steps=60", "checkpoint.save_every=0", "logging.samples_every=20",
+    "steps=30", "checkpoint.save_every=0", "logging.samples_every=20",
     "logging.eval_size=64", "logging.eval_every=20", "logging.eval_k=2",
 ]
 QUICK = ["steps=20", "logging.eval_every=10", "logging.eval_size=32"]
