@@ -5,7 +5,8 @@ Next-token cross-entropy on the synthetic corpus (corpus.py), AdamW, linear warm
 the tail is padding left out of the loss), so the model sees documents at position 0 exactly like a prompt
 at inference, which carries no leading special token. The output directory loads with
 AutoModelForCausalLM / AutoTokenizer.from_pretrained and holds recipe.json (the resolved config, token count,
-seconds, device) and metrics.jsonl (loss per logged step).
+seconds, device, the mean loss of the last log interval) and metrics.jsonl (the mean loss of each interval of
+`log_every` steps).
 
 `aha pretrain configs/pretrain.yaml` reproduces src/aha/assets/tiny-base from its recipe and seed.
 """
@@ -83,7 +84,7 @@ class PretrainConfig:
     threads: int = 0               # torch CPU threads, 0 = torch's default
     compile: bool = False          # torch.compile the model
     log_every: int = 50
-    out_dir: str = "runs/pretrain"
+    out_dir: str = "runs/pretrain/tiny-base"
 
     def __post_init__(self):
         check(self.vocab_size >= 258, "vocab_size", f"must be >= 258 (256 bytes + 2 specials), got {self.vocab_size}")
@@ -176,7 +177,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     log = open(out / "metrics.jsonl", "w")
     model.train()
     bar = tqdm(range(o.steps), desc="pretrain", mininterval=5)
-    t_train, seen, loss_ema = time.time(), 0, None
+    t_train, seen = time.time(), 0
+    loss_sum, n_sum, loss_mean = torch.zeros((), device=device), 0, float("nan")   # mean since the last log
     for step in bar:
         if pos + o.batch_size > len(order):                                # next epoch, reshuffled
             order, pos = torch.randperm(len(rows), generator=gen), 0
@@ -194,12 +196,15 @@ def pretrain(cfg: PretrainConfig) -> Path:
         opt.step()
         opt.zero_grad(set_to_none=True)
         seen += int(m.sum())
+        loss_sum += loss.detach()           # no host sync per step; read once per log interval
+        n_sum += 1
         if step % cfg.log_every == 0 or step == o.steps - 1:
-            li = loss.item()
-            loss_ema = li if loss_ema is None else 0.8 * loss_ema + 0.2 * li
+            loss_mean = loss_sum.item() / n_sum
+            loss_sum.zero_()
+            n_sum = 0
             rate = seen / (time.time() - t_train)
-            bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{rate:.0f}", refresh=False)
-            log.write(json.dumps({"step": step, "loss": li, "lr": lr_at(step, o), "tokens": seen}) + "\n")
+            bar.set_postfix(loss=f"{loss_mean:.3f}", tok_s=f"{rate:.0f}", refresh=False)
+            log.write(json.dumps({"step": step, "loss": loss_mean, "lr": lr_at(step, o), "tokens": seen}) + "\n")
             log.flush()
     log.close()
     train_s = time.time() - t_train
@@ -212,11 +217,11 @@ def pretrain(cfg: PretrainConfig) -> Path:
     GenerationConfig(eos_token_id=eos, pad_token_id=pad, do_sample=True, temperature=1.0).save_pretrained(out)
     recipe = {"config": dataclasses.asdict(cfg), "params": n_params, "corpus_docs": len(docs),
               "corpus_tokens": n_tokens, "tokens_seen": seen, "epochs": seen / max(1, n_tokens),
-              "final_loss_ema": loss_ema, "train_seconds": round(train_s, 1),
+              "final_loss": loss_mean, "train_seconds": round(train_s, 1),
               "total_seconds": round(time.time() - t0, 1), "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "threads": torch.get_num_threads(), "torch": torch.__version__}
     (out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
-    print(f"pretrain: {n_params / 1e6:.2f}M params, {seen} tokens, loss {loss_ema:.3f}, "
+    print(f"pretrain: {n_params / 1e6:.2f}M params, {seen} tokens, loss {loss_mean:.3f}, "
           f"{train_s:.0f}s training -> {out}", flush=True)
     return out
