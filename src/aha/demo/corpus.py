@@ -5,9 +5,10 @@ Three kinds of documents, each a plain string (the pretraining loop appends the 
 * drill  -- lines of one-step sums/differences ("82-8 = 74"): the arithmetic the steps need.
 * plain  -- a chain problem in a Q/A or dialogue layout, solved with steps ("37+5-8 = 42-8 = 34") with
             probability `p_steps_plain`, else answered directly ("34").
-* tagged -- an instruction that names an output format in words with two tag names drawn from a pool (e.g.
-            "Put the working inside <calc> </calc> and the answer inside <res> </res>"), then a dialogue in
-            which the responder follows it: "<calc> ...steps (probability p_steps) or a short remark... </calc> <res> 34 </res>".
+* tagged -- an instruction that names an output format in words with two tag names drawn from a pool or
+            made of random letters (e.g. "Put the working inside <calc> </calc> and the answer inside <res>
+            </res>"), then a dialogue in which the responder follows it: "<calc> 37+5-8 = 42-8 = 34 </calc>
+            <res> 34 </res>" with probability `p_steps`, else a short remark ("<calc> mental math </calc>").
             With probability `p_ignore_format` the responder ignores the format (answers in plain text).
 
 The tagged documents teach the generic skill "copy the tag names the instruction states and fill them in",
@@ -81,8 +82,9 @@ class CorpusConfig:
     mix_drill: float = 0.25        # document-kind weights (normalised)
     mix_plain: float = 0.30
     mix_tagged: float = 0.45
-    p_steps: float = 0.25          # a tagged solution writes its steps (else a direct answer): the base
-    p_steps_plain: float = 0.6     # model's step rate under a format instruction; plain docs: copy practice
+    p_steps: float = 0.25          # a tagged solution writes its steps (else a direct answer): sets the
+                                   # base model's step rate under the R1-Zero template (measured 0.255)
+    p_steps_plain: float = 0.6     # a plain solution writes its steps: practice at copying and stepping
     p_recheck: float = 0.10        # a step solution contains one re-check ("wait, ...")
     p_ignore_format: float = 0.10  # a tagged document's responder ignores the stated format
 
