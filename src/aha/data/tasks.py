@@ -72,16 +72,18 @@ def split_of(key: str, test_percent: int) -> str:
 
 class ProceduralRows(Sequence):
     """Row i of `split`: the first problem drawn from Random(f"{salt}:{split}:{i}:{attempt}") that falls in
-    `split` (see split_of). `make(rng) -> (key, row)` draws one problem."""
+    `split`. `make(rng) -> (key, row)` draws one problem; its split is `split_fn(key)`, by default
+    split_of(key, test_percent)."""
 
     def __init__(self, make: Callable[[random.Random], tuple[str, dict]], split: str, size: int, salt: str,
-                 test_percent: int):
+                 test_percent: int = 10, split_fn: Callable[[str], str] | None = None):
         check_split(split)
         if size < 0:
             raise ValueError(f"dataset size must be >= 0, got {size}")
-        if not 0 < test_percent < 100:
+        if split_fn is None and not 0 < test_percent < 100:
             raise ValueError(f"test_percent must be in (0, 100), got {test_percent}")
-        self.make, self.split, self.size, self.salt, self.test_percent = make, split, size, salt, test_percent
+        self.make, self.split, self.size, self.salt = make, split, size, salt
+        self.split_fn = split_fn or (lambda key: split_of(key, test_percent))
 
     def __len__(self) -> int:
         return self.size
@@ -95,6 +97,6 @@ class ProceduralRows(Sequence):
             raise IndexError(f"row {i} out of range for {self.size} rows")
         for attempt in range(10_000):
             key, row = self.make(random.Random(f"{self.salt}:{self.split}:{i}:{attempt}"))
-            if split_of(key, self.test_percent) == self.split:
+            if self.split_fn(key) == self.split:
                 return row
         raise RuntimeError(f"could not draw a {self.split} problem in 10,000 attempts; widen the task's ranges")

@@ -9,9 +9,8 @@ contains a test problem.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-
 from aha.data import Task, register_task
+from aha.data.tasks import ProceduralRows
 
 from .problems import Problem, sample_problem, split_of
 
@@ -21,29 +20,6 @@ QUESTION = "Compute {expression}"
 def problem_row(p: Problem) -> dict:
     return {"question": QUESTION.format(expression=p.expression), "answer": str(p.answer),
             "terms": len(p.numbers)}
-
-
-class ChainRows(Sequence):
-    def __init__(self, split: str, size: int, seed: int, min_terms: int, max_terms: int):
-        self.split, self.size, self.seed = split, size, seed
-        self.min_terms, self.max_terms = min_terms, max_terms
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self.size))]
-        if i < 0:
-            i += self.size
-        if not 0 <= i < self.size:
-            raise IndexError(f"row {i} out of range for {self.size} rows")
-        for attempt in range(10_000):
-            rng = random.Random(f"chain:{self.seed}:{self.split}:{i}:{attempt}")
-            p = sample_problem(rng, self.min_terms, self.max_terms)
-            if split_of(p.expression) == self.split:
-                return problem_row(p)
-        raise RuntimeError("unreachable: 1/16 of problems are test problems")
 
 
 @register_task("chain")
@@ -58,7 +34,11 @@ class ChainTask(Task):
         self.sizes = {"train": train_size, "test": test_size}
         self.min_terms, self.max_terms = min_terms, max_terms
 
-    def dataset(self, split: str) -> ChainRows:
+    def dataset(self, split: str) -> ProceduralRows:
         if split not in self.sizes:
             raise ValueError(f"unknown split {split!r}; valid: train, test")
-        return ChainRows(split, self.sizes[split], self.seed, self.min_terms, self.max_terms)
+        return ProceduralRows(self._make, split, self.sizes[split], f"chain:{self.seed}", split_fn=split_of)
+
+    def _make(self, rng: random.Random) -> tuple[str, dict]:
+        p = sample_problem(rng, self.min_terms, self.max_terms)
+        return p.expression, problem_row(p)
