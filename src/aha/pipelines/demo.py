@@ -25,15 +25,20 @@ DEMO = [
     "logging.eval_size=64", "logging.eval_every=20", "logging.eval_k=2",
 ]
 QUICK = ["steps=20", "logging.eval_every=10", "logging.eval_size=32"]
+# The GPU variant: the 23M-parameter base of configs/pretrain_gpu.yaml (pretrain it first), 32 prompts per step.
+GPU_BASE = "runs/pretrain/tiny-base-gpu"
+GPU = [f"model.path={GPU_BASE}", "model.device=cuda", "batch.prompts_per_step=32", "batch.micro_batch_size=128",
+       "logging.eval_size=128"]
 EVAL = {"size": 200, "k": 4}
 QUICK_EVAL = {"size": 100, "k": 2}
 
 
-def demo_config(quick: bool, out: str, overrides: list[str]):
+def demo_config(quick: bool, out: str, overrides: list[str], gpu: bool = False):
     from ..config import load_config
     from ..train.config import TrainConfig
 
-    return load_config(TrainConfig, None, DEMO + (QUICK if quick else []) + [f"out={out}"] + list(overrides))
+    preset = DEMO + (QUICK if quick else []) + (GPU if gpu else [])
+    return load_config(TrainConfig, None, preset + [f"out={out}"] + list(overrides))
 
 
 def held_out(trainer, size: int, k: int, out_dir: Path, log):
@@ -48,14 +53,18 @@ def held_out(trainer, size: int, k: int, out_dir: Path, log):
                     batch_size=lg.eval_batch, n_boot=200, out_dir=out_dir, log=None)
 
 
-def run_demo(quick: bool = False, out: str | None = None, overrides: tuple[str, ...] = (), log=print) -> dict:
+def run_demo(quick: bool = False, out: str | None = None, overrides: tuple[str, ...] = (), log=print,
+             gpu: bool = False, eval_size: int | None = None, eval_k: int | None = None) -> dict:
     from ..demo import task as _task  # noqa: F401  (registers the demo's "chain" task)
     from ..eval import make_report
     from ..train.grpo import GRPOTrainer
 
     out = out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = demo_config(quick, out, list(overrides))
-    ev = QUICK_EVAL if quick else EVAL
+    cfg = demo_config(quick, out, list(overrides), gpu)
+    if gpu:
+        check_gpu(cfg.model.path)
+    ev = dict(QUICK_EVAL if quick else EVAL)
+    ev.update({k: v for k, v in (("size", eval_size), ("k", eval_k)) if v is not None})
     t0 = time.perf_counter()
     trainer = GRPOTrainer(cfg)
     try:
@@ -78,6 +87,17 @@ def run_demo(quick: bool = False, out: str | None = None, overrides: tuple[str, 
     report = make_report(out)
     show(summary, before, after, report, log)
     return summary
+
+
+def check_gpu(path: str) -> None:
+    import torch
+
+    from ..config import ConfigError
+    if not torch.cuda.is_available():
+        raise ConfigError("model.device", "--gpu needs a CUDA GPU and none is visible; run `aha demo` (CPU) instead")
+    if path == GPU_BASE and not (Path(path) / "config.json").is_file():
+        raise ConfigError("model.path", f"--gpu trains the base model in {GPU_BASE}, which does not exist; "
+                          "run `aha pretrain configs/pretrain_gpu.yaml` first (a few minutes on one GPU)")
 
 
 def summarize(before, after, fit: dict, seconds: float, out: Path) -> dict:
@@ -116,15 +136,15 @@ def show(summary: dict, before, after, report: Path, log) -> None:
 
 
 def cmd_demo(args: list[str]) -> int:
-    """`aha demo [--quick] [--out DIR] [key.sub=value ...]`."""
+    """`aha demo [--quick] [--gpu] [--out DIR] [key.sub=value ...]`."""
     from ..cli import UsageError, flags_to_overrides
 
-    quick = "--quick" in args
-    rest = flags_to_overrides([a for a in args if a != "--quick"], {"--out": "out"})
+    quick, gpu = "--quick" in args, "--gpu" in args
+    rest = flags_to_overrides([a for a in args if a not in ("--quick", "--gpu")], {"--out": "out"})
     out = next((r.split("=", 1)[1] for r in rest if r.startswith("out=")), None)
     overrides = [r for r in rest if not r.startswith("out=")]
     for o in overrides:
         if "=" not in o:
-            raise UsageError(f"unexpected argument '{o}'; usage: aha demo [--quick] [--out DIR] [key.sub=value ...]")
-    run_demo(quick=quick, out=out, overrides=tuple(overrides))
+            raise UsageError(f"unexpected argument '{o}'; usage: aha demo [--quick] [--gpu] [--out DIR] [key.sub=value ...]")
+    run_demo(quick=quick, out=out, overrides=tuple(overrides), gpu=gpu)
     return 0
