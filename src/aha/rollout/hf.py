@@ -1,8 +1,9 @@
 """HFEngine: the reference engine, a thin wrapper over `model.generate` that works for any HF causal LM.
 
 Slow (per-step host overhead) but obviously right; the fast engine is tested against it. The logprobs of the
-sampled tokens come from one teacher-forced forward over the finished sequences (chunked over the vocabulary),
-not from `output_logits`, which would hold a (B, T, V) tensor: 37 GiB at 256 x 256 tokens and V = 152k.
+sampled tokens are log_softmax(logits / T) of the decode-time logits (`output_logits`) when those fit in
+`logits_budget` bytes, else from one teacher-forced forward over the finished sequences (chunked over the
+vocabulary): the (B, T, V) logits are 37 GiB at 256 x 256 tokens and V = 152k, 44 MB for the demo's model.
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from .base import Completion, SamplingParams
 
 
 class HFEngine:
-    def __init__(self, model, tokenizer=None, *, max_batch_size: int = 256):
+    def __init__(self, model, tokenizer=None, *, max_batch_size: int = 256, logits_budget: int = 1 << 30):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        self.logits_budget = logits_budget      # bytes of decode-time logits kept; above it, a second forward
 
     @torch.no_grad()
     def generate(self, prompt_token_ids: list[list[int]], params: SamplingParams) -> list[Completion]:
@@ -61,11 +63,19 @@ class HFEngine:
         for row, (_, p) in enumerate(items):          # left padding: generation continues on the right
             ids[row, width - len(p):] = torch.tensor(p)
             mask[row, width - len(p):] = 1
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        keep_logits = len(items) * params.max_tokens * vocab * 4 <= self.logits_budget
+        gen_cfg.output_logits = keep_logits
         res = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                   generation_config=gen_cfg)
         seqs = res.sequences                                                   # (B, width + T_new)
         new = seqs[:, width:].cpu()                                            # (B, T_new)
-        logp = self._logprobs(seqs, mask.to(device), width, params.temperature)   # (B, T_new)
+        temp = params.temperature if params.temperature > 0 else 1.0
+        if keep_logits:
+            logits = torch.stack(res.logits, dim=1).float() / temp              # (B, T_new, V)
+            logp = logits.log_softmax(-1).gather(-1, seqs[:, width:, None]).squeeze(-1).cpu()
+        else:
+            logp = self._logprobs(seqs, mask.to(device), width, temp)           # (B, T_new)
         stop = set(params.stop_token_ids)
         out = []
         for row, (prompt_index, _) in enumerate(items):
@@ -95,7 +105,6 @@ class HFEngine:
             hidden = base.get_decoder()(input_ids=seqs[sl], attention_mask=mask[sl], position_ids=positions[sl],
                                         use_cache=False).last_hidden_state
             logp, _ = token_logprobs_entropy(hidden[:, width - 1:-1], base.get_output_embeddings().weight,
-                                             seqs[sl, width:], temperature=temperature if temperature > 0 else 1.0,
-                                             with_entropy=False)
+                                             seqs[sl, width:], temperature=temperature, with_entropy=False)
             out.append(logp.float().cpu())
         return torch.cat(out)
