@@ -24,7 +24,7 @@ DEMO = [
     "steps=30", "checkpoint.save_every=0", "logging.samples_every=20",
     "logging.eval_size=64", "logging.eval_every=20", "logging.eval_k=2",
 ]
-QUICK = ["steps=20", "logging.eval_every=10", "logging.eval_size=32"]
+QUICK = ["steps=15", "logging.eval_every=5", "logging.eval_size=32"]
 # The GPU variant: the 23M-parameter base of configs/pretrain_gpu.yaml (pretrain it first), 32 prompts per step.
 GPU_BASE = "runs/pretrain/tiny-base-gpu"
 GPU = [f"model.path={GPU_BASE}", "model.device=cuda", "batch.prompts_per_step=32", "batch.micro_batch_size=128",
