@@ -1,7 +1,8 @@
 """Turn completions into padded training tensors and split them into micro-batches.
 
 A sequence is prompt + completion, right-padded: positions are then plain aranges, identical to generation.
-`loss_mask` marks the completion tokens whose logprobs enter the loss.
+`loss_mask` marks the completion tokens whose logprobs enter the loss. `prompt_lens` lets the training forward
+run each distinct prompt once for its G completions (aha.train.forward); None means "no prompt known".
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class Batch:
     sampler_logp: torch.Tensor     # (B, L-1) the engine's logprobs at the same positions (0 elsewhere)
     old_logp: torch.Tensor | None = None   # (B, L-1) for mu > 1
     ref_logp: torch.Tensor | None = None   # (B, L-1) when beta > 0
+    prompt_lens: torch.Tensor | None = None   # (B,) long: the first prompt_lens[i] tokens of row i are its prompt
 
     def __len__(self):
         return self.input_ids.shape[0]
@@ -30,7 +32,8 @@ class Batch:
         tok = lambda x: x[t][:, :L]                          # (b, L) tensors
         pos = lambda x: None if x is None else x[t][:, :L - 1]  # (b, L-1) per-target tensors
         return Batch(tok(self.input_ids), tok(self.attention_mask), pos(self.loss_mask), self.advantages[t],
-                     pos(self.sampler_logp), pos(self.old_logp), pos(self.ref_logp))
+                     pos(self.sampler_logp), pos(self.old_logp), pos(self.ref_logp),
+                     None if self.prompt_lens is None else self.prompt_lens[t])
 
     def to(self, device) -> "Batch":
         mv = lambda x: None if x is None else x.to(device)
@@ -54,7 +57,8 @@ def build_batch(prompts: list[list[int]], completions, advantages: torch.Tensor,
             loss_mask[i, p - 1:p - 1 + n] = 1.0    # target at t+1 = completion token
         if n:
             sampler_logp[i, p - 1:p - 1 + n] = torch.tensor(c.logprobs, dtype=torch.float32)
-    return Batch(input_ids, attention, loss_mask, advantages.float(), sampler_logp)
+    prompt_lens = torch.tensor([len(prompts[c.prompt_index]) for c in completions], dtype=torch.long)
+    return Batch(input_ids, attention, loss_mask, advantages.float(), sampler_logp, prompt_lens=prompt_lens)
 
 
 def group_by_budget(lengths: list[int], size: int, token_budget: int = 0) -> list[list[int]]:

@@ -148,6 +148,9 @@ class BatchConfig:
     prompts_per_step: int = 8        # distinct prompts per RL step; the batch is prompts_per_step * G sequences
     micro_batch_size: int = 16       # sequences per forward/backward; must divide prompts_per_step * G
     micro_batch_tokens: int = 0      # > 0: also split micro-batches so padded tokens stay under this budget
+    # Training forward: compute each distinct prompt of a micro-batch once and its completions against its KV cache
+    # (same logprobs and gradients up to float rounding; off under gradient checkpointing). false = plain forward.
+    share_prefix: bool = True
 
     def __post_init__(self):
         check(self.prompts_per_step >= 1, "prompts_per_step", f"must be >= 1, got {self.prompts_per_step}")

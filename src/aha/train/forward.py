@@ -5,6 +5,15 @@ projects them onto the vocabulary chunk by chunk. Logits are divided by the samp
 trainer's logprobs are those of the distribution the engine sampled from (the engine reports the same
 quantity). The wrapper is the module the optimizer, checkpoints and FSDP2 see: its forward is the one entry
 point, so FSDP's root hooks gather the embeddings and head for it and reduce their gradients afterwards.
+
+Shared prompts. GRPO repeats every prompt G times and prompts are often longer than completions, so the plain
+forward spends most of its time recomputing the same prompt. Given `prompt_lens`, the forward runs the decoder
+once on the distinct prompts of the micro-batch (use_cache=True), repeats their KV cache to the rows (an index:
+differentiable, so every completion's gradient flows back into its prompt's computation), and runs the decoder
+on the completions alone against that cache, at positions prompt_len + j. Attention is causal, so hidden state t
+depends only on tokens <= t and the result is the plain forward's up to float rounding: the logprob of
+completion token 0 comes from the prompt's last hidden state, token j > 0 from completion hidden j-1. They are
+laid out as the plain forward's (B, L-1) (target t+1 -> column t), zeros off the completion tokens.
 """
 from __future__ import annotations
 
@@ -14,25 +23,89 @@ from ..algos.logprobs import token_logprobs_entropy
 from ..models.load import unwrap
 
 
+def prompt_groups(input_ids: torch.Tensor, prompt_lens: torch.Tensor) -> tuple[list[int], list[int]]:
+    """input_ids (B, L), prompt_lens (B,) -> (first row of each of the D distinct prompts, their index per row (B,)).
+    Prompts are compared by their token ids, so equal prompts from different groups share too."""
+    ids, lens = input_ids.cpu(), prompt_lens.cpu().tolist()
+    seen: dict[tuple, int] = {}
+    first, inv = [], []
+    for i, n in enumerate(lens):
+        key = tuple(ids[i, :n].tolist())
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(i)
+        inv.append(seen[key])
+    return first, inv
+
+
+def can_share(base) -> bool:
+    """Whether the cached two-pass forward is exact and possible for this transformers model. Not under gradient
+    checkpointing (HF turns the cache off there in training), nor with sliding-window layers (the cache would be
+    cropped), nor with flash attention (its padded path assumes left-padded queries; the 2-D mask here has holes)."""
+    cfg = base.config
+    checkpointing = any(getattr(m, "gradient_checkpointing", False) is True for m in base.modules())
+    return (not checkpointing
+            and getattr(cfg, "_attn_implementation", "sdpa") in ("sdpa", "eager")
+            and set(getattr(cfg, "layer_types", None) or ["full_attention"]) == {"full_attention"})
+
+
 class LogprobModel(torch.nn.Module):
     def __init__(self, lm):
         super().__init__()
         self.lm = lm                       # the HF causal LM (possibly PEFT-wrapped); state-dict prefix "lm."
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, temperature: float = 1.0,
-                with_entropy: bool = False, chunk_size: int = 1024):
-        """input_ids, attention_mask: (B, L) right-padded -> logp (B, L-1) of input_ids[:, 1:], entropy or None."""
+                with_entropy: bool = False, chunk_size: int = 1024, prompt_lens: torch.Tensor | None = None):
+        """input_ids, attention_mask: (B, L) right-padded -> logp (B, L-1) of input_ids[:, 1:], entropy or None.
+
+        prompt_lens (B,): row i is prompt input_ids[i, :prompt_lens[i]] + completion; when given and some prompt
+        occurs twice, each distinct prompt is computed once and logp/entropy are 0 off the completion tokens.
+        """
         base = unwrap(self.lm)
+        weight = base.get_output_embeddings().weight                      # (V, H)
+        kw = dict(temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
+        if prompt_lens is not None and int(prompt_lens.min()) >= 1 and can_share(base):
+            first, inv = prompt_groups(input_ids, prompt_lens)
+            if len(first) < len(inv):
+                return self.shared_forward(base, weight, input_ids, attention_mask, prompt_lens, first, inv, kw)
         hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
                                     use_cache=False).last_hidden_state      # (B, L, H)
-        weight = base.get_output_embeddings().weight                      # (V, H)
-        return token_logprobs_entropy(hidden[:, :-1], weight, input_ids[:, 1:], temperature=temperature,
-                                      chunk_size=chunk_size, with_entropy=with_entropy)
+        return token_logprobs_entropy(hidden[:, :-1], weight, input_ids[:, 1:], **kw)
+
+    def shared_forward(self, base, weight, input_ids, attention_mask, prompt_lens, first, inv, kw):
+        B, L = input_ids.shape
+        dev, decoder = input_ids.device, base.get_decoder()
+        first, inv = torch.tensor(first, device=dev), torch.tensor(inv, device=dev)   # (D,), (B,)
+        plen = prompt_lens.to(dev)
+        clen = attention_mask.sum(1) - plen                                # (B,) completion lengths
+        P, C = int(plen.max()), max(int(clen.max()), 1)
+        # 1. The D distinct prompts, right-padded to P (columns past a prompt hold its first row's completion,
+        # masked out). Right, not left, padding: no query row is fully masked, so no backend can make NaNs there
+        # that a masked key would still carry as 0 * NaN.
+        pmask = (torch.arange(P, device=dev) < plen[first, None]).long()   # (D, P)
+        out = decoder(input_ids=input_ids[first, :P], attention_mask=pmask, use_cache=True)
+        name = "cache" if "cache" in out else "past_key_values"           # renamed in transformers 5.2x
+        cache = out[name]
+        cache.batch_select_indices(inv)                                    # (D, ..) -> (B, ..); indexing keeps autograd
+        last = out.last_hidden_state[inv, plen - 1]                        # (B, H) the prompt's last hidden state
+        # 2. The completions, right-padded to C, against the cache: mask = prompt part + completion part.
+        j = torch.arange(C, device=dev)
+        cids = input_ids.gather(1, (plen[:, None] + j).clamp(max=L - 1))   # (B, C)
+        cmask = j < clen[:, None]                                          # (B, C)
+        hc = decoder(input_ids=cids, attention_mask=torch.cat([pmask[inv], cmask.long()], 1),
+                     position_ids=plen[:, None] + j, use_cache=True, **{name: cache}).last_hidden_state  # (B, C, H)
+        hidden = torch.cat([last[:, None], hc[:, :-1]], 1)                 # (B, C, H): column j predicts token j
+        logp, ent = token_logprobs_entropy(hidden, weight, cids.masked_fill(~cmask, -1), **kw)   # (B, C)
+        # 3. Back to the plain layout: completion token j of row i is the target of column prompt_len_i - 1 + j.
+        rows, cols = cmask.nonzero(as_tuple=True)
+        at = (rows, plen[rows] - 1 + cols)
+        place = lambda x: None if x is None else x.new_zeros(B, L - 1).index_put(at, x[rows, cols])
+        return place(logp), place(ent)
 
 
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, temperature: float = 1.0,
-                      with_entropy: bool = False, chunk_size: int = 1024):
+                      with_entropy: bool = False, chunk_size: int = 1024, prompt_lens: torch.Tensor | None = None):
     """The same for a LogprobModel or a bare causal LM."""
     wrapper = model if isinstance(model, LogprobModel) else LogprobModel(model)
     return wrapper(input_ids, attention_mask, temperature=temperature, with_entropy=with_entropy,
-                   chunk_size=chunk_size)
+                   chunk_size=chunk_size, prompt_lens=prompt_lens)

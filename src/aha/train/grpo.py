@@ -165,13 +165,18 @@ class GRPOTrainer(TrainLoop):
                 np.concatenate([k[4] for k in kept]), dummy), metrics
 
     # ---- update ----------------------------------------------------------------------------------------
+    def prompt_lens(self, mb):
+        """The micro-batch's prompt lengths when the forward may compute each distinct prompt once."""
+        return mb.prompt_lens if self.cfg.batch.share_prefix else None
+
     def logprobs_no_grad(self, model, batch, idx_lists):
         out = torch.zeros_like(batch.loss_mask)
         with torch.no_grad():
             for idx in idx_lists:
                 mb = batch.select(idx).to(self.device)
                 logp, _ = sequence_logprobs(model, mb.input_ids, mb.attention_mask,
-                                            temperature=self.cfg.sampling.temperature)
+                                            temperature=self.cfg.sampling.temperature,
+                                            prompt_lens=self.prompt_lens(mb))
                 out[idx, :logp.shape[1]] = logp.float().cpu()
         return out
 
@@ -202,7 +207,8 @@ class GRPOTrainer(TrainLoop):
                 mb = batch.select(idx).to(self.device)
                 share = weight * float(mb.loss_mask.sum()) / n_tokens   # metrics are token means: weight by tokens
                 logp, entropy = sequence_logprobs(self.policy, mb.input_ids, mb.attention_mask,
-                                                  temperature=cfg.sampling.temperature, with_entropy=True)
+                                                  temperature=cfg.sampling.temperature, with_entropy=True,
+                                                  prompt_lens=self.prompt_lens(mb))
                 old = mb.old_logp if mb.old_logp is not None else logp.detach()
                 loss, m = algos.policy_loss(logp, old, mb.advantages, mb.loss_mask, clip_low=a.clip_low,
                                             clip_high=a.clip_high, clip_c=a.clip_c, agg=a.agg, norm_len=a.norm_len,
