@@ -14,6 +14,7 @@ sft.data.path yourself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from ..config import ConfigError
@@ -44,6 +45,11 @@ def run_r1(cfg: R1PipelineConfig, log=print) -> dict:
     if not cfg.cold_start.data.path:
         raise ConfigError("cold_start.data.path", "the cold-start stage needs long chain-of-thought rows; set "
                                                   "cold_start.data.path=FILE.jsonl (question + completion)")
+    missing = [f for f in cfg.cold_start.data.path if not f.startswith("hf:") and not Path(f).exists()]
+    if missing:
+        raise ConfigError("cold_start.data.path", f"{missing[0]} does not exist; write the cold-start rows there first "
+                                                  f"(for the chain task of `aha demo`: python benchmarks/r1_figures.py "
+                                                  f"cold-start --out {missing[0]})")
     p, task, seed, ev = Pipeline(cfg.out, "r1", log), cfg.task, cfg.seed, cfg.eval
     if ev.size and ev.base:
         p.stage("00-base", "eval", {"model": cfg.model, "task": task, "eval": ev}, {"model": cfg.model},
