@@ -25,9 +25,11 @@ DEMO = [
     "logging.eval_size=64", "logging.eval_every=20", "logging.eval_k=2",
 ]
 QUICK = ["steps=15", "logging.eval_every=5", "logging.eval_size=32"]
-# The GPU variant: the 23M-parameter base of configs/pretrain_gpu.yaml (pretrain it first), 32 prompts per step.
+# The GPU variant: the 23M-parameter base of configs/pretrain_gpu.yaml (pretrain it first) on chains of 6..10
+# numbers, 32 prompts per step.
 GPU_BASE = "runs/pretrain/tiny-base-gpu"
-GPU = [f"model.path={GPU_BASE}", "model.device=cuda", "batch.prompts_per_step=32", "batch.micro_batch_size=128",
+GPU = [f"model.path={GPU_BASE}", "model.device=cuda", "task.options={min_terms: 6, max_terms: 10}",
+       "sampling.max_new_tokens=256", "batch.prompts_per_step=32", "batch.micro_batch_size=128",
        "logging.eval_size=128"]
 EVAL = {"size": 200, "k": 4}
 QUICK_EVAL = {"size": 100, "k": 2}
