@@ -22,7 +22,7 @@ DEMO = [
     "optim.lr=1e-4", "optim.warmup_steps=5", "optim.max_grad_norm=1.0",
     "batch.prompts_per_step=16", "batch.micro_batch_size=64",
     "steps=30", "checkpoint.save_every=0", "logging.samples_every=20",
-    "logging.eval_size=64", "logging.eval_every=20", "logging.eval_k=2",
+    "logging.eval_size=64", "logging.eval_every=10", "logging.eval_k=2",
 ]
 QUICK = ["steps=15", "logging.eval_every=5", "logging.eval_size=32"]
 # The GPU variant: the 23M-parameter base of configs/pretrain_gpu.yaml (pretrain it first) on chains of 6..10
