@@ -5,6 +5,7 @@ rewards are all 0 (random text), which does not change the cost of a step (the u
 backward over every token). Prints median step time and its split per engine.
 
     python benchmarks/grpo_step.py [--arch 0.5b] [--steps 4] [--prompts 32] [--group 8] [--new 256]
+    python benchmarks/grpo_step.py --engines fast,fast/noshare     # the shared-prefix forward on vs off
 """
 from __future__ import annotations
 
@@ -39,12 +40,14 @@ def build(arch: str, out: Path) -> None:
     char_tokenizer(cfg.vocab_size).save_pretrained(out)
 
 
-def run(model_dir: Path, engine: str, args, out: Path) -> dict:
+def run(model_dir: Path, spec: str, args, out: Path) -> dict:
+    """spec: an engine name, with "/noshare" for the plain training forward (batch.share_prefix=false)."""
     from aha.config import load_config
     from aha.train.config import TrainConfig
     from aha.train.grpo import train
 
-    cfg = load_config(TrainConfig, None, [
+    engine, _, flag = spec.partition("/")
+    cfg = load_config(TrainConfig, None, [f"batch.share_prefix={flag != 'noshare'}",
         f"model.path={model_dir}", "task.name=arithmetic", f"engine={engine}", f"steps={args.steps}",
         f"sampling.group_size={args.group}", f"batch.prompts_per_step={args.prompts}",
         f"batch.micro_batch_size={args.micro}", f"sampling.max_new_tokens={args.new}", "optim.lr=1e-6",
@@ -56,7 +59,7 @@ def run(model_dir: Path, engine: str, args, out: Path) -> dict:
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()][1:]  # step 1 = warm-up
     med = lambda k: statistics.median(r[k] for r in rows)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
-    return {"engine": engine, "step_s": med("time/step"), "generate_s": med("time/generate"),
+    return {"engine": spec, "step_s": med("time/step"), "generate_s": med("time/generate"),
             "reward_s": med("time/reward"), "logprobs_s": med("time/logprobs"), "update_s": med("time/update"),
             "optim_s": med("time/optimizer"),
             "gen_tok_s": med("tokens_per_s"), "len": med("len/mean"), "peak_gib": peak}
@@ -88,8 +91,8 @@ def main() -> None:
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in results:
         print("| " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
-    if len(results) == 2:
-        print(f"step speed-up fast/hf: {results[0]['step_s'] / results[1]['step_s']:.2f}x")
+    for r in results[1:]:
+        print(f"step time {results[0]['engine']} / {r['engine']}: {results[0]['step_s'] / r['step_s']:.2f}x")
 
 
 if __name__ == "__main__":
