@@ -8,7 +8,8 @@ rate. What differs is the algorithm: GRPO's group-mean baseline and per-sequence
 (a second copy of the decoder with a scalar head, its own AdamW state, lr = the policy's) with per-token GAE and
 token-mean loss. --beta > 0 adds the same k3 KL to a reference model to both.
 
-Each (algorithm, seed) runs in its own process (--jobs of them at once), so peak memory is not shared:
+Arms: grpo, ppo (configs/ppo.yaml as is) and ppo-lam1 (the same with GAE lambda = 1, see ARMS).
+Each (arm, seed) runs in its own process (--jobs of them at once), so peak memory is not shared:
     GPU: torch.cuda.max_memory_allocated over training (after the base evaluation).
     CPU: peak RSS of the process (ru_maxrss) and its growth over the RSS after imports.
     Both: "state MB", the exact bytes of parameters + AdamW state of every model the algorithm holds (policy,
@@ -18,7 +19,7 @@ running at once share the GPU/CPU, so compare rows of one invocation. pass@1: th
 held-out problem (temperature 0.6, top-p 0.95) after the last step; "base" is the same evaluation before training.
 Results: OUT/<algo>-s<seed>.json (a finished one is not rerun), OUT/results.json, and the printed table.
 
-    python benchmarks/grpo_vs_ppo.py --out runs/grpo-vs-ppo --seeds 0 1 2 --jobs 6 --device cuda
+    python benchmarks/grpo_vs_ppo.py --out runs/grpo-vs-ppo --seeds 0 1 2 --jobs 2 --device cuda   # 9 runs, ~200 s
     python benchmarks/grpo_vs_ppo.py --out /tmp/gvp --model tiny-random --task arithmetic --steps 3 --device cpu
 """
 from __future__ import annotations
@@ -35,7 +36,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ALGOS = ("grpo", "ppo")
+# arm -> (configs/<name>.yaml and trainer, extra overrides). ppo-lam1: GAE with lambda = 1 (Monte Carlo return
+# minus V): the reward sits on the last token, and with lambda = 0.95 an early token (where the model chooses to
+# write its steps or not) gets 0.95^60 ~ 5% of it directly, the rest through a critic that starts untrained.
+ARMS = {"grpo": ("grpo", []), "ppo": ("ppo", []), "ppo-lam1": ("ppo", ["algorithm.lam=1.0"])}
+LABELS = {"grpo": "GRPO", "ppo": "PPO (configs/ppo.yaml: GAE lambda 0.95)", "ppo-lam1": "PPO, GAE lambda 1"}
 
 
 def parse(argv=None):
@@ -55,10 +60,11 @@ def parse(argv=None):
     p.add_argument("--eval-k", type=int, default=4)
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     p.add_argument("--jobs", type=int, default=2, help="processes at once")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides, both runs")
-    p.add_argument("--worker", choices=ALGOS, help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=list(ARMS), help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -73,7 +79,7 @@ def overrides(args, out: Path) -> list[str]:
             "rewards.funcs=[{name: accuracy, weight: 1.0}, {name: format, weight: 0.5}]",
             f"logging.eval_size={args.eval_size}", f"logging.eval_k={args.eval_k}", "logging.eval_every=0",
             "logging.progress=false", "logging.samples_every=0", "logging.log_every=1", "checkpoint.save_every=0",
-            "rewards.num_workers=1", f"seed={args.seed}", f"out={out}", *args.set]
+            "rewards.num_workers=1", f"seed={args.seed}", f"out={out}", *args.set, *ARMS[args.worker][1]]
 
 
 def rss_mb() -> float:
@@ -109,8 +115,9 @@ def worker(args) -> None:
 
     out = args.out / f"{args.worker}-s{args.seed}"
     shutil.rmtree(out, ignore_errors=True)          # an unfinished earlier attempt: start over (runs are short)
-    cfg = load_config(TrainConfig, ROOT / "configs" / f"{args.worker}.yaml", overrides(args, out))
-    if args.worker == "ppo":
+    algo = ARMS[args.worker][0]
+    cfg = load_config(TrainConfig, ROOT / "configs" / f"{algo}.yaml", overrides(args, out))
+    if algo == "ppo":
         from aha.train.ppo import PPOTrainer as Trainer
     else:
         from aha.train.grpo import GRPOTrainer as Trainer
@@ -159,7 +166,7 @@ def run_all(args) -> list[dict]:
                                                                             os.environ.get("PYTHONPATH", "")]))
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
-    todo = [(a, s) for s in args.seeds for a in ALGOS]
+    todo = [(a, s) for s in args.seeds for a in args.arms]
     pending = [(a, s) for a, s in todo if not (args.out / f"{a}-s{s}.json").is_file()]
     running, failed, t0 = [], [], time.time()
     passthrough = sys.argv[1:]
@@ -204,19 +211,19 @@ def show(args, results: list[dict]) -> None:
     mem = "GPU peak MB" if gpu else "peak RSS MB (growth)"
     print(f"| algorithm | seeds | held-out pass@1 | format | train reward (last 5) | step s (median) | {mem} | state MB |")
     print("|---|---|---|---|---|---|---|---|")
-    base = [r for r in results if r["algo"] == "grpo" and r["base_pass1"] is not None]
+    base = [r for r in results if r["algo"] == args.arms[0] and r["base_pass1"] is not None]
     if base:
         print(f"| base (no training) | {len(base)} | {spread(r['base_pass1'] for r in base)} | "
               f"{spread(r['base_format'] for r in base)} | | | | |")
     summary = {}
-    for algo in ALGOS:
+    for algo in args.arms:
         rs = [r for r in results if r["algo"] == algo]
         if not rs:
             continue
         m = (f"{statistics.mean(r['gpu_peak_mb'] for r in rs):.0f}" if gpu else
              f"{statistics.mean(r['peak_rss_mb'] for r in rs):.0f} "
              f"(+{statistics.mean(r['peak_rss_mb'] - r['rss0_mb'] for r in rs):.0f})")
-        print(f"| {algo.upper()} | {len(rs)} | {spread(r['pass1'] for r in rs)} | {spread(r['format'] for r in rs)} | "
+        print(f"| {LABELS[algo]} | {len(rs)} | {spread(r['pass1'] for r in rs)} | {spread(r['format'] for r in rs)} | "
               f"{spread(r['reward_last5'] for r in rs)} | {statistics.mean(r['step_s'] for r in rs):.2f} | {m} | "
               f"{statistics.mean(r['state_mb'] for r in rs):.1f} |")
         summary[algo] = {k: statistics.mean(r[k] for r in rs) for k in ("step_s", "state_mb", "peak_rss_mb")}
@@ -243,7 +250,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results = run_all(args)
     show(args, results)
-    return 0 if len(results) == len(args.seeds) * len(ALGOS) else 1
+    return 0 if len(results) == len(args.seeds) * len(args.arms) else 1
 
 
 if __name__ == "__main__":

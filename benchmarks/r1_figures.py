@@ -15,8 +15,11 @@ Every job is skipped when its output exists (a pipeline's summary.json, the stud
 pipeline skips its finished stages, so re-running the command resumes. With --deadline the jobs still running
 then get SIGTERM (trainers checkpoint on it) and the table shows what finished. Logs: OUT/logs/JOB.log.
 Prints a markdown table (mean ± std and min..max over seeds) and writes OUT/results.json.
+Measured on one H200 with 8 CPU cores (taskset), 6 jobs at once, beside grpo_vs_ppo.py: all 13 jobs in 158 s
+(student pretraining 108 s, r1-zero 41 s, r1 55 s, distill 50 s, student-rl 41 s per arm). On a CPU (--device cpu)
+an RL step of this recipe takes ~10 s on one core: use --toy there, or expect hours.
 
-    python benchmarks/r1_figures.py run --out runs/r1-figures --seeds 0 1 2 --jobs 8 --device cuda --deadline 540
+    python benchmarks/r1_figures.py run --out runs/r1-figures --seeds 0 1 2 --jobs 6 --device cuda --deadline 540
     python benchmarks/r1_figures.py table --out runs/r1-figures          # the table again, from finished runs
     python benchmarks/r1_figures.py cold-start --out runs/cold-start/chain.jsonl   # pipeline_r1.yaml's rows
     python benchmarks/r1_figures.py run --out /tmp/r1f --toy --device cpu           # a few-step smoke run
@@ -205,6 +208,18 @@ def eval_curve(metrics: Path, offset: int = 0) -> list[list[float]]:
     return [[r["step"] + offset, r["eval/pass1"]] for r in rows if "eval/pass1" in r]
 
 
+def trained_sequences(stage_dir: Path) -> int | None:
+    """Sequences through the model's forward+backward in a finished SFT or RL stage: steps x batch (SFT: examples
+    per step; RL: prompts x samples per step), the student-side compute the distillation comparison matches."""
+    m = json.loads((stage_dir / "manifest.json").read_text()) if (stage_dir / "manifest.json").is_file() else None
+    if not m:
+        return None
+    c, steps = m["config"], m["figures"].get("steps") or 0
+    if m["kind"] == "rl":
+        return steps * c["batch"]["prompts_per_step"] * c["sampling"]["group_size"]
+    return steps * c["batch"]["batch_size"]
+
+
 def collect(a) -> dict:
     """Per arm, per seed: held-out pass@1 / format / length of the evaluated stage, plus compute figures."""
     rows = {}   # (part, label) -> {seed: {...}}
@@ -234,10 +249,11 @@ def collect(a) -> dict:
         smp = (d.get("01-sample") or {}).get("figures", {}).get("sample", {})
         sft = (d.get("02-sft") or {}).get("figures", {})
         put("b", "student distilled (SFT on teacher traces)", s, d.get("02-sft"), traces=smp.get("kept"),
-            student_sequences=(sft.get("data") or {}).get("examples"), sft_steps=sft.get("steps"))
+            sft_steps=sft.get("steps"), sequences=trained_sequences(a.out / f"distill-s{s}" / "02-sft"))
         srl_rl = srl.get("01-rl")
         steps = (srl_rl or {}).get("figures", {}).get("steps")
-        put("b", f"student RL alone (GRPO {steps} steps)", s, srl_rl, rl_steps=steps)
+        put("b", f"student RL alone (GRPO {steps} steps)", s, srl_rl, rl_steps=steps,
+            sequences=trained_sequences(a.out / f"student-rl-s{s}" / "01-rl"))
         curves[s] = {"r1-zero": eval_curve(a.out / f"r1-zero-s{s}" / "01-rl" / "run" / "metrics.jsonl"),
                      "r1": eval_curve(a.out / f"r1-s{s}" / "02-rl" / "run" / "metrics.jsonl")
                      + eval_curve(a.out / f"r1-s{s}" / "05-rl" / "run" / "metrics.jsonl", offset=n1 or 0),
@@ -270,8 +286,9 @@ def table(a, log=print) -> dict:
             vals = list(per_seed.values())
             col = lambda k: [v[k] for v in vals if v.get(k) is not None]
             notes = []
-            for k, name in (("traces", "teacher traces kept"), ("student_sequences", "SFT examples"),
-                            ("sft_steps", "SFT steps"), ("sampled_rows", "rejection-sampled rows")):
+            for k, name in (("traces", "teacher traces kept"), ("sft_steps", "SFT steps"),
+                            ("sequences", "sequences trained (fwd+bwd)"),
+                            ("sampled_rows", "rejection-sampled rows")):
                 if col(k):
                     notes.append(f"{name} {statistics.mean(col(k)):.0f}")
             lens = col("len")
