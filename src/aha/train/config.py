@@ -97,7 +97,7 @@ class AlgorithmConfig:
     overlong_cache: int = 64         # L_cache of eq. 13, in tokens
     # PPO only (algorithm.name=ppo; validated by aha.train.ppo.PPOSettings)
     gamma: float = 1.0               # discount
-    lam: float = 0.95                # GAE lambda
+    lam: float = 1.0                 # GAE lambda (0.95 failed on the demo task: benchmarks/grpo_vs_ppo.py)
     whiten_advantages: bool = True
     value_clip: float | None = 0.2   # clipped value loss; null = plain squared error
     value_lr: float | None = None    # critic learning rate; null = optim.lr

@@ -51,7 +51,7 @@ KL_CTRLS = ("fixed", "adaptive")
 class PPOSettings:
     """PPO-only knobs; each is read from cfg.algorithm.<name> when that field exists."""
     gamma: float = 1.0                 # discount; 1 = undiscounted episodes (one completion)
-    lam: float = 0.95                  # GAE lambda: 1 = Monte Carlo returns minus V, 0 = one-step TD
+    lam: float = 1.0                   # GAE lambda: 1 = Monte Carlo returns minus V, 0 = one-step TD; 0.95 (classic RLHF) failed on the demo task
     whiten_advantages: bool = True
     value_clip: float | None = 0.2     # eps_v of the clipped value loss; None = plain squared error
     value_lr: float | None = None      # critic learning rate; None = optim.lr
