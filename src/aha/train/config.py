@@ -159,9 +159,9 @@ class BatchConfig:
 
 
 @dataclass
-class LoggingConfig:
+class RunLoggingConfig:
+    """What every training loop logs (RL and SFT): metric lines, held-out evaluation, sinks."""
     log_every: int = 1
-    samples_every: int = 10          # print and store a table of sample completions every N steps (0 = off)
     eval_every: int = 0              # held-out evaluation every N steps (it also runs at the last step)
     eval_size: int = 0               # held-out problems for that evaluation
     eval_k: int = 4                  # samples per held-out problem
@@ -174,10 +174,19 @@ class LoggingConfig:
     progress: bool = True            # tqdm bar
 
     def __post_init__(self):
-        for key in ("log_every", "samples_every", "eval_every", "eval_size"):
+        for key in ("log_every", "eval_every", "eval_size"):
             check(getattr(self, key) >= 0, key, f"must be >= 0 (0 = off), got {getattr(self, key)}")
         check(self.eval_k >= 1, "eval_k", f"must be >= 1, got {self.eval_k}")
         check(self.eval_batch >= 1, "eval_batch", f"must be >= 1, got {self.eval_batch}")
+
+
+@dataclass
+class LoggingConfig(RunLoggingConfig):
+    samples_every: int = 10          # print and store a table of sample completions every N steps (0 = off)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.samples_every >= 0, "samples_every", f"must be >= 0 (0 = off), got {self.samples_every}")
 
 
 @dataclass

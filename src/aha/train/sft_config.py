@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import check
-from .config import CheckpointConfig, ModelConfig, OptimConfig, TaskConfig
+from .config import CheckpointConfig, ModelConfig, OptimConfig, RunLoggingConfig, TaskConfig
 
 
 @dataclass
@@ -57,24 +57,8 @@ class SFTBatchConfig:
 
 
 @dataclass
-class SFTLoggingConfig:
-    log_every: int = 1
-    eval_every: int = 0              # held-out evaluation on `task` every N steps (and at the last step)
-    eval_size: int = 0               # problems of task's test split; 0 = no evaluation
-    eval_k: int = 4
-    eval_temperature: float = 0.6
-    eval_top_p: float = 0.95
-    eval_max_new_tokens: int = 256
-    eval_batch: int = 64
-    tensorboard: bool = False
-    wandb: bool = False
-    wandb_project: str = "aha"
-    progress: bool = True
-
-    def __post_init__(self):
-        for key in ("log_every", "eval_every", "eval_size"):
-            check(getattr(self, key) >= 0, key, f"must be >= 0 (0 = off), got {getattr(self, key)}")
-        check(self.eval_k >= 1, "eval_k", f"must be >= 1, got {self.eval_k}")
+class SFTLoggingConfig(RunLoggingConfig):
+    eval_max_new_tokens: int = 256   # held-out evaluation on `task` (its test split) during SFT
 
 
 @dataclass
