@@ -8,6 +8,8 @@ completions of the same prompt next to each other), all called `f(rewards, group
               Liu et al. 2025, who show the std term up-weights too-easy / too-hard prompts).
     dr_grpo   grpo with std_scale="none".
     rloo      A_i = r_i - mean of the other G-1 rewards of the group  (= G/(G-1) * (r_i - mean_g)).
+    remax     A_i = r_i - b_g, b_g the reward of the prompt's greedy completion (Li et al. 2023: the baseline
+              costs one greedy generation per prompt instead of a value model); needs baseline= (N/G,).
     reinforce++  A = whiten(r) over the whole batch (Hu 2025: no per-prompt baseline; batch normalisation keeps
               it stable); baseline=True subtracts the group mean first ("REINFORCE++-baseline").
               With a (B, T) mask it is the token-level form: r placed on the last valid token (or (B, T) token
@@ -98,6 +100,25 @@ def rloo(rewards, group_size: int) -> tuple[Tensor, dict]:
     centered, valid, n, equal = _group_centered(r, group_size)
     adv = centered * (n.double() / (n - 1).clamp(min=1))[:, None]
     return adv.reshape(-1).to(out_dtype), _group_metrics(equal, valid)
+
+
+def remax(rewards, group_size: int, *, baseline=None) -> tuple[Tensor, dict]:
+    """ReMax: rewards (N,) minus their prompt's greedy-completion reward baseline (N/G,) -> (adv (N,), metrics).
+
+    A NaN reward gets 0; a NaN baseline (no reward function applied to the greedy completion) zeroes its group.
+    """
+    if baseline is None:
+        raise ValueError("remax needs baseline=: the reward of each prompt's greedy completion, shape (N/G,)")
+    r, out_dtype = _to64(rewards)
+    g = _groups(r, group_size)                                          # (N/G, G)
+    b = torch.as_tensor(baseline).detach().to(torch.float64).reshape(-1)
+    if b.numel() != g.shape[0]:
+        raise ValueError(f"remax baseline has {b.numel()} values for {g.shape[0]} groups; pass one per prompt")
+    valid = ~torch.isnan(g) & ~torch.isnan(b)[:, None]
+    adv = torch.where(valid, g - b[:, None], 0.0)
+    equal = (adv == 0).all(1)                                           # no sample differs from the baseline
+    return adv.reshape(-1).to(out_dtype), {**_group_metrics(equal, ~torch.isnan(g)),
+                                           "reward/greedy": torch.nanmean(b).float()}
 
 
 def _group_metrics(equal: Tensor, valid: Tensor) -> dict:
@@ -219,6 +240,7 @@ ADVANTAGES: dict[str, AdvantageFn] = {
     "grpo": grpo,
     "dr_grpo": partial(grpo, std_scale="none"),
     "rloo": rloo,
+    "remax": remax,
     "reinforce++": reinforce_pp,
     "reinforce++_baseline": partial(reinforce_pp, baseline=True),
     "gae": gae,  # value-based: gae(token_rewards, values, mask, *, gamma, lam) -> (advantages, returns)

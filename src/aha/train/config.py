@@ -79,7 +79,7 @@ class SamplingConfig:
 @dataclass
 class AlgorithmConfig:
     name: Literal["grpo", "ppo"] = "grpo"
-    advantage: str | None = None     # grpo | dr_grpo | rloo | reinforce++ | gae; null: grpo, or gae for ppo
+    advantage: str | None = None     # grpo | dr_grpo | rloo | remax | reinforce++ | gae; null: grpo, or gae for ppo
     std_scale: Literal["group", "batch", "none"] = "group"
     agg: str = "seq-mean-token-mean"  # token-mean (DAPO) | seq-mean-token-sum-norm (Dr. GRPO)
     norm_len: int | None = None      # Dr. GRPO's constant normaliser; defaults to sampling.max_new_tokens

@@ -164,6 +164,18 @@ class GRPOTrainer(TrainLoop):
         return (ids, [k[1] for k in kept], comps, np.concatenate([k[3] for k in kept]),
                 np.concatenate([k[4] for k in kept]), dummy), metrics
 
+    def greedy_rewards(self, ids: list[list[int]], rows: list[dict]) -> np.ndarray:
+        """ReMax's baseline: the total reward of each prompt's greedy completion, (P,)."""
+        s, a = self.cfg.sampling, self.cfg.algorithm
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=s.max_new_tokens, stop_token_ids=[self.stop_id])
+        with gathered(self.policy):
+            comps = self.engine.generate(ids, params)
+        total = self.rewards.score([c.text for c in comps], rows).total
+        if a.overlong_penalty:
+            total = np.nan_to_num(total) + np.array([soft_overlong_penalty(len(c.token_ids), s.max_new_tokens,
+                                                                           a.overlong_cache) for c in comps])
+        return np.asarray(total, dtype=np.float64)
+
     # ---- update ----------------------------------------------------------------------------------------
     def prompt_lens(self, mb):
         """The micro-batch's prompt lengths when the forward may compute each distinct prompt once."""
@@ -257,11 +269,14 @@ class GRPOTrainer(TrainLoop):
         return norm.full_tensor() if hasattr(norm, "full_tensor") else norm   # DTensor under FSDP
 
     # ---- one step ----------------------------------------------------------------------------------------
-    def advantages(self, total: np.ndarray):
-        """Advantages of this rank's completions, computed over the gathered rewards of all ranks."""
+    def advantages(self, total: np.ndarray, baseline: np.ndarray | None = None):
+        """Advantages of this rank's completions, computed over the gathered rewards of all ranks (and, for
+        ReMax, the gathered greedy-completion rewards, one per prompt)."""
         G, a = self.cfg.sampling.group_size, self.cfg.algorithm
         parts = self.dist.gather(total)
         kw = {"std_scale": a.std_scale} if a.advantage == "grpo" else {}
+        if baseline is not None:
+            kw["baseline"] = torch.as_tensor(np.concatenate(self.dist.gather(baseline)), dtype=torch.float64)
         adv, metrics = self.advantage(torch.as_tensor(np.concatenate(parts), dtype=torch.float64), G, **kw)
         start = sum(len(p) for p in parts[:self.dist.rank])
         return adv[start:start + len(total)].float(), {k: float(v) for k, v in dict(metrics).items()}
@@ -274,7 +289,12 @@ class GRPOTrainer(TrainLoop):
             return metrics
         if dummy:   # rewards of a dropped group must not enter anybody's statistics
             total = np.full_like(total, np.nan)
-        adv, adv_metrics = self.advantages(total)
+        baseline = None
+        if self.cfg.algorithm.advantage == "remax":
+            t1 = time.perf_counter()
+            baseline = self.greedy_rewards(ids, rows)
+            metrics["time/generate"] += time.perf_counter() - t1
+        adv, adv_metrics = self.advantages(total, baseline)
         batch = build_batch(ids, comps, adv, self.tok.pad_token_id, self.cfg.algorithm.mask_truncated)
         if dummy:
             batch.loss_mask.zero_()

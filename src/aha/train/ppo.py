@@ -136,7 +136,7 @@ class PPOTrainer(GRPOTrainer):
         return lambda: contextlib.nullcontext(ref)
 
     # ---- advantages: the critic runs inside update(), so the rewards travel there in the batch ------------------
-    def advantages(self, total: np.ndarray):
+    def advantages(self, total: np.ndarray, baseline: np.ndarray | None = None):
         """-> this rank's sequence rewards (N,) in the batch's `advantages` slot; `gae_batch` replaces them."""
         return torch.as_tensor(total, dtype=torch.float32), {}
 
