@@ -136,8 +136,7 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
             result = self.rewards.score([c.text for c in comps], [rows[c.prompt_index] for c in comps])
             scores, total = result.scores, result.total
             if a.overlong_penalty:
-                pen = np.array([soft_overlong_penalty(len(c.token_ids), s.max_new_tokens, a.overlong_cache)
-                                for c in comps])
+                pen = self.overlong(comps)
                 scores, total = np.column_stack([scores, pen]), np.nan_to_num(total) + pen
             metrics["time/generate"] += t1 - t0
             metrics["time/reward"] += time.perf_counter() - t1
@@ -163,16 +162,21 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
         return (ids, [k[1] for k in kept], comps, np.concatenate([k[3] for k in kept]),
                 np.concatenate([k[4] for k in kept]), dummy), metrics
 
-    def greedy_rewards(self, ids: list[list[int]], rows: list[dict]) -> np.ndarray:
-        """ReMax's baseline: the total reward of each prompt's greedy completion, (P,)."""
+    def overlong(self, comps) -> np.ndarray:
+        """DAPO's soft overlong penalty of each completion, (N,)."""
         s, a = self.cfg.sampling, self.cfg.algorithm
-        params = SamplingParams(n=1, temperature=0.0, max_tokens=s.max_new_tokens, stop_token_ids=[self.stop_id])
+        return np.array([soft_overlong_penalty(len(c.token_ids), s.max_new_tokens, a.overlong_cache) for c in comps])
+
+    def greedy_rewards(self, ids: list[list[int]], rows: list[dict]) -> np.ndarray:
+        """ReMax's baseline: the total reward of each prompt's greedy completion (overlong penalty included, as
+        for the sampled ones), (P,)."""
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=self.cfg.sampling.max_new_tokens,
+                                stop_token_ids=[self.stop_id])
         with gathered(self.policy):
             comps = self.engine.generate(ids, params)
         total = self.rewards.score([c.text for c in comps], rows).total
-        if a.overlong_penalty:
-            total = np.nan_to_num(total) + np.array([soft_overlong_penalty(len(c.token_ids), s.max_new_tokens,
-                                                                           a.overlong_cache) for c in comps])
+        if self.cfg.algorithm.overlong_penalty:
+            total = np.nan_to_num(total) + self.overlong(comps)
         return np.asarray(total, dtype=np.float64)
 
     # ---- one step ----------------------------------------------------------------------------------------
