@@ -1,6 +1,7 @@
 """`aha demo` end to end at toy size on the shipped tiny-base (the real command's code path), its GPU preset's
 errors, and the GPU variant's pretraining recipe."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,12 +29,13 @@ def test_demo_runs_and_writes_summary(tmp_path):
     assert list((out / "report").glob("*.png")) and any("pass@1" in line for line in lines)
 
 
-def test_demo_gpu_preset_errors_in_one_line(capsys, tmp_path):
+def test_demo_gpu_preset_errors_in_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)        # no runs/pretrain/tiny-base-gpu here
     code = main(["demo", "--gpu", "--out", str(tmp_path / "g")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     if torch.cuda.is_available():      # then the missing base model is the problem
-        assert "aha pretrain configs/pretrain_gpu.yaml" in err or (tmp_path / "g").exists()
+        assert "aha pretrain configs/pretrain_gpu.yaml" in err
     else:
         assert "CUDA" in err and "aha demo" in err
 
@@ -44,7 +46,7 @@ def test_demo_rejects_stray_argument(capsys):
 
 
 def test_gpu_variant_recipe_loads():
-    cfg = load_config(PretrainConfig, "configs/pretrain_gpu.yaml", [])
+    cfg = load_config(PretrainConfig, Path(__file__).parents[1] / "configs" / "pretrain_gpu.yaml", [])
     assert cfg.out_dir == GPU_BASE and cfg.device == "cuda"
     m = cfg.model
     # Qwen2 with tied embeddings: per layer q,o (H*H) + k,v (H*kv_dim) + MLP (3*H*I) + 2 norms; then embeddings
