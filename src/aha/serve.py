@@ -11,17 +11,16 @@ OpenAIEngine gets exact tokens and logprobs from us. Streaming, echo and best_of
 
 Concurrent requests are batched: one worker thread takes a request, waits `batch_window_ms` for others with
 the same sampling settings, and runs them in one engine.generate call. Seeded requests run alone, so their
-samples do not depend on what else was in flight. It is a test and teaching server, not a vLLM replacement.
+samples do not depend on what else was in flight (serve_batcher.py). It is a test and teaching server, not a
+vLLM replacement.
 """
 from __future__ import annotations
 
 import json
-import queue
 import signal
 import threading
 import time
 import uuid
-from concurrent.futures import Future
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Literal
 
 from .config import check
 from .rollout.base import Completion, SamplingParams
+from .serve_batcher import Batcher
 
 
 @dataclass
@@ -53,63 +53,6 @@ class ServeConfig:
 
 class RequestError(ValueError):
     """A bad request: answered with HTTP 400 and this message."""
-
-
-class Batcher:
-    """One thread calls engine.generate; requests with equal unseeded SamplingParams share a call."""
-
-    def __init__(self, engine, window_ms: float, max_prompts: int):
-        self.engine, self.window, self.max_prompts = engine, window_ms / 1000.0, max_prompts
-        self.q: queue.Queue = queue.Queue()
-        self.thread = threading.Thread(target=self._loop, daemon=True, name="aha-serve-batcher")
-        self.thread.start()
-
-    def submit(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
-        fut: Future = Future()
-        self.q.put((prompts, params, fut))
-        return fut.result()
-
-    def close(self) -> None:
-        self.q.put(None)
-        self.thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        pending: list = []
-        while True:
-            item = pending.pop(0) if pending else self.q.get()
-            if item is None:
-                return
-            group, n_prompts = [item], len(item[0])
-            if item[1].seed is None:
-                deadline = time.monotonic() + self.window
-                while n_prompts < self.max_prompts and (left := deadline - time.monotonic()) > 0:
-                    try:
-                        nxt = self.q.get(timeout=left)
-                    except queue.Empty:
-                        break
-                    if nxt is not None and nxt[1] == item[1] and n_prompts + len(nxt[0]) <= self.max_prompts:
-                        group.append(nxt)
-                        n_prompts += len(nxt[0])
-                    else:
-                        pending.append(nxt)
-                        break
-            self._run(group)
-
-    def _run(self, group) -> None:
-        prompts = [p for g in group for p in g[0]]
-        try:
-            comps = self.engine.generate(prompts, group[0][1])
-        except Exception as e:              # answered as HTTP 500 to every request of the group
-            for _, _, fut in group:
-                fut.set_exception(e)
-            return
-        n, at = group[0][1].n, 0
-        for ps, _, fut in group:
-            mine = comps[at * n:(at + len(ps)) * n]
-            for c in mine:
-                c.prompt_index -= at
-            fut.set_result(mine)
-            at += len(ps)
 
 
 class AhaServer:
