@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import require_cuda
+
 ROOT = Path(__file__).resolve().parents[1]
 # arm -> (configs/<name>.yaml and trainer, extra overrides). configs/ppo.yaml uses GAE lambda = 1 (Monte Carlo
 # return minus V): the reward sits on the last token, and with lambda = 0.95 an early token (where the model
@@ -244,10 +246,7 @@ def main(argv=None) -> int:
     if args.worker:
         worker(args)
         return 0
-    if args.device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise SystemExit("--device cuda: no CUDA device visible; use --device cpu")
+    require_cuda(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     results = run_all(args)
     show(args, results)

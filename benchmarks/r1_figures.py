@@ -14,7 +14,7 @@ and once: student (aha pretrain configs/pretrain_student.yaml, unless --student 
 Every job is skipped when its output exists (a pipeline's summary.json, the student's recipe.json) and every
 pipeline skips its finished stages, so re-running the command resumes. With --deadline the jobs still running
 then get SIGTERM (trainers checkpoint on it) and the table shows what finished. Logs: OUT/logs/JOB.log.
-Prints a markdown table (mean ± std and min..max over seeds) and writes OUT/results.json.
+Prints a markdown table (mean ± std and min..max over seeds) and writes OUT/results.json (see _r1_results.py).
 Measured on one H200 with 8 CPU cores (taskset), 6 jobs at once, beside grpo_vs_ppo.py: all 13 jobs in 158 s
 (student pretraining 108 s, r1-zero 41 s, r1 55 s, distill 50 s, student-rl 41 s per arm). On a CPU (--device cpu)
 an RL step of this recipe takes ~10 s on one core: use --toy there, or expect hours.
@@ -32,11 +32,13 @@ import os
 import random
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import require_cuda
+from _r1_results import table
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = ROOT / "configs"
@@ -193,128 +195,6 @@ def run_jobs(jobs: list[Job], a, log) -> None:
         time.sleep(1.0)
 
 
-# ---- results -------------------------------------------------------------------------------------------------
-def stages(run: Path) -> dict:
-    """stage name -> its summary entry, for a finished pipeline run (empty when unfinished)."""
-    p = run / "summary.json"
-    return {s["stage"]: s for s in json.loads(p.read_text())["stages"]} if p.is_file() else {}
-
-
-def eval_curve(metrics: Path, offset: int = 0) -> list[list[float]]:
-    """[[RL step, held-out pass@1 of the in-training eval], ...] from a trainer's metrics.jsonl."""
-    if not metrics.is_file():
-        return []
-    rows = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()]
-    return [[r["step"] + offset, r["eval/pass1"]] for r in rows if "eval/pass1" in r]
-
-
-def trained_sequences(stage_dir: Path) -> int | None:
-    """Sequences through the model's forward+backward in a finished SFT or RL stage: steps x batch (SFT: examples
-    per step; RL: prompts x samples per step), the student-side compute the distillation comparison matches."""
-    m = json.loads((stage_dir / "manifest.json").read_text()) if (stage_dir / "manifest.json").is_file() else None
-    if not m:
-        return None
-    c, steps = m["config"], m["figures"].get("steps") or 0
-    if m["kind"] == "rl":
-        return steps * c["batch"]["prompts_per_step"] * c["sampling"]["group_size"]
-    return steps * c["batch"]["batch_size"]
-
-
-def collect(a) -> dict:
-    """Per arm, per seed: held-out pass@1 / format / length of the evaluated stage, plus compute figures."""
-    rows = {}   # (part, label) -> {seed: {...}}
-
-    def put(part, label, seed, st, **more):
-        ev = (st or {}).get("figures", {}).get("eval")
-        if ev:
-            rows.setdefault((part, label), {})[seed] = {"pass1": ev["pass1"], "format": ev["format"],
-                                                       "len": ev.get("len_mean"), "seconds": st.get("seconds"), **more}
-
-    curves = {}
-    for s in a.seeds:
-        z, r, d, srl = (stages(a.out / f"{k}-s{s}") for k in ("r1-zero", "r1", "distill", "student-rl"))
-        rl_steps = (z.get("01-rl") or {}).get("figures", {}).get("steps")
-        put("a", "base model (tiny-base)", s, z.get("00-base"))
-        put("a", f"R1-Zero: GRPO {rl_steps} steps", s, z.get("01-rl"), rl_steps=rl_steps)
-        n1 = (r.get("02-rl") or {}).get("figures", {}).get("steps")
-        n2 = (r.get("05-rl") or {}).get("figures", {}).get("steps")
-        put("a", "R1: cold-start SFT (0 RL steps)", s, r.get("01-cold-start"), rl_steps=0)
-        put("a", f"R1: + GRPO ({n1} RL steps)", s, r.get("02-rl"), rl_steps=n1)
-        kept = (r.get("03-sample") or {}).get("figures", {}).get("sample", {}).get("kept")
-        put("a", "R1: + rejection-sampling SFT from base", s, r.get("04-sft"), sampled_rows=kept)
-        put("a", f"R1: + GRPO ({(n1 or 0) + (n2 or 0)} RL steps in all)", s, r.get("05-rl"),
-            rl_steps=(n1 or 0) + (n2 or 0))
-        put("b", "teacher: tiny-base after R1-Zero GRPO", s, d.get("00-teacher"))
-        put("b", "student base (pretrained, no RL/SFT)", s, d.get("00-student") or srl.get("00-base"))
-        smp = (d.get("01-sample") or {}).get("figures", {}).get("sample", {})
-        sft = (d.get("02-sft") or {}).get("figures", {})
-        put("b", "student distilled (SFT on teacher traces)", s, d.get("02-sft"), traces=smp.get("kept"),
-            sft_steps=sft.get("steps"), sequences=trained_sequences(a.out / f"distill-s{s}" / "02-sft"))
-        srl_rl = srl.get("01-rl")
-        steps = (srl_rl or {}).get("figures", {}).get("steps")
-        put("b", f"student RL alone (GRPO {steps} steps)", s, srl_rl, rl_steps=steps,
-            sequences=trained_sequences(a.out / f"student-rl-s{s}" / "01-rl"))
-        curves[s] = {"r1-zero": eval_curve(a.out / f"r1-zero-s{s}" / "01-rl" / "run" / "metrics.jsonl"),
-                     "r1": eval_curve(a.out / f"r1-s{s}" / "02-rl" / "run" / "metrics.jsonl")
-                     + eval_curve(a.out / f"r1-s{s}" / "05-rl" / "run" / "metrics.jsonl", offset=n1 or 0),
-                     "student-rl": eval_curve(a.out / f"student-rl-s{s}" / "01-rl" / "run" / "metrics.jsonl")}
-    return {"rows": rows, "curves": curves}
-
-
-def spread(xs: list[float]) -> str:
-    if not xs:
-        return "n/a"
-    if len(xs) == 1:
-        return f"{xs[0]:.3f}"
-    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f} ({min(xs):.2f}..{max(xs):.2f})"
-
-
-def table(a, log=print) -> dict:
-    got = collect(a)
-    title = {"a": "(a) R1 vs R1-Zero at equal RL steps (tiny-base, chain task, R1-Zero template)",
-             "b": "(b) distillation vs RL alone on the student"}
-    cfgs = json.loads((a.out / "config.json").read_text()) if (a.out / "config.json").is_file() else {}
-    log(f"\nheld-out eval: {cfgs.get('eval', '?')}; mean ± std (min..max) over seeds {a.seeds}\n")
-    results = {"config": cfgs, "arms": {}, "curves": got["curves"]}
-    for part in ("a", "b"):
-        log(f"{title[part]}\n")
-        log("| model | seeds | held-out pass@1 | format compliance | length (tokens) | notes |")
-        log("|---|---|---|---|---|---|")
-        for (p, label), per_seed in got["rows"].items():
-            if p != part:
-                continue
-            vals = list(per_seed.values())
-            col = lambda k: [v[k] for v in vals if v.get(k) is not None]
-            notes = []
-            for k, name in (("traces", "teacher traces kept"), ("sft_steps", "SFT steps"),
-                            ("sequences", "sequences trained (fwd+bwd)"),
-                            ("sampled_rows", "rejection-sampled rows")):
-                if col(k):
-                    notes.append(f"{name} {statistics.mean(col(k)):.0f}")
-            lens = col("len")
-            log(f"| {label} | {len(vals)} | {spread(col('pass1'))} | {spread(col('format'))} | "
-                f"{statistics.mean(lens):.0f} | {', '.join(notes)} |" if lens else
-                f"| {label} | {len(vals)} | {spread(col('pass1'))} | {spread(col('format'))} | n/a | |")
-            results["arms"][label] = {"part": part, "per_seed": per_seed,
-                                      **{f"{k}_{f.__name__}": f(col(k)) for k in ("pass1", "format") if col(k)
-                                         for f in (statistics.mean, min, max)}}
-        log("")
-    curve = {}
-    for arm in ("r1-zero", "r1", "student-rl"):
-        pts = {}
-        for c in got["curves"].values():
-            for step, v in c[arm]:
-                pts.setdefault(step, []).append(v)
-        curve[arm] = sorted((st, statistics.mean(v)) for st, v in pts.items())
-        if curve[arm]:
-            log(f"in-training held-out pass@1 by RL step, {arm} (mean over seeds): "
-                + " ".join(f"{st}:{v:.2f}" for st, v in curve[arm]))
-    results["curve_means"] = curve
-    (a.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    log(f"\nwrote {a.out / 'results.json'}")
-    return results
-
-
 def check_budget(a, log) -> dict:
     """The resolved configs of the arms; warns when R1's two RL stages do not add up to R1-Zero's steps."""
     from aha.config import load_config, to_dict
@@ -351,10 +231,7 @@ def main(argv=None) -> int:
     if a.command == "table":
         table(a)
         return 0
-    if a.device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise SystemExit("--device cuda: no CUDA device visible; use --device cpu")
+    require_cuda(a.device)
     a.out.mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(msg, flush=True)
     (a.out / "config.json").write_text(json.dumps(check_budget(a, log), indent=1, default=str))
