@@ -21,6 +21,10 @@ Results: OUT/<algo>-s<seed>.json (a finished one is not rerun), OUT/results.json
 
     python benchmarks/grpo_vs_ppo.py --out runs/grpo-vs-ppo --seeds 0 1 2 --jobs 2 --device cuda   # 9 runs, ~200 s
     python benchmarks/grpo_vs_ppo.py --out /tmp/gvp --model tiny-random --task arithmetic --steps 3 --device cpu
+The 23M GPU variant (pretrain it first: aha pretrain configs/pretrain_gpu.yaml; 9 runs ~160 s on an H200; --jobs 9
+ran out of memory on one 140 GB GPU):
+    python benchmarks/grpo_vs_ppo.py --model runs/pretrain/tiny-base-gpu --max-new-tokens 256 --prompts 32 \
+        --micro-batch 128 --set "task.options={min_terms: 6, max_terms: 10}" --seeds 0 1 2 --jobs 3 --device cuda
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import require_cuda
+from _common import require_cuda, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 # arm -> (configs/<name>.yaml and trainer, extra overrides). configs/ppo.yaml uses GAE lambda = 1 (Monte Carlo
@@ -194,15 +198,6 @@ def run_all(args) -> list[dict]:
         time.sleep(0.5)
     return [json.loads((args.out / f"{a}-s{s}.json").read_text()) for a, s in todo
             if (args.out / f"{a}-s{s}.json").is_file()]
-
-
-def spread(xs) -> str:
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return "n/a"
-    if len(xs) == 1:
-        return f"{xs[0]:.3f}"
-    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f} ({min(xs):.2f}..{max(xs):.2f})"
 
 
 def show(args, results: list[dict]) -> None:

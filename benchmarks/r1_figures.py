@@ -229,6 +229,8 @@ def main(argv=None) -> int:
         return 0
     a.out = a.out.resolve()
     if a.command == "table":
+        if not a.out.is_dir():
+            raise SystemExit(f"{a.out}: no such results directory; pass the --out of an earlier `run`")
         table(a)
         return 0
     require_cuda(a.device)
