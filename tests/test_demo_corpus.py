@@ -6,7 +6,7 @@ import re
 import pytest
 
 from aha.data.templates import R1_ZERO
-from aha.demo.corpus import CorpusConfig, build_corpus, step_text
+from aha.demo.corpus import CorpusConfig, build_corpus, noisy_steps, segment, step_text
 from aha.demo.problems import Problem, chains_in, sample_split, split_of
 from aha.demo.task import ChainTask
 from aha.demo.tokenizer import left_anchored_merges, train_tokenizer
@@ -128,3 +128,59 @@ def test_left_anchored_merges_by_hand():
     counts = Counter({"Ġab": 3, "Ġac": 2, "Ġb": 1})
     assert left_anchored_merges(counts, 10) == [("Ġ", "a"), ("Ġa", "b"), ("Ġa", "c"), ("Ġ", "b")]
     assert left_anchored_merges(counts, 2) == [("Ġ", "a"), ("Ġa", "b")]
+
+
+def test_default_corpus_unchanged_by_slip_options():
+    """p_slip = p_verify = 0 draws exactly as before those options existed: the shipped tiny-base's corpus.
+    The hash is of the corpus built by the code before noisy_steps was added (commit 33d33ee)."""
+    import hashlib
+    docs = build_corpus(CorpusConfig(n_docs=400, seed=0))
+    assert hashlib.sha256("\x00".join(docs).encode()).hexdigest() == \
+        "9e5ef701fee01b563c5e3b230f3732e0fa8cc6c42d18fe89f139ebcda5f74ff6"
+
+
+def test_noisy_steps_by_hand():
+    p = Problem((31, 3, 2, 3, 1), ("+", "+", "-", "+"))
+    rng = random.Random(0)
+    assert noisy_steps(p, rng, 0.0, verify=False) == ("31+3+2-3+1 = 34+2-3+1 = 36-3+1 = 33+1 = 34", 34)
+    assert noisy_steps(p, rng, 0.0, verify=True) == (
+        "31+3+2-3+1 = 34+2-3+1 (verify: 31+3 = 34) = 36-3+1 (verify: 34+2 = 36) = 33+1 (verify: 36-3 = 33)"
+        " = 34 (verify: 33+1 = 34)", 34)
+
+
+def _apply(a: int, op: str, b: int) -> int:
+    return a + b if op == "+" else a - b
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_slips_carry_on_unless_verified(seed):
+    rng = random.Random(seed)
+    for _ in range(100):
+        p = sample_split(rng, "train", min_terms=3, max_terms=5)
+        # every step slips: the reached answer follows the written (wrong) running values, all >= 0
+        text, answer = noisy_steps(p, rng, 1.0, verify=False)
+        heads = [int(re.match(r"\d+", seg).group()) for seg in text.split(" = ")]
+        assert heads[0] == p.numbers[0] and heads[-1] == answer and min(heads) >= 0
+        for i, (op, n) in enumerate(zip(p.ops, p.numbers[1:])):
+            assert heads[i + 1] - _apply(heads[i], op, n) in (-10, 10, -1, 1)
+        # verified: every slip is caught ("wait, no: a+b = right"), the answer is right
+        text, answer = noisy_steps(p, rng, 1.0, verify=True)
+        assert answer == p.answer and text.count("wait, no: ") == len(p.ops)
+        for a, op, b, v in re.findall(r"wait, no: (\d+)([+-])(\d+) = (\d+)", text):
+            assert _apply(int(a), op, int(b)) == int(v)
+        assert all(segment(p, i) in text for i in range(len(p.ops) + 1))   # every right segment is there
+
+
+def test_slipping_corpus_keeps_heldout_out_and_answers_consistent():
+    cfg = CorpusConfig(n_docs=1500, seed=5, p_slip=0.2, p_verify=0.3)
+    docs = build_corpus(cfg)
+    assert all(split_of(c) == "train" for d in docs for c in chains_in(d))
+    verified = [d for d in docs if "(verify: " in d]
+    slipped = [d for d in docs if "wait, no: " in d]
+    assert verified and slipped
+    # a tagged reply's answer is the last running value its steps reach (a slip changes it)
+    for d in docs:
+        m = re.search(r"<(\w+)> ([^<]*?) </\1>\s*<(\w+)> (\d+) </\3>", d)
+        if m and " = " in m.group(2):
+            last = m.group(2).split(" = ")[-1]
+            assert int(re.match(r"\d+", last).group()) == int(m.group(4))

@@ -1,5 +1,5 @@
 """`aha demo` end to end at toy size on the shipped tiny-base (the real command's code path), its GPU preset's
-errors, and the GPU variant's pretraining recipe."""
+errors, the GPU variant's pretraining recipe, and the re-checking variant (--recheck, shipped tiny-recheck)."""
 import json
 from pathlib import Path
 
@@ -9,7 +9,8 @@ import torch
 from aha.cli import main
 from aha.config import load_config
 from aha.demo.pretrain import PretrainConfig
-from aha.pipelines.demo import GPU_BASE, run_demo
+from aha.config import ConfigError
+from aha.pipelines.demo import GPU_BASE, demo_config, run_demo
 
 TOY = ("steps=2", "batch.prompts_per_step=2", "sampling.group_size=2", "batch.micro_batch_size=4",
        "sampling.max_new_tokens=12", "logging.eval_every=0", "optim.warmup_steps=0")
@@ -55,3 +56,21 @@ def test_gpu_variant_recipe_loads():
         + m.hidden_size + 2 * kv + 2 * m.hidden_size
     n = m.num_layers * per_layer + 908 * m.hidden_size + m.hidden_size
     assert 20e6 <= n <= 50e6, n
+
+
+def test_recheck_preset_and_its_shipped_model(tmp_path):
+    cfg = demo_config(False, str(tmp_path), [], recheck=True)
+    assert cfg.model.path == "tiny-recheck" and cfg.sampling.max_new_tokens == 192
+    assert demo_config(False, str(tmp_path), ["sampling.max_new_tokens=64"], recheck=True).sampling.max_new_tokens == 64
+    with pytest.raises(ConfigError, match="choose one"):
+        demo_config(False, str(tmp_path), [], gpu=True, recheck=True)
+    recipe = json.loads((Path(__file__).parents[1] / "src/aha/assets/tiny-recheck/recipe.json").read_text())
+    shipped = load_config(PretrainConfig, Path(__file__).parents[1] / "configs" / "pretrain_recheck.yaml", [])
+    assert recipe["config"]["corpus"] == shipped.corpus.__dict__ and shipped.corpus.p_slip > 0
+
+
+def test_recheck_demo_runs_on_the_shipped_model(tmp_path):
+    out = tmp_path / "rc"
+    s = run_demo(out=str(out), overrides=TOY, log=lambda *_: None, eval_size=2, eval_k=2, recheck=True)
+    cfg = (out / "config.yaml").read_text()
+    assert "tiny-recheck" in cfg and s["steps"] == 2 and 0.0 <= s["pass1_after"] <= 1.0

@@ -12,6 +12,7 @@ USAGE = """usage: aha <command> [CONFIG] [key.sub=value ...]
 commands:
   demo [--quick]   R1-Zero on the tiny base model shipped with aha, on the CPU: pass@1 and format before vs after
        [--gpu]     the 23M-parameter GPU variant (after `aha pretrain configs/pretrain_gpu.yaml`)
+       [--recheck] on tiny-recheck, whose corpus's steps slip unless checked: the model learns to verify
   train CONFIG     RL training: GRPO / Dr. GRPO / DAPO (configs/grpo.yaml, dr_grpo.yaml, dapo.yaml),
                    PPO with algorithm.name=ppo
   eval [CONFIG]    pass@1 over k samples, cons@k, pass@k, format, length, reflection

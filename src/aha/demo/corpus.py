@@ -20,7 +20,10 @@ tests/test_demo_corpus.py checks all three.
 
 Worked solutions rewrite the chain one operation at a time ("31+3+2 = 34+2 = 36", see step_text).
 Steps sometimes include a re-check: a wrong running value followed by "wait, ..." and the corrected step, or a
-confirmed re-computation. RL can then amplify re-checking if it pays (issue 4, part 3, counts it).
+confirmed re-computation. RL can then amplify re-checking if it pays (issue 4, part 3, counts it). In the
+shipped corpus it does not pay: the steps are right anyway. With p_slip > 0 the step writers slip (a wrong
+running value that carries on to the answer) unless the solution verifies every step (p_verify), which
+catches each slip: see noisy_steps.
 """
 from __future__ import annotations
 
@@ -87,6 +90,8 @@ class CorpusConfig:
     p_steps_plain: float = 0.6     # a plain solution writes its steps: practice at copying and stepping
     p_recheck: float = 0.10        # a step solution contains one re-check ("wait, ...")
     p_ignore_format: float = 0.10  # a tagged document's responder ignores the stated format
+    p_slip: float = 0.0            # each written step slips (a wrong running value) with this probability
+    p_verify: float = 0.0          # a step solution verifies every step, catching and fixing its slips
 
     def __post_init__(self):
         check(self.n_docs >= 1, "n_docs", f"must be >= 1, got {self.n_docs}")
@@ -94,7 +99,7 @@ class CorpusConfig:
               f"need 2 <= min_terms <= max_terms, got {self.min_terms}..{self.max_terms}")
         mix = (self.mix_drill, self.mix_plain, self.mix_tagged)
         check(min(mix) >= 0 and sum(mix) > 0, "mix_tagged", f"mix weights must be >= 0 with a positive sum, got {mix}")
-        for name in ("p_steps", "p_steps_plain", "p_recheck", "p_ignore_format"):
+        for name in ("p_steps", "p_steps_plain", "p_recheck", "p_ignore_format", "p_slip", "p_verify"):
             v = getattr(self, name)
             check(0.0 <= v <= 1.0, name, f"is a probability, must be in [0, 1], got {v}")
 
@@ -132,6 +137,48 @@ def step_text(p: Problem, rng: random.Random, p_recheck: float) -> str:
     return " = ".join(parts)
 
 
+def slipped(rng: random.Random, right: int, floor: int) -> int:
+    """A wrong running value near `right` (off by 1 or 10) that keeps every later running value >= 0:
+    `floor` is the lowest value the rest of the chain reaches from `right`."""
+    return right + rng.choice([d for d in (-10, 10, -1, 1) if floor + d >= 0])
+
+
+def noisy_steps(p: Problem, rng: random.Random, p_slip: float, verify: bool) -> tuple[str, int]:
+    """The chain rewritten one operation at a time by a writer who slips -> (text, the answer it reaches).
+
+    Each step's running value is wrong with probability p_slip (off by 1 or 10). Without `verify` a slip
+    stands and carries on to the answer: "31+3+2 = 35+2 = 37". With `verify` every step is recomputed: a right
+    one is confirmed ("34+2 (verify: 31+3 = 34)"), a slip is caught and fixed ("35+2, wait, no: 31+3 = 34, so
+    34+2"), and the answer is right. Verifying thus pays exactly when the writer slips: RL on a model
+    pretrained on both kinds of writer has a reason to make it verify (issue 4's re-checking).
+    """
+    value, parts = p.numbers[0], [segment(p, 0)]
+    partials = p.partials()
+    for i in range(1, len(p.ops) + 1):
+        op, n = p.ops[i - 1], p.numbers[i]
+        right = value + n if op == "+" else value - n
+        floor = right + min(partials[i - 1:]) - partials[i - 1]
+        v = slipped(rng, right, floor) if rng.random() < p_slip else right
+        if not verify:
+            parts.append(segment(p, i, v))
+            value = v
+            continue
+        if v != right:
+            parts.append(f"{segment(p, i, v)}, wait, no: {value}{op}{n} = {right}, so {segment(p, i, right)}")
+        else:
+            parts.append(f"{segment(p, i, right)} (verify: {value}{op}{n} = {right})")
+        value = right
+    return " = ".join(parts), value
+
+
+def worked(p: Problem, rng: random.Random, cfg: CorpusConfig) -> tuple[str, int]:
+    """A worked solution and the answer it reaches. Without slips or verifying, step_text and the right
+    answer, drawing from rng exactly as before these options existed (the shipped corpus is unchanged)."""
+    if cfg.p_slip == 0 and cfg.p_verify == 0:
+        return step_text(p, rng, cfg.p_recheck), p.answer
+    return noisy_steps(p, rng, cfg.p_slip, verify=rng.random() < cfg.p_verify)
+
+
 def drill_doc(rng: random.Random) -> str:
     """One-step facts over the range the running steps visit (a total, then one digit)."""
     lines = []
@@ -144,7 +191,8 @@ def drill_doc(rng: random.Random) -> str:
 def plain_doc(p: Problem, rng: random.Random, cfg: CorpusConfig) -> str:
     q = rng.choice(QUESTIONS).format(e=p.expression)
     steps = rng.random() < cfg.p_steps_plain
-    sol = f"{step_text(p, rng, cfg.p_recheck)}. So the answer is {p.answer}." if steps else f"{p.answer}"
+    work, answer = worked(p, rng, cfg) if steps else ("", p.answer)
+    sol = f"{work}. So the answer is {answer}." if steps else f"{answer}"
     layout = rng.randrange(4)
     if layout == 0:
         return f"Q: {q} A: {sol}"
@@ -177,12 +225,12 @@ def tagged_doc(p: Problem, rng: random.Random, cfg: CorpusConfig) -> str:
     instruction = " ".join(s for s in parts if s).format(**names)
     q = rng.choice(QUESTIONS).format(e=p.expression) + rng.choice(["", "", "."])
     steps = rng.random() < cfg.p_steps
-    work = step_text(p, rng, cfg.p_recheck) if steps else rng.choice(DIRECT_REMARKS)
+    work, answer = worked(p, rng, cfg) if steps else (rng.choice(DIRECT_REMARKS), p.answer)
     if rng.random() < cfg.p_ignore_format:
-        reply = f"{work}. The answer is {p.answer}." if steps else f"The answer is {p.answer}."
+        reply = f"{work}. The answer is {answer}." if steps else f"The answer is {answer}."
     else:
         sep = rng.choice([" ", " ", "\n"])
-        reply = f"<{X}> {work} </{X}>{sep}<{Y}> {p.answer} </{Y}>"
+        reply = f"<{X}> {work} </{X}>{sep}<{Y}> {answer} </{Y}>"
     nl = rng.choice([" ", " ", "\n"])
     return f"{instruction}{nl}{A}: {q}{nl}{B}: {reply}"
 

@@ -10,7 +10,7 @@ import torch
 from .tiny import char_tokenizer, tiny_model
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-BUILTIN = {"tiny-base": ASSETS / "tiny-base"}
+BUILTIN = {"tiny-base": ASSETS / "tiny-base", "tiny-recheck": ASSETS / "tiny-recheck"}
 
 
 class ModelLoadError(RuntimeError):

@@ -6,6 +6,9 @@ It prints progress per step, then pass@1 (mean over k samples per problem) and f
 after, the response-length curve, how often completions re-check or revise an intermediate result, and a few
 completions before and after; it writes summary.json, metrics.jsonl, eval_before/ and eval_after/ (per-sample
 JSONL) and report/ (PNG plots of reward, accuracy and length, and an HTML page) under --out.
+
+--gpu trains the 23M-parameter variant (configs/pretrain_gpu.yaml) on a GPU; --recheck trains tiny-recheck, whose
+pretraining corpus slips unless a solution verifies its steps, so that RL has a reason to make it re-check.
 """
 from __future__ import annotations
 
@@ -31,15 +34,20 @@ GPU_BASE = "runs/pretrain/tiny-base-gpu"
 GPU = [f"model.path={GPU_BASE}", "model.device=cuda", "task.options={min_terms: 6, max_terms: 10}",
        "sampling.max_new_tokens=256", "batch.prompts_per_step=32", "batch.micro_batch_size=128",
        "logging.eval_size=128"]
+# The re-checking variant: the base model of configs/pretrain_recheck.yaml (shipped as tiny-recheck), whose corpus
+# writers slip unless they verify each step; verified solutions are ~2x longer, hence 192 new tokens.
+RECHECK = ["model.path=tiny-recheck", "sampling.max_new_tokens=192"]
 EVAL = {"size": 200, "k": 4}
 QUICK_EVAL = {"size": 100, "k": 2}
 
 
-def demo_config(quick: bool, out: str, overrides: list[str], gpu: bool = False):
-    from ..config import load_config
+def demo_config(quick: bool, out: str, overrides: list[str], gpu: bool = False, recheck: bool = False):
+    from ..config import ConfigError, load_config
     from ..train.config import TrainConfig
 
-    preset = DEMO + (QUICK if quick else []) + (GPU if gpu else [])
+    if gpu and recheck:
+        raise ConfigError("demo", "--gpu and --recheck are two different base models; choose one")
+    preset = DEMO + (QUICK if quick else []) + (GPU if gpu else []) + (RECHECK if recheck else [])
     return load_config(TrainConfig, None, preset + [f"out={out}"] + list(overrides))
 
 
@@ -56,13 +64,14 @@ def held_out(trainer, size: int, k: int, out_dir: Path, log):
 
 
 def run_demo(quick: bool = False, out: str | None = None, overrides: tuple[str, ...] = (), log=print,
-             gpu: bool = False, eval_size: int | None = None, eval_k: int | None = None) -> dict:
+             gpu: bool = False, eval_size: int | None = None, eval_k: int | None = None,
+             recheck: bool = False) -> dict:
     from ..demo import task as _task  # noqa: F401  (registers the demo's "chain" task)
     from ..eval import make_report
     from ..train.grpo import GRPOTrainer
 
     out = out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = demo_config(quick, out, list(overrides), gpu)
+    cfg = demo_config(quick, out, list(overrides), gpu, recheck)
     if gpu:
         check_gpu(cfg.model.path)
     ev = dict(QUICK_EVAL if quick else EVAL)
@@ -138,15 +147,16 @@ def show(summary: dict, before, after, report: Path, log) -> None:
 
 
 def cmd_demo(args: list[str]) -> int:
-    """`aha demo [--quick] [--gpu] [--out DIR] [key.sub=value ...]`."""
+    """`aha demo [--quick] [--gpu | --recheck] [--out DIR] [key.sub=value ...]`."""
     from ..cli import UsageError, flags_to_overrides
 
-    quick, gpu = "--quick" in args, "--gpu" in args
-    rest = flags_to_overrides([a for a in args if a not in ("--quick", "--gpu")], {"--out": "out"})
+    quick, gpu, recheck = "--quick" in args, "--gpu" in args, "--recheck" in args
+    rest = flags_to_overrides([a for a in args if a not in ("--quick", "--gpu", "--recheck")], {"--out": "out"})
     out = next((r.split("=", 1)[1] for r in rest if r.startswith("out=")), None)
     overrides = [r for r in rest if not r.startswith("out=")]
     for o in overrides:
         if "=" not in o:
-            raise UsageError(f"unexpected argument '{o}'; usage: aha demo [--quick] [--gpu] [--out DIR] [key.sub=value ...]")
-    run_demo(quick=quick, out=out, overrides=tuple(overrides), gpu=gpu)
+            raise UsageError(f"unexpected argument '{o}'; usage: aha demo [--quick] [--gpu | --recheck] [--out DIR] "
+                             "[key.sub=value ...]")
+    run_demo(quick=quick, out=out, overrides=tuple(overrides), gpu=gpu, recheck=recheck)
     return 0
