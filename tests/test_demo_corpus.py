@@ -146,6 +146,26 @@ def test_noisy_steps_by_hand():
     assert noisy_steps(p, rng, 0.0, verify=True) == (
         "31+3+2-3+1 = 34+2-3+1 (verify: 31+3 = 34) = 36-3+1 (verify: 34+2 = 36) = 33+1 (verify: 36-3 = 33)"
         " = 34 (verify: 33+1 = 34)", 34)
+    # one slip, caught: the whole text fixed by the slip's value d
+    q = Problem((10, 9, 1), ("-", "+"))
+    for _ in range(20):
+        text, answer = noisy_steps(q, rng, 1.0, verify=True)
+        d1, d2 = (int(re.match(r"\d+", s).group()) for s in re.findall(r"= (\d+[^,]*), wait", text))
+        assert text == (f"10-9+1 = {d1}+1, wait, no: 10-9 = 1, so 1+1 = {d2}, wait, no: 1+1 = 2, so 2") and answer == 2
+
+
+def test_slips_keep_values_non_negative():
+    """10-9+1 runs through 1, so a slip of -10 at the first step would go negative: only +10, -1 (to 0) and +1
+    are drawn there, and every value the text reaches is >= 0."""
+    q = Problem((10, 9, 1), ("-", "+"))
+    rng = random.Random(1)
+    seen = set()
+    for _ in range(300):
+        text, answer = noisy_steps(q, rng, 1.0, verify=False)
+        first = int(text.split(" = ")[1].split("+")[0])
+        seen.add(first - 1)
+        assert answer >= 0 and first >= 0
+    assert seen == {10, -1, 1}                      # -10 is never drawn: 1-10 < 0
 
 
 def _apply(a: int, op: str, b: int) -> int:
@@ -175,12 +195,22 @@ def test_slipping_corpus_keeps_heldout_out_and_answers_consistent():
     cfg = CorpusConfig(n_docs=1500, seed=5, p_slip=0.2, p_verify=0.3)
     docs = build_corpus(cfg)
     assert all(split_of(c) == "train" for d in docs for c in chains_in(d))
-    verified = [d for d in docs if "(verify: " in d]
-    slipped = [d for d in docs if "wait, no: " in d]
-    assert verified and slipped
-    # a tagged reply's answer is the last running value its steps reach (a slip changes it)
+    assert any("(verify: " in d for d in docs) and any("wait, no: " in d for d in docs)
+    # every worked solution's stated answer is the last running value its steps reach; with slips that stand,
+    # some of those answers are wrong (differ from the question's true value)
+    tagged = re.compile(r"<(\w+)> (\d+(?:[+-]\d+)+ = [^<]*?) </\1>\s*<(\w+)> (\d+) </\3>")
+    plain = re.compile(r"(\d+(?:[+-]\d+)+ = [^\n]*?)\. (?:So the|The) answer is (\d+)")
+    kinds = {"tagged": 0, "plain": 0}
+    wrong = 0
     for d in docs:
-        m = re.search(r"<(\w+)> ([^<]*?) </\1>\s*<(\w+)> (\d+) </\3>", d)
-        if m and " = " in m.group(2):
-            last = m.group(2).split(" = ")[-1]
-            assert int(re.match(r"\d+", last).group()) == int(m.group(4))
+        if m := tagged.search(d):
+            work, stated, kind = m.group(2), int(m.group(4)), "tagged"
+        elif m := plain.search(d):
+            work, stated, kind = m.group(1), int(m.group(2)), "plain"
+        else:
+            continue
+        steps = work.split(" = ")
+        assert int(re.match(r"\d+", steps[-1]).group()) == stated, d
+        kinds[kind] += 1
+        wrong += eval(steps[0]) != stated          # steps[0] is the question's chain: digits and +/- only
+    assert min(kinds.values()) > 100 and wrong > 0, (kinds, wrong)

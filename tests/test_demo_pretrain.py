@@ -68,11 +68,12 @@ def test_toy_pretrain_is_deterministic(tmp_path):
     assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
 
 
-def test_recipe_yaml_is_the_shipped_recipe():
+@pytest.mark.parametrize("asset, recipe", [("tiny-base", "pretrain.yaml"), ("tiny-recheck", "pretrain_recheck.yaml")])
+def test_recipe_yaml_is_the_shipped_recipe(asset, recipe):
     import dataclasses
 
-    cfg = dataclasses.asdict(load_config(PretrainConfig, str(ASSET.parents[3] / "configs" / "pretrain.yaml"), []))
-    shipped = json.loads((ASSET / "recipe.json").read_text())["config"]
+    cfg = dataclasses.asdict(load_config(PretrainConfig, str(ASSET.parents[3] / "configs" / recipe), []))
+    shipped = json.loads((ASSET.parent / asset / "recipe.json").read_text())["config"]
     # p_slip and p_verify came after these weights; at 0 they draw the same corpus (test_demo_corpus.py)
     shipped["corpus"] = {"p_slip": 0.0, "p_verify": 0.0, **shipped["corpus"]}
     for key in cfg.keys() - {"out_dir", "threads", "log_every", "device"}:   # where/how fast, not what

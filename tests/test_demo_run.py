@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from aha.cli import main
-from aha.config import load_config
 from aha.demo.pretrain import PretrainConfig
-from aha.config import ConfigError
+from aha.config import ConfigError, load_config
 from aha.pipelines.demo import GPU_BASE, demo_config, run_demo
 
 TOY = ("steps=2", "batch.prompts_per_step=2", "sampling.group_size=2", "batch.micro_batch_size=4",
@@ -64,9 +63,24 @@ def test_recheck_preset_and_its_shipped_model(tmp_path):
     assert demo_config(False, str(tmp_path), ["sampling.max_new_tokens=64"], recheck=True).sampling.max_new_tokens == 64
     with pytest.raises(ConfigError, match="choose one"):
         demo_config(False, str(tmp_path), [], gpu=True, recheck=True)
-    recipe = json.loads((Path(__file__).parents[1] / "src/aha/assets/tiny-recheck/recipe.json").read_text())
-    shipped = load_config(PretrainConfig, Path(__file__).parents[1] / "configs" / "pretrain_recheck.yaml", [])
-    assert recipe["config"]["corpus"] == shipped.corpus.__dict__ and shipped.corpus.p_slip > 0
+    # (the whole recipe.json against configs/pretrain_recheck.yaml: tests/test_demo_pretrain.py)
+
+
+def test_recheck_flags_errors_in_one_line(capsys):
+    assert main(["demo", "--gpu", "--recheck"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "choose one" in err
+    assert main(["demo", "--rechek"]) == 2
+    assert "--recheck" in capsys.readouterr().err          # the valid switches are named
+
+
+def test_missing_builtin_model_names_its_recipe(monkeypatch, tmp_path):
+    from aha.models import load
+    from aha.models.load import ModelLoadError, load_model
+
+    monkeypatch.setitem(load.BUILTIN, "tiny-recheck", tmp_path / "gone")
+    with pytest.raises(ModelLoadError, match="aha pretrain configs/pretrain_recheck.yaml.*model.path=runs/pretrain/tiny-recheck"):
+        load_model("tiny-recheck", device="cpu")
 
 
 def test_recheck_demo_runs_on_the_shipped_model(tmp_path):

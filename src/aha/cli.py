@@ -22,7 +22,8 @@ commands:
   sample CONFIG    rejection sampling: k samples per prompt, keep verified, readable ones -> SFT data
   serve MODEL      our engine behind an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions)
   pipeline NAME CONFIG   chain the stages: r1-zero | r1 | distill (resumable; a manifest per stage)
-  pretrain CONFIG  pretrain the tiny base model of `aha demo` (configs/pretrain.yaml)
+  pretrain CONFIG  pretrain a demo base model: configs/pretrain.yaml (tiny-base), pretrain_recheck.yaml
+                   (tiny-recheck), pretrain_gpu.yaml (the 23M GPU variant)
   version          print the version
 
 Examples:
@@ -67,8 +68,9 @@ EVAL_FLAGS = {"--model": "model.path", "--task": "task.name", "--k": "k", "--lim
               "--engine": "engine"}
 
 
-def flags_to_overrides(args: list[str], flags: dict[str, str]) -> list[str]:
-    """`--model PATH` style flags -> `model.path=PATH` overrides; other arguments pass through."""
+def flags_to_overrides(args: list[str], flags: dict[str, str], switches: tuple[str, ...] = ()) -> list[str]:
+    """`--model PATH` style flags -> `model.path=PATH` overrides; other arguments pass through. `switches` (flags
+    without a value, taken out by the caller) are only named in the error for an unknown option."""
     out, i = [], 0
     while i < len(args):
         a = args[i]
@@ -80,7 +82,8 @@ def flags_to_overrides(args: list[str], flags: dict[str, str]) -> list[str]:
                 i, val = i + 1, args[i + 1]
             out.append(f"{flags[name]}={val}")
         elif a.startswith("--"):
-            raise UsageError(f"unknown option '{a}'; options: {', '.join(flags)} (or key.sub=value overrides)")
+            raise UsageError(f"unknown option '{a}'; options: {', '.join([*switches, *flags])} "
+                             "(or key.sub=value overrides)")
         else:
             out.append(a)
         i += 1

@@ -33,7 +33,7 @@ from .serve_batcher import Batcher
 
 @dataclass
 class ServeConfig:
-    model: str = "tiny-base"         # local HF directory, hub id, tiny-base or tiny-random
+    model: str = "tiny-base"         # local HF directory, hub id, tiny-base, tiny-recheck or tiny-random
     name: str = ""                   # model name the API reports and accepts ("" = the model argument)
     host: str = "127.0.0.1"
     port: int = 8000                 # 0 = any free port (printed)

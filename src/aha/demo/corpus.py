@@ -88,7 +88,8 @@ class CorpusConfig:
     p_steps: float = 0.25          # a tagged solution writes its steps (else a direct answer): sets the
                                    # base model's step rate under the R1-Zero template (measured 0.255)
     p_steps_plain: float = 0.6     # a plain solution writes its steps: practice at copying and stepping
-    p_recheck: float = 0.10        # a step solution contains one re-check ("wait, ...")
+    p_recheck: float = 0.10        # a step solution contains one re-check ("wait, ..."); unused when p_slip
+                                   # or p_verify is set (noisy_steps writes the solutions then)
     p_ignore_format: float = 0.10  # a tagged document's responder ignores the stated format
     p_slip: float = 0.0            # each written step slips (a wrong running value) with this probability
     p_verify: float = 0.0          # a step solution verifies every step, catching and fixing its slips

@@ -8,7 +8,8 @@ AutoModelForCausalLM / AutoTokenizer.from_pretrained and holds recipe.json (the 
 seconds, device, the mean loss of the last log interval) and metrics.jsonl (the mean loss of each interval of
 `log_every` steps).
 
-`aha pretrain configs/pretrain.yaml` reproduces src/aha/assets/tiny-base from its recipe and seed.
+`aha pretrain configs/pretrain.yaml` reproduces src/aha/assets/tiny-base from its recipe and seed;
+configs/pretrain_recheck.yaml makes src/aha/assets/tiny-recheck, configs/pretrain_gpu.yaml the 23M GPU variant.
 """
 from __future__ import annotations
 

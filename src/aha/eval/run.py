@@ -30,7 +30,7 @@ def _check(cond: bool, key: str, message: str) -> None:
 
 @dataclass
 class EvalModelConfig:
-    path: str = "tiny-base"          # local HF directory, hub id, "tiny-base" (shipped) or "tiny-random"
+    path: str = "tiny-base"          # local HF directory, hub id, "tiny-base" / "tiny-recheck" (shipped), "tiny-random"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"   # auto: bf16 on GPU, fp32 on CPU
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     trust_remote_code: bool = False

@@ -11,6 +11,9 @@ from .tiny import char_tokenizer, tiny_model
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUILTIN = {"tiny-base": ASSETS / "tiny-base", "tiny-recheck": ASSETS / "tiny-recheck"}
+# How each was made: (recipe, the directory `aha pretrain RECIPE` writes)
+RECIPES = {"tiny-base": ("configs/pretrain.yaml", "runs/pretrain/tiny-base"),
+           "tiny-recheck": ("configs/pretrain_recheck.yaml", "runs/pretrain/tiny-recheck")}
 
 
 class ModelLoadError(RuntimeError):
@@ -43,8 +46,9 @@ def load_model(path: str, *, device: str = "auto", dtype: str = "auto", gradient
     else:
         src = BUILTIN.get(path, path)
         if path in BUILTIN and not Path(src).is_dir():
-            raise ModelLoadError(f"built-in model '{path}' is missing from this install ({src}); "
-                                 "reinstall aha-rl or run `aha pretrain configs/pretrain.yaml`")
+            recipe, out = RECIPES[path]
+            raise ModelLoadError(f"built-in model '{path}' is missing from this install ({src}); reinstall aha-rl, or "
+                                 f"run `aha pretrain {recipe}` and pass model.path={out}")
         looks_local = str(src).startswith((".", "/", "~")) or Path(src).exists()
         if looks_local and not (Path(src).expanduser() / "config.json").is_file():
             raise ModelLoadError(f"model path '{src}' has no config.json; pass a Hugging Face model directory "

@@ -59,7 +59,7 @@ class ValueModel(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str, *, device: str = "auto", dtype: str = "auto", seed: int = 0,
                         gradient_checkpointing: bool = False, trust_remote_code: bool = False) -> "ValueModel":
-        """A value checkpoint (backbone + value_head.safetensors) or any causal LM ("tiny-random", "tiny-base",
+        """A value checkpoint (backbone + value_head.safetensors) or any causal LM ("tiny-random", "tiny-base", "tiny-recheck",
         a local HF directory, a hub id): the latter gets a fresh (zero) head. `seed` only matters for
         "tiny-random", whose weights it draws."""
         from .load import load_model, resolve_device, resolve_dtype

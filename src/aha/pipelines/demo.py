@@ -125,6 +125,7 @@ def summarize(before, after, fit: dict, seconds: float, out: Path) -> dict:
         "length_curve": [[r["step"], r.get("len/mean")] for r in rows],
         "accuracy_curve": [[r["step"], r.get("reward/accuracy")] for r in rows],
         "held_out_curve": [[r["step"], r["eval/pass1"]] for r in rows if "eval/pass1" in r],
+        "reflection_curve": [[r["step"], r["eval/reflection_rate"]] for r in rows if "eval/reflection_rate" in r],
     }
 
 
@@ -142,7 +143,8 @@ def show(summary: dict, before, after, report: Path, log) -> None:
         log(f"\n--- {name}: sample completions ---")
         for smp in res.samples[:: max(1, len(res.samples) // 3)][:3]:
             text = smp["completion"].replace("\n", "\\n")
-            log(f"[{'correct' if smp.get('correct') else 'wrong  '}] {smp['question']}  ->  {text[:200]}")
+            text = text if len(text) <= 240 else f"{text[:150]} ... {text[-85:]}"   # keep the <answer>
+            log(f"[{'correct' if smp.get('correct') else 'wrong  '}] {smp['question']}  ->  {text}")
     log(f"\n{s['steps']} steps, {s['seconds']:.0f} s; report: {report}")
 
 
@@ -150,8 +152,11 @@ def cmd_demo(args: list[str]) -> int:
     """`aha demo [--quick] [--gpu | --recheck] [--out DIR] [key.sub=value ...]`."""
     from ..cli import UsageError, flags_to_overrides
 
-    quick, gpu, recheck = "--quick" in args, "--gpu" in args, "--recheck" in args
-    rest = flags_to_overrides([a for a in args if a not in ("--quick", "--gpu", "--recheck")], {"--out": "out"})
+    switches = ("--quick", "--gpu", "--recheck")
+    quick, gpu, recheck = (s in args for s in switches)
+    if gpu and recheck:
+        raise UsageError("--gpu and --recheck train two different base models; choose one")
+    rest = flags_to_overrides([a for a in args if a not in switches], {"--out": "out"}, switches)
     out = next((r.split("=", 1)[1] for r in rest if r.startswith("out=")), None)
     overrides = [r for r in rest if not r.startswith("out=")]
     for o in overrides:

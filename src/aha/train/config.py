@@ -24,7 +24,7 @@ class LoraConfig:
 
 @dataclass
 class ModelConfig:
-    path: str = "tiny-base"          # local dir or hub id; "tiny-base" = the base model shipped with aha;
+    path: str = "tiny-base"          # local dir or hub id; "tiny-base" / "tiny-recheck" = models shipped with aha;
                                      # "tiny-random" = a random 2-layer Qwen2 on a character tokenizer (tests)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     device: str = "auto"             # auto | cpu | cuda | cuda:N
