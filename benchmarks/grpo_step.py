@@ -6,6 +6,7 @@ backward over every token). Prints median step time and its split per engine.
 
     python benchmarks/grpo_step.py [--arch 0.5b] [--steps 4] [--prompts 32] [--group 8] [--new 256]
     python benchmarks/grpo_step.py --engines fast,fast/noshare     # the shared-prefix forward on vs off
+    python benchmarks/grpo_step.py --engines fast,fast/release     # engine_release: KV cache freed per update
 """
 from __future__ import annotations
 
@@ -41,13 +42,14 @@ def build(arch: str, out: Path) -> None:
 
 
 def run(model_dir: Path, spec: str, args, out: Path) -> dict:
-    """spec: an engine name, with "/noshare" for the plain training forward (batch.share_prefix=false)."""
+    """spec: an engine name, with "/noshare" for the plain training forward (batch.share_prefix=false) or
+    "/release" to free the engine's KV cache before each update (engine_release=true)."""
     from aha.config import load_config
     from aha.train.config import TrainConfig
     from aha.train.grpo import train
 
     engine, _, flag = spec.partition("/")
-    cfg = load_config(TrainConfig, None, [f"batch.share_prefix={flag != 'noshare'}",
+    cfg = load_config(TrainConfig, None, [f"batch.share_prefix={flag != 'noshare'}", f"engine_release={flag == 'release'}",
         f"model.path={model_dir}", "task.name=arithmetic", f"engine={engine}", f"steps={args.steps}",
         f"sampling.group_size={args.group}", f"batch.prompts_per_step={args.prompts}",
         f"batch.micro_batch_size={args.micro}", f"sampling.max_new_tokens={args.new}", "optim.lr=1e-6",

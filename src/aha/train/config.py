@@ -211,6 +211,8 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     engine: Literal["auto", "hf", "fast"] = "auto"   # auto: fast engine on GPU, HF generate on CPU
+    engine_release: bool = False     # free the fast engine's KV cache and CUDA graphs before each update: less
+                                     # memory in the update, a new allocation and graph capture every step
     steps: int = 100
     seed: int = 0
     out: str = "runs/train"

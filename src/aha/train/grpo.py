@@ -206,6 +206,8 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
             baseline = self.greedy_rewards(ids, rows)
             metrics["time/generate"] += time.perf_counter() - t1
         adv, adv_metrics = self.advantages(total, baseline)
+        if self.cfg.engine_release and hasattr(self.engine, "release"):
+            self.engine.release()        # the update gets the KV cache's memory; the next rollout allocates again
         batch = build_batch(ids, comps, adv, self.tok.pad_token_id, self.cfg.algorithm.mask_truncated)
         if dummy:
             batch.loss_mask.zero_()
