@@ -29,7 +29,7 @@ commands:
 Examples:
   aha train configs/grpo.yaml steps=20 optim.lr=1e-5
   aha train configs/grpo.yaml out=runs/grpo resume=true
-  aha eval --model runs/grpo/checkpoints/step-000060 --task arithmetic --k 8 --limit 200
+  aha eval --model runs/grpo/checkpoints/step-000060 --task chain --k 8 --limit 200
 """
 
 
