@@ -83,6 +83,8 @@ class AlgorithmConfig:
     std_scale: Literal["group", "batch", "none"] = "group"
     agg: str = "seq-mean-token-mean"  # token-mean (DAPO) | seq-mean-token-sum-norm (Dr. GRPO)
     norm_len: int | None = None      # Dr. GRPO's constant normaliser; defaults to sampling.max_new_tokens
+    policy_loss: str = "ppo_clip"    # ppo_clip (per-token ratio) | gspo (sequence-level ratio; its paper clips
+                                     # at clip_low 3e-4, clip_high 4e-4)
     clip_low: float = 0.2
     clip_high: float = 0.2           # DAPO clip-higher: 0.28
     clip_c: float | None = None      # dual clip for negative advantages (e.g. 3.0)
@@ -115,7 +117,9 @@ class AlgorithmConfig:
         check(self.mu >= 1, "mu", f"policy updates per batch must be >= 1, got {self.mu}")
         check(self.max_resample_rounds >= 0, "max_resample_rounds", "must be >= 0")
         check(self.overlong_cache >= 1, "overlong_cache", "must be >= 1 token")
-        from ..algos import ADVANTAGES, AGGS
+        from ..algos import ADVANTAGES, AGGS, POLICY_LOSSES
+        check(self.policy_loss in POLICY_LOSSES, "policy_loss",
+              f"unknown policy loss {self.policy_loss!r}; choose one of: {', '.join(POLICY_LOSSES)}")
         if self.advantage is None:
             self.advantage = "gae" if self.name == "ppo" else "grpo"
         outcome = [n for n in ADVANTAGES if n != "gae"]   # gae needs a value model: algorithm.name=ppo

@@ -65,9 +65,9 @@ class PolicyUpdate:
                                                   temperature=cfg.sampling.temperature, with_entropy=True,
                                                   prompt_lens=self.prompt_lens(mb))
                 old = mb.old_logp if mb.old_logp is not None else logp.detach()
-                loss, m = algos.policy_loss(logp, old, mb.advantages, mb.loss_mask, clip_low=a.clip_low,
-                                            clip_high=a.clip_high, clip_c=a.clip_c, agg=a.agg, norm_len=a.norm_len,
-                                            denom=denom)
+                loss, m = algos.get_policy_loss(a.policy_loss)(
+                    logp, old, mb.advantages, mb.loss_mask, clip_low=a.clip_low, clip_high=a.clip_high,
+                    clip_c=a.clip_c, agg=a.agg, norm_len=a.norm_len, denom=denom)
                 m = dict(m)
                 if mb.ref_logp is not None:
                     kl = algos.agg_loss(algos.kl(logp, mb.ref_logp, kind=a.kl_kind), mb.loss_mask, a.agg,
