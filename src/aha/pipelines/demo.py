@@ -153,9 +153,7 @@ def cmd_demo(args: list[str]) -> int:
     from ..cli import UsageError, flags_to_overrides
 
     switches = ("--quick", "--gpu", "--recheck")
-    quick, gpu, recheck = (s in args for s in switches)
-    if gpu and recheck:
-        raise UsageError("--gpu and --recheck train two different base models; choose one")
+    quick, gpu, recheck = (s in args for s in switches)      # --gpu with --recheck: demo_config's error
     rest = flags_to_overrides([a for a in args if a not in switches], {"--out": "out"}, switches)
     out = next((r.split("=", 1)[1] for r in rest if r.startswith("out=")), None)
     overrides = [r for r in rest if not r.startswith("out=")]
