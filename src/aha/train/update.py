@@ -46,6 +46,7 @@ class PolicyUpdate:
         # then add up to exactly the full-batch gradient, whatever the split.
         denom = dist.sum(algos.agg_denominator(batch.loss_mask, a.agg).float())
         n_tokens = float(dist.sum(batch.loss_mask.sum()).clamp(min=1))
+        policy_loss = algos.get_policy_loss(a.policy_loss)
         t0 = time.perf_counter()
         if self.ref is not None and batch.ref_logp is None:     # PPO may have computed them already
             with self.ref() as ref_model:
@@ -65,9 +66,9 @@ class PolicyUpdate:
                                                   temperature=cfg.sampling.temperature, with_entropy=True,
                                                   prompt_lens=self.prompt_lens(mb))
                 old = mb.old_logp if mb.old_logp is not None else logp.detach()
-                loss, m = algos.get_policy_loss(a.policy_loss)(
-                    logp, old, mb.advantages, mb.loss_mask, clip_low=a.clip_low, clip_high=a.clip_high,
-                    clip_c=a.clip_c, agg=a.agg, norm_len=a.norm_len, denom=denom)
+                loss, m = policy_loss(logp, old, mb.advantages, mb.loss_mask, clip_low=a.clip_low,
+                                      clip_high=a.clip_high, clip_c=a.clip_c, agg=a.agg, norm_len=a.norm_len,
+                                      denom=denom)
                 m = dict(m)
                 if mb.ref_logp is not None:
                     kl = algos.agg_loss(algos.kl(logp, mb.ref_logp, kind=a.kl_kind), mb.loss_mask, a.agg,
