@@ -88,20 +88,40 @@ def fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def read_rows(f: Path) -> list[dict]:
+    """The JSON objects of a samples.jsonl; ValueError with a one-line message naming the file and line."""
+    if not f.is_file():
+        raise ValueError(f"{f}: no such file; pass the samples.jsonl of an `aha eval` or of a demo's eval_before/ "
+                         "or eval_after/")
+    rows = []
+    for n, line in enumerate(f.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{f}:{n}: not JSON ({e.msg}); each line must be one sample object") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{f}:{n}: a {type(row).__name__}, not an object with a 'completion' field")
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("files", nargs="+", type=Path, help="samples.jsonl files (aha eval / aha demo eval_*/)")
     p.add_argument("--json", action="store_true", help="print one JSON object per file instead of a table")
     a = p.parse_args(argv)
     cols = ["samples", "verifying", "steps", "step_right", "checks", "check_right", "pass1_verifying", "pass1_others"]
+    try:
+        files = [(f, read_rows(f)) for f in a.files]          # every file checked before any output
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
     if not a.json:
         print("| file | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
-    for f in a.files:
-        if not f.is_file():
-            print(f"{f}: no such file; pass the samples.jsonl of an `aha eval` or of a demo's eval_before/ or "
-                  "eval_after/", file=sys.stderr)
-            return 2
-        res = analyse([json.loads(line) for line in f.read_text().splitlines() if line.strip()])
+    for f, rows in files:
+        res = analyse(rows)
         print(json.dumps({"file": str(f), **res}) if a.json else f"| {f} | " + " | ".join(fmt(res[c]) for c in cols) + " |")
     return 0
 

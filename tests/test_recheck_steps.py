@@ -36,3 +36,9 @@ def test_analyse_and_cli(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["steps"] == 11
     assert main([str(tmp_path / "missing.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    for text, says in (('{"completion": "x"}\nnot json\n', "bad.jsonl:2: not JSON"), ('["a"]\n', "bad.jsonl:1: a list")):
+        bad.write_text(text)
+        assert main([str(f), str(bad)]) == 2
+        out = capsys.readouterr()
+        assert out.out == "" and len(out.err.strip().splitlines()) == 1 and says in out.err
