@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts of this folder (imported as a sibling module: the scripts run as
 `python benchmarks/X.py`, which puts this folder first on sys.path, also for the worker processes a script
 starts as `python benchmarks/X.py --worker ...`)."""
+
 from __future__ import annotations
 
 import statistics

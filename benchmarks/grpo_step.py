@@ -8,6 +8,7 @@ backward over every token). Prints median step time and its split per engine.
     python benchmarks/grpo_step.py --engines fast,fast/noshare     # the shared-prefix forward on vs off
     python benchmarks/grpo_step.py --engines fast,fast/release     # engine_release: KV cache freed per update
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,12 +21,33 @@ from pathlib import Path
 import torch
 
 ARCHS = {  # transformers Qwen2Config values of the public checkpoints
-    "0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                 intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
-    "1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-                 intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=128, vocab_size=512, tie_word_embeddings=True),
+    "0.5b": dict(
+        hidden_size=896,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        intermediate_size=4864,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "1.5b": dict(
+        hidden_size=1536,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        intermediate_size=8960,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=512,
+        tie_word_embeddings=True,
+    ),
 }
 
 
@@ -34,8 +56,14 @@ def build(arch: str, out: Path) -> None:
 
     from aha.models.tiny import char_tokenizer
 
-    cfg = Qwen2Config(**ARCHS[arch], max_position_embeddings=4096, rope_theta=1e6, bos_token_id=2,
-                      eos_token_id=1, pad_token_id=0)
+    cfg = Qwen2Config(
+        **ARCHS[arch],
+        max_position_embeddings=4096,
+        rope_theta=1e6,
+        bos_token_id=2,
+        eos_token_id=1,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     Qwen2ForCausalLM(cfg).to(torch.bfloat16).save_pretrained(out)
     char_tokenizer(cfg.vocab_size).save_pretrained(out)
@@ -49,22 +77,48 @@ def run(model_dir: Path, spec: str, args, out: Path) -> dict:
     from aha.train.grpo import train
 
     engine, _, flag = spec.partition("/")
-    cfg = load_config(TrainConfig, None, [f"batch.share_prefix={flag != 'noshare'}", f"engine_release={flag == 'release'}",
-        f"model.path={model_dir}", "task.name=arithmetic", f"engine={engine}", f"steps={args.steps}",
-        f"sampling.group_size={args.group}", f"batch.prompts_per_step={args.prompts}",
-        f"batch.micro_batch_size={args.micro}", f"sampling.max_new_tokens={args.new}", "optim.lr=1e-6",
-        "rewards.funcs=[{name: accuracy}, {name: format, weight: 0.5}]", "logging.progress=false",
-        "logging.samples_every=0", "checkpoint.save_every=0", f"out={out}"])
+    cfg = load_config(
+        TrainConfig,
+        None,
+        [
+            f"batch.share_prefix={flag != 'noshare'}",
+            f"engine_release={flag == 'release'}",
+            f"model.path={model_dir}",
+            "task.name=arithmetic",
+            f"engine={engine}",
+            f"steps={args.steps}",
+            f"sampling.group_size={args.group}",
+            f"batch.prompts_per_step={args.prompts}",
+            f"batch.micro_batch_size={args.micro}",
+            f"sampling.max_new_tokens={args.new}",
+            "optim.lr=1e-6",
+            "rewards.funcs=[{name: accuracy}, {name: format, weight: 0.5}]",
+            "logging.progress=false",
+            "logging.samples_every=0",
+            "checkpoint.save_every=0",
+            f"out={out}",
+        ],
+    )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     train(cfg)
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()][1:]  # step 1 = warm-up
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()][
+        1:
+    ]  # step 1 = warm-up
     med = lambda k: statistics.median(r[k] for r in rows)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
-    return {"engine": spec, "step_s": med("time/step"), "generate_s": med("time/generate"),
-            "reward_s": med("time/reward"), "logprobs_s": med("time/logprobs"), "update_s": med("time/update"),
-            "optim_s": med("time/optimizer"),
-            "gen_tok_s": med("tokens_per_s"), "len": med("len/mean"), "peak_gib": peak}
+    return {
+        "engine": spec,
+        "step_s": med("time/step"),
+        "generate_s": med("time/generate"),
+        "reward_s": med("time/reward"),
+        "logprobs_s": med("time/logprobs"),
+        "update_s": med("time/update"),
+        "optim_s": med("time/optimizer"),
+        "gen_tok_s": med("tokens_per_s"),
+        "len": med("len/mean"),
+        "peak_gib": peak,
+    }
 
 
 def main() -> None:
@@ -83,18 +137,38 @@ def main() -> None:
     for engine in args.engines.split(","):
         try:
             results.append(run(work / "model", engine, args, work / f"run-{engine}"))
-        except Exception as e:  # report a failing engine in the table rather than losing the other's row
+        except (
+            Exception
+        ) as e:  # report a failing engine in the table rather than losing the other's row
             print(f"engine {engine} failed: {type(e).__name__}: {e}", file=sys.stderr)
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(f"\nGRPO step, Qwen2 {args.arch} architecture (random weights), {dev}, torch {torch.__version__}; "
-          f"{args.prompts} prompts x {args.group} samples, {args.new} max new tokens; median of steps 2..{args.steps}")
-    cols = ["engine", "step_s", "generate_s", "reward_s", "logprobs_s", "update_s", "optim_s", "gen_tok_s", "len",
-            "peak_gib"]
+    print(
+        f"\nGRPO step, Qwen2 {args.arch} architecture (random weights), {dev}, torch {torch.__version__}; "
+        f"{args.prompts} prompts x {args.group} samples, {args.new} max new tokens; median of steps 2..{args.steps}"
+    )
+    cols = [
+        "engine",
+        "step_s",
+        "generate_s",
+        "reward_s",
+        "logprobs_s",
+        "update_s",
+        "optim_s",
+        "gen_tok_s",
+        "len",
+        "peak_gib",
+    ]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in results:
-        print("| " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+        print(
+            "| "
+            + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in cols)
+            + " |"
+        )
     for r in results[1:]:
-        print(f"step time {results[0]['engine']} / {r['engine']}: {results[0]['step_s'] / r['step_s']:.2f}x")
+        print(
+            f"step time {results[0]['engine']} / {r['engine']}: {results[0]['step_s'] / r['step_s']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

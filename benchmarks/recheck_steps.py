@@ -16,6 +16,7 @@ For `aha demo --recheck` (tiny-recheck): a completion writes the chain one opera
     python benchmarks/recheck_steps.py runs/demo-*/eval_before/samples.jsonl runs/demo-*/eval_after/samples.jsonl
     python benchmarks/recheck_steps.py runs/eval-x/samples.jsonl --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,7 @@ def think(text: str) -> str:
 
 def steps_of(text: str) -> list[tuple[bool, bool | None]]:
     """(step right, its check right or None) for each rewritten step of one completion (see the docstring)."""
-    out, prev = [], None                  # prev: (value the chain goes on from, its tail "+8-6+7")
+    out, prev = [], None  # prev: (value the chain goes on from, its tail "+8-6+7")
     for part in INNER.sub(r"\1 == ", think(text)).split(" = "):
         written, check, goes_on = part, None, None
         if m := VERIFY.match(part):
@@ -60,7 +61,7 @@ def steps_of(text: str) -> list[tuple[bool, bool | None]]:
         if prev is not None:
             (value, ptail) = prev
             first = re.match(r"([+-])(\d+)", ptail)
-            if first and ptail[first.end():] == tail:
+            if first and ptail[first.end() :] == tail:
                 right = head == apply(value, first.group(1), int(first.group(2)))
                 out.append((right, None if check is None else apply(*check[:3]) == check[3]))
         if goes_on is not None:
@@ -76,12 +77,21 @@ def analyse(rows: list[dict]) -> dict:
     ver = [r for r in rows if "(verify: " in r.get("completion", "")]
     rest = [r for r in rows if "(verify: " not in r.get("completion", "")]
     acc = lambda rs: sum(bool(r.get("correct")) for r in rs) / len(rs) if rs else None  # noqa: E731
-    checks_all = [apply(int(a), op, int(b)) == int(c) for r in rows
-                  for a, op, b, c in CHECK.findall(think(r.get("completion", "")))]
-    return {"samples": len(rows), "verifying": len(ver) / len(rows) if rows else None, "steps": len(steps),
-            "step_right": sum(s for s, _ in steps) / len(steps) if steps else None,
-            "checks": len(checks_all), "check_right": sum(checks_all) / len(checks_all) if checks_all else None,
-            "pass1_verifying": acc(ver), "pass1_others": acc(rest)}
+    checks_all = [
+        apply(int(a), op, int(b)) == int(c)
+        for r in rows
+        for a, op, b, c in CHECK.findall(think(r.get("completion", "")))
+    ]
+    return {
+        "samples": len(rows),
+        "verifying": len(ver) / len(rows) if rows else None,
+        "steps": len(steps),
+        "step_right": sum(s for s, _ in steps) / len(steps) if steps else None,
+        "checks": len(checks_all),
+        "check_right": sum(checks_all) / len(checks_all) if checks_all else None,
+        "pass1_verifying": acc(ver),
+        "pass1_others": acc(rest),
+    }
 
 
 def fmt(v) -> str:
@@ -91,8 +101,10 @@ def fmt(v) -> str:
 def read_rows(f: Path) -> list[dict]:
     """The JSON objects of a samples.jsonl; ValueError with a one-line message naming the file and line."""
     if not f.is_file():
-        raise ValueError(f"{f}: no such file; pass the samples.jsonl of an `aha eval` or of a demo's eval_before/ "
-                         "or eval_after/")
+        raise ValueError(
+            f"{f}: no such file; pass the samples.jsonl of an `aha eval` or of a demo's eval_before/ "
+            "or eval_after/"
+        )
     rows = []
     for n, line in enumerate(f.read_text().splitlines(), 1):
         if not line.strip():
@@ -100,21 +112,38 @@ def read_rows(f: Path) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{f}:{n}: not JSON ({e.msg}); each line must be one sample object") from None
+            raise ValueError(
+                f"{f}:{n}: not JSON ({e.msg}); each line must be one sample object"
+            ) from None
         if not isinstance(row, dict):
-            raise ValueError(f"{f}:{n}: a {type(row).__name__}, not an object with a 'completion' field")
+            raise ValueError(
+                f"{f}:{n}: a {type(row).__name__}, not an object with a 'completion' field"
+            )
         rows.append(row)
     return rows
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("files", nargs="+", type=Path, help="samples.jsonl files (aha eval / aha demo eval_*/)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per file instead of a table")
+    p.add_argument(
+        "files", nargs="+", type=Path, help="samples.jsonl files (aha eval / aha demo eval_*/)"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object per file instead of a table"
+    )
     a = p.parse_args(argv)
-    cols = ["samples", "verifying", "steps", "step_right", "checks", "check_right", "pass1_verifying", "pass1_others"]
+    cols = [
+        "samples",
+        "verifying",
+        "steps",
+        "step_right",
+        "checks",
+        "check_right",
+        "pass1_verifying",
+        "pass1_others",
+    ]
     try:
-        files = [(f, read_rows(f)) for f in a.files]          # every file checked before any output
+        files = [(f, read_rows(f)) for f in a.files]  # every file checked before any output
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
@@ -122,7 +151,11 @@ def main(argv=None) -> int:
         print("| file | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
     for f, rows in files:
         res = analyse(rows)
-        print(json.dumps({"file": str(f), **res}) if a.json else f"| {f} | " + " | ".join(fmt(res[c]) for c in cols) + " |")
+        print(
+            json.dumps({"file": str(f), **res})
+            if a.json
+            else f"| {f} | " + " | ".join(fmt(res[c]) for c in cols) + " |"
+        )
     return 0
 
 

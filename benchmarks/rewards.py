@@ -8,6 +8,7 @@ parse is cached), and countdown expressions. Each completion carries ~300 charac
 of reasoning. Half of the answers are right. Prints one table; the first batch (worker start-up, sympy
 import) is excluded from the timing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,11 @@ import time
 
 from aha.rewards import RewardRunner
 
+
 def reasoning(rng: random.Random) -> str:
-    return " ".join(rng.choice(["so", "we", "add", "the", "numbers", "then", "check", "it"]) for _ in range(60))
+    return " ".join(
+        rng.choice(["so", "we", "add", "the", "numbers", "then", "check", "it"]) for _ in range(60)
+    )
 
 
 def math_numeric(n: int, rng: random.Random):
@@ -39,12 +43,26 @@ def math_latex(n: int, rng: random.Random, group: int = 8):
         a, b, c = rng.randint(2, 60), rng.choice([2, 3, 5, 6, 7]), rng.randint(2, 90)
         kind = rng.randrange(4)
         gold, right, wrong = [
-            (f"\\sqrt{{{a * a * b}}}", [f"{a}\\sqrt{{{b}}}", f"\\sqrt{{{b}}} \\cdot {a}"], f"{a + 1}\\sqrt{{{b}}}"),
-            (f"\\frac{{{a}\\pi}}{{{c}}}", [f"\\frac{{{2 * a}\\pi}}{{{2 * c}}}", f"\\frac{{{a}}}{{{c}}}\\pi"],
-             f"\\frac{{{a}\\pi}}{{{c + 1}}}"),
-            (f"[{a},{a + c})", [f"[{a}, {a + c})", f"\\left[{a},{a + c}\\right)"], f"({a}, {a + c})"),
-            (f"({a}, \\frac{{1}}{{{c}}})", [f"\\left({a}, \\frac{{1}}{{{c}}}\\right)", f"({a},{1 / c})"],
-             f"({a}, {c})"),
+            (
+                f"\\sqrt{{{a * a * b}}}",
+                [f"{a}\\sqrt{{{b}}}", f"\\sqrt{{{b}}} \\cdot {a}"],
+                f"{a + 1}\\sqrt{{{b}}}",
+            ),
+            (
+                f"\\frac{{{a}\\pi}}{{{c}}}",
+                [f"\\frac{{{2 * a}\\pi}}{{{2 * c}}}", f"\\frac{{{a}}}{{{c}}}\\pi"],
+                f"\\frac{{{a}\\pi}}{{{c + 1}}}",
+            ),
+            (
+                f"[{a},{a + c})",
+                [f"[{a}, {a + c})", f"\\left[{a},{a + c}\\right)"],
+                f"({a}, {a + c})",
+            ),
+            (
+                f"({a}, \\frac{{1}}{{{c}}})",
+                [f"\\left({a}, \\frac{{1}}{{{c}}}\\right)", f"({a},{1 / c})"],
+                f"({a}, {c})",
+            ),
         ][kind]
         for _ in range(group):
             pred = rng.choice(right) if rng.random() < 0.5 else wrong
@@ -68,12 +86,14 @@ def bench(name: str, make, n: int, workers: int) -> None:
     comps, rows = make(n, rng)
     spec = "countdown" if name == "countdown" else "math"
     with RewardRunner([(spec, 1.0)], num_workers=workers, timeout=5.0) as runner:
-        runner.score(comps[:64], rows[:64])   # start the workers, import sympy
+        runner.score(comps[:64], rows[:64])  # start the workers, import sympy
         start = time.perf_counter()
         res = runner.score(comps, rows)
         dt = time.perf_counter() - start
-    print(f"| {name:13s} | {n:6d} | {workers:7d} | {n / dt:12,.0f} | {res.metrics['reward/' + spec]:5.2f} | "
-          f"{res.metrics['reward/timeouts']:8.0f} |")
+    print(
+        f"| {name:13s} | {n:6d} | {workers:7d} | {n / dt:12,.0f} | {res.metrics['reward/' + spec]:5.2f} | "
+        f"{res.metrics['reward/timeouts']:8.0f} |"
+    )
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
 """Advantage estimators against hand-computed numbers and slow Python-loop references."""
+
 import math
 
 import numpy as np
@@ -6,7 +7,14 @@ import pytest
 import torch
 
 from aha.algos.advantages import (
-    ADVANTAGES, gae, get_advantage, grpo, reinforce_pp, rloo, token_level_rewards, zero_std_groups,
+    ADVANTAGES,
+    gae,
+    get_advantage,
+    grpo,
+    reinforce_pp,
+    rloo,
+    token_level_rewards,
+    zero_std_groups,
 )
 from aha.algos.masked import masked_whiten
 
@@ -14,8 +22,12 @@ NAN = float("nan")
 
 
 def close(a, b, tol=1e-5):
-    torch.testing.assert_close(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64),
-                               rtol=tol, atol=tol)
+    torch.testing.assert_close(
+        torch.as_tensor(a, dtype=torch.float64),
+        torch.as_tensor(b, dtype=torch.float64),
+        rtol=tol,
+        atol=tol,
+    )
 
 
 # ---------------------------------------------------------------- GRPO
@@ -87,7 +99,7 @@ def test_grpo_dtypes_and_errors():
 def _rloo_loop(r, G):
     out = []
     for g in range(0, len(r), G):
-        grp = r[g:g + G]
+        grp = r[g : g + G]
         for i, x in enumerate(grp):
             others = [y for j, y in enumerate(grp) if j != i and not math.isnan(y)]
             out.append(0.0 if math.isnan(x) or not others else x - sum(others) / len(others))
@@ -143,7 +155,9 @@ def test_reinforce_pp_token_level_matches_loop():
             rets[b][t] = acc
             flat.append(acc)
     mean, std = float(np.mean(flat)), float(np.std(flat, ddof=1))
-    ref = [[(rets[b][t] - mean) / (std + 1e-6) if m[b, t] else 0.0 for t in range(7)] for b in range(4)]
+    ref = [
+        [(rets[b][t] - mean) / (std + 1e-6) if m[b, t] else 0.0 for t in range(7)] for b in range(4)
+    ]
     close(adv, ref, tol=1e-10)
 
 
@@ -232,7 +246,11 @@ def test_gae_whiten_and_float32():
 
 def test_masked_whiten_hand():
     # valid [1, 2, 3]: mean 2, unbiased var 1
-    out = masked_whiten(torch.tensor([[1.0, 2.0, 99.0], [3.0, NAN, NAN]]), torch.tensor([[1, 1, 0], [1, 0, 0]]), eps=0.0)
+    out = masked_whiten(
+        torch.tensor([[1.0, 2.0, 99.0], [3.0, NAN, NAN]]),
+        torch.tensor([[1, 1, 0], [1, 0, 0]]),
+        eps=0.0,
+    )
     close(out, [[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
 
 

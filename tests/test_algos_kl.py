@@ -1,4 +1,5 @@
 """KL estimators and KL-coefficient controllers against hand-computed values and exact expectations."""
+
 import math
 
 import pytest
@@ -13,7 +14,9 @@ def test_kl_hand_values():
     torch.testing.assert_close(kl(logp, ref, "k1"), torch.tensor([[0.5, -1.0]]))
     torch.testing.assert_close(kl(logp, ref, "k2"), torch.tensor([[0.125, 0.5]]))
     # k3 with x = ref - logp = [-0.5, 1]: exp(-0.5) + 0.5 - 1 = 0.106531, e - 1 - 1 = 0.718282
-    torch.testing.assert_close(kl(logp, ref, "k3"), torch.tensor([[0.106531, 0.718282]]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        kl(logp, ref, "k3"), torch.tensor([[0.106531, 0.718282]]), rtol=1e-5, atol=1e-6
+    )
     torch.testing.assert_close(kl(logp, ref), kl(logp, ref, "k3"))  # k3 is the default (GRPO)
     assert (kl(logp, logp, "k3") == 0).all()
 
@@ -53,7 +56,9 @@ def test_adaptive_controller_hand_values():
     # KL 12: error 12/6 - 1 = 1 -> clipped to 0.2; beta * (1 + 0.2 * 256 / 10000) = 0.1 * 1.00512
     assert c.update(12.0, 256) == pytest.approx(0.100512)
     c = AdaptiveKLController(0.1, target=6.0, horizon=10000)
-    assert c.update(3.0, 256) == pytest.approx(0.1 * (1 - 0.2 * 0.0256))  # error -0.5 -> clipped -0.2
+    assert c.update(3.0, 256) == pytest.approx(
+        0.1 * (1 - 0.2 * 0.0256)
+    )  # error -0.5 -> clipped -0.2
     c = AdaptiveKLController(0.1, target=6.0, horizon=10000)
     assert c.update(6.6, 1000) == pytest.approx(0.1 * 1.01)  # error 0.1, unclipped
     assert c.value == pytest.approx(0.101)

@@ -1,5 +1,6 @@
 """Chunked log-prob/entropy: equal to the naive full log-softmax (float64), gradients included, and it never
 creates or keeps a tensor with more than one chunk of logits."""
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -27,7 +28,9 @@ def inputs(B, T, H, V, seed, dtype=torch.float32):
 def test_matches_naive_values_and_grads(chunk_size, temperature):
     hidden, weight, targets = inputs(3, 5, 8, 11, seed=chunk_size)
     targets[1, 2] = -100  # ignored position
-    logp, ent = token_logprobs_entropy(hidden, weight, targets, temperature=temperature, chunk_size=chunk_size)
+    logp, ent = token_logprobs_entropy(
+        hidden, weight, targets, temperature=temperature, chunk_size=chunk_size
+    )
     ref_logp, ref_ent = naive(hidden, weight, targets, temperature)
     assert logp.dtype == ent.dtype == torch.float32 and logp.shape == (3, 5)
     torch.testing.assert_close(logp.double(), ref_logp, rtol=1e-5, atol=1e-5)
@@ -37,7 +40,9 @@ def test_matches_naive_values_and_grads(chunk_size, temperature):
     g = torch.Generator().manual_seed(9)
     a, b = torch.randn(3, 5, generator=g), torch.randn(3, 5, generator=g)
     gh, gw = torch.autograd.grad((a * logp + b * ent).sum(), (hidden, weight))
-    rh, rw = torch.autograd.grad((a.double() * ref_logp + b.double() * ref_ent).sum(), (hidden, weight))
+    rh, rw = torch.autograd.grad(
+        (a.double() * ref_logp + b.double() * ref_ent).sum(), (hidden, weight)
+    )
     torch.testing.assert_close(gh.double(), rh.double(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(gw.double(), rw.double(), rtol=1e-4, atol=1e-5)
 
@@ -52,7 +57,9 @@ def test_without_entropy_and_logprobs_only_grad():
     torch.testing.assert_close(gh.double(), rh.double(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(gw.double(), rw.double(), rtol=1e-4, atol=1e-5)
     # frozen lm_head (e.g. LoRA): only the hidden gradient
-    (gh2,) = torch.autograd.grad(token_logprobs_entropy(hidden, weight.detach(), targets)[0].sum(), (hidden,))
+    (gh2,) = torch.autograd.grad(
+        token_logprobs_entropy(hidden, weight.detach(), targets)[0].sum(), (hidden,)
+    )
     torch.testing.assert_close(gh2, gh)
 
 
@@ -72,9 +79,13 @@ def test_plain_helpers():
     logits = torch.randn(2, 3, 7, generator=g)
     targets = torch.randint(0, 7, (2, 3), generator=g)
     ref = torch.log_softmax(logits.double() / 0.5, -1).gather(-1, targets[..., None])[..., 0]
-    torch.testing.assert_close(logprobs_from_logits(logits, targets, 0.5).double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        logprobs_from_logits(logits, targets, 0.5).double(), ref, rtol=1e-5, atol=1e-5
+    )
     # uniform logits: entropy log V
-    torch.testing.assert_close(entropy_from_logits(torch.zeros(1, 1, 7)), torch.log(torch.tensor([[7.0]])))
+    torch.testing.assert_close(
+        entropy_from_logits(torch.zeros(1, 1, 7)), torch.log(torch.tensor([[7.0]]))
+    )
 
 
 def test_errors():
@@ -107,11 +118,15 @@ def test_memory_is_one_chunk_not_all_rows():
 
     # 1. Nothing the size of a chunk's logits is saved for backward (only hidden, weight, targets, 2 x N stats).
     saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel()) or t, lambda t: t
+    ):
         logp, ent = token_logprobs_entropy(hidden, weight, targets, chunk_size=chunk)
     assert sum(saved) <= hidden.numel() + weight.numel() + 3 * B * T
     saved_naive = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved_naive.append(t.numel()) or t, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved_naive.append(t.numel()) or t, lambda t: t
+    ):
         naive(hidden, weight, targets)
     assert max(saved_naive) >= B * T * V  # the check does see a full log-softmax when there is one
 
@@ -149,6 +164,11 @@ def test_cuda_peak_memory_does_not_grow_with_rows():
         weight.grad = None
     one_chunk_fp32 = chunk * V * 4
     rows_term = (16384 - 2048) * H * 2 * 4  # hidden + its grad, with slack
-    print({k: round(v / 2**20) for k, v in peaks.items()}, "MiB; one fp32 chunk:", one_chunk_fp32 // 2**20, "MiB")
+    print(
+        {k: round(v / 2**20) for k, v in peaks.items()},
+        "MiB; one fp32 chunk:",
+        one_chunk_fp32 // 2**20,
+        "MiB",
+    )
     assert peaks[16384] - peaks[2048] <= rows_term
     assert peaks[16384] < 16384 * V * 4 / 4  # far below a quarter of the full float32 logits

@@ -1,27 +1,38 @@
 """Loss aggregation, PPO-clip / dual-clip / GSPO policy losses and the clipped value loss, by hand."""
+
 import math
 
 import pytest
 import torch
 
 from aha.algos.losses import (
-    AGGS, agg_denominator, agg_loss, get_policy_loss, gspo_loss, policy_loss, value_loss,
+    AGGS,
+    agg_denominator,
+    agg_loss,
+    get_policy_loss,
+    gspo_loss,
+    policy_loss,
+    value_loss,
 )
 
 NAN = float("nan")
 
 
 def close(a, b, tol=1e-6):
-    torch.testing.assert_close(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64),
-                               rtol=tol, atol=tol)
+    torch.testing.assert_close(
+        torch.as_tensor(a, dtype=torch.float64),
+        torch.as_tensor(b, dtype=torch.float64),
+        rtol=tol,
+        atol=tol,
+    )
 
 
 # ---------------------------------------------------------------- agg_loss
 def test_agg_modes_by_hand():
     v = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     m = torch.tensor([[1, 1, 0], [1, 0, 0]])
-    close(agg_loss(v, m, "token-mean"), 7 / 3)                  # (1 + 2 + 4) / 3
-    close(agg_loss(v, m, "seq-mean-token-mean"), 2.75)          # (1.5 + 4) / 2
+    close(agg_loss(v, m, "token-mean"), 7 / 3)  # (1 + 2 + 4) / 3
+    close(agg_loss(v, m, "seq-mean-token-mean"), 2.75)  # (1.5 + 4) / 2
     close(agg_loss(v, m, "seq-mean-token-sum-norm", 4), 0.875)  # 7 / (2 * 4)
 
 
@@ -29,8 +40,10 @@ def test_agg_empty_sequences_do_not_nan():
     v = torch.tensor([[1.0, 2.0, NAN], [NAN, NAN, NAN]], requires_grad=True)
     m = torch.tensor([[1, 1, 0], [0, 0, 0]])
     close(agg_loss(v, m, "token-mean"), 1.5)
-    close(agg_loss(v, m, "seq-mean-token-mean"), 1.5)           # the empty row does not dilute
-    close(agg_loss(v, m, "seq-mean-token-sum-norm", 4), 0.375)  # 3 / (2 * 4): constant normaliser counts all rows
+    close(agg_loss(v, m, "seq-mean-token-mean"), 1.5)  # the empty row does not dilute
+    close(
+        agg_loss(v, m, "seq-mean-token-sum-norm", 4), 0.375
+    )  # 3 / (2 * 4): constant normaliser counts all rows
     agg_loss(v, m, "seq-mean-token-mean").backward()
     close(v.grad, [[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]])
     for agg in AGGS:  # nothing valid at all -> 0 and a finite (zero) gradient
@@ -44,7 +57,9 @@ def test_agg_errors():
     v, m = torch.ones(2, 3), torch.ones(2, 3)
     with pytest.raises(ValueError, match="needs norm_len"):
         agg_loss(v, m, "seq-mean-token-sum-norm")
-    with pytest.raises(ValueError, match="token-mean, seq-mean-token-mean, seq-mean-token-sum-norm"):
+    with pytest.raises(
+        ValueError, match="token-mean, seq-mean-token-mean, seq-mean-token-sum-norm"
+    ):
         agg_loss(v, m, "sum")
     with pytest.raises(ValueError, match="mask shape"):
         agg_loss(v, torch.ones(2, 2), "token-mean")
@@ -58,7 +73,9 @@ def test_agg_denom_makes_microbatches_sum_to_full_batch(agg):
     m[2] = False
     full = agg_loss(v, m, agg, norm_len=5)
     denom = agg_denominator(m, agg)
-    parts = sum(agg_loss(v[i:i + 2], m[i:i + 2], agg, norm_len=5, denom=denom) for i in range(0, 6, 2))
+    parts = sum(
+        agg_loss(v[i : i + 2], m[i : i + 2], agg, norm_len=5, denom=denom) for i in range(0, 6, 2)
+    )
     close(parts, full, tol=1e-12)
 
 
@@ -69,9 +86,15 @@ def one_token_losses(ratios, advs, **kw):
     old = torch.zeros_like(logp)
     a = torch.tensor(advs, dtype=torch.float64)
     B = len(ratios)
-    out = [policy_loss(logp[i:i + 1], old[i:i + 1], a[i:i + 1], torch.ones(1, 1), agg="token-mean", **kw)[0]
-           for i in range(B)]
-    grads = [torch.autograd.grad(o, logp, retain_graph=True)[0][i, 0].item() for i, o in enumerate(out)]
+    out = [
+        policy_loss(
+            logp[i : i + 1], old[i : i + 1], a[i : i + 1], torch.ones(1, 1), agg="token-mean", **kw
+        )[0]
+        for i in range(B)
+    ]
+    grads = [
+        torch.autograd.grad(o, logp, retain_graph=True)[0][i, 0].item() for i, o in enumerate(out)
+    ]
     return [o.item() for o in out], grads
 
 
@@ -97,7 +120,9 @@ def test_policy_loss_metrics_and_aggs():
     ratios = torch.tensor([[1.5, 0.5, 0.5, 1.5], [4.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
     adv = torch.tensor([[1.0, 1.0, -1.0, -1.0], [-1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
     m = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]])
-    loss, met = policy_loss(ratios.log(), torch.zeros(2, 4, dtype=torch.float64), adv, m, clip_c=3.0)
+    loss, met = policy_loss(
+        ratios.log(), torch.zeros(2, 4, dtype=torch.float64), adv, m, clip_c=3.0
+    )
     # per token: [-1.2, -0.5, 0.8, 1.5] and [3.0]; seq-mean-token-mean = (0.6 / 4 + 3.0) / 2
     close(loss, (0.6 / 4 + 3.0) / 2)
     close(met["clip_frac_high"], 1 / 5)
@@ -106,10 +131,19 @@ def test_policy_loss_metrics_and_aggs():
     kl = sum(r - 1 - math.log(r) for r in [1.5, 0.5, 0.5, 1.5, 4.0]) / 5
     close(met["approx_kl"], kl)
     assert all(not v.requires_grad for v in met.values())
-    tok, _ = policy_loss(ratios.log(), torch.zeros(2, 4, dtype=torch.float64), adv, m, clip_c=3.0, agg="token-mean")
+    tok, _ = policy_loss(
+        ratios.log(), torch.zeros(2, 4, dtype=torch.float64), adv, m, clip_c=3.0, agg="token-mean"
+    )
     close(tok, 3.6 / 5)
-    dr, _ = policy_loss(ratios.log(), torch.zeros(2, 4, dtype=torch.float64), adv, m, clip_c=3.0,
-                        agg="seq-mean-token-sum-norm", norm_len=8)
+    dr, _ = policy_loss(
+        ratios.log(),
+        torch.zeros(2, 4, dtype=torch.float64),
+        adv,
+        m,
+        clip_c=3.0,
+        agg="seq-mean-token-sum-norm",
+        norm_len=8,
+    )
     close(dr, 3.6 / 16)
 
 
@@ -139,7 +173,9 @@ def test_policy_loss_gradcheck(agg):
     g = torch.Generator().manual_seed(2)
     old = -torch.rand(3, 4, generator=g, dtype=torch.float64)
     # ratios spread over [0.6, 1.5] so some tokens clip (clip 0.2/0.28, dual 1.3); kinks have measure zero
-    logp = (old + torch.empty(3, 4, dtype=torch.float64).uniform_(-0.5, 0.4, generator=g)).requires_grad_()
+    logp = (
+        old + torch.empty(3, 4, dtype=torch.float64).uniform_(-0.5, 0.4, generator=g)
+    ).requires_grad_()
     adv = torch.randn(3, 4, generator=g, dtype=torch.float64)
     m = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0]])
     fn = lambda lp: policy_loss(lp, old, adv, m, clip_high=0.28, clip_c=1.3, agg=agg, norm_len=4)[0]  # noqa: E731
@@ -164,7 +200,9 @@ def test_policy_loss_registry():
     with pytest.raises(ValueError, match="unknown policy loss 'ppo'.*ppo_clip"):
         get_policy_loss("ppo")
     with pytest.raises(ValueError, match="valid: token-mean"):
-        policy_loss(torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1), torch.ones(1, 1), agg="mean")
+        policy_loss(
+            torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1), torch.ones(1, 1), agg="mean"
+        )
 
 
 # ---------------------------------------------------------------- value loss
@@ -179,7 +217,9 @@ def test_value_loss_by_hand():
     close(loss, (0.845 + 0.5) / 2)
     close(met["value_clip_frac"], 0.5)
     (grad,) = torch.autograd.grad(loss, values)
-    close(grad, [[0.0, -0.5, 0.0]])  # token 0: clipped branch has no grad; token 1: (2-3) / 2 tokens
+    close(
+        grad, [[0.0, -0.5, 0.0]]
+    )  # token 0: clipped branch has no grad; token 1: (2-3) / 2 tokens
     loss, _ = value_loss(values, old, returns, m, clip=None)
     close(loss, 0.5)
 
@@ -189,6 +229,6 @@ def test_explained_variance():
     m = torch.tensor([[1, 1, 1, 1, 0]])
     ev = lambda v: value_loss(torch.tensor([v]), torch.tensor([v]), r, m)[1]["explained_variance"]  # noqa: E731
     close(ev([1.0, 2.0, 3.0, 4.0, 0.0]), 1.0)
-    close(ev([0.0, 1.0, 2.0, 3.0, 0.0]), 1.0)       # a constant offset is explained
-    close(ev([2.5, 2.5, 2.5, 2.5, 0.0]), 0.0)       # the mean explains nothing
-    close(ev([1.0, 1.0, 3.0, 3.0, 0.0]), 0.8)       # residual var (1/3) / var(R) (5/3) = 0.2
+    close(ev([0.0, 1.0, 2.0, 3.0, 0.0]), 1.0)  # a constant offset is explained
+    close(ev([2.5, 2.5, 2.5, 2.5, 0.0]), 0.0)  # the mean explains nothing
+    close(ev([1.0, 1.0, 3.0, 3.0, 0.0]), 0.8)  # residual var (1/3) / var(R) (5/3) = 0.2

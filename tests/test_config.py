@@ -1,4 +1,5 @@
 """Config loading: YAML + overrides, and one-line errors for every kind of mistake (exit code 2 in the CLI)."""
+
 import pytest
 
 from aha.cli import main
@@ -8,27 +9,38 @@ from aha.train.config import TrainConfig
 
 def test_yaml_and_overrides(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("optim:\n  lr: 1e-5\nsampling:\n  group_size: 4\nrewards:\n  funcs: [{name: format, weight: 2}]\n")
-    cfg = load_config(TrainConfig, f, ["optim.lr=3e-4", "batch.prompts_per_step=2", "batch.micro_batch_size=4"])
+    f.write_text(
+        "optim:\n  lr: 1e-5\nsampling:\n  group_size: 4\nrewards:\n  funcs: [{name: format, weight: 2}]\n"
+    )
+    cfg = load_config(
+        TrainConfig, f, ["optim.lr=3e-4", "batch.prompts_per_step=2", "batch.micro_batch_size=4"]
+    )
     assert cfg.optim.lr == 3e-4 and cfg.sampling.group_size == 4
     assert cfg.rewards.funcs[0].name == "format" and cfg.rewards.funcs[0].weight == 2.0
     assert cfg.batch.prompts_per_step == 2
 
 
-@pytest.mark.parametrize("overrides, key, words", [
-    (["optim.lrr=1"], "optim.lrr", "did you mean 'lr'"),
-    (["sampling.group_size=1"], "sampling.group_size", "group_size=8"),
-    (["batch.micro_batch_size=5"], "batch.micro_batch_size", "divisor of 64"),
-    (["optim.lr=-1"], "optim.lr", "must be > 0"),
-    (["optim.lr=fast"], "optim.lr", "expected a number"),
-    (["steps=1.5"], "steps", "expected an integer"),
-    (["algorithm.name=foo"], "algorithm.name", "grpo, ppo"),
-    (["resume=maybe"], "resume", "true or false"),
-    (["rewards.funcs=[{name: format, wieght: 1}]"], "rewards.funcs[0].wieght", "did you mean 'weight'"),
-    (["algorithm.advantage=nope"], "algorithm.advantage", "grpo"),
-    (["algorithm.agg=nope"], "algorithm.agg", "token-mean"),
-    (["nokey"], "nokey", "key.sub=value"),
-])
+@pytest.mark.parametrize(
+    "overrides, key, words",
+    [
+        (["optim.lrr=1"], "optim.lrr", "did you mean 'lr'"),
+        (["sampling.group_size=1"], "sampling.group_size", "group_size=8"),
+        (["batch.micro_batch_size=5"], "batch.micro_batch_size", "divisor of 64"),
+        (["optim.lr=-1"], "optim.lr", "must be > 0"),
+        (["optim.lr=fast"], "optim.lr", "expected a number"),
+        (["steps=1.5"], "steps", "expected an integer"),
+        (["algorithm.name=foo"], "algorithm.name", "grpo, ppo"),
+        (["resume=maybe"], "resume", "true or false"),
+        (
+            ["rewards.funcs=[{name: format, wieght: 1}]"],
+            "rewards.funcs[0].wieght",
+            "did you mean 'weight'",
+        ),
+        (["algorithm.advantage=nope"], "algorithm.advantage", "grpo"),
+        (["algorithm.agg=nope"], "algorithm.agg", "token-mean"),
+        (["nokey"], "nokey", "key.sub=value"),
+    ],
+)
 def test_errors_name_key_and_fix(overrides, key, words):
     with pytest.raises(ConfigError) as e:
         load_config(TrainConfig, None, overrides)

@@ -1,5 +1,6 @@
 """The demo corpus, problems and tokenizer: no template/tag/held-out leakage; splits disjoint; tokenizer
 round-trips the R1-Zero template it never saw."""
+
 import random
 import re
 
@@ -10,7 +11,6 @@ from aha.demo.corpus import CorpusConfig, build_corpus, noisy_steps, segment, st
 from aha.demo.problems import Problem, chains_in, sample_split, split_of
 from aha.demo.task import ChainTask
 from aha.demo.tokenizer import left_anchored_merges, train_tokenizer
-
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +26,18 @@ def test_problem_values_by_hand():
     for _ in range(200):
         q = sample_split(rng, "test", min_terms=3, max_terms=5)
         assert split_of(q.expression) == "test" and 3 <= len(q.numbers) <= 5
-        assert all(v >= 0 for v in q.partials())          # minus only when the total stays >= 0
+        assert all(v >= 0 for v in q.partials())  # minus only when the total stays >= 0
 
 
 def test_step_text_rewrites_the_chain_by_hand():
     rng = random.Random(1)
     p = Problem((31, 3, 2, 3, 1), ("+", "+", "-", "+"))
     assert step_text(p, rng, p_recheck=0.0) == "31+3+2-3+1 = 34+2-3+1 = 36-3+1 = 33+1 = 34"
-    for _ in range(50):          # with a re-check, every segment after the fix is still the right one
+    for _ in range(50):  # with a re-check, every segment after the fix is still the right one
         text = step_text(p, rng, p_recheck=1.0)
-        assert ("wait" in text or "hmm" in text or "check" in text) and text.removesuffix(" (check: 33+1 = 34, yes)").endswith(" 34")
+        assert ("wait" in text or "hmm" in text or "check" in text) and text.removesuffix(
+            " (check: 33+1 = 34, yes)"
+        ).endswith(" 34")
         assert text.startswith("31+3+2-3+1 = ")
         for right in ("34+2-3+1", "36-3+1", "33+1"):
             assert right in text
@@ -50,11 +52,17 @@ def test_corpus_has_no_tags_or_template_text(docs):
     text = "\n".join(docs)
     for tag in ("<think>", "</think>", "<answer>", "</answer>", "think>", "answer>"):
         assert tag not in text
-    sentences = [s.strip() for s in R1_ZERO.replace("{prompt}", "\x00").split(". ") if len(s.strip()) > 12]
+    sentences = [
+        s.strip() for s in R1_ZERO.replace("{prompt}", "\x00").split(". ") if len(s.strip()) > 12
+    ]
     assert len(sentences) >= 4
     for s in sentences:
         assert s not in text, s
-    for frag in ("reasoning process here", "answer here", "conversation between User and Assistant"):
+    for frag in (
+        "reasoning process here",
+        "answer here",
+        "conversation between User and Assistant",
+    ):
         assert frag not in text
     # the tagged documents are there, with tags copied from their instruction
     assert sum("</" in d for d in docs) > 1000
@@ -64,7 +72,7 @@ def test_corpus_has_no_heldout_problem(docs):
     text = "\n".join(docs)
     chains = chains_in(text)
     assert len(chains) > 1000 and chains_in("= 34+2-3+1 = 36-3+1 = 33+1") == ["34+2-3+1", "36-3+1"]
-    assert all(split_of(c) == "train" for c in chains)      # questions and every rewritten step
+    assert all(split_of(c) == "train" for c in chains)  # questions and every rewritten step
     heldout = ChainTask().dataset("test")[:200]
     assert all(split_of(r["question"].removeprefix("Compute ")) == "test" for r in heldout)
     assert not {r["question"].removeprefix("Compute ") for r in heldout} & set(chains)
@@ -97,12 +105,29 @@ def test_tokenizer_round_trips_unseen_template(docs):
     completion = " <think> 37+5-8 = 42-8 = 34 </think> <answer> 34 </answer>"
     for text in (prompt, completion, prompt + completion, "unseen: é ✓ {}"):
         ids = tok(text)["input_ids"]
-        assert tok.decode(ids) == text and 1 not in ids and 0 not in ids   # nothing added, byte-level
+        assert (
+            tok.decode(ids) == text and 1 not in ids and 0 not in ids
+        )  # nothing added, byte-level
     # numbers are spelt one digit per token
     assert [tok.decode([i]) for i in tok(" 126")["input_ids"]] == [" ", "1", "2", "6"]
     # tag names (no leading space) are spelt letter by letter, unseen ones included
-    assert [tok.decode([i]) for i in tok(" <think> </answer>")["input_ids"]] == \
-        [" <", "t", "h", "i", "n", "k", ">", " </", "a", "n", "s", "w", "e", "r", ">"]
+    assert [tok.decode([i]) for i in tok(" <think> </answer>")["input_ids"]] == [
+        " <",
+        "t",
+        "h",
+        "i",
+        "n",
+        "k",
+        ">",
+        " </",
+        "a",
+        "n",
+        "s",
+        "w",
+        "e",
+        "r",
+        ">",
+    ]
     # frequent words are whole tokens, so the template stays short even with this toy vocabulary
     assert tok(" answer")["input_ids"] == [tok.convert_tokens_to_ids("Ġanswer")]
     assert len(tok(prompt)["input_ids"]) < 0.55 * len(prompt)
@@ -114,10 +139,18 @@ def test_autotokenizer_of_a_qwen2_dir_encodes_like_training(docs, tmp_path):
 
     tok = train_tokenizer(docs[:1500], vocab_size=400)
     tok.save_pretrained(tmp_path)
-    Qwen2Config(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                num_key_value_heads=1, intermediate_size=64).save_pretrained(tmp_path)
+    Qwen2Config(
+        vocab_size=400,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+    ).save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
-    texts = docs[:100] + [R1_ZERO.replace("{prompt}", "Compute 37+5-8") + " <think> 37+5-8 = 42-8 = 34 </think>"]
+    texts = docs[:100] + [
+        R1_ZERO.replace("{prompt}", "Compute 37+5-8") + " <think> 37+5-8 = 42-8 = 34 </think>"
+    ]
     assert loaded(texts)["input_ids"] == tok(texts)["input_ids"]
     assert loaded.eos_token_id == 1 and loaded.pad_token_id == 0
 
@@ -134,24 +167,35 @@ def test_default_corpus_unchanged_by_slip_options():
     """p_slip = p_verify = 0 draws exactly as before those options existed: the shipped tiny-base's corpus.
     The hash is of the corpus built by the code before noisy_steps was added (commit 33d33ee)."""
     import hashlib
+
     docs = build_corpus(CorpusConfig(n_docs=400, seed=0))
-    assert hashlib.sha256("\x00".join(docs).encode()).hexdigest() == \
-        "9e5ef701fee01b563c5e3b230f3732e0fa8cc6c42d18fe89f139ebcda5f74ff6"
+    assert (
+        hashlib.sha256("\x00".join(docs).encode()).hexdigest()
+        == "9e5ef701fee01b563c5e3b230f3732e0fa8cc6c42d18fe89f139ebcda5f74ff6"
+    )
 
 
 def test_noisy_steps_by_hand():
     p = Problem((31, 3, 2, 3, 1), ("+", "+", "-", "+"))
     rng = random.Random(0)
-    assert noisy_steps(p, rng, 0.0, verify=False) == ("31+3+2-3+1 = 34+2-3+1 = 36-3+1 = 33+1 = 34", 34)
+    assert noisy_steps(p, rng, 0.0, verify=False) == (
+        "31+3+2-3+1 = 34+2-3+1 = 36-3+1 = 33+1 = 34",
+        34,
+    )
     assert noisy_steps(p, rng, 0.0, verify=True) == (
         "31+3+2-3+1 = 34+2-3+1 (verify: 31+3 = 34) = 36-3+1 (verify: 34+2 = 36) = 33+1 (verify: 36-3 = 33)"
-        " = 34 (verify: 33+1 = 34)", 34)
+        " = 34 (verify: 33+1 = 34)",
+        34,
+    )
     # one slip, caught: the whole text fixed by the slip's value d
     q = Problem((10, 9, 1), ("-", "+"))
     for _ in range(20):
         text, answer = noisy_steps(q, rng, 1.0, verify=True)
         d1, d2 = (int(re.match(r"\d+", s).group()) for s in re.findall(r"= (\d+[^,]*), wait", text))
-        assert text == (f"10-9+1 = {d1}+1, wait, no: 10-9 = 1, so 1+1 = {d2}, wait, no: 1+1 = 2, so 2") and answer == 2
+        assert (
+            text == (f"10-9+1 = {d1}+1, wait, no: 10-9 = 1, so 1+1 = {d2}, wait, no: 1+1 = 2, so 2")
+            and answer == 2
+        )
 
 
 def test_slips_keep_values_non_negative():
@@ -165,7 +209,7 @@ def test_slips_keep_values_non_negative():
         first = int(text.split(" = ")[1].split("+")[0])
         seen.add(first - 1)
         assert answer >= 0 and first >= 0
-    assert seen == {10, -1, 1}                      # -10 is never drawn: 1-10 < 0
+    assert seen == {10, -1, 1}  # -10 is never drawn: 1-10 < 0
 
 
 def _apply(a: int, op: str, b: int) -> int:
@@ -188,7 +232,9 @@ def test_slips_carry_on_unless_verified(seed):
         assert answer == p.answer and text.count("wait, no: ") == len(p.ops)
         for a, op, b, v in re.findall(r"wait, no: (\d+)([+-])(\d+) = (\d+)", text):
             assert _apply(int(a), op, int(b)) == int(v)
-        assert all(segment(p, i) in text for i in range(len(p.ops) + 1))   # every right segment is there
+        assert all(
+            segment(p, i) in text for i in range(len(p.ops) + 1)
+        )  # every right segment is there
 
 
 def test_slipping_corpus_keeps_heldout_out_and_answers_consistent():
@@ -212,5 +258,5 @@ def test_slipping_corpus_keeps_heldout_out_and_answers_consistent():
         steps = work.split(" = ")
         assert int(re.match(r"\d+", steps[-1]).group()) == stated, d
         kinds[kind] += 1
-        wrong += eval(steps[0]) != stated          # steps[0] is the question's chain: digits and +/- only
+        wrong += eval(steps[0]) != stated  # steps[0] is the question's chain: digits and +/- only
     assert min(kinds.values()) > 100 and wrong > 0, (kinds, wrong)

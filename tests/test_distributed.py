@@ -1,5 +1,6 @@
 """1 process vs 2 processes (torchrun, gloo, FSDP2) on the tiny model with a fixed seed: same losses and the same
 weights after a few steps; and a 2-process checkpoint resumes in 1 process."""
+
 import json
 import os
 import subprocess
@@ -10,11 +11,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-COMMON = ["model.path=tiny-random", "task.name=arithmetic", "sampling.group_size=4", "batch.prompts_per_step=4",
-          "batch.micro_batch_size=4", "sampling.max_new_tokens=10", "sampling.seed_per_prompt=true",
-          "optim.lr=1e-2", "algorithm.beta=0.05", "algorithm.agg=token-mean", "logging.progress=false",
-          "logging.samples_every=0", "rewards.num_workers=1", "checkpoint.save_every=0",
-          "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]"]
+COMMON = [
+    "model.path=tiny-random",
+    "task.name=arithmetic",
+    "sampling.group_size=4",
+    "batch.prompts_per_step=4",
+    "batch.micro_batch_size=4",
+    "sampling.max_new_tokens=10",
+    "sampling.seed_per_prompt=true",
+    "optim.lr=1e-2",
+    "algorithm.beta=0.05",
+    "algorithm.agg=token-mean",
+    "logging.progress=false",
+    "logging.samples_every=0",
+    "rewards.num_workers=1",
+    "checkpoint.save_every=0",
+    "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]",
+]
 
 
 def run(out, nproc, *extra):
@@ -22,9 +35,19 @@ def run(out, nproc, *extra):
     if nproc == 1:
         cmd = [sys.executable, "-m", "aha", "train"]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "aha", "train"]
-    r = subprocess.run(cmd + COMMON + [f"out={out}", *extra], capture_output=True, text=True, env=env, timeout=600)
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "-m",
+            "aha",
+            "train",
+        ]
+    r = subprocess.run(
+        cmd + COMMON + [f"out={out}", *extra], capture_output=True, text=True, env=env, timeout=600
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
@@ -39,10 +62,10 @@ def test_two_processes_match_one(tmp_path):
     two = run(tmp_path / "two", 2, "steps=3")
     assert [r["step"] for r in two] == [1, 2, 3]
     for a, b in zip(one, two):
-        assert a["reward/mean"] == pytest.approx(b["reward/mean"], abs=1e-9)   # the same samples
+        assert a["reward/mean"] == pytest.approx(b["reward/mean"], abs=1e-9)  # the same samples
         for key in ("loss", "kl", "entropy", "grad_norm"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key)
-    assert one[-1]["reward/std"] > 0                                            # a real update happened
+    assert one[-1]["reward/std"] > 0  # a real update happened
     w1, w2 = weights(tmp_path / "one", 3), weights(tmp_path / "two", 3)
     assert w1.keys() == w2.keys()
     for k in w1:
@@ -50,4 +73,6 @@ def test_two_processes_match_one(tmp_path):
     # resume the 2-process run's checkpoint in 1 process: it continues as the uninterrupted 1-process run
     more = run(tmp_path / "two", 1, "steps=4", "resume=true")
     ref = run(tmp_path / "one", 1, "steps=4", "resume=true")
-    assert more[-1]["step"] == 4 and more[-1]["loss"] == pytest.approx(ref[-1]["loss"], rel=1e-4, abs=1e-6)
+    assert more[-1]["step"] == 4 and more[-1]["loss"] == pytest.approx(
+        ref[-1]["loss"], rel=1e-4, abs=1e-6
+    )

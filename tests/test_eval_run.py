@@ -1,4 +1,5 @@
 """EvalConfig validation and run_eval end to end (tiny random model, countdown task) on the CPU."""
+
 import json
 from dataclasses import asdict
 
@@ -13,23 +14,26 @@ def test_defaults_are_the_paper_eval_settings():
     assert cfg.engine == "auto" and cfg.limit is None
 
 
-@pytest.mark.parametrize("make,key", [
-    (lambda: EvalConfig(k=0), "k"),
-    (lambda: EvalConfig(limit=0), "limit"),
-    (lambda: EvalConfig(engine="vllm"), "engine"),
-    (lambda: EvalConfig(batch_size=0), "batch_size"),
-    (lambda: EvalConfig(n_boot=-1), "n_boot"),
-    (lambda: EvalConfig(out=" "), "out"),
-    (lambda: EvalConfig(reflection_phrases=[" "]), "reflection_phrases"),
-    (lambda: EvalSamplingConfig(temperature=-0.1), "temperature"),
-    (lambda: EvalSamplingConfig(top_p=0.0), "top_p"),
-    (lambda: EvalSamplingConfig(top_p=1.5), "top_p"),
-    (lambda: EvalSamplingConfig(top_k=-1), "top_k"),
-    (lambda: EvalSamplingConfig(max_new_tokens=0), "max_new_tokens"),
-    (lambda: EvalTaskConfig(split="dev"), "split"),
-    (lambda: EvalTaskConfig(name=""), "name"),
-    (lambda: EvalModelConfig(path=""), "path"),
-])
+@pytest.mark.parametrize(
+    "make,key",
+    [
+        (lambda: EvalConfig(k=0), "k"),
+        (lambda: EvalConfig(limit=0), "limit"),
+        (lambda: EvalConfig(engine="vllm"), "engine"),
+        (lambda: EvalConfig(batch_size=0), "batch_size"),
+        (lambda: EvalConfig(n_boot=-1), "n_boot"),
+        (lambda: EvalConfig(out=" "), "out"),
+        (lambda: EvalConfig(reflection_phrases=[" "]), "reflection_phrases"),
+        (lambda: EvalSamplingConfig(temperature=-0.1), "temperature"),
+        (lambda: EvalSamplingConfig(top_p=0.0), "top_p"),
+        (lambda: EvalSamplingConfig(top_p=1.5), "top_p"),
+        (lambda: EvalSamplingConfig(top_k=-1), "top_k"),
+        (lambda: EvalSamplingConfig(max_new_tokens=0), "max_new_tokens"),
+        (lambda: EvalTaskConfig(split="dev"), "split"),
+        (lambda: EvalTaskConfig(name=""), "name"),
+        (lambda: EvalModelConfig(path=""), "path"),
+    ],
+)
 def test_impossible_values_raise_one_line(make, key):
     with pytest.raises(ValueError) as e:
         make()
@@ -44,10 +48,20 @@ def test_load_config_paths_and_round_trip(tmp_path):
     assert e.value.key == "sampling.top_p"
     with pytest.raises(config.ConfigError, match="temperature"):
         config.load_config(EvalConfig, None, ["sampling.temprature=1"])
-    cfg = config.load_config(EvalConfig, None, ["model.path=tiny-random", "task.name=countdown", "k=16",
-                                                "limit=5", "task.options={seed: 3}"])
+    cfg = config.load_config(
+        EvalConfig,
+        None,
+        [
+            "model.path=tiny-random",
+            "task.name=countdown",
+            "k=16",
+            "limit=5",
+            "task.options={seed: 3}",
+        ],
+    )
     assert cfg.k == 16 and cfg.limit == 5 and cfg.task.options == {"seed": 3}
     import yaml
+
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump(asdict(cfg)))
     assert config.load_config(EvalConfig, path) == cfg
@@ -59,12 +73,19 @@ def test_run_eval_end_to_end(tmp_path):
     if not hasattr(data, "get_task"):
         pytest.skip("aha.data.get_task is not there yet")
     import torch
+
     torch.set_num_threads(1)
     out = tmp_path / "eval"
-    cfg = EvalConfig(model=EvalModelConfig(path="tiny-random", device="cpu"),
-                     task=EvalTaskConfig(name="countdown", template="plain"),
-                     sampling=EvalSamplingConfig(max_new_tokens=8), k=2, limit=3, engine="hf", n_boot=20,
-                     out=str(out))
+    cfg = EvalConfig(
+        model=EvalModelConfig(path="tiny-random", device="cpu"),
+        task=EvalTaskConfig(name="countdown", template="plain"),
+        sampling=EvalSamplingConfig(max_new_tokens=8),
+        k=2,
+        limit=3,
+        engine="hf",
+        n_boot=20,
+        out=str(out),
+    )
     lines = []
     res = run_eval(cfg, log=lines.append)
     assert res.n_problems == 3 and res.k == 2 and len(res.samples) == 6

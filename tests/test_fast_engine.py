@@ -3,6 +3,7 @@
 The torch fallbacks of every kernel run here; the Triton kernels are checked by test_fast_engine_triton.py
 (on the GPU, or on the CPU through TRITON_INTERPRET=1).
 """
+
 import warnings
 
 import pytest
@@ -21,7 +22,9 @@ CONFIGS = {
     "qwen2": dict(family="qwen2"),
     "llama": dict(family="llama", tie_word_embeddings=False),
     "qwen3": dict(family="qwen3"),
-    "gqa7": dict(family="qwen2", hidden_size=56, num_heads=7, num_kv_heads=1),   # Qwen2.5-0.5B's ratio
+    "gqa7": dict(
+        family="qwen2", hidden_size=56, num_heads=7, num_kv_heads=1
+    ),  # Qwen2.5-0.5B's ratio
 }
 TOK = char_tokenizer()
 PROMPTS = ["hello world", "abc", "the quick brown fox jumps over the lazy dog", "x"]
@@ -42,7 +45,7 @@ def ids(texts):
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def model(request):
     m = tiny(**CONFIGS[request.param])
-    m.train()          # as in training: the engine must switch to eval itself and restore the mode
+    m.train()  # as in training: the engine must switch to eval itself and restore the mode
     return m
 
 
@@ -54,10 +57,21 @@ def runner_logits(model, seq, prefix, pages):
     cache = KVCache(r.num_layers, 64, S, r.num_kv_heads, r.head_dim, r.dtype, r.device)
     slot = [pages[p // S] * S + p % S for p in range(len(seq))]
     t = torch.tensor
-    out = [r.prefill(t(seq[:prefix]), torch.arange(prefix), t(slot[:prefix]), [prefix], cache, all_logits=True)]
+    out = [
+        r.prefill(
+            t(seq[:prefix]),
+            torch.arange(prefix),
+            t(slot[:prefix]),
+            [prefix],
+            cache,
+            all_logits=True,
+        )
+    ]
     table = t([pages], dtype=torch.int32)
     for p in range(prefix, len(seq)):
-        out.append(r.decode(t([seq[p]]), t([p]), t([slot[p]]), t([p + 1], dtype=torch.int32), table, cache))
+        out.append(
+            r.decode(t([seq[p]]), t([p]), t([slot[p]]), t([p + 1], dtype=torch.int32), table, cache)
+        )
     return torch.cat(out)
 
 
@@ -87,13 +101,17 @@ def test_logprobs_equal_training_forward():
     sp = SamplingParams(n=3, temperature=0.7, top_p=0.9, top_k=20, max_tokens=24, seed=3)
     eng = FastEngine(model, TOK)
     got = eng.generate(ids(PROMPTS), sp)
-    assert [c.token_ids for c in eng.generate(ids(PROMPTS), sp)] == [c.token_ids for c in got]   # seeded
-    assert [c.token_ids for c in eng.generate(ids(PROMPTS), SamplingParams(**{**sp.__dict__, "seed": 4}))] != \
-        [c.token_ids for c in got]
+    assert [c.token_ids for c in eng.generate(ids(PROMPTS), sp)] == [
+        c.token_ids for c in got
+    ]  # seeded
+    assert [
+        c.token_ids
+        for c in eng.generate(ids(PROMPTS), SamplingParams(**{**sp.__dict__, "seed": 4}))
+    ] != [c.token_ids for c in got]
     for c in got:
         seq = ids(PROMPTS)[c.prompt_index] + c.token_ids
         with torch.no_grad():
-            logits = model(torch.tensor([seq])).logits[0, -len(c.token_ids) - 1:-1] / 0.7
+            logits = model(torch.tensor([seq])).logits[0, -len(c.token_ids) - 1 : -1] / 0.7
         ref = torch.log_softmax(logits, -1).gather(1, torch.tensor(c.token_ids)[:, None]).squeeze(1)
         assert torch.allclose(torch.tensor(c.logprobs), ref, atol=1e-4)
 
@@ -118,17 +136,19 @@ def test_sampler_frequencies_match_softmax_after_top_p():
     assert counts[~keep].sum() == 0
     # df = 2; P(chi2_2 > 18.4) = 1e-4, so a correct sampler fails this with probability ~1e-4 per seed.
     assert chi_square(counts[keep], want[keep].double()) < 18.4
-    assert torch.allclose(lp, torch.log(p)[tok])                      # logprob before truncation
+    assert torch.allclose(lp, torch.log(p)[tok])  # logprob before truncation
     tok_k, _ = sample_torch(logits.repeat(20000, 1), 1.0, top_k=2, generator=gen)
     pk = torch.softmax(logits[0, :2], -1).double()
     assert torch.bincount(tok_k, minlength=8)[2:].sum() == 0
-    assert chi_square(torch.bincount(tok_k, minlength=8)[:2].double(), pk) < 15.1   # df = 1, p = 1e-4
+    assert (
+        chi_square(torch.bincount(tok_k, minlength=8)[:2].double(), pk) < 15.1
+    )  # df = 1, p = 1e-4
 
 
 def test_engine_sample_frequencies_first_token():
     model = tiny(family="qwen2", tie_word_embeddings=False)
     with torch.no_grad():
-        model.lm_head.weight.mul_(20)            # peaked next-token law: the nucleus is 6 tokens
+        model.lm_head.weight.mul_(20)  # peaked next-token law: the nucleus is 6 tokens
         logits = model(torch.tensor(ids(["abc"]))).logits[0, -1]
     p = torch.softmax(logits / 0.9, -1).double()
     order = p.argsort(descending=True)
@@ -137,11 +157,15 @@ def test_engine_sample_frequencies_first_token():
     assert 2 <= len(nucleus) <= 12
     sp = SamplingParams(n=3000, temperature=0.9, top_p=0.7, max_tokens=1, seed=1)
     got = FastEngine(model, TOK).generate(ids(["abc"]), sp)
-    counts = torch.bincount(torch.tensor([c.token_ids[0] for c in got]), minlength=p.numel()).double()
+    counts = torch.bincount(
+        torch.tensor([c.token_ids[0] for c in got]), minlength=p.numel()
+    ).double()
     outside = torch.ones_like(counts, dtype=torch.bool)
     outside[nucleus] = False
     assert counts[outside].sum() == 0
-    df = len(nucleus) - 1   # bound mean + 6 sd of chi2_df: a correct sampler passes with probability > 0.999
+    df = (
+        len(nucleus) - 1
+    )  # bound mean + 6 sd of chi2_df: a correct sampler passes with probability > 0.999
     assert chi_square(counts[nucleus], p[nucleus] / p[nucleus].sum()) < df + 6 * (2 * df) ** 0.5
 
 
@@ -153,7 +177,7 @@ def test_in_place_weight_change_is_seen():
     opt = torch.optim.SGD(model.parameters(), lr=5.0)
     seq = torch.tensor(ids(["zzzz qqqq zzzz"]))
     model(seq, labels=seq).loss.backward()
-    opt.step()                                   # an optimizer step updates the tensors in place
+    opt.step()  # an optimizer step updates the tensors in place
     after = eng.generate(ids(PROMPTS), sp)
     ref = HFEngine(model, TOK).generate(ids(PROMPTS), sp)
     assert [c.token_ids for c in after] == [c.token_ids for c in ref]
@@ -164,7 +188,7 @@ def test_continuous_batching_stops_and_small_cache():
     model = tiny(**CONFIGS["gqa7"])
     prompts = ids(PROMPTS + ["0123456789" * 3, "zz"])
     free = HFEngine(model, TOK).generate(prompts, SamplingParams(temperature=0, max_tokens=30))
-    stop = (free[0].token_ids[5], free[2].token_ids[11])               # tokens greedy decoding does reach
+    stop = (free[0].token_ids[5], free[2].token_ids[11])  # tokens greedy decoding does reach
     sp = SamplingParams(n=2, temperature=0, max_tokens=30, stop_token_ids=stop)
     ref = HFEngine(model, TOK).generate(prompts, sp)
     # 3 rows and room for ~2 sequences of KV: admission waits for finished rows and freed pages.
@@ -172,10 +196,16 @@ def test_continuous_batching_stops_and_small_cache():
     eng = FastEngine(model, TOK, max_num_seqs=3, page_size=4, kv_cache_bytes=bpp * 30, sync_every=3)
     got = eng.generate(prompts, sp)
     assert eng.cache.num_pages == 30
-    assert any(c.finish_reason == "stop" for c in ref) and any(c.finish_reason == "length" for c in ref)
+    assert any(c.finish_reason == "stop" for c in ref) and any(
+        c.finish_reason == "length" for c in ref
+    )
     for a, b in zip(ref, got):
-        assert (b.prompt_index, b.token_ids, b.finish_reason, b.text) == (a.prompt_index, a.token_ids,
-                                                                          a.finish_reason, a.text)
+        assert (b.prompt_index, b.token_ids, b.finish_reason, b.text) == (
+            a.prompt_index,
+            a.token_ids,
+            a.finish_reason,
+            a.text,
+        )
 
 
 def test_sequence_that_cannot_fit_is_a_clear_error():
@@ -198,22 +228,31 @@ def test_release_then_generate_again():
 
 def test_unsupported_architecture_falls_back_to_hf():
     from transformers import GPT2Config, GPT2LMHeadModel
+
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=103, n_embd=32, n_layer=1, n_head=2, n_positions=64))
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=103, n_embd=32, n_layer=1, n_head=2, n_positions=64)
+    )
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         eng = FastEngine(model, TOK)
     assert eng.fallback is not None and any("falling back" in str(x.message) for x in w)
     sp = SamplingParams(temperature=0, max_tokens=5)
-    assert [c.token_ids for c in eng.generate(ids(["abc"]), sp)] == \
-        [c.token_ids for c in HFEngine(model, TOK).generate(ids(["abc"]), sp)]
+    assert [c.token_ids for c in eng.generate(ids(["abc"]), sp)] == [
+        c.token_ids for c in HFEngine(model, TOK).generate(ids(["abc"]), sp)
+    ]
 
 
 def test_peft_lora_model():
     peft = pytest.importorskip("peft")
     base = tiny(family="qwen2")
-    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
-                          init_lora_weights=False, lora_dropout=0.1)
+    cfg = peft.LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        init_lora_weights=False,
+        lora_dropout=0.1,
+    )
     model = peft.get_peft_model(base, cfg)
     model.train()
     sp = SamplingParams(n=2, temperature=0, max_tokens=20)
@@ -222,5 +261,5 @@ def test_peft_lora_model():
     got = eng.generate(ids(PROMPTS), sp)
     assert eng.fallback is None and model.training
     assert [c.token_ids for c in got] == [c.token_ids for c in ref]
-    with model.disable_adapter():            # the adapter matters: without it the tokens change
+    with model.disable_adapter():  # the adapter matters: without it the tokens change
         assert [c.token_ids for c in eng.generate(ids(PROMPTS), sp)] != [c.token_ids for c in got]

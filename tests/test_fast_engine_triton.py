@@ -3,6 +3,7 @@
 Runs on a CUDA device, or on the CPU through the Triton interpreter (TRITON_INTERPRET=1, slow); skipped where
 triton is not importable (the usual CI machine).
 """
+
 import os
 
 import pytest
@@ -11,8 +12,10 @@ import torch
 from aha.rollout.fast._triton import HAS_TRITON
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
-pytestmark = pytest.mark.skipif(not HAS_TRITON or (DEV == "cpu" and os.environ.get("TRITON_INTERPRET") != "1"),
-                                reason="needs triton on a GPU, or TRITON_INTERPRET=1")
+pytestmark = pytest.mark.skipif(
+    not HAS_TRITON or (DEV == "cpu" and os.environ.get("TRITON_INTERPRET") != "1"),
+    reason="needs triton on a GPU, or TRITON_INTERPRET=1",
+)
 DTYPES = [torch.float32, torch.bfloat16] if DEV == "cuda" else [torch.float32]
 
 
@@ -38,6 +41,7 @@ def both(monkeypatch, fn):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rms_norm_and_silu(monkeypatch, dtype):
     from aha.rollout.fast.layers import rms_norm, silu_mul
+
     g = torch.Generator(device=DEV).manual_seed(0)
     x, r = (torch.randn(5, 48, generator=g, device=DEV).to(dtype) for _ in range(2))
     w = torch.rand(48, generator=g, device=DEV).to(dtype) + 0.5
@@ -53,11 +57,14 @@ def test_rms_norm_and_silu(monkeypatch, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rope_cache(monkeypatch, dtype, qk_norm):
     from aha.rollout.fast.layers import rope_cache
+
     g = torch.Generator(device=DEV).manual_seed(1)
     T, NH, KVH, D = 6, 7, 1, 16
     q = torch.randn(T, NH * D, generator=g, device=DEV).to(dtype)
     k, v = (torch.randn(T, KVH * D, generator=g, device=DEV).to(dtype) for _ in range(2))
-    ang = torch.arange(64, device=DEV)[:, None] * (1e-2 ** (torch.arange(D // 2, device=DEV) / (D // 2)))
+    ang = torch.arange(64, device=DEV)[:, None] * (
+        1e-2 ** (torch.arange(D // 2, device=DEV) / (D // 2))
+    )
     cos, sin = torch.cat([ang, ang], -1).cos().to(dtype), torch.cat([ang, ang], -1).sin().to(dtype)
     pos = torch.tensor([0, 3, 7, 20, 21, 63], device=DEV)
     slot = torch.tensor([9, 2, 4, 0, 11, 5], device=DEV)
@@ -76,23 +83,31 @@ def test_rope_cache(monkeypatch, dtype, qk_norm):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_decode_attention_paged(monkeypatch, dtype, splits):
     from aha.rollout.fast.attention import decode_attention
+
     g = torch.Generator(device=DEV).manual_seed(2)
     B, NH, KVH, D, S = 4, 14, 2, 64, 16
     kc, vc = (torch.randn(40 * S, KVH, D, generator=g, device=DEV).to(dtype) for _ in range(2))
-    table = torch.randperm(40, generator=torch.Generator().manual_seed(0))[:32].view(B, 8).to(DEV, torch.int32)
+    table = (
+        torch.randperm(40, generator=torch.Generator().manual_seed(0))[:32]
+        .view(B, 8)
+        .to(DEV, torch.int32)
+    )
     lens = torch.tensor([1, 17, 100, 128], device=DEV, dtype=torch.int32)
     q = torch.randn(B, NH, D, generator=g, device=DEV).to(dtype)
-    a, b = both(monkeypatch, lambda: decode_attention(q, kc, vc, table, lens, S, D ** -0.5, splits))
+    a, b = both(monkeypatch, lambda: decode_attention(q, kc, vc, table, lens, S, D**-0.5, splits))
     torch.testing.assert_close(a, b, **tol(dtype))
 
 
 def test_fused_sampler_greedy_and_law():
     from aha.rollout.fast.sampler import sample_fused
+
     V, B = 10, 300 if DEV == "cpu" else 100000
     logits = torch.linspace(1.0, -1.5, V, device=DEV)[None].repeat(B, 1)
     temp = torch.tensor([0.7], device=DEV)
     seed, step = torch.tensor([123], device=DEV), torch.tensor([0], device=DEV)
-    tok, lp = sample_fused(logits.bfloat16() if DEV == "cuda" else logits, temp, seed, step, greedy=True)
+    tok, lp = sample_fused(
+        logits.bfloat16() if DEV == "cuda" else logits, temp, seed, step, greedy=True
+    )
     assert (tok == 0).all()
     torch.testing.assert_close(lp, torch.log_softmax(logits, -1)[:, 0], atol=2e-2, rtol=0)
     tok, lp = sample_fused(logits, temp, seed, step, greedy=False)
@@ -100,22 +115,24 @@ def test_fused_sampler_greedy_and_law():
     torch.testing.assert_close(lp, torch.log(p).float()[tok], atol=1e-5, rtol=0)
     counts = torch.bincount(tok, minlength=V).double()
     chi2 = (((counts - B * p) ** 2) / (B * p)).sum().item()
-    assert chi2 < 9 + 6 * 18 ** 0.5                                    # df = 9: mean + 6 sd
+    assert chi2 < 9 + 6 * 18**0.5  # df = 9: mean + 6 sd
     tok2, _ = sample_fused(logits, temp, seed, step + 1, greedy=False)
-    assert (tok2 != tok).any()                                        # a new step draws new noise
-    if DEV == "cuda":                                                 # a real vocabulary: split into parts
+    assert (tok2 != tok).any()  # a new step draws new noise
+    if DEV == "cuda":  # a real vocabulary: split into parts
         big = torch.randn(8, 151936, device=DEV) * 3
         t, l = sample_fused(big.bfloat16(), temp, seed, step, greedy=True)
         assert (t == big.bfloat16().float().argmax(-1)).all()
         t, l = sample_fused(big, temp, seed, step, greedy=False)
-        torch.testing.assert_close(l, torch.log_softmax(big / 0.7, -1).gather(1, t[:, None])[:, 0], atol=1e-4,
-                                   rtol=0)
+        torch.testing.assert_close(
+            l, torch.log_softmax(big / 0.7, -1).gather(1, t[:, None])[:, 0], atol=1e-4, rtol=0
+        )
 
 
 def test_engine_greedy_matches_hf_with_kernels():
     from aha.models.tiny import char_tokenizer, tiny_model
     from aha.rollout import HFEngine, SamplingParams
     from aha.rollout.fast import FastEngine
+
     tok = char_tokenizer()
     model = tiny_model(family="qwen3", hidden_size=56, num_heads=7, num_kv_heads=1).to(DEV)
     model.generation_config.eos_token_id = None
@@ -139,19 +156,29 @@ def test_cuda_graphs_continuous_batching_stops_lora():
     from aha.models.tiny import char_tokenizer, tiny_model
     from aha.rollout import HFEngine, SamplingParams
     from aha.rollout.fast import FastEngine
+
     tok = char_tokenizer()
     model = tiny_model(family="qwen2", hidden_size=56, num_heads=7, num_kv_heads=1).to(DEV)
     model.generation_config.eos_token_id = None
-    prompts = [tok.encode(t) for t in ["hello world", "abc", "the quick brown fox jumps", "0123456789" * 3, "zz"]]
+    prompts = [
+        tok.encode(t)
+        for t in ["hello world", "abc", "the quick brown fox jumps", "0123456789" * 3, "zz"]
+    ]
     free = HFEngine(model, tok).generate(prompts, SamplingParams(temperature=0, max_tokens=40))
-    sp = SamplingParams(n=3, temperature=0, max_tokens=40,
-                        stop_token_ids=(free[0].token_ids[7], free[2].token_ids[15]))
+    sp = SamplingParams(
+        n=3,
+        temperature=0,
+        max_tokens=40,
+        stop_token_ids=(free[0].token_ids[7], free[2].token_ids[15]),
+    )
     ref = HFEngine(model, tok).generate(prompts, sp)
-    eng = FastEngine(model, tok, max_num_seqs=4, sync_every=4)      # rows recycled, batch compacted
+    eng = FastEngine(model, tok, max_num_seqs=4, sync_every=4)  # rows recycled, batch compacted
     got = eng.generate(prompts, sp)
     assert eng.batch.graphs, "decode steps should run as CUDA graphs"
     assert any(c.finish_reason == "stop" for c in ref)
-    assert [(c.token_ids, c.finish_reason) for c in got] == [(c.token_ids, c.finish_reason) for c in ref]
+    assert [(c.token_ids, c.finish_reason) for c in got] == [
+        (c.token_ids, c.finish_reason) for c in ref
+    ]
     # top-p sampling: graph for the forward, torch sampler; seeded runs repeat
     sp2 = SamplingParams(n=4, temperature=0.8, top_p=0.9, max_tokens=20, seed=7)
     a, b = eng.generate(prompts, sp2), eng.generate(prompts, sp2)
@@ -162,8 +189,12 @@ def test_cuda_graphs_continuous_batching_stops_lora():
     ref2 = HFEngine(model, tok).generate(prompts, sp)
     assert [c.token_ids for c in eng.generate(prompts, sp)] == [c.token_ids for c in ref2]
     # LoRA: adapter flags are part of the graph key
-    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj", "up_proj"],
-                                                      init_lora_weights=False))
+    lora = peft.get_peft_model(
+        model,
+        peft.LoraConfig(
+            r=4, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False
+        ),
+    )
     eng = FastEngine(lora, tok)
     ref3 = HFEngine(lora, tok).generate(prompts, sp)
     assert [c.token_ids for c in eng.generate(prompts, sp)] == [c.token_ids for c in ref3]

@@ -1,4 +1,5 @@
 """Model loading from local files, LoRA (with the reference = adapters off), gradient checkpointing, errors."""
+
 import json
 
 import pytest
@@ -36,13 +37,16 @@ def test_lora_checkpoint_is_a_merged_loadable_model(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from aha.models.load import merged_state_dict
+
     model, tok = load_model("tiny-random", lora_r=4, lora_alpha=8)
     for n, p in model.named_parameters():
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.get_base_model().save_pretrained(tmp_path, state_dict=merged_state_dict(model))
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())    # live weights untouched
+    assert all(
+        torch.equal(before[k], v) for k, v in model.state_dict().items()
+    )  # live weights untouched
     plain = AutoModelForCausalLM.from_pretrained(tmp_path)
     ids = torch.tensor([tok("abc 12").input_ids])
     with torch.no_grad():
@@ -65,7 +69,7 @@ def test_lora_reference_is_base_model(tmp_path):
     model, tok = load_model("tiny-random", lora_r=4, lora_alpha=8)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert 0 < trainable < sum(p.numel() for p in model.parameters()) / 2
-    for n, p in model.named_parameters():      # make the adapters non-trivial
+    for n, p in model.named_parameters():  # make the adapters non-trivial
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.5)
     ids = torch.tensor([tok("abc").input_ids])
@@ -82,11 +86,22 @@ def test_lora_reference_is_base_model(tmp_path):
 
 def test_lora_and_checkpointing_train_and_resume(tmp_path):
     save_tiny(tmp_path / "m")
-    common = [f"model.path={tmp_path / 'm'}", "task.name=arithmetic", "sampling.group_size=4",
-              "batch.prompts_per_step=2", "batch.micro_batch_size=4", "sampling.max_new_tokens=8",
-              "logging.progress=false", "rewards.num_workers=1", "model.lora.r=4", "algorithm.beta=0.1",
-              "model.gradient_checkpointing=true", "optim.lr=1e-2",
-              "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]", f"out={tmp_path / 'run'}"]
+    common = [
+        f"model.path={tmp_path / 'm'}",
+        "task.name=arithmetic",
+        "sampling.group_size=4",
+        "batch.prompts_per_step=2",
+        "batch.micro_batch_size=4",
+        "sampling.max_new_tokens=8",
+        "logging.progress=false",
+        "rewards.num_workers=1",
+        "model.lora.r=4",
+        "algorithm.beta=0.1",
+        "model.gradient_checkpointing=true",
+        "optim.lr=1e-2",
+        "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]",
+        f"out={tmp_path / 'run'}",
+    ]
     train(load_config(TrainConfig, None, common + ["steps=2"]))
     ck = tmp_path / "run" / "checkpoints" / "step-000002"
     assert (ck / "adapter" / "adapter_config.json").is_file() and (ck / "config.json").is_file()
@@ -94,4 +109,6 @@ def test_lora_and_checkpointing_train_and_resume(tmp_path):
     assert summary["steps"] == 3
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
-    assert all(r["grad_norm"] > 0 for r in rows if r["reward/std"] > 0)   # gradients reach the adapters
+    assert all(
+        r["grad_norm"] > 0 for r in rows if r["reward/std"] > 0
+    )  # gradients reach the adapters

@@ -1,5 +1,6 @@
 """OpenAIEngine against a scripted fake server over real HTTP: retries with backoff, give-up, concurrency bound,
 one-line errors, and the resumable request cache (a crash mid-call regenerates nothing already received)."""
+
 import json
 import threading
 import time
@@ -60,8 +61,14 @@ class Fake:
 
 def ok(body, text=None):
     """A well-formed reply: choice j of prompt "P" is "P/j/seed"."""
-    choices = [{"index": j, "text": text or f"{body['prompt']}/{j}/{body.get('seed')}", "finish_reason": "stop"}
-               for j in range(body["n"])]
+    choices = [
+        {
+            "index": j,
+            "text": text or f"{body['prompt']}/{j}/{body.get('seed')}",
+            "finish_reason": "stop",
+        }
+        for j in range(body["n"])
+    ]
     return 200, {"choices": choices}, {}
 
 
@@ -72,6 +79,7 @@ def fake():
     def make(script, delay=0.0):
         servers.append(Fake(script, delay))
         return servers[-1]
+
     yield make
     for s in servers:
         s.close()
@@ -84,16 +92,36 @@ def prompts(*texts):
 def test_completions_payload_and_parsing(fake):
     f = fake(lambda b, n: ok(b))
     eng = OpenAIEngine(f.url, "teacher", TOK, concurrency=2)
-    comps = eng.generate(prompts("ab", "cd"), SamplingParams(n=2, temperature=0.7, max_tokens=9, seed=5,
-                                                             stop_token_ids=[TOK.eos_token_id]))
-    assert [c.text for c in comps] == ["ab/0/5", "ab/1/5", "cd/0/6", "cd/1/6"]        # prompt-major, seed + i
+    comps = eng.generate(
+        prompts("ab", "cd"),
+        SamplingParams(
+            n=2, temperature=0.7, max_tokens=9, seed=5, stop_token_ids=[TOK.eos_token_id]
+        ),
+    )
+    assert [c.text for c in comps] == [
+        "ab/0/5",
+        "ab/1/5",
+        "cd/0/6",
+        "cd/1/6",
+    ]  # prompt-major, seed + i
     assert [c.prompt_index for c in comps] == [0, 0, 1, 1]
     c = comps[0]
     assert c.token_ids == prompts("ab/0/5")[0] + [TOK.eos_token_id] and c.finish_reason == "stop"
-    assert len(c.logprobs) == len(c.token_ids) and c.meta["logprobs"] is False       # server sent none: NaN
+    assert (
+        len(c.logprobs) == len(c.token_ids) and c.meta["logprobs"] is False
+    )  # server sent none: NaN
     body = sorted(f.bodies, key=lambda b: b["prompt"])[0]
-    assert body == {"model": "teacher", "max_tokens": 9, "temperature": 0.7, "top_p": 1.0, "n": 2, "seed": 5,
-                    "stop_token_ids": [TOK.eos_token_id], "prompt": "ab", "logprobs": 1}
+    assert body == {
+        "model": "teacher",
+        "max_tokens": 9,
+        "temperature": 0.7,
+        "top_p": 1.0,
+        "n": 2,
+        "seed": 5,
+        "stop_token_ids": [TOK.eos_token_id],
+        "prompt": "ab",
+        "logprobs": 1,
+    }
     eng_ids = OpenAIEngine(f.url, "teacher", TOK, send_token_ids=True, vllm_extensions=False)
     eng_ids.generate(prompts("ab"), SamplingParams(max_tokens=3))
     assert f.bodies[-1]["prompt"] == prompts("ab")[0] and "stop_token_ids" not in f.bodies[-1]
@@ -108,6 +136,7 @@ def test_retries_with_backoff_then_succeeds(fake):
         if n == 2:
             return 429, {"error": {"message": "slow down"}}, {"Retry-After": "0"}
         return ok(body)
+
     f = fake(script)
     eng = OpenAIEngine(f.url, "m", TOK, backoff=0.01, max_retries=3)
     [c] = eng.generate(prompts("x"), SamplingParams())
@@ -152,19 +181,24 @@ def test_cache_resumes_without_regenerating(fake, tmp_path):
         if fail["on"] and body["prompt"] == "c":
             return 400, {"error": {"message": "crash"}}, {}
         return ok(body)
+
     f = fake(script)
     params = SamplingParams(n=2, seed=1)
     with pytest.raises(OpenAIError, match="crash"):
-        OpenAIEngine(f.url, "m", TOK, cache_path=cache, concurrency=1).generate(prompts("a", "b", "c", "d"), params)
+        OpenAIEngine(f.url, "m", TOK, cache_path=cache, concurrency=1).generate(
+            prompts("a", "b", "c", "d"), params
+        )
     got = {b["prompt"] for b in f.bodies if b["prompt"] != "c"}
-    assert got and len(cache.read_text().splitlines()) == len(got)        # every received answer was kept
+    assert got and len(cache.read_text().splitlines()) == len(got)  # every received answer was kept
     with cache.open("a") as fh:
-        fh.write('{"key": "torn')                                          # a crash while writing a line
+        fh.write('{"key": "torn')  # a crash while writing a line
     fail["on"] = False
     before = len(f.bodies)
     eng = OpenAIEngine(f.url, "m", TOK, cache_path=cache)
     comps = eng.generate(prompts("a", "b", "c", "d"), params)
-    assert [c.text for c in comps] == [f"{p}/{j}/{1 + i}" for i, p in enumerate("abcd") for j in range(2)]
+    assert [c.text for c in comps] == [
+        f"{p}/{j}/{1 + i}" for i, p in enumerate("abcd") for j in range(2)
+    ]
     asked = [b["prompt"] for b in f.bodies[before:]]
     assert sorted(asked) == sorted(set("abcd") - got) and eng.stats["cache_hits"] == len(got)
     # an identical request later in the same run is a new occurrence: fresh samples, not the cached ones
@@ -174,12 +208,30 @@ def test_cache_resumes_without_regenerating(fake, tmp_path):
 
 def test_chat_api_payload_and_reasoning(fake):
     def script(body, n):
-        return 200, {"choices": [{"index": 0, "finish_reason": "length",
-                                  "message": {"role": "assistant", "content": "<answer>4</answer>",
-                                              "reasoning_content": "2+2=4"}}]}, {}
+        return (
+            200,
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "length",
+                        "message": {
+                            "role": "assistant",
+                            "content": "<answer>4</answer>",
+                            "reasoning_content": "2+2=4",
+                        },
+                    }
+                ]
+            },
+            {},
+        )
+
     f = fake(script)
     eng = OpenAIEngine(f.url, "m", TOK, api="chat", system="be brief")
     [c] = eng.generate(prompts("2+2?"), SamplingParams(max_tokens=5))
-    assert f.bodies[0]["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}]
+    assert f.bodies[0]["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "2+2?"},
+    ]
     assert c.text == "<think>\n2+2=4\n</think>\n<answer>4</answer>" and c.finish_reason == "length"
-    assert c.token_ids == prompts(c.text)[0]                                  # no eos: it did not stop
+    assert c.token_ids == prompts(c.text)[0]  # no eos: it did not stop

@@ -1,5 +1,6 @@
 """AdamWMaster equals torch's AdamW run in fp32, while the live bf16 weights carry the rounded values;
 the schedule by hand."""
+
 import math
 
 import pytest
@@ -10,7 +11,7 @@ from aha.train.optim import AdamWMaster, build_optimizer, lr_lambda
 
 def test_master_adamw_matches_fp32_adamw():
     torch.manual_seed(0)
-    w0 = torch.randn(64, 32).to(torch.bfloat16).float()     # representable in bf16: both start equal
+    w0 = torch.randn(64, 32).to(torch.bfloat16).float()  # representable in bf16: both start equal
     ref = torch.nn.Parameter(w0.clone())
     live = torch.nn.Parameter(w0.to(torch.bfloat16))
     opt_ref = torch.optim.AdamW([ref], lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)
@@ -38,7 +39,7 @@ def test_tiny_updates_are_not_lost_in_bf16():
     for _ in range(100):
         naive.grad = torch.ones_like(naive)
         nopt.step()
-    assert naive[0].item() == 1.0      # what a pure-bf16 AdamW does: nothing
+    assert naive[0].item() == 1.0  # what a pure-bf16 AdamW does: nothing
 
 
 def test_build_optimizer_picks_by_dtype():
@@ -52,7 +53,9 @@ def test_schedule_by_hand():
     kw = dict(total=10, warmup=2, min_ratio=0.1)
     assert [lr_lambda(s, schedule="constant", **kw) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
     assert lr_lambda(2, schedule="cosine", **kw) == pytest.approx(1.0)
-    assert lr_lambda(6, schedule="cosine", **kw) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_lambda(6, schedule="cosine", **kw) == pytest.approx(
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5))
+    )
     assert lr_lambda(10, schedule="cosine", **kw) == pytest.approx(0.1)
 
 

@@ -1,5 +1,6 @@
 """algorithm.policy_loss reaches the trainer: gspo equals ppo_clip on-policy (mu = 1: every ratio is 1) and differs
 from it once the policy has moved (mu = 2: GSPO's sequence ratio is clipped at its paper's 3e-4 / 4e-4)."""
+
 import pytest
 import torch
 
@@ -7,10 +8,23 @@ from aha.config import ConfigError, load_config
 from aha.train.config import TrainConfig
 from aha.train.grpo import GRPOTrainer
 
-BASE = ["model.path=tiny-random", "task.name=arithmetic", "sampling.group_size=4", "batch.prompts_per_step=2",
-        "batch.micro_batch_size=4", "sampling.max_new_tokens=12", "logging.progress=false", "engine=hf",
-        "logging.samples_every=0", "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]", "rewards.num_workers=1",
-        "checkpoint.save_every=0", "steps=1", "optim.lr=1e-2", "optim.warmup_steps=0"]
+BASE = [
+    "model.path=tiny-random",
+    "task.name=arithmetic",
+    "sampling.group_size=4",
+    "batch.prompts_per_step=2",
+    "batch.micro_batch_size=4",
+    "sampling.max_new_tokens=12",
+    "logging.progress=false",
+    "engine=hf",
+    "logging.samples_every=0",
+    "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]",
+    "rewards.num_workers=1",
+    "checkpoint.save_every=0",
+    "steps=1",
+    "optim.lr=1e-2",
+    "optim.warmup_steps=0",
+]
 
 
 def weights_after(tmp_path, *extra):
@@ -29,10 +43,16 @@ def differ(a, b) -> bool:
 
 def test_gspo_is_ppo_clip_on_policy_and_differs_off_policy(tmp_path):
     gspo = ["algorithm.policy_loss=gspo", "algorithm.clip_low=3e-4", "algorithm.clip_high=4e-4"]
-    w_ppo1, w_gspo1 = weights_after(tmp_path, "algorithm.mu=1"), weights_after(tmp_path, "algorithm.mu=1", *gspo)
+    w_ppo1, w_gspo1 = (
+        weights_after(tmp_path, "algorithm.mu=1"),
+        weights_after(tmp_path, "algorithm.mu=1", *gspo),
+    )
     for k in w_ppo1:
         assert torch.allclose(w_ppo1[k], w_gspo1[k], atol=1e-6), k
-    w_ppo2, w_gspo2 = weights_after(tmp_path, "algorithm.mu=2"), weights_after(tmp_path, "algorithm.mu=2", *gspo)
+    w_ppo2, w_gspo2 = (
+        weights_after(tmp_path, "algorithm.mu=2"),
+        weights_after(tmp_path, "algorithm.mu=2", *gspo),
+    )
     assert differ(w_ppo1, w_ppo2) and differ(w_ppo2, w_gspo2)
 
 

@@ -1,5 +1,6 @@
 """PPO in 1 process vs 2 (torchrun, gloo, FSDP2): the critic sharded, whitening, KL controller and value loss
 reduced over ranks give the same metrics and weights; a 2-process checkpoint (critic included) resumes in 1."""
+
 import json
 import os
 import subprocess
@@ -11,21 +12,50 @@ import torch
 from safetensors.torch import load_file
 
 HERE = Path(__file__).resolve().parent
-COMMON = ["model.path=tiny-random", "model.device=cpu", "task.name=arithmetic", "sampling.group_size=4",
-          "batch.prompts_per_step=4", "batch.micro_batch_size=4", "sampling.max_new_tokens=10",
-          "sampling.seed_per_prompt=true", "optim.lr=1e-2", "algorithm.name=ppo", "algorithm.advantage=gae",
-          "algorithm.agg=token-mean", "algorithm.mu=2", "logging.progress=false", "logging.samples_every=0",
-          "rewards.num_workers=1", "checkpoint.save_every=0", "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]"]
+COMMON = [
+    "model.path=tiny-random",
+    "model.device=cpu",
+    "task.name=arithmetic",
+    "sampling.group_size=4",
+    "batch.prompts_per_step=4",
+    "batch.micro_batch_size=4",
+    "sampling.max_new_tokens=10",
+    "sampling.seed_per_prompt=true",
+    "optim.lr=1e-2",
+    "algorithm.name=ppo",
+    "algorithm.advantage=gae",
+    "algorithm.agg=token-mean",
+    "algorithm.mu=2",
+    "logging.progress=false",
+    "logging.samples_every=0",
+    "rewards.num_workers=1",
+    "checkpoint.save_every=0",
+    "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]",
+]
 # k1 KL in the reward with the adaptive controller: its statistic must be the global one on every rank
 SETTINGS = dict(reward_kl_coef=0.1, kl_ctrl="adaptive", kl_target=1e-4, kl_horizon=40)
 
 
 def run(out, nproc, *extra):
     env = {**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                    f"--nproc-per-node={nproc}"]
-    r = subprocess.run(launcher + [__file__, *COMMON, f"out={out}", *extra], capture_output=True, text=True,
-                       env=env, timeout=600)
+    launcher = (
+        [sys.executable]
+        if nproc == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+        ]
+    )
+    r = subprocess.run(
+        launcher + [__file__, *COMMON, f"out={out}", *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
@@ -34,16 +64,28 @@ def run(out, nproc, *extra):
 def test_two_processes_match_one(tmp_path):
     one = run(tmp_path / "one", 1, "steps=3")
     two = run(tmp_path / "two", 2, "steps=3")
-    assert one[-1]["value/loss"] > 0 and one[-1]["kl_reward"] != 0                 # the critic and KL did work
+    assert one[-1]["value/loss"] > 0 and one[-1]["kl_reward"] != 0  # the critic and KL did work
     for a, b in zip(one, two):
         # (not value/clip_frac: a count of tokens; one token within float noise of the clip boundary flips it --
         # seen: 0.047 vs 0.053 at step 3 with every loss equal to 1e-5)
-        for key in ("reward/mean", "loss", "kl", "grad_norm", "value/loss", "value/grad_norm", "kl_coef",
-                    "kl_reward"):
+        for key in (
+            "reward/mean",
+            "loss",
+            "kl",
+            "grad_norm",
+            "value/loss",
+            "value/grad_norm",
+            "kl_coef",
+            "kl_reward",
+        ):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key)
     for part in ("", "value/"):
-        w1 = load_file(tmp_path / "one" / "checkpoints" / "step-000003" / part / "model.safetensors")
-        w2 = load_file(tmp_path / "two" / "checkpoints" / "step-000003" / part / "model.safetensors")
+        w1 = load_file(
+            tmp_path / "one" / "checkpoints" / "step-000003" / part / "model.safetensors"
+        )
+        w2 = load_file(
+            tmp_path / "two" / "checkpoints" / "step-000003" / part / "model.safetensors"
+        )
         assert w1.keys() == w2.keys()
         for k in w1:
             assert torch.allclose(w1[k], w2[k], atol=1e-5), (part, k)
@@ -53,7 +95,9 @@ def test_two_processes_match_one(tmp_path):
         assert more[-1][key] == pytest.approx(ref[-1][key], rel=1e-4, abs=1e-6), key
 
 
-if __name__ == "__main__":   # the training process: python THIS_FILE overrides... (or under torchrun)
+if (
+    __name__ == "__main__"
+):  # the training process: python THIS_FILE overrides... (or under torchrun)
     torch.set_num_threads(1)
     from aha.config import load_config
     from aha.train.config import TrainConfig

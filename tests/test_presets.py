@@ -1,4 +1,5 @@
 """Every recipe in configs/ loads, validates, and runs one step (on the tiny random model, to stay fast)."""
+
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,21 @@ RL = ["grpo.yaml", "dr_grpo.yaml", "dapo.yaml"]
 
 @pytest.mark.parametrize("name", RL)
 def test_preset_runs_one_step(name, tmp_path):
-    cfg = load_config(TrainConfig, CONFIGS / name, [
-        "model.path=tiny-random", "steps=1", "batch.prompts_per_step=2", "batch.micro_batch_size=16",
-        "sampling.max_new_tokens=8", "logging.eval_size=2", "logging.eval_k=2", "logging.progress=false",
-        "rewards.num_workers=1", f"out={tmp_path}"])
+    cfg = load_config(
+        TrainConfig,
+        CONFIGS / name,
+        [
+            "model.path=tiny-random",
+            "steps=1",
+            "batch.prompts_per_step=2",
+            "batch.micro_batch_size=16",
+            "sampling.max_new_tokens=8",
+            "logging.eval_size=2",
+            "logging.eval_k=2",
+            "logging.progress=false",
+            "rewards.num_workers=1",
+            f"out={tmp_path}",
+        ],
+    )
     summary = train(cfg)
     assert summary["steps"] == 1 and (tmp_path / "metrics.jsonl").is_file()

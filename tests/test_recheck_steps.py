@@ -1,5 +1,6 @@
 """benchmarks/recheck_steps.py, the step / re-check analysis quoted in the README's --recheck section, on
 completions checked by hand."""
+
 import json
 import sys
 from pathlib import Path
@@ -7,8 +8,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from recheck_steps import analyse, main, steps_of  # noqa: E402
 
-VERIFIED = (" <think> 87+8-6+7 = 95-6+7 (verify: 87+8 = 95) = 88+7 (verify: 95-6 = 89) = 99 (verify: 89+7 = 96)"
-            " </think>\n<answer> 96 </answer>")
+VERIFIED = (
+    " <think> 87+8-6+7 = 95-6+7 (verify: 87+8 = 95) = 88+7 (verify: 95-6 = 89) = 99 (verify: 89+7 = 96)"
+    " </think>\n<answer> 96 </answer>"
+)
 FIXED = " <think> 31+3+2-3+1 = 35+2-3+1, wait, no: 31+3 = 34, so 34+2-3+1 = 36-3+1 (verify: 34+2 = 36) = 33+1 = 34 </think>"
 PLAIN = " <think> 43+8-6-3-2 = 50-6-3-2 = 44-3-2 = 40-2 = 38 </think> <answer> 38 </answer>"
 
@@ -24,8 +27,11 @@ def test_steps_by_hand():
 
 
 def test_analyse_and_cli(tmp_path, capsys):
-    rows = [{"completion": VERIFIED, "correct": True}, {"completion": PLAIN, "correct": False},
-            {"completion": FIXED, "correct": True}]
+    rows = [
+        {"completion": VERIFIED, "correct": True},
+        {"completion": PLAIN, "correct": False},
+        {"completion": FIXED, "correct": True},
+    ]
     r = analyse(rows)
     assert r["samples"] == 3 and abs(r["verifying"] - 2 / 3) < 1e-12 and r["steps"] == 11
     assert abs(r["step_right"] - 6 / 11) < 1e-12 and r["checks"] == 5 and r["check_right"] == 1.0
@@ -37,7 +43,10 @@ def test_analyse_and_cli(tmp_path, capsys):
     assert main([str(tmp_path / "missing.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
-    for text, says in (('{"completion": "x"}\nnot json\n', "bad.jsonl:2: not JSON"), ('["a"]\n', "bad.jsonl:1: a list")):
+    for text, says in (
+        ('{"completion": "x"}\nnot json\n', "bad.jsonl:2: not JSON"),
+        ('["a"]\n', "bad.jsonl:1: a list"),
+    ):
         bad.write_text(text)
         assert main([str(f), str(bad)]) == 2
         out = capsys.readouterr()

@@ -1,4 +1,5 @@
 """ReMax: the estimator by hand, and the trainer's baseline = the reward of each prompt's greedy completion."""
+
 import math
 
 import numpy as np
@@ -19,8 +20,17 @@ def test_remax_hand_values_and_nans():
     assert torch.allclose(adv, torch.tensor([0.5, -0.5, 0.0, -0.5]))
     assert float(m["reward/greedy"]) == pytest.approx(0.75)
     adv, m = remax([1.0, NAN, 1.0, 0.5, 2.0, 2.0], 2, baseline=[0.5, NAN, 2.0])
-    assert adv.tolist() == [0.5, 0.0, 0.0, 0.0, 0.0, 0.0]            # NaN reward -> 0; NaN baseline -> group 0
-    assert float(m["frac_reward_zero_std"]) == pytest.approx(2 / 3)  # groups 2 and 3 carry no signal
+    assert adv.tolist() == [
+        0.5,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    ]  # NaN reward -> 0; NaN baseline -> group 0
+    assert float(m["frac_reward_zero_std"]) == pytest.approx(
+        2 / 3
+    )  # groups 2 and 3 carry no signal
     assert get_advantage("remax") is remax
 
 
@@ -31,10 +41,21 @@ def test_remax_needs_one_baseline_per_prompt():
         remax([1.0, 0.0, 1.0, 0.0], 2, baseline=[0.5])
 
 
-BASE = ["model.path=tiny-random", "task.name=arithmetic", "sampling.group_size=4", "batch.prompts_per_step=2",
-        "batch.micro_batch_size=4", "sampling.max_new_tokens=12", "logging.progress=false", "engine=hf",
-        "logging.samples_every=0", "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]", "rewards.num_workers=1",
-        "algorithm.advantage=remax", "checkpoint.save_every=0"]
+BASE = [
+    "model.path=tiny-random",
+    "task.name=arithmetic",
+    "sampling.group_size=4",
+    "batch.prompts_per_step=2",
+    "batch.micro_batch_size=4",
+    "sampling.max_new_tokens=12",
+    "logging.progress=false",
+    "engine=hf",
+    "logging.samples_every=0",
+    "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]",
+    "rewards.num_workers=1",
+    "algorithm.advantage=remax",
+    "checkpoint.save_every=0",
+]
 
 
 def test_trainer_baseline_is_the_greedy_completions_reward(tmp_path):
@@ -44,7 +65,8 @@ def test_trainer_baseline_is_the_greedy_completions_reward(tmp_path):
         ids = trainer.prompt_ids(rows)
         got = trainer.greedy_rewards(ids, rows)
         greedy = HFEngine(trainer.model, trainer.tok).generate(
-            ids, SamplingParams(temperature=0, max_tokens=12, stop_token_ids=[trainer.stop_id]))
+            ids, SamplingParams(temperature=0, max_tokens=12, stop_token_ids=[trainer.stop_id])
+        )
         want = [c.text.count("7") / max(len(c.text), 1) for c in greedy]
         assert np.allclose(got, want)
         total = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
@@ -55,5 +77,6 @@ def test_trainer_baseline_is_the_greedy_completions_reward(tmp_path):
     finally:
         trainer.close()
     import json
+
     rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(math.isfinite(r["reward/greedy"]) for r in rows)

@@ -1,9 +1,20 @@
 """Table-driven tests of the per-item rewards, including reward-hacking attempts (issue 3)."""
+
 import pytest
 
-from aha.rewards import (countdown_reward, exact_match, extract_answer, format_reward, get_reward,
-                         language_consistency, last_boxed, math_accuracy, reference_answer, soft_overlong_penalty,
-                         tag_reward)
+from aha.rewards import (
+    countdown_reward,
+    exact_match,
+    extract_answer,
+    format_reward,
+    get_reward,
+    language_consistency,
+    last_boxed,
+    math_accuracy,
+    reference_answer,
+    soft_overlong_penalty,
+    tag_reward,
+)
 
 GOOD = "<think>I add.</think> <answer>42</answer>"
 
@@ -11,24 +22,28 @@ FORMAT = [  # (completion, think_prefilled, expected)
     (GOOD, False, 1.0),
     ("\n <think>\nreason\n</think>\n\n<answer>\n42\n</answer>\n  ", False, 1.0),
     ("<think>r</think><answer>42</answer>", False, 1.0),
-    ("<think>r</think><answer>42</answer> trailing", False, 0.0),           # text after the answer
-    ("preamble <think>r</think><answer>42</answer>", False, 0.0),           # text before the think block
-    ("<think>r</think> between <answer>42</answer>", False, 0.0),           # text between blocks
-    ("<think> </think><answer>42</answer>", False, 0.0),                    # empty reasoning
-    ("<think>r</think><answer>  </answer>", False, 0.0),                    # empty answer
-    ("<think>r</think><answer>1</answer><answer>2</answer>", False, 0.0),   # several answer blocks
-    ("<think>r <answer>1</answer></think><answer>2</answer>", False, 0.0),  # tags inside the reasoning
-    ("<think>a<think>b</think><answer>2</answer>", False, 0.0),             # repeated <think>
-    ("<answer>42</answer>", False, 0.0),                                    # no reasoning
-    ("<think>r</think>", False, 0.0),                                       # no answer
-    ("<think>r</think><аnswer>42</аnswer>", False, 0.0),                    # Cyrillic 'а' look-alike tags
-    ("<think>r</think>＜answer＞42＜/answer＞", False, 0.0),                    # fullwidth brackets
-    ("<THINK>r</THINK><ANSWER>42</ANSWER>", False, 0.0),                    # wrong case
-    ("<think>r</think><answer>42", False, 0.0),                             # unclosed answer (truncated)
+    ("<think>r</think><answer>42</answer> trailing", False, 0.0),  # text after the answer
+    ("preamble <think>r</think><answer>42</answer>", False, 0.0),  # text before the think block
+    ("<think>r</think> between <answer>42</answer>", False, 0.0),  # text between blocks
+    ("<think> </think><answer>42</answer>", False, 0.0),  # empty reasoning
+    ("<think>r</think><answer>  </answer>", False, 0.0),  # empty answer
+    ("<think>r</think><answer>1</answer><answer>2</answer>", False, 0.0),  # several answer blocks
+    (
+        "<think>r <answer>1</answer></think><answer>2</answer>",
+        False,
+        0.0,
+    ),  # tags inside the reasoning
+    ("<think>a<think>b</think><answer>2</answer>", False, 0.0),  # repeated <think>
+    ("<answer>42</answer>", False, 0.0),  # no reasoning
+    ("<think>r</think>", False, 0.0),  # no answer
+    ("<think>r</think><аnswer>42</аnswer>", False, 0.0),  # Cyrillic 'а' look-alike tags
+    ("<think>r</think>＜answer＞42＜/answer＞", False, 0.0),  # fullwidth brackets
+    ("<THINK>r</THINK><ANSWER>42</ANSWER>", False, 0.0),  # wrong case
+    ("<think>r</think><answer>42", False, 0.0),  # unclosed answer (truncated)
     ("", False, 0.0),
-    ("reason</think><answer>42</answer>", True, 1.0),                       # prompt ended in <think>
-    ("<think>reason</think><answer>42</answer>", True, 0.0),                # prefilled tag repeated
-    (" </think><answer>42</answer>", True, 0.0),                            # empty reasoning
+    ("reason</think><answer>42</answer>", True, 1.0),  # prompt ended in <think>
+    ("<think>reason</think><answer>42</answer>", True, 0.0),  # prefilled tag repeated
+    (" </think><answer>42</answer>", True, 0.0),  # empty reasoning
 ]
 
 
@@ -41,10 +56,10 @@ TAG = [
     (GOOD, False, 1.0),
     ("<think>r</think>", False, 0.5),
     ("<think>r</think><answer>4", False, 0.75),
-    ("x <think>r</think><answer>4</answer>", False, 0.75),       # <think> not at the start
-    ("<think>r</think><answer>4</answer> x", False, 0.75),       # text after </answer>
-    ("<answer>4</answer><think>r</think>", False, 0.25),         # swapped: only </think> is in place
-    ("<think><think>r</think></think><answer>4</answer>", False, 0.5),   # repeated tags get nothing
+    ("x <think>r</think><answer>4</answer>", False, 0.75),  # <think> not at the start
+    ("<think>r</think><answer>4</answer> x", False, 0.75),  # text after </answer>
+    ("<answer>4</answer><think>r</think>", False, 0.25),  # swapped: only </think> is in place
+    ("<think><think>r</think></think><answer>4</answer>", False, 0.5),  # repeated tags get nothing
     ("nothing", False, 0.0),
     ("r</think><answer>4</answer>", True, 1.0),
     ("<think>r</think><answer>4</answer>", True, 0.75),
@@ -58,12 +73,15 @@ def test_tag_reward(completion, prefilled, expected):
 
 EXTRACT = [
     (GOOD, "42"),
-    ("<answer>1</answer> <answer> 2 </answer>", "2"),                       # the last block
-    ("<answer>1</answer> <answer>2", None),                                 # last block unclosed
-    ("The answer is 42.", None),                                            # answer outside the tags
-    ("\\boxed{42} <answer>41</answer>", "41"),                              # boxed outside the block ignored
+    ("<answer>1</answer> <answer> 2 </answer>", "2"),  # the last block
+    ("<answer>1</answer> <answer>2", None),  # last block unclosed
+    ("The answer is 42.", None),  # answer outside the tags
+    ("\\boxed{42} <answer>41</answer>", "41"),  # boxed outside the block ignored
     ("<answer>so \\boxed{1} then \\boxed{\\frac{1}{2}}</answer>", "\\frac{1}{2}"),
-    ("<answer>\\boxed{\\frac{1}{2}</answer>", "\\boxed{\\frac{1}{2}"),    # unbalanced boxed: the whole block
+    (
+        "<answer>\\boxed{\\frac{1}{2}</answer>",
+        "\\boxed{\\frac{1}{2}",
+    ),  # unbalanced boxed: the whole block
     ("<answer></answer>", ""),
     ("<answer>" + "{" * 5000 + "}" * 5000 + "</answer>", "{" * 5000 + "}" * 5000),
 ]
@@ -88,25 +106,25 @@ COUNTDOWN = [  # (answer, numbers, target, expected)
     ("(6 + 4) * 3", [3, 4, 6], 30, 1.0),
     ("3 * (6 + 4) = 30", [3, 4, 6], 30, 1.0),
     ("3 × (6 + 4)", [3, 4, 6], 30, 1.0),
-    ("(6 + 4) * 3 = 31", [3, 4, 6], 30, 0.0),          # wrong claimed right side
+    ("(6 + 4) * 3 = 31", [3, 4, 6], 30, 0.0),  # wrong claimed right side
     ("(6 + 4) * 3 = 30 = 30", [3, 4, 6], 30, 0.0),
-    ("6 * 4 + 3", [3, 4, 6], 30, 0.0),                # wrong value (27)
-    ("(6 + 4) * 3 + 0", [3, 4, 6], 30, 0.0),          # an extra number
-    ("(6 + 4) * 3", [3, 4, 6, 2], 30, 0.0),           # a number unused
-    ("(6 + 6) * 3", [3, 6], 36, 0.0),                 # a number used twice
-    ("(6 + 6) * 3", [3, 6, 6], 36, 1.0),              # ... unless given twice
-    ("8 / (3 - 8 / 3)", [3, 3, 8, 8], 24, 1.0),       # needs exact rationals
+    ("6 * 4 + 3", [3, 4, 6], 30, 0.0),  # wrong value (27)
+    ("(6 + 4) * 3 + 0", [3, 4, 6], 30, 0.0),  # an extra number
+    ("(6 + 4) * 3", [3, 4, 6, 2], 30, 0.0),  # a number unused
+    ("(6 + 6) * 3", [3, 6], 36, 0.0),  # a number used twice
+    ("(6 + 6) * 3", [3, 6, 6], 36, 1.0),  # ... unless given twice
+    ("8 / (3 - 8 / 3)", [3, 3, 8, 8], 24, 1.0),  # needs exact rationals
     ("7 / 2 * 2", [2, 2, 7], 7, 1.0),
-    ("-(3 - 9) * 2", [2, 3, 9], 12, 1.0),             # unary minus
-    ("6 / (3 - 3)", [3, 3, 6], 0, 0.0),               # division by zero
-    ("6 ** 2", [6, 2], 36, 0.0),                      # no power operator
+    ("-(3 - 9) * 2", [2, 3, 9], 12, 1.0),  # unary minus
+    ("6 / (3 - 3)", [3, 3, 6], 0, 0.0),  # division by zero
+    ("6 ** 2", [6, 2], 36, 0.0),  # no power operator
     ("9**9**9**9", [9, 9, 9, 9], 0, 0.0),
-    ("__import__('os').system('echo hi')", [1], 1, 0.0),   # never eval
-    ("6.0 * 5", [6, 5], 30, 0.0),                     # decimals are not the given numbers
-    ("(" * 5000 + "1" + ")" * 5000, [1], 1, 0.0),     # too long / too deep
+    ("__import__('os').system('echo hi')", [1], 1, 0.0),  # never eval
+    ("6.0 * 5", [6, 5], 30, 0.0),  # decimals are not the given numbers
+    ("(" * 5000 + "1" + ")" * 5000, [1], 1, 0.0),  # too long / too deep
     ("(((1)))", [1], 1, 1.0),
     ("", [1], 1, 0.0),
-    ("3 + 4", [3, 4], "7", 1.0),                      # target given as a string
+    ("3 + 4", [3, 4], "7", 1.0),  # target given as a string
 ]
 
 
@@ -123,25 +141,25 @@ def test_countdown_answer_outside_tags():
 
 MATH = [  # (answer, reference, expected)
     ("42", "42", 1.0),
-    ("42", "Janet sells 16 - 3 - 4 = 9 duck eggs.\n#### 42", 1.0),     # GSM8K reference
-    ("1,234", "#### 1234", 1.0),                                        # thousands separator
+    ("42", "Janet sells 16 - 3 - 4 = 9 duck eggs.\n#### 42", 1.0),  # GSM8K reference
+    ("1,234", "#### 1234", 1.0),  # thousands separator
     ("1{,}234", "1234", 1.0),
     ("$18", "#### 18", 1.0),
     ("18.0", "18", 1.0),
     ("-3", "#### -3", 1.0),
     ("0.5", "\\frac{1}{2}", 1.0),
-    ("\\frac{1}{2}", "so it is \\boxed{\\frac12}.", 1.0),              # MATH reference, \frac12 form
+    ("\\frac{1}{2}", "so it is \\boxed{\\frac12}.", 1.0),  # MATH reference, \frac12 form
     ("1/2", "\\dfrac{1}{2}", 1.0),
     ("\\frac{\\sqrt{3}}{2}", "\\boxed{\\frac{\\sqrt3}{2}}", 1.0),
     ("2\\pi", "\\boxed{2 \\pi}", 1.0),
     ("x^2 + 2x + 1", "\\boxed{(x+1)^2}", 1.0),
-    ("\\left(3, \\frac{\\pi}{2}\\right)", "\\boxed{(3,\\frac{\\pi}{2})}", 1.0),   # tuple
-    ("[1, 5)", "\\boxed{[1,5)}", 1.0),                                    # interval
+    ("\\left(3, \\frac{\\pi}{2}\\right)", "\\boxed{(3,\\frac{\\pi}{2})}", 1.0),  # tuple
+    ("[1, 5)", "\\boxed{[1,5)}", 1.0),  # interval
     ("(1, 5)", "\\boxed{[1,5]}", 0.0),
-    ("\\{1, 2\\}", "\\boxed{\\{2, 1\\}}", 1.0),                           # set
+    ("\\{1, 2\\}", "\\boxed{\\{2, 1\\}}", 1.0),  # set
     ("41", "#### 42", 0.0),
-    ("0.333333", "\\frac{1}{3}", 0.0),                                   # plain numbers compare exactly
-    ("1, 2, 42", "#### 42", 0.0),                                        # many candidates
+    ("0.333333", "\\frac{1}{3}", 0.0),  # plain numbers compare exactly
+    ("1, 2, 42", "#### 42", 0.0),  # many candidates
     ("41 or 42", "#### 42", 0.0),
     ("42 or 43", "#### 42", 0.0),
     ("", "#### 42", 0.0),
@@ -166,7 +184,9 @@ def test_math_hacks_outside_answer_block():
     assert math_accuracy("The answer is \\boxed{42}", "#### 42") == 0.0
     assert math_accuracy("<think>r</think><answer>42</answer><answer>41</answer>", "#### 42") == 0.0
     assert math_accuracy("<think>r</think><аnswer>42</аnswer>", "#### 42") == 0.0
-    assert math_accuracy("<answer>\\boxed{41} \\boxed{42}</answer>", "#### 42") == 1.0   # last boxed counts
+    assert (
+        math_accuracy("<answer>\\boxed{41} \\boxed{42}</answer>", "#### 42") == 1.0
+    )  # last boxed counts
 
 
 def test_reference_answer_forms():
@@ -177,9 +197,13 @@ def test_reference_answer_forms():
     assert reference_answer("") is None
 
 
-EXACT = [("<answer> Paris </answer>", "Paris", 1.0), ("<answer>paris</answer>", "Paris", 0.0),
-         ("<answer>New  York</answer>", "New York", 1.0), ("Paris", "Paris", 0.0),
-         ("<answer></answer>", "", 0.0)]
+EXACT = [
+    ("<answer> Paris </answer>", "Paris", 1.0),
+    ("<answer>paris</answer>", "Paris", 0.0),
+    ("<answer>New  York</answer>", "New York", 1.0),
+    ("Paris", "Paris", 0.0),
+    ("<answer></answer>", "", 0.0),
+]
 
 
 @pytest.mark.parametrize("completion,answer,expected", EXACT)
@@ -189,12 +213,12 @@ def test_exact_match(completion, answer, expected):
 
 LANGUAGE = [
     ("<think>we add the numbers</think><answer>3</answer>", "en", 1.0),
-    ("<think>we add 你好 x</think><answer>3</answer>", "en", 3 / 5),    # 5 words: we add 你 好 x
+    ("<think>we add 你好 x</think><answer>3</answer>", "en", 3 / 5),  # 5 words: we add 你 好 x
     ("<think>我们 计算</think>", "zh", 1.0),
     ("<think>Привет world</think>", "ru", 0.5),
-    ("<think>1 + 2 = 3</think>", "en", 0.0),                             # no words at all
+    ("<think>1 + 2 = 3</think>", "en", 0.0),  # no words at all
     ("reason only, no tags", "en", 1.0),
-    ("<think>hello</think>", "xx", 0.0),                                 # unknown language
+    ("<think>hello</think>", "xx", 0.0),  # unknown language
 ]
 
 
@@ -203,23 +227,41 @@ def test_language_consistency(completion, lang, expected):
     assert language_consistency(completion, lang) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("length,expected", [(0, 0.0), (80, 0.0), (81, -0.05), (90, -0.5), (100, -1.0),
-                                             (101, -1.0), (10_000, -1.0)])
+@pytest.mark.parametrize(
+    "length,expected",
+    [(0, 0.0), (80, 0.0), (81, -0.05), (90, -0.5), (100, -1.0), (101, -1.0), (10_000, -1.0)],
+)
 def test_soft_overlong_penalty(length, expected):
     # DAPO eq. 13 with L_max = 100, L_cache = 20: ramp from 0 at L=80 to -1 at L=100
     assert soft_overlong_penalty(length, 100, 20) == pytest.approx(expected)
     assert soft_overlong_penalty(length, 100, 0) == (-1.0 if length > 100 else 0.0)
 
 
-NASTY = [None, "", "\x00", "<answer>", "</answer><answer>", "<answer>\\boxed{</answer>", "\ud800",
-         "<answer>" + "\\frac{" * 3000 + "</answer>", "<think>" * 1000, 12345, b"<answer>1</answer>"]
+NASTY = [
+    None,
+    "",
+    "\x00",
+    "<answer>",
+    "</answer><answer>",
+    "<answer>\\boxed{</answer>",
+    "\ud800",
+    "<answer>" + "\\frac{" * 3000 + "</answer>",
+    "<think>" * 1000,
+    12345,
+    b"<answer>1</answer>",
+]
 
 
 @pytest.mark.parametrize("completion", NASTY)
 def test_rewards_are_total(completion):
-    for fn, kwargs in [(format_reward, {}), (tag_reward, {}), (math_accuracy, {"answer": "1"}),
-                       (countdown_reward, {"numbers": [1], "target": 1}), (exact_match, {"answer": "1"}),
-                       (language_consistency, {})]:
+    for fn, kwargs in [
+        (format_reward, {}),
+        (tag_reward, {}),
+        (math_accuracy, {"answer": "1"}),
+        (countdown_reward, {"numbers": [1], "target": 1}),
+        (exact_match, {"answer": "1"}),
+        (language_consistency, {}),
+    ]:
         assert fn(completion, **kwargs) in (0.0, 0.25, 0.5, 0.75, 1.0)
 
 

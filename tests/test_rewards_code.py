@@ -1,4 +1,5 @@
 """code_reward: test-case scoring, and model code that attacks the sandbox scores 0 and leaves nothing behind."""
+
 import glob
 import os
 import socket
@@ -11,7 +12,9 @@ import aha.rewards.code as code_mod
 from aha.rewards import RewardRunner
 from aha.rewards.code import check_isolation, code_reward, extract_code, isolation, run_program
 
-needs_sandbox = pytest.mark.skipif(isolation() != "bwrap", reason="bubblewrap sandbox not available here")
+needs_sandbox = pytest.mark.skipif(
+    isolation() != "bwrap", reason="bubblewrap sandbox not available here"
+)
 
 ADD_IO = [{"input": "2 3\n", "output": "5\n"}, {"input": "10 -4", "output": " 6 "}]
 
@@ -24,9 +27,12 @@ EXTRACT = [
     (fenced("print(1)"), "print(1)\n"),
     (fenced("print(1)", "py"), "print(1)\n"),
     (fenced("print(1)", ""), "print(1)\n"),
-    ("<answer>```python\nA\n``` and ```python\nB\n```</answer>", "B\n"),          # the last block
-    ("<think>```python\nA\n```</think><answer>no code</answer>", None),         # code in the reasoning only
-    ("```python\nA\n```</think>```python\nB\n```", "B\n"),                      # no answer block: after </think>
+    ("<answer>```python\nA\n``` and ```python\nB\n```</answer>", "B\n"),  # the last block
+    (
+        "<think>```python\nA\n```</think><answer>no code</answer>",
+        None,
+    ),  # code in the reasoning only
+    ("```python\nA\n```</think>```python\nB\n```", "B\n"),  # no answer block: after </think>
     ("```python\nA\n```", "A\n"),
     ("no code at all", None),
     (fenced("print(1)", "javascript"), None),
@@ -52,7 +58,10 @@ def _leftovers_now() -> list:
     if os.geteuid() == 0:
         for d in glob.glob("/proc/[0-9]*"):
             try:
-                if os.stat(d).st_uid == code_mod.NOBODY and "Z" not in open(f"{d}/stat").read().split(")")[-1][:3]:
+                if (
+                    os.stat(d).st_uid == code_mod.NOBODY
+                    and "Z" not in open(f"{d}/stat").read().split(")")[-1][:3]
+                ):
                     procs.append(d)
             except OSError:
                 pass
@@ -65,10 +74,12 @@ def test_correct_and_wrong_programs():
     assert code_reward(fenced(add), ADD_IO) == 1.0
     assert code_reward(fenced(add.replace("+", "-")), ADD_IO) == 0.0
     assert code_reward(fenced("print(5)"), ADD_IO) == 0.5
-    assert code_reward(fenced("print(5)\nraise SystemExit(1)"), ADD_IO) == 0.0        # must exit 0
+    assert code_reward(fenced("print(5)\nraise SystemExit(1)"), ADD_IO) == 0.0  # must exit 0
     asserts = ["assert f(2) == 4", "assert f(3) == 6", "assert f(0) == 1"]
     assert code_reward(fenced("def f(x):\n    return 2 * x"), asserts) == pytest.approx(2 / 3)
-    assert code_reward(fenced("def f(x):\n    return 2 * x"), '["assert f(1) == 2"]') == 1.0   # JSON tests
+    assert (
+        code_reward(fenced("def f(x):\n    return 2 * x"), '["assert f(1) == 2"]') == 1.0
+    )  # JSON tests
     assert code_reward("no code", ADD_IO) == 0.0
     assert code_reward(fenced(add), []) == 0.0
     assert code_reward(fenced(add), "not json") == 0.0
@@ -83,7 +94,7 @@ def test_attacks_score_zero_and_leave_nothing(tmp_path):
     port = server.getsockname()[1]
     outside = tmp_path / "pwned.txt"
     ok = "CONNECTED"
-    attacks = {   # each would print "CONNECTED" (the expected output) if the attack worked
+    attacks = {  # each would print "CONNECTED" (the expected output) if the attack worked
         "loopback": f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('{ok}')",
         "internet": f"import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=1)\nprint('{ok}')",
         "write_outside": f"open({str(outside)!r}, 'w').write('x')\nprint('{ok}')",
@@ -93,7 +104,7 @@ def test_attacks_score_zero_and_leave_nothing(tmp_path):
         "sleep": "import time\ntime.sleep(1000)",
         "fork_bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
         "escape_session": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(1000)\n"
-                          f"print('{ok}')\ntime.sleep(1000)",
+        f"print('{ok}')\ntime.sleep(1000)",
         "memory": f"x = bytearray(4 * 1024 ** 3)\nprint('{ok}')",
         "huge_output": "while True:\n    print('x' * 10000)",
         "kill_everything": f"import os, signal\nos.kill(-1, signal.SIGKILL)\nprint('{ok}')",
@@ -104,7 +115,7 @@ def test_attacks_score_zero_and_leave_nothing(tmp_path):
     assert time.monotonic() - start < 30
     assert not outside.exists() and not os.path.exists("/root/pwned")
     with pytest.raises(BlockingIOError):
-        server.accept()   # nothing ever connected
+        server.accept()  # nothing ever connected
     server.close()
     time.sleep(0.2)
     assert _sandbox_leftovers() == []
@@ -129,16 +140,22 @@ def test_refuses_without_isolation_unless_opted_out(monkeypatch):
     assert check_isolation(allow_unsafe=True) == "none"
     assert code_reward(fenced("print(5)"), [{"input": "", "output": "5"}], allow_unsafe=True) == 1.0
     monkeypatch.setenv(code_mod.UNSAFE_ENV, "1")
-    assert code_reward(fenced("while True: pass"), [{"input": "", "output": "5"}], timeout=0.3) == 0.0
+    assert (
+        code_reward(fenced("while True: pass"), [{"input": "", "output": "5"}], timeout=0.3) == 0.0
+    )
     RewardRunner([("code", 1.0)]).close()
 
 
 @needs_sandbox
 def test_code_through_the_runner():
-    comps = [fenced("a, b = map(int, input().split())\nprint(a + b)"), fenced("while True: pass"), "x"]
+    comps = [
+        fenced("a, b = map(int, input().split())\nprint(a + b)"),
+        fenced("while True: pass"),
+        "x",
+    ]
     rows = [{"tests": ADD_IO}] * 3
     with RewardRunner([("code", 1.0)], timeout=6.0) as r:
         res = r.score(comps, rows)
     assert res.scores[:, 0].tolist() == [1.0, 0.0, 0.0]
-    assert res.metrics["reward/timeouts"] == 0.0   # the sandbox's own timeout fired first
+    assert res.metrics["reward/timeouts"] == 0.0  # the sandbox's own timeout fired first
     assert _sandbox_leftovers() == []

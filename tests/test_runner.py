@@ -1,4 +1,5 @@
 """RewardRunner: the score table, user rewards, timeouts, dead workers, and no leaked processes."""
+
 import glob
 import os
 import tempfile
@@ -16,7 +17,7 @@ FIXTURES = str(Path(__file__).parent / "fixtures")
 
 @pytest.fixture(autouse=True)
 def _fixture_path(monkeypatch):
-    monkeypatch.syspath_prepend(FIXTURES)   # workers inherit sys.path, so they can import reward_fns
+    monkeypatch.syspath_prepend(FIXTURES)  # workers inherit sys.path, so they can import reward_fns
 
 
 def _processes() -> dict[int, tuple[int, int, str]]:
@@ -28,7 +29,7 @@ def _processes() -> dict[int, tuple[int, int, str]]:
                 stat = Path(f"/proc/{d}/stat").read_text()
             except OSError:
                 continue
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             if fields[0] != "Z":
                 out[int(d)] = (int(fields[1]), int(fields[2]), fields[0])
     return out
@@ -51,52 +52,80 @@ def no_leaks():
         r.score(["<answer>1</answer>"], [{"answer": "1"}])
     before = _descendants()
     groups: set[int] = set()
-    yield groups   # the test adds the worker pids (= their process groups)
+    yield groups  # the test adds the worker pids (= their process groups)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:   # killed processes may take a moment to be reaped
+    while time.monotonic() < deadline:  # killed processes may take a moment to be reaped
         procs = _processes()
         left = (_descendants(procs) - before) | {p for p, (_, g, _) in procs.items() if g in groups}
         if not left:
             break
         time.sleep(0.1)
     assert not left, f"processes left behind: {left}"
-    scratch = [p for g in groups for p in glob.glob(os.path.join(tempfile.gettempdir(), f"aha-scratch-{g}-*"))]
+    scratch = [
+        p
+        for g in groups
+        for p in glob.glob(os.path.join(tempfile.gettempdir(), f"aha-scratch-{g}-*"))
+    ]
     assert not scratch, f"scratch directories left behind: {scratch}"
 
 
 def test_score_table_and_metrics():
-    completions = ["<think>r</think><answer>18</answer>", "<think>r</think><answer>7</answer>",
-                   "<answer>(1 + 2) * 3</answer>", "no tags"]
-    rows = [{"answer": "#### 18"}, {"answer": "\\boxed{8}"}, {"numbers": [1, 2, 3], "target": 9},
-            {"numbers": [1], "target": 2}]
-    with RewardRunner([("math", 1.0), ("countdown", 1.0), RewardSpec("format", 0.5)], timeout=5) as r:
+    completions = [
+        "<think>r</think><answer>18</answer>",
+        "<think>r</think><answer>7</answer>",
+        "<answer>(1 + 2) * 3</answer>",
+        "no tags",
+    ]
+    rows = [
+        {"answer": "#### 18"},
+        {"answer": "\\boxed{8}"},
+        {"numbers": [1, 2, 3], "target": 9},
+        {"numbers": [1], "target": 2},
+    ]
+    with RewardRunner(
+        [("math", 1.0), ("countdown", 1.0), RewardSpec("format", 0.5)], timeout=5
+    ) as r:
         res = r.score(completions, rows)
     assert res.names == ["math", "countdown", "format"]
     nan = np.nan
     np.testing.assert_array_equal(res.scores, [[1, nan, 1], [0, nan, 1], [nan, 1, 0], [nan, 0, 0]])
     np.testing.assert_array_equal(res.total, [1.5, 0.5, 1.0, 0.0])
     assert res.scores.dtype == np.float64 and res.total.shape == (4,)
-    assert res.metrics == {"reward/math": 0.5, "reward/countdown": 0.5, "reward/format": 0.5,
-                           "reward/total": 0.75, "reward/timeouts": 0.0, "reward/errors": 0.0}
+    assert res.metrics == {
+        "reward/math": 0.5,
+        "reward/countdown": 0.5,
+        "reward/format": 0.5,
+        "reward/total": 0.75,
+        "reward/timeouts": 0.0,
+        "reward/errors": 0.0,
+    }
 
 
 def test_in_process_mode_and_options():
     rows = [{"answer": "1"}, {"answer": "2", "lang": "zh"}]
     comps = ["reason</think><answer>1</answer>", "推理</think><answer>2</answer>"]
-    with RewardRunner([("format", 1), ("exact", 1), RewardSpec("language", 1, {"lang": "en"})], num_workers=0,
-                      think_prefilled=True) as r:
+    with RewardRunner(
+        [("format", 1), ("exact", 1), RewardSpec("language", 1, {"lang": "en"})],
+        num_workers=0,
+        think_prefilled=True,
+    ) as r:
         res = r.score(comps, rows)
-    np.testing.assert_array_equal(res.scores, [[1, 1, 1], [1, 1, 1]])   # the row's lang overrides the spec's
+    np.testing.assert_array_equal(
+        res.scores, [[1, 1, 1], [1, 1, 1]]
+    )  # the row's lang overrides the spec's
 
 
 def test_user_rewards_none_and_errors():
     comps, rows = ["short", "a much longer one", "also long enough"], [{}, {"skip": True}, {}]
     with RewardRunner([("reward_fns:length_over_10", 1.0)]) as r:
         res = r.score(comps, rows)
-    np.testing.assert_array_equal(res.scores[:, 0], [0.0, np.nan, 1.0])   # None -> does not apply
+    np.testing.assert_array_equal(res.scores[:, 0], [0.0, np.nan, 1.0])  # None -> does not apply
     np.testing.assert_array_equal(res.total, [0.0, np.nan, 1.0])
     for name in ["raises", "wrong_length", "not_a_number"]:
-        with RewardRunner([(f"reward_fns:{name}", 1.0)]) as r, pytest.warns(RuntimeWarning, match=name):
+        with (
+            RewardRunner([(f"reward_fns:{name}", 1.0)]) as r,
+            pytest.warns(RuntimeWarning, match=name),
+        ):
             res = r.score(comps, rows)
         np.testing.assert_array_equal(res.scores[:, 0], [0, 0, 0])
         assert res.metrics["reward/errors"] == 3.0 and res.metrics["reward/timeouts"] == 0.0
@@ -107,12 +136,19 @@ def test_empty_batch_and_threads():
 
     with RewardRunner([("math", 1.0), ("format", 1.0)]) as r:
         res = r.score([], [])
-        assert res.scores.shape == (0, 2) and res.total.shape == (0,) and res.metrics["reward/errors"] == 0.0
+        assert (
+            res.scores.shape == (0, 2)
+            and res.total.shape == (0,)
+            and res.metrics["reward/errors"] == 0.0
+        )
     out = {}
     # called from a non-main thread (math-verify's signal timeouts are off there; in-process path)
     with RewardRunner([("math", 1.0)], num_workers=0) as r:
-        t = threading.Thread(target=lambda: out.update(res=r.score(["<answer>\\frac{2}{4}</answer>"],
-                                                                     [{"answer": "\\boxed{0.5}"}])))
+        t = threading.Thread(
+            target=lambda: out.update(
+                res=r.score(["<answer>\\frac{2}{4}</answer>"], [{"answer": "\\boxed{0.5}"}])
+            )
+        )
         t.start()
         t.join()
     assert out["res"].scores.tolist() == [[1.0]]
@@ -121,26 +157,34 @@ def test_empty_batch_and_threads():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown reward 'nope'"):
         RewardRunner([("nope", 1.0)])
-    with RewardRunner([("format", 1.0)]) as r, pytest.raises(ValueError, match="one row per completion"):
+    with (
+        RewardRunner([("format", 1.0)]) as r,
+        pytest.raises(ValueError, match="one row per completion"),
+    ):
         r.score(["a", "b"], [{}])
 
 
-@pytest.mark.parametrize("fn,marker,kind", [("hang_on_loop", "LOOP", "timeouts"),
-                                            ("sleep_forever_in_c", "SLEEP", "timeouts"),
-                                            ("spawn_and_hang", "SPAWN", "timeouts"),
-                                            ("die", "DIE", "errors")])
+@pytest.mark.parametrize(
+    "fn,marker,kind",
+    [
+        ("hang_on_loop", "LOOP", "timeouts"),
+        ("sleep_forever_in_c", "SLEEP", "timeouts"),
+        ("spawn_and_hang", "SPAWN", "timeouts"),
+        ("die", "DIE", "errors"),
+    ],
+)
 def test_stuck_or_dead_worker_is_replaced(no_leaks, fn, marker, kind):
     comps = ["fine", marker, "fine", "fine"]
     start = time.monotonic()
     with RewardRunner([(f"reward_fns:{fn}", 1.0)], timeout=0.5, num_workers=2) as r:
-        warm = r.score(["fine"], [{}])   # start the workers
+        warm = r.score(["fine"], [{}])  # start the workers
         no_leaks.update(r._pool.pids())
         res = r.score(comps, [{}] * 4)
         no_leaks.update(r._pool.pids())
         assert r._pool.replaced >= 1
-        again = r.score(["fine"] * 3, [{}] * 3)   # the pool works after a replacement
+        again = r.score(["fine"] * 3, [{}] * 3)  # the pool works after a replacement
     np.testing.assert_array_equal(warm.scores[:, 0], [1.0])
-    np.testing.assert_array_equal(res.scores[:, 0], [1, 0, 1, 1])   # only the stuck item scores 0
+    np.testing.assert_array_equal(res.scores[:, 0], [1, 0, 1, 1])  # only the stuck item scores 0
     assert res.metrics[f"reward/{kind}"] == 1.0
     np.testing.assert_array_equal(again.scores[:, 0], [1, 1, 1])
     # chunk budget 4 x 0.5 s, then the retry of the stuck item alone (0.5 s); plus worker start-up
@@ -149,22 +193,40 @@ def test_stuck_or_dead_worker_is_replaced(no_leaks, fn, marker, kind):
 
 def adversarial_batch():
     """200 completions built from the issue's attacks, each paired with a row whose right answer differs."""
-    math_attacks = ["9**9**9**9", "10^{10^{10^{10}}}", "\\frac{1}{0}", "{" * 5000 + "1" + "}" * 5000,
-                    "7" * 100_000, "\\sin(" * 11 + "x" + ")" * 11, "2^{1000000}", "1000000!",
-                    "\\boxed{" * 3000, "1, 2, 3, 4, 5, 6, 7, 8, 9, 10", "x" * 999, "\x00\ud800"]
-    countdown_attacks = ["9**9**9**9", "(" * 5000 + "1" + ")" * 5000, "__import__('os').system('id')",
-                         "1/0", "1 + 1" * 20_000]
+    math_attacks = [
+        "9**9**9**9",
+        "10^{10^{10^{10}}}",
+        "\\frac{1}{0}",
+        "{" * 5000 + "1" + "}" * 5000,
+        "7" * 100_000,
+        "\\sin(" * 11 + "x" + ")" * 11,
+        "2^{1000000}",
+        "1000000!",
+        "\\boxed{" * 3000,
+        "1, 2, 3, 4, 5, 6, 7, 8, 9, 10",
+        "x" * 999,
+        "\x00\ud800",
+    ]
+    countdown_attacks = [
+        "9**9**9**9",
+        "(" * 5000 + "1" + ")" * 5000,
+        "__import__('os').system('id')",
+        "1/0",
+        "1 + 1" * 20_000,
+    ]
     out = []
     for k in range(200):
         if k % 40 == 39:
-            out.append(("LOOP", {}))   # a user reward spinning forever on this one
+            out.append(("LOOP", {}))  # a user reward spinning forever on this one
         elif k % 2:
             a = math_attacks[k % len(math_attacks)]
             out.append((f"<think>r</think><answer>{a}</answer>", {"answer": "#### 42"}))
         else:
             a = countdown_attacks[k % len(countdown_attacks)]
-            out.append((f"<think>r</think><answer>{a}</answer>", {"numbers": [1, 2, 3], "target": 42}))
-    if isolation() == "bwrap":   # infinite-loop code through the sandboxed code reward
+            out.append(
+                (f"<think>r</think><answer>{a}</answer>", {"numbers": [1, 2, 3], "target": 42})
+            )
+    if isolation() == "bwrap":  # infinite-loop code through the sandboxed code reward
         for k in range(3, 200, 50):
             loop = "<answer>```python\nwhile True:\n    pass\n```</answer>"
             out[k] = (loop, {"tests": [{"input": "", "output": "1"}]})

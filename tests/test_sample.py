@@ -1,5 +1,6 @@
 """Rejection sampling: readability filters and per-prompt selection on hand-made completions, the written SFT
 rows and provenance, crash + resume giving the uninterrupted file, and a teacher behind `aha serve`."""
+
 import json
 import re
 
@@ -18,20 +19,46 @@ TOK = char_tokenizer()
 
 def test_readability_filters():
     f = FilterConfig()
-    assert readability("<think>add the numbers then check</think><answer>5</answer>", f) == (None, 1.0)
-    assert readability("<think>12 + 30 = 42</think><answer>42</answer>", f) == (None, None)   # no words: not judged
+    assert readability("<think>add the numbers then check</think><answer>5</answer>", f) == (
+        None,
+        1.0,
+    )
+    assert readability("<think>12 + 30 = 42</think><answer>42</answer>", f) == (
+        None,
+        None,
+    )  # no words: not judged
     reason, lang = readability("<think>we add 这个 数字 then</think><answer>5</answer>", f)
-    assert reason == "language" and lang == pytest.approx(3 / 7)       # we add then | 这 个 数 字
-    assert readability("<think>" + "word " * 500 + "</think>", FilterConfig(max_paragraph_chars=100))[0] == "long_paragraph"
-    assert readability("<think>a\n\n" + "b" * 90 + "</think>", FilterConfig(max_paragraph_chars=100))[0] is None
+    assert reason == "language" and lang == pytest.approx(3 / 7)  # we add then | 这 个 数 字
+    assert (
+        readability("<think>" + "word " * 500 + "</think>", FilterConfig(max_paragraph_chars=100))[
+            0
+        ]
+        == "long_paragraph"
+    )
+    assert (
+        readability("<think>a\n\n" + "b" * 90 + "</think>", FilterConfig(max_paragraph_chars=100))[
+            0
+        ]
+        is None
+    )
     assert readability("<think>run ```print(1)```</think>", f)[0] == "code_block"
-    assert readability("<think>run ```print(1)```</think>", FilterConfig(no_code_blocks=False))[0] is None
+    assert (
+        readability("<think>run ```print(1)```</think>", FilterConfig(no_code_blocks=False))[0]
+        is None
+    )
     assert readability("<think>这个</think>", FilterConfig(language=None))[0] is None
 
 
 def test_select_counts_and_keeps_up_to_m():
-    texts = ["<think>a</think> ok", "<think>a</think>   ok", "wrong", "trunc", "<think>b</think> ok2",
-             "<think>c</think> x", "<think>d</think> y"]
+    texts = [
+        "<think>a</think> ok",
+        "<think>a</think>   ok",
+        "wrong",
+        "trunc",
+        "<think>b</think> ok2",
+        "<think>c</think> x",
+        "<think>d</think> y",
+    ]
     truncated = [False, False, False, True, False, False, False]
     reward = np.array([1, 1, 0, 1, 1, np.nan, 1.0])
     fmt = np.array([1, 1, 1, 1, 1, 1, 0.0])
@@ -39,8 +66,16 @@ def test_select_counts_and_keeps_up_to_m():
     cfg = load_config(SampleConfig, None, ["m=1"])
     keep, counts, _ = select(texts, truncated, reward, fmt, cfg, lengths)
     assert keep == [0]
-    assert counts == {"truncated": 1, "wrong": 2, "format": 1, "language": 0, "long_paragraph": 0, "code_block": 0,
-                      "duplicate": 1, "over_m": 1}
+    assert counts == {
+        "truncated": 1,
+        "wrong": 2,
+        "format": 1,
+        "language": 0,
+        "long_paragraph": 0,
+        "code_block": 0,
+        "duplicate": 1,
+        "over_m": 1,
+    }
     cfg = load_config(SampleConfig, None, ["m=1", "prefer=shortest"])
     assert select(texts, truncated, reward, fmt, cfg, lengths)[0] == [4]
     cfg = load_config(SampleConfig, None, ["m=0", "dedupe=false", "filters.require_format=false"])
@@ -63,17 +98,41 @@ class ScriptedEngine:
             a, op, b = re.search(r"What is (\d+) ([+*]) (\d+)\?", TOK.decode(p)).groups()
             right = int(a) + int(b) if op == "+" else int(a) * int(b)
             for j in range(params.n):
-                text = [f"<think>seed {params.seed} sample {j}</think> <answer>{right}</answer>",
-                        f"<think>guess</think> <answer>{right + 1}</answer>", f"<answer>{right}</answer>"][j % 3]
-                out.append(Completion(i, TOK(text, add_special_tokens=False).input_ids + [1], [0.0] * (len(text) + 1),
-                                      text, "stop"))
+                text = [
+                    f"<think>seed {params.seed} sample {j}</think> <answer>{right}</answer>",
+                    f"<think>guess</think> <answer>{right + 1}</answer>",
+                    f"<answer>{right}</answer>",
+                ][j % 3]
+                out.append(
+                    Completion(
+                        i,
+                        TOK(text, add_special_tokens=False).input_ids + [1],
+                        [0.0] * (len(text) + 1),
+                        text,
+                        "stop",
+                    )
+                )
         return out
 
 
 def cfg_for(tmp_path, *extra):
-    return load_config(SampleConfig, None, ["model.path=tiny-random", "task.name=arithmetic", "verifier=exact",
-                                            "num_prompts=7", "k=6", "m=1", "prompts_per_call=3", "progress=false",
-                                            "reward_workers=1", f"out={tmp_path}", *extra])
+    return load_config(
+        SampleConfig,
+        None,
+        [
+            "model.path=tiny-random",
+            "task.name=arithmetic",
+            "verifier=exact",
+            "num_prompts=7",
+            "k=6",
+            "m=1",
+            "prompts_per_call=3",
+            "progress=false",
+            "reward_workers=1",
+            f"out={tmp_path}",
+            *extra,
+        ],
+    )
 
 
 def test_rows_stats_and_provenance(tmp_path):
@@ -81,32 +140,54 @@ def test_rows_stats_and_provenance(tmp_path):
     rows = [json.loads(l) for l in (tmp_path / "data.jsonl").read_text().splitlines()]
     assert len(rows) == 7 and [r["prompt_index"] for r in rows] == list(range(7))
     assert stats["samples"] == 42 and stats["kept"] == 7 and stats["prompts_kept"] == 7
-    assert stats["wrong"] == 14 and stats["format"] == 14 and stats["over_m"] == 7 and stats["duplicate"] == 0
+    assert (
+        stats["wrong"] == 14
+        and stats["format"] == 14
+        and stats["over_m"] == 7
+        and stats["duplicate"] == 0
+    )
     assert stats["accept_rate"] == pytest.approx(7 / 42)
     test = get_task("arithmetic").dataset("train")
     for r in rows:
-        assert r["question"] == test[r["prompt_index"]]["question"] and r["answer"] == test[r["prompt_index"]]["answer"]
+        assert (
+            r["question"] == test[r["prompt_index"]]["question"]
+            and r["answer"] == test[r["prompt_index"]]["answer"]
+        )
         assert r["completion"].endswith(f"<answer>{r['answer']}</answer>") and r["sample"] == 0
-        assert (r["model"], r["step"], r["reward"], r["format"], r["task"]) == ("teacher-x", None, 1.0, 1.0, "arithmetic")
-        ex = to_example(r, TOK, RowFormat(template="r1-zero"))          # loadable by aha sft, same prompt
-        assert TOK.decode(ex.input_ids[:sum(1 for m in ex.loss_mask if not m)]) == r["prompt"]
+        assert (r["model"], r["step"], r["reward"], r["format"], r["task"]) == (
+            "teacher-x",
+            None,
+            1.0,
+            1.0,
+            "arithmetic",
+        )
+        ex = to_example(r, TOK, RowFormat(template="r1-zero"))  # loadable by aha sft, same prompt
+        assert TOK.decode(ex.input_ids[: sum(1 for m in ex.loss_mask if not m)]) == r["prompt"]
     assert json.loads((tmp_path / "stats.json").read_text())["kept"] == 7
 
 
 def test_crash_and_resume_equal_uninterrupted_run(tmp_path):
     sample(cfg_for(tmp_path / "full"), ScriptedEngine(), TOK, "t")
     with pytest.raises(RuntimeError, match="engine died"):
-        sample(cfg_for(tmp_path / "part"), ScriptedEngine(fail_on_call=3), TOK, "t")   # dies on the 3rd chunk
+        sample(
+            cfg_for(tmp_path / "part"), ScriptedEngine(fail_on_call=3), TOK, "t"
+        )  # dies on the 3rd chunk
     part = tmp_path / "part" / "data.jsonl"
-    assert len(part.read_text().splitlines()) == 6                    # 2 chunks of 3 prompts committed
-    with part.open("a") as f:                                          # a chunk that wrote rows but no progress
-        f.write(json.dumps({"prompt_index": 6, "completion": "stale"}) + "\n" + '{"prompt_index": 6, "compl')
+    assert len(part.read_text().splitlines()) == 6  # 2 chunks of 3 prompts committed
+    with part.open("a") as f:  # a chunk that wrote rows but no progress
+        f.write(
+            json.dumps({"prompt_index": 6, "completion": "stale"})
+            + "\n"
+            + '{"prompt_index": 6, "compl'
+        )
     eng = ScriptedEngine()
     sample(cfg_for(tmp_path / "part"), eng, TOK, "t")
-    assert eng.calls == 1                                             # only the last chunk was generated
+    assert eng.calls == 1  # only the last chunk was generated
     assert part.read_text() == (tmp_path / "full" / "data.jsonl").read_text()
     again = ScriptedEngine()
-    assert sample(cfg_for(tmp_path / "part"), again, TOK, "t")["kept"] == 7 and again.calls == 0   # all done
+    assert (
+        sample(cfg_for(tmp_path / "part"), again, TOK, "t")["kept"] == 7 and again.calls == 0
+    )  # all done
 
 
 def test_writer_drops_uncommitted_rows(tmp_path):
@@ -128,12 +209,27 @@ def test_teacher_behind_aha_serve(tmp_path):
 
     model = tiny_model(len(TOK), seed=1).eval()
     with AhaServer(HFEngine(model, TOK), TOK, "tiny-teacher", port=0) as server:
-        cfg = cfg_for(tmp_path, "engine=openai", f"openai.base_url={server.url}", "openai.model=tiny-teacher",
-                      "openai.concurrency=2", "num_prompts=2", "k=2", "m=0", "verifier=format", "min_reward=0",
-                      "filters.require_format=false", "filters.language=null", "filters.drop_truncated=false",
-                      "sampling.max_new_tokens=6", "dedupe=false")
+        cfg = cfg_for(
+            tmp_path,
+            "engine=openai",
+            f"openai.base_url={server.url}",
+            "openai.model=tiny-teacher",
+            "openai.concurrency=2",
+            "num_prompts=2",
+            "k=2",
+            "m=0",
+            "verifier=format",
+            "min_reward=0",
+            "filters.require_format=false",
+            "filters.language=null",
+            "filters.drop_truncated=false",
+            "sampling.max_new_tokens=6",
+            "dedupe=false",
+        )
         stats = sample(cfg)
     rows = [json.loads(l) for l in (tmp_path / "data.jsonl").read_text().splitlines()]
     assert stats["kept"] == 4 and len(rows) == 4
     assert rows[0]["model"] == f"tiny-teacher@{server.url}" and rows[0]["step"] is None
-    assert len((tmp_path / "requests.jsonl").read_text().splitlines()) == 2      # one cached request per prompt
+    assert (
+        len((tmp_path / "requests.jsonl").read_text().splitlines()) == 2
+    )  # one cached request per prompt

@@ -1,5 +1,6 @@
 """The SFT loop: the loss and gradient equal a float64 per-document reference whatever the packing and
 micro-batching, a tiny model memorises a completion, stop + resume equals an uninterrupted run, SIGTERM saves."""
+
 import copy
 import json
 import os
@@ -17,16 +18,31 @@ from aha.train.sft_config import SFTConfig
 
 
 def write_rows(path: Path, n: int = 10) -> Path:
-    rows = [{"prompt": f"Q{i} ", "completion": f"<think>{'ab' * (i % 4)}</think><answer>{i}</answer>"} for i in range(n)]
+    rows = [
+        {"prompt": f"Q{i} ", "completion": f"<think>{'ab' * (i % 4)}</think><answer>{i}</answer>"}
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
 def cfg(tmp_path, *extra, data=None):
     data = data or write_rows(tmp_path / "data.jsonl")
-    return load_config(SFTConfig, None, ["model.path=tiny-random", f"data.path={data}", f"out={tmp_path / 'run'}",
-                                         "data.max_length=64", "batch.batch_size=4", "batch.micro_batch_size=2",
-                                         "logging.progress=false", "checkpoint.save_every=0", *extra])
+    return load_config(
+        SFTConfig,
+        None,
+        [
+            "model.path=tiny-random",
+            f"data.path={data}",
+            f"out={tmp_path / 'run'}",
+            "data.max_length=64",
+            "batch.batch_size=4",
+            "batch.micro_batch_size=2",
+            "logging.progress=false",
+            "checkpoint.save_every=0",
+            *extra,
+        ],
+    )
 
 
 def reference_loss(model, trainer, positions):
@@ -36,16 +52,23 @@ def reference_loss(model, trainer, positions):
     for j in positions:
         ex = trainer.examples[trainer.stream.index(j)]
         x = torch.tensor([ex.input_ids])
-        logp = torch.log_softmax(ref(input_ids=x).logits[0, :-1], -1).gather(-1, x[0, 1:, None])[:, 0]
+        logp = torch.log_softmax(ref(input_ids=x).logits[0, :-1], -1).gather(-1, x[0, 1:, None])[
+            :, 0
+        ]
         m = torch.tensor(ex.loss_mask[1:], dtype=torch.float64)
         total, n = total - (logp * m).sum(), n + int(m.sum())
     (total / n).backward()
     return float((total / n).detach()), {k: p.grad for k, p in ref.named_parameters()}
 
 
-@pytest.mark.parametrize("extra", [["batch.micro_batch_size=1", "data.packing=false"],
-                                   ["batch.micro_batch_size=8", "data.packing=true"],
-                                   ["batch.micro_batch_size=1", "data.packing=true", "data.max_length=48"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["batch.micro_batch_size=1", "data.packing=false"],
+        ["batch.micro_batch_size=8", "data.packing=true"],
+        ["batch.micro_batch_size=1", "data.packing=true", "data.max_length=48"],
+    ],
+)
 def test_loss_and_gradient_match_reference(tmp_path, extra):
     t = SFTTrainer(cfg(tmp_path, "optim.max_grad_norm=0", "batch.batch_size=6", *extra))
     try:
@@ -54,7 +77,9 @@ def test_loss_and_gradient_match_reference(tmp_path, extra):
         assert m["loss"] == pytest.approx(want_loss, rel=1e-5)
         for name, p in t.model.named_parameters():
             assert torch.allclose(p.grad.double(), want_grad[name], atol=1e-6, rtol=1e-4), name
-        assert m["tokens/trained"] == sum(sum(t.examples[t.stream.index(j)].loss_mask[1:]) for j in range(6))
+        assert m["tokens/trained"] == sum(
+            sum(t.examples[t.stream.index(j)].loss_mask[1:]) for j in range(6)
+        )
     finally:
         t.close()
 
@@ -69,8 +94,10 @@ def test_memorises_a_completion(tmp_path):
         t.close()
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["loss"] < 0.1 < rows[0]["loss"]
-    [c] = HFEngine(t.model, t.tok).generate([t.tok("Q: ", add_special_tokens=False).input_ids],
-                                            SamplingParams(temperature=0, max_tokens=30, stop_token_ids=[t.tok.eos_token_id]))
+    [c] = HFEngine(t.model, t.tok).generate(
+        [t.tok("Q: ", add_special_tokens=False).input_ids],
+        SamplingParams(temperature=0, max_tokens=30, stop_token_ids=[t.tok.eos_token_id]),
+    )
     assert c.text == "<answer>42</answer>" and c.finish_reason == "stop"
 
 
@@ -84,9 +111,10 @@ def test_resume_continues_exactly(tmp_path):
     part = SFTTrainer(cfg(part_dir, *extra))
     step = part.train_step
 
-    def stop_after_3(k):                         # as if SIGTERM arrived during step 3
+    def stop_after_3(k):  # as if SIGTERM arrived during step 3
         part.stop_requested = k == 3
         return step(k)
+
     part.train_step = stop_after_3
     try:
         assert part.fit()["steps"] == 3
@@ -113,7 +141,9 @@ def test_sigterm_saves_and_exits(tmp_path):
     assert summary["stopped_early"] and 0 < summary["steps"] < 100000
     saved = sorted((tmp_path / "run" / "checkpoints").iterdir())
     assert saved[-1].name == f"step-{summary['steps']:06d}"
-    assert json.loads((saved[-1] / "state.json").read_text())["data_position"] == 4 * summary["steps"]
+    assert (
+        json.loads((saved[-1] / "state.json").read_text())["data_position"] == 4 * summary["steps"]
+    )
 
 
 def test_config_errors_and_cli(tmp_path):
@@ -123,9 +153,22 @@ def test_config_errors_and_cli(tmp_path):
         load_config(SFTConfig, None, ["batch.batchsize=4"])
     with pytest.raises(ConfigError, match="task.name"):
         load_config(SFTConfig, None, ["logging.eval_size=4"])
-    c = load_config(SFTConfig, None, ["optim.warmup_steps=3"])      # SFT defaults survive a partial section
+    c = load_config(
+        SFTConfig, None, ["optim.warmup_steps=3"]
+    )  # SFT defaults survive a partial section
     assert (c.optim.lr, c.optim.schedule, c.optim.warmup_steps) == (1e-5, "cosine", 3)
     data = write_rows(tmp_path / "d.jsonl")
-    assert cmd_sft(["model.path=tiny-random", f"data.path={data}", f"out={tmp_path / 'cli'}", "steps=1",
-                    "logging.progress=false", "batch.batch_size=2"]) == 0
+    assert (
+        cmd_sft(
+            [
+                "model.path=tiny-random",
+                f"data.path={data}",
+                f"out={tmp_path / 'cli'}",
+                "steps=1",
+                "logging.progress=false",
+                "batch.batch_size=2",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "cli" / "checkpoints" / "step-000001" / "config.json").is_file()

@@ -1,12 +1,21 @@
 """SFT data: row formats -> ids + completion mask (hand-computed), first-fit packing, and the no-cross-attention
 property of packed rows against separate forwards (float64 reference)."""
+
 import json
 
 import pytest
 import torch
 
-from aha.data.sft import (Example, RowFormat, block_causal_mask, build_examples, collate, pack, read_rows,
-                          to_example)
+from aha.data.sft import (
+    Example,
+    RowFormat,
+    block_causal_mask,
+    build_examples,
+    collate,
+    pack,
+    read_rows,
+    to_example,
+)
 from aha.models.tiny import char_tokenizer, tiny_model
 from aha.train.sft import packed_logprobs
 
@@ -27,15 +36,17 @@ def test_template_renders_question_like_rl_prompts():
     row = {"question": "2+2", "completion": "4", "prompt": "ignored"}
     ex = to_example(row, TOK, RowFormat(template="Q: {prompt} A:", prefill="<t>"))
     assert ex.input_ids == ids("Q: 2+2 A:<t>4") + [EOS]
-    assert sum(ex.loss_mask) == 2                                    # "4" and eos
+    assert sum(ex.loss_mask) == 2  # "4" and eos
     with pytest.raises(ValueError, match="question"):
         to_example({"prompt": "x", "completion": "y"}, TOK, RowFormat(template="plain"))
     with pytest.raises(ValueError, match="completion"):
         to_example({"prompt": "x"}, TOK)
 
 
-CHAT = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}|{% endfor %}"
-        "{% if add_generation_prompt %}<assistant>{% endif %}")
+CHAT = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}|{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
 
 
 def chat_tok():
@@ -50,13 +61,19 @@ def trained_text(tok, ex):
 
 def test_chat_rows_train_on_every_assistant_turn_only():
     tok = chat_tok()
-    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
-            {"role": "user", "content": "q"}, {"role": "assistant", "content": "ok"}]
+    msgs = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "ok"},
+    ]
     ex = to_example({"messages": msgs}, tok)
     full = "<user>hi|<assistant>yo|<user>q|<assistant>ok|"
-    assert tok.decode(ex.input_ids) == full                          # no eos added: the template ends turns
-    assert trained_text(tok, ex) == "_" * len("<user>hi|<assistant>") + "yo|" + \
-        "_" * len("<user>q|<assistant>") + "ok|"
+    assert tok.decode(ex.input_ids) == full  # no eos added: the template ends turns
+    assert (
+        trained_text(tok, ex)
+        == "_" * len("<user>hi|<assistant>") + "yo|" + "_" * len("<user>q|<assistant>") + "ok|"
+    )
     # a conversational prompt + string completion trains on the completion turn only
     ex2 = to_example({"prompt": msgs[:3], "completion": "ok"}, tok)
     assert tok.decode(ex2.input_ids) == full
@@ -66,8 +83,11 @@ def test_chat_rows_train_on_every_assistant_turn_only():
 
 
 def test_build_examples_truncates_and_drops():
-    rows = [{"prompt": "abc", "completion": "defgh"}, {"prompt": "abcdefgh", "completion": "z"},
-            {"prompt": "a", "completion": "b"}]
+    rows = [
+        {"prompt": "abc", "completion": "defgh"},
+        {"prompt": "abcdefgh", "completion": "z"},
+        {"prompt": "a", "completion": "b"},
+    ]
     exs, stats = build_examples(rows, TOK, RowFormat(), max_length=6)
     assert stats == {"rows": 3, "truncated": 2, "dropped": 1, "examples": 2}
     assert exs[0].input_ids == ids("abcdef") and exs[0].loss_mask == [0, 0, 0, 1, 1, 1]
@@ -97,7 +117,13 @@ def test_collate_masks_and_positions():
     assert two.loss_mask.tolist() == [[1, 1], [1, 0]]
     m = block_causal_mask(batch.segment_ids)[0, 0]
     allowed = (m == 0).int().tolist()
-    assert allowed == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 1, 1]]
+    assert allowed == [
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],
+        [0, 0, 0, 1, 0],
+        [0, 0, 0, 1, 1],
+    ]
 
 
 @pytest.mark.parametrize("family", ["qwen2", "llama"])
@@ -107,21 +133,24 @@ def test_packed_forward_equals_separate_forwards(family, impl):
     model.config._attn_implementation = impl
     model.eval()
     g = torch.Generator().manual_seed(0)
-    exs = [Example(torch.randint(3, 100, (n,), generator=g).tolist(), [0, 0] + [1] * (n - 2)) for n in (5, 9, 3, 7)]
+    exs = [
+        Example(torch.randint(3, 100, (n,), generator=g).tolist(), [0, 0] + [1] * (n - 2))
+        for n in (5, 9, 3, 7)
+    ]
     rows = pack([len(e) for e in exs], 16)
     assert any(len(r) > 1 for r in rows)
     batch = collate(exs, rows, TOK.pad_token_id)
     with torch.no_grad():
-        logp = packed_logprobs(model, batch)                              # (R, L-1)
+        logp = packed_logprobs(model, batch)  # (R, L-1)
         ref64 = model.double()
         for r, row in enumerate(rows):
             at = 0
             for i in row:
                 x = torch.tensor([exs[i].input_ids])
                 ref = torch.log_softmax(ref64(input_ids=x).logits[0, :-1].double(), -1)
-                ref = ref.gather(-1, x[0, 1:, None])[:, 0]                    # (n-1,) float64, document alone
+                ref = ref.gather(-1, x[0, 1:, None])[:, 0]  # (n-1,) float64, document alone
                 n = len(exs[i])
-                assert torch.allclose(logp[r, at:at + n - 1].double(), ref, atol=1e-5)
+                assert torch.allclose(logp[r, at : at + n - 1].double(), ref, atol=1e-5)
                 at += n
 
 
@@ -141,5 +170,8 @@ def test_read_rows_formats(tmp_path):
 def test_read_rows_parquet(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
-    pq.write_table(pa.Table.from_pylist([{"prompt": "a", "completion": "b"}]), tmp_path / "d.parquet")
+
+    pq.write_table(
+        pa.Table.from_pylist([{"prompt": "a", "completion": "b"}]), tmp_path / "d.parquet"
+    )
     assert read_rows(str(tmp_path / "d.parquet")) == [{"prompt": "a", "completion": "b"}]

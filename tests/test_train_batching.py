@@ -1,5 +1,6 @@
 """Micro-batching must not change the update: gradients summed over micro-batches equal the full batch's,
 for every loss aggregation; and the chunked training forward equals the plain HF forward."""
+
 import pytest
 import torch
 
@@ -12,14 +13,22 @@ from aha.train.forward import sequence_logprobs
 
 def random_batch(seed=0, n=6):
     g = torch.Generator().manual_seed(seed)
-    prompts = [torch.randint(3, 90, (int(torch.randint(2, 6, (1,), generator=g)),), generator=g).tolist()
-               for _ in range(3)]
+    prompts = [
+        torch.randint(3, 90, (int(torch.randint(2, 6, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(3)
+    ]
     comps = []
     for i in range(n):
-        k = int(torch.randint(0, 7, (1,), generator=g))       # k = 0: an empty completion
+        k = int(torch.randint(0, 7, (1,), generator=g))  # k = 0: an empty completion
         toks = torch.randint(3, 90, (k,), generator=g).tolist()
-        comps.append(Completion(prompt_index=i % 3, token_ids=toks, logprobs=[-1.0] * k,
-                                finish_reason="length" if i % 4 == 0 else "stop"))
+        comps.append(
+            Completion(
+                prompt_index=i % 3,
+                token_ids=toks,
+                logprobs=[-1.0] * k,
+                finish_reason="length" if i % 4 == 0 else "stop",
+            )
+        )
     adv = torch.randn(n, generator=g)
     return prompts, comps, adv
 
@@ -30,7 +39,7 @@ def test_build_batch_masks_completion_targets():
     for i, c in enumerate(comps):
         p = len(prompts[c.prompt_index])
         targets = b.input_ids[i, 1:][b.loss_mask[i].bool()].tolist()
-        assert targets == c.token_ids                              # exactly the completion tokens
+        assert targets == c.token_ids  # exactly the completion tokens
         assert b.input_ids[i, :p].tolist() == prompts[c.prompt_index]
     masked = build_batch(prompts, comps, adv, pad_id=0, mask_truncated=True)
     for i, c in enumerate(comps):
@@ -55,9 +64,14 @@ def test_forward_matches_hf_logits():
     model = tiny_model(len(tok), seed=3)
     prompts, comps, adv = random_batch(seed=1)
     b = build_batch(prompts, comps, adv, pad_id=0)
-    logp, ent = sequence_logprobs(model, b.input_ids, b.attention_mask, temperature=0.7, with_entropy=True)
+    logp, ent = sequence_logprobs(
+        model, b.input_ids, b.attention_mask, temperature=0.7, with_entropy=True
+    )
     with torch.no_grad():
-        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits[:, :-1].double() / 0.7
+        logits = (
+            model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits[:, :-1].double()
+            / 0.7
+        )
     ref = torch.log_softmax(logits, -1)
     ref_logp = ref.gather(-1, b.input_ids[:, 1:, None])[..., 0]
     ref_ent = -(ref.exp() * ref).sum(-1)
@@ -78,8 +92,12 @@ def test_micro_batch_gradients_sum_to_full_batch(agg):
         for idx in split:
             mb = b.select(idx)
             logp, _ = sequence_logprobs(model, mb.input_ids, mb.attention_mask)
-            old = logp.detach() - 0.15 * (mb.input_ids[:, 1:] % 3)   # ratios != 1 (some clipped), same in any split
-            loss, _ = algos.policy_loss(logp, old, mb.advantages, mb.loss_mask, agg=agg, norm_len=8, denom=denom)
+            old = logp.detach() - 0.15 * (
+                mb.input_ids[:, 1:] % 3
+            )  # ratios != 1 (some clipped), same in any split
+            loss, _ = algos.policy_loss(
+                logp, old, mb.advantages, mb.loss_mask, agg=agg, norm_len=8, denom=denom
+            )
             loss.backward()
         return torch.cat([p.grad.flatten() for p in model.parameters()])
 

@@ -1,5 +1,6 @@
 """GRPO end to end on a tiny random model: it learns a trivially learnable reward, writes loadable files,
 resumes exactly where it stopped, and saves on SIGTERM."""
+
 import json
 import math
 import os
@@ -10,15 +11,23 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
 
 from aha.config import load_config
 from aha.train.config import TrainConfig
 from aha.train.grpo import GRPOTrainer, train
 
-BASE = ["model.path=tiny-random", "task.name=arithmetic", "sampling.group_size=4", "batch.prompts_per_step=2",
-        "batch.micro_batch_size=4", "sampling.max_new_tokens=12", "logging.progress=false",
-        "logging.samples_every=0", "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]", "rewards.num_workers=1"]
+BASE = [
+    "model.path=tiny-random",
+    "task.name=arithmetic",
+    "sampling.group_size=4",
+    "batch.prompts_per_step=2",
+    "batch.micro_batch_size=4",
+    "sampling.max_new_tokens=12",
+    "logging.progress=false",
+    "logging.samples_every=0",
+    "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]",
+    "rewards.num_workers=1",
+]
 
 
 def cfg(tmp_path, *extra):
@@ -30,42 +39,78 @@ def metrics(run):
 
 
 def test_learns_trivial_reward_and_writes_files(tmp_path):
-    train(cfg(tmp_path, "steps=30", "optim.lr=3e-3", "sampling.group_size=8", "batch.micro_batch_size=8",
-              "checkpoint.save_every=10", "checkpoint.keep_last=2", "logging.samples_every=10"))
+    train(
+        cfg(
+            tmp_path,
+            "steps=30",
+            "optim.lr=3e-3",
+            "sampling.group_size=8",
+            "batch.micro_batch_size=8",
+            "checkpoint.save_every=10",
+            "checkpoint.keep_last=2",
+            "logging.samples_every=10",
+        )
+    )
     rows = metrics(tmp_path)
     assert [r["step"] for r in rows] == list(range(1, 31))
-    for key in ("reward/mean", "reward/std", "loss", "entropy", "grad_norm", "lr", "len/mean", "frac_truncated",
-                "frac_reward_zero_std", "clip_frac_low", "tokens_per_s", "time/generate", "time/update"):
+    for key in (
+        "reward/mean",
+        "reward/std",
+        "loss",
+        "entropy",
+        "grad_norm",
+        "lr",
+        "len/mean",
+        "frac_truncated",
+        "frac_reward_zero_std",
+        "clip_frac_low",
+        "tokens_per_s",
+        "time/generate",
+        "time/update",
+    ):
         assert all(r[key] is not None and math.isfinite(r[key]) for r in rows), key
     first = sum(r["reward/mean"] for r in rows[:5]) / 5
     last = sum(r["reward/mean"] for r in rows[-5:]) / 5
     assert first < 0.05 and last > 3 * first + 0.05, (first, last)
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert ckpts == ["step-000020", "step-000030"]                     # keep_last=2
+    assert ckpts == ["step-000020", "step-000030"]  # keep_last=2
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoints" / "step-000030")
     AutoTokenizer.from_pretrained(tmp_path / "checkpoints" / "step-000030")
     assert model.config.num_hidden_layers == 2
-    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "samples.jsonl").read_text().count("\n") == 6   # 1 per prompt, 3 times
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "samples.jsonl").read_text().count(
+        "\n"
+    ) == 6  # 1 per prompt, 3 times
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])   # bf16: the fp32 master weights must resume too
+@pytest.mark.parametrize(
+    "dtype", ["float32", "bfloat16"]
+)  # bf16: the fp32 master weights must resume too
 def test_resume_continues_exactly(tmp_path, dtype):
-    extra = ["steps=6", "optim.lr=1e-2", "algorithm.mu=2", "algorithm.beta=0.05", "optim.schedule=cosine",
-             "optim.warmup_steps=2", f"model.dtype={dtype}"]
+    extra = [
+        "steps=6",
+        "optim.lr=1e-2",
+        "algorithm.mu=2",
+        "algorithm.beta=0.05",
+        "optim.schedule=cosine",
+        "optim.warmup_steps=2",
+        f"model.dtype={dtype}",
+    ]
     train(cfg(tmp_path / "full", *extra))
     part = GRPOTrainer(cfg(tmp_path / "part", *extra))
     step = part.train_step
 
-    def stop_after_3(k):                       # as if SIGTERM arrived during step 3
+    def stop_after_3(k):  # as if SIGTERM arrived during step 3
         part.stop_requested = k == 3
         return step(k)
+
     part.train_step = stop_after_3
     try:
         assert part.fit()["steps"] == 3
     finally:
         part.close()
-    train(cfg(tmp_path / "part", *extra, "resume=true"))             # ... and resume to 6
+    train(cfg(tmp_path / "part", *extra, "resume=true"))  # ... and resume to 6
     full, part = metrics(tmp_path / "full"), metrics(tmp_path / "part")
     assert [r["step"] for r in part] == list(range(1, 7))
     for a, b in zip(full, part):
@@ -86,12 +131,18 @@ def test_sigterm_saves_and_exits(tmp_path):
     assert summary["stopped_early"] and 0 < summary["steps"] < 1000
     saved = sorted((tmp_path / "checkpoints").iterdir())
     assert saved[-1].name == f"step-{summary['steps']:06d}"
-    assert json.loads((saved[-1] / "state.json").read_text())["data_position"] == 2 * summary["steps"]
+    assert (
+        json.loads((saved[-1] / "state.json").read_text())["data_position"] == 2 * summary["steps"]
+    )
 
 
 def test_cli_train_runs(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "aha", "train", *BASE, "steps=2", f"out={tmp_path}"],
-                       capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    r = subprocess.run(
+        [sys.executable, "-m", "aha", "train", *BASE, "steps=2", f"out={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "done: 2 steps" in r.stdout

@@ -3,6 +3,7 @@
 User mistakes (bad config, missing file, unknown command, a model that cannot be loaded) print one line
 and exit with code 2; no traceback.
 """
+
 from __future__ import annotations
 
 import sys
@@ -46,7 +47,9 @@ def split_args(args: list[str]) -> tuple[str | None, list[str]]:
         elif path is None and not a.startswith("-"):
             path = a
         else:
-            raise UsageError(f"unexpected argument '{a}'; arguments are CONFIG then key.sub=value overrides")
+            raise UsageError(
+                f"unexpected argument '{a}'; arguments are CONFIG then key.sub=value overrides"
+            )
     return path, overrides
 
 
@@ -64,11 +67,19 @@ def cmd_train(args: list[str]) -> int:
     return 0
 
 
-EVAL_FLAGS = {"--model": "model.path", "--task": "task.name", "--k": "k", "--limit": "limit", "--out": "out",
-              "--engine": "engine"}
+EVAL_FLAGS = {
+    "--model": "model.path",
+    "--task": "task.name",
+    "--k": "k",
+    "--limit": "limit",
+    "--out": "out",
+    "--engine": "engine",
+}
 
 
-def flags_to_overrides(args: list[str], flags: dict[str, str], switches: tuple[str, ...] = ()) -> list[str]:
+def flags_to_overrides(
+    args: list[str], flags: dict[str, str], switches: tuple[str, ...] = ()
+) -> list[str]:
     """`--model PATH` style flags -> `model.path=PATH` overrides; other arguments pass through. `switches` (flags
     without a value, taken out by the caller) are only named in the error for an unknown option."""
     out, i = [], 0
@@ -82,8 +93,10 @@ def flags_to_overrides(args: list[str], flags: dict[str, str], switches: tuple[s
                 i, val = i + 1, args[i + 1]
             out.append(f"{flags[name]}={val}")
         elif a.startswith("--"):
-            raise UsageError(f"unknown option '{a}'; options: {', '.join([*switches, *flags])} "
-                             "(or key.sub=value overrides)")
+            raise UsageError(
+                f"unknown option '{a}'; options: {', '.join([*switches, *flags])} "
+                "(or key.sub=value overrides)"
+            )
         else:
             out.append(a)
         i += 1
@@ -107,7 +120,9 @@ def cmd_report(args: list[str]) -> int:
     if len(args) != 1:
         raise UsageError("usage: aha report RUN_DIR")
     if not Path(args[0]).is_dir():
-        raise FileNotFoundError(f"run directory '{args[0]}' not found; pass the out= directory of a run")
+        raise FileNotFoundError(
+            f"run directory '{args[0]}' not found; pass the out= directory of a run"
+        )
     print(f"report: {make_report(args[0])}")
     return 0
 
@@ -123,31 +138,45 @@ def cmd_pretrain(args: list[str]) -> int:
 
 def cmd_sft(args: list[str]) -> int:
     from .train.sft import cmd_sft as run
+
     return run(args)
 
 
 def cmd_sample(args: list[str]) -> int:
     from .sample import cmd_sample as run
+
     return run(args)
 
 
 def cmd_serve(args: list[str]) -> int:
     from .serve import cmd_serve as run
+
     return run(args)
 
 
 def cmd_demo(args: list[str]) -> int:
     from .pipelines.demo import cmd_demo as run
+
     return run(args)
 
 
 def cmd_pipeline(args: list[str]) -> int:
     from .pipelines import cmd_pipeline as run
+
     return run(args)
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "eval": cmd_eval, "report": cmd_report, "pretrain": cmd_pretrain, "sft": cmd_sft,
-            "sample": cmd_sample, "serve": cmd_serve, "pipeline": cmd_pipeline}
+COMMANDS = {
+    "demo": cmd_demo,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "report": cmd_report,
+    "pretrain": cmd_pretrain,
+    "sft": cmd_sft,
+    "sample": cmd_sample,
+    "serve": cmd_serve,
+    "pipeline": cmd_pipeline,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,10 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     cmd, rest = argv[0], argv[1:]
     if cmd in ("version", "--version"):
         from . import __version__
+
         print(f"aha {__version__}")
         return 0
     if cmd not in COMMANDS:
         import difflib
+
         close = difflib.get_close_matches(cmd, list(COMMANDS), n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"commands: {', '.join(COMMANDS)}"
         print(f"aha: unknown command '{cmd}'; {hint}", file=sys.stderr)

@@ -5,6 +5,7 @@ message is one line naming the key and the fix: an unknown key names the closest
 names the expected type, and a dataclass's `__post_init__` checks impossible values. The CLI prints it and
 exits with code 2 -- before any model is loaded.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,9 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, message: str):
         self.key, self.message = key, message
-        super().__init__(f"config error at '{key}': {message}" if key else f"config error: {message}")
+        super().__init__(
+            f"config error at '{key}': {message}" if key else f"config error: {message}"
+        )
 
 
 def check(cond: bool, key: str, message: str) -> None:
@@ -37,15 +40,21 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | tupl
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError("", f"config file '{p}' not found; pass the path of a YAML file (see configs/)")
+            raise ConfigError(
+                "", f"config file '{p}' not found; pass the path of a YAML file (see configs/)"
+            )
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError("", f"cannot parse '{p}'{where}: {getattr(e, 'problem', e)}; fix the YAML syntax")
+            raise ConfigError(
+                "", f"cannot parse '{p}'{where}: {getattr(e, 'problem', e)}; fix the YAML syntax"
+            ) from None
         if not isinstance(data, dict):
-            raise ConfigError("", f"'{p}' must hold a mapping of keys to values, got {type(data).__name__}")
+            raise ConfigError(
+                "", f"'{p}' must hold a mapping of keys to values, got {type(data).__name__}"
+            )
     for item in overrides:
         apply_override(data, item)
     return build(cls, data, "")
@@ -92,7 +101,9 @@ def build(cls, data: Any, prefix: str):
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(names)}"
+            hint = (
+                f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(names)}"
+            )
             raise ConfigError(path, f"unknown key; {hint}")
         kwargs[key] = convert(hints[key], value, path)
     try:
@@ -123,8 +134,12 @@ def convert(tp, value: Any, path: str):
                 return convert(arg, value, path)
             except ConfigError as e:
                 errors.append(e.message)
-        raise ConfigError(path, errors[0] if len(errors) == 1 else
-                          f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+        raise ConfigError(
+            path,
+            errors[0]
+            if len(errors) == 1
+            else f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}",
+        )
     if origin is Literal:
         if value in args:
             return value

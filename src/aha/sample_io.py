@@ -7,6 +7,7 @@
   a progress entry (a crash between the two) and a torn last line are dropped, so a restarted run continues with
   the next chunk and never duplicates a row.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,12 +28,15 @@ class ResumableWriter:
         self.data, self.progress = out / "data.jsonl", out / "progress.jsonl"
         self.chunks = [r for r in _read_jsonl(self.progress) if "prompts" in r]
         self.done = {i for r in self.chunks for i in r["prompts"]}
-        _rewrite(self.progress, self.chunks)                          # also drops a torn last line
+        _rewrite(self.progress, self.chunks)  # also drops a torn last line
         rows = [r for r in _read_jsonl(self.data) if r.get("prompt_index") in self.done]
         _rewrite(self.data, rows)
 
     def commit(self, prompts: list[int], rows: list[dict], stats: dict) -> None:
-        for path, recs in ((self.data, rows), (self.progress, [{"prompts": prompts, "stats": stats}])):
+        for path, recs in (
+            (self.data, rows),
+            (self.progress, [{"prompts": prompts, "stats": stats}]),
+        ):
             with path.open("a") as f:
                 for r in recs:
                     f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
@@ -56,7 +60,7 @@ def _read_jsonl(path: Path) -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
-                continue                                                # torn by a crash mid-write
+                continue  # torn by a crash mid-write
     return rows
 
 
@@ -83,18 +87,34 @@ def build_engine(cfg: SampleConfig):
 
     m = cfg.model
     if cfg.engine != "openai":
-        model, tok = load_model(m.path, device=m.device, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
-                                seed=cfg.sampling.seed)
+        model, tok = load_model(
+            m.path,
+            device=m.device,
+            dtype=m.dtype,
+            trust_remote_code=m.trust_remote_code,
+            seed=cfg.sampling.seed,
+        )
         model.eval()
         return make_engine(cfg.engine, model, tok), tok, m.path
     from .rollout.openai_client import OpenAIEngine
 
     tok = load_tokenizer(m.path, m.trust_remote_code)
     o = cfg.openai
-    engine = OpenAIEngine(o.base_url, o.model, tok, api=o.api, api_key=os.environ.get(o.api_key_env) if o.api_key_env else None,
-                          concurrency=o.concurrency, timeout=o.timeout, max_retries=o.max_retries, backoff=o.backoff,
-                          send_token_ids=o.send_token_ids, vllm_extensions=o.vllm_extensions, system=o.system,
-                          cache_path=Path(cfg.out) / "requests.jsonl")
+    engine = OpenAIEngine(
+        o.base_url,
+        o.model,
+        tok,
+        api=o.api,
+        api_key=os.environ.get(o.api_key_env) if o.api_key_env else None,
+        concurrency=o.concurrency,
+        timeout=o.timeout,
+        max_retries=o.max_retries,
+        backoff=o.backoff,
+        send_token_ids=o.send_token_ids,
+        vllm_extensions=o.vllm_extensions,
+        system=o.system,
+        cache_path=Path(cfg.out) / "requests.jsonl",
+    )
     return engine, tok, f"{o.model}@{o.base_url}"
 
 

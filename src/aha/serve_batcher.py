@@ -6,6 +6,7 @@ own completions back, prompt_index renumbered from 0. A request that differs (or
 starts the next group. Seeded requests run alone, so their samples do not depend on what else was in flight.
 An engine error is raised in every request of the group (the server answers each with HTTP 500).
 """
+
 from __future__ import annotations
 
 import queue
@@ -48,7 +49,11 @@ class Batcher:
                         nxt = self.q.get(timeout=left)
                     except queue.Empty:
                         break
-                    if nxt is not None and nxt[1] == item[1] and n_prompts + len(nxt[0]) <= self.max_prompts:
+                    if (
+                        nxt is not None
+                        and nxt[1] == item[1]
+                        and n_prompts + len(nxt[0]) <= self.max_prompts
+                    ):
                         group.append(nxt)
                         n_prompts += len(nxt[0])
                     else:
@@ -60,13 +65,13 @@ class Batcher:
         prompts = [p for g in group for p in g[0]]
         try:
             comps = self.engine.generate(prompts, group[0][1])
-        except Exception as e:              # answered as HTTP 500 to every request of the group
+        except Exception as e:  # answered as HTTP 500 to every request of the group
             for _, _, fut in group:
                 fut.set_exception(e)
             return
         n, at = group[0][1].n, 0
         for ps, _, fut in group:
-            mine = comps[at * n:(at + len(ps)) * n]
+            mine = comps[at * n : (at + len(ps)) * n]
             for c in mine:
                 c.prompt_index -= at
             fut.set_result(mine)

@@ -6,15 +6,60 @@ losses:     policy_loss (PPO clip, clip-higher, dual clip), gspo_loss, value_los
 logprobs:   token_logprobs_entropy (chunked, recomputing backward), logprobs_from_logits
 masked:     masked_mean, masked_var, masked_whiten
 """
-from .advantages import ADVANTAGES, get_advantage, gae, grpo, reinforce_pp, remax, rloo, token_level_rewards, zero_std_groups
+
+from .advantages import (
+    ADVANTAGES,
+    gae,
+    get_advantage,
+    grpo,
+    reinforce_pp,
+    remax,
+    rloo,
+    token_level_rewards,
+    zero_std_groups,
+)
 from .kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, kl, kl_controller
-from .losses import AGGS, POLICY_LOSSES, agg_denominator, agg_loss, get_policy_loss, gspo_loss, policy_loss, value_loss
 from .logprobs import entropy_from_logits, logprobs_from_logits, token_logprobs_entropy
+from .losses import (
+    AGGS,
+    POLICY_LOSSES,
+    agg_denominator,
+    agg_loss,
+    get_policy_loss,
+    gspo_loss,
+    policy_loss,
+    value_loss,
+)
 from .masked import masked_mean, masked_sum, masked_var, masked_whiten
 
 __all__ = [
-    "ADVANTAGES", "get_advantage", "gae", "grpo", "reinforce_pp", "remax", "rloo", "token_level_rewards", "zero_std_groups",
-    "KL_ESTIMATORS", "AdaptiveKLController", "FixedKLController", "kl", "kl_controller",
-    "AGGS", "POLICY_LOSSES", "agg_denominator", "agg_loss", "get_policy_loss", "gspo_loss", "policy_loss",
-    "value_loss", "entropy_from_logits", "logprobs_from_logits", "token_logprobs_entropy", "masked_mean", "masked_sum", "masked_var", "masked_whiten",
+    "ADVANTAGES",
+    "get_advantage",
+    "gae",
+    "grpo",
+    "reinforce_pp",
+    "remax",
+    "rloo",
+    "token_level_rewards",
+    "zero_std_groups",
+    "KL_ESTIMATORS",
+    "AdaptiveKLController",
+    "FixedKLController",
+    "kl",
+    "kl_controller",
+    "AGGS",
+    "POLICY_LOSSES",
+    "agg_denominator",
+    "agg_loss",
+    "get_policy_loss",
+    "gspo_loss",
+    "policy_loss",
+    "value_loss",
+    "entropy_from_logits",
+    "logprobs_from_logits",
+    "token_logprobs_entropy",
+    "masked_mean",
+    "masked_sum",
+    "masked_var",
+    "masked_whiten",
 ]

@@ -27,10 +27,11 @@ Value-based estimator (PPO, issue 8):
     Positions outside the mask are skipped (as if absent: left or right padding, or holes such as tool output
     inside a multi-turn completion) and get 0 in both outputs.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -48,9 +49,13 @@ def _to64(rewards) -> tuple[Tensor, torch.dtype]:
 
 def _groups(r: Tensor, group_size: int) -> Tensor:
     if r.dim() != 1:
-        raise ValueError(f"rewards must be 1-D (N,), got shape {tuple(r.shape)}; flatten the groups prompt-major")
+        raise ValueError(
+            f"rewards must be 1-D (N,), got shape {tuple(r.shape)}; flatten the groups prompt-major"
+        )
     if group_size < 1 or r.numel() % group_size:
-        raise ValueError(f"{r.numel()} rewards do not split into groups of {group_size}; pass N = prompts * group_size")
+        raise ValueError(
+            f"{r.numel()} rewards do not split into groups of {group_size}; pass N = prompts * group_size"
+        )
     return r.view(-1, group_size)  # (N/G, G)
 
 
@@ -72,7 +77,9 @@ def _std(centered: Tensor, n: Tensor, dim: int | None) -> Tensor:
     return (ss / (n - 1).clamp(min=1)).sqrt()
 
 
-def grpo(rewards, group_size: int, *, std_scale: str = "group", eps: float = 1e-6) -> tuple[Tensor, dict]:
+def grpo(
+    rewards, group_size: int, *, std_scale: str = "group", eps: float = 1e-6
+) -> tuple[Tensor, dict]:
     """GRPO advantages. rewards (N,) -> (adv (N,), {"frac_reward_zero_std", "frac_reward_nan"})."""
     if std_scale not in STD_SCALES:
         raise ValueError(f"unknown std_scale {std_scale!r}; valid: {', '.join(STD_SCALES)}")
@@ -108,17 +115,23 @@ def remax(rewards, group_size: int, *, baseline=None) -> tuple[Tensor, dict]:
     A NaN reward gets 0; a NaN baseline (no reward function applied to the greedy completion) zeroes its group.
     """
     if baseline is None:
-        raise ValueError("remax needs baseline=: the reward of each prompt's greedy completion, shape (N/G,)")
+        raise ValueError(
+            "remax needs baseline=: the reward of each prompt's greedy completion, shape (N/G,)"
+        )
     r, out_dtype = _to64(rewards)
-    g = _groups(r, group_size)                                          # (N/G, G)
+    g = _groups(r, group_size)  # (N/G, G)
     b = torch.as_tensor(baseline).detach().to(torch.float64).reshape(-1)
     if b.numel() != g.shape[0]:
-        raise ValueError(f"remax baseline has {b.numel()} values for {g.shape[0]} groups; pass one per prompt")
+        raise ValueError(
+            f"remax baseline has {b.numel()} values for {g.shape[0]} groups; pass one per prompt"
+        )
     valid = ~torch.isnan(g) & ~torch.isnan(b)[:, None]
     adv = torch.where(valid, g - b[:, None], 0.0)
-    equal = (adv == 0).all(1)                                           # no sample differs from the baseline
-    return adv.reshape(-1).to(out_dtype), {**_group_metrics(equal, ~torch.isnan(g)),
-                                           "reward/greedy": torch.nanmean(b).float()}
+    equal = (adv == 0).all(1)  # no sample differs from the baseline
+    return adv.reshape(-1).to(out_dtype), {
+        **_group_metrics(equal, ~torch.isnan(g)),
+        "reward/greedy": torch.nanmean(b).float(),
+    }
 
 
 def _group_metrics(equal: Tensor, valid: Tensor) -> dict:
@@ -134,7 +147,9 @@ def zero_std_groups(rewards, group_size: int) -> Tensor:
     return _group_centered(r, group_size)[3]
 
 
-def token_level_rewards(scores, mask: Tensor, *, kl: Tensor | None = None, kl_coef: float = 0.0) -> Tensor:
+def token_level_rewards(
+    scores, mask: Tensor, *, kl: Tensor | None = None, kl_coef: float = 0.0
+) -> Tensor:
     """Classic RLHF per-token reward (Ziegler et al. 2019): the sequence score on its last valid token, minus
     kl_coef * kl on every valid token. scores (B,), mask (B, T), kl (B, T) (e.g. k1 to the reference) -> (B, T).
 
@@ -151,8 +166,12 @@ def token_level_rewards(scores, mask: Tensor, *, kl: Tensor | None = None, kl_co
 def _on_last_token(s: Tensor, mask: Tensor) -> Tensor:
     """scores (B,) -> (B, T) with s[b] on row b's last valid token, 0 elsewhere (and on rows with none)."""
     if mask.dim() != 2 or s.shape != mask.shape[:1]:
-        raise ValueError(f"scores shape {tuple(s.shape)} does not match mask {tuple(mask.shape)}; pass one score per row")
-    last = mask.shape[1] - 1 - mask.flip(1).to(torch.int64).argmax(1)  # (B,) index of the last valid token
+        raise ValueError(
+            f"scores shape {tuple(s.shape)} does not match mask {tuple(mask.shape)}; pass one score per row"
+        )
+    last = (
+        mask.shape[1] - 1 - mask.flip(1).to(torch.int64).argmax(1)
+    )  # (B,) index of the last valid token
     out = torch.zeros(mask.shape, dtype=s.dtype, device=mask.device)
     out[torch.arange(mask.shape[0], device=mask.device), last] = s
     return torch.where(mask, out, 0.0)
@@ -174,16 +193,25 @@ def _gae_loop(r: Tensor, v: Tensor, m: Tensor, gamma: float, lam: float) -> Tens
     return adv
 
 
-def gae(token_rewards: Tensor, values: Tensor, mask: Tensor, *, gamma: float, lam: float,
-        whiten: bool = False) -> tuple[Tensor, Tensor]:
+def gae(
+    token_rewards: Tensor,
+    values: Tensor,
+    mask: Tensor,
+    *,
+    gamma: float,
+    lam: float,
+    whiten: bool = False,
+) -> tuple[Tensor, Tensor]:
     """GAE (Schulman et al. 2016). token_rewards, values, mask (B, T) -> (advantages (B, T), returns (B, T)).
 
     returns = A + V uses the raw advantages; whiten=True then whitens the advantages over valid tokens
     (`masked_whiten`). Both outputs are detached, 0 outside the mask, in float32 (float64 if the input is).
     """
     if not (token_rewards.shape == values.shape == mask.shape) or token_rewards.dim() != 2:
-        raise ValueError(f"gae needs (B, T) token_rewards, values and mask of one shape; got "
-                         f"{tuple(token_rewards.shape)}, {tuple(values.shape)}, {tuple(mask.shape)}")
+        raise ValueError(
+            f"gae needs (B, T) token_rewards, values and mask of one shape; got "
+            f"{tuple(token_rewards.shape)}, {tuple(values.shape)}, {tuple(mask.shape)}"
+        )
     dtype = torch.float64 if token_rewards.dtype == torch.float64 else torch.float32
     r, v = token_rewards.detach().to(dtype), values.detach().to(dtype)
     m = mask.to(device=r.device, dtype=torch.bool)
@@ -195,8 +223,15 @@ def gae(token_rewards: Tensor, values: Tensor, mask: Tensor, *, gamma: float, la
     return adv, returns
 
 
-def reinforce_pp(rewards, group_size: int | None = None, *, mask: Tensor | None = None, gamma: float = 1.0,
-                 baseline: bool = False, eps: float = 1e-6) -> tuple[Tensor, dict]:
+def reinforce_pp(
+    rewards,
+    group_size: int | None = None,
+    *,
+    mask: Tensor | None = None,
+    gamma: float = 1.0,
+    baseline: bool = False,
+    eps: float = 1e-6,
+) -> tuple[Tensor, dict]:
     """REINFORCE++ advantages: batch-whitened (discounted) returns.
 
     rewards (N,) without mask -> adv (N,) = (r - mean) / (std + eps) over the non-NaN rewards of the batch.
@@ -252,4 +287,6 @@ def get_advantage(name: str) -> AdvantageFn:
     try:
         return ADVANTAGES[name]
     except KeyError:
-        raise ValueError(f"unknown advantage estimator {name!r}; valid: {', '.join(ADVANTAGES)}") from None
+        raise ValueError(
+            f"unknown advantage estimator {name!r}; valid: {', '.join(ADVANTAGES)}"
+        ) from None

@@ -16,9 +16,10 @@ KL penalty in the reward:
         e = clip(KL / target - 1, -0.2, 0.2);  beta <- beta * (1 + e * n_steps / horizon)
     so beta rises while the measured KL is above target and falls while it is below.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -48,9 +49,13 @@ def kl(logp: Tensor, ref_logp: Tensor, kind: str = "k3") -> Tensor:
     try:
         fn = KL_ESTIMATORS[kind]
     except KeyError:
-        raise ValueError(f"unknown KL estimator {kind!r}; valid: {', '.join(KL_ESTIMATORS)}") from None
+        raise ValueError(
+            f"unknown KL estimator {kind!r}; valid: {', '.join(KL_ESTIMATORS)}"
+        ) from None
     if logp.shape != ref_logp.shape:
-        raise ValueError(f"logp shape {tuple(logp.shape)} != ref_logp shape {tuple(ref_logp.shape)}")
+        raise ValueError(
+            f"logp shape {tuple(logp.shape)} != ref_logp shape {tuple(ref_logp.shape)}"
+        )
     return fn(logp, ref_logp)
 
 
@@ -75,7 +80,9 @@ class AdaptiveKLController:
 
     def __init__(self, init_kl_coef: float, target: float, horizon: float):
         if init_kl_coef < 0 or target <= 0 or horizon <= 0:
-            raise ValueError(f"need init_kl_coef >= 0, target > 0, horizon > 0; got {init_kl_coef}, {target}, {horizon}")
+            raise ValueError(
+                f"need init_kl_coef >= 0, target > 0, horizon > 0; got {init_kl_coef}, {target}, {horizon}"
+            )
         self.value = float(init_kl_coef)
         self.target = float(target)
         self.horizon = float(horizon)
@@ -86,8 +93,10 @@ class AdaptiveKLController:
         return self.value
 
 
-def kl_controller(kind: str, kl_coef: float, *, target: float | None = None, horizon: float = 10000):
-    """"fixed" -> FixedKLController(kl_coef); "adaptive" -> AdaptiveKLController(kl_coef, target, horizon)."""
+def kl_controller(
+    kind: str, kl_coef: float, *, target: float | None = None, horizon: float = 10000
+):
+    """ "fixed" -> FixedKLController(kl_coef); "adaptive" -> AdaptiveKLController(kl_coef, target, horizon)."""
     if kind == "fixed":
         return FixedKLController(kl_coef)
     if kind == "adaptive":

@@ -17,6 +17,7 @@ float32 (float64 if the inputs are float64) for the softmax. The weight gradient
 float32 (or float64). The lm_head must have no bias (true for Qwen2/2.5/3 and Llama). A target < 0 (e.g. -100
 on padding) gives logp 0 and no gradient through it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,7 +44,9 @@ class _ChunkedLogpEntropy(torch.autograd.Function):
             lse_c = torch.logsumexp(z, dim=-1)  # (c,)
             tgt = targets[s:e]
             picked = z.gather(1, tgt.clamp(min=0)[:, None])[:, 0]
-            logp[s:e] = torch.where(tgt >= 0, picked - lse_c, torch.zeros((), dtype=cdt, device=z.device))
+            logp[s:e] = torch.where(
+                tgt >= 0, picked - lse_c, torch.zeros((), dtype=cdt, device=z.device)
+            )
             lse[s:e] = lse_c
             if with_entropy:
                 p = torch.softmax(z, dim=-1)
@@ -61,15 +64,26 @@ class _ChunkedLogpEntropy(torch.autograd.Function):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         N, cdt = hidden.shape[0], lse.dtype
         grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.promote_types(weight.dtype, torch.float32),
-                             device=weight.device) if need_w else None
+        grad_w = (
+            torch.zeros(
+                weight.shape,
+                dtype=torch.promote_types(weight.dtype, torch.float32),
+                device=weight.device,
+            )
+            if need_w
+            else None
+        )
         use_ent = ctx.with_entropy and g_ent is not None
-        g_logp = torch.where(targets >= 0, g_logp.to(cdt), torch.zeros((), dtype=cdt, device=lse.device))
+        g_logp = torch.where(
+            targets >= 0, g_logp.to(cdt), torch.zeros((), dtype=cdt, device=lse.device)
+        )
         for s in range(0, N, ctx.chunk_size):
             e = min(s + ctx.chunk_size, N)
             h = hidden[s:e]
             gl = g_logp[s:e, None]  # (c, 1)
-            logp_all = _logits(h, weight, ctx.temperature, cdt).sub_(lse[s:e, None])  # (c, V), in place
+            logp_all = _logits(h, weight, ctx.temperature, cdt).sub_(
+                lse[s:e, None]
+            )  # (c, V), in place
             p = logp_all.exp()
             # coef = g_logp + g_ent * (log p + H); dL/dz = -p * coef + onehot(target) * g_logp  (all in place)
             if use_ent:
@@ -90,30 +104,54 @@ class _ChunkedLogpEntropy(torch.autograd.Function):
         return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None, None, None
 
 
-def token_logprobs_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, *, temperature: float = 1.0,
-                           chunk_size: int = 1024, with_entropy: bool = True) -> tuple[Tensor, Tensor | None]:
+def token_logprobs_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+    with_entropy: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """hidden (B, T, H), weight (V, H) (the lm_head), targets (B, T) token ids ->
     (logp (B, T), entropy (B, T) or None), float32 (float64 for float64 inputs); differentiable w.r.t. hidden
     and weight. targets[b, t] is the token whose logprob row (b, t) predicts (the caller shifts by one).
     """
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}; greedy rollouts score at temperature 1.0")
+        raise ValueError(
+            f"temperature must be > 0, got {temperature}; greedy rollouts score at temperature 1.0"
+        )
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if hidden.shape[:-1] != targets.shape or weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(f"need hidden (B, T, H), weight (V, H), targets (B, T); got {tuple(hidden.shape)}, "
-                         f"{tuple(weight.shape)}, {tuple(targets.shape)}")
+    if (
+        hidden.shape[:-1] != targets.shape
+        or weight.dim() != 2
+        or weight.shape[1] != hidden.shape[-1]
+    ):
+        raise ValueError(
+            f"need hidden (B, T, H), weight (V, H), targets (B, T); got {tuple(hidden.shape)}, "
+            f"{tuple(weight.shape)}, {tuple(targets.shape)}"
+        )
     lead = targets.shape
-    logp, ent = _ChunkedLogpEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), weight,
-                                          targets.reshape(-1).to(torch.long), float(temperature), int(chunk_size),
-                                          bool(with_entropy))
+    logp, ent = _ChunkedLogpEntropy.apply(
+        hidden.reshape(-1, hidden.shape[-1]),
+        weight,
+        targets.reshape(-1).to(torch.long),
+        float(temperature),
+        int(chunk_size),
+        bool(with_entropy),
+    )
     return logp.view(lead), (ent.view(lead) if with_entropy else None)
 
 
 def logprobs_from_logits(logits: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
     """Plain version for small vocabularies / tests: logits (B, T, V), targets (B, T) -> logp (B, T) float32."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    return logp.gather(-1, targets.clamp(min=0).long().unsqueeze(-1)).squeeze(-1).masked_fill(targets < 0, 0.0)
+    return (
+        logp.gather(-1, targets.clamp(min=0).long().unsqueeze(-1))
+        .squeeze(-1)
+        .masked_fill(targets < 0, 0.0)
+    )
 
 
 def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:

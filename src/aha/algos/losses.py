@@ -19,9 +19,10 @@ Value loss (PPO2 / OpenAI baselines): v_clip = old_v + clip(v - old_v, -clip, cl
     L = 0.5 * max((v - R)^2, (v_clip - R)^2).
 Metrics are detached tensors averaged over valid tokens (token mean, whatever `agg` is); no `.item()`.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -35,7 +36,9 @@ def _check_agg(agg: str, norm_len) -> None:
     if agg not in AGGS:
         raise ValueError(f"unknown loss aggregation {agg!r}; valid: {', '.join(AGGS)}")
     if agg == "seq-mean-token-sum-norm" and (norm_len is None or norm_len <= 0):
-        raise ValueError("agg 'seq-mean-token-sum-norm' needs norm_len > 0 (Dr. GRPO: the max completion length)")
+        raise ValueError(
+            "agg 'seq-mean-token-sum-norm' needs norm_len > 0 (Dr. GRPO: the max completion length)"
+        )
 
 
 def agg_denominator(mask: Tensor, agg: str) -> Tensor:
@@ -50,16 +53,26 @@ def agg_denominator(mask: Tensor, agg: str) -> Tensor:
     return torch.tensor(m.shape[0], device=m.device)
 
 
-def agg_loss(values: Tensor, mask: Tensor, agg: str = "token-mean", norm_len: int | None = None, *,
-             denom: Tensor | float | None = None) -> Tensor:
+def agg_loss(
+    values: Tensor,
+    mask: Tensor,
+    agg: str = "token-mean",
+    norm_len: int | None = None,
+    *,
+    denom: Tensor | float | None = None,
+) -> Tensor:
     """values, mask (B, T) -> scalar. See the module docstring for the three modes."""
     _check_agg(agg, norm_len)
     if values.dim() != 2:
         raise ValueError(f"agg_loss needs (B, T) values, got shape {tuple(values.shape)}")
     if mask.shape != values.shape:
-        raise ValueError(f"mask shape {tuple(mask.shape)} != values shape {tuple(values.shape)}; pass one mask entry per value")
+        raise ValueError(
+            f"mask shape {tuple(mask.shape)} != values shape {tuple(values.shape)}; pass one mask entry per value"
+        )
     m = mask.to(device=values.device, dtype=torch.bool)
-    z = torch.where(m, values, torch.zeros((), dtype=values.dtype, device=values.device))  # NaN-safe on padding
+    z = torch.where(
+        m, values, torch.zeros((), dtype=values.dtype, device=values.device)
+    )  # NaN-safe on padding
     if denom is None:
         denom = agg_denominator(m, agg)
     denom = torch.as_tensor(denom, device=values.device).to(values.dtype).clamp(min=1)
@@ -75,7 +88,9 @@ def _broadcast_adv(advantages: Tensor, like: Tensor) -> Tensor:
     if advantages.dim() == 1 and advantages.shape[0] == like.shape[0]:
         advantages = advantages[:, None]  # (B, 1): one advantage for every token of the sequence
     elif advantages.shape != like.shape:
-        raise ValueError(f"advantages shape {tuple(advantages.shape)} fits neither (B,) nor (B, T) = {tuple(like.shape)}")
+        raise ValueError(
+            f"advantages shape {tuple(advantages.shape)} fits neither (B,) nor (B, T) = {tuple(like.shape)}"
+        )
     return advantages.detach().to(like.dtype)
 
 
@@ -94,7 +109,9 @@ def _clipped_pg(ratio, adv, m, clip_low, clip_high, clip_c, log_ratio, agg, norm
         }
     if clip_c is not None:
         if clip_c <= 1:
-            raise ValueError(f"clip_c (dual clip) must be > 1, got {clip_c}; use e.g. 3.0 or None to disable")
+            raise ValueError(
+                f"clip_c (dual clip) must be > 1, got {clip_c}; use e.g. 3.0 or None to disable"
+            )
         dual = torch.minimum(loss, -clip_c * adv)
         with torch.no_grad():
             metrics["clip_frac_dual"] = masked_mean(((adv < 0) & (dual < loss)).to(r.dtype), m)
@@ -109,9 +126,19 @@ def _clipped_pg(ratio, adv, m, clip_low, clip_high, clip_c, log_ratio, agg, norm
     return agg_loss(loss, m, agg, norm_len, denom=denom), metrics
 
 
-def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *, clip_low: float = 0.2,
-                clip_high: float = 0.2, clip_c: float | None = None, agg: str = "seq-mean-token-mean",
-                norm_len: int | None = None, denom: Tensor | float | None = None) -> tuple[Tensor, dict]:
+def policy_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    clip_c: float | None = None,
+    agg: str = "seq-mean-token-mean",
+    norm_len: int | None = None,
+    denom: Tensor | float | None = None,
+) -> tuple[Tensor, dict]:
     """PPO-clip policy loss. logp, old_logp, mask (B, T); advantages (B,) or (B, T) -> (loss scalar, metrics).
 
     metrics: clip_frac_low, clip_frac_high, clip_frac_dual (0 without clip_c), approx_kl (k3 of
@@ -119,35 +146,74 @@ def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
     """
     _check_agg(agg, norm_len)
     if logp.shape != old_logp.shape or logp.shape != mask.shape:
-        raise ValueError(f"logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)} and mask {tuple(mask.shape)} must match")
+        raise ValueError(
+            f"logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)} and mask {tuple(mask.shape)} must match"
+        )
     m = mask.to(device=logp.device, dtype=torch.bool)
     adv = _broadcast_adv(advantages, logp)
     # Padding may hold garbage (-inf logprobs): zero the log-ratio there so neither exp nor its grad sees it.
-    log_ratio = torch.where(m, logp - old_logp.detach(), torch.zeros((), dtype=logp.dtype, device=logp.device))
-    return _clipped_pg(torch.exp(log_ratio), adv, m, clip_low, clip_high, clip_c, log_ratio, agg, norm_len, denom)
+    log_ratio = torch.where(
+        m, logp - old_logp.detach(), torch.zeros((), dtype=logp.dtype, device=logp.device)
+    )
+    return _clipped_pg(
+        torch.exp(log_ratio), adv, m, clip_low, clip_high, clip_c, log_ratio, agg, norm_len, denom
+    )
 
 
-def gspo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *, clip_low: float = 3e-4,
-              clip_high: float = 4e-4, clip_c: float | None = None, agg: str = "seq-mean-token-mean",
-              norm_len: int | None = None, denom: Tensor | float | None = None) -> tuple[Tensor, dict]:
+def gspo_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    clip_low: float = 3e-4,
+    clip_high: float = 4e-4,
+    clip_c: float | None = None,
+    agg: str = "seq-mean-token-mean",
+    norm_len: int | None = None,
+    denom: Tensor | float | None = None,
+) -> tuple[Tensor, dict]:
     """GSPO: the PPO-clip formula on the sequence-level ratio exp(mean of valid log-ratios). Same shapes and
     metrics as `policy_loss`; defaults are the paper's clip range (3e-4, 4e-4). advantages (B,) or (B, T)."""
     _check_agg(agg, norm_len)
     if logp.shape != old_logp.shape or logp.shape != mask.shape:
-        raise ValueError(f"logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)} and mask {tuple(mask.shape)} must match")
+        raise ValueError(
+            f"logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)} and mask {tuple(mask.shape)} must match"
+        )
     m = mask.to(device=logp.device, dtype=torch.bool)
     adv = _broadcast_adv(advantages, logp)
     zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
     log_ratio = torch.where(m, logp - old_logp.detach(), zero)
     seq_log_ratio = log_ratio.sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)  # (B, 1)
     safe_logp = torch.where(m, logp, zero)
-    tok_log_ratio = seq_log_ratio.detach() + safe_logp - safe_logp.detach()  # value: sequence's; grad: token's
-    return _clipped_pg(torch.exp(tok_log_ratio), adv, m, clip_low, clip_high, clip_c, log_ratio, agg, norm_len, denom)
+    tok_log_ratio = (
+        seq_log_ratio.detach() + safe_logp - safe_logp.detach()
+    )  # value: sequence's; grad: token's
+    return _clipped_pg(
+        torch.exp(tok_log_ratio),
+        adv,
+        m,
+        clip_low,
+        clip_high,
+        clip_c,
+        log_ratio,
+        agg,
+        norm_len,
+        denom,
+    )
 
 
-def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, *, clip: float | None = 0.2,
-               agg: str = "token-mean", norm_len: int | None = None,
-               denom: Tensor | float | None = None) -> tuple[Tensor, dict]:
+def value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    mask: Tensor,
+    *,
+    clip: float | None = 0.2,
+    agg: str = "token-mean",
+    norm_len: int | None = None,
+    denom: Tensor | float | None = None,
+) -> tuple[Tensor, dict]:
     """Clipped value loss. values, old_values, returns, mask (B, T) -> (loss scalar, metrics).
 
     clip=None: plain 0.5 * (v - R)^2. metrics: value_clip_frac (tokens where the clipped error is the larger),
@@ -170,7 +236,11 @@ def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor
     with torch.no_grad():
         v = values.detach()
         var_r = masked_var(returns, m)
-        ev = torch.where(var_r > 0, 1 - masked_var(returns - v, m) / var_r.clamp(min=1e-12), torch.zeros_like(var_r))
+        ev = torch.where(
+            var_r > 0,
+            1 - masked_var(returns - v, m) / var_r.clamp(min=1e-12),
+            torch.zeros_like(var_r),
+        )
         metrics = {
             "value_clip_frac": masked_mean(clipped_more.to(v.dtype), m),
             "explained_variance": ev,
@@ -190,4 +260,6 @@ def get_policy_loss(name: str) -> PolicyLossFn:
     try:
         return POLICY_LOSSES[name]
     except KeyError:
-        raise ValueError(f"unknown policy loss {name!r}; valid: {', '.join(POLICY_LOSSES)}") from None
+        raise ValueError(
+            f"unknown policy loss {name!r}; valid: {', '.join(POLICY_LOSSES)}"
+        ) from None

@@ -7,6 +7,7 @@
 Positions outside the mask are never read through arithmetic (`torch.where`, not `x * m`), so NaN/inf
 padding cannot leak into the result or its gradient.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,7 +16,9 @@ from torch import Tensor
 
 def _as_bool(mask: Tensor, like: Tensor) -> Tensor:
     if mask.shape != like.shape:
-        raise ValueError(f"mask shape {tuple(mask.shape)} != values shape {tuple(like.shape)}; pass one mask entry per value")
+        raise ValueError(
+            f"mask shape {tuple(mask.shape)} != values shape {tuple(like.shape)}; pass one mask entry per value"
+        )
     return mask.to(device=like.device, dtype=torch.bool)
 
 

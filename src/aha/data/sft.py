@@ -19,6 +19,7 @@ positions (0, 1, 2, ... restarting at every document) and a segment id; attentio
 so a packed forward computes exactly the logits of separate forwards (tests/test_sft_data.py checks this).
 The target of position t is token t+1, trained only when that token is a completion token of the same document.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,14 +28,22 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Example", "PackedBatch", "read_rows", "to_example", "build_examples", "pack", "collate",
-           "block_causal_mask"]
+__all__ = [
+    "Example",
+    "PackedBatch",
+    "read_rows",
+    "to_example",
+    "build_examples",
+    "pack",
+    "collate",
+    "block_causal_mask",
+]
 
 
 @dataclass
 class Example:
     input_ids: list[int]
-    loss_mask: list[int]          # 1 where the token is trained on (completion), same length as input_ids
+    loss_mask: list[int]  # 1 where the token is trained on (completion), same length as input_ids
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -42,10 +51,10 @@ class Example:
 
 @dataclass
 class PackedBatch:
-    input_ids: torch.Tensor       # (R, L) documents packed into R rows, right-padded
-    position_ids: torch.Tensor    # (R, L) restart at 0 at every document
-    segment_ids: torch.Tensor     # (R, L) document number within its row; -1 on padding
-    loss_mask: torch.Tensor       # (R, L-1) float: 1 where target input_ids[:, t+1] is trained on
+    input_ids: torch.Tensor  # (R, L) documents packed into R rows, right-padded
+    position_ids: torch.Tensor  # (R, L) restart at 0 at every document
+    segment_ids: torch.Tensor  # (R, L) document number within its row; -1 on padding
+    loss_mask: torch.Tensor  # (R, L-1) float: 1 where target input_ids[:, t+1] is trained on
 
     @property
     def n_tokens(self) -> int:
@@ -65,12 +74,16 @@ def read_rows(source: str, split: str = "train") -> list[dict]:
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             if split not in ds:
-                raise ValueError(f"dataset '{source}' has splits {list(ds)}, not '{split}'; pick one of them")
+                raise ValueError(
+                    f"dataset '{source}' has splits {list(ds)}, not '{split}'; pick one of them"
+                )
             ds = ds[split]
         return [dict(r) for r in ds]
     if not path.is_file():
-        raise FileNotFoundError(f"SFT data '{source}' not found; give a .jsonl/.json/.parquet file, a dataset "
-                                "directory or hf:NAME")
+        raise FileNotFoundError(
+            f"SFT data '{source}' not found; give a .jsonl/.json/.parquet file, a dataset "
+            "directory or hf:NAME"
+        )
     if path.suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
@@ -86,7 +99,9 @@ def read_rows(source: str, split: str = "train") -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise ValueError(f"{source} line {n} is not JSON ({e.msg}); write one JSON object per line") from None
+                raise ValueError(
+                    f"{source} line {n} is not JSON ({e.msg}); write one JSON object per line"
+                ) from None
     return rows
 
 
@@ -94,7 +109,9 @@ def _import_datasets(source: str):
     try:
         import datasets
     except ImportError:
-        raise ImportError(f"reading '{source}' needs the datasets library: pip install datasets") from None
+        raise ImportError(
+            f"reading '{source}' needs the datasets library: pip install datasets"
+        ) from None
     return datasets
 
 
@@ -105,7 +122,7 @@ class RowFormat:
     completion_key: str = "completion"
     messages_key: str = "messages"
     question_key: str = "question"
-    template: str | None = None   # set: prompt = render_prompt(row[question_key], template, ...)
+    template: str | None = None  # set: prompt = render_prompt(row[question_key], template, ...)
     system: str | None = None
     prefill: str = ""
     add_eos: bool = True
@@ -114,13 +131,17 @@ class RowFormat:
 def to_example(row: dict, tokenizer, fmt: RowFormat | None = None) -> Example:
     """One row (any supported format, see the module docstring) -> token ids and completion mask."""
     fmt = fmt or RowFormat()
-    segments = _segments(row, tokenizer, fmt)                  # [(text, trained?)]
+    segments = _segments(row, tokenizer, fmt)  # [(text, trained?)]
     ids, mask = [], []
     for text, trained in segments:
         t = tokenizer(text, add_special_tokens=False).input_ids if text else []
         ids += t
         mask += [int(trained)] * len(t)
-    if fmt.add_eos and fmt.messages_key not in row and not isinstance(row.get(fmt.prompt_key), list):
+    if (
+        fmt.add_eos
+        and fmt.messages_key not in row
+        and not isinstance(row.get(fmt.prompt_key), list)
+    ):
         ids.append(tokenizer.eos_token_id)
         mask.append(1)
     return Example(ids, mask)
@@ -131,54 +152,81 @@ def _segments(row: dict, tokenizer, fmt: RowFormat) -> list[tuple[str, bool]]:
         return _chat_segments(list(row[fmt.messages_key]), tokenizer, n_context=None)
     prompt, completion = row.get(fmt.prompt_key), row.get(fmt.completion_key)
     if completion is None:
-        raise ValueError(f"row has neither '{fmt.messages_key}' nor '{fmt.completion_key}' (keys: {sorted(row)}); "
-                         "set data.completion_key / data.messages_key to your column names")
-    if isinstance(prompt, list):                               # conversational prompt + completion
-        done = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+        raise ValueError(
+            f"row has neither '{fmt.messages_key}' nor '{fmt.completion_key}' (keys: {sorted(row)}); "
+            "set data.completion_key / data.messages_key to your column names"
+        )
+    if isinstance(prompt, list):  # conversational prompt + completion
+        done = (
+            completion
+            if isinstance(completion, list)
+            else [{"role": "assistant", "content": completion}]
+        )
         return _chat_segments(prompt + done, tokenizer, n_context=len(prompt))
     if fmt.template is not None:
         from aha.data.templates import render_prompt
 
         if fmt.question_key not in row:
-            raise ValueError(f"data.template is set but the row has no '{fmt.question_key}' field; set "
-                             "data.question_key, or data.template=null to use the row's prompt as is")
-        prompt = render_prompt(str(row[fmt.question_key]), fmt.template, tokenizer=tokenizer, system=fmt.system,
-                               prefill=fmt.prefill)
+            raise ValueError(
+                f"data.template is set but the row has no '{fmt.question_key}' field; set "
+                "data.question_key, or data.template=null to use the row's prompt as is"
+            )
+        prompt = render_prompt(
+            str(row[fmt.question_key]),
+            fmt.template,
+            tokenizer=tokenizer,
+            system=fmt.system,
+            prefill=fmt.prefill,
+        )
     elif prompt is None:
-        raise ValueError(f"row has no '{fmt.prompt_key}' field (keys: {sorted(row)}); set data.prompt_key, or "
-                         "data.template to render the prompt from the question")
+        raise ValueError(
+            f"row has no '{fmt.prompt_key}' field (keys: {sorted(row)}); set data.prompt_key, or "
+            "data.template to render the prompt from the question"
+        )
     return [(str(prompt), False), (str(completion), True)]
 
 
-def _chat_segments(messages: list[dict], tokenizer, n_context: int | None) -> list[tuple[str, bool]]:
+def _chat_segments(
+    messages: list[dict], tokenizer, n_context: int | None
+) -> list[tuple[str, bool]]:
     """Split the rendered conversation into (text, trained?) pieces by rendering growing prefixes.
 
     Assistant turn i contributes render(messages[:i+1]) minus render(messages[:i], generation prompt on): its
     content plus the template's end-of-turn marker. A template that rewrites earlier turns (e.g. one that drops
     past reasoning) breaks the prefix property and is refused rather than mis-masked."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("chat-format rows need a tokenizer with a chat template; use prompt/completion rows "
-                         "for base models")
+        raise ValueError(
+            "chat-format rows need a tokenizer with a chat template; use prompt/completion rows "
+            "for base models"
+        )
     if messages and messages[0].get("role") == "assistant":
-        raise ValueError("a chat row must start with a system or user message before the first assistant turn")
-    render = lambda msgs, gen: tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+        raise ValueError(
+            "a chat row must start with a system or user message before the first assistant turn"
+        )
+    render = lambda msgs, gen: tokenizer.apply_chat_template(
+        msgs, tokenize=False, add_generation_prompt=gen
+    )
     out, done = [], ""
     for i, msg in enumerate(messages):
         if msg.get("role") != "assistant" or (n_context is not None and i < n_context):
             continue
-        before, after = render(messages[:i], True), render(messages[:i + 1], False)
+        before, after = render(messages[:i], True), render(messages[: i + 1], False)
         if not (before.startswith(done) and after.startswith(before)):
-            raise ValueError("the chat template renders earlier turns differently once later turns are added, so "
-                             "assistant tokens cannot be located; train on one assistant turn per row")
-        out += [(before[len(done):], False), (after[len(before):], True)]
+            raise ValueError(
+                "the chat template renders earlier turns differently once later turns are added, so "
+                "assistant tokens cannot be located; train on one assistant turn per row"
+            )
+        out += [(before[len(done) :], False), (after[len(before) :], True)]
         done = after
     if not out:
         raise ValueError("chat row has no assistant message to train on")
-    tail = render(messages, False)[len(done):]
+    tail = render(messages, False)[len(done) :]
     return out + ([(tail, False)] if tail else [])
 
 
-def build_examples(rows: list[dict], tokenizer, fmt: RowFormat, max_length: int) -> tuple[list[Example], dict]:
+def build_examples(
+    rows: list[dict], tokenizer, fmt: RowFormat, max_length: int
+) -> tuple[list[Example], dict]:
     """Rows -> examples of at most max_length tokens with >= 1 trained token; stats count what was cut/dropped."""
     examples, stats = [], {"rows": len(rows), "truncated": 0, "dropped": 0}
     for row in rows:
@@ -186,7 +234,7 @@ def build_examples(rows: list[dict], tokenizer, fmt: RowFormat, max_length: int)
         if len(ex) > max_length:
             ex = Example(ex.input_ids[:max_length], ex.loss_mask[:max_length])
             stats["truncated"] += 1
-        if sum(ex.loss_mask[1:]) == 0:       # the first token is never a target
+        if sum(ex.loss_mask[1:]) == 0:  # the first token is never a target
             stats["dropped"] += 1
             continue
         examples.append(ex)
@@ -204,7 +252,9 @@ def pack(lengths: list[int], max_length: int, packing: bool = True) -> list[list
     room: list[int] = []
     for i, n in enumerate(lengths):
         if n > max_length:
-            raise ValueError(f"document {i} has {n} tokens > max_length {max_length}; truncate it first")
+            raise ValueError(
+                f"document {i} has {n} tokens > max_length {max_length}; truncate it first"
+            )
         for r, free in enumerate(room):
             if n <= free:
                 rows[r].append(i)
@@ -228,20 +278,24 @@ def collate(examples: list[Example], rows: list[list[int]], pad_id: int) -> Pack
         at = 0
         for d, i in enumerate(row):
             ex, n = examples[i], len(examples[i])
-            ids[r, at:at + n] = torch.tensor(ex.input_ids)
-            pos[r, at:at + n] = torch.arange(n)
-            seg[r, at:at + n] = d
-            trained[r, at:at + n] = torch.tensor(ex.loss_mask, dtype=torch.bool)
+            ids[r, at : at + n] = torch.tensor(ex.input_ids)
+            pos[r, at : at + n] = torch.arange(n)
+            seg[r, at : at + n] = d
+            trained[r, at : at + n] = torch.tensor(ex.loss_mask, dtype=torch.bool)
             at += n
-    same_doc = (seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] >= 0)   # (R, L-1): target t+1 in the doc of t
+    same_doc = (seg[:, 1:] == seg[:, :-1]) & (
+        seg[:, 1:] >= 0
+    )  # (R, L-1): target t+1 in the doc of t
     return PackedBatch(ids, pos, seg, (trained[:, 1:] & same_doc).float())
 
 
-def block_causal_mask(segment_ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def block_causal_mask(
+    segment_ids: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """(R, L) segment ids -> (R, 1, L, L) additive mask: 0 where q may attend k (same segment, k <= q), else
     the dtype's minimum. Padding (-1) attends to padding only, so no softmax row is empty."""
     L = segment_ids.shape[1]
     causal = torch.ones((L, L), dtype=torch.bool, device=segment_ids.device).tril()
-    allowed = (segment_ids[:, :, None] == segment_ids[:, None, :]) & causal          # (R, L, L)
+    allowed = (segment_ids[:, :, None] == segment_ids[:, None, :]) & causal  # (R, L, L)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
     return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]

@@ -8,15 +8,15 @@ Procedural tasks return deterministic lazy sequences (row i is generated from (s
 whose train and test splits cannot overlap: a problem's split is a function of the problem itself (a hash of
 its canonical form), and each split only keeps problems that hash into it. File tasks return lists.
 """
+
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 SPLITS = ("train", "test")
-TASKS: dict[str, Callable[..., "Task"]] = {}
+TASKS: dict[str, Callable[..., Task]] = {}
 
 
 class Task:
@@ -29,16 +29,20 @@ class Task:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, accuracy_reward={self.accuracy_reward!r})"
+        return (
+            f"{type(self).__name__}(name={self.name!r}, accuracy_reward={self.accuracy_reward!r})"
+        )
 
 
 def register_task(name: str):
     """Decorator: register a Task subclass or factory `f(**options) -> Task` under `name`."""
+
     def deco(factory):
         if name in TASKS:
             raise ValueError(f"task {name!r} is already registered; choose another name")
         TASKS[name] = factory
         return factory
+
     return deco
 
 
@@ -75,8 +79,15 @@ class ProceduralRows(Sequence):
     `split`. `make(rng) -> (key, row)` draws one problem; its split is `split_fn(key)`, by default
     split_of(key, test_percent)."""
 
-    def __init__(self, make: Callable[[random.Random], tuple[str, dict]], split: str, size: int, salt: str,
-                 test_percent: int = 10, split_fn: Callable[[str], str] | None = None):
+    def __init__(
+        self,
+        make: Callable[[random.Random], tuple[str, dict]],
+        split: str,
+        size: int,
+        salt: str,
+        test_percent: int = 10,
+        split_fn: Callable[[str], str] | None = None,
+    ):
         check_split(split)
         if size < 0:
             raise ValueError(f"dataset size must be >= 0, got {size}")
@@ -99,4 +110,6 @@ class ProceduralRows(Sequence):
             key, row = self.make(random.Random(f"{self.salt}:{self.split}:{i}:{attempt}"))
             if self.split_fn(key) == self.split:
                 return row
-        raise RuntimeError(f"could not draw a {self.split} problem in 10,000 attempts; widen the task's ranges")
+        raise RuntimeError(
+            f"could not draw a {self.split} problem in 10,000 attempts; widen the task's ranges"
+        )

@@ -11,31 +11,48 @@
 style templates or TinyZero (then score with think_prefilled=True). For "r1-zero" a space separates
 "Assistant:" from the prefill.
 """
+
 from __future__ import annotations
 
-R1_ZERO = ("A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
-           "The assistant first thinks about the reasoning process in the mind and then provides the user with "
-           "the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> "
-           "</answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here "
-           "</answer>. User: {prompt}. Assistant:")
+R1_ZERO = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with "
+    "the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> "
+    "</answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here "
+    "</answer>. User: {prompt}. Assistant:"
+)
 
 TEMPLATES = {"r1-zero": R1_ZERO, "plain": "{prompt}\n", "chat": None}
 
 
-def render_prompt(question: str, template: str = "r1-zero", *, tokenizer=None, system: str | None = None,
-                  prefill: str = "") -> str:
+def render_prompt(
+    question: str,
+    template: str = "r1-zero",
+    *,
+    tokenizer=None,
+    system: str | None = None,
+    prefill: str = "",
+) -> str:
     """The prompt text for `question` under `template` (see module docstring)."""
     if template == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError("template 'chat' needs a tokenizer with a chat template; pass tokenizer=..., or use "
-                             "template 'r1-zero' / 'plain' for base models")
-        messages = ([{"role": "system", "content": system}] if system else []) + \
-                   [{"role": "user", "content": question}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefill
+            raise ValueError(
+                "template 'chat' needs a tokenizer with a chat template; pass tokenizer=..., or use "
+                "template 'r1-zero' / 'plain' for base models"
+            )
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": question}
+        ]
+        return (
+            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            + prefill
+        )
     text = TEMPLATES.get(template, template)
     if "{prompt}" not in text:
-        raise ValueError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)} or a string "
-                         "containing '{prompt}'")
+        raise ValueError(
+            f"unknown template {template!r}; valid: {', '.join(TEMPLATES)} or a string "
+            "containing '{prompt}'"
+        )
     text = text.replace("{prompt}", question)
     if system:
         text = f"{system}\n{text}"

@@ -25,6 +25,7 @@ shipped corpus it does not pay: the steps are right anyway. With p_slip > 0 the 
 running value that carries on to the answer) unless the solution verifies every step (p_verify), which
 catches each slip: see noisy_steps.
 """
+
 from __future__ import annotations
 
 import random
@@ -34,73 +35,188 @@ from ..config import check
 from .problems import FIRST, REST, Problem, chains_in, sample_split, split_of
 
 # Role pairs (asker, responder). Capitalised names; lower-case forms go after "the".
-ROLES = [("User", "Assistant"), ("Student", "Teacher"), ("Human", "Machine"), ("Learner", "Tutor"),
-         ("Client", "Helper"), ("Kid", "Parent"), ("Player", "Bot"), ("Customer", "Agent"), ("Pupil", "Coach"),
-         ("Person", "Model"), ("Friend", "Expert")]
+ROLES = [
+    ("User", "Assistant"),
+    ("Student", "Teacher"),
+    ("Human", "Machine"),
+    ("Learner", "Tutor"),
+    ("Client", "Helper"),
+    ("Kid", "Parent"),
+    ("Player", "Bot"),
+    ("Customer", "Agent"),
+    ("Pupil", "Coach"),
+    ("Person", "Model"),
+    ("Friend", "Expert"),
+]
 
 # Tag names. None contains "think" or "answer": those two must come from the template, never the corpus.
-TAGS = ["work", "steps", "scratch", "calc", "reasoning", "thought", "thoughts", "notes", "working", "plan",
-        "draft", "logic", "reason", "mind", "process", "solve", "math", "idea", "check", "sketch", "result",
-        "final", "ans", "out", "output", "value", "reply", "solution", "response", "total", "sum", "res",
-        "number", "end", "verdict", "conclusion", "box", "a", "b", "x", "y", "r", "s", "t"]
+TAGS = [
+    "work",
+    "steps",
+    "scratch",
+    "calc",
+    "reasoning",
+    "thought",
+    "thoughts",
+    "notes",
+    "working",
+    "plan",
+    "draft",
+    "logic",
+    "reason",
+    "mind",
+    "process",
+    "solve",
+    "math",
+    "idea",
+    "check",
+    "sketch",
+    "result",
+    "final",
+    "ans",
+    "out",
+    "output",
+    "value",
+    "reply",
+    "solution",
+    "response",
+    "total",
+    "sum",
+    "res",
+    "number",
+    "end",
+    "verdict",
+    "conclusion",
+    "box",
+    "a",
+    "b",
+    "x",
+    "y",
+    "r",
+    "s",
+    "t",
+]
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
-OPENERS = ["A chat between {A} and {B}.", "Below is a dialogue between {A} and {B}.", "{A} talks with {B}.",
-           "The following is an exchange between a {a} and a {b}.",
-           "Here is a conversation in which {A} asks and {B} replies.", "A short conversation with {B}.",
-           "{B} helps {A} with some arithmetic.", "", ""]
-ROLE_LINES = ["{A} gives a problem and {B} works it out.", "The {a} asks something and the {b} replies.",
-              "The {a} has a question for the {b}.", "{A} asks a question; {B} solves it.",
-              "The {b} answers every question the {a} asks.", "", ""]
-PROCESS_LINES = ["The {b} first works out the reasoning and then provides the result.",
-                 "{B} thinks it over first, then gives the final answer.",
-                 "{B} first thinks about the steps and then replies with the answer.",
-                 "{B} writes a reasoning process before the answer.", "First comes the reasoning, then the answer.",
-                 "The {b} keeps the working in mind and then provides the {a} with a number.", "", ""]
-FORMAT_LINES = ["The reasoning and the final answer are placed within <{X}> </{X}> and <{Y}> </{Y}> tags, "
-                "respectively.",
-                "Put the working inside <{X}> </{X}> and the answer inside <{Y}> </{Y}>.",
-                "Use <{X}> </{X}> tags for the reasoning process and <{Y}> </{Y}> tags for the answer.",
-                "Write the steps in <{X}> </{X}>, then the result in <{Y}> </{Y}>.",
-                "The reply has two parts, enclosed in <{X}> </{X}> and <{Y}> </{Y}> tags.",
-                "Working goes between <{X}> and </{X}>; the final answer goes between <{Y}> and </{Y}>.",
-                "Reasoning is enclosed within <{X}> </{X}> tags and the result within <{Y}> </{Y}> tags."]
-EXAMPLES = [" i.e., <{X}> {w} here </{X}> <{Y}> {v} here </{Y}>.", " For example: <{X}> {w} </{X}> <{Y}> {v} </{Y}>.",
-            " Like this: <{X}> ... </{X}> <{Y}> ... </{Y}>.", "", ""]
+OPENERS = [
+    "A chat between {A} and {B}.",
+    "Below is a dialogue between {A} and {B}.",
+    "{A} talks with {B}.",
+    "The following is an exchange between a {a} and a {b}.",
+    "Here is a conversation in which {A} asks and {B} replies.",
+    "A short conversation with {B}.",
+    "{B} helps {A} with some arithmetic.",
+    "",
+    "",
+]
+ROLE_LINES = [
+    "{A} gives a problem and {B} works it out.",
+    "The {a} asks something and the {b} replies.",
+    "The {a} has a question for the {b}.",
+    "{A} asks a question; {B} solves it.",
+    "The {b} answers every question the {a} asks.",
+    "",
+    "",
+]
+PROCESS_LINES = [
+    "The {b} first works out the reasoning and then provides the result.",
+    "{B} thinks it over first, then gives the final answer.",
+    "{B} first thinks about the steps and then replies with the answer.",
+    "{B} writes a reasoning process before the answer.",
+    "First comes the reasoning, then the answer.",
+    "The {b} keeps the working in mind and then provides the {a} with a number.",
+    "",
+    "",
+]
+FORMAT_LINES = [
+    "The reasoning and the final answer are placed within <{X}> </{X}> and <{Y}> </{Y}> tags, "
+    "respectively.",
+    "Put the working inside <{X}> </{X}> and the answer inside <{Y}> </{Y}>.",
+    "Use <{X}> </{X}> tags for the reasoning process and <{Y}> </{Y}> tags for the answer.",
+    "Write the steps in <{X}> </{X}>, then the result in <{Y}> </{Y}>.",
+    "The reply has two parts, enclosed in <{X}> </{X}> and <{Y}> </{Y}> tags.",
+    "Working goes between <{X}> and </{X}>; the final answer goes between <{Y}> and </{Y}>.",
+    "Reasoning is enclosed within <{X}> </{X}> tags and the result within <{Y}> </{Y}> tags.",
+]
+EXAMPLES = [
+    " i.e., <{X}> {w} here </{X}> <{Y}> {v} here </{Y}>.",
+    " For example: <{X}> {w} </{X}> <{Y}> {v} </{Y}>.",
+    " Like this: <{X}> ... </{X}> <{Y}> ... </{Y}>.",
+    "",
+    "",
+]
 WORK_WORDS = ["reasoning", "steps", "work", "working", "thoughts", "the reasoning", "the steps"]
 VALUE_WORDS = ["result", "number", "final result", "the result", "value", "total"]
 
-QUESTIONS = ["Compute {e}", "What is {e}?", "Calculate {e}.", "Find {e}.", "{e} = ?", "Work out {e}.",
-             "Evaluate {e}", "How much is {e}?", "Compute {e}.", "What does {e} equal?"]
-DIRECT_REMARKS = ["easy", "this is quick", "I can do it in my head", "mental math", "simple", "quick sum",
-                  "it adds up", "I know this one", "just add and subtract", "no need to write it out"]
+QUESTIONS = [
+    "Compute {e}",
+    "What is {e}?",
+    "Calculate {e}.",
+    "Find {e}.",
+    "{e} = ?",
+    "Work out {e}.",
+    "Evaluate {e}",
+    "How much is {e}?",
+    "Compute {e}.",
+    "What does {e} equal?",
+]
+DIRECT_REMARKS = [
+    "easy",
+    "this is quick",
+    "I can do it in my head",
+    "mental math",
+    "simple",
+    "quick sum",
+    "it adds up",
+    "I know this one",
+    "just add and subtract",
+    "no need to write it out",
+]
 
 
 @dataclass
 class CorpusConfig:
     n_docs: int = 150_000
     seed: int = 0
-    min_terms: int = 2             # corpus problems have min..max numbers; the demo's held-out ones 3..5
+    min_terms: int = 2  # corpus problems have min..max numbers; the demo's held-out ones 3..5
     max_terms: int = 5
-    mix_drill: float = 0.25        # document-kind weights (normalised)
+    mix_drill: float = 0.25  # document-kind weights (normalised)
     mix_plain: float = 0.30
     mix_tagged: float = 0.45
-    p_steps: float = 0.25          # a tagged solution writes its steps (else a direct answer): sets the
-                                   # base model's step rate under the R1-Zero template (measured 0.255)
-    p_steps_plain: float = 0.6     # a plain solution writes its steps: practice at copying and stepping
-    p_recheck: float = 0.10        # a step solution contains one re-check ("wait, ..."); unused when p_slip
-                                   # or p_verify is set (noisy_steps writes the solutions then)
+    p_steps: float = 0.25  # a tagged solution writes its steps (else a direct answer): sets the
+    # base model's step rate under the R1-Zero template (measured 0.255)
+    p_steps_plain: float = (
+        0.6  # a plain solution writes its steps: practice at copying and stepping
+    )
+    p_recheck: float = (
+        0.10  # a step solution contains one re-check ("wait, ..."); unused when p_slip
+    )
+    # or p_verify is set (noisy_steps writes the solutions then)
     p_ignore_format: float = 0.10  # a tagged document's responder ignores the stated format
-    p_slip: float = 0.0            # each written step slips (a wrong running value) with this probability
-    p_verify: float = 0.0          # a step solution verifies every step, catching and fixing its slips
+    p_slip: float = 0.0  # each written step slips (a wrong running value) with this probability
+    p_verify: float = 0.0  # a step solution verifies every step, catching and fixing its slips
 
     def __post_init__(self):
         check(self.n_docs >= 1, "n_docs", f"must be >= 1, got {self.n_docs}")
-        check(2 <= self.min_terms <= self.max_terms, "min_terms",
-              f"need 2 <= min_terms <= max_terms, got {self.min_terms}..{self.max_terms}")
+        check(
+            2 <= self.min_terms <= self.max_terms,
+            "min_terms",
+            f"need 2 <= min_terms <= max_terms, got {self.min_terms}..{self.max_terms}",
+        )
         mix = (self.mix_drill, self.mix_plain, self.mix_tagged)
-        check(min(mix) >= 0 and sum(mix) > 0, "mix_tagged", f"mix weights must be >= 0 with a positive sum, got {mix}")
-        for name in ("p_steps", "p_steps_plain", "p_recheck", "p_ignore_format", "p_slip", "p_verify"):
+        check(
+            min(mix) >= 0 and sum(mix) > 0,
+            "mix_tagged",
+            f"mix weights must be >= 0 with a positive sum, got {mix}",
+        )
+        for name in (
+            "p_steps",
+            "p_steps_plain",
+            "p_recheck",
+            "p_ignore_format",
+            "p_slip",
+            "p_verify",
+        ):
             v = getattr(self, name)
             check(0.0 <= v <= 1.0, name, f"is a probability, must be in [0, 1], got {v}")
 
@@ -108,7 +224,7 @@ class CorpusConfig:
 def segment(p: Problem, i: int, value: int | None = None) -> str:
     """The expression after i operations are done: "36-3+1" for i = 2 of "31+3+2-3+1"."""
     head = p.numbers[0] if i == 0 else p.partials()[i - 1]
-    tail = [f"{op}{n}" for op, n in zip(p.ops[i:], p.numbers[i + 1:])]
+    tail = [f"{op}{n}" for op, n in zip(p.ops[i:], p.numbers[i + 1 :])]
     return "".join([str(head if value is None else value)] + tail)
 
 
@@ -126,12 +242,15 @@ def step_text(p: Problem, rng: random.Random, p_recheck: float) -> str:
     for i in range(1, k + 1):
         prev = p.numbers[0] if i == 1 else p.partials()[i - 2]
         op, n, right = p.ops[i - 1], p.numbers[i], p.partials()[i - 1]
-        if i == recheck_at and rng.random() < 0.6:          # a slip, noticed and fixed
+        if i == recheck_at and rng.random() < 0.6:  # a slip, noticed and fixed
             wrong = right + rng.choice([-10, 10, -1, 1]) if right >= 10 else right + 1
             fix = rng.choice(["wait, {s}, not {w}", "wait, let me recheck: {s}", "hmm, no: {s}"])
-            parts.append(f"{segment(p, i, wrong)}, " + fix.format(s=f"{prev}{op}{n} = {right}", w=wrong)
-                         + f", so {segment(p, i)}")
-        elif i == recheck_at:                               # a confirmed re-computation
+            parts.append(
+                f"{segment(p, i, wrong)}, "
+                + fix.format(s=f"{prev}{op}{n} = {right}", w=wrong)
+                + f", so {segment(p, i)}"
+            )
+        elif i == recheck_at:  # a confirmed re-computation
             parts.append(f"{segment(p, i)} (check: {prev}{op}{n} = {right}, yes)")
         else:
             parts.append(segment(p, i))
@@ -158,14 +277,16 @@ def noisy_steps(p: Problem, rng: random.Random, p_slip: float, verify: bool) -> 
     for i in range(1, len(p.ops) + 1):
         op, n = p.ops[i - 1], p.numbers[i]
         right = value + n if op == "+" else value - n
-        floor = right + min(partials[i - 1:]) - partials[i - 1]
+        floor = right + min(partials[i - 1 :]) - partials[i - 1]
         v = slipped(rng, right, floor) if rng.random() < p_slip else right
         if not verify:
             parts.append(segment(p, i, v))
             value = v
             continue
         if v != right:
-            parts.append(f"{segment(p, i, v)}, wait, no: {value}{op}{n} = {right}, so {segment(p, i, right)}")
+            parts.append(
+                f"{segment(p, i, v)}, wait, no: {value}{op}{n} = {right}, so {segment(p, i, right)}"
+            )
         else:
             parts.append(f"{segment(p, i, right)} (verify: {value}{op}{n} = {right})")
         value = right
@@ -185,7 +306,9 @@ def drill_doc(rng: random.Random) -> str:
     lines = []
     for _ in range(rng.randint(4, 10)):
         a, b = rng.randint(0, FIRST[1] + 6 * REST[1]), rng.randint(*REST)
-        lines.append(f"{a}+{b} = {a + b}" if (a < b or rng.random() < 0.5) else f"{a}-{b} = {a - b}")
+        lines.append(
+            f"{a}+{b} = {a + b}" if (a < b or rng.random() < 0.5) else f"{a}-{b} = {a - b}"
+        )
     return "\n".join(lines)
 
 
@@ -206,7 +329,7 @@ def plain_doc(p: Problem, rng: random.Random, cfg: CorpusConfig) -> str:
 
 
 def _tag(rng: random.Random) -> str:
-    if rng.random() < 0.5:        # random strings force copying, not memorising a few names
+    if rng.random() < 0.5:  # random strings force copying, not memorising a few names
         return "".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 7)))
     return rng.choice(TAGS)
 
@@ -218,10 +341,11 @@ def tagged_doc(p: Problem, rng: random.Random, cfg: CorpusConfig) -> str:
     while Y == X or "think" in X + Y or "answer" in X + Y:
         X, Y = _tag(rng), _tag(rng)
     names = dict(A=A, B=B, a=A.lower(), b=B.lower(), X=X, Y=Y)
-    fmt = rng.choice(FORMAT_LINES) + rng.choice(EXAMPLES).format(X="{X}", Y="{Y}", w=rng.choice(WORK_WORDS),
-                                                                 v=rng.choice(VALUE_WORDS))
+    fmt = rng.choice(FORMAT_LINES) + rng.choice(EXAMPLES).format(
+        X="{X}", Y="{Y}", w=rng.choice(WORK_WORDS), v=rng.choice(VALUE_WORDS)
+    )
     parts = [rng.choice(OPENERS), rng.choice(ROLE_LINES), rng.choice(PROCESS_LINES), fmt]
-    if rng.random() < 0.2:        # the format sentence sometimes comes first
+    if rng.random() < 0.2:  # the format sentence sometimes comes first
         parts = [parts[3]] + parts[:3]
     instruction = " ".join(s for s in parts if s).format(**names)
     q = rng.choice(QUESTIONS).format(e=p.expression) + rng.choice(["", "", "."])
@@ -246,7 +370,9 @@ def build_corpus(cfg: CorpusConfig) -> list[str]:
         if kind == 0:
             docs.append(drill_doc(rng))
             continue
-        while True:   # keep only documents whose every chain (question and each step) is a train problem
+        while (
+            True
+        ):  # keep only documents whose every chain (question and each step) is a train problem
             p = sample_split(rng, "train", min_terms=cfg.min_terms, max_terms=cfg.max_terms)
             doc = plain_doc(p, rng, cfg) if kind == 1 else tagged_doc(p, rng, cfg)
             if all(split_of(c) == "train" for c in chains_in(doc)):

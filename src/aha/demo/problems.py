@@ -18,6 +18,7 @@ train split draws "train" problems only, and the corpus keeps a document only if
 in it (the question, and each rewritten step "34+2-3+1" of a worked solution) is a "train" problem, so
 no held-out problem appears in the corpus, not even as an intermediate step (tests check it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,14 +26,14 @@ import random
 import re
 from dataclasses import dataclass
 
-TEST_BUCKETS = 1      # of 16 hash buckets; 1/16 of the problem space is held out
+TEST_BUCKETS = 1  # of 16 hash buckets; 1/16 of the problem space is held out
 N_BUCKETS = 16
 
 
 @dataclass(frozen=True)
 class Problem:
     numbers: tuple[int, ...]
-    ops: tuple[str, ...]          # len(numbers) - 1 operators, each "+" or "-"
+    ops: tuple[str, ...]  # len(numbers) - 1 operators, each "+" or "-"
 
     @property
     def expression(self) -> str:
@@ -54,7 +55,7 @@ class Problem:
         return self.partials()[-1]
 
 
-CHAIN = re.compile(r"(?<!\d)\d+(?:[+-]\d+){2,}(?![+-]?\d)")   # a maximal chain of >= 3 numbers
+CHAIN = re.compile(r"(?<!\d)\d+(?:[+-]\d+){2,}(?![+-]?\d)")  # a maximal chain of >= 3 numbers
 
 
 def chains_in(text: str) -> list[str]:
@@ -68,8 +69,8 @@ def split_of(expression: str) -> str:
     return "test" if bucket < TEST_BUCKETS else "train"
 
 
-FIRST = (10, 99)      # range of the first number
-REST = (1, 9)         # range of the others
+FIRST = (10, 99)  # range of the first number
+REST = (1, 9)  # range of the others
 
 
 def sample_problem(rng: random.Random, min_terms: int = 3, max_terms: int = 5) -> Problem:

@@ -20,23 +20,30 @@ could not copy (measured: format rate 0% under the R1-Zero template; letter-leve
 Special tokens: <|pad|> = 0 and <|endoftext|> = 1 (end of every document, the eos of generation). Nothing is
 added when encoding (no bos), so prompts encode exactly as their text.
 """
+
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
 
 PAD, EOS = "<|pad|>", "<|endoftext|>"
-SPACE = "\u0120"   # "Ġ", the byte-level form of " "
+SPACE = "\u0120"  # "Ġ", the byte-level form of " "
 # transformers.models.qwen2.tokenization_qwen2.PRETOKENIZE_REGEX, copied so training matches loading.
-QWEN2_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
-               r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+QWEN2_SPLIT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 
 
 def _pipeline():
     from tokenizers import Regex, normalizers, pre_tokenizers
 
-    pre = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
-                                   pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    pre = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     return normalizers.NFC(), pre
 
 
@@ -46,16 +53,18 @@ def left_anchored_merges(piece_counts: Counter, budget: int) -> list[tuple[str, 
     Each round merges the (prefix, next character) pair with the largest total count over all pieces whose
     current head is that prefix; stops after `budget` merges or when every piece is one token.
     """
-    heads = {w: 1 for w in piece_counts}                 # length of each piece's merged head
+    heads = {w: 1 for w in piece_counts}  # length of each piece's merged head
     merges: list[tuple[str, str]] = []
     while len(merges) < budget:
         pairs: Counter = Counter()
         for w, c in piece_counts.items():
             if heads[w] < len(w):
-                pairs[w[:heads[w] + 1]] += c
+                pairs[w[: heads[w] + 1]] += c
         if not pairs:
             break
-        grown = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))[0]   # ties by string: deterministic
+        grown = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))[
+            0
+        ]  # ties by string: deterministic
         merges.append((grown[:-1], grown[-1]))
         for w in piece_counts:
             if heads[w] == len(grown) - 1 and w.startswith(grown):
@@ -71,7 +80,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     if vocab_size < len(alphabet) + 2:
-        raise ValueError(f"vocab_size must be >= {len(alphabet) + 2} (256 bytes + pad + eos), got {vocab_size}")
+        raise ValueError(
+            f"vocab_size must be >= {len(alphabet) + 2} (256 bytes + pad + eos), got {vocab_size}"
+        )
     norm, pre = _pipeline()
     counts: Counter = Counter()
     for text in texts:
@@ -83,5 +94,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     tok.normalizer, tok.pre_tokenizer, tok.decoder = norm, pre, decoders.ByteLevel()
     tok.add_special_tokens([PAD, EOS])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS,
-                                   clean_up_tokenization_spaces=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, eos_token=EOS, clean_up_tokenization_spaces=False
+    )

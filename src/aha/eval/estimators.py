@@ -18,6 +18,7 @@ only ever asked of (representative, answer) pairs and need not be transitive. Th
 goes to the group whose first member came earliest. None (no answer extracted) never forms a group, so it wins
 only when every answer is None. The winner's correctness is that of its representative.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -35,8 +36,10 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n < 1 or not 0 <= c <= n:
         raise ValueError(f"pass_at_k needs n >= 1 and 0 <= c <= n, got n={n}, c={c}")
     if not 1 <= k <= n:
-        raise ValueError(f"pass_at_k needs 1 <= k <= n, got k={k} with n={n}; draw at least k samples")
-    if n - c < k:           # every k-subset contains a correct sample
+        raise ValueError(
+            f"pass_at_k needs 1 <= k <= n, got k={k} with n={n}; draw at least k samples"
+        )
+    if n - c < k:  # every k-subset contains a correct sample
         return 1.0
     i = np.arange(n - c + 1, n + 1, dtype=np.float64)
     return float(1.0 - np.prod(1.0 - k / i))
@@ -69,8 +72,9 @@ def _as_number(s: str) -> float | None:
         return None
 
 
-def majority_vote(answers: Sequence[Any], equivalent: Callable[[Any, Any], bool] = normalized_equal
-                  ) -> tuple[int, list[int]]:
+def majority_vote(
+    answers: Sequence[Any], equivalent: Callable[[Any, Any], bool] = normalized_equal
+) -> tuple[int, list[int]]:
     """Greedy grouping + vote (rules in the module docstring).
 
     Returns (winner, group_of): `winner` is the index of the winning group's representative (its first
@@ -79,7 +83,7 @@ def majority_vote(answers: Sequence[Any], equivalent: Callable[[Any, Any], bool]
     """
     if len(answers) == 0:
         raise ValueError("majority_vote needs at least one answer")
-    reps: list[int] = []              # representative index of each group, in order of first occurrence
+    reps: list[int] = []  # representative index of each group, in order of first occurrence
     counts: list[int] = []
     group_of = [-1] * len(answers)
     for i, ans in enumerate(answers):
@@ -96,7 +100,9 @@ def majority_vote(answers: Sequence[Any], equivalent: Callable[[Any, Any], bool]
             group_of[i] = i
     if not reps:
         return 0, group_of
-    best = max(range(len(reps)), key=lambda g: (counts[g], -reps[g]))   # larger count, then earlier first
+    best = max(
+        range(len(reps)), key=lambda g: (counts[g], -reps[g])
+    )  # larger count, then earlier first
     return reps[best], group_of
 
 
@@ -108,17 +114,28 @@ def _safe_equiv(equivalent, a, b) -> bool:
         return False
 
 
-def cons_at_k(answers: Sequence[Any], correct_flags: Sequence[bool | float], *,
-              equivalent: Callable[[Any, Any], bool] = normalized_equal) -> float:
+def cons_at_k(
+    answers: Sequence[Any],
+    correct_flags: Sequence[bool | float],
+    *,
+    equivalent: Callable[[Any, Any], bool] = normalized_equal,
+) -> float:
     """1.0 if the majority-vote answer of one problem's k samples is correct, else 0.0 (rules above)."""
     if len(answers) != len(correct_flags):
-        raise ValueError(f"cons_at_k got {len(answers)} answers but {len(correct_flags)} correct flags")
+        raise ValueError(
+            f"cons_at_k got {len(answers)} answers but {len(correct_flags)} correct flags"
+        )
     winner, _ = majority_vote(answers, equivalent)
     return float(bool(correct_flags[winner]))
 
 
-def bootstrap_ci(per_problem_values, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0,
-                 statistic: Callable = np.mean) -> tuple[float, float]:
+def bootstrap_ci(
+    per_problem_values,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    statistic: Callable = np.mean,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of `statistic` over problems.
 
     per_problem_values: (P,) one value per problem, or (P, k) k values per problem; problems (rows) are
@@ -131,7 +148,7 @@ def bootstrap_ci(per_problem_values, n_boot: int = 1000, alpha: float = 0.05, se
         raise ValueError(f"bootstrap_ci alpha must be in (0, 1), got {alpha}")
     vals = np.asarray(per_problem_values, dtype=np.float64)
     if vals.ndim == 1:
-        vals = vals[:, None]                                                   # (P, 1)
+        vals = vals[:, None]  # (P, 1)
     if vals.ndim != 2:
         raise ValueError(f"bootstrap_ci takes a (P,) or (P, k) array, got shape {vals.shape}")
     vals = vals[np.isfinite(vals).all(axis=1)]
@@ -139,7 +156,7 @@ def bootstrap_ci(per_problem_values, n_boot: int = 1000, alpha: float = 0.05, se
     if p == 0 or n_boot <= 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, p, size=(n_boot, p))                                 # (B, P)
-    stats = statistic(vals[idx].reshape(n_boot, -1), axis=1)                   # (B,)
+    idx = rng.integers(0, p, size=(n_boot, p))  # (B, P)
+    stats = statistic(vals[idx].reshape(n_boot, -1), axis=1)  # (B,)
     lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)

@@ -22,19 +22,41 @@ Two measures of the R1-Zero "aha moment" (paper, sec. 2.2.4: "Wait, wait. Wait. 
        "my mistake|my error|my bad", or "correction:".
    (b) is an English heuristic; (a) is exact but only sees results written as "expression = number".
 """
+
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
-__all__ = ["DEFAULT_PHRASES", "CORRECTION_PATTERNS", "compile_phrases", "has_reflection", "reflection_rate",
-           "result_revisions", "has_revision", "revision_rate"]
+__all__ = [
+    "DEFAULT_PHRASES",
+    "CORRECTION_PATTERNS",
+    "compile_phrases",
+    "has_reflection",
+    "reflection_rate",
+    "result_revisions",
+    "has_revision",
+    "revision_rate",
+]
 
 DEFAULT_PHRASES: tuple[str, ...] = (
-    "wait", "let me check", "let me verify", "let me double-check", "verify", "recheck", "re-check",
-    "check again", "double-check", "double check", "mistake", "re-evaluate", "reevaluate", "reconsider",
-    "on second thought", "let me try again",
+    "wait",
+    "let me check",
+    "let me verify",
+    "let me double-check",
+    "verify",
+    "recheck",
+    "re-check",
+    "check again",
+    "double-check",
+    "double check",
+    "mistake",
+    "re-evaluate",
+    "reevaluate",
+    "reconsider",
+    "on second thought",
+    "let me try again",
 )
 
 CORRECTION_PATTERNS: tuple[str, ...] = (
@@ -54,7 +76,7 @@ def compile_phrases(phrases: Iterable[str] = DEFAULT_PHRASES) -> re.Pattern:
     parts = [r"\s+".join(re.escape(w) for w in p.split()) for p in phrases if p.strip()]
     if not parts:
         raise ValueError("reflection phrases are empty; give at least one phrase such as 'wait'")
-    parts.sort(key=len, reverse=True)   # longest first, so a phrase is not shadowed by its prefix
+    parts.sort(key=len, reverse=True)  # longest first, so a phrase is not shadowed by its prefix
     return re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)", re.IGNORECASE)
 
 
@@ -72,7 +94,9 @@ def has_reflection(text: str, phrases: Iterable[str] | re.Pattern | None = None)
     return _pattern(phrases).search(text or "") is not None
 
 
-def reflection_rate(texts: Sequence[str], phrases: Iterable[str] | re.Pattern | None = None) -> float:
+def reflection_rate(
+    texts: Sequence[str], phrases: Iterable[str] | re.Pattern | None = None
+) -> float:
     """Fraction of `texts` that reflect; NaN for no texts."""
     if len(texts) == 0:
         return float("nan")
@@ -83,9 +107,11 @@ def reflection_rate(texts: Sequence[str], phrases: Iterable[str] | re.Pattern | 
 _OPS = "+-*/×÷^"
 _EXPR_CHARS = set("0123456789.() \t" + _OPS)
 # "=" then a result that does not continue as an expression ("2+3 = 4+1" is not a result; "= 3.5." is).
-_RESULT_RE = re.compile(r"(?<![<>!=])=(?!=)\s*(-?\d+(?:\.\d+)?(?:\s*/\s*\d+)?)(?!\d|\.\d|\s*[-+*/×÷^(])")
+_RESULT_RE = re.compile(
+    r"(?<![<>!=])=(?!=)\s*(-?\d+(?:\.\d+)?(?:\s*/\s*\d+)?)(?!\d|\.\d|\s*[-+*/×÷^(])"
+)
 _HAS_OP_RE = re.compile(r"\d[\s)]*[-+*/×÷^][\s(]*-?\d")
-_MAX_TEXT = 200_000     # bound the work on pathological completions
+_MAX_TEXT = 200_000  # bound the work on pathological completions
 _MAX_EXPR = 200
 
 
@@ -93,11 +119,11 @@ def _expression_before(text: str, end: int) -> str | None:
     """The arithmetic expression that ends at text[end] (exclusive), normalised, or None if there is none."""
     start = end
     while start > 0 and end - start < _MAX_EXPR and text[start - 1] in _EXPR_CHARS:
-        if text[start - 1] == "." and not text[start:start + 1].isdigit():
-            break                           # a full stop ends the sentence before; a decimal point has a digit
+        if text[start - 1] == "." and not text[start : start + 1].isdigit():
+            break  # a full stop ends the sentence before; a decimal point has a digit
         start -= 1
     s = re.sub(r"\s+", "", text[start:end]).replace("×", "*").replace("÷", "/")
-    s = s.lstrip("+-*/^)")                  # a run may begin with the tail of earlier prose: "... - 3+4 ="
+    s = s.lstrip("+-*/^)")  # a run may begin with the tail of earlier prose: "... - 3+4 ="
     while s.startswith("(") and s.count("(") > s.count(")"):
         s = s[1:]
     return s if _HAS_OP_RE.search(s) else None

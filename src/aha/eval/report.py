@@ -9,6 +9,7 @@ in any browser, mailed or archived alone. All text from the run is HTML-escaped.
 Panels are drawn only for keys that exist; keys no panel claims are grouped by their prefix ("time/*", ...).
 Malformed lines (e.g. the half-written last line of a running job) and non-numeric values are skipped.
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,21 +27,41 @@ __all__ = ["make_report", "load_metrics", "plot_metrics", "PANELS"]
 PANELS: list[tuple[str, str, list[str], bool]] = [
     ("reward", "Reward (mean ± std)", ["reward/mean"], False),
     ("reward_functions", "Reward functions (batch mean)", ["reward/*"], False),
-    ("accuracy", "Accuracy (training reward, held-out eval)",
-     ["reward/accuracy", "eval/pass1", "eval/cons@*", "eval/pass@*"], True),
+    (
+        "accuracy",
+        "Accuracy (training reward, held-out eval)",
+        ["reward/accuracy", "eval/pass1", "eval/cons@*", "eval/pass@*"],
+        True,
+    ),
     ("format", "Format compliance", ["reward/format", "eval/format"], True),
     ("length", "Response length (tokens)", ["len/*", "eval/len_*"], False),
     ("entropy", "Entropy (nats/token)", ["entropy", "entropy/*"], False),
     ("kl", "KL to reference", ["kl", "kl/*"], False),
-    ("reflection", "Reflection: re-checking phrases and revised answers",
-     ["eval/reflection_rate", "eval/revision_rate", "reflection*", "revision*"], True),
-    ("truncated", "Truncated at max tokens (fraction)", ["frac_truncated", "len/truncated", "eval/truncated"], True),
+    (
+        "reflection",
+        "Reflection: re-checking phrases and revised answers",
+        ["eval/reflection_rate", "eval/revision_rate", "reflection*", "revision*"],
+        True,
+    ),
+    (
+        "truncated",
+        "Truncated at max tokens (fraction)",
+        ["frac_truncated", "len/truncated", "eval/truncated"],
+        True,
+    ),
     ("clip", "Clipped tokens (fraction)", ["clip/*", "clip_frac*"], False),
     ("time", "Time per step (s)", ["time/*"], False),
 ]
-_NOT_A_FUNCTION = {"reward/mean", "reward/std", "reward/timeouts", "reward/errors", "reward/min", "reward/max"}
+_NOT_A_FUNCTION = {
+    "reward/mean",
+    "reward/std",
+    "reward/timeouts",
+    "reward/errors",
+    "reward/min",
+    "reward/max",
+}
 _MAX_OTHER_PANELS = 12
-_MAX_TEXT = 4000          # characters of one prompt/completion shown on the page
+_MAX_TEXT = 4000  # characters of one prompt/completion shown on the page
 
 
 def load_metrics(path: str | Path) -> tuple[dict[str, list[tuple[float, float]]], int]:
@@ -88,24 +109,30 @@ def _panel_keys(series: dict) -> list[tuple[str, str, list[str], bool]]:
                     continue
                 keys.append(key)
         if stem == "reward" and keys and "reward/std" in series:
-            claimed.add("reward/std")                      # drawn as the band around the mean
+            claimed.add("reward/std")  # drawn as the band around the mean
         if "eval/pass@1" in keys and "eval/pass1" in keys:
-            keys.remove("eval/pass@1")                     # the same number twice
+            keys.remove("eval/pass@1")  # the same number twice
             claimed.add("eval/pass@1")
         if keys:
             claimed.update(keys)
             panels.append((stem, title, keys, fraction))
     others: dict[str, list[str]] = {}
     for key in sorted(series):
-        if key not in claimed:      # group by "prefix/" or, for flat names, the first word: frac_a, frac_b
-            others.setdefault(key.split("/")[0] if "/" in key else key.split("_")[0], []).append(key)
+        if (
+            key not in claimed
+        ):  # group by "prefix/" or, for flat names, the first word: frac_a, frac_b
+            others.setdefault(key.split("/")[0] if "/" in key else key.split("_")[0], []).append(
+                key
+            )
     for prefix, keys in list(others.items())[:_MAX_OTHER_PANELS]:
         stem = "other_" + "".join(c if c.isalnum() else "_" for c in prefix)
         panels.append((stem, ", ".join(keys) if len(keys) <= 3 else prefix + "/*", keys, False))
     return panels
 
 
-def plot_metrics(series: dict[str, list[tuple[float, float]]], out_dir: str | Path) -> list[tuple[str, Path]]:
+def plot_metrics(
+    series: dict[str, list[tuple[float, float]]], out_dir: str | Path
+) -> list[tuple[str, Path]]:
     """One PNG per panel that has data -> [(title, path)]. Uses matplotlib's Agg canvas, no pyplot state."""
     from matplotlib.figure import Figure
 
@@ -136,41 +163,68 @@ def plot_metrics(series: dict[str, list[tuple[float, float]]], out_dir: str | Pa
     return written
 
 
-def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, n_samples: int = 4) -> Path:
+def make_report(
+    run_dir: str | Path, out_dir: str | Path | None = None, *, n_samples: int = 4
+) -> Path:
     """Write the PNGs and the self-contained index.html for run_dir; returns the HTML path.
 
     out_dir defaults to RUN_DIR/report. n_samples: completions shown for the first and the last sampled step.
     """
     run = Path(run_dir)
     if not run.is_dir():
-        raise FileNotFoundError(f"run directory '{run}' does not exist; pass the directory `aha train` wrote")
-    files = {name: run / name for name in ("metrics.jsonl", "config.yaml", "summary.json", "samples.jsonl",
-                                           "results.json")}
+        raise FileNotFoundError(
+            f"run directory '{run}' does not exist; pass the directory `aha train` wrote"
+        )
+    files = {
+        name: run / name
+        for name in (
+            "metrics.jsonl",
+            "config.yaml",
+            "summary.json",
+            "samples.jsonl",
+            "results.json",
+        )
+    }
     if not any(files[n].is_file() for n in ("metrics.jsonl", "summary.json", "results.json")):
-        raise FileNotFoundError(f"'{run}' has no metrics.jsonl, summary.json or results.json; pass a run "
-                                "directory written by `aha train` or `aha eval`")
+        raise FileNotFoundError(
+            f"'{run}' has no metrics.jsonl, summary.json or results.json; pass a run "
+            "directory written by `aha train` or `aha eval`"
+        )
     out = Path(out_dir) if out_dir is not None else run / "report"
-    series, skipped = load_metrics(files["metrics.jsonl"]) if files["metrics.jsonl"].is_file() else ({}, 0)
+    series, skipped = (
+        load_metrics(files["metrics.jsonl"]) if files["metrics.jsonl"].is_file() else ({}, 0)
+    )
     plots = plot_metrics(series, out)
-    body = [f"<h1>aha report: {_e(run.resolve().name)}</h1>",
-            f"<p class='meta'>{_e(str(run))} &middot; {len(series)} logged metrics"
-            + (f" &middot; {skipped} malformed metrics lines skipped" if skipped else "") + "</p>"]
+    body = [
+        f"<h1>aha report: {_e(run.resolve().name)}</h1>",
+        f"<p class='meta'>{_e(str(run))} &middot; {len(series)} logged metrics"
+        + (f" &middot; {skipped} malformed metrics lines skipped" if skipped else "")
+        + "</p>",
+    ]
     body += _summary_section(files["summary.json"])
     body += _results_section(files["results.json"])
     if plots:
         body.append("<h2 id='curves'>Curves</h2><div class='plots'>")
         for title, path in plots:
             data = base64.b64encode(path.read_bytes()).decode("ascii")
-            body.append(f"<figure><img src='data:image/png;base64,{data}' alt='{_e(title)}'></figure>")
+            body.append(
+                f"<figure><img src='data:image/png;base64,{data}' alt='{_e(title)}'></figure>"
+            )
         body.append("</div>")
     body += _samples_section(files["samples.jsonl"], n_samples)
     if files["config.yaml"].is_file():
-        body.append("<h2 id='config'>Config</h2><pre class='config'>"
-                    + _e(files["config.yaml"].read_text(errors="replace")) + "</pre>")
-    page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>aha report: {_e(run.resolve().name)}</title><style>{_CSS}</style></head>\n<body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+        body.append(
+            "<h2 id='config'>Config</h2><pre class='config'>"
+            + _e(files["config.yaml"].read_text(errors="replace"))
+            + "</pre>"
+        )
+    page = (
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>aha report: {_e(run.resolve().name)}</title><style>{_CSS}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
@@ -213,12 +267,19 @@ def _results_section(path: Path) -> list[str]:
     rows = []
     for name, v in data["metrics"].items():
         lo_hi = ci.get(name) or [None, None]
-        interval = (f"[{_fmt(lo_hi[0])}, {_fmt(lo_hi[1])}]" if None not in lo_hi else "")
+        interval = f"[{_fmt(lo_hi[0])}, {_fmt(lo_hi[1])}]" if None not in lo_hi else ""
         rows.append(f"<tr><th>{_e(name)}</th><td>{_e(_fmt(v))}</td><td>{_e(interval)}</td></tr>")
-    head = (f"<p>{_e(data.get('n_problems'))} problems &times; k = {_e(data.get('k'))} samples; "
-            f"95% bootstrap intervals over problems.</p>")
-    return ["<h2 id='eval'>Evaluation</h2>", head,
-            "<table class='kv'><tr><th>metric</th><th>value</th><th>interval</th></tr>" + "".join(rows) + "</table>"]
+    head = (
+        f"<p>{_e(data.get('n_problems'))} problems &times; k = {_e(data.get('k'))} samples; "
+        f"95% bootstrap intervals over problems.</p>"
+    )
+    return [
+        "<h2 id='eval'>Evaluation</h2>",
+        head,
+        "<table class='kv'><tr><th>metric</th><th>value</th><th>interval</th></tr>"
+        + "".join(rows)
+        + "</table>",
+    ]
 
 
 def _load_samples(path: Path) -> list[dict]:
@@ -252,18 +313,26 @@ def _samples_section(path: Path, n: int) -> list[str]:
     for title, items in groups:
         out.append(f"<h3>{_e(title)}</h3>")
         for r in items:
-            meta = " &middot; ".join(f"{_e(k)} {_e(_fmt(r[k]))}" for k in
-                                     ("reward", "correct", "answer", "reference", "n_tokens", "finish_reason")
-                                     if k in r)
-            out.append(f"<div class='sample'><div class='meta'>{meta}</div>"
-                       f"<pre class='prompt'>{_e(_clip(r.get('prompt', r.get('question', ''))))}</pre>"
-                       f"<pre class='completion'>{_e(_clip(r.get('completion', '')))}</pre></div>")
+            meta = " &middot; ".join(
+                f"{_e(k)} {_e(_fmt(r[k]))}"
+                for k in ("reward", "correct", "answer", "reference", "n_tokens", "finish_reason")
+                if k in r
+            )
+            out.append(
+                f"<div class='sample'><div class='meta'>{meta}</div>"
+                f"<pre class='prompt'>{_e(_clip(r.get('prompt', r.get('question', ''))))}</pre>"
+                f"<pre class='completion'>{_e(_clip(r.get('completion', '')))}</pre></div>"
+            )
     return out
 
 
 def _clip(text) -> str:
     text = str(text)
-    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + f" ... [{len(text) - _MAX_TEXT} more characters]"
+    return (
+        text
+        if len(text) <= _MAX_TEXT
+        else text[:_MAX_TEXT] + f" ... [{len(text) - _MAX_TEXT} more characters]"
+    )
 
 
 _CSS = """

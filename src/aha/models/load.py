@@ -1,8 +1,9 @@
 """Load the policy (and, when beta > 0, the reference) from a local path, a hub id or a built-in name."""
+
 from __future__ import annotations
 
-import copy
 import contextlib
+import copy
 from pathlib import Path
 
 import torch
@@ -12,8 +13,10 @@ from .tiny import char_tokenizer, tiny_model
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUILTIN = {"tiny-base": ASSETS / "tiny-base", "tiny-recheck": ASSETS / "tiny-recheck"}
 # How each was made: (recipe, the directory `aha pretrain RECIPE` writes)
-RECIPES = {"tiny-base": ("configs/pretrain.yaml", "runs/pretrain/tiny-base"),
-           "tiny-recheck": ("configs/pretrain_recheck.yaml", "runs/pretrain/tiny-recheck")}
+RECIPES = {
+    "tiny-base": ("configs/pretrain.yaml", "runs/pretrain/tiny-base"),
+    "tiny-recheck": ("configs/pretrain_recheck.yaml", "runs/pretrain/tiny-recheck"),
+}
 
 
 class ModelLoadError(RuntimeError):
@@ -24,7 +27,9 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"device '{device}' asked for but CUDA is not available; use model.device=cpu")
+        raise ModelLoadError(
+            f"device '{device}' asked for but CUDA is not available; use model.device=cpu"
+        )
     return torch.device(device)
 
 
@@ -34,9 +39,19 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def load_model(path: str, *, device: str = "auto", dtype: str = "auto", gradient_checkpointing: bool = False,
-               lora_r: int = 0, lora_alpha: int = 16, lora_dropout: float = 0.0,
-               lora_target_modules: list[str] | None = None, trust_remote_code: bool = False, seed: int = 0):
+def load_model(
+    path: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    gradient_checkpointing: bool = False,
+    lora_r: int = 0,
+    lora_alpha: int = 16,
+    lora_dropout: float = 0.0,
+    lora_target_modules: list[str] | None = None,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+):
     """-> (model, tokenizer). The model is on `device` in `dtype`, in train mode, ready for the optimizer."""
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -47,27 +62,36 @@ def load_model(path: str, *, device: str = "auto", dtype: str = "auto", gradient
         src = BUILTIN.get(path, path)
         if path in BUILTIN and not Path(src).is_dir():
             recipe, out = RECIPES[path]
-            raise ModelLoadError(f"built-in model '{path}' is missing from this install ({src}); reinstall aha-rl, or "
-                                 f"run `aha pretrain {recipe}` and pass model.path={out}")
+            raise ModelLoadError(
+                f"built-in model '{path}' is missing from this install ({src}); reinstall aha-rl, or "
+                f"run `aha pretrain {recipe}` and pass model.path={out}"
+            )
         looks_local = str(src).startswith((".", "/", "~")) or Path(src).exists()
         if looks_local and not (Path(src).expanduser() / "config.json").is_file():
-            raise ModelLoadError(f"model path '{src}' has no config.json; pass a Hugging Face model directory "
-                                 "(saved with save_pretrained) or a hub id")
+            raise ModelLoadError(
+                f"model path '{src}' has no config.json; pass a Hugging Face model directory "
+                "(saved with save_pretrained) or a hub id"
+            )
         from transformers import AutoModelForCausalLM
+
         try:
             tok = load_tokenizer(str(src), trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(str(src), dtype=dt, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(src), dtype=dt, trust_remote_code=trust_remote_code
+            )
         except (OSError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelLoadError(f"cannot load model '{path}': {first}; pass a local model directory or a hub "
-                                 "id this machine can download") from None
+            raise ModelLoadError(
+                f"cannot load model '{path}': {first}; pass a local model directory or a hub "
+                "id this machine can download"
+            ) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     model.to(dev)
     if gradient_checkpointing:
         # Non-reentrant checkpointing: gradients reach LoRA adapters even though the embeddings are frozen.
         kwargs = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):     # transformers >= 5.2x names it so
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x names it so
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
@@ -76,9 +100,19 @@ def load_model(path: str, *, device: str = "auto", dtype: str = "auto", gradient
         try:
             from peft import LoraConfig, get_peft_model
         except ImportError:
-            raise ModelLoadError("model.lora.r > 0 needs peft: pip install 'aha-rl[lora]'") from None
-        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                                                 target_modules=lora_target_modules, task_type="CAUSAL_LM"))
+            raise ModelLoadError(
+                "model.lora.r > 0 needs peft: pip install 'aha-rl[lora]'"
+            ) from None
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lora_r,
+                lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout,
+                target_modules=lora_target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
     model.train()
     return model, tok
 
@@ -110,7 +144,9 @@ def merged_state_dict(model) -> dict:
             continue
         if key.endswith(".base_layer.weight"):
             layer = modules[key[: -len(".base_layer.weight")]]
-            value = value + sum(layer.get_delta_weight(a) for a in layer.active_adapters).to(value.dtype)
+            value = value + sum(layer.get_delta_weight(a) for a in layer.active_adapters).to(
+                value.dtype
+            )
         out[key.replace(".base_layer.", ".")] = value
     return out
 
@@ -122,10 +158,12 @@ def reference_model(policy):
     otherwise a frozen copy of the initial policy.
     """
     if hasattr(policy, "disable_adapter"):
+
         @contextlib.contextmanager
         def lora_off():
             with policy.disable_adapter():
                 yield policy
+
         return lora_off
     ref = copy.deepcopy(policy).eval()
     for p in ref.parameters():

@@ -16,6 +16,7 @@ with `AutoModel.from_pretrained`), the head as value_head.safetensors {"weight":
 `ValueModel.from_pretrained(dir)` reads that layout back; given a plain causal-LM directory instead it takes
 that model's decoder and a fresh head.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,7 +32,9 @@ class ValueModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         H = hidden_size or backbone.config.hidden_size
-        head = nn.utils.skip_init(nn.Linear, H, 1, dtype=torch.float32)   # no default init: it draws global RNG
+        head = nn.utils.skip_init(
+            nn.Linear, H, 1, dtype=torch.float32
+        )  # no default init: it draws global RNG
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
         self.value_head = head.to(next(backbone.parameters()).device)
@@ -46,19 +49,28 @@ class ValueModel(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """input_ids, attention_mask (B, L) -> values (B, L) float32."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                               use_cache=False).last_hidden_state            # (B, L, H)
-        return self.value_head(hidden.float()).squeeze(-1)                    # (B, L)
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state  # (B, L, H)
+        return self.value_head(hidden.float()).squeeze(-1)  # (B, L)
 
     # ---- construction ---------------------------------------------------------------------------------------
     @classmethod
-    def from_causal_lm(cls, lm) -> "ValueModel":
+    def from_causal_lm(cls, lm) -> ValueModel:
         """Wrap the decoder of a (non-PEFT) causal LM; the LM's output head is dropped."""
         return cls(lm.get_decoder(), lm.config.hidden_size)
 
     @classmethod
-    def from_pretrained(cls, path: str, *, device: str = "auto", dtype: str = "auto", seed: int = 0,
-                        gradient_checkpointing: bool = False, trust_remote_code: bool = False) -> "ValueModel":
+    def from_pretrained(
+        cls,
+        path: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        seed: int = 0,
+        gradient_checkpointing: bool = False,
+        trust_remote_code: bool = False,
+    ) -> ValueModel:
         """A value checkpoint (backbone + value_head.safetensors) or any causal LM ("tiny-random", "tiny-base", "tiny-recheck",
         a local HF directory, a hub id): the latter gets a fresh (zero) head. `seed` only matters for
         "tiny-random", whose weights it draws."""
@@ -67,13 +79,17 @@ class ValueModel(nn.Module):
         p = Path(path)
         if (p / HEAD_FILE).is_file():
             from transformers import AutoModel
+
             dev = resolve_device(device)
-            backbone = AutoModel.from_pretrained(str(p), dtype=resolve_dtype(dtype, dev),
-                                                 trust_remote_code=trust_remote_code).to(dev)
+            backbone = AutoModel.from_pretrained(
+                str(p), dtype=resolve_dtype(dtype, dev), trust_remote_code=trust_remote_code
+            ).to(dev)
             model = cls(backbone)
             model.load_head(p)
         else:
-            lm, _ = load_model(path, device=device, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code)
+            lm, _ = load_model(
+                path, device=device, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code
+            )
             model = cls.from_causal_lm(lm)
         if gradient_checkpointing:
             model.backbone.gradient_checkpointing_enable()
@@ -89,7 +105,11 @@ class ValueModel(nn.Module):
         p = Path(path)
         p.mkdir(parents=True, exist_ok=True)
         sd = state_dict if state_dict is not None else self.state_dict()
-        part = lambda prefix: {k[len(prefix):]: v.detach().contiguous().cpu() for k, v in sd.items() if k.startswith(prefix)}
+        part = lambda prefix: {
+            k[len(prefix) :]: v.detach().contiguous().cpu()
+            for k, v in sd.items()
+            if k.startswith(prefix)
+        }
         self.backbone.save_pretrained(p, state_dict=part("backbone."), safe_serialization=True)
         save_file(part("value_head."), str(p / HEAD_FILE))
         return p

@@ -2,6 +2,7 @@
 
 Each pipeline chains stages (SFT, RL, rejection sampling, evaluation), feeds each stage's output to the next,
 skips stages that are already complete, and writes a manifest per stage (see manifest.py)."""
+
 from __future__ import annotations
 
 import importlib
@@ -9,9 +10,11 @@ import importlib
 from .manifest import Pipeline, StageInterrupted, completed, read_manifest
 
 # name -> (module, config class, run function)
-PIPELINES = {"r1-zero": ("r1_zero", "R1ZeroPipelineConfig", "run_r1_zero"),
-             "r1": ("r1", "R1PipelineConfig", "run_r1"),
-             "distill": ("distill", "DistillPipelineConfig", "run_distill")}
+PIPELINES = {
+    "r1-zero": ("r1_zero", "R1ZeroPipelineConfig", "run_r1_zero"),
+    "r1": ("r1", "R1PipelineConfig", "run_r1"),
+    "distill": ("distill", "DistillPipelineConfig", "run_distill"),
+}
 
 
 def get_pipeline(name: str):
@@ -29,8 +32,10 @@ def cmd_pipeline(args: list[str]) -> int:
     from ..config import load_config
 
     if not args or args[0] not in PIPELINES:
-        raise UsageError(f"usage: aha pipeline {'|'.join(PIPELINES)} CONFIG [key.sub=value ...]"
-                         + (f" (unknown pipeline '{args[0]}')" if args else ""))
+        raise UsageError(
+            f"usage: aha pipeline {'|'.join(PIPELINES)} CONFIG [key.sub=value ...]"
+            + (f" (unknown pipeline '{args[0]}')" if args else "")
+        )
     cls, run = get_pipeline(args[0])
     path, overrides = split_args(args[1:])
     cfg = load_config(cls, path, overrides)
@@ -47,4 +52,12 @@ def cmd_pipeline(args: list[str]) -> int:
     return 0
 
 
-__all__ = ["PIPELINES", "get_pipeline", "cmd_pipeline", "Pipeline", "StageInterrupted", "completed", "read_manifest"]
+__all__ = [
+    "PIPELINES",
+    "get_pipeline",
+    "cmd_pipeline",
+    "Pipeline",
+    "StageInterrupted",
+    "completed",
+    "read_manifest",
+]

@@ -9,6 +9,7 @@ yields excellent results, whereas smaller models relying on [...] RL require eno
     03-student-rl  (rl_baseline=true) the same student trained with RL alone, for the comparison
 Evaluations: 00-teacher / 00-student (starting models, eval.base) and every trained model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,19 +19,28 @@ from ..sample import SampleConfig
 from ..train.config import TaskConfig, TrainConfig
 from ..train.sft_config import SFTConfig
 from .manifest import Pipeline
-from .stages import PipelineEvalConfig, run_eval, run_rl, run_sample, run_sft, wire, wire_sample, wire_sft
+from .stages import (
+    PipelineEvalConfig,
+    run_eval,
+    run_rl,
+    run_sample,
+    run_sft,
+    wire,
+    wire_sample,
+    wire_sft,
+)
 
 
 @dataclass
 class DistillPipelineConfig:
-    teacher: str = ""                # the teacher model (with sample.engine=openai: its tokenizer)
-    train_teacher: bool = False      # RL-train the teacher first with teacher_rl
+    teacher: str = ""  # the teacher model (with sample.engine=openai: its tokenizer)
+    train_teacher: bool = False  # RL-train the teacher first with teacher_rl
     teacher_rl: TrainConfig = field(default_factory=TrainConfig)
     student: str = "tiny-base"
     task: TaskConfig = field(default_factory=TaskConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)          # data.path is set by the pipeline
-    rl_baseline: bool = False        # also RL-train the student alone with student_rl
+    sft: SFTConfig = field(default_factory=SFTConfig)  # data.path is set by the pipeline
+    rl_baseline: bool = False  # also RL-train the student alone with student_rl
     student_rl: TrainConfig = field(default_factory=TrainConfig)
     eval: PipelineEvalConfig = field(default_factory=PipelineEvalConfig)
     seed: int = 0
@@ -39,25 +49,61 @@ class DistillPipelineConfig:
 
 def run_distill(cfg: DistillPipelineConfig, log=print) -> dict:
     if not cfg.teacher:
-        raise ConfigError("teacher", "name the teacher model (a path, hub id or tiny-base), e.g. teacher=runs/r1/05-rl/...")
+        raise ConfigError(
+            "teacher",
+            "name the teacher model (a path, hub id or tiny-base), e.g. teacher=runs/r1/05-rl/...",
+        )
     if cfg.train_teacher and cfg.sample.engine == "openai":
-        raise ConfigError("train_teacher", "a teacher behind a server cannot be RL-trained here; set train_teacher=false")
+        raise ConfigError(
+            "train_teacher",
+            "a teacher behind a server cannot be RL-trained here; set train_teacher=false",
+        )
     p, task, seed, ev = Pipeline(cfg.out, "distill", log), cfg.task, cfg.seed, cfg.eval
     teacher = cfg.teacher
     if ev.size and ev.base:
         if cfg.sample.engine != "openai":
-            p.stage("00-teacher", "eval", {"model": teacher, "task": task, "eval": ev}, {"model": teacher},
-                    lambda d: run_eval(teacher, task, ev, seed, d))
-        p.stage("00-student", "eval", {"model": cfg.student, "task": task, "eval": ev}, {"model": cfg.student},
-                lambda d: run_eval(cfg.student, task, ev, seed, d))
+            p.stage(
+                "00-teacher",
+                "eval",
+                {"model": teacher, "task": task, "eval": ev},
+                {"model": teacher},
+                lambda d: run_eval(teacher, task, ev, seed, d),
+            )
+        p.stage(
+            "00-student",
+            "eval",
+            {"model": cfg.student, "task": task, "eval": ev},
+            {"model": cfg.student},
+            lambda d: run_eval(cfg.student, task, ev, seed, d),
+        )
     if cfg.train_teacher:
-        trl = wire(cfg.teacher_rl, model=teacher, task=task, seed=seed, out=p.out / "00-teacher-rl" / "run")
-        teacher = p.stage("00-teacher-rl", "rl", trl, {"model": cfg.teacher}, lambda d: run_rl(trl, d, ev))["model"]
+        trl = wire(
+            cfg.teacher_rl, model=teacher, task=task, seed=seed, out=p.out / "00-teacher-rl" / "run"
+        )
+        teacher = p.stage(
+            "00-teacher-rl", "rl", trl, {"model": cfg.teacher}, lambda d: run_rl(trl, d, ev)
+        )["model"]
     sm = wire_sample(cfg.sample, model=teacher, task=task, seed=seed, out=p.out / "01-sample")
-    data = p.stage("01-sample", "sample", sm, {"model": teacher}, lambda d: run_sample(sm, d))["data"]
-    sf = wire_sft(cfg.sft, model=cfg.student, task=task, seed=seed, out=p.out / "02-sft" / "run", data=[data])
-    p.stage("02-sft", "sft", sf, {"model": cfg.student, "data": [data]}, lambda d: run_sft(sf, d, ev, task))
+    data = p.stage("01-sample", "sample", sm, {"model": teacher}, lambda d: run_sample(sm, d))[
+        "data"
+    ]
+    sf = wire_sft(
+        cfg.sft, model=cfg.student, task=task, seed=seed, out=p.out / "02-sft" / "run", data=[data]
+    )
+    p.stage(
+        "02-sft",
+        "sft",
+        sf,
+        {"model": cfg.student, "data": [data]},
+        lambda d: run_sft(sf, d, ev, task),
+    )
     if cfg.rl_baseline:
-        srl = wire(cfg.student_rl, model=cfg.student, task=task, seed=seed, out=p.out / "03-student-rl" / "run")
+        srl = wire(
+            cfg.student_rl,
+            model=cfg.student,
+            task=task,
+            seed=seed,
+            out=p.out / "03-student-rl" / "run",
+        )
         p.stage("03-student-rl", "rl", srl, {"model": cfg.student}, lambda d: run_rl(srl, d, ev))
     return p.finish()

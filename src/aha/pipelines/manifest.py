@@ -12,6 +12,7 @@ manifest and is re-entered, and the trainers/sampler inside resume from their ow
 whose recorded config differs from the current one is reported, not silently rerun: delete its directory to
 redo it. At the end OUT/summary.json (+ summary.png) lists every stage's figures.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,9 +20,9 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..config import to_dict
 
@@ -36,10 +37,25 @@ def git_revision() -> dict:
     """{commit, dirty} of the repository aha is imported from (None when it is not a git checkout)."""
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-        status = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10).stdout if commit else ""
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(here), "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            or None
+        )
+        status = (
+            subprocess.run(
+                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout
+            if commit
+            else ""
+        )
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": bool(status.strip()) if commit else None}
@@ -50,8 +66,13 @@ def versions() -> dict:
     import transformers
 
     from .. import __version__
-    return {"aha": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-            "transformers": transformers.__version__}
+
+    return {
+        "aha": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
 
 
 def describe_input(path: str) -> dict:
@@ -84,7 +105,11 @@ def _paths(outputs: dict) -> list[str]:
 def completed(stage_dir: str | Path) -> dict | None:
     """The manifest of a finished stage whose outputs still exist, else None."""
     m = read_manifest(stage_dir)
-    if m and m.get("status") == "complete" and all(Path(p).exists() for p in _paths(m.get("outputs", {}))):
+    if (
+        m
+        and m.get("status") == "complete"
+        and all(Path(p).exists() for p in _paths(m.get("outputs", {})))
+    ):
         return m
     return None
 
@@ -92,6 +117,7 @@ def completed(stage_dir: str | Path) -> dict | None:
 @dataclass
 class Pipeline:
     """Runs stages in order under `out`, skipping finished ones; `stages` records what each gave."""
+
     out: Path
     name: str
     log: Callable[[str], None] = print
@@ -101,14 +127,18 @@ class Pipeline:
         self.out = Path(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
 
-    def stage(self, name: str, kind: str, config, inputs: dict, run: Callable[[Path], tuple[dict, dict]]) -> dict:
+    def stage(
+        self, name: str, kind: str, config, inputs: dict, run: Callable[[Path], tuple[dict, dict]]
+    ) -> dict:
         """Run `run(stage_dir) -> (outputs, figures)` unless the stage is complete; returns its outputs."""
         stage_dir = self.out / name
         done = completed(stage_dir)
         cfg = to_dict(config)
         if done is not None:
             if done.get("config") != cfg:
-                self.log(f"[{self.name}] {name}: done with a different config; delete {stage_dir} to redo it")
+                self.log(
+                    f"[{self.name}] {name}: done with a different config; delete {stage_dir} to redo it"
+                )
             self.log(f"[{self.name}] {name}: complete, skipped (outputs {done['outputs']})")
             self.stages.append(done)
             return done["outputs"]
@@ -116,12 +146,24 @@ class Pipeline:
         stage_dir.mkdir(parents=True, exist_ok=True)
         t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S")
         outputs, figures = run(stage_dir)
-        manifest = {"stage": name, "kind": kind, "status": "complete", "pipeline": self.name, "config": cfg,
-                    "inputs": {k: describe_input(v) if isinstance(v, str) else [describe_input(x) for x in v]
-                               for k, v in inputs.items()},
-                    "outputs": outputs, "figures": figures, "git": git_revision(), "versions": versions(),
-                    "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "seconds": round(time.perf_counter() - t0, 3)}
+        manifest = {
+            "stage": name,
+            "kind": kind,
+            "status": "complete",
+            "pipeline": self.name,
+            "config": cfg,
+            "inputs": {
+                k: describe_input(v) if isinstance(v, str) else [describe_input(x) for x in v]
+                for k, v in inputs.items()
+            },
+            "outputs": outputs,
+            "figures": figures,
+            "git": git_revision(),
+            "versions": versions(),
+            "started": started,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
         tmp = stage_dir / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=1, default=str))
         tmp.replace(stage_dir / MANIFEST)
@@ -131,11 +173,26 @@ class Pipeline:
 
     def finish(self) -> dict:
         """Write OUT/summary.json (+ summary.png when stages were evaluated); returns the summary."""
-        summary = {"pipeline": self.name, "git": git_revision(),
-                   "stages": [{"stage": s["stage"], "kind": s["kind"], "outputs": s["outputs"],
-                               "figures": s["figures"], "seconds": s.get("seconds")} for s in self.stages]}
+        summary = {
+            "pipeline": self.name,
+            "git": git_revision(),
+            "stages": [
+                {
+                    "stage": s["stage"],
+                    "kind": s["kind"],
+                    "outputs": s["outputs"],
+                    "figures": s["figures"],
+                    "seconds": s.get("seconds"),
+                }
+                for s in self.stages
+            ],
+        }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-        evals = [(s["stage"], s["figures"]["eval"]) for s in self.stages if "eval" in s.get("figures", {})]
+        evals = [
+            (s["stage"], s["figures"]["eval"])
+            for s in self.stages
+            if "eval" in s.get("figures", {})
+        ]
         if evals:
             plot_summary(evals, self.out / "summary.png", self.name)
         return summary
@@ -150,14 +207,23 @@ def _short(figures: dict) -> str:
 def plot_summary(evals: list[tuple[str, dict]], path: Path, title: str) -> None:
     """Bars of held-out pass@1 and format compliance after each evaluated stage."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [n for n, _ in evals]
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.2))
     x = range(len(names))
-    for off, key, label in ((-0.2, "pass1", "held-out pass@1"), (0.2, "format", "format compliance")):
-        ax.bar([i + off for i in x], [e.get(key, float("nan")) for _, e in evals], width=0.4, label=label)
+    for off, key, label in (
+        (-0.2, "pass1", "held-out pass@1"),
+        (0.2, "format", "format compliance"),
+    ):
+        ax.bar(
+            [i + off for i in x],
+            [e.get(key, float("nan")) for _, e in evals],
+            width=0.4,
+            label=label,
+        )
     ax.set_xticks(list(x), names, rotation=20, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_title(title)

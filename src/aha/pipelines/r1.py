@@ -11,6 +11,7 @@
 eval.size > 0. The paper's non-reasoning SFT data (writing, QA) has no counterpart here: add such rows to
 sft.data.path yourself.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,17 +23,28 @@ from ..sample import SampleConfig
 from ..train.config import TaskConfig, TrainConfig
 from ..train.sft_config import SFTConfig
 from .manifest import Pipeline
-from .stages import PipelineEvalConfig, run_eval, run_rl, run_sample, run_sft, wire, wire_sample, wire_sft
+from .stages import (
+    PipelineEvalConfig,
+    run_eval,
+    run_rl,
+    run_sample,
+    run_sft,
+    wire,
+    wire_sample,
+    wire_sft,
+)
 
 
 @dataclass
 class R1PipelineConfig:
-    model: str = "tiny-base"         # the base model
-    task: TaskConfig = field(default_factory=TaskConfig)       # used by every stage
-    cold_start: SFTConfig = field(default_factory=SFTConfig)   # set cold_start.data.path (question/completion rows)
+    model: str = "tiny-base"  # the base model
+    task: TaskConfig = field(default_factory=TaskConfig)  # used by every stage
+    cold_start: SFTConfig = field(
+        default_factory=SFTConfig
+    )  # set cold_start.data.path (question/completion rows)
     rl: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)          # data.path is set by the pipeline
+    sft: SFTConfig = field(default_factory=SFTConfig)  # data.path is set by the pipeline
     rl2: TrainConfig = field(default_factory=TrainConfig)
     sft_init: Literal["base", "cold_start", "rl"] = "base"
     sft_include_cold_start: bool = True
@@ -43,28 +55,54 @@ class R1PipelineConfig:
 
 def run_r1(cfg: R1PipelineConfig, log=print) -> dict:
     if not cfg.cold_start.data.path:
-        raise ConfigError("cold_start.data.path", "the cold-start stage needs long chain-of-thought rows; set "
-                                                  "cold_start.data.path=FILE.jsonl (question + completion)")
-    missing = [f for f in cfg.cold_start.data.path if not f.startswith("hf:") and not Path(f).exists()]
+        raise ConfigError(
+            "cold_start.data.path",
+            "the cold-start stage needs long chain-of-thought rows; set "
+            "cold_start.data.path=FILE.jsonl (question + completion)",
+        )
+    missing = [
+        f for f in cfg.cold_start.data.path if not f.startswith("hf:") and not Path(f).exists()
+    ]
     if missing:
-        raise ConfigError("cold_start.data.path", f"{missing[0]} does not exist; write the cold-start rows there first "
-                                                  f"(for the chain task of `aha demo`: python benchmarks/r1_figures.py "
-                                                  f"cold-start --out {missing[0]})")
+        raise ConfigError(
+            "cold_start.data.path",
+            f"{missing[0]} does not exist; write the cold-start rows there first "
+            f"(for the chain task of `aha demo`: python benchmarks/r1_figures.py "
+            f"cold-start --out {missing[0]})",
+        )
     p, task, seed, ev = Pipeline(cfg.out, "r1", log), cfg.task, cfg.seed, cfg.eval
     if ev.size and ev.base:
-        p.stage("00-base", "eval", {"model": cfg.model, "task": task, "eval": ev}, {"model": cfg.model},
-                lambda d: run_eval(cfg.model, task, ev, seed, d))
-    cs = wire_sft(cfg.cold_start, model=cfg.model, task=task, seed=seed, out=p.out / "01-cold-start" / "run")
-    cold = p.stage("01-cold-start", "sft", cs, {"model": cfg.model, "data": cs.data.path},
-                   lambda d: run_sft(cs, d, ev, task))["model"]
+        p.stage(
+            "00-base",
+            "eval",
+            {"model": cfg.model, "task": task, "eval": ev},
+            {"model": cfg.model},
+            lambda d: run_eval(cfg.model, task, ev, seed, d),
+        )
+    cs = wire_sft(
+        cfg.cold_start, model=cfg.model, task=task, seed=seed, out=p.out / "01-cold-start" / "run"
+    )
+    cold = p.stage(
+        "01-cold-start",
+        "sft",
+        cs,
+        {"model": cfg.model, "data": cs.data.path},
+        lambda d: run_sft(cs, d, ev, task),
+    )["model"]
     rl = wire(cfg.rl, model=cold, task=task, seed=seed, out=p.out / "02-rl" / "run")
     rl_model = p.stage("02-rl", "rl", rl, {"model": cold}, lambda d: run_rl(rl, d, ev))["model"]
     sm = wire_sample(cfg.sample, model=rl_model, task=task, seed=seed, out=p.out / "03-sample")
-    data = p.stage("03-sample", "sample", sm, {"model": rl_model}, lambda d: run_sample(sm, d))["data"]
+    data = p.stage("03-sample", "sample", sm, {"model": rl_model}, lambda d: run_sample(sm, d))[
+        "data"
+    ]
     init = {"base": cfg.model, "cold_start": cold, "rl": rl_model}[cfg.sft_init]
     paths = [data] + (list(cs.data.path) if cfg.sft_include_cold_start else [])
-    sf = wire_sft(cfg.sft, model=init, task=task, seed=seed, out=p.out / "04-sft" / "run", data=paths)
-    sft_model = p.stage("04-sft", "sft", sf, {"model": init, "data": paths}, lambda d: run_sft(sf, d, ev, task))["model"]
+    sf = wire_sft(
+        cfg.sft, model=init, task=task, seed=seed, out=p.out / "04-sft" / "run", data=paths
+    )
+    sft_model = p.stage(
+        "04-sft", "sft", sf, {"model": init, "data": paths}, lambda d: run_sft(sf, d, ev, task)
+    )["model"]
     rl2 = wire(cfg.rl2, model=sft_model, task=task, seed=seed, out=p.out / "05-rl" / "run")
     p.stage("05-rl", "rl", rl2, {"model": sft_model}, lambda d: run_rl(rl2, d, ev))
     return p.finish()

@@ -5,6 +5,7 @@ directory, runs the stage there (resuming from its checkpoints if it was interru
 (outputs, figures) for the manifest. A stage interrupted by Ctrl-C / SIGTERM raises StageInterrupted, so
 no manifest marks it complete.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,13 +21,13 @@ from .manifest import StageInterrupted
 
 @dataclass
 class PipelineEvalConfig:
-    size: int = 100                  # held-out problems (task's test split) per evaluation; 0 = none
-    k: int = 4                       # samples per problem (pass@1 is their mean)
+    size: int = 100  # held-out problems (task's test split) per evaluation; 0 = none
+    k: int = 4  # samples per problem (pass@1 is their mean)
     temperature: float = 0.6
     top_p: float = 0.95
     max_new_tokens: int = 256
     batch: int = 64
-    base: bool = True                # also evaluate the starting model(s)
+    base: bool = True  # also evaluate the starting model(s)
 
     def __post_init__(self):
         check(self.size >= 0, "size", f"must be >= 0 (0 = no evaluation), got {self.size}")
@@ -42,14 +43,20 @@ def wire(cfg, *, model: str, task: TaskConfig, seed: int, out: Path):
     return cfg
 
 
-def wire_sft(cfg, *, model: str, task: TaskConfig, seed: int, out: Path, data: list[str] | None = None):
+def wire_sft(
+    cfg, *, model: str, task: TaskConfig, seed: int, out: Path, data: list[str] | None = None
+):
     """wire() + the data: `data` replaces data.path when given; rows are rendered with the task's template
     (as the RL stage renders its prompts) unless data.template is set."""
     cfg = wire(cfg, model=model, task=task, seed=seed, out=out)
     if data is not None:
         cfg.data.path = list(data)
     if cfg.data.template is None:
-        cfg.data.template, cfg.data.system, cfg.data.prefill = task.template, task.system, task.prefill
+        cfg.data.template, cfg.data.system, cfg.data.prefill = (
+            task.template,
+            task.system,
+            task.prefill,
+        )
     return cfg
 
 
@@ -63,7 +70,11 @@ def wire_sample(cfg, *, model: str, task: TaskConfig, seed: int, out: Path):
 
 
 def _last_metrics(run: Path) -> dict:
-    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
+    lines = (
+        (run / "metrics.jsonl").read_text().splitlines()
+        if (run / "metrics.jsonl").is_file()
+        else []
+    )
     return json.loads(lines[-1]) if lines else {}
 
 
@@ -78,10 +89,17 @@ def final_model(cfg) -> str:
         from peft import PeftModel
 
         from ..models.load import load_model
-        base, tok = load_model(cfg.model.path, device="cpu", dtype="float32",
-                               trust_remote_code=cfg.model.trust_remote_code)
-        tmp = merged.with_suffix(".tmp")                    # renamed when complete: never a half model
-        PeftModel.from_pretrained(base, str(last / "adapter")).merge_and_unload().save_pretrained(tmp)
+
+        base, tok = load_model(
+            cfg.model.path,
+            device="cpu",
+            dtype="float32",
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+        tmp = merged.with_suffix(".tmp")  # renamed when complete: never a half model
+        PeftModel.from_pretrained(base, str(last / "adapter")).merge_and_unload().save_pretrained(
+            tmp
+        )
         tok.save_pretrained(tmp)
         tmp.replace(merged)
     return str(merged)
@@ -100,12 +118,20 @@ def run_rl(cfg, stage_dir: Path, ev: PipelineEvalConfig) -> tuple[dict, dict]:
     _resume(cfg)
     summary = train(cfg)
     if summary.get("stopped_early"):
-        raise StageInterrupted(f"RL stopped at step {summary['steps']}/{cfg.steps}; rerun to resume")
+        raise StageInterrupted(
+            f"RL stopped at step {summary['steps']}/{cfg.steps}; rerun to resume"
+        )
     model = final_model(cfg)
     last = _last_metrics(Path(cfg.out))
-    figures = {"steps": summary["steps"], "train": {k: v for k, v in last.items()
-                                                    if k.startswith(("reward/", "len/", "eval/")) or k == "kl"}}
-    return {"model": model, "run": cfg.out}, with_eval(figures, model, cfg.task, ev, cfg.seed, stage_dir)
+    figures = {
+        "steps": summary["steps"],
+        "train": {
+            k: v for k, v in last.items() if k.startswith(("reward/", "len/", "eval/")) or k == "kl"
+        },
+    }
+    return {"model": model, "run": cfg.out}, with_eval(
+        figures, model, cfg.task, ev, cfg.seed, stage_dir
+    )
 
 
 def run_sft(cfg, stage_dir: Path, ev: PipelineEvalConfig, task: TaskConfig) -> tuple[dict, dict]:
@@ -122,8 +148,15 @@ def run_sft(cfg, stage_dir: Path, ev: PipelineEvalConfig, task: TaskConfig) -> t
         raise StageInterrupted(f"SFT stopped at step {summary['steps']}; rerun to resume")
     model = final_model(cfg)
     rows = [json.loads(l) for l in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
-    figures = {"steps": summary["steps"], "data": stats, "loss_first": rows[0]["loss"], "loss_last": rows[-1]["loss"]}
-    return {"model": model, "run": cfg.out}, with_eval(figures, model, task, ev, cfg.seed, stage_dir)
+    figures = {
+        "steps": summary["steps"],
+        "data": stats,
+        "loss_first": rows[0]["loss"],
+        "loss_last": rows[-1]["loss"],
+    }
+    return {"model": model, "run": cfg.out}, with_eval(
+        figures, model, task, ev, cfg.seed, stage_dir
+    )
 
 
 def run_sample(cfg, stage_dir: Path) -> tuple[dict, dict]:
@@ -132,19 +165,24 @@ def run_sample(cfg, stage_dir: Path) -> tuple[dict, dict]:
     stats = sample(cfg)
     data = Path(cfg.out) / "data.jsonl"
     if stats.get("kept", 0) == 0:
-        raise RuntimeError(f"rejection sampling kept no sample ({stats}); sample more prompts (sample.num_prompts), "
-                           "raise sample.k, or loosen sample.filters")
+        raise RuntimeError(
+            f"rejection sampling kept no sample ({stats}); sample more prompts (sample.num_prompts), "
+            "raise sample.k, or loosen sample.filters"
+        )
     return {"data": str(data)}, {"sample": stats}
 
 
-def run_eval(model: str, task: TaskConfig, ev: PipelineEvalConfig, seed: int, stage_dir: Path) -> tuple[dict, dict]:
+def run_eval(
+    model: str, task: TaskConfig, ev: PipelineEvalConfig, seed: int, stage_dir: Path
+) -> tuple[dict, dict]:
     """Evaluate a model that no stage produced (the base model, a given teacher)."""
     figures = with_eval({}, model, task, ev, seed, stage_dir)
     return {"results": str(stage_dir / "eval" / "results.json")}, figures
 
 
-def with_eval(figures: dict, model: str, task: TaskConfig, ev: PipelineEvalConfig, seed: int,
-              stage_dir: Path) -> dict:
+def with_eval(
+    figures: dict, model: str, task: TaskConfig, ev: PipelineEvalConfig, seed: int, stage_dir: Path
+) -> dict:
     """figures + {"eval": held-out pass1, format, length, ...} of `model` (nothing when ev.size == 0)."""
     if not ev.size:
         return figures
@@ -161,10 +199,23 @@ def with_eval(figures: dict, model: str, task: TaskConfig, ev: PipelineEvalConfi
     lm, tok = load_model(model, device="auto", seed=seed)
     lm.eval()
     with torch.no_grad():
-        res = evaluate(make_engine("auto", lm, tok), tok, rows, accuracy=t.accuracy_reward, k=ev.k,
-                       temperature=ev.temperature, top_p=ev.top_p, max_tokens=ev.max_new_tokens,
-                       template=task.template, system=task.system, prefill=task.prefill, batch_size=ev.batch,
-                       seed=seed, n_boot=200, out_dir=stage_dir / "eval")
+        res = evaluate(
+            make_engine("auto", lm, tok),
+            tok,
+            rows,
+            accuracy=t.accuracy_reward,
+            k=ev.k,
+            temperature=ev.temperature,
+            top_p=ev.top_p,
+            max_tokens=ev.max_new_tokens,
+            template=task.template,
+            system=task.system,
+            prefill=task.prefill,
+            batch_size=ev.batch,
+            seed=seed,
+            n_boot=200,
+            out_dir=stage_dir / "eval",
+        )
     keep = ("pass1", "format", "len_mean", "truncated", "reflection_rate")
     out = {k: res.metrics[k] for k in keep if k in res.metrics}
     out.update({f"{k}_ci": list(res.ci[k]) for k in ("pass1", "format") if k in res.ci})

@@ -20,6 +20,7 @@ Without bubblewrap, code rewards refuse to run (RuntimeError) unless the user op
 `allow_unsafe=True` (RewardSpec kwargs) or the environment variable AHA_CODE_UNSAFE=1; then only the "always"
 limits apply and the code can read files, use the network and write wherever the user can.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -42,15 +43,19 @@ UNSAFE_ENV = "AHA_CODE_UNSAFE"
 # the worker (a killed worker cannot clean up after itself).
 SCRATCH_PREFIX = "aha-scratch-"
 NOBODY = 65534
-SANDBOX_DIR = "/tmp/sandbox"   # where the temporary directory appears inside the sandbox (on its private /tmp)
+SANDBOX_DIR = (
+    "/tmp/sandbox"  # where the temporary directory appears inside the sandbox (on its private /tmp)
+)
 PR_SET_PDEATHSIG = 1
-NPROC_BUDGET = 64          # processes the sandboxed program may add
+NPROC_BUDGET = 64  # processes the sandboxed program may add
 FSIZE_MB = 16
 MAX_CODE_CHARS = 100_000
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 # Run inside the sandbox as root: drop to nobody, forbid regaining privileges, exec the real program.
-_DROP = ("import ctypes,os,sys;ctypes.CDLL(None).prctl(38,1,0,0,0);os.setgroups([]);os.setgid(int(sys.argv[2]));"
-         "os.setuid(int(sys.argv[1]));os.execv(sys.argv[3],sys.argv[3:])")
+_DROP = (
+    "import ctypes,os,sys;ctypes.CDLL(None).prctl(38,1,0,0,0);os.setgroups([]);os.setgid(int(sys.argv[2]));"
+    "os.setuid(int(sys.argv[1]));os.execv(sys.argv[3],sys.argv[3:])"
+)
 
 
 def extract_code(completion: str) -> str | None:
@@ -75,15 +80,40 @@ def _hidden_ancestor(path: str) -> str | None:
 
 
 def _bwrap_args(workdir: str, as_root: bool) -> list[str]:
-    args = ["bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-            "--perms", "1777", "--tmpfs", "/tmp", "--bind", workdir, SANDBOX_DIR, "--chdir", SANDBOX_DIR]
+    args = [
+        "bwrap",
+        "--unshare-net",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/tmp",
+        "--bind",
+        workdir,
+        SANDBOX_DIR,
+        "--chdir",
+        SANDBOX_DIR,
+    ]
     if not as_root:
         args += ["--unshare-user", "--cap-drop", "ALL"]
     # The interpreter must stay reachable: its directories under the fresh /tmp (a virtual environment made
     # there, as CI does) and, for nobody, under unreadable ancestors such as /root (covered with an empty
     # tmpfs) are bound back, read-only.
-    needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(sys.executable))}
+    needed = {
+        os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(sys.executable))
+    }
     needed.add(os.path.dirname(os.path.realpath(sys.executable)))
     hidden = {h for p in needed if as_root and (h := _hidden_ancestor(p))}
     for h in sorted(hidden):
@@ -95,8 +125,8 @@ def _bwrap_args(workdir: str, as_root: bool) -> list[str]:
         h = next((h for h in sorted(hidden) if p.startswith(h + os.sep)), None)
         if h is None:
             continue
-        parts = p[len(h) + 1:].split(os.sep)
-        for i in range(1, len(parts)):   # traversable parents (bwrap would create them 0700)
+        parts = p[len(h) + 1 :].split(os.sep)
+        for i in range(1, len(parts)):  # traversable parents (bwrap would create them 0700)
             d = os.path.join(h, *parts[:i])
             if d not in made:
                 made.add(d)
@@ -118,21 +148,32 @@ def _count_processes(uid: int) -> int:
 
 def _limits(cpu_s: int, memory_mb: int, nproc: int):
     def apply():
-        for res, value in ((resource.RLIMIT_CPU, cpu_s), (resource.RLIMIT_AS, memory_mb << 20),
-                           (resource.RLIMIT_FSIZE, FSIZE_MB << 20), (resource.RLIMIT_NPROC, nproc),
-                           (resource.RLIMIT_CORE, 0)):
+        for res, value in (
+            (resource.RLIMIT_CPU, cpu_s),
+            (resource.RLIMIT_AS, memory_mb << 20),
+            (resource.RLIMIT_FSIZE, FSIZE_MB << 20),
+            (resource.RLIMIT_NPROC, nproc),
+            (resource.RLIMIT_CORE, 0),
+        ):
             hard = resource.getrlimit(res)[1]
             if value == resource.RLIM_INFINITY or (hard != resource.RLIM_INFINITY and value > hard):
-                value = hard   # only ever lower a limit
+                value = hard  # only ever lower a limit
             resource.setrlimit(res, (value, value))
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
         # If the reward worker running us is killed, we die too (bwrap then tears down the whole sandbox).
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
     return apply
 
 
-def run_program(source: str, stdin: str = "", *, timeout: float = 2.0, memory_mb: int = 512,
-                allow_unsafe: bool = False) -> tuple[str, str]:
+def run_program(
+    source: str,
+    stdin: str = "",
+    *,
+    timeout: float = 2.0,
+    memory_mb: int = 512,
+    allow_unsafe: bool = False,
+) -> tuple[str, str]:
     """Run Python `source` once in the sandbox. Returns (status, stdout) with status "ok" | "error" |
     "timeout". Raises RuntimeError only when no isolation is available and the user has not opted out."""
     return _run(source, stdin, check_isolation(allow_unsafe), timeout, memory_mb)
@@ -157,14 +198,26 @@ def _run(source: str, stdin: str, mode: str, timeout: float, memory_mb: int) -> 
             cmd = python
         nproc = NPROC_BUDGET if as_root else _count_processes(os.getuid()) + NPROC_BUDGET
         if as_root and mode != "bwrap":
-            nproc = resource.RLIM_INFINITY   # not enforced for root anyway; documented as unsafe
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": SANDBOX_DIR if mode == "bwrap" else workdir}
+            nproc = resource.RLIM_INFINITY  # not enforced for root anyway; documented as unsafe
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": SANDBOX_DIR if mode == "bwrap" else workdir,
+        }
         with tempfile.TemporaryFile() as stdin_f, open(out_path, "wb") as out_f:
             stdin_f.write(str(stdin).encode("utf-8", "replace"))
             stdin_f.seek(0)
-            proc = subprocess.Popen(cmd, stdin=stdin_f, stdout=out_f, stderr=subprocess.DEVNULL, cwd=workdir,
-                                    env=env, start_new_session=True, close_fds=True,
-                                    preexec_fn=_limits(int(timeout) + 1, memory_mb, nproc))
+            proc = subprocess.Popen(
+                cmd,
+                stdin=stdin_f,
+                stdout=out_f,
+                stderr=subprocess.DEVNULL,
+                cwd=workdir,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+                preexec_fn=_limits(int(timeout) + 1, memory_mb, nproc),
+            )
             try:
                 code = proc.wait(timeout=timeout)
                 status = "ok" if code == 0 else "error"
@@ -172,7 +225,9 @@ def _run(source: str, stdin: str, mode: str, timeout: float, memory_mb: int) -> 
                 status = "timeout"
             finally:
                 try:
-                    os.killpg(proc.pid, signal.SIGKILL)   # everything in its session (bwrap tears down the rest)
+                    os.killpg(
+                        proc.pid, signal.SIGKILL
+                    )  # everything in its session (bwrap tears down the rest)
                 except (ProcessLookupError, PermissionError):
                     pass
                 proc.wait()
@@ -185,7 +240,7 @@ def _run(source: str, stdin: str, mode: str, timeout: float, memory_mb: int) -> 
 
 @lru_cache(maxsize=1)
 def isolation() -> str:
-    """"bwrap" if bubblewrap can build the sandbox here (probed once by running a program), else "none"."""
+    """ "bwrap" if bubblewrap can build the sandbox here (probed once by running a program), else "none"."""
     if shutil.which("bwrap") is None:
         return "none"
     try:
@@ -199,8 +254,10 @@ def check_isolation(allow_unsafe: bool = False) -> str:
     """The isolation code rewards will use; RuntimeError if none and the user has not opted out."""
     mode = isolation()
     if mode == "none" and not (allow_unsafe or os.environ.get(UNSAFE_ENV) == "1"):
-        raise RuntimeError("code rewards need bubblewrap for isolation (no network, read-only file system); "
-                           f"install it (apt-get install bubblewrap) or opt out with {UNSAFE_ENV}=1")
+        raise RuntimeError(
+            "code rewards need bubblewrap for isolation (no network, read-only file system); "
+            f"install it (apt-get install bubblewrap) or opt out with {UNSAFE_ENV}=1"
+        )
     return mode
 
 
@@ -213,12 +270,19 @@ def _passed(status: str, stdout: str, expected) -> bool:
     return lines(stdout) == lines(expected)
 
 
-def code_reward(completion: str, tests, *, timeout: float = 1.0, budget: float = 3.0, memory_mb: int = 512,
-                allow_unsafe: bool = False) -> float:
+def code_reward(
+    completion: str,
+    tests,
+    *,
+    timeout: float = 1.0,
+    budget: float = 3.0,
+    memory_mb: int = 512,
+    allow_unsafe: bool = False,
+) -> float:
     """Fraction of `tests` passed (see module docstring). `timeout` is per test; tests not started within
     `budget` seconds in total count as failed. The runner's per-item timeout (RewardSpec.timeout or the
     runner's) must exceed budget + timeout, or slow-but-finishing items are killed and score 0."""
-    check_isolation(allow_unsafe)   # environment problem: raise, do not silently score 0
+    check_isolation(allow_unsafe)  # environment problem: raise, do not silently score 0
     try:
         if isinstance(tests, str):
             tests = json.loads(tests)
@@ -231,12 +295,21 @@ def code_reward(completion: str, tests, *, timeout: float = 1.0, budget: float =
             if time.monotonic() - start > budget:
                 break
             if isinstance(t, dict):
-                status, out = run_program(code, t.get("input", ""), timeout=timeout, memory_mb=memory_mb,
-                                          allow_unsafe=allow_unsafe)
+                status, out = run_program(
+                    code,
+                    t.get("input", ""),
+                    timeout=timeout,
+                    memory_mb=memory_mb,
+                    allow_unsafe=allow_unsafe,
+                )
                 passed += _passed(status, out, t.get("output", ""))
             else:
-                status, out = run_program(f"{code}\n\n{t}\n", timeout=timeout, memory_mb=memory_mb,
-                                          allow_unsafe=allow_unsafe)
+                status, out = run_program(
+                    f"{code}\n\n{t}\n",
+                    timeout=timeout,
+                    memory_mb=memory_mb,
+                    allow_unsafe=allow_unsafe,
+                )
                 passed += _passed(status, out, None)
         return passed / len(tests)
     except (ValueError, TypeError, OSError):

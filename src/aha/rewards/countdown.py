@@ -8,6 +8,7 @@ The expression is read by a small tokenizer and recursive-descent parser written
 bounded length and nesting, so any model output is judged in microseconds. An optional trailing "= <target>"
 is allowed ("(6+4)*3 = 30"); "×", "÷" and "−" are read as *, / and -. Division by zero scores 0.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,8 +17,8 @@ from fractions import Fraction
 
 from aha.rewards.format import extract_answer
 
-MAX_CHARS = 512    # countdown answers are ~20 characters; longer is not an honest answer
-MAX_DEPTH = 64     # parenthesis nesting bound (the parser recurses once per level)
+MAX_CHARS = 512  # countdown answers are ~20 characters; longer is not an honest answer
+MAX_DEPTH = 64  # parenthesis nesting bound (the parser recurses once per level)
 
 _TOKEN = re.compile(r"\s*(?:(\d+)|([-+*/()]))")
 
@@ -130,7 +131,7 @@ def countdown_reward(completion: str, numbers, target) -> float:
         answer = _normalise(answer.replace("$", ""))
         if answer.count("=") > 1:
             return 0.0
-        if "=" in answer:   # "expr = target": the right side must be the target itself
+        if "=" in answer:  # "expr = target": the right side must be the target itself
             answer, rhs = answer.split("=")
             if not re.fullmatch(r"\s*-?\d+\s*", rhs) or Fraction(int(rhs)) != Fraction(target):
                 return 0.0
@@ -138,5 +139,5 @@ def countdown_reward(completion: str, numbers, target) -> float:
         if Counter(used) != Counter(int(x) for x in numbers):
             return 0.0
         return 1.0 if value == Fraction(target) else 0.0
-    except Exception:   # total: malformed rows or answers score 0, never raise into the trainer
+    except Exception:  # total: malformed rows or answers score 0, never raise into the trainer
         return 0.0

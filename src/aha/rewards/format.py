@@ -17,14 +17,19 @@ tags never scores.
 
 All functions are total: any string in, a float (or str/None) out, linear time, no exception.
 """
+
 from __future__ import annotations
 
 import re
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
-_FULL = re.compile(r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL)
-_FULL_PREFILLED = re.compile(r"(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL)
+_FULL = re.compile(
+    r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL
+)
+_FULL_PREFILLED = re.compile(
+    r"(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL
+)
 _BOXED = ("\\boxed", "\\fbox")
 
 
@@ -34,7 +39,7 @@ def format_reward(completion: str, *, think_prefilled: bool = False) -> float:
         return 0.0
     counts = [completion.count(t) for t in TAGS]
     if counts != ([0, 1, 1, 1] if think_prefilled else [1, 1, 1, 1]):
-        return 0.0   # a repeated or missing tag anywhere (e.g. "<answer>" mentioned inside the reasoning)
+        return 0.0  # a repeated or missing tag anywhere (e.g. "<answer>" mentioned inside the reasoning)
     m = (_FULL_PREFILLED if think_prefilled else _FULL).fullmatch(completion)
     if m is None or not m["think"].strip() or not m["answer"].strip():
         return 0.0
@@ -64,7 +69,7 @@ def tag_reward(completion: str, *, think_prefilled: bool = False) -> float:
             continue
         if i == 0 and completion[:pos].strip():
             continue
-        if i == 3 and completion[pos + len(tag):].strip():
+        if i == 3 and completion[pos + len(tag) :].strip():
             continue
         score += 0.25
     return score
@@ -79,15 +84,15 @@ def last_boxed(text: str) -> str | None:
         return None
     i = text.index("{", start)
     depth = 0
-    for j in range(i, len(text)):   # linear scan; a 5,000-deep nest is just 5,000 steps
+    for j in range(i, len(text)):  # linear scan; a 5,000-deep nest is just 5,000 steps
         c = text[j]
         if c == "{":
             depth += 1
         elif c == "}":
             depth -= 1
             if depth == 0:
-                return text[i + 1:j]
-    return None   # unbalanced: no boxed answer
+                return text[i + 1 : j]
+    return None  # unbalanced: no boxed answer
 
 
 def answer_block(completion: str) -> str | None:

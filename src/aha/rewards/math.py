@@ -20,6 +20,7 @@ shapes (e.g. "2^{3^2}") are rejected too; that is deliberate. The runner's proce
 for anything the guards miss. math-verify's own signal timeouts are used only on a process's main thread
 (signals cannot be set elsewhere).
 """
+
 from __future__ import annotations
 
 import re
@@ -29,9 +30,9 @@ from functools import lru_cache
 
 from aha.rewards.format import extract_answer, last_boxed
 
-MAX_ANSWER_CHARS = 300     # MATH-500 answers are <= 53 characters
-MAX_BRACE_DEPTH = 12      # MATH-500 answers nest <= 2 deep; deep nests make sympy crawl
-VERIFY_TIMEOUT_S = 3     # math-verify's signal.alarm timeout (whole seconds), main thread only
+MAX_ANSWER_CHARS = 300  # MATH-500 answers are <= 53 characters
+MAX_BRACE_DEPTH = 12  # MATH-500 answers nest <= 2 deep; deep nests make sympy crawl
+VERIFY_TIMEOUT_S = 3  # math-verify's signal.alarm timeout (whole seconds), main thread only
 
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
 _FRAC = re.compile(r"(-?)\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}|(-?\d+)/(-?\d+)")
@@ -64,7 +65,13 @@ def simple_number(text: str) -> Fraction | None:
         return None
     if s.startswith("$") and s.endswith("$") and len(s) > 1:
         s = s.strip("$").strip()
-    s = s.replace("\\$", "").replace("\\!", "").replace("{,}", ",").replace("\\,", ",").replace(" ", "")
+    s = (
+        s.replace("\\$", "")
+        .replace("\\!", "")
+        .replace("{,}", ",")
+        .replace("\\,", ",")
+        .replace(" ", "")
+    )
     s = s.lstrip("$").rstrip(".")
     if _NUMBER.fullmatch(s):
         return Fraction(s.replace(",", ""))
@@ -103,12 +110,18 @@ def _parse_latex(expr: str, timeout: int | None) -> tuple:
     from math_verify import LatexExtractionConfig, parse
 
     # \boxed{} around the whole answer: math-verify then parses all of it as one expression.
-    return tuple(parse("\\boxed{" + expr + "}", [LatexExtractionConfig(boxed_match_priority=0)],
-                       fallback_mode="no_fallback", parsing_timeout=timeout))
+    return tuple(
+        parse(
+            "\\boxed{" + expr + "}",
+            [LatexExtractionConfig(boxed_match_priority=0)],
+            fallback_mode="no_fallback",
+            parsing_timeout=timeout,
+        )
+    )
 
 
 def _normalised(s: str) -> str:
-    s = re.sub(r"(?<=\d)\s+(?=\d)", "#", s)   # "1 2" must not become "12"
+    s = re.sub(r"(?<=\d)\s+(?=\d)", "#", s)  # "1 2" must not become "12"
     return re.sub(r"\s+|\\[,;!: ]|\\text\{|\\mathrm\{|[{}$]", "", s)
 
 
@@ -129,7 +142,7 @@ def math_equal(pred: str, gold: str) -> bool:
         if not gold_parsed or not pred_parsed:
             return False
         return bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=t))
-    except Exception:   # math-verify's TimeoutException included: unparseable -> not equal
+    except Exception:  # math-verify's TimeoutException included: unparseable -> not equal
         return False
 
 

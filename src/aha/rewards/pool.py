@@ -12,6 +12,7 @@ Workers come from the "forkserver" start method with aha.rewards.worker preloade
 CUDA and threads) is never forked, and a replacement starts without re-importing sympy. Workers are daemonic
 and die with their parent; close() (also at garbage collection) stops and reaps them all.
 """
+
 from __future__ import annotations
 
 import glob
@@ -30,15 +31,15 @@ from multiprocessing.connection import wait
 from aha.rewards.code import SCRATCH_PREFIX
 from aha.rewards.worker import worker_main
 
-STARTUP_TIMEOUT_S = 120.0   # a worker that is not ready by then is broken (e.g. cannot import aha)
+STARTUP_TIMEOUT_S = 120.0  # a worker that is not ready by then is broken (e.g. cannot import aha)
 
 
 @dataclass
 class Job:
-    name: str                 # reward name or "module:function"
+    name: str  # reward name or "module:function"
     args: tuple
     kwargs: dict
-    budget: float             # seconds it may run
+    budget: float  # seconds it may run
 
 
 @dataclass
@@ -47,7 +48,7 @@ class _Worker:
     conn: object
     born: float
     ready: bool = False
-    pending: deque = field(default_factory=deque)   # job indices sent, in order; head is running
+    pending: deque = field(default_factory=deque)  # job indices sent, in order; head is running
     deadline: float = math.inf
 
 
@@ -71,7 +72,7 @@ def _shutdown(workers: list) -> None:
     for w in workers:
         try:
             if not w.pending and w.ready:
-                w.conn.send(None)   # idle: ask it to exit
+                w.conn.send(None)  # idle: ask it to exit
         except (OSError, ValueError):
             pass
     end = time.monotonic() + 1.0
@@ -86,24 +87,30 @@ def _shutdown(workers: list) -> None:
 
 
 class WorkerPool:
-    def __init__(self, num_workers: int = 2, *, memory_limit_mb: int = 4096, start_method: str = "forkserver"):
+    def __init__(
+        self, num_workers: int = 2, *, memory_limit_mb: int = 4096, start_method: str = "forkserver"
+    ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         if start_method not in mp.get_all_start_methods():
             start_method = "spawn"
         self._ctx = mp.get_context(start_method)
         if start_method == "forkserver":
-            self._ctx.set_forkserver_preload(["aha.rewards.worker"])   # no effect if already running
+            self._ctx.set_forkserver_preload(["aha.rewards.worker"])  # no effect if already running
         self.num_workers, self.memory_limit_mb = num_workers, memory_limit_mb
         self._workers: list[_Worker] = []
         self._finalizer = weakref.finalize(self, _shutdown, self._workers)
-        self.replaced = 0   # workers killed or found dead and replaced, over the pool's life
+        self.replaced = 0  # workers killed or found dead and replaced, over the pool's life
         self._stillborn = 0  # workers that died before saying "ready", since the last one that did
 
     def _spawn(self) -> _Worker:
         ours, theirs = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=worker_main, args=(theirs, self.memory_limit_mb), daemon=True,
-                                 name="aha-reward-worker")
+        proc = self._ctx.Process(
+            target=worker_main,
+            args=(theirs, self.memory_limit_mb),
+            daemon=True,
+            name="aha-reward-worker",
+        )
         proc.start()
         theirs.close()
         return _Worker(proc, ours, time.monotonic())
@@ -123,7 +130,9 @@ class WorkerPool:
             self._workers.append(self._spawn())
         try:
             return self._run(jobs)
-        except BaseException:   # e.g. Ctrl-C: a busy worker's late answers must not leak into the next run
+        except (
+            BaseException
+        ):  # e.g. Ctrl-C: a busy worker's late answers must not leak into the next run
             for i, w in enumerate(self._workers):
                 if w.pending:
                     w.pending = deque()
@@ -137,18 +146,21 @@ class WorkerPool:
         workers = self._workers
         while todo or any(w.pending for w in workers):
             now = time.monotonic()
-            for i, w in enumerate(workers):   # feed idle workers
+            for i, w in enumerate(workers):  # feed idle workers
                 if w.ready and not w.pending and todo:
                     ids = [todo.popleft() for _ in range(min(chunk, len(todo)))]
                     try:
                         w.conn.send([(jobs[j].name, jobs[j].args, jobs[j].kwargs) for j in ids])
-                    except (OSError, ValueError):   # died while idle
+                    except (OSError, ValueError):  # died while idle
                         todo.extendleft(reversed(ids))
                         self._replace(i)
                         continue
                     w.pending, w.deadline = deque(ids), now + jobs[ids[0]].budget
-            deadlines = [w.deadline if w.ready else w.born + STARTUP_TIMEOUT_S for w in workers
-                         if w.pending or not w.ready]
+            deadlines = [
+                w.deadline if w.ready else w.born + STARTUP_TIMEOUT_S
+                for w in workers
+                if w.pending or not w.ready
+            ]
             timeout = min(5.0, max(0.0, min(deadlines) - now)) if deadlines else 5.0
             ready = wait([w.conn for w in workers] + [w.proc.sentinel for w in workers], timeout)
             now = time.monotonic()
@@ -160,20 +172,26 @@ class WorkerPool:
                     self._stillborn += 1
                     if self._stillborn > 2 * self.num_workers:
                         _shutdown(workers)
-                        raise RuntimeError(f"reward workers die on start (exit code {w.proc.exitcode}); check "
-                                           "that `python -c 'import aha.rewards.worker'` works here")
+                        raise RuntimeError(
+                            f"reward workers die on start (exit code {w.proc.exitcode}); check "
+                            "that `python -c 'import aha.rewards.worker'` works here"
+                        )
                     self._replace(i)
                 elif dead:
-                    w.proc.join(timeout=1)   # for the exit code in the message
-                    self._fail_head(w, out, todo, ("error", f"reward worker died (exit code {w.proc.exitcode})"))
+                    w.proc.join(timeout=1)  # for the exit code in the message
+                    self._fail_head(
+                        w, out, todo, ("error", f"reward worker died (exit code {w.proc.exitcode})")
+                    )
                     self._replace(i)
                 elif w.pending and now >= w.deadline:
                     self._fail_head(w, out, todo, ("timeout", None))
                     self._replace(i)
                 elif not w.ready and now >= w.born + STARTUP_TIMEOUT_S:
                     _shutdown(workers)
-                    raise RuntimeError(f"reward workers did not start within {STARTUP_TIMEOUT_S:.0f}s; check "
-                                       "that `python -c 'import aha.rewards.worker'` works in this environment")
+                    raise RuntimeError(
+                        f"reward workers did not start within {STARTUP_TIMEOUT_S:.0f}s; check "
+                        "that `python -c 'import aha.rewards.worker'` works in this environment"
+                    )
         return out
 
     def _drain(self, w: _Worker, out: list, jobs: list[Job], now: float) -> bool:
@@ -195,7 +213,7 @@ class WorkerPool:
     def _fail_head(w: _Worker, out: list, todo: deque, outcome: tuple) -> None:
         if w.pending:
             out[w.pending.popleft()] = outcome
-        todo.extendleft(reversed(w.pending))   # the rest of its chunk goes to another worker
+        todo.extendleft(reversed(w.pending))  # the rest of its chunk goes to another worker
         w.pending = deque()
 
     def close(self) -> None:

@@ -8,11 +8,12 @@ to it, NaN in the runner). "module:function" names a user reward in batch style:
 Names resolve lazily (to "module:attr" paths) so importing aha.rewards does not import sympy, and worker
 processes can import any registered function by its path.
 """
+
 from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 REWARDS: dict[str, str] = {
     "format": "aha.rewards.format:format_reward",
@@ -22,7 +23,7 @@ REWARDS: dict[str, str] = {
     "exact": "aha.rewards.text:exact_match",
     "language": "aha.rewards.text:language_consistency",
     "code": "aha.rewards.code:code_reward",
-    "gym": "aha.data.gym:gym_reward",   # reasoning-gym's own scorers (optional extra)
+    "gym": "aha.data.gym:gym_reward",  # reasoning-gym's own scorers (optional extra)
 }
 # Bounded pure-Python work (linear scans, capped parsers): run in the caller's process, no IPC.
 IN_PROCESS: set[str] = {"format", "tag", "countdown", "exact", "language"}
@@ -34,6 +35,7 @@ def register_reward(name: str, *, in_process: bool = False):
     The function must be importable by module and name (defined at module top level) so that worker
     processes can load it. `in_process=True` only for functions whose time is bounded by construction.
     """
+
     def deco(fn: Callable) -> Callable:
         if name in REWARDS:
             raise ValueError(f"reward {name!r} is already registered; choose another name")
@@ -41,6 +43,7 @@ def register_reward(name: str, *, in_process: bool = False):
         if in_process:
             IN_PROCESS.add(name)
         return fn
+
     return deco
 
 
@@ -51,8 +54,10 @@ def _import(path: str) -> Callable:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"cannot import reward {path!r} ({e}); give 'module:function' with the module "
-                         "importable from the current sys.path") from None
+        raise ValueError(
+            f"cannot import reward {path!r} ({e}); give 'module:function' with the module "
+            "importable from the current sys.path"
+        ) from None
     if not callable(obj):
         raise ValueError(f"reward {path!r} is not callable; point 'module:function' at a function")
     return obj
@@ -75,7 +80,9 @@ def get_reward(name: str) -> Callable:
         return _import(REWARDS[name])
     if ":" in name:
         return _import(name)
-    raise ValueError(f"unknown reward {name!r}; valid: {', '.join(sorted(REWARDS))} or 'module:function'")
+    raise ValueError(
+        f"unknown reward {name!r}; valid: {', '.join(sorted(REWARDS))} or 'module:function'"
+    )
 
 
 def row_params(fn: Callable) -> tuple[set[str], set[str]]:
@@ -83,5 +90,7 @@ def row_params(fn: Callable) -> tuple[set[str], set[str]]:
     params = list(inspect.signature(fn).parameters.values())[1:]
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     required = {p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty}
-    optional = {p.name for p in params if p.kind in kinds and p.default is not inspect.Parameter.empty}
+    optional = {
+        p.name for p in params if p.kind in kinds and p.default is not inspect.Parameter.empty
+    }
     return required, optional

@@ -13,6 +13,7 @@ User rewards are batch style, f(completions, **row_fields_as_lists) -> list[floa
 at most USER_CHUNK items, each call with a budget of `timeout` seconds; a chunk that times out (or kills its
 worker) is retried one item at a time, so only the items that really hang score 0.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -29,40 +30,64 @@ USER_CHUNK = 8
 
 @dataclass
 class RewardSpec:
-    name: str                                   # registered name or "module:function"
+    name: str  # registered name or "module:function"
     weight: float = 1.0
-    kwargs: dict = field(default_factory=dict)  # fixed options, e.g. {"lang": "zh"}; row fields override
-    timeout: float | None = None                # per-item seconds for this reward; None: the runner's
+    kwargs: dict = field(
+        default_factory=dict
+    )  # fixed options, e.g. {"lang": "zh"}; row fields override
+    timeout: float | None = None  # per-item seconds for this reward; None: the runner's
 
 
 @dataclass
 class RewardResult:
-    scores: np.ndarray          # (N, F) float64, NaN = does not apply
-    total: np.ndarray           # (N,) weighted sum over applicable functions, NaN if none applies
-    names: list[str]            # (F,)
-    metrics: dict[str, float]   # "reward/<name>" means, "reward/total", "reward/timeouts", "reward/errors"
+    scores: np.ndarray  # (N, F) float64, NaN = does not apply
+    total: np.ndarray  # (N,) weighted sum over applicable functions, NaN if none applies
+    names: list[str]  # (F,)
+    metrics: dict[
+        str, float
+    ]  # "reward/<name>" means, "reward/total", "reward/timeouts", "reward/errors"
 
 
 class RewardRunner:
     """See module docstring. `num_workers=0` runs everything in this process (no timeouts: debugging only)."""
 
-    def __init__(self, specs, *, timeout: float = 5.0, num_workers: int = 2, think_prefilled: bool = False,
-                 memory_limit_mb: int = 4096):
+    def __init__(
+        self,
+        specs,
+        *,
+        timeout: float = 5.0,
+        num_workers: int = 2,
+        think_prefilled: bool = False,
+        memory_limit_mb: int = 4096,
+    ):
         self.specs = [s if isinstance(s, RewardSpec) else RewardSpec(*s) for s in specs]
         if not self.specs:
-            raise ValueError("RewardRunner needs at least one reward spec, e.g. [('math', 1.0), ('format', 0.1)]")
+            raise ValueError(
+                "RewardRunner needs at least one reward spec, e.g. [('math', 1.0), ('format', 0.1)]"
+            )
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        self.timeout, self.num_workers, self.think_prefilled = float(timeout), int(num_workers), think_prefilled
+        self.timeout, self.num_workers, self.think_prefilled = (
+            float(timeout),
+            int(num_workers),
+            think_prefilled,
+        )
         self.memory_limit_mb = memory_limit_mb
-        self.fns = [get_reward(s.name) for s in self.specs]   # unknown / unimportable names fail here
+        self.fns = [
+            get_reward(s.name) for s in self.specs
+        ]  # unknown / unimportable names fail here
         for s in self.specs:
-            if s.name == "code":   # no sandbox and no explicit opt-out: fail now, not at the first batch
+            if (
+                s.name == "code"
+            ):  # no sandbox and no explicit opt-out: fail now, not at the first batch
                 from aha.rewards.code import check_isolation
 
                 check_isolation(bool(s.kwargs.get("allow_unsafe", False)))
-        self.params = [(set(), set()) if is_batch(s.name) else row_params(fn) for s, fn in zip(self.specs, self.fns)]
-        self.paths = [reward_path(s.name) for s in self.specs]   # workers import rewards by path
+        self.params = [
+            (set(), set()) if is_batch(s.name) else row_params(fn)
+            for s, fn in zip(self.specs, self.fns)
+        ]
+        self.paths = [reward_path(s.name) for s in self.specs]  # workers import rewards by path
         self.budgets = [s.timeout or self.timeout for s in self.specs]
         self.names = _unique([s.name for s in self.specs])
         self.weights = np.array([float(s.weight) for s in self.specs])
@@ -78,7 +103,9 @@ class RewardRunner:
             kwargs["think_prefilled"] = True
         return kwargs if required <= kwargs.keys() else None
 
-    def _batch_jobs(self, f: int, completions: list[str], rows: list[dict]) -> list[tuple[list[int], tuple, dict]]:
+    def _batch_jobs(
+        self, f: int, completions: list[str], rows: list[dict]
+    ) -> list[tuple[list[int], tuple, dict]]:
         fn = self.fns[f]
         params = inspect.signature(fn).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -96,12 +123,14 @@ class RewardRunner:
         from aha.rewards.pool import Job, WorkerPool
 
         if len(completions) != len(rows):
-            raise ValueError(f"score() got {len(completions)} completions but {len(rows)} rows; pass one row "
-                             "per completion (repeat each prompt's row G times)")
+            raise ValueError(
+                f"score() got {len(completions)} completions but {len(rows)} rows; pass one row "
+                "per completion (repeat each prompt's row G times)"
+            )
         n, F = len(completions), len(self.specs)
         scores = np.full((n, F), np.nan)
         counts = {"timeouts": 0, "errors": 0}
-        remote: list[tuple[int, list[int], Job]] = []   # (f, item indices, job)
+        remote: list[tuple[int, list[int], Job]] = []  # (f, item indices, job)
         for f, spec in enumerate(self.specs):
             if is_batch(spec.name):
                 for idx, args, kwargs in self._batch_jobs(f, completions, rows):
@@ -110,7 +139,7 @@ class RewardRunner:
             for i, (c, row) in enumerate(zip(completions, rows)):
                 kwargs = self._item_kwargs(f, row)
                 if kwargs is None:
-                    continue   # a required field is missing: does not apply (NaN)
+                    continue  # a required field is missing: does not apply (NaN)
                 if spec.name in IN_PROCESS or self.num_workers == 0:
                     self._store(scores, counts, f, [i], _call(self.fns[f], (c,), kwargs))
                 else:
@@ -120,26 +149,43 @@ class RewardRunner:
                 self._pool = WorkerPool(self.num_workers, memory_limit_mb=self.memory_limit_mb)
             outcomes = self._pool.run([job for _, _, job in remote])
             # A user chunk that timed out is retried item by item, so only the stuck completion scores 0.
-            retry = {k for k, (_, idx, _) in enumerate(remote) if len(idx) > 1 and _stuck(outcomes[k])}
-            singles = [(remote[k][0], [i], _single(remote[k][2], pos, remote[k][2].budget))
-                       for k in sorted(retry) for pos, i in enumerate(remote[k][1])]
+            retry = {
+                k for k, (_, idx, _) in enumerate(remote) if len(idx) > 1 and _stuck(outcomes[k])
+            }
+            singles = [
+                (remote[k][0], [i], _single(remote[k][2], pos, remote[k][2].budget))
+                for k in sorted(retry)
+                for pos, i in enumerate(remote[k][1])
+            ]
             if singles:
                 outcomes += self._pool.run([job for _, _, job in singles])
             for k, ((f, idx, _), outcome) in enumerate(zip(remote + singles, outcomes)):
                 if k not in retry:
                     self._store(scores, counts, f, idx, outcome)
-        total = np.where(np.isnan(scores).all(axis=1), np.nan, np.nansum(scores * self.weights, axis=1))
+        total = np.where(
+            np.isnan(scores).all(axis=1), np.nan, np.nansum(scores * self.weights, axis=1)
+        )
         metrics = {f"reward/{name}": _nanmean(scores[:, f]) for f, name in enumerate(self.names)}
         metrics["reward/total"] = _nanmean(total)
-        metrics["reward/timeouts"], metrics["reward/errors"] = float(counts["timeouts"]), float(counts["errors"])
+        metrics["reward/timeouts"], metrics["reward/errors"] = (
+            float(counts["timeouts"]),
+            float(counts["errors"]),
+        )
         return RewardResult(scores, total, list(self.names), metrics)
 
     def _store(self, scores, counts, f: int, idx: list[int], outcome: tuple) -> None:
         kind, value = outcome
         batch = is_batch(self.specs[f].name)
-        if kind == "ok" and batch and (not isinstance(value, (list, tuple, np.ndarray)) or len(value) != len(idx)):
-            kind, value = "error", f"returned {type(value).__name__} of length " \
-                                   f"{len(value) if hasattr(value, '__len__') else '?'} for {len(idx)} completions"
+        if (
+            kind == "ok"
+            and batch
+            and (not isinstance(value, (list, tuple, np.ndarray)) or len(value) != len(idx))
+        ):
+            kind, value = (
+                "error",
+                f"returned {type(value).__name__} of length "
+                f"{len(value) if hasattr(value, '__len__') else '?'} for {len(idx)} completions",
+            )
         for k, i in enumerate(idx):
             item_kind, v = kind, (value[k] if kind == "ok" and batch else value)
             if item_kind == "ok" and v is not None:
@@ -151,7 +197,9 @@ class RewardRunner:
             counts["timeouts" if item_kind == "timeout" else "errors"] += 1
             if item_kind == "error" and self.names[f] not in self._warned:
                 self._warned.add(self.names[f])
-                warnings.warn(f"reward {self.names[f]!r} failed (scored 0): {v}", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"reward {self.names[f]!r} failed (scored 0): {v}", RuntimeWarning, stacklevel=3
+                )
 
     # ---- lifetime ---------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -167,14 +215,18 @@ class RewardRunner:
 
 
 def _stuck(outcome: tuple) -> bool:
-    return outcome[0] == "timeout" or (outcome[0] == "error" and outcome[1].startswith("reward worker died"))
+    return outcome[0] == "timeout" or (
+        outcome[0] == "error" and outcome[1].startswith("reward worker died")
+    )
 
 
 def _single(job, pos: int, timeout: float):
     """Item `pos` of a batch job, as a batch job of one."""
     from aha.rewards.pool import Job
 
-    return Job(job.name, ([job.args[0][pos]],), {k: [v[pos]] for k, v in job.kwargs.items()}, timeout)
+    return Job(
+        job.name, ([job.args[0][pos]],), {k: [v[pos]] for k, v in job.kwargs.items()}, timeout
+    )
 
 
 def _call(fn, args: tuple, kwargs: dict) -> tuple:

@@ -12,6 +12,7 @@ soft_overlong_penalty (DAPO, eq. 13), with L the response length, L_max the limi
          = ((L_max - L_cache) - L) / L_cache  if L_max - L_cache < L <= L_max
          = -1                               if L > L_max
 """
+
 from __future__ import annotations
 
 import re
@@ -27,9 +28,15 @@ _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 # target language -> the letters (character ranges) that count as that language; matched with C-speed regexes
 SCRIPTS = {
     **{lang: _LATIN for lang in ("en", "fr", "de", "es", "it", "pt", "nl", "id", "vi", "tr")},
-    "zh": _HAN, "ja": _HAN + "\u3040-\u30ff", "ko": "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af",
-    "ru": "\u0400-\u052f", "uk": "\u0400-\u052f", "ar": "\u0600-\u06ff\u0750-\u077f",
-    "el": "\u0370-\u03ff\u1f00-\u1fff", "he": "\u0590-\u05ff", "hi": "\u0900-\u097f",
+    "zh": _HAN,
+    "ja": _HAN + "\u3040-\u30ff",
+    "ko": "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af",
+    "ru": "\u0400-\u052f",
+    "uk": "\u0400-\u052f",
+    "ar": "\u0600-\u06ff\u0750-\u077f",
+    "el": "\u0370-\u03ff\u1f00-\u1fff",
+    "he": "\u0590-\u05ff",
+    "hi": "\u0900-\u097f",
 }
 _IN_LANG = {lang: re.compile(f"[{chars}]+") for lang, chars in SCRIPTS.items()}
 

@@ -5,6 +5,7 @@ parent (PR_SET_PDEATHSIG), and is memory-limited (RLIMIT_AS). Jobs run on the pr
 math-verify's signal.alarm timeouts work here. Imported by the forkserver ahead of time (preload), so a
 replacement worker starts in milliseconds instead of re-importing sympy.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -19,6 +20,7 @@ from aha.rewards.registry import get_reward
 
 try:  # the heavy part of math-verify: parse a little once so lazy imports happen in the forkserver too
     from aha.rewards.math import math_equal
+
     math_equal("\\frac{1}{2}+x", "x+0.5")
 except Exception:  # noqa: BLE001  (preloading is an optimisation only)
     pass
@@ -29,14 +31,14 @@ PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):   # not Linux: the pipe EOF still ends an idle worker
+    except (OSError, AttributeError):  # not Linux: the pipe EOF still ends an idle worker
         pass
 
 
 def worker_main(conn, memory_limit_mb: int) -> None:
-    os.setsid()   # own process group: the pool's killpg reaches every process this worker starts
+    os.setsid()  # own process group: the pool's killpg reaches every process this worker starts
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if memory_limit_mb > 0:
         limit = memory_limit_mb << 20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

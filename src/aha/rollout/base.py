@@ -7,6 +7,7 @@ The result is prompt-major: len(prompts) * params.n completions, all n samples o
 sampled from (before top-p/top-k truncation); at temperature 0 decoding is greedy and the logprob is the
 unscaled log_softmax.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,13 +16,13 @@ from typing import Literal, Protocol, runtime_checkable
 
 @dataclass(frozen=True)
 class SamplingParams:
-    n: int = 1                       # samples per prompt (GRPO's G)
-    temperature: float = 1.0         # 0 -> greedy
-    top_p: float = 1.0               # nucleus mass kept, (0, 1]
-    top_k: int = 0                   # 0 -> off
-    max_tokens: int = 256            # new tokens per completion
+    n: int = 1  # samples per prompt (GRPO's G)
+    temperature: float = 1.0  # 0 -> greedy
+    top_p: float = 1.0  # nucleus mass kept, (0, 1]
+    top_k: int = 0  # 0 -> off
+    max_tokens: int = 256  # new tokens per completion
     stop_token_ids: tuple[int, ...] = ()
-    seed: int | None = None          # same seed, same inputs -> same samples (on one device)
+    seed: int | None = None  # same seed, same inputs -> same samples (on one device)
 
     def __post_init__(self):
         # Accept a list for stop ids but keep the dataclass hashable.
@@ -40,14 +41,16 @@ class SamplingParams:
 
 @dataclass
 class Completion:
-    prompt_index: int                        # index into the prompt list given to generate()
-    token_ids: list[int]                     # generated tokens, the stop token included when one was hit
-    logprobs: list[float]                    # one per generated token (see module docstring)
-    text: str = ""                           # decoded token_ids, special tokens skipped
+    prompt_index: int  # index into the prompt list given to generate()
+    token_ids: list[int]  # generated tokens, the stop token included when one was hit
+    logprobs: list[float]  # one per generated token (see module docstring)
+    text: str = ""  # decoded token_ids, special tokens skipped
     finish_reason: Literal["stop", "length"] = "length"
     meta: dict = field(default_factory=dict)
 
 
 @runtime_checkable
 class Engine(Protocol):
-    def generate(self, prompt_token_ids: list[list[int]], params: SamplingParams) -> list[Completion]: ...
+    def generate(
+        self, prompt_token_ids: list[list[int]], params: SamplingParams
+    ) -> list[Completion]: ...

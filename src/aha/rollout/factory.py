@@ -1,4 +1,5 @@
 """Pick the engine for a model: the fast engine on a GPU, HF generate otherwise (or as asked)."""
+
 from __future__ import annotations
 
 import warnings
@@ -19,7 +20,7 @@ def make_engine(kind: str, model, tokenizer):
         except ImportError as e:
             if kind == "fast":
                 raise ValueError(f"engine=fast is not available ({e}); use engine=hf") from None
-            warnings.warn(f"fast engine unavailable ({e}); using HF generate")
+            warnings.warn(f"fast engine unavailable ({e}); using HF generate", stacklevel=2)
         else:
             return FastEngine(model, tokenizer)
     return HFEngine(model, tokenizer)

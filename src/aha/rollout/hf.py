@@ -5,6 +5,7 @@ sampled tokens are log_softmax(logits / T) of the decode-time logits (`output_lo
 `logits_budget` bytes, else from one teacher-forced forward over the finished sequences (chunked over the
 vocabulary): the (B, T, V) logits are 37 GiB at 256 x 256 tokens and V = 152k, 44 MB for the demo's model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,14 +14,20 @@ from .base import Completion, SamplingParams
 
 
 class HFEngine:
-    def __init__(self, model, tokenizer=None, *, max_batch_size: int = 256, logits_budget: int = 1 << 30):
+    def __init__(
+        self, model, tokenizer=None, *, max_batch_size: int = 256, logits_budget: int = 1 << 30
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
-        self.logits_budget = logits_budget      # bytes of decode-time logits kept; above it, a second forward
+        self.logits_budget = (
+            logits_budget  # bytes of decode-time logits kept; above it, a second forward
+        )
 
     @torch.no_grad()
-    def generate(self, prompt_token_ids: list[list[int]], params: SamplingParams) -> list[Completion]:
+    def generate(
+        self, prompt_token_ids: list[list[int]], params: SamplingParams
+    ) -> list[Completion]:
         from transformers import GenerationConfig
 
         if not prompt_token_ids or any(len(p) == 0 for p in prompt_token_ids):
@@ -32,11 +39,14 @@ class HFEngine:
         # A fresh GenerationConfig: the checkpoint's own defaults (top_k=50, repetition penalty, ...) must
         # not leak into RL sampling, whose logprobs have to match the training forward.
         gen_cfg = GenerationConfig(
-            max_new_tokens=params.max_tokens, do_sample=not greedy,
+            max_new_tokens=params.max_tokens,
+            do_sample=not greedy,
             temperature=None if greedy else params.temperature,
-            top_p=None if greedy else params.top_p, top_k=None if greedy else params.top_k,
+            top_p=None if greedy else params.top_p,
+            top_k=None if greedy else params.top_k,
             # no stop ids means none: an empty list, not None, or generate() falls back to the checkpoint's eos
-            eos_token_id=stop, pad_token_id=pad_id,
+            eos_token_id=stop,
+            pad_token_id=pad_id,
             return_dict_in_generate=True,
         )
         # Expand prompts n times, prompt-major, and run in chunks of max_batch_size.
@@ -50,8 +60,15 @@ class HFEngine:
                 if params.seed is not None:
                     torch.manual_seed(params.seed)
                 for start in range(0, len(flat), self.max_batch_size):
-                    out.extend(self._generate_chunk(flat[start:start + self.max_batch_size], params, gen_cfg,
-                                                    device, pad_id))
+                    out.extend(
+                        self._generate_chunk(
+                            flat[start : start + self.max_batch_size],
+                            params,
+                            gen_cfg,
+                            device,
+                            pad_id,
+                        )
+                    )
         finally:
             self.model.train(was_training)
         return out
@@ -60,22 +77,23 @@ class HFEngine:
         width = max(len(p) for _, p in items)
         ids = torch.full((len(items), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(items), width), dtype=torch.long)
-        for row, (_, p) in enumerate(items):          # left padding: generation continues on the right
-            ids[row, width - len(p):] = torch.tensor(p)
-            mask[row, width - len(p):] = 1
+        for row, (_, p) in enumerate(items):  # left padding: generation continues on the right
+            ids[row, width - len(p) :] = torch.tensor(p)
+            mask[row, width - len(p) :] = 1
         vocab = self.model.get_output_embeddings().weight.shape[0]
         keep_logits = len(items) * params.max_tokens * vocab * 4 <= self.logits_budget
         gen_cfg.output_logits = keep_logits
-        res = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                  generation_config=gen_cfg)
-        seqs = res.sequences                                                   # (B, width + T_new)
-        new = seqs[:, width:].cpu()                                            # (B, T_new)
+        res = self.model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg
+        )
+        seqs = res.sequences  # (B, width + T_new)
+        new = seqs[:, width:].cpu()  # (B, T_new)
         temp = params.temperature if params.temperature > 0 else 1.0
         if keep_logits:
-            logits = torch.stack(res.logits, dim=1).float() / temp              # (B, T_new, V)
+            logits = torch.stack(res.logits, dim=1).float() / temp  # (B, T_new, V)
             logp = logits.log_softmax(-1).gather(-1, seqs[:, width:, None]).squeeze(-1).cpu()
         else:
-            logp = self._logprobs(seqs, mask.to(device), width, temp)           # (B, T_new)
+            logp = self._logprobs(seqs, mask.to(device), width, temp)  # (B, T_new)
         stop = set(params.stop_token_ids)
         out = []
         for row, (prompt_index, _) in enumerate(items):
@@ -86,25 +104,51 @@ class HFEngine:
                     n_tok, reason = t + 1, "stop"
                     break
             toks = toks[:n_tok]
-            text = self.tokenizer.decode(toks, skip_special_tokens=True) if self.tokenizer is not None else ""
-            out.append(Completion(prompt_index=prompt_index, token_ids=toks,
-                                  logprobs=logp[row, :n_tok].tolist(), text=text, finish_reason=reason))
+            text = (
+                self.tokenizer.decode(toks, skip_special_tokens=True)
+                if self.tokenizer is not None
+                else ""
+            )
+            out.append(
+                Completion(
+                    prompt_index=prompt_index,
+                    token_ids=toks,
+                    logprobs=logp[row, :n_tok].tolist(),
+                    text=text,
+                    finish_reason=reason,
+                )
+            )
         return out
 
-    def _logprobs(self, seqs: torch.Tensor, prompt_mask: torch.Tensor, width: int, temperature: float,
-                  rows_per_pass: int = 16) -> torch.Tensor:
+    def _logprobs(
+        self,
+        seqs: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        width: int,
+        temperature: float,
+        rows_per_pass: int = 16,
+    ) -> torch.Tensor:
         """log_softmax(logits / T) of each generated token, by a forward over the finished sequences."""
         from ..algos.logprobs import token_logprobs_entropy
 
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        mask = torch.cat([prompt_mask, torch.ones_like(seqs[:, width:])], dim=1)       # (B, L)
-        positions = (mask.cumsum(1) - 1).clamp(min=0)                                   # left padding
+        mask = torch.cat([prompt_mask, torch.ones_like(seqs[:, width:])], dim=1)  # (B, L)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)  # left padding
         out = []
         for s in range(0, seqs.shape[0], rows_per_pass):
             sl = slice(s, s + rows_per_pass)
-            hidden = base.get_decoder()(input_ids=seqs[sl], attention_mask=mask[sl], position_ids=positions[sl],
-                                        use_cache=False).last_hidden_state
-            logp, _ = token_logprobs_entropy(hidden[:, width - 1:-1], base.get_output_embeddings().weight,
-                                             seqs[sl, width:], temperature=temperature, with_entropy=False)
+            hidden = base.get_decoder()(
+                input_ids=seqs[sl],
+                attention_mask=mask[sl],
+                position_ids=positions[sl],
+                use_cache=False,
+            ).last_hidden_state
+            logp, _ = token_logprobs_entropy(
+                hidden[:, width - 1 : -1],
+                base.get_output_embeddings().weight,
+                seqs[sl, width:],
+                temperature=temperature,
+                with_entropy=False,
+            )
             out.append(logp.float().cpu())
         return torch.cat(out)

@@ -22,6 +22,7 @@ a hash of (url, payload, occurrence number of that payload in this engine's life
 and restarts with the same calls gets the finished requests from the cache: nothing regenerated or duplicated.
 Unseeded identical requests within one run still get fresh samples (the occurrence number differs).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,34 +49,59 @@ class OpenAIError(RuntimeError):
 
 
 class OpenAIEngine:
-    def __init__(self, base_url: str, model: str, tokenizer, *, api: str = "completions", api_key: str | None = None,
-                 concurrency: int = 8, timeout: float = 120.0, max_retries: int = 5, backoff: float = 1.0,
-                 max_backoff: float = 60.0, send_token_ids: bool = False, vllm_extensions: bool = True,
-                 system: str | None = None, cache_path: str | Path | None = None, extra_body: dict | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        tokenizer,
+        *,
+        api: str = "completions",
+        api_key: str | None = None,
+        concurrency: int = 8,
+        timeout: float = 120.0,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        send_token_ids: bool = False,
+        vllm_extensions: bool = True,
+        system: str | None = None,
+        cache_path: str | Path | None = None,
+        extra_body: dict | None = None,
+    ):
         if api not in APIS:
             raise ValueError(f"unknown api {api!r}; valid: {', '.join(APIS)}")
         if concurrency < 1 or timeout <= 0 or max_retries < 0:
-            raise ValueError("OpenAIEngine needs concurrency >= 1, timeout > 0 and max_retries >= 0")
-        self.url = base_url.rstrip("/") + ("/completions" if api == "completions" else "/chat/completions")
+            raise ValueError(
+                "OpenAIEngine needs concurrency >= 1, timeout > 0 and max_retries >= 0"
+            )
+        self.url = base_url.rstrip("/") + (
+            "/completions" if api == "completions" else "/chat/completions"
+        )
         self.model, self.tokenizer, self.api, self.api_key = model, tokenizer, api, api_key
         self.concurrency, self.timeout, self.max_retries = concurrency, timeout, max_retries
         self.backoff, self.max_backoff = backoff, max_backoff
-        self.send_token_ids, self.vllm_extensions, self.system = send_token_ids, vllm_extensions, system
+        self.send_token_ids, self.vllm_extensions, self.system = (
+            send_token_ids,
+            vllm_extensions,
+            system,
+        )
         self.extra_body = dict(extra_body or {})
         self.cache_path = Path(cache_path) if cache_path else None
         self._cache = _read_cache(self.cache_path) if self.cache_path else {}
         self._seen: Counter = Counter()
         self._lock = threading.Lock()
         self._rng = random.Random(0)
-        self.stats = Counter()          # requests, retries, cache_hits
+        self.stats = Counter()  # requests, retries, cache_hits
 
     # ---- the Engine call -------------------------------------------------------------------------------------
-    def generate(self, prompt_token_ids: list[list[int]], params: SamplingParams) -> list[Completion]:
+    def generate(
+        self, prompt_token_ids: list[list[int]], params: SamplingParams
+    ) -> list[Completion]:
         if not prompt_token_ids or any(len(p) == 0 for p in prompt_token_ids):
             raise ValueError("generate() needs a non-empty list of non-empty prompts")
         payloads = [self._payload(ids, params, i) for i, ids in enumerate(prompt_token_ids)]
         keys = []
-        for p in payloads:                           # occurrence-numbered keys, assigned in call order
+        for p in payloads:  # occurrence-numbered keys, assigned in call order
             base = hashlib.sha256(json.dumps([self.url, p], sort_keys=True).encode()).hexdigest()
             self._seen[base] += 1
             keys.append(f"{base}:{self._seen[base]}")
@@ -83,7 +109,8 @@ class OpenAIEngine:
         self.stats["cache_hits"] += sum(r is not None for r in results)
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
-            def run(i: int) -> list[dict]:              # cached as soon as it lands: a crash keeps it
+
+            def run(i: int) -> list[dict]:  # cached as soon as it lands: a crash keeps it
                 choices = self._request(payloads[i])
                 self._store(keys[i], choices)
                 return choices
@@ -97,24 +124,33 @@ class OpenAIEngine:
                     raise failed[0].exception()
                 for f, i in futures.items():
                     results[i] = f.result()
-            finally:   # queued requests are dropped; those in flight finish (and are cached) first
+            finally:  # queued requests are dropped; those in flight finish (and are cached) first
                 pool.shutdown(wait=True, cancel_futures=True)
         out = []
         for i, choices in enumerate(results):
             if len(choices) != params.n:
-                raise OpenAIError(f"{self.url} returned {len(choices)} choices for n={params.n}; use a server "
-                                  "that supports n")
+                raise OpenAIError(
+                    f"{self.url} returned {len(choices)} choices for n={params.n}; use a server "
+                    "that supports n"
+                )
             out.extend(self._completion(i, c, params) for c in choices)
         return out
 
     def _payload(self, ids: list[int], params: SamplingParams, i: int) -> dict:
-        p = {"model": self.model, "max_tokens": params.max_tokens, "temperature": params.temperature,
-             "top_p": params.top_p, "n": params.n}
+        p = {
+            "model": self.model,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "n": params.n,
+        }
         if params.seed is not None:
-            p["seed"] = params.seed + i                # distinct, reproducible streams per prompt
+            p["seed"] = params.seed + i  # distinct, reproducible streams per prompt
         if params.top_k:
             if not self.vllm_extensions:
-                raise ValueError("top_k is not part of the OpenAI API; set top_k=0 or vllm_extensions=True")
+                raise ValueError(
+                    "top_k is not part of the OpenAI API; set top_k=0 or vllm_extensions=True"
+                )
             p["top_k"] = params.top_k
         if params.stop_token_ids and self.vllm_extensions:
             p["stop_token_ids"] = list(params.stop_token_ids)
@@ -161,8 +197,14 @@ class OpenAIEngine:
             with self._lock:
                 self.stats["retries"] += 1
                 jitter = self._rng.random()
-            time.sleep(wait_s if wait_s is not None else min(self.max_backoff, self.backoff * 2 ** attempt) * jitter)
-        raise OpenAIError(f"{self.url}: gave up after {self.max_retries + 1} attempts; last error: {last}")
+            time.sleep(
+                wait_s
+                if wait_s is not None
+                else min(self.max_backoff, self.backoff * 2**attempt) * jitter
+            )
+        raise OpenAIError(
+            f"{self.url}: gave up after {self.max_retries + 1} attempts; last error: {last}"
+        )
 
     def _store(self, key: str, choices: list[dict]) -> None:
         if self.cache_path is None:
@@ -182,12 +224,22 @@ class OpenAIEngine:
         if ids is None:
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             eos = self.tokenizer.eos_token_id
-            if reason == "stop" and eos is not None and (not params.stop_token_ids or eos in params.stop_token_ids):
+            if (
+                reason == "stop"
+                and eos is not None
+                and (not params.stop_token_ids or eos in params.stop_token_ids)
+            ):
                 ids = ids + [eos]
         lps = choice.get("logprobs")
         ok = isinstance(lps, list) and len(lps) == len(ids) and all(x is not None for x in lps)
-        return Completion(prompt_index=prompt_index, token_ids=list(ids), logprobs=list(lps) if ok else [math.nan] * len(ids),
-                          text=text, finish_reason=reason, meta={"logprobs": ok, "source": self.url})
+        return Completion(
+            prompt_index=prompt_index,
+            token_ids=list(ids),
+            logprobs=list(lps) if ok else [math.nan] * len(ids),
+            text=text,
+            finish_reason=reason,
+            meta={"logprobs": ok, "source": self.url},
+        )
 
 
 def _parse_choices(data: dict, api: str) -> list[dict]:
@@ -203,9 +255,13 @@ def _parse_choices(data: dict, api: str) -> list[dict]:
             reasoning = msg.get("reasoning_content") or msg.get("reasoning")
             if reasoning:
                 text = f"<think>\n{reasoning}\n</think>\n{text}"
-            lp = [t.get("logprob") for t in ((c.get("logprobs") or {}).get("content") or [])] or None
+            lp = [
+                t.get("logprob") for t in ((c.get("logprobs") or {}).get("content") or [])
+            ] or None
         reason = "length" if c.get("finish_reason") == "length" else "stop"
-        out.append({"text": text, "finish_reason": reason, "token_ids": c.get("token_ids"), "logprobs": lp})
+        out.append(
+            {"text": text, "finish_reason": reason, "token_ids": c.get("token_ids"), "logprobs": lp}
+        )
     return out
 
 

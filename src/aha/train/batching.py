@@ -4,6 +4,7 @@ A sequence is prompt + completion, right-padded: positions are then plain arange
 `loss_mask` marks the completion tokens whose logprobs enter the loss. `prompt_lens` lets the training forward
 run each distinct prompt once for its G completions (aha.train.forward); None means "no prompt known".
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,35 +14,51 @@ import torch
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor        # (B, L) prompt + completion, right-padded
-    attention_mask: torch.Tensor   # (B, L)
-    loss_mask: torch.Tensor        # (B, L-1) float: 1 where target token input_ids[:, t+1] is a completion token
-    advantages: torch.Tensor       # (B,)
-    sampler_logp: torch.Tensor     # (B, L-1) the engine's logprobs at the same positions (0 elsewhere)
-    old_logp: torch.Tensor | None = None   # (B, L-1) for mu > 1
-    ref_logp: torch.Tensor | None = None   # (B, L-1) when beta > 0
-    prompt_lens: torch.Tensor | None = None   # (B,) long: the first prompt_lens[i] tokens of row i are its prompt
+    input_ids: torch.Tensor  # (B, L) prompt + completion, right-padded
+    attention_mask: torch.Tensor  # (B, L)
+    loss_mask: (
+        torch.Tensor
+    )  # (B, L-1) float: 1 where target token input_ids[:, t+1] is a completion token
+    advantages: torch.Tensor  # (B,)
+    sampler_logp: torch.Tensor  # (B, L-1) the engine's logprobs at the same positions (0 elsewhere)
+    old_logp: torch.Tensor | None = None  # (B, L-1) for mu > 1
+    ref_logp: torch.Tensor | None = None  # (B, L-1) when beta > 0
+    prompt_lens: torch.Tensor | None = (
+        None  # (B,) long: the first prompt_lens[i] tokens of row i are its prompt
+    )
 
     def __len__(self):
         return self.input_ids.shape[0]
 
-    def select(self, idx: list[int]) -> "Batch":
+    def select(self, idx: list[int]) -> Batch:
         """Rows `idx`, with the padding columns that no selected row uses cut off."""
         t = torch.tensor(idx, dtype=torch.long)
         L = int(self.attention_mask[t].sum(1).max())
-        tok = lambda x: x[t][:, :L]                          # (b, L) tensors
-        pos = lambda x: None if x is None else x[t][:, :L - 1]  # (b, L-1) per-target tensors
-        return Batch(tok(self.input_ids), tok(self.attention_mask), pos(self.loss_mask), self.advantages[t],
-                     pos(self.sampler_logp), pos(self.old_logp), pos(self.ref_logp),
-                     None if self.prompt_lens is None else self.prompt_lens[t])
+        tok = lambda x: x[t][:, :L]  # (b, L) tensors
+        pos = lambda x: None if x is None else x[t][:, : L - 1]  # (b, L-1) per-target tensors
+        return Batch(
+            tok(self.input_ids),
+            tok(self.attention_mask),
+            pos(self.loss_mask),
+            self.advantages[t],
+            pos(self.sampler_logp),
+            pos(self.old_logp),
+            pos(self.ref_logp),
+            None if self.prompt_lens is None else self.prompt_lens[t],
+        )
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         mv = lambda x: None if x is None else x.to(device)
         return Batch(*(mv(getattr(self, f)) for f in self.__dataclass_fields__))
 
 
-def build_batch(prompts: list[list[int]], completions, advantages: torch.Tensor, pad_id: int,
-                mask_truncated: bool = False) -> Batch:
+def build_batch(
+    prompts: list[list[int]],
+    completions,
+    advantages: torch.Tensor,
+    pad_id: int,
+    mask_truncated: bool = False,
+) -> Batch:
     """prompts: token ids per prompt; completions: list[Completion] (prompt_index into prompts)."""
     seqs = [prompts[c.prompt_index] + c.token_ids for c in completions]
     B, L = len(seqs), max(len(s) for s in seqs)
@@ -50,15 +67,19 @@ def build_batch(prompts: list[list[int]], completions, advantages: torch.Tensor,
     loss_mask = torch.zeros((B, L - 1))
     sampler_logp = torch.zeros((B, L - 1))
     for i, (s, c) in enumerate(zip(seqs, completions)):
-        input_ids[i, :len(s)] = torch.tensor(s)
-        attention[i, :len(s)] = 1
+        input_ids[i, : len(s)] = torch.tensor(s)
+        attention[i, : len(s)] = 1
         p, n = len(prompts[c.prompt_index]), len(c.token_ids)
         if n and not (mask_truncated and c.finish_reason == "length"):
-            loss_mask[i, p - 1:p - 1 + n] = 1.0    # target at t+1 = completion token
+            loss_mask[i, p - 1 : p - 1 + n] = 1.0  # target at t+1 = completion token
         if n:
-            sampler_logp[i, p - 1:p - 1 + n] = torch.tensor(c.logprobs, dtype=torch.float32)
-    prompt_lens = torch.tensor([len(prompts[c.prompt_index]) for c in completions], dtype=torch.long)
-    return Batch(input_ids, attention, loss_mask, advantages.float(), sampler_logp, prompt_lens=prompt_lens)
+            sampler_logp[i, p - 1 : p - 1 + n] = torch.tensor(c.logprobs, dtype=torch.float32)
+    prompt_lens = torch.tensor(
+        [len(prompts[c.prompt_index]) for c in completions], dtype=torch.long
+    )
+    return Batch(
+        input_ids, attention, loss_mask, advantages.float(), sampler_logp, prompt_lens=prompt_lens
+    )
 
 
 def group_by_budget(lengths: list[int], size: int, token_budget: int = 0) -> list[list[int]]:

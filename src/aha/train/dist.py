@@ -8,6 +8,7 @@ What is sharded: every decoder layer and the root module of the policy (and of t
 FSDP2, so parameters, gradients and AdamW state are split over ranks; rollouts run on the gathered weights
 (`gathered(model)`), each rank generating for its own share of the prompts.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,7 +34,7 @@ class Dist:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls) -> "Dist":
+    def from_env(cls) -> Dist:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
@@ -84,7 +85,11 @@ class Dist:
             tdist.destroy_process_group()
 
     def _comm_device(self):
-        return torch.device(f"cuda:{self.local_rank}") if tdist.get_backend() == "nccl" else torch.device("cpu")
+        return (
+            torch.device(f"cuda:{self.local_rank}")
+            if tdist.get_backend() == "nccl"
+            else torch.device("cpu")
+        )
 
     # ---- sharding ------------------------------------------------------------------------------------------
     def shard(self, module):
@@ -95,6 +100,7 @@ class Dist:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         from ..models.load import unwrap
+
         # Parameters stay in their dtype (bf16 on GPUs, with fp32 masters in the optimizer); gradients are
         # reduced across ranks in fp32 so the sum over ranks loses nothing.
         mp = MixedPrecisionPolicy(reduce_dtype=torch.float32)
@@ -113,7 +119,7 @@ def gathered(model):
         yield model
         return
     layers = [m for m in units if m is not model]
-    for m in layers:                       # keep layers gathered between the decoding steps' forwards
+    for m in layers:  # keep layers gathered between the decoding steps' forwards
         m.set_reshard_after_forward(False, recurse=False)
     for m in units:
         m.unshard()

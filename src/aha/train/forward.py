@@ -15,6 +15,7 @@ depends only on tokens <= t and the result is the plain forward's up to float ro
 completion token 0 comes from the prompt's last hidden state, token j > 0 from completion hidden j-1. They are
 laid out as the plain forward's (B, L-1) (target t+1 -> column t), zeros off the completion tokens.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,7 +24,9 @@ from ..algos.logprobs import token_logprobs_entropy
 from ..models.load import unwrap
 
 
-def prompt_groups(input_ids: torch.Tensor, prompt_lens: torch.Tensor) -> tuple[list[int], list[int]]:
+def prompt_groups(
+    input_ids: torch.Tensor, prompt_lens: torch.Tensor
+) -> tuple[list[int], list[int]]:
     """input_ids (B, L), prompt_lens (B,) -> (first row of each of the D distinct prompts, their index per row (B,)).
     Prompts are compared by their token ids, so equal prompts from different groups share too."""
     ids, lens = input_ids.cpu(), prompt_lens.cpu().tolist()
@@ -44,58 +47,78 @@ def can_share(base) -> bool:
     cropped), nor with flash attention (its padded path assumes left-padded queries; the 2-D mask here has holes)."""
     cfg = base.config
     checkpointing = any(getattr(m, "gradient_checkpointing", False) is True for m in base.modules())
-    return (not checkpointing
-            and getattr(cfg, "_attn_implementation", "sdpa") in ("sdpa", "eager")
-            and set(getattr(cfg, "layer_types", None) or ["full_attention"]) == {"full_attention"})
+    return (
+        not checkpointing
+        and getattr(cfg, "_attn_implementation", "sdpa") in ("sdpa", "eager")
+        and set(getattr(cfg, "layer_types", None) or ["full_attention"]) == {"full_attention"}
+    )
 
 
 class LogprobModel(torch.nn.Module):
     def __init__(self, lm):
         super().__init__()
-        self.lm = lm                       # the HF causal LM (possibly PEFT-wrapped); state-dict prefix "lm."
+        self.lm = lm  # the HF causal LM (possibly PEFT-wrapped); state-dict prefix "lm."
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, temperature: float = 1.0,
-                with_entropy: bool = False, chunk_size: int = 1024, prompt_lens: torch.Tensor | None = None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        temperature: float = 1.0,
+        with_entropy: bool = False,
+        chunk_size: int = 1024,
+        prompt_lens: torch.Tensor | None = None,
+    ):
         """input_ids, attention_mask: (B, L) right-padded -> logp (B, L-1) of input_ids[:, 1:], entropy or None.
 
         prompt_lens (B,): row i is prompt input_ids[i, :prompt_lens[i]] + completion; when given and some prompt
         occurs twice, each distinct prompt is computed once and logp/entropy are 0 off the completion tokens.
         """
         base = unwrap(self.lm)
-        weight = base.get_output_embeddings().weight                      # (V, H)
+        weight = base.get_output_embeddings().weight  # (V, H)
         kw = dict(temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
         if prompt_lens is not None and int(prompt_lens.min()) >= 1 and can_share(base):
             first, inv = prompt_groups(input_ids, prompt_lens)
             if len(first) < len(inv):
-                return self.shared_forward(base, weight, input_ids, attention_mask, prompt_lens, first, inv, kw)
-        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
-                                    use_cache=False).last_hidden_state      # (B, L, H)
+                return self.shared_forward(
+                    base, weight, input_ids, attention_mask, prompt_lens, first, inv, kw
+                )
+        hidden = base.get_decoder()(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state  # (B, L, H)
         return token_logprobs_entropy(hidden[:, :-1], weight, input_ids[:, 1:], **kw)
 
     def shared_forward(self, base, weight, input_ids, attention_mask, prompt_lens, first, inv, kw):
         B, L = input_ids.shape
         dev, decoder = input_ids.device, base.get_decoder()
-        first, inv = torch.tensor(first, device=dev), torch.tensor(inv, device=dev)   # (D,), (B,)
+        first, inv = torch.tensor(first, device=dev), torch.tensor(inv, device=dev)  # (D,), (B,)
         plen = prompt_lens.to(dev)
-        clen = attention_mask.sum(1) - plen                                # (B,) completion lengths
+        clen = attention_mask.sum(1) - plen  # (B,) completion lengths
         P, C = int(plen.max()), max(int(clen.max()), 1)
         # 1. The D distinct prompts, right-padded to P (columns past a prompt hold its first row's completion,
         # masked out). Right, not left, padding: no query row is fully masked, so no backend can make NaNs there
         # that a masked key would still carry as 0 * NaN.
-        pmask = (torch.arange(P, device=dev) < plen[first, None]).long()   # (D, P)
+        pmask = (torch.arange(P, device=dev) < plen[first, None]).long()  # (D, P)
         out = decoder(input_ids=input_ids[first, :P], attention_mask=pmask, use_cache=True)
-        name = "cache" if "cache" in out else "past_key_values"           # renamed in transformers 5.2x
+        name = "cache" if "cache" in out else "past_key_values"  # renamed in transformers 5.2x
         cache = out[name]
-        cache.batch_select_indices(inv)                                    # (D, ..) -> (B, ..); indexing keeps autograd
-        last = out.last_hidden_state[inv, plen - 1]                        # (B, H) the prompt's last hidden state
+        cache.batch_select_indices(inv)  # (D, ..) -> (B, ..); indexing keeps autograd
+        last = out.last_hidden_state[inv, plen - 1]  # (B, H) the prompt's last hidden state
         # 2. The completions, right-padded to C, against the cache: mask = prompt part + completion part.
         j = torch.arange(C, device=dev)
-        cids = input_ids.gather(1, (plen[:, None] + j).clamp(max=L - 1))   # (B, C)
-        cmask = j < clen[:, None]                                          # (B, C)
-        hc = decoder(input_ids=cids, attention_mask=torch.cat([pmask[inv], cmask.long()], 1),
-                     position_ids=plen[:, None] + j, use_cache=True, **{name: cache}).last_hidden_state  # (B, C, H)
-        hidden = torch.cat([last[:, None], hc[:, :-1]], 1)                 # (B, C, H): column j predicts token j
-        logp, ent = token_logprobs_entropy(hidden, weight, cids.masked_fill(~cmask, -1), **kw)   # (B, C)
+        cids = input_ids.gather(1, (plen[:, None] + j).clamp(max=L - 1))  # (B, C)
+        cmask = j < clen[:, None]  # (B, C)
+        hc = decoder(
+            input_ids=cids,
+            attention_mask=torch.cat([pmask[inv], cmask.long()], 1),
+            position_ids=plen[:, None] + j,
+            use_cache=True,
+            **{name: cache},
+        ).last_hidden_state  # (B, C, H)
+        hidden = torch.cat([last[:, None], hc[:, :-1]], 1)  # (B, C, H): column j predicts token j
+        logp, ent = token_logprobs_entropy(
+            hidden, weight, cids.masked_fill(~cmask, -1), **kw
+        )  # (B, C)
         # 3. Back to the plain layout: completion token j of row i is the target of column prompt_len_i - 1 + j.
         rows, cols = cmask.nonzero(as_tuple=True)
         at = (rows, plen[rows] - 1 + cols)
@@ -103,9 +126,23 @@ class LogprobModel(torch.nn.Module):
         return place(logp), place(ent)
 
 
-def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, temperature: float = 1.0,
-                      with_entropy: bool = False, chunk_size: int = 1024, prompt_lens: torch.Tensor | None = None):
+def sequence_logprobs(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    chunk_size: int = 1024,
+    prompt_lens: torch.Tensor | None = None,
+):
     """The same for a LogprobModel or a bare causal LM."""
     wrapper = model if isinstance(model, LogprobModel) else LogprobModel(model)
-    return wrapper(input_ids, attention_mask, temperature=temperature, with_entropy=with_entropy,
-                   chunk_size=chunk_size, prompt_lens=prompt_lens)
+    return wrapper(
+        input_ids,
+        attention_mask,
+        temperature=temperature,
+        with_entropy=with_entropy,
+        chunk_size=chunk_size,
+        prompt_lens=prompt_lens,
+    )

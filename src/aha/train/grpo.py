@@ -13,6 +13,7 @@ computed on the gathered rewards of all ranks, and every micro-batch loss is nor
 denominator, so N processes compute the same update as one. This file only wires the pieces; the math lives
 in aha.algos and aha.rewards.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,17 +51,35 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
         m, P = cfg.model, cfg.batch.prompts_per_step
         if P % dist.world:
             from ..config import ConfigError
-            raise ConfigError("batch.prompts_per_step", f"{P} prompts do not split over {dist.world} processes; "
-                              f"use a multiple of {dist.world}")
-        model, tok = load_model(m.path, device=dist.device(m.device), dtype=m.dtype, seed=cfg.seed,
-                                gradient_checkpointing=m.gradient_checkpointing, lora_r=m.lora.r,
-                                lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
-                                lora_target_modules=m.lora.target_modules, trust_remote_code=m.trust_remote_code)
+
+            raise ConfigError(
+                "batch.prompts_per_step",
+                f"{P} prompts do not split over {dist.world} processes; "
+                f"use a multiple of {dist.world}",
+            )
+        model, tok = load_model(
+            m.path,
+            device=dist.device(m.device),
+            dtype=m.dtype,
+            seed=cfg.seed,
+            gradient_checkpointing=m.gradient_checkpointing,
+            lora_r=m.lora.r,
+            lora_alpha=m.lora.alpha,
+            lora_dropout=m.lora.dropout,
+            lora_target_modules=m.lora.target_modules,
+            trust_remote_code=m.trust_remote_code,
+        )
         if dist.enabled and m.lora.r > 0:
-            raise RuntimeError("LoRA with several processes is not supported yet; run LoRA on one GPU")
-        self.model = model                         # the HF model: the engine generates with it
-        self.ref = reference_model(model) if cfg.algorithm.beta > 0 else None   # copied before sharding
-        policy = dist.shard(LogprobModel(model))   # the training forward: optimised, checkpointed, sharded
+            raise RuntimeError(
+                "LoRA with several processes is not supported yet; run LoRA on one GPU"
+            )
+        self.model = model  # the HF model: the engine generates with it
+        self.ref = (
+            reference_model(model) if cfg.algorithm.beta > 0 else None
+        )  # copied before sharding
+        policy = dist.shard(
+            LogprobModel(model)
+        )  # the training forward: optimised, checkpointed, sharded
         if dist.enabled:
             # FSDP2 must see a forward through its root before generate() calls the layers alone; the root
             # keeps its parameters gathered after a forward, so shard them again before the optimizer sees them.
@@ -74,24 +93,49 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
             self.ref = lambda: contextlib.nullcontext(ref_model)
         self.device = next(model.parameters()).device
         self.task = get_task(cfg.task.name, **cfg.task.options)
-        optimizer = build_optimizer(policy, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps)
-        scheduler = build_scheduler(optimizer, total=cfg.steps * cfg.algorithm.mu, warmup=cfg.optim.warmup_steps,
-                                    schedule=cfg.optim.schedule, min_ratio=cfg.optim.min_lr_ratio)
-        super().__init__(cfg, dist=dist, policy=policy, tokenizer=tok, optimizer=optimizer, scheduler=scheduler,
-                         stream=PromptStream(self.task.dataset("train"), cfg.seed))
+        optimizer = build_optimizer(
+            policy, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps
+        )
+        scheduler = build_scheduler(
+            optimizer,
+            total=cfg.steps * cfg.algorithm.mu,
+            warmup=cfg.optim.warmup_steps,
+            schedule=cfg.optim.schedule,
+            min_ratio=cfg.optim.min_lr_ratio,
+        )
+        super().__init__(
+            cfg,
+            dist=dist,
+            policy=policy,
+            tokenizer=tok,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            stream=PromptStream(self.task.dataset("train"), cfg.seed),
+        )
         self.engine = make_engine(cfg.engine, model, tok)
-        specs = [(self.task.accuracy_reward if r.name == "accuracy" else r.name, r.weight) for r in cfg.rewards.funcs]
+        specs = [
+            (self.task.accuracy_reward if r.name == "accuracy" else r.name, r.weight)
+            for r in cfg.rewards.funcs
+        ]
         self.reward_names = [r.name for r in cfg.rewards.funcs]
-        self.rewards = RewardRunner(specs, timeout=cfg.rewards.timeout, num_workers=cfg.rewards.num_workers,
-                                    think_prefilled=cfg.task.prefill.strip().startswith("<think>"))
+        self.rewards = RewardRunner(
+            specs,
+            timeout=cfg.rewards.timeout,
+            num_workers=cfg.rewards.num_workers,
+            think_prefilled=cfg.task.prefill.strip().startswith("<think>"),
+        )
         self.advantage = algos.get_advantage(cfg.algorithm.advantage)
         self.stop_id = tok.eos_token_id
 
     # ---- rollout ---------------------------------------------------------------------------------------
     def prompt_ids(self, rows: list[dict]) -> list[list[int]]:
         t = self.cfg.task
-        texts = [render_prompt(r["question"], t.template, tokenizer=self.tok, system=t.system, prefill=t.prefill)
-                 for r in rows]
+        texts = [
+            render_prompt(
+                r["question"], t.template, tokenizer=self.tok, system=t.system, prefill=t.prefill
+            )
+            for r in rows
+        ]
         return [self.tok(x, add_special_tokens=False).input_ids for x in texts]
 
     def generate(self, ids: list[list[int]], params: SamplingParams, first_index: int):
@@ -102,7 +146,10 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
                 return self.engine.generate(ids, params)
             out = []
             for j, p in enumerate(ids):
-                for c in self.engine.generate([p], SamplingParams(**{**params.__dict__, "seed": params.seed + first_index + j})):
+                for c in self.engine.generate(
+                    [p],
+                    SamplingParams(**{**params.__dict__, "seed": params.seed + first_index + j}),
+                ):
                     c.prompt_index = j
                     out.append(c)
             return out
@@ -116,31 +163,46 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
         cfg, s, a = self.cfg, self.cfg.sampling, self.cfg.algorithm
         G, W, R = s.group_size, self.dist.world, self.dist.rank
         want = cfg.batch.prompts_per_step // W
-        kept: list[tuple] = []           # (ids, row, completions, scores, total) per kept group
+        kept: list[tuple] = []  # (ids, row, completions, scores, total) per kept group
         fallback = None
-        metrics: dict[str, float] = {"time/generate": 0.0, "time/reward": 0.0, "reward/timeouts": 0.0,
-                                     "reward/errors": 0.0}
+        metrics: dict[str, float] = {
+            "time/generate": 0.0,
+            "time/reward": 0.0,
+            "reward/timeouts": 0.0,
+            "reward/errors": 0.0,
+        }
         for round_ in range((a.max_resample_rounds if a.dynamic_sampling else 0) + 1):
             need = self.dist.max_int(want - len(kept))
             if need == 0:
                 break
             first = self.stream.position + R * need
-            rows = self.stream.take(need * W)[R * need:(R + 1) * need]
+            rows = self.stream.take(need * W)[R * need : (R + 1) * need]
             ids = self.prompt_ids(rows)
-            params = SamplingParams(n=G, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                                    max_tokens=s.max_new_tokens, stop_token_ids=[self.stop_id],
-                                    seed=cfg.seed * 1_000_003 + step * 10_007 + round_ * 101)
+            params = SamplingParams(
+                n=G,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                top_k=s.top_k,
+                max_tokens=s.max_new_tokens,
+                stop_token_ids=[self.stop_id],
+                seed=cfg.seed * 1_000_003 + step * 10_007 + round_ * 101,
+            )
             t0 = time.perf_counter()
             comps = self.generate(ids, params, first)
             t1 = time.perf_counter()
-            result = self.rewards.score([c.text for c in comps], [rows[c.prompt_index] for c in comps])
+            result = self.rewards.score(
+                [c.text for c in comps], [rows[c.prompt_index] for c in comps]
+            )
             scores, total = result.scores, result.total
             if a.overlong_penalty:
                 pen = self.overlong(comps)
                 scores, total = np.column_stack([scores, pen]), np.nan_to_num(total) + pen
             metrics["time/generate"] += t1 - t0
             metrics["time/reward"] += time.perf_counter() - t1
-            for k in ("reward/timeouts", "reward/errors"):   # per-function means are computed by config name
+            for k in (
+                "reward/timeouts",
+                "reward/errors",
+            ):  # per-function means are computed by config name
                 metrics[k] += result.metrics.get(k, 0.0)
             flat = np.nan_to_num(total, nan=0.0).reshape(-1, G).std(axis=1) == 0
             if round_ == 0:
@@ -152,26 +214,41 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
                 if len(kept) < want and not (a.dynamic_sampling and flat[g]):
                     kept.append(group)
         metrics["dynamic/groups"] = float(self.dist.sum(torch.tensor(float(len(kept)))))
-        dummy = not kept                  # this rank found nothing to learn from; it still joins the collectives
+        dummy = not kept  # this rank found nothing to learn from; it still joins the collectives
         if dummy:
             kept = [fallback]
         ids = [k[0] for k in kept]
         comps = [c for i, k in enumerate(kept) for c in k[2]]
-        for i, c in enumerate(comps):    # re-index completions into the kept prompt list
+        for i, c in enumerate(comps):  # re-index completions into the kept prompt list
             c.prompt_index = i // G
-        return (ids, [k[1] for k in kept], comps, np.concatenate([k[3] for k in kept]),
-                np.concatenate([k[4] for k in kept]), dummy), metrics
+        return (
+            ids,
+            [k[1] for k in kept],
+            comps,
+            np.concatenate([k[3] for k in kept]),
+            np.concatenate([k[4] for k in kept]),
+            dummy,
+        ), metrics
 
     def overlong(self, comps) -> np.ndarray:
         """DAPO's soft overlong penalty of each completion, (N,)."""
         s, a = self.cfg.sampling, self.cfg.algorithm
-        return np.array([soft_overlong_penalty(len(c.token_ids), s.max_new_tokens, a.overlong_cache) for c in comps])
+        return np.array(
+            [
+                soft_overlong_penalty(len(c.token_ids), s.max_new_tokens, a.overlong_cache)
+                for c in comps
+            ]
+        )
 
     def greedy_rewards(self, ids: list[list[int]], rows: list[dict]) -> np.ndarray:
         """ReMax's baseline: the total reward of each prompt's greedy completion (overlong penalty included, as
         for the sampled ones), (P,)."""
-        params = SamplingParams(n=1, temperature=0.0, max_tokens=self.cfg.sampling.max_new_tokens,
-                                stop_token_ids=[self.stop_id])
+        params = SamplingParams(
+            n=1,
+            temperature=0.0,
+            max_tokens=self.cfg.sampling.max_new_tokens,
+            stop_token_ids=[self.stop_id],
+        )
         with gathered(self.policy):
             comps = self.engine.generate(ids, params)
         total = self.rewards.score([c.text for c in comps], rows).total
@@ -187,18 +264,26 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
         parts = self.dist.gather(total)
         kw = {"std_scale": a.std_scale} if a.advantage == "grpo" else {}
         if baseline is not None:
-            kw["baseline"] = torch.as_tensor(np.concatenate(self.dist.gather(baseline)), dtype=torch.float64)
-        adv, metrics = self.advantage(torch.as_tensor(np.concatenate(parts), dtype=torch.float64), G, **kw)
-        start = sum(len(p) for p in parts[:self.dist.rank])
-        return adv[start:start + len(total)].float(), {k: float(v) for k, v in dict(metrics).items()}
+            kw["baseline"] = torch.as_tensor(
+                np.concatenate(self.dist.gather(baseline)), dtype=torch.float64
+            )
+        adv, metrics = self.advantage(
+            torch.as_tensor(np.concatenate(parts), dtype=torch.float64), G, **kw
+        )
+        start = sum(len(p) for p in parts[: self.dist.rank])
+        return adv[start : start + len(total)].float(), {
+            k: float(v) for k, v in dict(metrics).items()
+        }
 
     def train_step(self, step: int) -> dict:
         t0 = time.perf_counter()
         (ids, rows, comps, scores, total, dummy), metrics = self.rollout(step)
-        if metrics["dynamic/groups"] == 0:   # no rank found an informative group: nothing to learn this step
+        if (
+            metrics["dynamic/groups"] == 0
+        ):  # no rank found an informative group: nothing to learn this step
             metrics["time/step"] = time.perf_counter() - t0
             return metrics
-        if dummy:   # rewards of a dropped group must not enter anybody's statistics
+        if dummy:  # rewards of a dropped group must not enter anybody's statistics
             total = np.full_like(total, np.nan)
         baseline = None
         if self.cfg.algorithm.advantage == "remax":
@@ -207,8 +292,10 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
             metrics["time/generate"] += time.perf_counter() - t1
         adv, adv_metrics = self.advantages(total, baseline)
         if self.cfg.engine_release and hasattr(self.engine, "release"):
-            self.engine.release()        # the update gets the KV cache's memory; the next rollout allocates again
-        batch = build_batch(ids, comps, adv, self.tok.pad_token_id, self.cfg.algorithm.mask_truncated)
+            self.engine.release()  # the update gets the KV cache's memory; the next rollout allocates again
+        batch = build_batch(
+            ids, comps, adv, self.tok.pad_token_id, self.cfg.algorithm.mask_truncated
+        )
         if dummy:
             batch.loss_mask.zero_()
         metrics.update(self.update(batch))
@@ -222,7 +309,11 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
 
     def rollout_metrics(self, comps, scores, total, dummy: bool, gen_seconds: float) -> dict:
         """Reward, length and reflection statistics over all ranks' completions."""
-        mine = [] if dummy else [(len(c.token_ids), c.finish_reason == "length", c.text) for c in comps]
+        mine = (
+            []
+            if dummy
+            else [(len(c.token_ids), c.finish_reason == "length", c.text) for c in comps]
+        )
         everyone = self.dist.gather((mine, None if dummy else scores))
         lengths = np.array([n for part, _ in everyone for n, _, _ in part] or [0])
         texts = [t for part, _ in everyone for _, _, t in part]
@@ -231,13 +322,21 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
         total = np.concatenate([p for p in self.dist.gather(total)])
         finite = total[np.isfinite(total)]
         nan = float("nan")
-        out = {"reward/mean": float(finite.mean()) if finite.size else nan,
-               "reward/std": float(finite.std()) if finite.size else nan,
-               "len/mean": float(lengths.mean()), "len/min": int(lengths.min()), "len/max": int(lengths.max()),
-               "frac_truncated": float(np.mean([t for part, _ in everyone for _, t, _ in part] or [0])),
-               "reflection_rate": reflection_rate(texts) if texts else nan,
-               "revision_rate": revision_rate(texts) if texts else nan}
-        names = self.reward_names + (["overlong"] if scores.shape[1] > len(self.reward_names) else [])
+        out = {
+            "reward/mean": float(finite.mean()) if finite.size else nan,
+            "reward/std": float(finite.std()) if finite.size else nan,
+            "len/mean": float(lengths.mean()),
+            "len/min": int(lengths.min()),
+            "len/max": int(lengths.max()),
+            "frac_truncated": float(
+                np.mean([t for part, _ in everyone for _, t, _ in part] or [0])
+            ),
+            "reflection_rate": reflection_rate(texts) if texts else nan,
+            "revision_rate": revision_rate(texts) if texts else nan,
+        }
+        names = self.reward_names + (
+            ["overlong"] if scores.shape[1] > len(self.reward_names) else []
+        )
         for j, name in enumerate(names):
             col = scores[:, j][np.isfinite(scores[:, j])]
             out[f"reward/{name}"] = float(col.mean()) if col.size else nan
@@ -253,15 +352,34 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
         test = self.task.dataset("test")
         rows = [test[i] for i in range(min(lg.eval_size, len(test)))]
         with gathered(self.policy):
-            return eval_metrics(self.engine, self.tok, rows, accuracy=self.task.accuracy_reward, k=lg.eval_k,
-                                template=t.template, system=t.system, prefill=t.prefill, seed=self.cfg.seed,
-                                max_tokens=self.cfg.sampling.max_new_tokens, temperature=lg.eval_temperature,
-                                top_p=lg.eval_top_p, batch_size=lg.eval_batch)
+            return eval_metrics(
+                self.engine,
+                self.tok,
+                rows,
+                accuracy=self.task.accuracy_reward,
+                k=lg.eval_k,
+                template=t.template,
+                system=t.system,
+                prefill=t.prefill,
+                seed=self.cfg.seed,
+                max_tokens=self.cfg.sampling.max_new_tokens,
+                temperature=lg.eval_temperature,
+                top_p=lg.eval_top_p,
+                batch_size=lg.eval_batch,
+            )
 
     def write_samples(self, step, rows, comps, total, k: int = 4) -> None:
         G = self.cfg.sampling.group_size
-        picked = [{"step": step, "question": rows[c.prompt_index]["question"], "completion": c.text,
-                   "reward": float(np.nan_to_num(total[i]))} for i, c in enumerate(comps) if i % G == 0][:k]
+        picked = [
+            {
+                "step": step,
+                "question": rows[c.prompt_index]["question"],
+                "completion": c.text,
+                "reward": float(np.nan_to_num(total[i])),
+            }
+            for i, c in enumerate(comps)
+            if i % G == 0
+        ][:k]
         with (self.out / "samples.jsonl").open("a") as f:
             for r in picked:
                 f.write(json.dumps(r) + "\n")

@@ -2,6 +2,7 @@
 
 Sinks that are off are null objects, so the training loop never branches on them.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,9 @@ class TensorBoardSink:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise RuntimeError("logging.tensorboard=true needs tensorboard: pip install 'aha-rl[tensorboard]'") from None
+            raise RuntimeError(
+                "logging.tensorboard=true needs tensorboard: pip install 'aha-rl[tensorboard]'"
+            ) from None
         self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def log(self, metrics, step):
@@ -37,7 +40,9 @@ class WandbSink:
         try:
             import wandb
         except ImportError:
-            raise RuntimeError("logging.wandb=true needs wandb: pip install 'aha-rl[wandb]'") from None
+            raise RuntimeError(
+                "logging.wandb=true needs wandb: pip install 'aha-rl[wandb]'"
+            ) from None
         self.run = wandb.init(project=project, dir=str(run_dir), config=config, name=run_dir.name)
 
     def log(self, metrics, step):
@@ -58,16 +63,24 @@ class NullLog:
 class MetricsLog:
     """Appends one JSON line per step to RUN/metrics.jsonl and fans out to the optional sinks."""
 
-    def __init__(self, run_dir: Path, *, tensorboard=False, wandb=False, wandb_project="aha", config=None):
+    def __init__(
+        self, run_dir: Path, *, tensorboard=False, wandb=False, wandb_project="aha", config=None
+    ):
         self.path = Path(run_dir) / "metrics.jsonl"
-        self.sinks = [TensorBoardSink(run_dir) if tensorboard else NullSink(),
-                      WandbSink(run_dir, wandb_project, config or {}) if wandb else NullSink()]
+        self.sinks = [
+            TensorBoardSink(run_dir) if tensorboard else NullSink(),
+            WandbSink(run_dir, wandb_project, config or {}) if wandb else NullSink(),
+        ]
 
     def truncate_after(self, step: int) -> None:
         """On resume: forget lines of steps after the checkpoint (they will be recomputed)."""
         if not self.path.exists():
             return
-        keep = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= step]
+        keep = [
+            l
+            for l in self.path.read_text().splitlines()
+            if l.strip() and json.loads(l).get("step", 0) <= step
+        ]
         self.path.write_text("".join(l + "\n" for l in keep))
 
     def log(self, metrics: dict, step: int) -> None:
@@ -90,10 +103,18 @@ def _plain(v):
     return v
 
 
-CONSOLE_KEYS = [("loss", "loss", "{:.4f}"), ("reward/mean", "reward", "{:.3f}"), ("reward/accuracy", "acc", "{:.2f}"),
-                ("reward/format", "fmt", "{:.2f}"), ("len/mean", "len", "{:.0f}"), ("kl", "kl", "{:.4f}"),
-                ("grad_norm", "gnorm", "{:.2f}"), ("value/loss", "vloss", "{:.4f}"),
-                ("value/explained_variance", "ev", "{:.2f}"), ("time/step", "s", "{:.1f}")]
+CONSOLE_KEYS = [
+    ("loss", "loss", "{:.4f}"),
+    ("reward/mean", "reward", "{:.3f}"),
+    ("reward/accuracy", "acc", "{:.2f}"),
+    ("reward/format", "fmt", "{:.2f}"),
+    ("len/mean", "len", "{:.0f}"),
+    ("kl", "kl", "{:.4f}"),
+    ("grad_norm", "gnorm", "{:.2f}"),
+    ("value/loss", "vloss", "{:.4f}"),
+    ("value/explained_variance", "ev", "{:.2f}"),
+    ("time/step", "s", "{:.1f}"),
+]
 
 
 def console_line(step: int, total: int, metrics: dict) -> str:
@@ -109,4 +130,7 @@ def print_samples(rows: list[dict], file=sys.stdout, width: int = 160) -> None:
     """A small table of sample completions (prompt tail, completion head, reward)."""
     for r in rows:
         comp = r["completion"].replace("\n", "\\n")
-        print(f"  [r={r['reward']:+.2f}] {comp[:width]}{'...' if len(comp) > width else ''}", file=file)
+        print(
+            f"  [r={r['reward']:+.2f}] {comp[:width]}{'...' if len(comp) > width else ''}",
+            file=file,
+        )

@@ -7,6 +7,7 @@ rounded result back into the live bf16 parameter in place -- the tensor the roll
 still one set of weights for generation and no sync step. Memory: bf16 weights + grads (4 B/param) + fp32
 master, exp_avg, exp_avg_sq (12 B/param) = 16 B/param, the same as fp32 training with AdamW.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,7 +23,9 @@ class AdamWMaster(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(
+            params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        )
 
     def load_state_dict(self, state_dict) -> None:
         # torch's loader casts floating-point state to each parameter's dtype; the master and the moments
@@ -52,26 +55,30 @@ class AdamWMaster(torch.optim.Optimizer):
                     st["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
                     if p.dtype != torch.float32:
                         st["master"] = p.detach().float()
-                w = st.get("master", p)                      # the fp32 weight the update is applied to
+                w = st.get("master", p)  # the fp32 weight the update is applied to
                 g = p.grad.float()
                 st["step"] += 1
                 t = float(st["step"])
                 w.mul_(1 - lr * wd)
                 st["exp_avg"].lerp_(g, 1 - b1)
                 st["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (st["exp_avg_sq"] / (1 - b2 ** t)).sqrt_().add_(eps)
-                w.addcdiv_(st["exp_avg"], denom, value=-lr / (1 - b1 ** t))
+                denom = (st["exp_avg_sq"] / (1 - b2**t)).sqrt_().add_(eps)
+                w.addcdiv_(st["exp_avg"], denom, value=-lr / (1 - b1**t))
                 if w is not p:
-                    p.copy_(w)                               # round into the live low-precision weight
+                    p.copy_(w)  # round into the live low-precision weight
         return loss
 
 
-def build_optimizer(model, lr: float, weight_decay: float, betas, eps: float) -> torch.optim.Optimizer:
+def build_optimizer(
+    model, lr: float, weight_decay: float, betas, eps: float
+) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise RuntimeError("the model has no trainable parameters; check model.lora settings")
     if all(p.dtype == torch.float32 for p in params):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
+        return torch.optim.AdamW(
+            params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps
+        )
     return AdamWMaster(params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
 
 
@@ -87,4 +94,6 @@ def lr_lambda(step: int, *, total: int, warmup: int, schedule: str, min_ratio: f
 
 def build_scheduler(optimizer, *, total: int, warmup: int, schedule: str, min_ratio: float):
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_lambda(s, total=total, warmup=warmup, schedule=schedule, min_ratio=min_ratio))
+        optimizer,
+        lambda s: lr_lambda(s, total=total, warmup=warmup, schedule=schedule, min_ratio=min_ratio),
+    )

@@ -1,12 +1,13 @@
 """Deterministic prompt order: row i of the stream depends only on (seed, i), so a resumed run sees the
 same prompts as an uninterrupted one. Small datasets are walked epoch by epoch in a seeded permutation."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
 
-PERMUTE_MAX = 10_000_000   # larger (lazy, procedural) datasets are sampled with replacement instead
+PERMUTE_MAX = 10_000_000  # larger (lazy, procedural) datasets are sampled with replacement instead
 
 
 class PromptStream:

@@ -10,6 +10,7 @@ with N the number of those tokens. Every micro-batch is divided by the same N, s
 exactly the full batch's gradient whatever the split. Prompt tokens, other documents and padding contribute
 nothing. Checkpoints, metrics.jsonl, resume and SIGTERM handling are the RL stage's (train/loop.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,15 +46,22 @@ def packed_logprobs(model, batch, chunk_size: int = 1024) -> torch.Tensor:
         mask = None
     else:
         mask = block_causal_mask(batch.segment_ids, dtype=next(base.parameters()).dtype)
-    hidden = base.get_decoder()(input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids,
-                                use_cache=False).last_hidden_state             # (R, L, H)
-    weight = base.get_output_embeddings().weight                            # (V, H)
-    logp, _ = token_logprobs_entropy(hidden[:, :-1], weight, batch.input_ids[:, 1:], chunk_size=chunk_size,
-                                     with_entropy=False)
-    return logp                                                              # (R, L-1)
+    hidden = base.get_decoder()(
+        input_ids=batch.input_ids,
+        attention_mask=mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+    ).last_hidden_state  # (R, L, H)
+    weight = base.get_output_embeddings().weight  # (V, H)
+    logp, _ = token_logprobs_entropy(
+        hidden[:, :-1], weight, batch.input_ids[:, 1:], chunk_size=chunk_size, with_entropy=False
+    )
+    return logp  # (R, L-1)
 
 
-def split_rows(rows: list[list[int]], lengths: list[int], size: int, token_budget: int = 0) -> list[list[list[int]]]:
+def split_rows(
+    rows: list[list[int]], lengths: list[int], size: int, token_budget: int = 0
+) -> list[list[list[int]]]:
     """Packed rows -> micro-batches of <= size rows (and <= token_budget padded tokens when > 0)."""
     row_lengths = [sum(lengths[i] for i in row) for row in rows]
     return [[rows[j] for j in group] for group in group_by_budget(row_lengths, size, token_budget)]
@@ -61,34 +69,72 @@ def split_rows(rows: list[list[int]], lengths: list[int], size: int, token_budge
 
 class SFTTrainer(TrainLoop):
     """The SFT step on the shared run machinery (train/loop.py: resume, signals, checkpoints, logging)."""
+
     name = "sft"
 
     def __init__(self, cfg: SFTConfig):
         if not cfg.data.path:
-            raise ConfigError("data.path", "no SFT data given; set data.path=FILE.jsonl (or a list of files)")
+            raise ConfigError(
+                "data.path", "no SFT data given; set data.path=FILE.jsonl (or a list of files)"
+            )
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         m, d = cfg.model, cfg.data
-        model, tok = load_model(m.path, device=m.device, dtype=m.dtype, seed=cfg.seed,
-                                gradient_checkpointing=m.gradient_checkpointing, lora_r=m.lora.r,
-                                lora_alpha=m.lora.alpha, lora_dropout=m.lora.dropout,
-                                lora_target_modules=m.lora.target_modules, trust_remote_code=m.trust_remote_code)
+        model, tok = load_model(
+            m.path,
+            device=m.device,
+            dtype=m.dtype,
+            seed=cfg.seed,
+            gradient_checkpointing=m.gradient_checkpointing,
+            lora_r=m.lora.r,
+            lora_alpha=m.lora.alpha,
+            lora_dropout=m.lora.dropout,
+            lora_target_modules=m.lora.target_modules,
+            trust_remote_code=m.trust_remote_code,
+        )
         rows = [r for src in d.path for r in read_rows(src, d.split)]
-        rows = rows[:d.limit] if d.limit else rows
-        fmt = RowFormat(d.prompt_key, d.completion_key, d.messages_key, d.question_key, d.template, d.system,
-                        d.prefill, d.add_eos)
+        rows = rows[: d.limit] if d.limit else rows
+        fmt = RowFormat(
+            d.prompt_key,
+            d.completion_key,
+            d.messages_key,
+            d.question_key,
+            d.template,
+            d.system,
+            d.prefill,
+            d.add_eos,
+        )
         self.examples, self.data_stats = build_examples(rows, tok, fmt, d.max_length)
         if not self.examples:
-            raise ValueError(f"no trainable example in {', '.join(d.path)} ({self.data_stats}); check the row "
-                             "format (prompt/completion or messages) and data.max_length")
+            raise ValueError(
+                f"no trainable example in {', '.join(d.path)} ({self.data_stats}); check the row "
+                "format (prompt/completion or messages) and data.max_length"
+            )
         # steps=0 means "as many as the epochs take": resolve it once, so config.yaml shows the real number
-        cfg = dataclasses.replace(cfg, steps=cfg.steps or max(1, math.ceil(cfg.epochs * len(self.examples)
-                                                                            / cfg.batch.batch_size)))
-        optimizer = build_optimizer(model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps)
-        scheduler = build_scheduler(optimizer, total=cfg.steps, warmup=cfg.optim.warmup_steps,
-                                    schedule=cfg.optim.schedule, min_ratio=cfg.optim.min_lr_ratio)
-        super().__init__(cfg, dist=Dist(), policy=model, tokenizer=tok, optimizer=optimizer, scheduler=scheduler,
-                         stream=PromptStream(self.examples, cfg.seed))
+        cfg = dataclasses.replace(
+            cfg,
+            steps=cfg.steps
+            or max(1, math.ceil(cfg.epochs * len(self.examples) / cfg.batch.batch_size)),
+        )
+        optimizer = build_optimizer(
+            model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps
+        )
+        scheduler = build_scheduler(
+            optimizer,
+            total=cfg.steps,
+            warmup=cfg.optim.warmup_steps,
+            schedule=cfg.optim.schedule,
+            min_ratio=cfg.optim.min_lr_ratio,
+        )
+        super().__init__(
+            cfg,
+            dist=Dist(),
+            policy=model,
+            tokenizer=tok,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            stream=PromptStream(self.examples, cfg.seed),
+        )
         self.model, self.device = model, next(model.parameters()).device
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "data_stats.json").write_text(json.dumps(self.data_stats, indent=1))
@@ -101,8 +147,10 @@ class SFTTrainer(TrainLoop):
         lengths = [len(e) for e in examples]
         rows = pack(lengths, self.cfg.data.max_length, self.cfg.data.packing)
         b = self.cfg.batch
-        return [collate(examples, chunk, self.tok.pad_token_id)
-                for chunk in split_rows(rows, lengths, b.micro_batch_size, b.micro_batch_tokens)]
+        return [
+            collate(examples, chunk, self.tok.pad_token_id)
+            for chunk in split_rows(rows, lengths, b.micro_batch_size, b.micro_batch_tokens)
+        ]
 
     def train_step(self, step: int) -> dict:
         t0 = time.perf_counter()
@@ -112,25 +160,38 @@ class SFTTrainer(TrainLoop):
         loss_sum = torch.zeros(())
         for mb in mbs:
             mb_dev = type(mb)(*(getattr(mb, f).to(self.device) for f in mb.__dataclass_fields__))
-            logp = packed_logprobs(self.model, mb_dev)                      # (R, L-1)
+            logp = packed_logprobs(self.model, mb_dev)  # (R, L-1)
             loss = agg_loss(-logp, mb_dev.loss_mask, "token-mean", denom=n_trained)
             loss.backward()
             loss_sum += loss.detach().float().cpu()
         if self.cfg.optim.max_grad_norm > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.cfg.optim.max_grad_norm
+            )
         else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+            grad_norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.model.parameters() if p.grad is not None]
+            )
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
         seconds = time.perf_counter() - t0
         n_tokens = sum(mb.n_tokens for mb in mbs)
         slots = sum(mb.input_ids.numel() for mb in mbs)
-        return {"loss": float(loss_sum), "ppl": math.exp(min(float(loss_sum), 50.0)), "grad_norm": float(grad_norm),
-                "lr": lr, "tokens/trained": n_trained, "tokens/total": n_tokens, "rows": sum(len(mb.input_ids) for mb in mbs),
-                "pack_fill": n_tokens / max(slots, 1), "micro_batches": len(mbs),
-                "epoch": self.stream.position / len(self.examples), "time/step": seconds,
-                "tokens_per_s": n_tokens / max(seconds, 1e-9)}
+        return {
+            "loss": float(loss_sum),
+            "ppl": math.exp(min(float(loss_sum), 50.0)),
+            "grad_norm": float(grad_norm),
+            "lr": lr,
+            "tokens/trained": n_trained,
+            "tokens/total": n_tokens,
+            "rows": sum(len(mb.input_ids) for mb in mbs),
+            "pack_fill": n_tokens / max(slots, 1),
+            "micro_batches": len(mbs),
+            "epoch": self.stream.position / len(self.examples),
+            "time/step": seconds,
+            "tokens_per_s": n_tokens / max(seconds, 1e-9),
+        }
 
     def evaluate(self) -> dict:
         from ..data import get_task
@@ -141,10 +202,21 @@ class SFTTrainer(TrainLoop):
         task = get_task(t.name, **t.options)
         test = task.dataset("test")
         rows = [test[i] for i in range(min(lg.eval_size, len(test)))]
-        return eval_metrics(make_engine(self.cfg.engine, self.model, self.tok), self.tok, rows,
-                            accuracy=task.accuracy_reward, k=lg.eval_k, template=t.template, system=t.system,
-                            prefill=t.prefill, seed=self.cfg.seed, max_tokens=lg.eval_max_new_tokens,
-                            temperature=lg.eval_temperature, top_p=lg.eval_top_p, batch_size=lg.eval_batch)
+        return eval_metrics(
+            make_engine(self.cfg.engine, self.model, self.tok),
+            self.tok,
+            rows,
+            accuracy=task.accuracy_reward,
+            k=lg.eval_k,
+            template=t.template,
+            system=t.system,
+            prefill=t.prefill,
+            seed=self.cfg.seed,
+            max_tokens=lg.eval_max_new_tokens,
+            temperature=lg.eval_temperature,
+            top_p=lg.eval_top_p,
+            batch_size=lg.eval_batch,
+        )
 
 
 def sft(cfg: SFTConfig) -> dict:
@@ -165,5 +237,7 @@ def cmd_sft(args: list[str]) -> int:
     path, overrides = split_args(args)
     cfg = load_config(SFTConfig, path, overrides)
     summary = sft(cfg)
-    print(f"done: {summary['steps']} SFT steps in {summary['seconds']:.1f}s; model {summary['checkpoint']}")
+    print(
+        f"done: {summary['steps']} SFT steps in {summary['seconds']:.1f}s; model {summary['checkpoint']}"
+    )
     return 0

@@ -1,5 +1,6 @@
 """Typed config of the SFT stage (`aha sft CONFIG key.sub=value ...`). Model, optimizer and checkpoint
 sections are the RL stage's own classes, so a recipe's blocks paste between stages unchanged."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,24 +12,34 @@ from .config import CheckpointConfig, ModelConfig, OptimConfig, RunLoggingConfig
 
 @dataclass
 class SFTDataConfig:
-    path: list[str] = field(default_factory=list)   # .jsonl/.json/.parquet files, dataset dirs or hf:NAME[:SPLIT]
-    split: str = "train"             # for dataset dirs / hf: sources
+    path: list[str] = field(
+        default_factory=list
+    )  # .jsonl/.json/.parquet files, dataset dirs or hf:NAME[:SPLIT]
+    split: str = "train"  # for dataset dirs / hf: sources
     prompt_key: str = "prompt"
     completion_key: str = "completion"
-    messages_key: str = "messages"   # chat-format rows
+    messages_key: str = "messages"  # chat-format rows
     question_key: str = "question"
-    template: str | None = None      # set (r1-zero | chat | plain | "...{prompt}..."): the prompt is rendered from
-                                     # row[question_key], exactly as the RL stage renders its prompts
+    template: str | None = (
+        None  # set (r1-zero | chat | plain | "...{prompt}..."): the prompt is rendered from
+    )
+    # row[question_key], exactly as the RL stage renders its prompts
     system: str | None = None
-    prefill: str = ""                # e.g. "<think>": then completions start after it
-    max_length: int = 1024           # tokens per example (longer ones are cut) and per packed row
-    packing: bool = True             # several documents per row, no attention across them
-    add_eos: bool = True             # append eos to prompt/completion rows (chat templates end turns themselves)
-    limit: int | None = None         # use the first N rows only
+    prefill: str = ""  # e.g. "<think>": then completions start after it
+    max_length: int = 1024  # tokens per example (longer ones are cut) and per packed row
+    packing: bool = True  # several documents per row, no attention across them
+    add_eos: bool = (
+        True  # append eos to prompt/completion rows (chat templates end turns themselves)
+    )
+    limit: int | None = None  # use the first N rows only
 
     def __post_init__(self):
         check(self.max_length >= 2, "max_length", f"must be >= 2 tokens, got {self.max_length}")
-        check(self.limit is None or self.limit >= 1, "limit", f"must be >= 1 or null, got {self.limit}")
+        check(
+            self.limit is None or self.limit >= 1,
+            "limit",
+            f"must be >= 1 or null, got {self.limit}",
+        )
 
 
 @dataclass
@@ -41,24 +52,30 @@ class SFTOptimConfig(OptimConfig):
 
 @dataclass
 class SFTTaskConfig(TaskConfig):
-    name: str = ""                   # only for held-out evaluation during SFT; "" = none
+    name: str = ""  # only for held-out evaluation during SFT; "" = none
 
 
 @dataclass
 class SFTBatchConfig:
-    batch_size: int = 32             # examples (documents) per optimizer step
-    micro_batch_size: int = 8        # rows per forward/backward (a packed row holds several documents)
-    micro_batch_tokens: int = 0      # > 0: also keep each micro-batch under this many padded tokens
+    batch_size: int = 32  # examples (documents) per optimizer step
+    micro_batch_size: int = 8  # rows per forward/backward (a packed row holds several documents)
+    micro_batch_tokens: int = 0  # > 0: also keep each micro-batch under this many padded tokens
 
     def __post_init__(self):
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.micro_batch_size >= 1, "micro_batch_size", f"must be >= 1, got {self.micro_batch_size}")
-        check(self.micro_batch_tokens >= 0, "micro_batch_tokens", "must be >= 0 (0 = no token budget)")
+        check(
+            self.micro_batch_size >= 1,
+            "micro_batch_size",
+            f"must be >= 1, got {self.micro_batch_size}",
+        )
+        check(
+            self.micro_batch_tokens >= 0, "micro_batch_tokens", "must be >= 0 (0 = no token budget)"
+        )
 
 
 @dataclass
 class SFTLoggingConfig(RunLoggingConfig):
-    eval_max_new_tokens: int = 256   # held-out evaluation on `task` (its test split) during SFT
+    eval_max_new_tokens: int = 256  # held-out evaluation on `task` (its test split) during SFT
 
 
 @dataclass
@@ -70,8 +87,8 @@ class SFTConfig:
     logging: SFTLoggingConfig = field(default_factory=SFTLoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     task: SFTTaskConfig = field(default_factory=SFTTaskConfig)
-    engine: Literal["auto", "hf", "fast"] = "auto"   # generation engine of that evaluation
-    steps: int = 0                   # optimizer steps; 0 = as many as `epochs` passes over the data take
+    engine: Literal["auto", "hf", "fast"] = "auto"  # generation engine of that evaluation
+    steps: int = 0  # optimizer steps; 0 = as many as `epochs` passes over the data take
     epochs: float = 1.0
     seed: int = 0
     out: str = "runs/sft"
@@ -80,6 +97,9 @@ class SFTConfig:
     def __post_init__(self):
         check(self.steps >= 0, "steps", f"must be >= 0 (0 = from epochs), got {self.steps}")
         check(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
-        check(not (self.logging.eval_size and not self.task.name), "task.name",
-              "logging.eval_size > 0 needs a task to evaluate on, e.g. task.name=arithmetic")
+        check(
+            not (self.logging.eval_size and not self.task.name),
+            "task.name",
+            "logging.eval_size > 0 needs a task to evaluate on, e.g. task.name=arithmetic",
+        )
         check(bool(self.out), "out", "give the run directory, e.g. out=runs/sft")

@@ -1,4 +1,5 @@
 """FastEngine: continuous batching over a paged KV cache on the live model parameters (see engine.py)."""
+
 from .engine import FastEngine
 
 __all__ = ["FastEngine"]

@@ -1,5 +1,6 @@
 """Whether the Triton kernels run for a tensor: on CUDA when triton imports, or on the CPU through the
 Triton interpreter (TRITON_INTERPRET=1, for tests). AHA_FAST_TRITON=0 forces the torch fallbacks."""
+
 from __future__ import annotations
 
 import os
@@ -7,6 +8,7 @@ import os
 try:  # triton is optional: the CPU path (CI) never needs it
     import triton
     import triton.language as tl
+
     HAS_TRITON = True
 except Exception:  # noqa: BLE001 - any import failure means "no triton"
     triton = tl = None

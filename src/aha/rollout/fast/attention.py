@@ -10,6 +10,7 @@ K/V byte is read once for all G heads; splits of the context are merged with the
 Prefill (whole prompts): PyTorch SDPA, causal, on right-padded prompts (a prompt's real queries never see
 the padding that follows it).
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,11 +19,34 @@ import torch.nn.functional as F
 from ._triton import next_pow2, tl, triton, use_triton
 
 if triton is not None:
+
     @triton.jit
-    def _decode_kernel(Q, KC, VC, BT, LENS, O, MO, ML, scale,
-                       sqb, sqh, skt, skh, sbt, sob, soh,
-                       G: tl.constexpr, BLOCK_G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-                       PAGE: tl.constexpr, BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, IEEE: tl.constexpr):
+    def _decode_kernel(
+        Q,
+        KC,
+        VC,
+        BT,
+        LENS,
+        O,
+        MO,
+        ML,
+        scale,
+        sqb,
+        sqh,
+        skt,
+        skh,
+        sbt,
+        sob,
+        soh,
+        G: tl.constexpr,
+        BLOCK_G: tl.constexpr,
+        D: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        PAGE: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        SPLITS: tl.constexpr,
+        IEEE: tl.constexpr,
+    ):
         b = tl.program_id(0).to(tl.int64)
         kh = tl.program_id(1)
         sp = tl.program_id(2)
@@ -35,7 +59,11 @@ if triton is not None:
         gm = g < G
         dm = dd < D
         heads = kh * G + g
-        q = tl.load(Q + b * sqb + heads[:, None] * sqh + dd[None, :], mask=gm[:, None] & dm[None, :], other=0.0)
+        q = tl.load(
+            Q + b * sqb + heads[:, None] * sqh + dd[None, :],
+            mask=gm[:, None] & dm[None, :],
+            other=0.0,
+        )
         m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_G], tl.float32)
         acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
@@ -65,18 +93,31 @@ if triton is not None:
         out_m = gm[:, None] & dm[None, :]
         if SPLITS == 1:
             o = acc / l_i[:, None]
-            tl.store(O + b * sob + heads[:, None] * soh + dd[None, :], o.to(O.dtype.element_ty), mask=out_m)
+            tl.store(
+                O + b * sob + heads[:, None] * soh + dd[None, :],
+                o.to(O.dtype.element_ty),
+                mask=out_m,
+            )
         else:
             ok = l_i > 0  # an empty split (short sequence) contributes weight exp(-inf) = 0
             o = acc / tl.where(ok, l_i, 1.0)[:, None]
             lse = tl.where(ok, m_i + tl.log(tl.where(ok, l_i, 1.0)), float("-inf"))
-            row = (b * (G * tl.num_programs(1)) + heads) * SPLITS + sp          # MO (B, NH, SPLITS, D)
+            row = (b * (G * tl.num_programs(1)) + heads) * SPLITS + sp  # MO (B, NH, SPLITS, D)
             tl.store(MO + row[:, None] * BLOCK_D + dd[None, :], o, mask=out_m)
             tl.store(ML + row, lse, mask=gm)
 
     @triton.jit
-    def _merge_kernel(MO, ML, O, sob, soh, NH: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-                      SPLITS: tl.constexpr):
+    def _merge_kernel(
+        MO,
+        ML,
+        O,
+        sob,
+        soh,
+        NH: tl.constexpr,
+        D: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        SPLITS: tl.constexpr,
+    ):
         b = tl.program_id(0).to(tl.int64)
         h = tl.program_id(1)
         s = tl.arange(0, SPLITS)
@@ -96,9 +137,18 @@ def decode_splits(batch: int, num_kv_heads: int, num_sms: int = 132) -> int:
     return max(1, min(16, next_pow2(want)))
 
 
-def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
-                     seq_lens: torch.Tensor, page_size: int, scale: float, splits: int = 1,
-                     block_n: int | None = None, num_warps: int | None = None) -> torch.Tensor:
+def decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    page_size: int,
+    scale: float,
+    splits: int = 1,
+    block_n: int | None = None,
+    num_warps: int | None = None,
+) -> torch.Tensor:
     """q (B, NH, D), caches (num_slots, KVH, D), block_table (B, W) int32, seq_lens (B,) int32 -> (B, NH, D).
 
     Defaults from graph-timed variants on an H200 (256 rows x 384 tokens): head dim 64 -> 128 keys per
@@ -116,15 +166,46 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     else:
         mo = ml = out
     _decode_kernel[(B, KVH, splits)](
-        q, k_cache, v_cache, block_table, seq_lens, out, mo, ml, scale,
-        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), block_table.stride(0),
-        out.stride(0), out.stride(1),
-        G=G, BLOCK_G=max(16, next_pow2(G)), D=D, BLOCK_D=BLOCK_D, PAGE=page_size,
-        BLOCK_N=block_n or (128 if D <= 64 else 64), SPLITS=splits, IEEE=q.dtype == torch.float32,
-        num_warps=num_warps or (8 if D <= 64 else 4), num_stages=2)
+        q,
+        k_cache,
+        v_cache,
+        block_table,
+        seq_lens,
+        out,
+        mo,
+        ml,
+        scale,
+        q.stride(0),
+        q.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        block_table.stride(0),
+        out.stride(0),
+        out.stride(1),
+        G=G,
+        BLOCK_G=max(16, next_pow2(G)),
+        D=D,
+        BLOCK_D=BLOCK_D,
+        PAGE=page_size,
+        BLOCK_N=block_n or (128 if D <= 64 else 64),
+        SPLITS=splits,
+        IEEE=q.dtype == torch.float32,
+        num_warps=num_warps or (8 if D <= 64 else 4),
+        num_stages=2,
+    )
     if splits > 1:
-        _merge_kernel[(B, NH)](mo, ml, out, out.stride(0), out.stride(1), NH=NH, D=D, BLOCK_D=BLOCK_D,
-                               SPLITS=splits, num_warps=4)
+        _merge_kernel[(B, NH)](
+            mo,
+            ml,
+            out,
+            out.stride(0),
+            out.stride(1),
+            NH=NH,
+            D=D,
+            BLOCK_D=BLOCK_D,
+            SPLITS=splits,
+            num_warps=4,
+        )
     return out
 
 
@@ -132,13 +213,13 @@ def _decode_torch(q, k_cache, v_cache, block_table, seq_lens, page_size, scale):
     B, NH, D = q.shape
     KVH = k_cache.shape[1]
     W = block_table.shape[1]
-    T = W * page_size                                                  # every position the table can hold
+    T = W * page_size  # every position the table can hold
     p = torch.arange(T, device=q.device)
-    slots = block_table[:, p // page_size].long() * page_size + p % page_size   # (B, T)
-    k = k_cache[slots].float()                                         # (B, T, KVH, D)
+    slots = block_table[:, p // page_size].long() * page_size + p % page_size  # (B, T)
+    k = k_cache[slots].float()  # (B, T, KVH, D)
     v = v_cache[slots].float()
-    qg = q.float().view(B, KVH, NH // KVH, D)                          # (B, KVH, G, D)
-    s = torch.einsum("bhgd,bthd->bhgt", qg, k) * scale                 # (B, KVH, G, T)
+    qg = q.float().view(B, KVH, NH // KVH, D)  # (B, KVH, G, D)
+    s = torch.einsum("bhgd,bthd->bhgt", qg, k) * scale  # (B, KVH, G, T)
     s = s.masked_fill((p[None, :] >= seq_lens[:, None].long())[:, None, None, :], float("-inf"))
     o = torch.einsum("bhgt,bthd->bhgd", torch.softmax(s, dim=-1), v)
     return o.reshape(B, NH, D).to(q.dtype)
@@ -150,18 +231,19 @@ def prefill_meta(lens: list[int], device) -> tuple:
     L = torch.tensor(lens)
     T, Tm = int(L.sum()), int(L.max())
     ar = torch.arange(Tm)
-    idx = ((L.cumsum(0) - L)[:, None] + ar[None, :]).clamp(max=T - 1)       # (P, Tm)
-    flat = (ar[None, :] < L[:, None]).reshape(-1).nonzero().squeeze(1)       # (T,)
+    idx = ((L.cumsum(0) - L)[:, None] + ar[None, :]).clamp(max=T - 1)  # (P, Tm)
+    flat = (ar[None, :] < L[:, None]).reshape(-1).nonzero().squeeze(1)  # (T,)
     return len(lens), Tm, idx.to(device, non_blocking=True), flat.to(device, non_blocking=True)
 
 
-def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: tuple,
-                      scale: float) -> torch.Tensor:
+def prefill_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: tuple, scale: float
+) -> torch.Tensor:
     """Causal attention within each prompt. q (T, NH, D), k/v (T, KVH, D) packed prompts -> (T, NH, D)."""
     T, NH, D = q.shape
     G = NH // k.shape[1]
     P, Tm, idx, flat = meta
-    qp = q[idx].transpose(1, 2)                                               # (P, NH, Tm, D)
+    qp = q[idx].transpose(1, 2)  # (P, NH, Tm, D)
     kp = k[idx].transpose(1, 2).repeat_interleave(G, dim=1)
     vp = v[idx].transpose(1, 2).repeat_interleave(G, dim=1)
     o = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, scale=scale)  # (P, NH, Tm, D)

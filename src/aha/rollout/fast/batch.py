@@ -14,6 +14,7 @@ Everything stays on the device, so the host never waits on a step; it reads `act
 engine.py). With the fused sampler the whole step is one CUDA graph per batch bucket; with top-p/top-k the
 graph covers the forward and sampling runs eagerly (torch.sort is not worth a custom kernel here).
 """
+
 from __future__ import annotations
 
 import torch
@@ -52,7 +53,9 @@ class Batch:
         self.step_no = torch.zeros(1, dtype=torch.long, **z)
         self.graphs: dict[tuple[int, str], tuple] = {}
         self.pool = None
-        self.num_sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 1
+        self.num_sms = (
+            torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 1
+        )
         self.params, self.generator, self.mode = None, None, "logits"
 
     # ------------------------------------------------------------------ per-generate configuration
@@ -77,19 +80,25 @@ class Batch:
     def forward(self, b: int) -> torch.Tensor:
         S = self.cache.page_size
         pos, act = self.pos[:b], self.active[:b]
-        table = self.table[:b] if self.graphs_enabled else self.table[:b, :self.cur_width]
+        table = self.table[:b] if self.graphs_enabled else self.table[:b, : self.cur_width]
         page = table.gather(1, (pos // S).clamp(max=table.shape[1] - 1)[:, None]).squeeze(1).long()
-        slot = torch.where(act, page * S + pos % S, torch.zeros_like(pos))   # inactive -> trash page 0
+        slot = torch.where(
+            act, page * S + pos % S, torch.zeros_like(pos)
+        )  # inactive -> trash page 0
         lens = (pos + 1).to(torch.int32)
         splits = decode_splits(b, self.runner.num_kv_heads, self.num_sms)
-        return self.runner.decode(self.tok[:b], pos, slot, lens, table, self.cache, splits)   # (b, V)
+        return self.runner.decode(
+            self.tok[:b], pos, slot, lens, table, self.cache, splits
+        )  # (b, V)
 
     def sample_update(self, b: int, logits: torch.Tensor, mode: str) -> None:
         if mode == "logits":
             p = self.params
             tok, lp = sample_torch(logits, p.temperature, p.top_p, p.top_k, self.generator)
         else:
-            tok, lp = sample_fused(logits, self.temp, self.seed, self.step_no, greedy=mode == "greedy")
+            tok, lp = sample_fused(
+                logits, self.temp, self.seed, self.step_no, greedy=mode == "greedy"
+            )
             self.step_no += 1
         act = self.active[:b]
         col = torch.where(act, self.ngen[:b], torch.full_like(self.ngen[:b], self.max_tokens))
@@ -121,8 +130,10 @@ class Batch:
         side-effect free, writing only to the trash page and trash column)."""
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
-        todo = sorted({bucket_for(n, self.rows) for n in BUCKETS if n <= max_bucket} | {max_bucket},
-                      reverse=True)
+        todo = sorted(
+            {bucket_for(n, self.rows) for n in BUCKETS if n <= max_bucket} | {max_bucket},
+            reverse=True,
+        )
         for b in todo:
             if (b, self.mode) in self.graphs:
                 continue
@@ -156,11 +167,19 @@ class Batch:
         self.out_lp[rows, 0] = lp
         self.active[rows] = ~self.is_stop[tok] & (self.max_new > 1)
         self.table[rows] = 0
-        self.table[rows, :tables.shape[1]] = tables
+        self.table[rows, : tables.shape[1]] = tables
 
     def compact(self, src: torch.Tensor, hi: int) -> None:
         """Rows src (k,) move to rows 0..k-1; rows k..hi-1 become inactive."""
         k = src.shape[0]
-        for t in (self.tok, self.pos, self.active, self.ngen, self.table, self.out_tok, self.out_lp):
+        for t in (
+            self.tok,
+            self.pos,
+            self.active,
+            self.ngen,
+            self.table,
+            self.out_tok,
+            self.out_lp,
+        ):
             t[:k] = t[src]
         self.active[k:hi] = False

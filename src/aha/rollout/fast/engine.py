@@ -17,6 +17,7 @@ HF's (different random streams). Unsupported architectures fall back to HFEngine
 LoRA: a peft-wrapped model works (its Linear wrappers are called, dropout off in eval mode); the CUDA graphs
 are re-captured when parameter storages or adapter flags (merged / disabled / active) change.
 """
+
 from __future__ import annotations
 
 import time
@@ -39,14 +40,32 @@ def _pow2(n: int) -> int:
 
 
 class FastEngine:
-    def __init__(self, model, tokenizer=None, *, max_num_seqs: int = 1024, kv_cache_fraction: float = 0.5,
-                 kv_cache_bytes: int | None = None, page_size: int = 16, sync_every: int = 8,
-                 max_prefill_tokens: int = 16384, cuda_graphs: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer=None,
+        *,
+        max_num_seqs: int = 1024,
+        kv_cache_fraction: float = 0.5,
+        kv_cache_bytes: int | None = None,
+        page_size: int = 16,
+        sync_every: int = 8,
+        max_prefill_tokens: int = 16384,
+        cuda_graphs: bool = True,
+    ):
         if not 0 < kv_cache_fraction <= 1:
             raise ValueError(f"kv_cache_fraction must be in (0, 1], got {kv_cache_fraction}")
         self.model, self.tokenizer = model, tokenizer
-        self.max_num_seqs, self.kv_cache_fraction, self.kv_cache_bytes = max_num_seqs, kv_cache_fraction, kv_cache_bytes
-        self.page_size, self.sync_every, self.max_prefill_tokens = page_size, sync_every, max_prefill_tokens
+        self.max_num_seqs, self.kv_cache_fraction, self.kv_cache_bytes = (
+            max_num_seqs,
+            kv_cache_fraction,
+            kv_cache_bytes,
+        )
+        self.page_size, self.sync_every, self.max_prefill_tokens = (
+            page_size,
+            sync_every,
+            max_prefill_tokens,
+        )
         self.cuda_graphs = cuda_graphs
         self.cache = self.batch = None
         self._key = None
@@ -54,7 +73,10 @@ class FastEngine:
         try:
             self.runner, self.fallback = ModelRunner(model), None
         except UnsupportedModel as e:
-            warnings.warn(f"FastEngine: unsupported model ({e}); falling back to HFEngine (HF generate)")
+            warnings.warn(
+                f"FastEngine: unsupported model ({e}); falling back to HFEngine (HF generate)",
+                stacklevel=2,
+            )
             self.runner, self.fallback = None, HFEngine(model, tokenizer)
 
     def release(self) -> None:
@@ -64,7 +86,9 @@ class FastEngine:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def generate(self, prompt_token_ids: list[list[int]], params: SamplingParams) -> list[Completion]:
+    def generate(
+        self, prompt_token_ids: list[list[int]], params: SamplingParams
+    ) -> list[Completion]:
         if self.fallback is not None:
             return self.fallback.generate(prompt_token_ids, params)
         if not prompt_token_ids or any(len(p) == 0 for p in prompt_token_ids):
@@ -82,9 +106,15 @@ class FastEngine:
 
     # ------------------------------------------------------------------ setup
     def _graph_key(self) -> tuple:
-        flags = tuple((getattr(m, "merged", None), getattr(m, "disable_adapters", None),
-                       tuple(getattr(m, "active_adapters", ()) or ()))
-                      for m in self.model.modules() if hasattr(m, "lora_A"))
+        flags = tuple(
+            (
+                getattr(m, "merged", None),
+                getattr(m, "disable_adapters", None),
+                tuple(getattr(m, "active_adapters", ()) or ()),
+            )
+            for m in self.model.modules()
+            if hasattr(m, "lora_A")
+        )
         return self.runner.params_key() + flags
 
     def _setup(self, prompts, params, rows):
@@ -99,12 +129,19 @@ class FastEngine:
         elif dev.type == "cuda":
             free, _ = torch.cuda.mem_get_info(dev)
             free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
-            budget = self.kv_cache_fraction * (free + (self.cache.nbytes if self.cache is not None else 0))
+            budget = self.kv_cache_fraction * (
+                free + (self.cache.nbytes if self.cache is not None else 0)
+            )
         else:
             budget = 1 << 30
         pages = max(2, min(need, int(budget // bpp)))
         c = self.cache
-        if c is None or c.k.dtype != r.dtype or c.k.device != dev or (c.num_pages < pages and c.num_pages < need):
+        if (
+            c is None
+            or c.k.dtype != r.dtype
+            or c.k.device != dev
+            or (c.num_pages < pages and c.num_pages < need)
+        ):
             self.cache = self.batch = None
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
@@ -112,8 +149,9 @@ class FastEngine:
         width = cdiv(longest + params.max_tokens, S)
         b = self.batch
         if b is None or b.max_tokens < params.max_tokens or b.width < width or b.rows < rows:
-            self.batch = Batch(r, self.cache, max(rows, self.max_num_seqs), _pow2(params.max_tokens),
-                               _pow2(width))
+            self.batch = Batch(
+                r, self.cache, max(rows, self.max_num_seqs), _pow2(params.max_tokens), _pow2(width)
+            )
         key = self._graph_key()
         if key != self._key:
             self.batch.graphs.clear()
@@ -126,8 +164,14 @@ class FastEngine:
         rows = min(self.max_num_seqs, len(prompts) * params.n)
         bpp, width = self._setup(prompts, params, rows)
         cuda = self.runner.device.type == "cuda"
-        sched = Scheduler(prompts, params.n, params.max_tokens, self.page_size, rows,
-                          PageAllocator(self.cache.num_pages))
+        sched = Scheduler(
+            prompts,
+            params.n,
+            params.max_tokens,
+            self.page_size,
+            rows,
+            PageAllocator(self.cache.num_pages),
+        )
         sched.check_fits(bpp)
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
         batch = self.batch
@@ -161,13 +205,20 @@ class FastEngine:
                 if ev is not None:
                     ev.synchronize()
                 flags = flags.tolist()
-                done |= {s for row, s in mapping.items() if not flags[row] and sched.live.get(s.row) is s}
+                done |= {
+                    s for row, s in mapping.items() if not flags[row] and sched.live.get(s.row) is s
+                }
             if done:
                 harvests.append(self._harvest(sorted(done, key=lambda s: s.row), sched, cuda))
         for item in harvests:
             self._finish(item, params, prompts, results)
-        self.stats = dict(decode_steps=steps, prefill_tokens=prefill_tokens, seconds=time.perf_counter() - t0,
-                          kv_cache_mib=self.cache.nbytes / 2**20, mode=batch.mode)
+        self.stats = dict(
+            decode_steps=steps,
+            prefill_tokens=prefill_tokens,
+            seconds=time.perf_counter() - t0,
+            kv_cache_mib=self.cache.nbytes / 2**20,
+            mode=batch.mode,
+        )
         return results
 
     def _to_dev(self, x, dtype=torch.long):
@@ -196,19 +247,27 @@ class FastEngine:
             slots += [s0.pages[i // S] * S + i % S for i in range(len(p))]
             lens.append(len(p))
             rep += [ui] * len(u.seqs)
-            if len(p) % S:                     # the partly filled last prompt page is private: copy it
+            if len(p) % S:  # the partly filled last prompt page is private: copy it
                 src += [s0.pages[s0.n_shared]] * (len(u.seqs) - 1)
                 dst += [s.pages[s.n_shared] for s in u.seqs[1:]]
-        logits = self.runner.prefill(self._to_dev(toks), self._to_dev(pos), self._to_dev(slots), lens,
-                                     self.cache)                                         # (P, V)
-        tok, lp = sample_torch(logits[self._to_dev(rep)], params.temperature, params.top_p, params.top_k, gen)
+        logits = self.runner.prefill(
+            self._to_dev(toks), self._to_dev(pos), self._to_dev(slots), lens, self.cache
+        )  # (P, V)
+        tok, lp = sample_torch(
+            logits[self._to_dev(rep)], params.temperature, params.top_p, params.top_k, gen
+        )
         if src:
             self.cache.copy_page(self._to_dev(src), self._to_dev(dst))
         seqs = [s for u in units for s in u.seqs]
         width = max(len(s.pages) for s in seqs)
         tables = [s.pages + [0] * (width - len(s.pages)) for s in seqs]
-        self.batch.admit(self._to_dev([s.row for s in seqs]), tok, lp, self._to_dev([s.prompt_len for s in seqs]),
-                         self._to_dev(tables, torch.int32))
+        self.batch.admit(
+            self._to_dev([s.row for s in seqs]),
+            tok,
+            lp,
+            self._to_dev([s.prompt_len for s in seqs]),
+            self._to_dev(tables, torch.int32),
+        )
         return len(toks)
 
     def _maybe_compact(self, sched) -> None:
@@ -251,8 +310,17 @@ class FastEngine:
         stop = set(params.stop_token_ids)
         toks, lps, ngen = toks.tolist(), lps.tolist(), ngen.tolist()
         for i, s in enumerate(seqs):
-            ids = toks[i][:ngen[i]]
+            ids = toks[i][: ngen[i]]
             reason = "stop" if ids and ids[-1] in stop else "length"
-            text = self.tokenizer.decode(ids, skip_special_tokens=True) if self.tokenizer is not None else ""
-            results[s.index] = Completion(prompt_index=s.prompt_index, token_ids=ids, logprobs=lps[i][:ngen[i]],
-                                          text=text, finish_reason=reason)
+            text = (
+                self.tokenizer.decode(ids, skip_special_tokens=True)
+                if self.tokenizer is not None
+                else ""
+            )
+            results[s.index] = Completion(
+                prompt_index=s.prompt_index,
+                token_ids=ids,
+                logprobs=lps[i][: ngen[i]],
+                text=text,
+                finish_reason=reason,
+            )

@@ -7,16 +7,27 @@ finished sequences that still run in a CUDA-graph batch write their (ignored) K/
 A prompt's full pages are shared by its n samples (refcounted); the partly filled last page is copied to
 each sample's first private page, so samples never write into a shared page.
 """
+
 from __future__ import annotations
 
 import torch
 
 
 class KVCache:
-    def __init__(self, num_layers: int, num_pages: int, page_size: int, num_kv_heads: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        num_layers: int,
+        num_pages: int,
+        page_size: int,
+        num_kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ):
         if num_pages < 2:
-            raise ValueError(f"KV cache needs at least 2 pages, got {num_pages}; raise the memory budget")
+            raise ValueError(
+                f"KV cache needs at least 2 pages, got {num_pages}; raise the memory budget"
+            )
         self.num_pages, self.page_size = num_pages, page_size
         shape = (num_layers, num_pages * page_size, num_kv_heads, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
@@ -24,7 +35,14 @@ class KVCache:
 
     @staticmethod
     def bytes_per_page(num_layers, page_size, num_kv_heads, head_dim, dtype) -> int:
-        return 2 * num_layers * page_size * num_kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+        return (
+            2
+            * num_layers
+            * page_size
+            * num_kv_heads
+            * head_dim
+            * torch.empty((), dtype=dtype).element_size()
+        )
 
     @property
     def nbytes(self) -> int:
@@ -43,7 +61,7 @@ class PageAllocator:
     """Free list + reference counts of the cache pages (host side; page 0 reserved as the trash page)."""
 
     def __init__(self, num_pages: int):
-        self.free_pages = list(range(num_pages - 1, 0, -1))   # pop() hands out low ids first
+        self.free_pages = list(range(num_pages - 1, 0, -1))  # pop() hands out low ids first
         self.refs = [0] * num_pages
         self.capacity = num_pages - 1
 

@@ -9,6 +9,7 @@
 
 The Triton versions compute in fp32 and round once, so in bf16 they may differ from HF by one rounding step.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,9 +34,11 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- triton kernels
 
 if triton is not None:
+
     @triton.jit
-    def _rms_kernel(X, R, W, OUT, ROUT, sx, sr, so, sro, N, eps,
-                    HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
+    def _rms_kernel(
+        X, R, W, OUT, ROUT, sx, sr, so, sro, N, eps, HAS_RES: tl.constexpr, BLOCK: tl.constexpr
+    ):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         m = cols < N
@@ -51,9 +54,23 @@ if triton is not None:
         tl.store(OUT + row * so + cols, (w * y).to(OUT.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _rope_heads(X, XO, c1, c2, s1, s2, NW, eps, sx_head, so_head,
-                    NH: tl.constexpr, HALF: tl.constexpr, BH: tl.constexpr, BHALF: tl.constexpr,
-                    NORM: tl.constexpr):
+    def _rope_heads(
+        X,
+        XO,
+        c1,
+        c2,
+        s1,
+        s2,
+        NW,
+        eps,
+        sx_head,
+        so_head,
+        NH: tl.constexpr,
+        HALF: tl.constexpr,
+        BH: tl.constexpr,
+        BHALF: tl.constexpr,
+        NORM: tl.constexpr,
+    ):
         # X, XO point at this token's first head; heads are (NH, 2*HALF) rows.
         h = tl.arange(0, BH)
         d = tl.arange(0, BHALF)
@@ -78,10 +95,34 @@ if triton is not None:
         tl.store(XO + p2 + HALF, o2.to(XO.dtype.element_ty), mask=msk)
 
     @triton.jit
-    def _rope_cache_kernel(Q, K, V, COS, SIN, POS, SLOT, QO, KC, VC, QW, KW, eps,
-                           sq, sk, sv, scos, sqo, skc,
-                           NH: tl.constexpr, KVH: tl.constexpr, HALF: tl.constexpr, BH: tl.constexpr,
-                           BKH: tl.constexpr, BHALF: tl.constexpr, NORM: tl.constexpr):
+    def _rope_cache_kernel(
+        Q,
+        K,
+        V,
+        COS,
+        SIN,
+        POS,
+        SLOT,
+        QO,
+        KC,
+        VC,
+        QW,
+        KW,
+        eps,
+        sq,
+        sk,
+        sv,
+        scos,
+        sqo,
+        skc,
+        NH: tl.constexpr,
+        KVH: tl.constexpr,
+        HALF: tl.constexpr,
+        BH: tl.constexpr,
+        BKH: tl.constexpr,
+        BHALF: tl.constexpr,
+        NORM: tl.constexpr,
+    ):
         t = tl.program_id(0).to(tl.int64)
         pos = tl.load(POS + t).to(tl.int64)
         slot = tl.load(SLOT + t).to(tl.int64)
@@ -91,10 +132,40 @@ if triton is not None:
         c2 = tl.load(COS + pos * scos + HALF + d, mask=dm, other=0.0).to(tl.float32)
         s1 = tl.load(SIN + pos * scos + d, mask=dm, other=0.0).to(tl.float32)
         s2 = tl.load(SIN + pos * scos + HALF + d, mask=dm, other=0.0).to(tl.float32)
-        _rope_heads(Q + t * sq, QO + t * sqo, c1, c2, s1, s2, QW, eps, 2 * HALF, 2 * HALF,
-                    NH, HALF, BH, BHALF, NORM)
-        _rope_heads(K + t * sk, KC + slot * skc, c1, c2, s1, s2, KW, eps, 2 * HALF, 2 * HALF,
-                    KVH, HALF, BKH, BHALF, NORM)
+        _rope_heads(
+            Q + t * sq,
+            QO + t * sqo,
+            c1,
+            c2,
+            s1,
+            s2,
+            QW,
+            eps,
+            2 * HALF,
+            2 * HALF,
+            NH,
+            HALF,
+            BH,
+            BHALF,
+            NORM,
+        )
+        _rope_heads(
+            K + t * sk,
+            KC + slot * skc,
+            c1,
+            c2,
+            s1,
+            s2,
+            KW,
+            eps,
+            2 * HALF,
+            2 * HALF,
+            KVH,
+            HALF,
+            BKH,
+            BHALF,
+            NORM,
+        )
         h = tl.arange(0, BKH)
         dd = tl.arange(0, 2 * BHALF)
         msk = (h < KVH)[:, None] & (dd < 2 * HALF)[None, :]
@@ -115,8 +186,9 @@ if triton is not None:
 # --------------------------------------------------------------------------------------------- public ops
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
-             residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """x (T, H) [+ residual (T, H)] -> (normed (T, H), new residual (T, H))."""
     if not use_triton(x):
         r = x if residual is None else residual + x
@@ -125,15 +197,41 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
     out = torch.empty_like(x)
     rout = torch.empty_like(x) if residual is not None else x
     res = residual if residual is not None else x
-    _rms_kernel[(T,)](x, res, weight, out, rout, x.stride(0), res.stride(0), out.stride(0), rout.stride(0),
-                      N, eps, HAS_RES=residual is not None, BLOCK=next_pow2(N), num_warps=4)
+    _rms_kernel[(T,)](
+        x,
+        res,
+        weight,
+        out,
+        rout,
+        x.stride(0),
+        res.stride(0),
+        out.stride(0),
+        rout.stride(0),
+        N,
+        eps,
+        HAS_RES=residual is not None,
+        BLOCK=next_pow2(N),
+        num_warps=4,
+    )
     return out, rout
 
 
-def rope_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-               pos: torch.Tensor, slot: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-               num_heads: int, num_kv_heads: int, q_norm_w: torch.Tensor | None = None,
-               k_norm_w: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+def rope_cache(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    pos: torch.Tensor,
+    slot: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    num_heads: int,
+    num_kv_heads: int,
+    q_norm_w: torch.Tensor | None = None,
+    k_norm_w: torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
     """q (T, NH*D), k/v (T, KVH*D), cos/sin (max_pos, D), pos/slot (T,), caches (num_slots, KVH, D).
 
     Writes rotated k and v to cache[slot]; returns rotated q (T, NH, D)."""
@@ -143,7 +241,7 @@ def rope_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Ten
         qh, kh = q.view(T, num_heads, D), k.view(T, num_kv_heads, D)
         if q_norm_w is not None:
             qh, kh = _rms_torch(qh, q_norm_w, eps), _rms_torch(kh, k_norm_w, eps)
-        c, s = cos[pos].unsqueeze(1), sin[pos].unsqueeze(1)               # (T, 1, D)
+        c, s = cos[pos].unsqueeze(1), sin[pos].unsqueeze(1)  # (T, 1, D)
         qh = qh * c + _rotate_half(qh) * s
         kh = kh * c + _rotate_half(kh) * s
         k_cache.index_copy_(0, slot, kh.to(k_cache.dtype))
@@ -154,11 +252,35 @@ def rope_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Ten
     norm = q_norm_w is not None
     qw = q_norm_w if norm else q
     kw = k_norm_w if norm else k
-    _rope_cache_kernel[(T,)](q, k, v, cos, sin, pos, slot, qo, k_cache, v_cache, qw, kw, eps,
-                             q.stride(0), k.stride(0), v.stride(0), cos.stride(0), qo.stride(0),
-                             k_cache.stride(0), NH=num_heads, KVH=num_kv_heads, HALF=D // 2,
-                             BH=next_pow2(num_heads), BKH=next_pow2(num_kv_heads), BHALF=next_pow2(D // 2),
-                             NORM=norm, num_warps=4)
+    _rope_cache_kernel[(T,)](
+        q,
+        k,
+        v,
+        cos,
+        sin,
+        pos,
+        slot,
+        qo,
+        k_cache,
+        v_cache,
+        qw,
+        kw,
+        eps,
+        q.stride(0),
+        k.stride(0),
+        v.stride(0),
+        cos.stride(0),
+        qo.stride(0),
+        k_cache.stride(0),
+        NH=num_heads,
+        KVH=num_kv_heads,
+        HALF=D // 2,
+        BH=next_pow2(num_heads),
+        BKH=next_pow2(num_kv_heads),
+        BHALF=next_pow2(D // 2),
+        NORM=norm,
+        num_warps=4,
+    )
     return qo
 
 

@@ -15,6 +15,7 @@ attention read the parameters directly. RoPE cos/sin come from the model's own r
 length-dependent types (dynamic, longrope) are refused. Anything else unsupported raises UnsupportedModel and
 the engine falls back to HF generate.
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,7 +47,8 @@ class ModelRunner:
         if getattr(cfg, "hidden_act", "silu") != "silu":
             raise UnsupportedModel(f"hidden_act {cfg.hidden_act!r} (only silu)")
         if getattr(cfg, "use_sliding_window", False) or any(
-                t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
+            t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])
+        ):
             raise UnsupportedModel("sliding-window attention layers")
         body = getattr(hf, "model", None)
         if body is None or not hasattr(body, "layers") or not hasattr(body, "rotary_emb"):
@@ -64,7 +66,9 @@ class ModelRunner:
         self.scale = attn.scaling
         self.qk_norm = hasattr(attn, "q_norm")
         if self.num_heads % self.num_kv_heads:
-            raise UnsupportedModel(f"{self.num_heads} heads not a multiple of {self.num_kv_heads} KV heads")
+            raise UnsupportedModel(
+                f"{self.num_heads} heads not a multiple of {self.num_kv_heads} KV heads"
+            )
         self.vocab_size = self.embed.weight.shape[0]
         self._rope_key, self._cos, self._sin = None, None, None
         self._parallel, self._streams, self._next = False, None, 0
@@ -89,11 +93,15 @@ class ModelRunner:
         """cos/sin tables (L, D) in the model dtype for positions 0..L-1, from the model's rotary module."""
         length = max(1024, 1 << (int(length) - 1).bit_length())
         key = (length, self.dtype, self.device)
-        if self._rope_key is not None and self._rope_key[0] >= length and self._rope_key[1:] == key[1:]:
+        if (
+            self._rope_key is not None
+            and self._rope_key[0] >= length
+            and self._rope_key[1:] == key[1:]
+        ):
             return
         pos = torch.arange(length, device=self.device)[None]
         dummy = torch.empty(1, dtype=self.dtype, device=self.device)
-        cos, sin = self.rotary(dummy, pos)                              # (1, L, D)
+        cos, sin = self.rotary(dummy, pos)  # (1, L, D)
         self._cos, self._sin = cos[0].contiguous(), sin[0].contiguous()
         self._rope_key = key
 
@@ -126,8 +134,22 @@ class ModelRunner:
         k, v = self._side(a.k_proj, x), self._side(a.v_proj, x)
         q = a.q_proj(x)
         self._join()
-        return rope_cache(q, k, v, self._cos, self._sin, pos, slot, k_cache,
-                          v_cache, self.num_heads, self.num_kv_heads, qn, kn, eps)
+        return rope_cache(
+            q,
+            k,
+            v,
+            self._cos,
+            self._sin,
+            pos,
+            slot,
+            k_cache,
+            v_cache,
+            self.num_heads,
+            self.num_kv_heads,
+            qn,
+            kn,
+            eps,
+        )
 
     def _mlp(self, layer, x):
         m = layer.mlp
@@ -139,13 +161,21 @@ class ModelRunner:
     def decode(self, tok, pos, slot, seq_lens, block_table, cache, splits: int = 1) -> torch.Tensor:
         """One token per sequence. tok/pos/slot (B,) int64, seq_lens (B,) int32 (= pos + 1),
         block_table (B, W) int32 -> logits (B, V) in the model dtype."""
-        h, r = self.embed(tok), None                                    # (B, H)
+        h, r = self.embed(tok), None  # (B, H)
         self._parallel = tok.is_cuda
         for i, layer in enumerate(self.layers):
             x, r = self._norm(h, layer.input_layernorm, r)
-            q = self._attn_in(layer, x, pos, slot, cache.k[i], cache.v[i])            # (B, NH, D)
-            o = decode_attention(q, cache.k[i], cache.v[i], block_table, seq_lens, cache.page_size, self.scale,
-                                 splits)
+            q = self._attn_in(layer, x, pos, slot, cache.k[i], cache.v[i])  # (B, NH, D)
+            o = decode_attention(
+                q,
+                cache.k[i],
+                cache.v[i],
+                block_table,
+                seq_lens,
+                cache.page_size,
+                self.scale,
+                splits,
+            )
             h = layer.self_attn.o_proj(o.reshape(o.shape[0], -1))
             x, r = self._norm(h, layer.post_attention_layernorm, r)
             h = self._mlp(layer, x)
@@ -153,15 +183,17 @@ class ModelRunner:
         self._parallel = False
         return self.lm_head(x)
 
-    def prefill(self, tokens, pos, slot, lens: list[int], cache, all_logits: bool = False) -> torch.Tensor:
+    def prefill(
+        self, tokens, pos, slot, lens: list[int], cache, all_logits: bool = False
+    ) -> torch.Tensor:
         """Whole prompts, packed. tokens/pos/slot (T,), T = sum(lens) -> logits of each prompt's last
         token (P, V), or of every token (T, V) with all_logits."""
-        h, r = self.embed(tokens), None                                 # (T, H)
-        self._parallel = False                  # big GEMMs fill the GPU already
+        h, r = self.embed(tokens), None  # (T, H)
+        self._parallel = False  # big GEMMs fill the GPU already
         meta = prefill_meta(lens, tokens.device)
         for i, layer in enumerate(self.layers):
             x, r = self._norm(h, layer.input_layernorm, r)
-            q = self._attn_in(layer, x, pos, slot, cache.k[i], cache.v[i])            # (T, NH, D)
+            q = self._attn_in(layer, x, pos, slot, cache.k[i], cache.v[i])  # (T, NH, D)
             o = prefill_attention(q, cache.k[i][slot], cache.v[i][slot], meta, self.scale)
             h = layer.self_attn.o_proj(o.reshape(o.shape[0], -1))
             x, r = self._norm(h, layer.post_attention_layernorm, r)

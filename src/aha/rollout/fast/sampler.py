@@ -13,6 +13,7 @@ an online log-sum-exp and a Gumbel-max argmax (argmax_i x_i / T - log(-log U_i),
 over vocabulary slices, then a merge per row; Philox noise keyed by (seed, step, row) read from device
 tensors, so the step can be CUDA-graph captured.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,6 +21,7 @@ import torch
 from ._triton import tl, triton
 
 if triton is not None:
+
     @triton.jit
     def _consume(ptr, off0, q, end, inv_t, u, m, s, best, best_x, best_i, GREEDY: tl.constexpr):
         """Fold one block into per-lane running state (max, sum-exp, best score, its logit, its id): purely
@@ -27,21 +29,22 @@ if triton is not None:
         off = off0 + q
         msk = off < end
         x = tl.load(ptr + off, mask=msk, other=float("-inf")).to(tl.float32) * inv_t
-        m_new = tl.maximum(m, x)                          # m starts at -1e30, so m_new is finite
+        m_new = tl.maximum(m, x)  # m starts at -1e30, so m_new is finite
         s = s * tl.exp(m - m_new) + tl.exp(x - m_new)
         if GREEDY:
             score = x
         else:
             score = tl.where(msk, x - tl.log(-tl.log(u)), float("-inf"))
-        take = score > best                               # strict: a lane keeps its first (lowest) id on ties
+        take = score > best  # strict: a lane keeps its first (lowest) id on ties
         best_i = tl.where(take, off, best_i)
         best_x = tl.where(take, x, best_x)
         best = tl.where(take, score, best)
         return m_new, s, best, best_x, best_i
 
     @triton.jit
-    def _sample_part_kernel(LOGITS, sl, V, CH, TEMP, SEED, STEP, PART, NS,
-                            GREEDY: tl.constexpr, Q: tl.constexpr):
+    def _sample_part_kernel(
+        LOGITS, sl, V, CH, TEMP, SEED, STEP, PART, NS, GREEDY: tl.constexpr, Q: tl.constexpr
+    ):
         # program (row, part) scans logits[row, part*CH : (part+1)*CH] in blocks of 4*Q; one Philox call
         # (rand4x) gives the uniforms of 4 sub-blocks.
         row = tl.program_id(0).to(tl.int64)
@@ -67,25 +70,30 @@ if triton is not None:
                 u2 = u0
                 u3 = u0
             else:
-                u0, u1, u2, u3 = tl.rand4x(seed, v0 // 4 + q)    # distinct counters per block
-            m, s, best, best_x, best_i = _consume(ptr, v0, q, end, inv_t, u0, m, s, best, best_x, best_i, GREEDY)
-            m, s, best, best_x, best_i = _consume(ptr, v0 + Q, q, end, inv_t, u1, m, s, best, best_x, best_i,
-                                                  GREEDY)
-            m, s, best, best_x, best_i = _consume(ptr, v0 + 2 * Q, q, end, inv_t, u2, m, s, best, best_x, best_i,
-                                                  GREEDY)
-            m, s, best, best_x, best_i = _consume(ptr, v0 + 3 * Q, q, end, inv_t, u3, m, s, best, best_x, best_i,
-                                                  GREEDY)
+                u0, u1, u2, u3 = tl.rand4x(seed, v0 // 4 + q)  # distinct counters per block
+            m, s, best, best_x, best_i = _consume(
+                ptr, v0, q, end, inv_t, u0, m, s, best, best_x, best_i, GREEDY
+            )
+            m, s, best, best_x, best_i = _consume(
+                ptr, v0 + Q, q, end, inv_t, u1, m, s, best, best_x, best_i, GREEDY
+            )
+            m, s, best, best_x, best_i = _consume(
+                ptr, v0 + 2 * Q, q, end, inv_t, u2, m, s, best, best_x, best_i, GREEDY
+            )
+            m, s, best, best_x, best_i = _consume(
+                ptr, v0 + 3 * Q, q, end, inv_t, u3, m, s, best, best_x, best_i, GREEDY
+            )
         mx = tl.max(m, 0)
         total = tl.sum(s * tl.exp(m - mx), 0)
         b = tl.max(best, 0)
-        i = tl.min(tl.where(best == b, best_i, 2147483647), 0)        # lowest id among tied lanes
+        i = tl.min(tl.where(best == b, best_i, 2147483647), 0)  # lowest id among tied lanes
         x = tl.max(tl.where((best == b) & (best_i == i), best_x, float("-inf")), 0)
         o = (row * NS + part) * 5
         tl.store(PART + o, mx)
         tl.store(PART + o + 1, total)
         tl.store(PART + o + 2, b)
         tl.store(PART + o + 3, x)
-        tl.store(PART + o + 4, i.to(tl.float32))      # exact: vocabulary ids < 2**24
+        tl.store(PART + o + 4, i.to(tl.float32))  # exact: vocabulary ids < 2**24
 
     @triton.jit
     def _sample_merge_kernel(PART, NS, TOK, LP, BNS: tl.constexpr):
@@ -100,13 +108,19 @@ if triton is not None:
         i = tl.load(PART + o + 4, mask=pm, other=0.0)
         mx = tl.max(m, 0)
         total = tl.sum(tl.where(s > 0, s * tl.exp(m - mx), 0.0), 0)
-        j = tl.argmax(b, 0)                               # first part on ties -> lowest token id
+        j = tl.argmax(b, 0)  # first part on ties -> lowest token id
         tl.store(TOK + row, tl.sum(tl.where(p == j, i, 0.0), 0).to(tl.int64))
         tl.store(LP + row, tl.sum(tl.where(p == j, x, 0.0), 0) - (mx + tl.log(total)))
 
 
-def sample_fused(logits: torch.Tensor, temp: torch.Tensor, seed: torch.Tensor, step: torch.Tensor,
-                 greedy: bool, num_sms: int = 132) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_fused(
+    logits: torch.Tensor,
+    temp: torch.Tensor,
+    seed: torch.Tensor,
+    step: torch.Tensor,
+    greedy: bool,
+    num_sms: int = 132,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """logits (B, V) any float dtype; temp (1,) fp32, seed (1,) int64, step (1,) int64 device tensors.
 
     The vocabulary is split into NS parts so that B * NS programs fill the GPU; partial
@@ -117,14 +131,17 @@ def sample_fused(logits: torch.Tensor, temp: torch.Tensor, seed: torch.Tensor, s
     while ns < 64 and B * ns < 4 * num_sms:
         ns *= 2
     per = -(-V // ns)
-    ch = -(-per // (4 * Q)) * 4 * Q                     # part length, a whole number of 4*Q blocks
+    ch = -(-per // (4 * Q)) * 4 * Q  # part length, a whole number of 4*Q blocks
     ns = -(-V // ch)
     part = torch.empty((B, ns, 5), dtype=torch.float32, device=logits.device)
     tok = torch.empty(B, dtype=torch.int64, device=logits.device)
     lp = torch.empty(B, dtype=torch.float32, device=logits.device)
-    _sample_part_kernel[(B, ns)](logits, logits.stride(0), V, ch, temp, seed, step, part, ns,
-                                 GREEDY=greedy, Q=Q, num_warps=4)
-    _sample_merge_kernel[(B,)](part, ns, tok, lp, BNS=max(2, 1 << (ns - 1).bit_length()), num_warps=1)
+    _sample_part_kernel[(B, ns)](
+        logits, logits.stride(0), V, ch, temp, seed, step, part, ns, GREEDY=greedy, Q=Q, num_warps=4
+    )
+    _sample_merge_kernel[(B,)](
+        part, ns, tok, lp, BNS=max(2, 1 << (ns - 1).bit_length()), num_warps=1
+    )
     return tok, lp
 
 
@@ -136,15 +153,20 @@ def filter_logits(logits: torch.Tensor, top_p: float, top_k: int) -> torch.Tenso
     if top_p < 1.0:
         sorted_l, order = torch.sort(logits, dim=-1, descending=True)
         probs = torch.softmax(sorted_l, dim=-1)
-        above = torch.cumsum(probs, dim=-1) - probs                     # mass strictly above each token
+        above = torch.cumsum(probs, dim=-1) - probs  # mass strictly above each token
         remove = above >= top_p
-        remove[:, 0] = False                                            # always keep the most likely token
+        remove[:, 0] = False  # always keep the most likely token
         logits = logits.masked_fill(remove.scatter(1, order, remove), float("-inf"))
     return logits
 
 
-def sample_torch(logits: torch.Tensor, temperature: float, top_p: float = 1.0, top_k: int = 0,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_torch(
+    logits: torch.Tensor,
+    temperature: float,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """logits (B, V) -> (token (B,) int64, logprob (B,) fp32)."""
     logits = logits.float()
     if temperature == 0:

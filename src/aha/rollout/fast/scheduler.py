@@ -5,6 +5,7 @@ per unit and its full pages are shared by the k samples. A unit is admitted only
 given pages for its whole length (prompt + max_tokens - 1 cached positions), so decoding never runs out of
 pages and nothing is ever preempted. Freed rows and pages are reused by the next admission.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -16,13 +17,13 @@ from .kv_cache import PageAllocator
 
 @dataclass(eq=False)
 class Seq:
-    index: int                  # position in the prompt-major result list
+    index: int  # position in the prompt-major result list
     prompt_index: int
     prompt_len: int
     row: int
-    pages: list[int]            # page table in position order: shared prompt pages, then private pages
+    pages: list[int]  # page table in position order: shared prompt pages, then private pages
     n_shared: int
-    steps_left: int             # decode steps until max_tokens (host knows it exactly)
+    steps_left: int  # decode steps until max_tokens (host knows it exactly)
 
 
 @dataclass
@@ -36,13 +37,22 @@ def cdiv(a: int, b: int) -> int:
 
 
 class Scheduler:
-    def __init__(self, prompts: list[list[int]], n: int, max_tokens: int, page_size: int, rows: int,
-                 allocator: PageAllocator):
+    def __init__(
+        self,
+        prompts: list[list[int]],
+        n: int,
+        max_tokens: int,
+        page_size: int,
+        rows: int,
+        allocator: PageAllocator,
+    ):
         self.prompts, self.n, self.max_tokens, self.page = prompts, n, max_tokens, page_size
         self.alloc = allocator
-        self.pending = deque([i, n] for i in range(len(prompts)))     # [prompt index, samples not admitted]
+        self.pending = deque(
+            [i, n] for i in range(len(prompts))
+        )  # [prompt index, samples not admitted]
         self.free_rows = list(range(rows))
-        self.live: dict[int, Seq] = {}                                 # row -> sequence
+        self.live: dict[int, Seq] = {}  # row -> sequence
 
     def pages_of(self, prompt_len: int) -> tuple[int, int]:
         """(shared, private) pages of one sample: prompt_len + max_tokens - 1 cached positions."""
@@ -58,7 +68,8 @@ class Scheduler:
                 f"one sequence of {longest} prompt + {self.max_tokens} new tokens needs "
                 f"{need * bytes_per_page / 2**20:.1f} MiB of KV cache but the budget holds "
                 f"{self.alloc.capacity * bytes_per_page / 2**20:.1f} MiB; raise kv_cache_fraction/kv_cache_bytes "
-                f"or lower max_tokens")
+                f"or lower max_tokens"
+            )
 
     def admit(self) -> list[Unit]:
         units = []
@@ -76,9 +87,15 @@ class Scheduler:
             unit = Unit(prompt_index)
             for j in range(k):
                 row = heapq.heappop(self.free_rows)
-                seq = Seq(index=prompt_index * self.n + (self.n - left) + j, prompt_index=prompt_index,
-                          prompt_len=plen, row=row, pages=shared + self.alloc.alloc(n_priv), n_shared=n_shared,
-                          steps_left=self.max_tokens - 1)
+                seq = Seq(
+                    index=prompt_index * self.n + (self.n - left) + j,
+                    prompt_index=prompt_index,
+                    prompt_len=plen,
+                    row=row,
+                    pages=shared + self.alloc.alloc(n_priv),
+                    n_shared=n_shared,
+                    steps_left=self.max_tokens - 1,
+                )
                 self.live[row] = seq
                 unit.seqs.append(seq)
             units.append(unit)
