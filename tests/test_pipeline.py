@@ -209,7 +209,7 @@ def test_r1_zero_and_cli(tmp_path, capsys):
     assert "01-rl" in out and "pass1" in out and (tmp_path / "summary.json").is_file()
     m = json.loads((tmp_path / "01-rl" / "manifest.json").read_text())
     assert m["figures"]["steps"] == 1 and "eval" in m["figures"]
-    from aha.cli import UsageError
+    from aha.cli_args import UsageError
 
     with pytest.raises(UsageError, match="r1-zero|r1|distill"):
         cmd_pipeline(["r2"])

@@ -320,7 +320,7 @@ def _num(x) -> float | None:
 
 def cmd_sample(args: list[str]) -> int:
     """`aha sample CONFIG [key.sub=value ...]`."""
-    from .cli import split_args
+    from .cli_args import split_args
     from .config import load_config
 
     path, overrides = split_args(args)

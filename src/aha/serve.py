@@ -314,7 +314,7 @@ def _error(message: str, kind: str = "invalid_request_error") -> dict:
 
 def cmd_serve(args: list[str]) -> int:
     """`aha serve MODEL [port=8000 host=127.0.0.1 ...]`: serve until Ctrl-C / SIGTERM."""
-    from .cli import UsageError, split_args
+    from .cli_args import UsageError, split_args
     from .config import load_config
     from .models.load import load_model
     from .rollout.factory import make_engine

@@ -28,7 +28,7 @@ def get_pipeline(name: str):
 
 def cmd_pipeline(args: list[str]) -> int:
     """`aha pipeline NAME CONFIG [key.sub=value ...]`; interrupted: exit 130, rerun the same command to resume."""
-    from ..cli import UsageError, split_args
+    from ..cli_args import UsageError, split_args
     from ..config import load_config
 
     if not args or args[0] not in PIPELINES:

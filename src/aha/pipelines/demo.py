@@ -227,7 +227,7 @@ def show(summary: dict, before, after, report: Path, log) -> None:
 
 def cmd_demo(args: list[str]) -> int:
     """`aha demo [--quick] [--gpu | --recheck] [--out DIR] [key.sub=value ...]`."""
-    from ..cli import UsageError, flags_to_overrides
+    from ..cli_args import UsageError, flags_to_overrides
 
     switches = ("--quick", "--gpu", "--recheck")
     quick, gpu, recheck = (s in args for s in switches)  # --gpu with --recheck: demo_config's error

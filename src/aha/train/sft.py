@@ -231,7 +231,7 @@ def sft(cfg: SFTConfig) -> dict:
 
 def cmd_sft(args: list[str]) -> int:
     """`aha sft CONFIG [key.sub=value ...]`."""
-    from ..cli import split_args
+    from ..cli_args import split_args
     from ..config import load_config
 
     path, overrides = split_args(args)
