@@ -13,7 +13,7 @@ from aha.models.tiny import char_tokenizer
 from aha.rollout import SamplingParams
 from aha.rollout.openai_client import OpenAIEngine, OpenAIError
 from aha.rollout.openai_client.response import to_completion
-from openai_fake import Fake, deepseek, plain, text_of, vllm
+from openai_fake import Fake, deepseek, error, plain, text_of, vllm
 
 TOK = char_tokenizer()
 EOS = TOK.eos_token_id
@@ -138,8 +138,24 @@ def test_deepseek_reasoner_no_logprobs_n_ignored(rig):
     assert all(c.meta["token_ids"] == "text" and c.token_ids[-1] == EOS for c in comps)
     # asking for logprobs: the server's one-line refusal
     strict = rig.engine(f, api="chat", vllm_extensions=False, logprobs=True)
-    with pytest.raises(OpenAIError, match="HTTP 400: deepseek-reasoner does not support"):
+    with pytest.raises(
+        OpenAIError, match="HTTP 400: deepseek-reasoner does not support.*logprobs=false"
+    ):
         strict.generate(prompts("p"), SamplingParams())
+
+
+def test_refused_vllm_field_names_the_fix(rig):
+    def openai_api(body, k):  # OpenAI's own API refuses fields it does not know
+        extra = sorted(set(body) - {"model", "prompt", "max_tokens", "temperature", "top_p", "n"})
+        if extra:
+            return error(400, f"Unrecognized request argument supplied: {extra[0]}")
+        return plain(body)
+
+    f, eng = rig.both(openai_api)
+    with pytest.raises(OpenAIError, match="return_token_ids is a vLLM field: set vllm_extensions"):
+        eng.generate(prompts("p"), SamplingParams())
+    [c] = rig.engine(f, vllm_extensions=False).generate(prompts("p"), SamplingParams())
+    assert c.text == "p/0/None"
 
 
 def test_known_n_ignorer_gets_all_requests_at_once(rig):

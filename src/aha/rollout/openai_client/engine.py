@@ -12,10 +12,14 @@ answered one choice for n > 1, later prompts send those requests at the same tim
 
 Request fields: model, max_tokens, temperature, top_p, n, seed, stop (SamplingParams.stop strings, when the
 caller's SamplingParams has them); vllm_extensions=True adds vLLM's top_k, stop_token_ids,
-include_stop_str_in_output and return_token_ids (vLLM >= 0.10.2 then returns each choice's token_ids, used as
+include_stop_str_in_output and return_token_ids (recent vLLM then returns each choice's token_ids, used as
 they are instead of re-encoding the text; set False for APIs that reject unknown fields); logprobs=True asks
 for the sampled tokens' logprobs (off by default: teacher traces do not need them and DeepSeek's reasoner
-rejects the field); extra_body is merged in last (e.g. {"repetition_penalty": 1.05, "min_p": 0.05}).
+rejects the field); extra_body is merged in last (e.g. {"repetition_penalty": 1.05, "min_p": 0.05}). A 400
+that names a field this client added (a vLLM field, logprobs) says which setting leaves it out.
+
+With cache_path, every answer is kept as it lands (cache.py): a rerun of the same calls asks nothing twice.
+The first request that fails for good fails the call, after those in flight have landed (and been cached).
 
 api="completions" sends the prompt as text (decoded from the ids) or, with send_token_ids=True, as the ids
 (vLLM, SGLang and aha serve accept both). api="chat" sends the decoded prompt as one user message after an
@@ -33,12 +37,13 @@ from queue import Queue
 from ..base import Completion, SamplingParams
 from .cache import RequestCache
 from .response import parse_choices, to_completion
-from .transport import Transport
+from .transport import OpenAIError, Transport
 
 APIS = ("completions", "chat")
 # Set by the engine from its arguments and SamplingParams: one source of truth, so extra_body may not set them.
 OWN_FIELDS = ("model", "prompt", "messages", "n", "seed", "max_tokens", "temperature", "top_p")
 OWN_FIELDS += ("stream",)  # the client reads whole responses, not server-sent events
+VLLM_FIELDS = ("return_token_ids", "stop_token_ids", "top_k", "include_stop_str_in_output")
 
 
 class OpenAIEngine:
@@ -179,6 +184,8 @@ class OpenAIEngine:
                 choices = self.transport.post(body, lambda d: parse_choices(d, self.api), stop)
                 self.cache.store(key, choices)  # as soon as it lands: a crash keeps it
                 results.put((i, j, choices, None))
+            except OpenAIError as e:
+                results.put((i, j, None, OpenAIError(f"{e}{_hint(e, body)}", e.status)))
             except BaseException as e:  # handed to the calling thread
                 results.put((i, j, None, e))
 
@@ -247,3 +254,16 @@ class OpenAIEngine:
         old["logprobs"] = 1 if self.api == "completions" else True
         old.update(self.extra_body)
         return old
+
+
+def _hint(err: OpenAIError, body: dict) -> str:
+    """The fix, when a server refuses a field this client added: vLLM's extensions, or logprobs."""
+    if err.status not in (400, 422):
+        return ""
+    message = str(err)
+    if "logprobs" in body and "logprobs" in message:
+        return " (this server takes no logprobs: leave logprobs off, openai.logprobs=false)"
+    refused = [f for f in VLLM_FIELDS if f in body and f in message]
+    if refused:
+        return f" ({refused[0]} is a vLLM field: set vllm_extensions=False, openai.vllm_extensions=false)"
+    return ""

@@ -21,7 +21,12 @@ NO_RETRY_5XX = {501, 505}  # not implemented / HTTP version: asking again cannot
 
 
 class OpenAIError(RuntimeError):
-    """A request that failed for good: one line with the URL, the status and the server's message."""
+    """A request that failed for good: one line with the URL, the status and the server's message.
+    `status` is the HTTP status of a refused request (not retried), else None."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def import_httpx():
@@ -80,7 +85,9 @@ class Transport:
                     return out
                 msg = _error_message(resp)
                 if not _retryable(resp.status_code):
-                    raise OpenAIError(f"{self.url}: HTTP {resp.status_code}: {msg}")
+                    raise OpenAIError(
+                        f"{self.url}: HTTP {resp.status_code}: {msg}", resp.status_code
+                    )
                 last = f"HTTP {resp.status_code}: {msg}"
                 wait_s = retry_after(resp.headers, self.max_backoff)
             except self.httpx.UnsupportedProtocol as e:
