@@ -245,7 +245,9 @@ class PPOTrainer(GRPOTrainer):
                 )  # GRPO's update logs its KL
             if self.cfg.algorithm.mu > 1:
                 batch.old_logp = logp
-            k1 = torch.where(mask, algos.kl(logp, batch.ref_logp, kind="k1"), 0.0)  # (B, L-1)
+            k1 = torch.where(
+                mask, algos.kl_estimate(logp, batch.ref_logp, kind="k1"), 0.0
+            )  # (B, L-1)
             seqs = d.sum(torch.tensor(float(mask.any(1).sum())))
             metrics = {
                 "kl_coef": self.kl_ctl.value,
