@@ -400,7 +400,7 @@ def load_value_state(source: Path, value: ValueModel, optimizer, scheduler) -> N
     dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(source / "state"))
     set_state_dict(value, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
     scheduler.load_state_dict(
-        torch.load(source / "trainer_state.pt", weights_only=False)["scheduler"]
+        torch.load(source / "trainer_state.pt", weights_only=True)["scheduler"]
     )
 
 
