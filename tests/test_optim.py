@@ -96,8 +96,10 @@ def test_offload_equals_master_adamw(dtype):
         # torch's fused kernel orders the bias corrections differently: last-bit differences only
         torch.testing.assert_close(st["master"], master.float(), rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(st["exp_avg_sq"], ref.state[x]["exp_avg_sq"], rtol=1e-6, atol=0)
-        assert torch.equal(y.detach(), st["master"].to(dtype))  # the live weight is the rounded master
-        assert float((y.detach().float() - master.float()).abs().max()) <= 2 ** -7 * float(
+        assert torch.equal(
+            y.detach(), st["master"].to(dtype)
+        )  # the live weight is the rounded master
+        assert float((y.detach().float() - master.float()).abs().max()) <= 2**-7 * float(
             master.abs().max()
         )
 
@@ -109,10 +111,14 @@ def test_offload_state_moves_between_optimizers():
         x.grad = torch.randn(x.shape).to(torch.bfloat16)
     ref.step()
     off = AdamWOffload(b, lr=1e-3)
-    off.load_state_dict(ref.state_dict())  # a checkpoint of optim.name=adamw resumed with the offload
+    off.load_state_dict(
+        ref.state_dict()
+    )  # a checkpoint of optim.name=adamw resumed with the offload
     for x, y in zip(a, b):
         for key in ("master", "exp_avg", "exp_avg_sq", "step"):
-            assert off.state[y][key].dtype == torch.float32 and off.state[y][key].device.type == "cpu"
+            assert (
+                off.state[y][key].dtype == torch.float32 and off.state[y][key].device.type == "cpu"
+            )
             assert torch.equal(off.state[y][key], ref.state[x][key].float())
     back = AdamWMaster(a, lr=1e-3)
     back.load_state_dict(off.state_dict())
