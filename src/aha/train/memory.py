@@ -17,9 +17,10 @@ Bytes, for P parameters stored in b bytes (2 for bf16), P_t of them trained (all
                      2 RMSNorms 2 (4H + 4 + 2bH)   fp32 upcast, rsqrt, normalised input, scaled output
                      attention  b (2Q + 2KV) + 4 nh  q, k, v after RoPE, output, fp32 logsumexp (flash)
                      MLP        4 b I              gate, silu(gate), up, their product
-                 (Q = heads * head_dim, KV = kv_heads * head_dim). Gradient checkpointing keeps b H per layer
-                 and recomputes one layer at a time. Plus the lm-head chunk (1024 rows x vocab, fp32) of
-                 aha.algos.logprobs and one layer's gradient buffers.
+                 (Q = heads * head_dim, KV = kv_heads * head_dim; Qwen3's q/k norms add theirs). Under LoRA the
+                 frozen projections keep nothing and each adapter keeps an fp32 copy of its input. Gradient
+                 checkpointing keeps b H per layer and recomputes one layer at a time. Plus the lm-head chunk
+                 (1024 rows x vocab, fp32) of aha.algos.logprobs and one layer's gradient buffers.
 Under FSDP (world > 1) the weights, gradients and optimizer state are split over the ranks; rollouts gather the
 weights, so generation holds a full copy.
 """
@@ -205,9 +206,8 @@ def engine_parts(shape: ModelShape, run: RunSpec) -> tuple[int, int, int]:
     rows = min(run.sequences, ENGINE_ROWS)
     out_rows = max(run.sequences, ENGINE_ROWS)
     sampling = rows * shape.vocab * (b + 8)  # logits, fp32 probabilities, sampler temporaries
-    buffers = (
-        out_rows * (1 << max(0, run.new_tokens).bit_length()) * 12
-    )  # out_tok int64 + out_lp fp32
+    # out_tok (int64) and out_lp (fp32) rows of a power-of-two width
+    buffers = out_rows * (1 << max(0, run.new_tokens).bit_length()) * 12
     prompts = max(1, run.sequences // max(1, run.group_size))
     prefill = min(PREFILL_TOKENS, prompts * run.prompt_tokens)
     prefill_ws = prefill * (3 * b * shape.intermediate + 6 * b * shape.hidden)
@@ -227,9 +227,8 @@ def layer_bytes_per_token(shape: ModelShape, run: RunSpec) -> int:
     b, H, I, nh = run.dtype_bytes, shape.hidden, shape.intermediate, shape.heads
     Q, KV = nh * shape.head_dim, shape.kv_heads * shape.head_dim
     attn = b * (2 * Q + 2 * KV) + 4 * nh
-    if (
-        run.lora_r > 0
-    ):  # frozen projections keep no inputs; an adapter keeps an fp32 input copy and r outputs
+    if run.lora_r > 0:
+        # Frozen projections and norms keep no inputs; an adapter keeps an fp32 copy of its input and r outputs.
         dims = shape.linears()
         adapters = sum(4 * dims[t][0] + 4 * run.lora_r for t in set(run.lora_targets) if t in dims)
         qk = (4 * Q + 4 * nh + 4 * KV + 4 * shape.kv_heads) if shape.qk_norm else 0
@@ -242,17 +241,14 @@ def saved_bytes_per_token(shape: ModelShape, run: RunSpec, checkpointing: bool) 
     """Everything autograd keeps per token of a micro-batch until the backward reaches it."""
     b, H = run.dtype_bytes, shape.hidden
     layer = b * H if checkpointing else layer_bytes_per_token(shape, run)
-    if (
-        not checkpointing
-        and run.share_prefix
-        and shares_prefix(run.prompt_tokens, run.seq_tokens, run.group_size)
-    ):  # the shared-prompt forward: K/V repeated to every head, the (C, P+C) mask
+    shared = run.share_prefix and shares_prefix(run.prompt_tokens, run.seq_tokens, run.group_size)
+    if shared and not checkpointing:  # K/V repeated to every head, a (C, P+C) mask per row
         layer += b * 2 * (shape.heads - shape.kv_heads) * shape.head_dim + b * run.seq_tokens
-    if (
-        run.lora_r > 0
-    ):  # final norm, the lm-head input copy, targets/logsumexp/entropy, the loss's tensors
+    # Final norm, the lm head's input copy, targets/logsumexp/entropy, the loss's per-token tensors; full
+    # fine-tuning also keeps the embedding's indices and the final norm's normalised input.
+    if run.lora_r > 0:
         outside = (4 * H + 4) + b * H + 16 + 64
-    else:  # + the embedding's indices and the final norm's bf16 output
+    else:
         outside = 8 + (4 * H + 4 + 2 * b * H) + b * H + 16 + 64
     return shape.layers * layer + outside
 
@@ -263,9 +259,8 @@ def activation_bytes(shape: ModelShape, run: RunSpec, tokens: int, checkpointing
     b, H, I, V = run.dtype_bytes, shape.hidden, shape.intermediate, shape.vocab
     recompute = layer_bytes_per_token(shape, run) if checkpointing else 0
     grads = 3 * b * I + 4 * b * H + 12 * H  # (fp32 buffers in the RMSNorm's backward)
-    head = (
-        min(LOGIT_CHUNK, tokens) * V * (b + 12)
-    )  # logits in b bytes, fp32 copy, softmax, logsumexp
+    # the lm head's (chunk, V) block: logits in b bytes, an fp32 copy, the softmax, logsumexp's temporary
+    head = min(LOGIT_CHUNK, tokens) * V * (b + 12)
     head_grad = 0 if run.lora_r > 0 else 4 * V * H  # the lm-head gradient, accumulated in fp32
     per_token = saved_bytes_per_token(shape, run, checkpointing) + recompute + grads
     return tokens * per_token + head + head_grad
