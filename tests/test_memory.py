@@ -92,6 +92,27 @@ def test_static_parts_by_hand_for_7b():
     assert critic.critic == 16 * P
 
 
+def test_qwen25_05b_and_15b_by_hand():
+    # full fine-tuning, bf16, AdamWMaster: weights 2 + master 4 + moments 8 + grads 2 = 16 B/param
+    for size in ("0.5b", "1.5b"):
+        assert static_parts(shape(size), RunSpec()).static == 16 * QWEN25[size][1]
+    # 0.5B, per token of a micro-batch, no checkpointing (H 896, 14 heads of 64, 2 KV heads, I 4864, 24 layers)
+    layer = 2 * (4 * 896 + 4 + 4 * 896) + 2 * (2 * 896 + 2 * 128) + 4 * 14 + 8 * 4864
+    assert layer == 57_408
+    outside = 8 + (4 * 896 + 4 + 4 * 896) + 2 * 896 + 16 + 64
+    assert (
+        saved_bytes_per_token(shape("0.5b"), RunSpec(share_prefix=False), False)
+        == 24 * layer + outside
+    )
+    assert (
+        24 * layer + outside == 1_386_844
+    )  # 1.3 MiB a token: 16k tokens need 21 GiB without checkpointing
+    assert (
+        saved_bytes_per_token(shape("0.5b"), RunSpec(share_prefix=False), True)
+        == 24 * 2 * 896 + outside
+    )
+
+
 def test_activation_formula_by_hand():
     # H=64, 2 layers, 4 heads of 16, 2 KV heads, I=176, V=300, bf16, no sharing
     s = ModelShape(64, 2, 4, 2, 16, 176, 300, params=0)
