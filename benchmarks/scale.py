@@ -10,8 +10,10 @@ estimate for the chosen layout, to check it against the peak); the plan's choice
 r = KV cache released for the update, and the micro-batch token budget).
 
     python benchmarks/scale.py --models 0.5b --new 512 --trl --max-memory-gib 16
-    python benchmarks/scale.py --models 1.5b --new 4096,16384 --steps 2
-    python benchmarks/scale.py --models 7b --new 2048 --prompts 4 --optim adamw_8bit --beta 0.04
+    python benchmarks/scale.py --models 1.5b --new 4096 --max-memory-gib 40
+    python benchmarks/scale.py --models 1.5b --new 16384 --steps 1
+    python benchmarks/scale.py --models 7b --new 2048 --prompts 4 --optim adamw_8bit --beta 0.04 --steps 2
+    python benchmarks/scale.py --models 7b --new 4096 --lora 64 --steps 2 --work /tmp/aha-scale
     python benchmarks/scale.py --tiny          # CPU smoke test (tests/test_scale_bench.py)
 """
 
@@ -223,6 +225,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--trl-max-new", type=int, default=4096, help="TRL only for cases up to this")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     p.add_argument("--tiny", action="store_true", help="CPU smoke test: a tiny model, 8 new tokens")
+    p.add_argument(
+        "--work", default=None, help="keep the built models here (reused by later calls)"
+    )
     args = p.parse_args(argv)
     if args.tiny:
         args.models, args.new, args.prompts, args.group, args.micro, args.steps = (
@@ -234,7 +239,7 @@ def main(argv=None) -> list[dict]:
             2,
         )
         args.trl_steps = min(args.trl_steps, 2)
-    work = Path(tempfile.mkdtemp(prefix="aha-scale-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="aha-scale-"))
     results = []
     for arch in args.models.split(","):
         model_dir = build(arch, work / arch)
