@@ -99,9 +99,11 @@ def test_decode_attention_paged(monkeypatch, dtype, splits):
 
 
 def test_fused_sampler_greedy_and_law():
-    from aha.rollout.fast.sampler import sample_fused
+    """Greedy = argmax; sampled tokens are those of the torch sampler with the same keys (whose law
+    test_fast_engine.py checks over 20,000 draws) and, at the GPU's size, follow the law themselves."""
+    from aha.rollout.fast.sampler import sample_fused, sample_torch
 
-    V, B = 10, 300 if DEV == "cpu" else 100000
+    V, B = 10, 24 if DEV == "cpu" else 100000  # the interpreter runs every program in Python
     logits = torch.linspace(1.0, -1.5, V, device=DEV)[None].repeat(B, 1)
     temp = torch.tensor([0.7], device=DEV)
     seed, seq = torch.tensor([123], device=DEV), torch.arange(B, device=DEV)
@@ -114,9 +116,13 @@ def test_fused_sampler_greedy_and_law():
     tok, lp = sample_fused(logits, temp, seed, seq, t, greedy=False)
     p = torch.softmax(logits[0] / 0.7, -1).double()
     torch.testing.assert_close(lp, torch.log(p).float()[tok], atol=1e-5, rtol=0)
-    counts = torch.bincount(tok, minlength=V).double()
-    chi2 = (((counts - B * p) ** 2) / (B * p)).sum().item()
-    assert chi2 < 9 + 6 * 18**0.5  # df = 9: mean + 6 sd
+    ref, _ = sample_torch(logits, 0.7, keys=(seed, seq, t))
+    assert (tok == ref).float().mean() >= 0.999  # a 1-ulp near-tie may part a rare row
+    assert len(set(tok.tolist())) > 1
+    if DEV == "cuda":
+        counts = torch.bincount(tok, minlength=V).double()
+        chi2 = (((counts - B * p) ** 2) / (B * p)).sum().item()
+        assert chi2 < 9 + 6 * 18**0.5  # df = 9: mean + 6 sd
     tok2, _ = sample_fused(logits, temp, seed, seq, t + 1, greedy=False)
     assert (tok2 != tok).any()  # a new token index draws new noise
     if DEV == "cuda":  # a real vocabulary: split into parts
