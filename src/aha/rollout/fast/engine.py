@@ -168,7 +168,8 @@ class FastEngine:
             self.cache = KVCache(r.num_layers, pages, S, r.num_kv_heads, r.head_dim, r.dtype, dev)
         width = cdiv(longest + params.max_tokens, S)
         b = self.batch
-        if b is None or b.cache is not self.cache or b.width < width or b.rows < rows:
+        stale = b is None or b.cache is not self.cache or b.ring != self.sync_every + 1
+        if stale or b.width < width or b.rows < rows:
             self.batch = Batch(
                 r, self.cache, max(rows, self.max_num_seqs), self.sync_every + 1, _pow2(width)
             )
