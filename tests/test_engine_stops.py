@@ -180,7 +180,10 @@ def test_sampled_stop_is_a_prefix_of_the_free_run_and_streams_it(engine):
     assert sum(c.finish_reason == "stop" for c in out) >= 2
     for i, (f, c) in enumerate(zip(free, out)):
         n, text, stop = reference_cut(TOK, f.token_ids, stops)
-        assert (c.token_ids, c.logprobs, c.text) == (f.token_ids[:n], f.logprobs[:n], text)
+        assert (c.token_ids, c.text) == (f.token_ids[:n], text)
+        # exact on the CPU; on a GPU the batch shrinks differently once rows stop, and other GEMM shapes
+        # round differently (seen on the H200: same tokens, logprobs apart in the last bits)
+        assert max((abs(u - v) for u, v in zip(c.logprobs, f.logprobs[:n])), default=0) <= 1e-4
         assert got.get(i, []) == c.token_ids
     if engine == "fast":
         assert len(calls) > len(out)  # streamed over several rounds, not once at the end
