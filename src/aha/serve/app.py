@@ -1,0 +1,441 @@
+"""The HTTP side of `aha serve`: a FastAPI app over the engine's `Scheduler`.
+
+    POST /v1/completions, /v1/chat/completions   (stream: SSE chunks, then "data: [DONE]")
+    GET  /v1/models, /v1/models/{id}, /health
+    POST /tokenize, /detokenize                    (vLLM's)
+
+Everything on the event loop is short: the body is read under a size cap and a deadline, tokenization and
+chat-template rendering run in worker threads, generation runs on the scheduler's thread, and results come
+back as events. Each request is checked before it reaches the engine (token ids within the vocabulary, prompt
++ max_tokens within the context, at most `max_sequences` completions), so a bad request is a 400 of its own and
+never a failure of the requests batched with it. A client that disconnects has its work abandoned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+
+from ..config import ConfigError
+from ..rollout.base import SamplingParams
+from .protocol import ApiError, GenRequest, parse
+from .responses import Formatter
+from .scheduler import Job, Scheduler, ServerClosing
+from .text import TextStream
+
+log = logging.getLogger("aha.serve")
+RESERVED_TEMPLATE_KWARGS = {
+    "chat_template",
+    "tokenize",
+    "conversation",
+    "messages",
+    "tools",
+    "documents",
+}
+RESERVED_TEMPLATE_KWARGS |= {"add_generation_prompt", "continue_final_message", "return_dict"}
+
+
+class _Gone(Exception):
+    """The client disconnected: nothing is sent."""
+
+
+class Api:
+    def __init__(
+        self,
+        engine,
+        tokenizer,
+        name: str,
+        *,
+        model=None,
+        aliases: tuple[str, ...] = (),
+        max_model_len: int = 0,
+        api_key: str | None = None,
+        chat_template: str | None = None,
+        batch_window_ms: float = 5.0,
+        max_batch_prompts: int = 64,
+        max_sequences: int = 256,
+        max_body_mb: float = 32.0,
+        timeout_s: float = 30.0,
+    ):
+        self.tokenizer, self.name, self.aliases = tokenizer, name, {name, *aliases}
+        self.model = model if model is not None else getattr(engine, "model", None)
+        self.max_model_len = max_model_len or context_length(self.model, tokenizer)
+        rows = self.model.get_input_embeddings().num_embeddings if self.model is not None else None
+        self.vocab = min(len(tokenizer), rows or len(tokenizer))
+        self.eos = eos_ids(self.model, tokenizer)
+        self.api_key, self.max_sequences = api_key or None, max_sequences
+        self.max_body, self.timeout = int(max_body_mb * 2**20), timeout_s
+        if chat_template and Path(chat_template).is_file():
+            chat_template = Path(chat_template).read_text()
+        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
+        self.created = int(time.time())
+        self.scheduler = Scheduler(
+            engine, tokenizer, self.model, window_ms=batch_window_ms, max_prompts=max_batch_prompts
+        )
+
+    def app(self) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(_app):
+            yield
+            await asyncio.to_thread(self.scheduler.close)
+
+        app = FastAPI(title="aha serve", lifespan=lifespan, openapi_url=None)
+        routes = [
+            ("/health", "GET", self.health, False),
+            ("/v1/models", "GET", self.models, True),
+            ("/v1/models/{model_id:path}", "GET", self.model_card, True),
+            ("/v1/completions", "POST", self.completions, True),
+            ("/v1/chat/completions", "POST", self.chat, True),
+            ("/tokenize", "POST", self.tokenize, True),
+            ("/detokenize", "POST", self.detokenize, True),
+        ]
+        for path, method, fn, auth in routes:
+            app.add_api_route(path, self._guard(fn, auth), methods=[method])
+
+        async def http_error(_request, e: HTTPException):  # unknown route, wrong method
+            msg = (
+                f"no route {_request.method} {_request.url.path}"
+                if e.status_code in (404, 405)
+                else e.detail
+            )
+            return JSONResponse(ApiError(str(msg), e.status_code).body(), status_code=e.status_code)
+
+        app.add_exception_handler(HTTPException, http_error)
+        return app
+
+    def _guard(self, fn, auth: bool):
+        async def endpoint(request: Request):
+            try:
+                if auth:
+                    self._auth(request)
+                return await fn(request)
+            except ApiError as e:
+                return JSONResponse(e.body(), status_code=e.status)
+            except _Gone:
+                return Response(status_code=499)  # never reaches the client
+            except Exception as e:
+                log.exception("aha serve: %s %s failed", request.method, request.url.path)
+                err = ApiError(f"internal error: {type(e).__name__}: {e}", 500)
+                return JSONResponse(err.body(), status_code=500)
+
+        endpoint.__name__ = fn.__name__
+        return endpoint
+
+    # ---- routes -------------------------------------------------------------------------------------------
+    async def health(self, request: Request):
+        return JSONResponse({"status": "ok"})
+
+    def _card(self) -> dict:
+        return {"id": self.name, "object": "model", "created": self.created, "owned_by": "aha",
+                "root": self.name, "parent": None, "max_model_len": self.max_model_len}  # fmt: skip
+
+    async def models(self, request: Request):
+        return JSONResponse({"object": "list", "data": [self._card()]})
+
+    async def model_card(self, request: Request):
+        self._check_model(request.path_params["model_id"])
+        return JSONResponse(self._card())
+
+    async def completions(self, request: Request):
+        return await self._generate(request, chat=False)
+
+    async def chat(self, request: Request):
+        return await self._generate(request, chat=True)
+
+    async def tokenize(self, request: Request):
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            raise ApiError("the request body must be a JSON object")
+        if "messages" in body:
+            req = parse(body, chat=True)
+            self._check_model(req.model)
+            [ids], _ = await asyncio.to_thread(self._encode, req)
+        else:
+            extra = set(body) - {"model", "prompt", "add_special_tokens"}
+            if extra or not isinstance(body.get("prompt"), str):
+                raise ApiError(
+                    "/tokenize takes {prompt: string, add_special_tokens} or {messages, ...}"
+                )
+            self._check_model(body.get("model"))
+            req = parse({**body, "max_tokens": 1}, chat=False)
+            [ids], _ = await asyncio.to_thread(self._encode, req)
+        return JSONResponse({"count": len(ids), "max_model_len": self.max_model_len, "tokens": ids})
+
+    async def detokenize(self, request: Request):
+        body = await self._body(request)
+        if not isinstance(body, dict) or set(body) - {"model", "tokens"}:
+            raise ApiError("/detokenize takes {tokens: [ids]}")
+        self._check_model(body.get("model"))
+        ids = body.get("tokens")
+        if not isinstance(ids, list) or not all(type(t) is int for t in ids):
+            raise ApiError("'tokens' must be a list of token ids", param="tokens")
+        self._check_ids(ids, "tokens")
+        return JSONResponse({"prompt": self.tokenizer.decode(ids)})
+
+    # ---- generation ---------------------------------------------------------------------------------------
+    async def _generate(self, request: Request, chat: bool):
+        req = parse(await self._body(request), chat)
+        self._check_model(req.model)
+        prompts, texts = await asyncio.to_thread(self._encode, req)
+        job = self._job(req, prompts)
+        fmt = Formatter(self.tokenizer, self.name, req)
+        try:
+            self.scheduler.submit(job)
+        except ServerClosing as e:
+            raise ApiError(str(e), 503) from None
+        if req.stream:
+            return StreamingResponse(
+                self._stream(job, fmt, prompts, texts),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
+        return JSONResponse(fmt.response(await self._wait(job, request), prompts, texts))
+
+    def _encode(self, req: GenRequest) -> tuple[list[list[int]], list[str]]:
+        """Prompts -> token ids (and their text, for echo); runs in a worker thread."""
+        tok = self.tokenizer
+        if req.chat:
+            text = self._render(req)
+            return [tok(text, add_special_tokens=req.add_special_tokens).input_ids], [text]
+        prompts, texts = [], []
+        for p in req.prompts:
+            if isinstance(p, str):
+                prompts.append(tok(p, add_special_tokens=req.add_special_tokens).input_ids)
+                texts.append(p)
+            else:
+                self._check_ids(p, "prompt")
+                prompts.append(list(p))
+                texts.append(tok.decode(p) if req.echo else "")
+        return prompts, texts
+
+    def _render(self, req: GenRequest) -> str:
+        if not self.chat_template:
+            raise ApiError(
+                f"model '{self.name}' has no chat template; use /v1/completions, or start aha serve "
+                "with --chat-template FILE"
+            )
+        bad = RESERVED_TEMPLATE_KWARGS & set(req.chat_template_kwargs)
+        if bad:
+            raise ApiError(
+                f"chat_template_kwargs may not set {', '.join(sorted(bad))}",
+                param="chat_template_kwargs",
+            )
+        try:
+            return self.tokenizer.apply_chat_template(
+                req.messages,
+                tokenize=False,
+                add_generation_prompt=req.add_generation_prompt,
+                continue_final_message=req.continue_final_message,
+                chat_template=self.chat_template,
+                **req.chat_template_kwargs,
+            )
+        except Exception as e:  # jinja2.TemplateError, or a ValueError on the flags
+            raise ApiError(f"cannot render the chat template: {e}", param="messages") from None
+
+    def _job(self, req: GenRequest, prompts: list[list[int]]) -> Job:
+        ctx = self.max_model_len
+        if len(prompts) * req.n > self.max_sequences:
+            raise ApiError(f"{len(prompts)} prompts x n={req.n} completions is more than this server's "
+                           f"limit of {self.max_sequences} per request", param="n")  # fmt: skip
+        self._check_ids(req.stop_token_ids, "stop_token_ids")
+        limits = []
+        for ids in prompts:
+            if not ids:
+                raise ApiError("the prompt is empty; give at least one token", param="prompt")
+            if len(ids) >= ctx:
+                raise ApiError(f"This model's maximum context length is {ctx} tokens. However, your "
+                               f"request has {len(ids)} input tokens.", param="prompt")  # fmt: skip
+            limit = ctx - len(ids) if req.max_tokens is None else req.max_tokens
+            if len(ids) + limit > ctx:
+                raise ApiError(f"'max_tokens' is too large: {limit}. This model's maximum context length "
+                               f"is {ctx} tokens and your request has {len(ids)} input tokens "
+                               f"({limit} > {ctx} - {len(ids)}).", param="max_tokens")  # fmt: skip
+            limits += [limit] * req.n
+        k = req.logprobs
+        forward = bool(k) or (req.echo and k is not None)
+        if forward and self.model is None:
+            raise ApiError(
+                "top logprobs and prompt logprobs need the model; this server has none",
+                param="logprobs",
+            )
+        try:
+            params = SamplingParams(
+                n=req.n,
+                temperature=req.temperature,
+                top_p=req.top_p,
+                top_k=req.top_k,
+                max_tokens=max(1, *limits),
+                stop_token_ids=tuple(dict.fromkeys((*req.stop_token_ids, *self.eos))),
+                seed=req.seed,
+                stop=req.stop,
+                include_stop_str_in_output=req.include_stop_str_in_output,
+            )
+        except ValueError as e:
+            raise ApiError(str(e)) from None
+        return Job(
+            prompts,
+            params,
+            limits,
+            loop=asyncio.get_running_loop(),
+            stream=req.stream
+            and k is None,  # with logprobs a choice is sent whole, when it is done
+            alternatives=k if k else None,
+            prompt_logprobs=req.echo and k is not None,
+        )
+
+    async def _wait(self, job: Job, request: Request):
+        watch = asyncio.ensure_future(_disconnected(request))
+        try:
+            while True:
+                get = asyncio.ensure_future(job.events.get())
+                done, _ = await asyncio.wait({get, watch}, return_when=asyncio.FIRST_COMPLETED)
+                if get not in done:
+                    get.cancel()
+                    raise _Gone()
+                kind, *rest = get.result()
+                if kind == "done":
+                    return rest[0]
+                if kind == "error":
+                    raise _engine_error(rest[0])
+        finally:
+            watch.cancel()
+            job.aborted = True  # a no-op once done; abandons the work of a client that left
+
+    async def _stream(self, job: Job, fmt: Formatter, prompts, texts):
+        req = fmt.req
+        streams = [TextStream(self.tokenizer, req.stop) for _ in job.limits]
+        try:
+            for i in range(len(job.limits)):  # opening chunks: the role, or the echoed prompt
+                if req.chat:
+                    yield fmt.chunk(i, role=True)
+                elif req.echo and job.stream:
+                    yield fmt.chunk(i, texts[i // req.n])
+            while True:
+                kind, *rest = await job.events.get()
+                if kind == "tokens":
+                    k, ids = rest
+                    if delta := streams[k].push(ids):
+                        yield fmt.chunk(k, delta)
+                    continue
+                if kind == "error":
+                    yield fmt.sse(_engine_error(rest[0]).body())
+                    break
+                outs = rest[0]
+                for k, out in enumerate(outs):
+                    if job.stream:
+                        if tail := streams[k].finish(out.completion.text):
+                            yield fmt.chunk(k, tail)
+                    else:  # logprobs: the whole choice in one chunk
+                        ch = fmt.choice(k, out, prompts, texts)
+                        text = ch["message"]["content"] if req.chat else ch["text"]
+                        yield fmt.chunk(k, text, logprobs=ch["logprobs"])
+                    yield fmt.chunk(k, finish=out)
+                if req.include_usage:
+                    yield fmt.usage_chunk(prompts, outs)
+                break
+            yield "data: [DONE]\n\n"
+        finally:  # also on a disconnect, which cancels this generator
+            job.aborted = True
+
+    # ---- checks -------------------------------------------------------------------------------------------
+    def _auth(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self.api_key.encode()
+        ):
+            raise ApiError(
+                "invalid or missing API key; send the header 'Authorization: Bearer KEY'", 401
+            )
+
+    def _check_model(self, model: str | None) -> None:
+        if model is not None and model not in self.aliases:
+            raise ApiError(
+                f"The model `{model}` does not exist; this server serves '{self.name}'",
+                404,
+                "model",
+            )
+
+    def _check_ids(self, ids, param: str) -> None:
+        bad = next((t for t in ids if not 0 <= t < self.vocab), None)
+        if bad is not None:
+            raise ApiError(
+                f"token id {bad} is out of the vocabulary [0, {self.vocab})", param=param
+            )
+
+    async def _body(self, request: Request):
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > self.max_body:
+            raise ApiError(f"the request body is larger than {self.max_body >> 20} MiB", 413)
+
+        async def read() -> bytes:
+            parts, n = [], 0
+            async for part in request.stream():
+                n += len(part)
+                if n > self.max_body:
+                    raise ApiError(
+                        f"the request body is larger than {self.max_body >> 20} MiB", 413
+                    )
+                parts.append(part)
+            return b"".join(parts)
+
+        try:
+            raw = await asyncio.wait_for(read(), self.timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(
+                f"the request body did not arrive within {self.timeout:g} s", 408
+            ) from None
+        except ClientDisconnect:
+            raise _Gone() from None
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as e:
+            raise ApiError(f"the request body is not valid JSON ({e})") from None
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _engine_error(e: BaseException) -> ApiError:
+    if isinstance(e, ApiError):
+        return e
+    if isinstance(e, ServerClosing):
+        return ApiError(str(e), 503)
+    log.error("aha serve: generation failed: %s: %s", type(e).__name__, e, exc_info=e)
+    return ApiError(f"generation failed: {type(e).__name__}: {e}", 500)
+
+
+def context_length(model, tokenizer) -> int:
+    """The model's context (prompt + completion tokens) from its config, else the tokenizer's."""
+    cfg = getattr(model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(getattr(cfg, attr, None), int):
+            return getattr(cfg, attr)
+    n = getattr(tokenizer, "model_max_length", None)
+    if isinstance(n, int) and n < 10**8:
+        return n
+    raise ConfigError(
+        "max_model_len", "cannot tell the model's context length; pass --max-model-len N"
+    )
+
+
+def eos_ids(model, tokenizer) -> tuple[int, ...]:
+    """Ids that end a completion: the tokenizer's eos and the generation config's (instruct models list
+    their end-of-turn token there)."""
+    ids = [tokenizer.eos_token_id]
+    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += gen if isinstance(gen, list) else [gen]
+    return tuple(dict.fromkeys(int(i) for i in ids if i is not None))
