@@ -19,30 +19,19 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from ..config import ConfigError
-from ..rollout.base import SamplingParams
-from .protocol import ApiError, GenRequest, parse
+from .prompts import Prompts
+from .protocol import ApiError, parse
 from .responses import Formatter
 from .scheduler import Job, Scheduler, ServerClosing
 from .text import TextStream
 
 log = logging.getLogger("aha.serve")
-RESERVED_TEMPLATE_KWARGS = {
-    "chat_template",
-    "tokenize",
-    "conversation",
-    "messages",
-    "tools",
-    "documents",
-}
-RESERVED_TEMPLATE_KWARGS |= {"add_generation_prompt", "continue_final_message", "return_dict"}
 
 
 class _Gone(Exception):
@@ -69,15 +58,10 @@ class Api:
     ):
         self.tokenizer, self.name, self.aliases = tokenizer, name, {name, *aliases}
         self.model = model if model is not None else getattr(engine, "model", None)
-        self.max_model_len = max_model_len or context_length(self.model, tokenizer)
-        rows = self.model.get_input_embeddings().num_embeddings if self.model is not None else None
-        self.vocab = min(len(tokenizer), rows or len(tokenizer))
-        self.eos = eos_ids(self.model, tokenizer)
-        self.api_key, self.max_sequences = api_key or None, max_sequences
+        self.prompts = Prompts(tokenizer, self.model, max_model_len=max_model_len,
+                               chat_template=chat_template, max_sequences=max_sequences)  # fmt: skip
+        self.api_key = api_key or None
         self.max_body, self.timeout = int(max_body_mb * 2**20), timeout_s
-        if chat_template and Path(chat_template).is_file():
-            chat_template = Path(chat_template).read_text()
-        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
         self.created = int(time.time())
         self.scheduler = Scheduler(
             engine, tokenizer, self.model, window_ms=batch_window_ms, max_prompts=max_batch_prompts
@@ -137,7 +121,7 @@ class Api:
 
     def _card(self) -> dict:
         return {"id": self.name, "object": "model", "created": self.created, "owned_by": "aha",
-                "root": self.name, "parent": None, "max_model_len": self.max_model_len}  # fmt: skip
+                "root": self.name, "parent": None, "max_model_len": self.prompts.ctx}  # fmt: skip
 
     async def models(self, request: Request):
         return JSONResponse({"object": "list", "data": [self._card()]})
@@ -159,7 +143,7 @@ class Api:
         if "messages" in body:
             req = parse(body, chat=True)
             self._check_model(req.model)
-            [ids], _ = await asyncio.to_thread(self._encode, req)
+            [ids], _ = await asyncio.to_thread(self.prompts.encode, req)
         else:
             extra = set(body) - {"model", "prompt", "add_special_tokens"}
             if extra or not isinstance(body.get("prompt"), str):
@@ -168,8 +152,8 @@ class Api:
                 )
             self._check_model(body.get("model"))
             req = parse({**body, "max_tokens": 1}, chat=False)
-            [ids], _ = await asyncio.to_thread(self._encode, req)
-        return JSONResponse({"count": len(ids), "max_model_len": self.max_model_len, "tokens": ids})
+            [ids], _ = await asyncio.to_thread(self.prompts.encode, req)
+        return JSONResponse({"count": len(ids), "max_model_len": self.prompts.ctx, "tokens": ids})
 
     async def detokenize(self, request: Request):
         body = await self._body(request)
@@ -179,14 +163,14 @@ class Api:
         ids = body.get("tokens")
         if not isinstance(ids, list) or not all(type(t) is int for t in ids):
             raise ApiError("'tokens' must be a list of token ids", param="tokens")
-        self._check_ids(ids, "tokens")
+        self.prompts.check_ids(ids, "tokens")
         return JSONResponse({"prompt": self.tokenizer.decode(ids)})
 
     # ---- generation ---------------------------------------------------------------------------------------
     async def _generate(self, request: Request, chat: bool):
         req = parse(await self._body(request), chat)
         self._check_model(req.model)
-        prompts, texts = await asyncio.to_thread(self._encode, req)
+        prompts, texts = await asyncio.to_thread(self.prompts.encode, req)
         job = self._job(req, prompts)
         fmt = Formatter(self.tokenizer, self.name, req)
         try:
@@ -201,95 +185,21 @@ class Api:
             )
         return JSONResponse(fmt.response(await self._wait(job, request), prompts, texts))
 
-    def _encode(self, req: GenRequest) -> tuple[list[list[int]], list[str]]:
-        """Prompts -> token ids (and their text, for echo); runs in a worker thread."""
-        tok = self.tokenizer
-        if req.chat:
-            text = self._render(req)
-            return [tok(text, add_special_tokens=req.add_special_tokens).input_ids], [text]
-        prompts, texts = [], []
-        for p in req.prompts:
-            if isinstance(p, str):
-                prompts.append(tok(p, add_special_tokens=req.add_special_tokens).input_ids)
-                texts.append(p)
-            else:
-                self._check_ids(p, "prompt")
-                prompts.append(list(p))
-                texts.append(tok.decode(p) if req.echo else "")
-        return prompts, texts
-
-    def _render(self, req: GenRequest) -> str:
-        if not self.chat_template:
-            raise ApiError(
-                f"model '{self.name}' has no chat template; use /v1/completions, or start aha serve "
-                "with --chat-template FILE"
-            )
-        bad = RESERVED_TEMPLATE_KWARGS & set(req.chat_template_kwargs)
-        if bad:
-            raise ApiError(
-                f"chat_template_kwargs may not set {', '.join(sorted(bad))}",
-                param="chat_template_kwargs",
-            )
-        try:
-            return self.tokenizer.apply_chat_template(
-                req.messages,
-                tokenize=False,
-                add_generation_prompt=req.add_generation_prompt,
-                continue_final_message=req.continue_final_message,
-                chat_template=self.chat_template,
-                **req.chat_template_kwargs,
-            )
-        except Exception as e:  # jinja2.TemplateError, or a ValueError on the flags
-            raise ApiError(f"cannot render the chat template: {e}", param="messages") from None
-
-    def _job(self, req: GenRequest, prompts: list[list[int]]) -> Job:
-        ctx = self.max_model_len
-        if len(prompts) * req.n > self.max_sequences:
-            raise ApiError(f"{len(prompts)} prompts x n={req.n} completions is more than this server's "
-                           f"limit of {self.max_sequences} per request", param="n")  # fmt: skip
-        self._check_ids(req.stop_token_ids, "stop_token_ids")
-        limits = []
-        for ids in prompts:
-            if not ids:
-                raise ApiError("the prompt is empty; give at least one token", param="prompt")
-            if len(ids) >= ctx:
-                raise ApiError(f"This model's maximum context length is {ctx} tokens. However, your "
-                               f"request has {len(ids)} input tokens.", param="prompt")  # fmt: skip
-            limit = ctx - len(ids) if req.max_tokens is None else req.max_tokens
-            if len(ids) + limit > ctx:
-                raise ApiError(f"'max_tokens' is too large: {limit}. This model's maximum context length "
-                               f"is {ctx} tokens and your request has {len(ids)} input tokens "
-                               f"({limit} > {ctx} - {len(ids)}).", param="max_tokens")  # fmt: skip
-            limits += [limit] * req.n
+    def _job(self, req, prompts: list[list[int]]) -> Job:
+        limits = self.prompts.limits(req, prompts)
+        params = self.prompts.params(req, limits)
         k = req.logprobs
-        forward = bool(k) or (req.echo and k is not None)
-        if forward and self.model is None:
+        if (k or (req.echo and k is not None)) and self.model is None:
             raise ApiError(
-                "top logprobs and prompt logprobs need the model; this server has none",
-                param="logprobs",
+                "top and prompt logprobs need the model; this server has none", param="logprobs"
             )
-        try:
-            params = SamplingParams(
-                n=req.n,
-                temperature=req.temperature,
-                top_p=req.top_p,
-                top_k=req.top_k,
-                max_tokens=max(1, *limits),
-                stop_token_ids=tuple(dict.fromkeys((*req.stop_token_ids, *self.eos))),
-                seed=req.seed,
-                stop=req.stop,
-                include_stop_str_in_output=req.include_stop_str_in_output,
-            )
-        except ValueError as e:
-            raise ApiError(str(e)) from None
         return Job(
             prompts,
             params,
             limits,
             loop=asyncio.get_running_loop(),
-            stream=req.stream
-            and k is None,  # with logprobs a choice is sent whole, when it is done
-            alternatives=k if k else None,
+            stream=req.stream and k is None,  # with logprobs a choice is sent whole, once done
+            alternatives=k or None,
             prompt_logprobs=req.echo and k is not None,
         )
 
@@ -367,13 +277,6 @@ class Api:
                 "model",
             )
 
-    def _check_ids(self, ids, param: str) -> None:
-        bad = next((t for t in ids if not 0 <= t < self.vocab), None)
-        if bad is not None:
-            raise ApiError(
-                f"token id {bad} is out of the vocabulary [0, {self.vocab})", param=param
-            )
-
     async def _body(self, request: Request):
         size = request.headers.get("content-length", "")
         if size.isdigit() and int(size) > self.max_body:
@@ -416,26 +319,3 @@ def _engine_error(e: BaseException) -> ApiError:
         return ApiError(str(e), 503)
     log.error("aha serve: generation failed: %s: %s", type(e).__name__, e, exc_info=e)
     return ApiError(f"generation failed: {type(e).__name__}: {e}", 500)
-
-
-def context_length(model, tokenizer) -> int:
-    """The model's context (prompt + completion tokens) from its config, else the tokenizer's."""
-    cfg = getattr(model, "config", None)
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        if isinstance(getattr(cfg, attr, None), int):
-            return getattr(cfg, attr)
-    n = getattr(tokenizer, "model_max_length", None)
-    if isinstance(n, int) and n < 10**8:
-        return n
-    raise ConfigError(
-        "max_model_len", "cannot tell the model's context length; pass --max-model-len N"
-    )
-
-
-def eos_ids(model, tokenizer) -> tuple[int, ...]:
-    """Ids that end a completion: the tokenizer's eos and the generation config's (instruct models list
-    their end-of-turn token there)."""
-    ids = [tokenizer.eos_token_id]
-    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids += gen if isinstance(gen, list) else [gen]
-    return tuple(dict.fromkeys(int(i) for i in ids if i is not None))
