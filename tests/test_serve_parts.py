@@ -189,3 +189,59 @@ def test_neutral_values_and_good_bodies_parse():
         parse({"prompt": "a", "echo": True, "max_tokens": 0, "logprobs": 1}, chat=False).max_tokens
         == 0
     )
+
+
+class Counting:
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+
+    def generate(self, prompts, params, on_tokens=None):
+        self.calls.append((len(prompts), params.max_tokens))
+        return self.engine.generate(prompts, params, on_tokens=on_tokens)
+
+
+def test_requests_with_different_limits_share_a_call_and_each_keeps_its_own():
+    import asyncio
+
+    from aha.rollout import HFEngine, SamplingParams
+    from aha.serve.scheduler import Job, Scheduler
+
+    tok = char_tokenizer()
+    model = tiny_model(len(tok), seed=5).eval()
+    engine = Counting(HFEngine(model, tok))
+    sched = Scheduler(engine, tok, model, window_ms=500)
+    asks = [("ab", [3, 3]), ("cd", [11, 11]), ("efg", [6, 6])]  # prompt, limit per completion (n=2)
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        jobs = [Job([tok(p).input_ids], SamplingParams(n=2, temperature=0, max_tokens=max(lim)), lim, loop=loop,
+                    stream=True) for p, lim in asks]  # fmt: skip
+        for j in jobs:
+            sched.submit(j)
+        out = []
+        for j in jobs:
+            streamed = {0: [], 1: []}
+            while (ev := await j.events.get())[0] == "tokens":
+                streamed[ev[1]] += ev[2]
+            assert ev[0] == "done", ev
+            out.append((ev[1], streamed))
+        return out
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        sched.close()
+    assert engine.calls == [(3, 11)]  # one call, run to the largest limit
+    for (p, lim), (outs, streamed) in zip(asks, results):
+        [want] = HFEngine(model, tok).generate(
+            [tok(p).input_ids], SamplingParams(temperature=0, max_tokens=lim[0])
+        )
+        for k, o in enumerate(outs):
+            c = o.completion
+            assert (c.token_ids, c.text, c.finish_reason) == (
+                want.token_ids,
+                want.text,
+                want.finish_reason,
+            )
+            assert c.logprobs == pytest.approx(want.logprobs, abs=1e-4) and c.prompt_index == 0
+            assert streamed[k] == c.token_ids  # no token past the request's own limit was streamed
