@@ -122,10 +122,8 @@ def test_streamed_text_equals_the_non_streamed_text(setup, chat):
         call, kw["prompt"] = client.completions.create, "hey"
     full = call(**kw)
     text0 = full.choices[0].message.content if chat else full.choices[0].text
-    stop = [
-        text0[5:7],
-        "@@",
-    ]  # a stop string the first sample contains: hold-back and cut are exercised
+    # a stop string the first sample contains: hold-back and cut are exercised
+    stop = [text0[5:7], "@@"]
     full = call(**kw, stop=stop)
     texts, finish, usage = stream_text(
         call(**kw, stop=stop, stream=True, stream_options={"include_usage": True}), chat

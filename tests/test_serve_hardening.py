@@ -107,14 +107,21 @@ def test_an_engine_failure_stays_with_its_request():
         bodies = [{"prompt": [5, 6], "max_tokens": 2}, {"prompt": [5, 9], "max_tokens": 2},
                   {"prompt": [7, 8], "max_tokens": 2}]  # fmt: skip
         out = concurrently(lambda b: post(s.url, b), bodies)
-    assert [c for c, _ in out] == [200, 500, 200] and "poisoned batch" in out[1][1]["error"][
-        "message"
-    ]
-    assert engine.calls[0] == 3 and sorted(engine.calls[1:]) == [
-        1,
-        1,
-        1,
-    ]  # batched, then each alone
+    assert [c for c, _ in out] == [200, 500, 200]
+    assert "poisoned batch" in out[1][1]["error"]["message"]
+    assert engine.calls[0] == 3 and sorted(engine.calls[1:]) == [1, 1, 1]  # batched, then alone
+
+
+def test_an_engine_failure_in_a_stream_is_an_error_event():
+    import openai
+
+    with serve(Slow(poison=9)) as s:
+        client = openai.OpenAI(base_url=s.url, api_key="x", max_retries=0)
+        stream = client.completions.create(model="t", prompt=[5, 9], max_tokens=2, stream=True)
+        with pytest.raises(openai.APIError, match="poisoned batch"):
+            list(stream)
+        with pytest.raises(openai.NotFoundError, match="no route"):
+            client.get(s.url + "/nope", cast_to=object)
 
 
 def test_sizes_are_capped_to_the_context():

@@ -42,10 +42,8 @@ def test_streamed_text_is_a_prefix_then_equals_the_final_text(seed):
         delta = stream.push(ids[at : at + k])
         at += k
         sent += delta
-        assert final.startswith(sent), (
-            sent,
-            final,
-        )  # never a character too many, never a stop string
+        # never a character too many, never a stop string
+        assert final.startswith(sent), (sent, final)
         assert "\ufffd" not in delta  # never half a character
         decoded = BYTE_TOK.decode(ids[:at], skip_special_tokens=True)
         if hit is None and not decoded.endswith("\ufffd"):  # all that is safe went out
@@ -104,15 +102,16 @@ def test_score_matches_a_full_forward(temperature):
         val, idx = logp[t - 1].topk(4)
         assert [a for a, _ in tops[j]] == idx.tolist()
         assert [v for _, v in tops[j]] == pytest.approx(val.tolist(), abs=1e-5)
-    assert score(model, ids, start=0, temperature=1.0, k=0)[0][0] == pytest.approx(
-        logits.log_softmax(-1)[0, ids[1]].item(), abs=1e-5
-    )  # position 0 has no logprob: scoring starts at 1
+    # position 0 has no logprob: scoring starts at 1
+    first = score(model, ids, start=0, temperature=1.0, k=0)[0][0]
+    assert first == pytest.approx(logits.log_softmax(-1)[0, ids[1]].item(), abs=1e-5)
 
 
 BAD = [
     ({"prompt": "a", "temperature": math.nan}, "temperature"),
     ({"prompt": "a", "temperature": math.inf}, "temperature"),
     ({"prompt": "a", "temperature": True}, "temperature"),
+    ({"prompt": "a", "temperature": 10**400}, "temperature"),
     ({"prompt": "a", "top_p": 0}, "top_p"),
     ({"prompt": "a", "stop": 123}, "stop"),
     ({"prompt": "a", "stop": [""]}, "stop"),

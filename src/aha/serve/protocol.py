@@ -48,38 +48,27 @@ class ApiError(Exception):
 
 
 # Not implemented; accepted only at the neutral values listed (None is always neutral).
-NEUTRAL: dict[str, tuple] = {
-    "frequency_penalty": (0,),
-    "presence_penalty": (0,),
-    "repetition_penalty": (1,),
-    "logit_bias": ({},),
-    "min_p": (0,),
-    "typical_p": (1,),
-    "min_tokens": (0,),
-    "ignore_eos": (False,),
-    "skip_special_tokens": (True,),
-    "spaces_between_special_tokens": (True,),
-    "use_beam_search": (False,),
-    "length_penalty": (1,),
-    "prompt_logprobs": (),
-    "truncate_prompt_tokens": (),
-    "suffix": ("",),
-    "response_format": ({"type": "text"},),
-    "tools": ([],),
-    "tool_choice": ("none", "auto"),
-    "functions": ([],),
-    "function_call": ("none", "auto"),
-    "parallel_tool_calls": (True, False),
-    "modalities": (["text"],),
-    "audio": (),
-    "prediction": (),
-    "reasoning_effort": (),
-    "web_search_options": (),
-    "structured_outputs": (),
-    "guided_json": (),
-    "guided_regex": (),
-    "guided_choice": (),
-    "guided_grammar": (),
+NEUTRAL = {
+    name: ok
+    for ok, names in [
+        ((0,), "frequency_penalty presence_penalty min_p min_tokens"),
+        ((1,), "repetition_penalty typical_p length_penalty"),
+        ((False,), "ignore_eos use_beam_search"),
+        ((True,), "skip_special_tokens spaces_between_special_tokens"),
+        (({},), "logit_bias"),
+        (([],), "tools functions"),
+        (("none", "auto"), "tool_choice function_call"),
+        ((True, False), "parallel_tool_calls"),
+        (("",), "suffix"),
+        (({"type": "text"},), "response_format"),
+        ((["text"],), "modalities"),
+        (
+            (),
+            "prompt_logprobs truncate_prompt_tokens audio prediction reasoning_effort web_search_options",
+        ),
+        ((), "structured_outputs guided_json guided_regex guided_choice guided_grammar"),
+    ]
+    for name in names.split()
 }
 INFORMATIONAL = {"user", "metadata", "store", "service_tier", "request_id"}
 COMMON = {
@@ -307,7 +296,10 @@ def _int(name: str, v: Any, lo: int | None, hi: int | None) -> int:
 
 
 def _num(name: str, v: Any, lo: float, hi: float | None = None, open_lo: bool = False) -> float:
-    ok = type(v) in (int, float) and math.isfinite(v)
+    try:
+        ok = type(v) in (int, float) and math.isfinite(v)
+    except OverflowError:  # an int beyond float's range
+        ok = False
     ok = ok and (v > lo if open_lo else v >= lo) and (hi is None or v <= hi)
     if not ok:
         rng = f"{'>' if open_lo else '>='} {lo}" + ("" if hi is None else f" and <= {hi}")

@@ -35,9 +35,7 @@ class HeadTimeout(H11Protocol):
 
     def handle_events(self) -> None:
         super().handle_events()
-        if (
-            self.cycle is not self._armed_for and self._timer is not None
-        ):  # a new request head arrived
+        if self.cycle is not self._armed_for and self._timer is not None:  # a new request head
             self._timer.cancel()
             self._timer = None
 
@@ -84,8 +82,12 @@ class AhaServer:
 
     def __init__(self, engine, tokenizer, name: str, *, host: str = "127.0.0.1", port: int = 0,
                  timeout_s: float = 30.0, **api_kw):  # fmt: skip
-        self.api = Api(engine, tokenizer, name, timeout_s=timeout_s, **api_kw)
         self.sock = bind(host, port)
+        try:
+            self.api = Api(engine, tokenizer, name, timeout_s=timeout_s, **api_kw)
+        except BaseException:
+            self.sock.close()
+            raise
         self.url = url_of(self.sock)
         self.host, self.port = self.sock.getsockname()[:2]
         self.server = make_server(self.api, timeout_s)
