@@ -212,7 +212,8 @@ def test_models_tokenize_detokenize_health(setup):
 @pytest.mark.parametrize("send_token_ids", [False, True])
 def test_openai_engine_round_trip_equals_local_engine(setup, send_token_ids):
     server, _, _, eng, tok, _ = setup
-    client = OpenAIEngine(server.url, "tiny", tok, send_token_ids=send_token_ids, concurrency=2)
+    client = OpenAIEngine(server.url, "tiny", tok, send_token_ids=send_token_ids, concurrency=2,
+                          logprobs=True)  # fmt: skip
     params = SamplingParams(
         n=3, temperature=1.0, max_tokens=12, seed=11, stop_token_ids=[tok.eos_token_id]
     )

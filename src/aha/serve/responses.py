@@ -42,7 +42,7 @@ class Formatter:
         extra = {"prompt_token_ids": prompt} if r.return_token_ids else {}
         end = {
             "finish_reason": "stop" if c.finish_reason == "stop" else "length",
-            "stop_reason": c.meta.get("stop"),
+            "stop_reason": self.stop_reason(c),
             "token_ids": list(c.token_ids),
         }
         if r.chat:
@@ -50,6 +50,13 @@ class Formatter:
             return {"index": i, "message": msg, "logprobs": self.logprobs(out), **end, **extra}
         text = (texts[c.prompt_index] if r.echo else "") + c.text
         return {"index": i, "text": text, "logprobs": self.logprobs(out, prompt), **end, **extra}
+
+    def stop_reason(self, c) -> str | int | None:
+        """vLLM's: the stop string, or a requested stop token id (None for EOS and at a length cut)."""
+        if "stop" in c.meta:
+            return c.meta["stop"]
+        last = c.token_ids[-1] if c.token_ids else None
+        return last if c.finish_reason == "stop" and last in self.req.stop_token_ids else None
 
     def logprobs(self, out: Output, prompt: list[int] = ()) -> dict | None:
         if self.req.logprobs is None:
@@ -113,7 +120,7 @@ class Formatter:
         if finish is not None:
             c = finish.completion
             body["finish_reason"] = "stop" if c.finish_reason == "stop" else "length"
-            body["stop_reason"] = c.meta.get("stop")
+            body["stop_reason"] = self.stop_reason(c)
             body["token_ids"] = list(c.token_ids)
         return self.sse(
             {**self.head, "choices": [body], **({"usage": None} if self.req.include_usage else {})}

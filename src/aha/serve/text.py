@@ -117,7 +117,7 @@ def apply_limit(
         )
         text, reason = text[: at + (len(stop) if include_stop else 0)], "stop"
     meta = dict(comp.meta)
-    if stop is not None:
+    if isinstance(stop, str):  # as the engines do: stop strings only (stop ids are in token_ids)
         meta["stop"] = stop
     return Completion(
         prompt_index=comp.prompt_index,

@@ -281,6 +281,9 @@ class LoggingConfig(RunLoggingConfig):
 class CheckpointConfig:
     save_every: int = 50  # steps; 0 = only at the end (and on SIGTERM / Ctrl-C)
     keep_last: int = 2
+    save_optimizer: bool = (
+        True  # false: weights only (no AdamW state; resuming restarts its moments)
+    )
 
     def __post_init__(self):
         check(self.save_every >= 0, "save_every", "must be >= 0 (0 = only at the end)")

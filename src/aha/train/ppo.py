@@ -245,7 +245,9 @@ class PPOTrainer(GRPOTrainer):
                 )  # GRPO's update logs its KL
             if self.cfg.algorithm.mu > 1:
                 batch.old_logp = logp
-            k1 = torch.where(mask, algos.kl(logp, batch.ref_logp, kind="k1"), 0.0)  # (B, L-1)
+            k1 = torch.where(
+                mask, algos.kl_estimate(logp, batch.ref_logp, kind="k1"), 0.0
+            )  # (B, L-1)
             seqs = d.sum(torch.tensor(float(mask.any(1).sum())))
             metrics = {
                 "kl_coef": self.kl_ctl.value,
@@ -398,7 +400,7 @@ def load_value_state(source: Path, value: ValueModel, optimizer, scheduler) -> N
     dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(source / "state"))
     set_state_dict(value, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
     scheduler.load_state_dict(
-        torch.load(source / "trainer_state.pt", weights_only=False)["scheduler"]
+        torch.load(source / "trainer_state.pt", weights_only=True)["scheduler"]
     )
 
 

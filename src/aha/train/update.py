@@ -97,7 +97,7 @@ class PolicyUpdate:
                 m = dict(m)
                 if mb.ref_logp is not None:
                     kl = algos.agg_loss(
-                        algos.kl(logp, mb.ref_logp, kind=a.kl_kind),
+                        algos.kl_estimate(logp, mb.ref_logp, kind=a.kl_kind),
                         mb.loss_mask,
                         a.agg,
                         a.norm_len,
