@@ -140,19 +140,42 @@ def test_streamed_text_equals_the_non_streamed_text(setup, chat):
     assert [stream_text(chunks, chat)[0][i] for i in range(2)] == want
 
 
+def test_fast_engine_behind_the_server_streams_its_rounds_as_the_same_text():
+    from aha.rollout import FastEngine
+
+    tok = char_tokenizer()
+    model = tiny_model(len(tok), seed=7).eval()
+    with AhaServer(FastEngine(model, tok, sync_every=3), tok, "fast") as server:  # 3 tokens a round
+        client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=60)
+        kw = dict(model="fast", prompt="hey", max_tokens=20, n=2, seed=4)
+        text0 = client.completions.create(**kw).choices[0].text
+        stop = [text0[7:9], "@@"]
+        full = client.completions.create(**kw, stop=stop)
+        texts, finish, _ = stream_text(client.completions.create(**kw, stop=stop, stream=True))
+    assert (
+        texts == {i: c.text for i, c in enumerate(full.choices)}
+        and full.choices[0].text == text0[: text0.find(stop[0])]
+    )
+    assert finish == {i: c.finish_reason for i, c in enumerate(full.choices)}
+
+
 def test_stop_strings_echo_and_prompt_logprobs(setup):
-    _, client, _, _, tok, model = setup
+    _, client, _, eng, tok, model = setup
     base = client.completions.create(model="tiny", prompt="abc", max_tokens=12, seed=3)
     text = base.choices[0].text
     cut = next(k for k in range(1, len(text) - 1) if text.find(text[k : k + 2]) == k)
+    stop = text[cut : cut + 2]
     r = client.completions.create(
-        model="tiny", prompt="abc", max_tokens=12, seed=3, stop=[text[cut : cut + 2]]
+        model="tiny", prompt="abc", max_tokens=12, seed=3, stop=[stop], logprobs=0
     )
     c = r.choices[0]
-    assert (
-        c.text == text[:cut] and c.finish_reason == "stop" and c.stop_reason == text[cut : cut + 2]
-    )
+    assert c.text == text[:cut] and c.finish_reason == "stop" and c.stop_reason == stop
     assert len(c.token_ids) == cut + 2  # the tokens up to the one completing the stop string
+    [w] = local(eng, tok, "abc", max_tokens=12, seed=3, stop=(stop,))  # the engine's own cut
+    assert (c.token_ids, c.text) == (w.token_ids, w.text)
+    assert c.logprobs.token_logprobs == pytest.approx(
+        w.logprobs, abs=1e-5
+    )  # exactly the kept tokens
     r = client.completions.create(model="tiny", prompt="abc", max_tokens=12, seed=3,
                                   stop=text[cut : cut + 2], extra_body={"include_stop_str_in_output": True})  # fmt: skip
     assert r.choices[0].text == text[: cut + 2]
