@@ -28,32 +28,48 @@ def first_match(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:
     return best
 
 
+def _decoder(tokenizer):
+    """decode(ids) -> text with special tokens skipped: the Rust backend's decode where it gives exactly what
+    tokenizer.decode gives (a fast tokenizer without clean-up of spaces: ~3x less per call), else decode."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", True):
+        return lambda ids: backend.decode(ids, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
+
 class StopText:
-    """Incremental detokenisation of one completion and the stop-string search over the new text."""
+    """Incremental detokenisation of one completion and the stop-string search over the new text.
+
+    The window ids[prefix:] is decoded per call and compared with the window's previous text (cached, so one
+    decode a call); prefix moves up to the last committed point once the window exceeds WINDOW ids."""
+
+    WINDOW = 16
 
     def __init__(self, tokenizer, stops: tuple[str, ...]):
-        self.tok, self.stops = tokenizer, stops
+        self.decode, self.stops = _decoder(tokenizer), stops
         self.tail_len = max(len(s) for s in stops) - 1  # chars of old text a new match can start in
         self.ids: list[int] = []
         self.prefix = self.read = 0  # ids[prefix:read] is the window already turned into text
+        self.window: str | None = ""  # decode(ids[prefix:read]), None when not computed yet
         self.text = ""
         self.match: tuple[int, str] | None = None  # (start in self.text, string) once one completed
         self.commit = False
 
-    def _decode(self, ids: list[int]) -> str:
-        return self.tok.decode(ids, skip_special_tokens=True)
-
     def _delta(self) -> str:
-        """Text the ids after `read` add, decoding only ids[prefix:]. It is committed (the window moves on)
+        """Text the ids after `read` add, decoding only ids[prefix:]. It is committed (read moves on)
         unless it ends in U+FFFD; uncommitted text is still searched, as decode(ids) would show it."""
-        before = self._decode(self.ids[self.prefix : self.read])
-        after = self._decode(self.ids[self.prefix :])
-        if len(after) <= len(before):
+        if self.window is None:
+            self.window = self.decode(self.ids[self.prefix : self.read])
+        after = self.decode(self.ids[self.prefix :])
+        if len(after) <= len(self.window):
             return ""
+        delta = after[len(self.window) :]
         self.commit = not after.endswith("\ufffd")
         if self.commit:
-            self.prefix, self.read = self.read, len(self.ids)
-        return after[len(before) :]
+            last, self.read, self.window = self.read, len(self.ids), after
+            if self.read - self.prefix > self.WINDOW:  # keep the last chunk as context (TGI, vLLM)
+                self.prefix, self.window = last, None
+        return delta
 
     def _search(self, delta: str) -> tuple[int, str] | None:
         """A stop string that ends inside delta (appended to self.text), with its start in the full text."""
@@ -74,12 +90,10 @@ class StopText:
 
     def feed(self, new: list[int]) -> int | None:
         """Append tokens; returns how many of them to keep when a stop string completes among them."""
-        saved = (len(self.ids), self.prefix, self.read, len(self.text))
+        saved = (len(self.ids), self.prefix, self.read, self.window, len(self.text))
         if self._step(new) is None:
             return None
-        n0, self.prefix, self.read, n_text = (
-            saved  # replay token by token: which token completes it
-        )
+        n0, self.prefix, self.read, self.window, n_text = saved  # replay: which token completes it
         del self.ids[n0:]
         self.text = self.text[:n_text]
         for j, t in enumerate(new):
@@ -121,10 +135,11 @@ class Tracker:
         if self.done or not tokens:
             return
         keep = min(len(tokens), self.params.max_tokens - len(self.ids))
-        for j in range(keep):
-            if tokens[j] in self.stop_ids:
-                keep, self.reason = j + 1, "stop"
-                break
+        if self.stop_ids:
+            for j, tok in enumerate(tokens[:keep]):
+                if tok in self.stop_ids:
+                    keep, self.reason = j + 1, "stop"
+                    break
         if self.text is not None:
             cut = self.text.feed(tokens[:keep])
             if cut is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import ConfigError, check
+from .memory import OPTIMIZERS, MemoryConfig
 
 
 @dataclass
@@ -35,7 +36,7 @@ class ModelConfig:
         "auto"  # auto: bf16 on GPU, fp32 on CPU
     )
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = None  # null: the memory plan decides (off without one)
     lora: LoraConfig = field(default_factory=LoraConfig)
     trust_remote_code: bool = False
 
@@ -193,6 +194,7 @@ class OptimConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0  # cosine ends at lr * min_lr_ratio
     max_grad_norm: float = 1.0  # 0 = no clipping
+    name: str = "adamw"  # adamw | adamw_8bit (torchao) | adamw_cpu_offload (train/optim.py)
 
     def __post_init__(self):
         check(
@@ -210,6 +212,18 @@ class OptimConfig:
             "max_grad_norm",
             f"must be >= 0 (0 = off), got {self.max_grad_norm}",
         )
+        check(
+            self.name in OPTIMIZERS,
+            "name",
+            f"unknown optimizer {self.name!r}; choose one of: {', '.join(OPTIMIZERS)}",
+        )
+        from importlib.util import find_spec
+
+        check(
+            self.name != "adamw_8bit" or find_spec("torchao") is not None,
+            "name",
+            "adamw_8bit needs torchao: pip install 'aha-rl[optim]'",
+        )
 
 
 @dataclass
@@ -218,9 +232,8 @@ class BatchConfig:
         8  # distinct prompts per RL step; the batch is prompts_per_step * G sequences
     )
     micro_batch_size: int = 16  # sequences per forward/backward; must divide prompts_per_step * G
-    micro_batch_tokens: int = (
-        0  # > 0: also split micro-batches so padded tokens stay under this budget
-    )
+    # > 0: also split micro-batches so padded tokens stay under this budget; 0: none; null: the memory plan's
+    micro_batch_tokens: int | None = None
     # Training forward: compute each distinct prompt of a micro-batch once and its completions against its KV cache
     # (same logprobs and gradients up to float rounding; off under gradient checkpointing). false = plain forward.
     share_prefix: bool = True
@@ -237,7 +250,9 @@ class BatchConfig:
             f"must be >= 1, got {self.micro_batch_size}",
         )
         check(
-            self.micro_batch_tokens >= 0, "micro_batch_tokens", "must be >= 0 (0 = no token budget)"
+            self.micro_batch_tokens is None or self.micro_batch_tokens >= 0,
+            "micro_batch_tokens",
+            "must be >= 0 (0 = no token budget, null = the memory plan's)",
         )
 
 
@@ -305,11 +320,11 @@ class TrainConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     engine: Literal["auto", "hf", "fast"] = "auto"  # auto: fast engine on GPU, HF generate on CPU
-    engine_release: bool = (
-        False  # free the fast engine's KV cache and CUDA graphs before each update: less
-    )
-    # memory in the update, a new allocation and graph capture every step
+    # Free the fast engine's KV cache and CUDA graphs before each update: less memory in the update, a new
+    # allocation and graph capture every step. null: the memory plan decides (off without one).
+    engine_release: bool | None = None
     steps: int = 100
     seed: int = 0
     out: str = "runs/train"

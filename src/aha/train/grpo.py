@@ -26,7 +26,7 @@ import torch
 from .. import algos
 from ..data import get_task, render_prompt
 from ..eval.reflection import reflection_rate, revision_rate
-from ..models.load import load_model, reference_model
+from ..models.load import load_model, reference_model, resolve_device
 from ..rewards import RewardRunner, soft_overlong_penalty
 from ..rollout import SamplingParams
 from ..rollout.factory import make_engine
@@ -35,6 +35,7 @@ from .config import TrainConfig
 from .dist import Dist, gathered
 from .forward import LogprobModel
 from .loop import TrainLoop
+from .memory_setup import memory_metrics, plan_memory, size_engine
 from .metrics import print_samples
 from .optim import build_optimizer, build_scheduler
 from .prompts import PromptStream
@@ -57,6 +58,9 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
                 f"{P} prompts do not split over {dist.world} processes; "
                 f"use a multiple of {dist.world}",
             )
+        # Before any weight is loaded: fit check, null memory keys resolved, breakdown printed (train/memory.py).
+        echo = print if dist.is_main else (lambda *_: None)
+        self.memory = plan_memory(cfg, dist.world, resolve_device(dist.device(m.device)), echo)
         model, tok = load_model(
             m.path,
             device=dist.device(m.device),
@@ -94,7 +98,12 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
         self.device = next(model.parameters()).device
         self.task = get_task(cfg.task.name, **cfg.task.options)
         optimizer = build_optimizer(
-            policy, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps
+            policy,
+            cfg.optim.lr,
+            cfg.optim.weight_decay,
+            cfg.optim.betas,
+            cfg.optim.eps,
+            name=cfg.optim.name,
         )
         scheduler = build_scheduler(
             optimizer,
@@ -113,6 +122,7 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
             stream=PromptStream(self.task.dataset("train"), cfg.seed),
         )
         self.engine = make_engine(cfg.engine, model, tok)
+        size_engine(self.engine, self.memory)  # the KV cache gets what the plan left
         specs = [
             (self.task.accuracy_reward if r.name == "accuracy" else r.name, r.weight)
             for r in cfg.rewards.funcs
@@ -302,6 +312,7 @@ class GRPOTrainer(PolicyUpdate, TrainLoop):
         metrics.update(adv_metrics)
         metrics.update(self.rollout_metrics(comps, scores, total, dummy, metrics["time/generate"]))
         metrics["time/step"] = time.perf_counter() - t0
+        metrics.update(memory_metrics(self.memory, self.device))
         lg = self.cfg.logging
         if lg.samples_every and step % lg.samples_every == 0 and self.dist.is_main:
             self.write_samples(step, rows, comps, total)

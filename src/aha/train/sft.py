@@ -117,7 +117,12 @@ class SFTTrainer(TrainLoop):
             or max(1, math.ceil(cfg.epochs * len(self.examples) / cfg.batch.batch_size)),
         )
         optimizer = build_optimizer(
-            model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps
+            model,
+            cfg.optim.lr,
+            cfg.optim.weight_decay,
+            cfg.optim.betas,
+            cfg.optim.eps,
+            name=cfg.optim.name,
         )
         scheduler = build_scheduler(
             optimizer,

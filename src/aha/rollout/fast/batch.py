@@ -28,6 +28,14 @@ from .sampler import sample_fused, sample_torch
 BUCKETS = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
+def to_dev(x, device: torch.device, dtype=torch.long) -> torch.Tensor:
+    """A host list as a tensor on `device` (through pinned memory, asynchronously, on CUDA)."""
+    t = torch.tensor(x, dtype=dtype)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
 def bucket_for(n: int, rows: int) -> int:
     for b in BUCKETS:
         if b >= n:
@@ -196,7 +204,7 @@ class Batch:
 
     def set_pages(self, rows: torch.Tensor, cols: torch.Tensor, pages: torch.Tensor) -> None:
         """table[rows[i], cols[i]] = pages[i]: pages appended to growing sequences."""
-        self.table[rows, cols] = pages
+        self.table[rows, cols] = pages.to(self.table.dtype)
 
     def deactivate(self, rows: torch.Tensor) -> None:
         self.active[rows] = False

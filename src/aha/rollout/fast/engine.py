@@ -4,18 +4,29 @@
     completions = engine.generate(prompt_token_ids, SamplingParams(n=8, temperature=1.0, max_tokens=512))
     engine.release()            # give the KV cache and CUDA graphs back before the training phase
 
-Loop: admit (prefill each prompt once, sample its n first tokens, share its KV pages) -> run `sync_every`
-decode steps without looking at the device -> queue a copy of every row's new tokens, logprobs and `active`
-flag (batch.snapshot) -> read the copy queued one round earlier (so the GPU always has a round of work
-queued) -> push those tokens to each completion's Tracker (stop ids, stop strings, on_tokens, abort: see
-aha.rollout.stops) -> free the rows and pages of finished completions (rows that end by length are known on
-the host exactly and freed at once; others are seen within two rounds) -> compact rows so the batch bucket
-shrinks -> admit again. A completion cut on the host (stop string, abort) has its row switched off.
+Loop: admit (prefill each prompt once, sample its n first tokens, share its KV pages; resume preempted
+sequences first) -> give every running sequence the KV pages its next round needs, preempting the latest ones
+by recompute when the cache is short (scheduler.py) -> run `sync_every` decode steps without looking at the
+device -> queue a copy of every row's new tokens, logprobs and `active` flag (batch.snapshot) -> read the copy
+queued one round earlier (so the GPU always has a round of work queued) -> push those tokens to each
+completion's Tracker (stop ids, stop strings, on_tokens, abort: see aha.rollout.stops) -> free the rows and
+pages of finished completions (rows that end by length are known on the host exactly and freed at once;
+others are seen within two rounds) -> compact rows so the batch bucket shrinks -> admit again. A completion
+cut on the host (stop string, abort) or preempted has its row switched off.
+
+KV memory: `kv_cache_bytes` (or `kv_cache_fraction` of the free GPU memory) is the cache, capped at what every
+row could use; pages are taken as tokens are written, so long and short completions share it, and a cache
+smaller than all rows' max length costs recompute (stats["preemptions"]), not an error. Only one sequence
+that cannot fit the whole cache is an error. `kv_bytes_per_token(model)` (kv_cache.py) prices a token.
+stats: decode_steps, prefill_tokens (recompute included), seconds, tokens_per_s, preemptions, peak_pages /
+peak_kv_mib (most pages in use at once), kv_cache_mib, mode.
 
 Streaming: `on_tokens(i, new_ids)` is called once per sync round for each completion that produced tokens.
 Sampling noise is keyed by (seed, completion index, token index) (noise.py): with the same seed and inputs the
-samples repeat on one device whatever the batch size, cache size or aborted neighbours; they differ from HF's
-(different random streams). Same outputs as HFEngine otherwise (prompt-major, logprob of the sampled
+samples repeat on one device whatever the batch size, cache size, preemptions or aborted neighbours, as far as
+the logits do (exactly in fp32 on the CPU; in bf16 on a GPU, GEMMs of other shapes - a recomputed prefill,
+another batch size - can move a logit by a rounding step and part a row at a near-tie: see
+benchmarks/_rollout_checks.py). They differ from HF's (different random streams). Same outputs as HFEngine otherwise (prompt-major, logprob of the sampled
 distribution before top-p/top-k, greedy + unscaled logprob at T = 0). Unsupported architectures fall back to
 HFEngine with a warning.
 
@@ -34,10 +45,10 @@ import torch
 from ..base import Completion, OnTokens, SamplingParams
 from ..hf import HFEngine
 from ..stops import Tracker
-from .batch import Batch, bucket_for
+from .batch import Batch, bucket_for, to_dev
 from .kv_cache import KVCache, PageAllocator
 from .model_runner import ModelRunner, UnsupportedModel
-from .sampler import sample_torch
+from .prefill import Prefill
 from .scheduler import Scheduler, cdiv
 
 
@@ -157,7 +168,8 @@ class FastEngine:
             self.cache = KVCache(r.num_layers, pages, S, r.num_kv_heads, r.head_dim, r.dtype, dev)
         width = cdiv(longest + params.max_tokens, S)
         b = self.batch
-        if b is None or b.cache is not self.cache or b.width < width or b.rows < rows:
+        stale = b is None or b.cache is not self.cache or b.ring != self.sync_every + 1
+        if stale or b.width < width or b.rows < rows:
             self.batch = Batch(
                 r, self.cache, max(rows, self.max_num_seqs), self.sync_every + 1, _pow2(width)
             )
@@ -173,13 +185,9 @@ class FastEngine:
         rows = min(self.max_num_seqs, len(prompts) * params.n)
         bpp, width = self._setup(prompts, params, rows)
         cuda = self.runner.device.type == "cuda"
+        M = params.max_tokens
         sched = Scheduler(
-            prompts,
-            params.n,
-            params.max_tokens,
-            self.page_size,
-            rows,
-            PageAllocator(self.cache.num_pages),
+            prompts, params.n, M, self.page_size, rows, PageAllocator(self.cache.num_pages)
         )
         sched.check_fits(bpp)
         trackers = [
@@ -190,99 +198,65 @@ class FastEngine:
         batch.configure(params, seed, width)
         if cuda and self.cuda_graphs:
             batch.capture(bucket_for(rows, batch.rows))
-        inflight: deque = deque()  # snapshots queued on the device, oldest first
-        steps = prefill_tokens = 0
+
+        prefill = Prefill(self.runner, self.cache, batch, self.max_prefill_tokens)
+
+        def tokens_of(s):  # a preempted sequence's token count once all are on the host
+            t = trackers[s.index]
+            return None if t.done else len(t.ids)
+
+        inflight: deque = deque()  # (number, snapshot) queued on the device, oldest first
+        queued = steps = prefill_tokens = 0
         while True:
-            units = sched.admit()
+            units = sched.admit(self.sync_every)
             if units:
-                prefill_tokens += self._prefill(units, prompts, params)
+                prefill_tokens += prefill(units, prompts, params, trackers)
             if sched.live:
                 self._maybe_compact(sched)
+                n = min(self.sync_every, max(M - s.gen for s in sched.live.values()))
+                entries, preempted = sched.grow(n, queued + 1)
+                if preempted:  # their last tokens: in a snapshot queued before their rows go off
+                    queued += 1
+                    inflight.append((queued, self._snapshot({**sched.live, **preempted}, cuda)))
+                    batch.deactivate(self._to_dev(list(preempted)))
+                if entries:
+                    batch.set_pages(*(self._to_dev(list(c)) for c in zip(*entries)))
                 b = bucket_for(max(sched.live) + 1, batch.rows)
-                n = min(self.sync_every, max(s.steps_left for s in sched.live.values()))
                 for _ in range(n):
                     batch.step(b)
                 steps += n
                 for s in sched.live.values():
-                    s.steps_left -= n
-                inflight.append(self._snapshot(sched, b, cuda))
-                for s in [s for s in sched.live.values() if s.steps_left <= 0]:
+                    s.gen = min(s.gen + n, M)
+                queued += 1
+                inflight.append((queued, self._snapshot(dict(sched.live), cuda)))
+                for s in [s for s in sched.live.values() if s.gen >= M]:
                     sched.finish(s)  # by length: its last tokens come with the snapshot just queued
             elif not inflight:
-                if sched.pending:
+                if sched.busy:
                     raise RuntimeError("FastEngine: admission stalled with free cache (a bug)")
                 break
             while inflight and (len(inflight) > 1 or not sched.live):
-                self._read(inflight.popleft(), sched, trackers)
-        results = [trackers[i].completion(i // params.n) for i in range(len(prompts) * params.n)]
+                no, snap = inflight.popleft()
+                self._read(snap, sched, trackers)
+                sched.ready(no, tokens_of)
+        results = [trackers[i].completion(i // params.n) for i in range(len(trackers))]
         secs = time.perf_counter() - t0
         self.stats = dict(
             decode_steps=steps,
             prefill_tokens=prefill_tokens,
             seconds=secs,
             tokens_per_s=sum(len(c.token_ids) for c in results) / max(secs, 1e-9),
+            preemptions=sched.preemptions,
+            peak_pages=sched.peak_pages,
+            peak_kv_mib=sched.peak_pages * bpp / 2**20,
+            kv_cache_pages=self.cache.num_pages - 1,
             kv_cache_mib=self.cache.nbytes / 2**20,
             mode=batch.mode,
         )
         return results
 
     def _to_dev(self, x, dtype=torch.long):
-        t = torch.tensor(x, dtype=dtype)
-        if self.runner.device.type == "cuda":
-            return t.pin_memory().to(self.runner.device, non_blocking=True)
-        return t
-
-    def _prefill(self, units, prompts, params) -> int:
-        total, chunk, size = 0, [], 0
-        for i, u in enumerate(units):
-            chunk.append(u)
-            size += len(prompts[u.prompt_index])
-            if size >= self.max_prefill_tokens or i == len(units) - 1:
-                total += self._prefill_chunk(chunk, prompts, params)
-                chunk, size = [], 0
-        return total
-
-    def _prefill_chunk(self, units, prompts, params) -> int:
-        S = self.page_size
-        toks, pos, slots, lens, rep, src, dst = [], [], [], [], [], [], []
-        for ui, u in enumerate(units):
-            p, s0 = prompts[u.prompt_index], u.seqs[0]
-            toks += p
-            pos += range(len(p))
-            slots += [s0.pages[i // S] * S + i % S for i in range(len(p))]
-            lens.append(len(p))
-            rep += [ui] * len(u.seqs)
-            if len(p) % S:  # the partly filled last prompt page is private: copy it
-                src += [s0.pages[s0.n_shared]] * (len(u.seqs) - 1)
-                dst += [s.pages[s.n_shared] for s in u.seqs[1:]]
-        logits = self.runner.prefill(
-            self._to_dev(toks), self._to_dev(pos), self._to_dev(slots), lens, self.cache
-        )  # (P, V)
-        seqs = [s for u in units for s in u.seqs]
-        seq_ids = self._to_dev([s.index for s in seqs])
-        # token 0 of each completion, keyed like every other token (the torch sampler: same noise bits)
-        tok, lp = sample_torch(
-            logits[self._to_dev(rep)],
-            params.temperature,
-            params.top_p,
-            params.top_k,
-            keys=(self.batch.seed, seq_ids, torch.zeros_like(seq_ids)),
-        )
-        if src:
-            self.cache.copy_page(self._to_dev(src), self._to_dev(dst))
-        width = max(len(s.pages) for s in seqs)
-        tables = [s.pages + [0] * (width - len(s.pages)) for s in seqs]
-        self.batch.admit(
-            self._to_dev([s.row for s in seqs]),
-            tok,
-            lp,
-            self._to_dev([s.prompt_len for s in seqs]),
-            1,
-            seq_ids,
-            self._to_dev(tables, torch.int32),
-            fresh=True,
-        )
-        return len(toks)
+        return to_dev(x, self.runner.device, dtype)
 
     def _maybe_compact(self, sched) -> None:
         live = sorted(sched.live)
@@ -292,10 +266,10 @@ class FastEngine:
         self.batch.compact(self._to_dev(live), hi)
         sched.relabel(live)
 
-    def _snapshot(self, sched, b: int, cuda: bool):
-        """Queue the copy of rows [0, b)'s new tokens to the host; (event, packed, logprobs, row -> seq)."""
-        mapping = dict(sched.live)
-        packed, lps = self.batch.snapshot(b)
+    def _snapshot(self, mapping: dict, cuda: bool):
+        """Queue the copy of the new tokens of rows [0, max row] to the host; the rows of `mapping` (row ->
+        seq) are delivered when it is read. Returns (event, packed, logprobs, mapping)."""
+        packed, lps = self.batch.snapshot(bucket_for(max(mapping) + 1, self.batch.rows))
         if not cuda:
             return None, packed, lps, mapping
         host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in (packed, lps)]
@@ -320,9 +294,7 @@ class FastEngine:
             n = packed[row][W]
             t.push(packed[row][:n], lps[row][:n])
             if t.done and sched.live.get(s.row) is s:
-                cut.append(
-                    s.row
-                )  # a stop id or length (row already off), a stop string or an abort
+                cut.append(s.row)  # by a stop id (row already off), a stop string or an abort
                 sched.finish(s)
         if cut:
             self.batch.deactivate(self._to_dev(cut))
