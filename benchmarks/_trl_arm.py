@@ -138,10 +138,16 @@ def _callback(clock: _Clock):
             clock.steps.append({"step_s": time.perf_counter() - clock.t0, **clock.spans})
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if (
-                logs and "reward" in logs
-            ):  # per-step training logs (logging_steps=1), not the final summary
+            # Per-step training logs (logging_steps=1) have "reward"; the final summary has not.
+            if logs and "reward" in logs:
                 clock.logs[state.global_step] = dict(logs)
+                step_s = clock.steps[-1]["step_s"] if clock.steps else float("nan")
+                print(
+                    f"trl step {state.global_step}/{state.max_steps} | reward {logs['reward']:.3f} | "
+                    f"len {logs.get('completions/mean_length', float('nan')):.0f} | "
+                    f"kl {logs.get('kl', 0.0):.4f} | s {step_s:.1f}",
+                    flush=True,
+                )
 
     return StepClock()
 
@@ -231,6 +237,11 @@ def build_trl(a, seed: int, prompts: list[str], rows: list[dict], specs, out: Pa
         processing_class=tok,
         callbacks=[_callback(clock)],
     )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(
+        PrinterCallback
+    )  # its raw log dicts; the clock prints one line per step
     return trainer, clock, funcs
 
 

@@ -79,6 +79,7 @@ def test_trl_config_maps_aha_settings(tmp_path):
         parse_args(["--model", "m", "--prompts", "6", "--group", "4", "--micro", "5"])
 
 
+@pytest.mark.slow
 def test_tiny_smoke(tmp_path):
     """--tiny end to end: both arms when trl is installed (aha's alone otherwise): tables, curves, plot."""
     arms = ["aha", "trl"] if HAVE_TRL else ["aha"]
@@ -98,6 +99,11 @@ def test_tiny_smoke(tmp_path):
             )
     assert (out / "reward_curves.png").stat().st_size > 1000
     assert not (out / "aha" / "seed0" / "checkpoints" / "step-000002").exists()  # models deleted
+    merged = main(["--merge", str(out), "--out", str(tmp_path / "merged")])  # report-only mode
+    assert [(r["arm"], r["seed"]) for r in merged["runs"]] == [(arm, 0) for arm in arms]
+    assert (tmp_path / "merged" / "summary.md").read_text() == text
+    with pytest.raises(SystemExit, match="appears twice"):
+        main(["--merge", str(out), str(out), "--out", str(tmp_path / "dup")])
 
 
 # ---- same completions -> same gradients as TRL ---------------------------------------------------------------
@@ -112,6 +118,7 @@ FIXED = [  # per prompt, G = 4 completions; "format" and "tag" give them differe
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_TRL, reason="trl not installed")
 def test_same_gradients_as_trl(tmp_path):
     """aha's GRPO (as vs_trl configures it) and TRL's GRPOTrainer (as vs_trl maps it) fed the same completions:
