@@ -212,7 +212,8 @@ def write_report(out: Path, settings: dict, base: dict, runs: list[dict]) -> dic
             i = r["info"]
             lines.append(
                 f"- TRL seed {r['seed']}: wrapped rewards equal aha's on {i['reward_check']['completions']} "
-                f"hand-written completions (max diff {i['reward_check']['max_abs_diff']:.1e}); prompt tokens "
+                f"hand-written completions (mean total {i['reward_check']['total_mean']:.3f}, max diff "
+                f"{i['reward_check']['max_abs_diff']:.1e}); prompt tokens "
                 f"identical: {i['prompt_tokens_identical']}; TRL stops at eos ids {i['eos_ids']}"
             )
     text = "\n".join(lines) + "\n"

@@ -102,6 +102,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(a, k, v)
     if not a.tiny and not a.model:
         p.error("--model DIR is required (or --tiny for the CPU smoke run)")
+    if not a.tiny and not (Path(a.model) / "config.json").is_file():
+        p.error(
+            f"--model {a.model}: not a Hugging Face model directory (no config.json); both arms load it"
+        )
     if a.device == "auto":
         a.device = "cuda" if torch.cuda.is_available() else "cpu"
     if a.device == "cuda" and not torch.cuda.is_available():
@@ -259,6 +263,8 @@ def main(argv=None) -> dict:
         except ImportError:
             print("trl is not installed (pip install trl): running aha's arm only", file=sys.stderr)
             a.arms = [x for x in a.arms if x != "trl"]
+            if not a.arms:
+                raise SystemExit("nothing to run: add --arms aha, or pip install trl") from None
     task = get_task(a.task, **a.task_options)
     tok = load_tokenizer(str(a.model))
     test = task.dataset("test")

@@ -57,8 +57,11 @@ def test_wrapped_rewards_equal_aha_runner():
 
 
 def test_trl_config_maps_aha_settings(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    m = str(tmp_path / "m")
     a = parse_args(
-        ["--model", "m", "--prompts", "6", "--group", "4", "--micro", "8", "--warmup", "2"]
+        ["--model", m, "--prompts", "6", "--group", "4", "--micro", "8", "--warmup", "2"]
     )
     kw = trl_config_kwargs(a, 3, tmp_path, cuda=False)
     assert kw["per_device_train_batch_size"] * kw["gradient_accumulation_steps"] == 6 * 4
@@ -76,7 +79,9 @@ def test_trl_config_maps_aha_settings(tmp_path):
     assert (cfg["batch"]["prompts_per_step"], cfg["batch"]["micro_batch_size"]) == (6, 8)
     assert cfg["optim"]["betas"] == [kw["adam_beta1"], kw["adam_beta2"]]
     with pytest.raises(SystemExit):  # 24 sequences do not split into micro-batches of 5
-        parse_args(["--model", "m", "--prompts", "6", "--group", "4", "--micro", "5"])
+        parse_args(["--model", m, "--prompts", "6", "--group", "4", "--micro", "5"])
+    with pytest.raises(SystemExit):  # not a model directory: one line, exit 2
+        parse_args(["--model", str(tmp_path)])
 
 
 @pytest.mark.slow
