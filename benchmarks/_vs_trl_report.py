@@ -1,5 +1,6 @@
-"""The report of benchmarks/vs_trl.py: per-run summaries, a markdown table per arm (mean ± std over seeds), the
-TRL / aha time ratios, the reward-curve agreement, curves.csv, results.json and reward_curves.png."""
+"""The report of benchmarks/vs_trl.py (and of its --merge of earlier runs): per-run summaries, a markdown table
+per arm (mean ± std over seeds), the TRL / aha time ratios, the reward-curve agreement, curves.csv,
+results.json and reward_curves.png."""
 
 from __future__ import annotations
 
@@ -224,3 +225,20 @@ def write_report(out: Path, settings: dict, base: dict, runs: list[dict]) -> dic
     plot(out / "reward_curves.png", by_arm, head[:160])
     print(text, flush=True)
     return result
+
+
+def merge(dirs: list[str], out: Path) -> dict:
+    """One report over the runs of several earlier --out dirs (e.g. one seed per device call)."""
+    parts = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
+    runs = [r for p in parts for r in p["runs"]]
+    keys = [(r["arm"], r["seed"]) for r in runs]
+    if len(set(keys)) != len(keys):
+        raise SystemExit(f"--merge: an (arm, seed) run appears twice in {dirs}")
+    ignore = {"seeds", "out", "merge", "model"}
+    settings = parts[0]["settings"]
+    for d, p in zip(dirs[1:], parts[1:]):
+        diff = [k for k in settings if k not in ignore and p["settings"].get(k) != settings[k]]
+        if diff:
+            raise SystemExit(f"--merge: {d} was run with other settings ({', '.join(diff)})")
+    settings["seeds"] = sorted({r["seed"] for r in runs})
+    return write_report(out, settings, parts[0]["base_eval"], runs)

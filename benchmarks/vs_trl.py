@@ -254,6 +254,8 @@ def main(argv=None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.merge:
+        from _vs_trl_report import merge
+
         return merge(a.merge, out)
     if a.tiny:
         a.model = build_tiny(out / "tiny-model")
@@ -296,25 +298,6 @@ def main(argv=None) -> dict:
     settings["device_name"] = torch.cuda.get_device_name() if cuda else "cpu"
     settings["versions"] = _versions()
     return write_report(out, settings, base, runs)
-
-
-def merge(dirs: list[str], out: Path) -> dict:
-    """One report over the runs of several earlier --out dirs (e.g. one seed per device call)."""
-    from _vs_trl_report import write_report
-
-    parts = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
-    runs = [r for p in parts for r in p["runs"]]
-    keys = [(r["arm"], r["seed"]) for r in runs]
-    if len(set(keys)) != len(keys):
-        raise SystemExit(f"--merge: an (arm, seed) run appears twice in {dirs}")
-    ignore = {"seeds", "out", "merge", "model"}
-    settings = parts[0]["settings"]
-    for d, p in zip(dirs[1:], parts[1:]):
-        diff = [k for k in settings if k not in ignore and p["settings"].get(k) != settings[k]]
-        if diff:
-            raise SystemExit(f"--merge: {d} was run with other settings ({', '.join(diff)})")
-    settings["seeds"] = sorted({r["seed"] for r in runs})
-    return write_report(out, settings, parts[0]["base_eval"], runs)
 
 
 def _versions() -> dict:
