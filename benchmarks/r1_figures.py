@@ -84,9 +84,8 @@ def cold_start(
     re-check ("wait, ...") in a fraction p_recheck, inside <think> </think> <answer> </answer>. A row is kept
     only when every chain in its text (the question and each rewritten step) is a train-split problem, so no
     held-out problem appears. Returns the number of rows."""
+    from aha.data.chain import ChainTask, Problem, chains_in, split_of
     from aha.demo.corpus import step_text
-    from aha.demo.problems import Problem, chains_in, split_of
-    from aha.demo.task import ChainTask
 
     train = ChainTask().dataset("train")
     out, i = [], start

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from aha.cli import cmd_pipeline
 from aha.config import ConfigError, load_config
 from aha.data import TASKS, Task, register_task
-from aha.pipelines import cmd_pipeline, get_pipeline
+from aha.pipelines import get_pipeline
 from aha.pipelines.manifest import completed
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from aha.cli import cmd_sft
 from aha.config import ConfigError, load_config
 from aha.rollout import HFEngine, SamplingParams
-from aha.train.sft import SFTTrainer, cmd_sft, sft
+from aha.train.sft import SFTTrainer, sft
 from aha.train.sft_config import SFTConfig
 
 

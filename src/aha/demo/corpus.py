@@ -15,7 +15,7 @@ The tagged documents teach the generic skill "copy the tag names the instruction
 which is what lets the base model follow the R1-Zero template's <think>/<answer> instruction at all. The
 tag pool never contains "think" or "answer" (as a whole tag or inside one), the instruction sentences are
 our own paraphrases (never a sentence of the R1-Zero template), and every chain of numbers in a document (its
-question and each rewritten step) is a "train" problem (problems.split_of), so held-out problems never occur.
+question and each rewritten step) is a "train" problem (aha.data.chain.split_of), so held-out problems never occur.
 tests/test_demo_corpus.py checks all three.
 
 Worked solutions rewrite the chain one operation at a time ("31+3+2 = 34+2 = 36", see step_text).
@@ -32,7 +32,7 @@ import random
 from dataclasses import dataclass
 
 from ..config import check
-from .problems import FIRST, REST, Problem, chains_in, sample_split, split_of
+from ..data.chain import FIRST, REST, Problem, chains_in, sample_split, split_of
 
 # Role pairs (asker, responder). Capitalised names; lower-case forms go after "the".
 ROLES = [

@@ -10,6 +10,13 @@ seconds, device, the mean loss of the last log interval) and metrics.jsonl (the 
 
 `aha pretrain configs/pretrain.yaml` reproduces src/aha/assets/tiny-base from its recipe and seed;
 configs/pretrain_recheck.yaml makes src/aha/assets/tiny-recheck, configs/pretrain_gpu.yaml the 23M GPU variant.
+
+Why this is not a trainer on aha.train.loop.TrainLoop (the RL and SFT stages' run machinery): that loop is about
+a run directory (checkpoints with optimizer state, resume, SIGTERM saves, a metrics line per step), and none of it
+applies here: pretraining takes minutes from a random init, so a rerun replaces a resume, and its output is a
+Hugging Face directory + recipe.json. Its batch order (torch.randperm over packed rows) is part of the recipe the
+shipped models were made with; TrainLoop's PromptStream would draw another one. It logs the mean loss of each
+`log_every` interval, so the loop syncs with the device once per interval, not once per step.
 """
 
 from __future__ import annotations

@@ -111,10 +111,8 @@ def _resume(cfg) -> None:
 
 def run_rl(cfg, stage_dir: Path, ev: PipelineEvalConfig) -> tuple[dict, dict]:
     """GRPO (or PPO with algorithm.name=ppo) in stage_dir/run; the last checkpoint is the output model."""
-    if cfg.algorithm.name == "ppo":
-        from ..train.ppo import train
-    else:
-        from ..train.grpo import train
+    from ..train import train
+
     _resume(cfg)
     summary = train(cfg)
     if summary.get("stopped_early"):

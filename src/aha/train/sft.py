@@ -227,17 +227,3 @@ def sft(cfg: SFTConfig) -> dict:
     finally:
         trainer.close()
     return {**summary, "checkpoint": str(ckpt.latest_checkpoint(trainer.out))}
-
-
-def cmd_sft(args: list[str]) -> int:
-    """`aha sft CONFIG [key.sub=value ...]`."""
-    from ..cli_args import split_args
-    from ..config import load_config
-
-    path, overrides = split_args(args)
-    cfg = load_config(SFTConfig, path, overrides)
-    summary = sft(cfg)
-    print(
-        f"done: {summary['steps']} SFT steps in {summary['seconds']:.1f}s; model {summary['checkpoint']}"
-    )
-    return 0

@@ -111,7 +111,6 @@ def run_demo(
     eval_k: int | None = None,
     recheck: bool = False,
 ) -> dict:
-    from ..demo import task as _task  # noqa: F401  (registers the demo's "chain" task)
     from ..eval import make_report
     from ..train.grpo import GRPOTrainer
 
@@ -223,22 +222,3 @@ def show(summary: dict, before, after, report: Path, log) -> None:
             )  # keep the <answer>
             log(f"[{'correct' if smp.get('correct') else 'wrong  '}] {smp['question']}  ->  {text}")
     log(f"\n{s['steps']} steps, {s['seconds']:.0f} s; report: {report}")
-
-
-def cmd_demo(args: list[str]) -> int:
-    """`aha demo [--quick] [--gpu | --recheck] [--out DIR] [key.sub=value ...]`."""
-    from ..cli_args import UsageError, flags_to_overrides
-
-    switches = ("--quick", "--gpu", "--recheck")
-    quick, gpu, recheck = (s in args for s in switches)  # --gpu with --recheck: demo_config's error
-    rest = flags_to_overrides([a for a in args if a not in switches], {"--out": "out"}, switches)
-    out = next((r.split("=", 1)[1] for r in rest if r.startswith("out=")), None)
-    overrides = [r for r in rest if not r.startswith("out=")]
-    for o in overrides:
-        if "=" not in o:
-            raise UsageError(
-                f"unexpected argument '{o}'; usage: aha demo [--quick] [--gpu | --recheck] [--out DIR] "
-                "[key.sub=value ...]"
-            )
-    run_demo(quick=quick, out=out, overrides=tuple(overrides), gpu=gpu, recheck=recheck)
-    return 0

@@ -1,0 +1,95 @@
+"""The config of `aha sample` (rejection sampling): which model and task, how many samples, which filters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..config import check
+from ..train.config import ModelConfig, TaskConfig
+
+
+@dataclass
+class OpenAIConfig:
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = ""  # the served model name
+    api: Literal["completions", "chat"] = (
+        "completions"  # chat: use task.template="{prompt}" (bare question)
+    )
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key ("" = none)
+    concurrency: int = 8
+    timeout: float = 300.0
+    max_retries: int = 5
+    backoff: float = 1.0
+    send_token_ids: bool = False  # send prompt token ids (vLLM, SGLang, aha serve) instead of text
+    vllm_extensions: bool = True  # send top_k / stop_token_ids (not part of the OpenAI API)
+    system: str | None = None
+
+
+@dataclass
+class FilterConfig:
+    drop_truncated: bool = True
+    require_format: bool = True  # one <think> block then one <answer> block (format reward 1)
+    language: str | None = "en"  # target language of the reasoning; null = no language filter
+    min_language: float = 0.95
+    max_paragraph_chars: int = 2000  # 0 = off
+    no_code_blocks: bool = True  # R1 drops code blocks in math reasoning; turn off for code tasks
+
+    def __post_init__(self):
+        check(
+            0 <= self.min_language <= 1,
+            "min_language",
+            f"must be in [0, 1], got {self.min_language}",
+        )
+        check(self.max_paragraph_chars >= 0, "max_paragraph_chars", "must be >= 0 (0 = off)")
+
+
+@dataclass
+class SampleSamplingConfig:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 0
+    max_new_tokens: int = 1024
+    seed: int = 0
+
+
+@dataclass
+class SampleConfig:
+    model: ModelConfig = field(
+        default_factory=ModelConfig
+    )  # the sampled model (engine=openai: its tokenizer)
+    engine: Literal["auto", "hf", "fast", "openai"] = "auto"
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    split: Literal["train", "test"] = "train"
+    start: int = 0  # first row of the split
+    num_prompts: int = 100
+    k: int = 8  # samples per prompt
+    m: int = 2  # kept per prompt (0 = every accepted, deduplicated sample)
+    sampling: SampleSamplingConfig = field(default_factory=SampleSamplingConfig)
+    verifier: str = "accuracy"  # reward name; accuracy = the task's verifier
+    min_reward: float = 1.0
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    dedupe: bool = True
+    prefer: Literal["first", "shortest"] = "first"
+    prompts_per_call: int = 16  # prompts per engine.generate call (a resumable chunk)
+    reward_timeout: float = 5.0
+    reward_workers: int = 2
+    out: str = "runs/sample"
+    progress: bool = True
+
+    def __post_init__(self):
+        check(self.k >= 1, "k", f"samples per prompt must be >= 1, got {self.k}")
+        check(self.m >= 0, "m", f"must be >= 0 (0 = keep all accepted), got {self.m}")
+        check(self.num_prompts >= 1, "num_prompts", f"must be >= 1, got {self.num_prompts}")
+        check(self.start >= 0, "start", f"must be >= 0, got {self.start}")
+        check(
+            self.prompts_per_call >= 1,
+            "prompts_per_call",
+            f"must be >= 1, got {self.prompts_per_call}",
+        )
+        check(
+            self.engine != "openai" or bool(self.openai.model),
+            "openai.model",
+            "engine=openai needs the served model name, e.g. openai.model=deepseek-r1",
+        )
