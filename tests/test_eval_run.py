@@ -42,7 +42,8 @@ def test_impossible_values_raise_one_line(make, key):
 
 
 def test_load_config_paths_and_round_trip(tmp_path):
-    config = pytest.importorskip("aha.config")
+    from aha import config
+
     with pytest.raises(config.ConfigError) as e:
         config.load_config(EvalConfig, None, ["sampling.top_p=2"])
     assert e.value.key == "sampling.top_p"
@@ -68,10 +69,6 @@ def test_load_config_paths_and_round_trip(tmp_path):
 
 
 def test_run_eval_end_to_end(tmp_path):
-    data = pytest.importorskip("aha.data")
-    pytest.importorskip("aha.models.load")
-    if not hasattr(data, "get_task"):
-        pytest.skip("aha.data.get_task is not there yet")
     import torch
 
     torch.set_num_threads(1)

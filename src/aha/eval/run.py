@@ -13,20 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..config import check as _check
+from ..rollout.factory import ENGINES
+
 __all__ = ["EvalConfig", "EvalModelConfig", "EvalTaskConfig", "EvalSamplingConfig", "run_eval"]
-
-from aha.rollout.factory import ENGINES, make_engine
-
-
-def _check(cond: bool, key: str, message: str) -> None:
-    """Raise aha.config.ConfigError (a ValueError naming the key) unless cond."""
-    if cond:
-        return
-    try:
-        from aha.config import ConfigError
-    except ImportError:  # config module absent: the same one-line message as ValueError
-        raise ValueError(f"config error at '{key}': {message}") from None
-    raise ConfigError(key, message)
 
 
 @dataclass
@@ -147,6 +137,8 @@ def run_eval(cfg: EvalConfig, log=print):
         seed=cfg.sampling.seed,
     )
     model.eval()
+    from ..rollout.factory import make_engine
+
     engine = make_engine(cfg.engine, model, tok)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

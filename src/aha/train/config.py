@@ -329,8 +329,6 @@ class TrainConfig:
         )
         if self.algorithm.agg == "seq-mean-token-sum-norm" and self.algorithm.norm_len is None:
             self.algorithm.norm_len = self.sampling.max_new_tokens
-        if self.algorithm.beta > 0 and self.model.lora.r > 0:
-            pass  # the reference is the base model with adapters disabled: no second copy needed
         if self.resume and not self.out:
             raise ConfigError(
                 "out", "resume=true needs the run directory to resume from in out=..."
