@@ -16,7 +16,8 @@ a run directory (checkpoints with optimizer state, resume, SIGTERM saves, a metr
 applies here: pretraining takes minutes from a random init, so a rerun replaces a resume, and its output is a
 Hugging Face directory + recipe.json. Its batch order (torch.randperm over packed rows) is part of the recipe the
 shipped models were made with; TrainLoop's PromptStream would draw another one. It logs the mean loss of each
-`log_every` interval, so the loop syncs with the device once per interval, not once per step.
+`log_every` interval, so the loop syncs with the device once per interval, not once per step. The gradient
+clip and optimizer step are the trainers' (aha.train.update.clip_and_step).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Literal
 import torch
 
 from ..config import check
+from ..train.update import clip_and_step
 from .corpus import CorpusConfig, build_corpus
 from .tokenizer import train_tokenizer
 
@@ -98,9 +100,8 @@ class PretrainConfig:
     vocab_size: int = 1024
     seed: int = 0  # weight init and batch order (the corpus has its own corpus.seed)
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
-    dtype: Literal["float32", "bfloat16"] = (
-        "bfloat16"  # autocast compute dtype; master weights stay fp32
-    )
+    # autocast compute dtype; master weights stay fp32
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
     save_dtype: Literal["float32", "bfloat16"] = "float32"
     threads: int = 0  # torch CPU threads, 0 = torch's default
     compile: bool = False  # torch.compile the model
@@ -251,9 +252,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
         with autocast:
             loss = fwd(input_ids=x, labels=labels).loss
         loss.backward()
-        if o.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-        opt.step()
+        clip_and_step(model, opt, max_norm=o.grad_clip)
         opt.zero_grad(set_to_none=True)
         seen += int(m.sum())
         loss_sum += loss.detach()  # no host sync per step; read once per log interval

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-from ..config import check
-from ..train.config import ModelConfig, TaskConfig
+from ..config import check, section
+from ..schema import ModelConfig, SamplingConfig, TaskConfig
 
 
 @dataclass
 class OpenAIConfig:
     base_url: str = "http://127.0.0.1:8000/v1"
     model: str = ""  # the served model name
-    api: Literal["completions", "chat"] = (
-        "completions"  # chat: use task.template="{prompt}" (bare question)
-    )
+    # chat: use task.template="{prompt}" (bare question)
+    api: Literal["completions", "chat"] = "completions"
     api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key ("" = none)
     concurrency: int = 8
     timeout: float = 300.0
@@ -36,6 +35,14 @@ class FilterConfig:
     no_code_blocks: bool = True  # R1 drops code blocks in math reasoning; turn off for code tasks
 
     def __post_init__(self):
+        from ..rewards.text import SCRIPTS
+
+        check(
+            self.language is None or self.language in SCRIPTS,
+            "language",
+            f"unknown language {self.language!r}; choose one of: {', '.join(SCRIPTS)} "
+            "(or null for no language filter)",
+        )
         check(
             0 <= self.min_language <= 1,
             "min_language",
@@ -45,28 +52,22 @@ class FilterConfig:
 
 
 @dataclass
-class SampleSamplingConfig:
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 0
-    max_new_tokens: int = 1024
-    seed: int = 0
-
-
-@dataclass
 class SampleConfig:
+    RENAMED: ClassVar[dict[str, str]] = {"split": "task.split"}
+
     model: ModelConfig = field(
         default_factory=ModelConfig
     )  # the sampled model (engine=openai: its tokenizer)
     engine: Literal["auto", "hf", "fast", "openai"] = "auto"
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
-    split: Literal["train", "test"] = "train"
-    start: int = 0  # first row of the split
+    start: int = 0  # first row of the split (task.split: null = train)
     num_prompts: int = 100
     k: int = 8  # samples per prompt
     m: int = 2  # kept per prompt (0 = every accepted, deduplicated sample)
-    sampling: SampleSamplingConfig = field(default_factory=SampleSamplingConfig)
+    sampling: SamplingConfig = section(
+        SamplingConfig, temperature=0.7, top_p=0.95, max_new_tokens=1024, seed=0
+    )
     verifier: str = "accuracy"  # reward name; accuracy = the task's verifier
     min_reward: float = 1.0
     filters: FilterConfig = field(default_factory=FilterConfig)
@@ -93,3 +94,7 @@ class SampleConfig:
             "openai.model",
             "engine=openai needs the served model name, e.g. openai.model=deepseek-r1",
         )
+        check(self.sampling.max_new_tokens is not None, "sampling.max_new_tokens", "must be >= 1")
+        check(self.sampling.seed is not None, "sampling.seed", "give an integer seed, e.g. 0")
+        self.model.check_inference("sample")
+        self.task.split = self.task.split or "train"

@@ -12,18 +12,11 @@ from .config import SampleConfig
 
 def build_engine(cfg: SampleConfig):
     """-> (engine, tokenizer, model name for provenance)."""
-    from ..models.load import load_model
     from ..rollout.factory import make_engine
 
     m = cfg.model
     if cfg.engine != "openai":
-        model, tok = load_model(
-            m.path,
-            device=m.device,
-            dtype=m.dtype,
-            trust_remote_code=m.trust_remote_code,
-            seed=cfg.sampling.seed,
-        )
+        model, tok = m.load(seed=cfg.sampling.seed)
         model.eval()
         return make_engine(cfg.engine, model, tok), tok, m.path
     from ..rollout.openai_client import OpenAIEngine
