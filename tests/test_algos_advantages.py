@@ -173,6 +173,11 @@ def test_token_level_rewards():
     kl = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [1.0, 1.0, 1.0]])
     out = token_level_rewards(torch.tensor([2.0, 3.0, 9.0]), mask, kl=kl, kl_coef=0.5)
     close(out, [[-0.05, 2.0 - 0.1, 0.0], [0.0, -0.25, 3.0 - 0.3], [0.0, 0.0, 0.0]])
+    # the input's floating dtype is kept (issue 17, item 15); ints and lists give float32
+    out64 = token_level_rewards(torch.tensor([2.0, 3.0, 9.0], dtype=torch.float64), mask, kl=kl)
+    assert out64.dtype == torch.float64
+    assert token_level_rewards(torch.tensor([2, 3, 9]), mask).dtype == torch.float32
+    assert token_level_rewards([2.0, float("nan"), 9.0], mask).dtype == torch.float32
 
 
 # ---------------------------------------------------------------- GAE

@@ -104,28 +104,50 @@ def test_fused_sampler_greedy_and_law():
     V, B = 10, 300 if DEV == "cpu" else 100000
     logits = torch.linspace(1.0, -1.5, V, device=DEV)[None].repeat(B, 1)
     temp = torch.tensor([0.7], device=DEV)
-    seed, step = torch.tensor([123], device=DEV), torch.tensor([0], device=DEV)
+    seed, seq = torch.tensor([123], device=DEV), torch.arange(B, device=DEV)
+    t = torch.zeros(B, dtype=torch.long, device=DEV)
     tok, lp = sample_fused(
-        logits.bfloat16() if DEV == "cuda" else logits, temp, seed, step, greedy=True
+        logits.bfloat16() if DEV == "cuda" else logits, temp, seed, seq, t, greedy=True
     )
     assert (tok == 0).all()
     torch.testing.assert_close(lp, torch.log_softmax(logits, -1)[:, 0], atol=2e-2, rtol=0)
-    tok, lp = sample_fused(logits, temp, seed, step, greedy=False)
+    tok, lp = sample_fused(logits, temp, seed, seq, t, greedy=False)
     p = torch.softmax(logits[0] / 0.7, -1).double()
     torch.testing.assert_close(lp, torch.log(p).float()[tok], atol=1e-5, rtol=0)
     counts = torch.bincount(tok, minlength=V).double()
     chi2 = (((counts - B * p) ** 2) / (B * p)).sum().item()
     assert chi2 < 9 + 6 * 18**0.5  # df = 9: mean + 6 sd
-    tok2, _ = sample_fused(logits, temp, seed, step + 1, greedy=False)
-    assert (tok2 != tok).any()  # a new step draws new noise
+    tok2, _ = sample_fused(logits, temp, seed, seq, t + 1, greedy=False)
+    assert (tok2 != tok).any()  # a new token index draws new noise
     if DEV == "cuda":  # a real vocabulary: split into parts
         big = torch.randn(8, 151936, device=DEV) * 3
-        t, l = sample_fused(big.bfloat16(), temp, seed, step, greedy=True)
-        assert (t == big.bfloat16().float().argmax(-1)).all()
-        t, l = sample_fused(big, temp, seed, step, greedy=False)
+        s8, t8 = seq[:8], t[:8]
+        tk, l = sample_fused(big.bfloat16(), temp, seed, s8, t8, greedy=True)
+        assert (tk == big.bfloat16().float().argmax(-1)).all()
+        tk, l = sample_fused(big, temp, seed, s8, t8, greedy=False)
         torch.testing.assert_close(
-            l, torch.log_softmax(big / 0.7, -1).gather(1, t[:, None])[:, 0], atol=1e-4, rtol=0
+            l, torch.log_softmax(big / 0.7, -1).gather(1, tk[:, None])[:, 0], atol=1e-4, rtol=0
         )
+
+
+def test_noise_kernel_equals_torch_bitwise_and_sampler_paths_agree():
+    """The Triton noise equals the torch noise bit for bit, so the fused sampler and the torch sampler pick
+    the same tokens from the same fp32 logits (a near-tie of 1 ulp could part them; none at this seed)."""
+    from aha.rollout.fast.noise import uniform, uniform_torch
+    from aha.rollout.fast.sampler import sample_fused, sample_torch
+
+    seed = torch.tensor([(1 << 61) + 12345], device=DEV)
+    seq = torch.tensor([0, 1, 7, 2**33 + 5, 40], device=DEV)
+    t = torch.tensor([0, 0, 3, 16383, 2**20], device=DEV)
+    V = 3000 if DEV == "cpu" else 151936
+    assert torch.equal(uniform(seed, seq, t, V), uniform_torch(seed, seq, t, V))
+    g = torch.Generator(device=DEV).manual_seed(3)
+    logits = torch.randn(5, V, generator=g, device=DEV) * 2
+    temp = torch.tensor([0.9], device=DEV)
+    a, la = sample_fused(logits, temp, seed, seq, t, greedy=False)
+    b, lb = sample_torch(logits, 0.9, keys=(seed, seq, t))
+    assert torch.equal(a, b)
+    torch.testing.assert_close(la, lb, atol=1e-5, rtol=0)
 
 
 def test_engine_greedy_matches_hf_with_kernels():

@@ -45,7 +45,9 @@ def ids(tok, *texts):
 @pytest.mark.parametrize("send_token_ids", [False, True])
 def test_round_trip_equals_local_engine(setup, send_token_ids):
     server, _, local, tok = setup
-    client = OpenAIEngine(server.url, "tiny", tok, send_token_ids=send_token_ids, concurrency=2)
+    client = OpenAIEngine(
+        server.url, "tiny", tok, send_token_ids=send_token_ids, concurrency=2, logprobs=True
+    )
     params = SamplingParams(
         n=3, temperature=1.0, max_tokens=12, seed=11, stop_token_ids=[tok.eos_token_id]
     )

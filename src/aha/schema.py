@@ -43,7 +43,9 @@ class ModelConfig:
     path: str = "tiny-base"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # bf16 on GPU, fp32 on CPU
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    gradient_checkpointing: bool = False  # training only
+    gradient_checkpointing: bool | None = (
+        None  # training only; null: the memory plan decides (off without)
+    )
     lora: LoraConfig = field(default_factory=LoraConfig)  # training only
     trust_remote_code: bool = False
 

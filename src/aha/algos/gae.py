@@ -23,13 +23,15 @@ def token_level_rewards(
     """Classic RLHF per-token reward (Ziegler et al. 2019): the sequence score on its last valid token, minus
     kl_coef * kl on every valid token. scores (B,), mask (B, T), kl (B, T) (e.g. k1 to the reference) -> (B, T).
 
-    A NaN score is put as 0. Rows without valid tokens get all zeros.
+    A NaN score is put as 0. Rows without valid tokens get all zeros. The result keeps the dtype of floating
+    `scores` (float64 in, float64 out); other scores (ints, lists) give float32.
     """
     mask = mask.to(torch.bool)
-    s = torch.nan_to_num(torch.as_tensor(scores, device=mask.device).detach().to(torch.float32))
+    s = torch.as_tensor(scores, device=mask.device).detach()
+    s = torch.nan_to_num(s if s.is_floating_point() else s.to(torch.float32))
     out = _on_last_token(s, mask)
     if kl is not None:
-        out = out - kl_coef * torch.where(mask, kl.detach().to(torch.float32), 0.0)
+        out = out - kl_coef * torch.where(mask, kl.detach().to(s.dtype), 0.0)
     return out
 
 

@@ -21,8 +21,22 @@ class OpenAIConfig:
     max_retries: int = 5
     backoff: float = 1.0
     send_token_ids: bool = False  # send prompt token ids (vLLM, SGLang, aha serve) instead of text
-    vllm_extensions: bool = True  # send top_k / stop_token_ids (not part of the OpenAI API)
+    vllm_extensions: bool = (
+        True  # send top_k / stop_token_ids / return_token_ids (vLLM, not OpenAI)
+    )
+    logprobs: bool = (
+        False  # ask for logprobs (DeepSeek's reasoner rejects the field; traces need none)
+    )
+    extra_body: dict = field(
+        default_factory=dict
+    )  # more request fields, e.g. {repetition_penalty: 1.05}
     system: str | None = None
+
+    def __post_init__(self):
+        from ..rollout.openai_client.engine import OWN_FIELDS
+
+        clash = sorted(set(self.extra_body) & set(OWN_FIELDS))
+        check(not clash, "extra_body", f"may not set {', '.join(clash)}: sampling.* sets them")
 
 
 @dataclass

@@ -35,6 +35,8 @@ def build_engine(cfg: SampleConfig):
         backoff=o.backoff,
         send_token_ids=o.send_token_ids,
         vllm_extensions=o.vllm_extensions,
+        logprobs=o.logprobs,
+        extra_body=o.extra_body,
         system=o.system,
         cache_path=Path(cfg.out) / "requests.jsonl",
     )

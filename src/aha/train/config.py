@@ -15,6 +15,7 @@ from typing import ClassVar, Literal
 from ..config import ConfigError, check, section
 from ..schema import HeldOutConfig, LoraConfig, ModelConfig, SamplingConfig, TaskConfig
 from .algorithm import AlgorithmConfig
+from .memory import OPTIMIZERS, MemoryConfig
 
 __all__ = [
     "TrainConfig",
@@ -89,6 +90,7 @@ class OptimConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0  # cosine ends at lr * min_lr_ratio
     max_grad_norm: float = 1.0  # 0 = no clipping
+    name: str = "adamw"  # adamw | adamw_8bit (torchao) | adamw_cpu_offload (train/optim.py)
 
     def __post_init__(self):
         check(
@@ -106,6 +108,18 @@ class OptimConfig:
             "max_grad_norm",
             f"must be >= 0 (0 = off), got {self.max_grad_norm}",
         )
+        check(
+            self.name in OPTIMIZERS,
+            "name",
+            f"unknown optimizer {self.name!r}; choose one of: {', '.join(OPTIMIZERS)}",
+        )
+        from importlib.util import find_spec
+
+        check(
+            self.name != "adamw_8bit" or find_spec("torchao") is not None,
+            "name",
+            "adamw_8bit needs torchao: pip install 'aha-rl[optim]'",
+        )
 
 
 @dataclass
@@ -113,8 +127,8 @@ class BatchConfig:
     # distinct prompts per RL step; the batch is prompts_per_step * G sequences
     prompts_per_step: int = 8
     micro_batch_size: int = 16  # sequences per forward/backward; must divide prompts_per_step * G
-    # > 0: also split micro-batches so padded tokens stay under this budget
-    micro_batch_tokens: int = 0
+    # > 0: also split micro-batches so padded tokens stay under this budget; 0: none; null: the memory plan's
+    micro_batch_tokens: int | None = None
     # Training forward: compute each distinct prompt of a micro-batch once and its completions against its KV cache
     # (same logprobs and gradients up to float rounding; off under gradient checkpointing). false = plain forward.
     share_prefix: bool = True
@@ -131,7 +145,9 @@ class BatchConfig:
             f"must be >= 1, got {self.micro_batch_size}",
         )
         check(
-            self.micro_batch_tokens >= 0, "micro_batch_tokens", "must be >= 0 (0 = no token budget)"
+            self.micro_batch_tokens is None or self.micro_batch_tokens >= 0,
+            "micro_batch_tokens",
+            "must be >= 0 (0 = no token budget, null = the memory plan's)",
         )
 
 
@@ -179,6 +195,9 @@ EVAL_RENAMED = {
 class CheckpointConfig:
     save_every: int = 50  # steps; 0 = only at the end (and on SIGTERM / Ctrl-C)
     keep_last: int = 2
+    save_optimizer: bool = (
+        True  # false: weights only (no AdamW state; resuming restarts its moments)
+    )
 
     def __post_init__(self):
         check(self.save_every >= 0, "save_every", "must be >= 0 (0 = only at the end)")
@@ -211,10 +230,11 @@ class TrainConfig:
         sampling={"max_new_tokens": None, "seed": None},
     )
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     engine: Literal["auto", "hf", "fast"] = "auto"  # auto: fast engine on GPU, HF generate on CPU
-    # free the fast engine's KV cache and CUDA graphs before each update: less memory in the update, a new
-    # allocation and graph capture every step
-    engine_release: bool = False
+    # Free the fast engine's KV cache and CUDA graphs before each update: less memory in the update, a new
+    # allocation and graph capture every step. null: the memory plan decides (off without one).
+    engine_release: bool | None = None
     steps: int = 100
     seed: int = 0
     out: str = "runs/train"

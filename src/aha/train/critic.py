@@ -67,8 +67,9 @@ class Critic:
             trust_remote_code=m.trust_remote_code,
         )
         dist.shard(self.value)  # before the optimizer: FSDP2 swaps in sharded parameters
+        # plain AdamW whatever optim.name says: the memory plan counts the critic's state so (train/memory.py)
         self.optimizer, self.scheduler = optimizer_for(
-            self.value, cfg.optim, cfg.steps * a.mu, lr=a.value_lr
+            self.value, cfg.optim, cfg.steps * a.mu, lr=a.value_lr, name="adamw"
         )
         self.kl_ctl = algos.kl_controller(
             a.kl_ctrl, a.reward_kl_coef, target=a.kl_target, horizon=a.kl_horizon
@@ -121,7 +122,9 @@ class Critic:
                 batch.ref_logp = update.logprobs_no_grad(ref_model, batch, idx_lists)
             if a.mu > 1:
                 batch.old_logp = logp
-            k1 = torch.where(mask, algos.kl(logp, batch.ref_logp, kind="k1"), 0.0)  # (B, L-1)
+            k1 = torch.where(
+                mask, algos.kl_estimate(logp, batch.ref_logp, kind="k1"), 0.0
+            )  # (B, L-1)
             seqs = d.sum(torch.tensor(float(mask.any(1).sum())))
             metrics = {
                 "kl_coef": self.kl_ctl.value,
@@ -225,5 +228,5 @@ class Critic:
         set_state_dict(
             self.value, self.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd
         )
-        state = torch.load(source / "trainer_state.pt", weights_only=False)
+        state = torch.load(source / "trainer_state.pt", weights_only=True)
         self.scheduler.load_state_dict(state["scheduler"])

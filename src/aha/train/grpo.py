@@ -90,6 +90,7 @@ class GRPOTrainer(RLTrainer):
         metrics.update(self.group_metrics(self.gathered_rewards(rb)))
         metrics.update(self.rollout.metrics(rb))
         metrics["time/step"] = time.perf_counter() - t0
+        metrics.update(self.memory_metrics())
         self.log_samples(step, rb)
         return metrics
 

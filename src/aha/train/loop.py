@@ -85,6 +85,7 @@ class TrainLoop:
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             keep_last=self.cfg.checkpoint.keep_last,
+            save_optimizer=self.cfg.checkpoint.save_optimizer,
             rng=rng,
             dist=self.dist,
             extra={"data_position": pos, **self.extra_state()},

@@ -18,12 +18,13 @@ import torch
 
 from .. import algos
 from ..config import ConfigError
-from ..models.load import reference_model
+from ..models.load import reference_model, resolve_device
 from ..rollout.factory import make_engine
 from .config import TrainConfig
 from .dist import Dist, gathered
 from .forward import LogprobModel
 from .loop import TrainLoop
+from .memory_setup import memory_metrics, plan_memory, size_engine
 from .prompts import PromptStream
 from .rollout import Rollout, RolloutBatch
 from .update import PolicyUpdate, optimizer_for
@@ -41,6 +42,9 @@ class RLTrainer(TrainLoop):
                 f"{P} prompts do not split over {dist.world} processes; "
                 f"use a multiple of {dist.world}",
             )
+        # Before any weight is loaded: fit check, null memory keys resolved, breakdown printed (train/memory.py).
+        echo = print if dist.is_main else (lambda *_: None)
+        self.memory = plan_memory(cfg, dist.world, resolve_device(dist.device(m.device)), echo)
         model, tok = m.load(seed=cfg.seed, device=dist.device(m.device), train=True)
         if dist.enabled and m.lora.r > 0:
             raise RuntimeError(
@@ -73,6 +77,7 @@ class RLTrainer(TrainLoop):
             stream=PromptStream(self.task.dataset("train"), cfg.seed),
         )
         self.engine = make_engine(cfg.engine, model, tok)
+        size_engine(self.engine, self.memory)  # the KV cache gets what the plan left
         self.rollout = Rollout(
             cfg,
             dist=dist,
@@ -109,6 +114,9 @@ class RLTrainer(TrainLoop):
         """engine_release: the update gets the KV cache's memory; the next rollout allocates it again."""
         if self.cfg.engine_release and hasattr(self.engine, "release"):
             self.engine.release()
+
+    def memory_metrics(self) -> dict:
+        return memory_metrics(self.memory, self.device)
 
     def log_samples(self, step: int, rb: RolloutBatch) -> None:
         lg = self.cfg.logging

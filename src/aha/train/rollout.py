@@ -84,8 +84,9 @@ class Rollout:
         kept: list[tuple] = []  # (ids, row, completions, scores, rewards) per kept group
         fallback = None
         seed = cfg.seed if s.seed is None else s.seed
-        metrics = {"time/generate": 0.0, "time/reward": 0.0, "reward/timeouts": 0.0}
-        metrics["reward/errors"] = 0.0
+        metrics = dict.fromkeys(
+            ("time/generate", "time/reward", "reward/timeouts", "reward/errors"), 0.0
+        )
         for round_ in range((a.max_resample_rounds if a.dynamic_sampling else 0) + 1):
             need = self.dist.max_int(want - len(kept))
             if need == 0:

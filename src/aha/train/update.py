@@ -23,9 +23,14 @@ from .optim import build_optimizer, build_scheduler
 SUMMED = ("loss", "kl", "entropy")  # normalised by the global denominator already: they add up
 
 
-def optimizer_for(module, optim, total_steps: int, lr: float | None = None):
-    """-> (AdamW over module's trainable parameters, its LR schedule) as OptimConfig `optim` says."""
-    opt = build_optimizer(module, lr or optim.lr, optim.weight_decay, optim.betas, optim.eps)
+def optimizer_for(
+    module, optim, total_steps: int, lr: float | None = None, name: str | None = None
+):
+    """-> (the optimizer over module's trainable parameters, its LR schedule) as OptimConfig `optim` says;
+    lr and name (adamw, adamw_8bit, ...) override optim's."""
+    opt = build_optimizer(
+        module, lr or optim.lr, optim.weight_decay, optim.betas, optim.eps, name=name or optim.name
+    )
     sched = build_scheduler(
         opt,
         total=total_steps,
@@ -130,7 +135,7 @@ class PolicyUpdate:
                 m = dict(m)
                 if mb.ref_logp is not None:
                     kl = algos.agg_loss(
-                        algos.kl(logp, mb.ref_logp, kind=a.kl_kind),
+                        algos.kl_estimate(logp, mb.ref_logp, kind=a.kl_kind),
                         mb.loss_mask,
                         a.agg,
                         a.norm_len,

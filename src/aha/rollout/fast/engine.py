@@ -5,14 +5,19 @@
     engine.release()            # give the KV cache and CUDA graphs back before the training phase
 
 Loop: admit (prefill each prompt once, sample its n first tokens, share its KV pages) -> run `sync_every`
-decode steps without looking at the device -> queue a copy of the rows' `active` flags -> read the copy queued
-one round earlier (so the GPU always has a round of work queued) -> harvest finished rows, free their rows and
-pages -> compact rows so the batch bucket shrinks -> admit again. Rows that finish by length are known on
-the host exactly; rows that stop on a stop id are seen within two rounds.
+decode steps without looking at the device -> queue a copy of every row's new tokens, logprobs and `active`
+flag (batch.snapshot) -> read the copy queued one round earlier (so the GPU always has a round of work
+queued) -> push those tokens to each completion's Tracker (stop ids, stop strings, on_tokens, abort: see
+aha.rollout.stops) -> free the rows and pages of finished completions (rows that end by length are known on
+the host exactly and freed at once; others are seen within two rounds) -> compact rows so the batch bucket
+shrinks -> admit again. A completion cut on the host (stop string, abort) has its row switched off.
 
-Same outputs as HFEngine (prompt-major, logprob of the sampled distribution before top-p/top-k, greedy +
-unscaled logprob at T = 0). With the same seed and inputs the samples repeat on one device; they differ from
-HF's (different random streams). Unsupported architectures fall back to HFEngine with a warning.
+Streaming: `on_tokens(i, new_ids)` is called once per sync round for each completion that produced tokens.
+Sampling noise is keyed by (seed, completion index, token index) (noise.py): with the same seed and inputs the
+samples repeat on one device whatever the batch size, cache size or aborted neighbours; they differ from HF's
+(different random streams). Same outputs as HFEngine otherwise (prompt-major, logprob of the sampled
+distribution before top-p/top-k, greedy + unscaled logprob at T = 0). Unsupported architectures fall back to
+HFEngine with a warning.
 
 LoRA: a peft-wrapped model works (its Linear wrappers are called, dropout off in eval mode); the CUDA graphs
 are re-captured when parameter storages or adapter flags (merged / disabled / active) change.
@@ -26,8 +31,9 @@ from collections import deque
 
 import torch
 
-from ..base import Completion, SamplingParams
+from ..base import Completion, OnTokens, SamplingParams
 from ..hf import HFEngine
+from ..stops import Tracker
 from .batch import Batch, bucket_for
 from .kv_cache import KVCache, PageAllocator
 from .model_runner import ModelRunner, UnsupportedModel
@@ -87,10 +93,13 @@ class FastEngine:
             torch.cuda.empty_cache()
 
     def generate(
-        self, prompt_token_ids: list[list[int]], params: SamplingParams
+        self,
+        prompt_token_ids: list[list[int]],
+        params: SamplingParams,
+        on_tokens: OnTokens | None = None,
     ) -> list[Completion]:
         if self.fallback is not None:
-            return self.fallback.generate(prompt_token_ids, params)
+            return self.fallback.generate(prompt_token_ids, params, on_tokens)
         if not prompt_token_ids or any(len(p) == 0 for p in prompt_token_ids):
             raise ValueError("generate() needs a non-empty list of non-empty prompts")
         V = self.runner.vocab_size
@@ -100,7 +109,7 @@ class FastEngine:
         self.model.eval()
         try:
             with torch.no_grad():
-                return self._generate([list(p) for p in prompt_token_ids], params)
+                return self._generate([list(p) for p in prompt_token_ids], params, on_tokens)
         finally:
             self.model.train(was_training)
 
@@ -148,9 +157,9 @@ class FastEngine:
             self.cache = KVCache(r.num_layers, pages, S, r.num_kv_heads, r.head_dim, r.dtype, dev)
         width = cdiv(longest + params.max_tokens, S)
         b = self.batch
-        if b is None or b.max_tokens < params.max_tokens or b.width < width or b.rows < rows:
+        if b is None or b.cache is not self.cache or b.width < width or b.rows < rows:
             self.batch = Batch(
-                r, self.cache, max(rows, self.max_num_seqs), _pow2(params.max_tokens), _pow2(width)
+                r, self.cache, max(rows, self.max_num_seqs), self.sync_every + 1, _pow2(width)
             )
         key = self._graph_key()
         if key != self._key:
@@ -159,7 +168,7 @@ class FastEngine:
         return bpp, width
 
     # ------------------------------------------------------------------ the loop
-    def _generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+    def _generate(self, prompts, params: SamplingParams, on_tokens) -> list[Completion]:
         t0 = time.perf_counter()
         rows = min(self.max_num_seqs, len(prompts) * params.n)
         bpp, width = self._setup(prompts, params, rows)
@@ -173,49 +182,45 @@ class FastEngine:
             PageAllocator(self.cache.num_pages),
         )
         sched.check_fits(bpp)
+        trackers = [
+            Tracker(i, params, self.tokenizer, on_tokens) for i in range(len(prompts) * params.n)
+        ]
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
         batch = self.batch
         batch.configure(params, seed, width)
         if cuda and self.cuda_graphs:
             batch.capture(bucket_for(rows, batch.rows))
-        gen = torch.Generator(device=self.runner.device).manual_seed(seed + 1)
-        results: list = [None] * (len(prompts) * params.n)
-        snapshots, harvests = deque(), []
+        inflight: deque = deque()  # snapshots queued on the device, oldest first
         steps = prefill_tokens = 0
         while True:
             units = sched.admit()
             if units:
-                prefill_tokens += self._prefill(units, prompts, params, gen)
-            if not sched.live:
+                prefill_tokens += self._prefill(units, prompts, params)
+            if sched.live:
+                self._maybe_compact(sched)
+                b = bucket_for(max(sched.live) + 1, batch.rows)
+                n = min(self.sync_every, max(s.steps_left for s in sched.live.values()))
+                for _ in range(n):
+                    batch.step(b)
+                steps += n
+                for s in sched.live.values():
+                    s.steps_left -= n
+                inflight.append(self._snapshot(sched, b, cuda))
+                for s in [s for s in sched.live.values() if s.steps_left <= 0]:
+                    sched.finish(s)  # by length: its last tokens come with the snapshot just queued
+            elif not inflight:
                 if sched.pending:
                     raise RuntimeError("FastEngine: admission stalled with free cache (a bug)")
                 break
-            self._maybe_compact(sched)
-            b = bucket_for(max(sched.live) + 1, batch.rows)
-            n = min(self.sync_every, max(s.steps_left for s in sched.live.values()))
-            for _ in range(n):
-                batch.step(b)
-            steps += n
-            for s in sched.live.values():
-                s.steps_left -= n
-            done = {s for s in sched.live.values() if s.steps_left <= 0}
-            snapshots.append(self._snapshot(sched, cuda))
-            if len(snapshots) > 1:
-                ev, flags, mapping = snapshots.popleft()
-                if ev is not None:
-                    ev.synchronize()
-                flags = flags.tolist()
-                done |= {
-                    s for row, s in mapping.items() if not flags[row] and sched.live.get(s.row) is s
-                }
-            if done:
-                harvests.append(self._harvest(sorted(done, key=lambda s: s.row), sched, cuda))
-        for item in harvests:
-            self._finish(item, params, prompts, results)
+            while inflight and (len(inflight) > 1 or not sched.live):
+                self._read(inflight.popleft(), sched, trackers)
+        results = [trackers[i].completion(i // params.n) for i in range(len(prompts) * params.n)]
+        secs = time.perf_counter() - t0
         self.stats = dict(
             decode_steps=steps,
             prefill_tokens=prefill_tokens,
-            seconds=time.perf_counter() - t0,
+            seconds=secs,
+            tokens_per_s=sum(len(c.token_ids) for c in results) / max(secs, 1e-9),
             kv_cache_mib=self.cache.nbytes / 2**20,
             mode=batch.mode,
         )
@@ -227,18 +232,18 @@ class FastEngine:
             return t.pin_memory().to(self.runner.device, non_blocking=True)
         return t
 
-    def _prefill(self, units, prompts, params, gen) -> int:
-        S, total = self.page_size, 0
-        chunk, size = [], 0
+    def _prefill(self, units, prompts, params) -> int:
+        total, chunk, size = 0, [], 0
         for i, u in enumerate(units):
             chunk.append(u)
             size += len(prompts[u.prompt_index])
             if size >= self.max_prefill_tokens or i == len(units) - 1:
-                total += self._prefill_chunk(chunk, prompts, params, gen, S)
+                total += self._prefill_chunk(chunk, prompts, params)
                 chunk, size = [], 0
         return total
 
-    def _prefill_chunk(self, units, prompts, params, gen, S) -> int:
+    def _prefill_chunk(self, units, prompts, params) -> int:
+        S = self.page_size
         toks, pos, slots, lens, rep, src, dst = [], [], [], [], [], [], []
         for ui, u in enumerate(units):
             p, s0 = prompts[u.prompt_index], u.seqs[0]
@@ -253,12 +258,18 @@ class FastEngine:
         logits = self.runner.prefill(
             self._to_dev(toks), self._to_dev(pos), self._to_dev(slots), lens, self.cache
         )  # (P, V)
+        seqs = [s for u in units for s in u.seqs]
+        seq_ids = self._to_dev([s.index for s in seqs])
+        # token 0 of each completion, keyed like every other token (the torch sampler: same noise bits)
         tok, lp = sample_torch(
-            logits[self._to_dev(rep)], params.temperature, params.top_p, params.top_k, gen
+            logits[self._to_dev(rep)],
+            params.temperature,
+            params.top_p,
+            params.top_k,
+            keys=(self.batch.seed, seq_ids, torch.zeros_like(seq_ids)),
         )
         if src:
             self.cache.copy_page(self._to_dev(src), self._to_dev(dst))
-        seqs = [s for u in units for s in u.seqs]
         width = max(len(s.pages) for s in seqs)
         tables = [s.pages + [0] * (width - len(s.pages)) for s in seqs]
         self.batch.admit(
@@ -266,7 +277,10 @@ class FastEngine:
             tok,
             lp,
             self._to_dev([s.prompt_len for s in seqs]),
+            1,
+            seq_ids,
             self._to_dev(tables, torch.int32),
+            fresh=True,
         )
         return len(toks)
 
@@ -278,49 +292,37 @@ class FastEngine:
         self.batch.compact(self._to_dev(live), hi)
         sched.relabel(live)
 
-    def _snapshot(self, sched, cuda):
+    def _snapshot(self, sched, b: int, cuda: bool):
+        """Queue the copy of rows [0, b)'s new tokens to the host; (event, packed, logprobs, row -> seq)."""
         mapping = dict(sched.live)
+        packed, lps = self.batch.snapshot(b)
         if not cuda:
-            return None, self.batch.active.clone(), mapping
-        flags = torch.empty(self.batch.rows, dtype=torch.bool, pin_memory=True)
-        flags.copy_(self.batch.active, non_blocking=True)
-        ev = torch.cuda.Event()
-        ev.record()
-        return ev, flags, mapping
-
-    def _harvest(self, seqs, sched, cuda):
-        M = self.batch.params.max_tokens
-        rows = self._to_dev([s.row for s in seqs])
-        dev_out = (self.batch.out_tok[rows, :M], self.batch.out_lp[rows, :M], self.batch.ngen[rows])
-        for s in seqs:
-            sched.finish(s)
-        if not cuda:
-            return None, seqs, dev_out
-        host = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in dev_out)
-        for h, t in zip(host, dev_out):
+            return None, packed, lps, mapping
+        host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in (packed, lps)]
+        for h, t in zip(host, (packed, lps)):
             h.copy_(t, non_blocking=True)
         ev = torch.cuda.Event()
         ev.record()
-        return ev, seqs, host
+        return ev, host[0], host[1], mapping
 
-    def _finish(self, item, params, prompts, results) -> None:
-        ev, seqs, (toks, lps, ngen) = item
+    def _read(self, snap, sched, trackers) -> None:
+        """Push a snapshot's tokens to the trackers; free the rows of completions that ended on the host."""
+        ev, packed, lps, mapping = snap
         if ev is not None:
             ev.synchronize()
-        stop = set(params.stop_token_ids)
-        toks, lps, ngen = toks.tolist(), lps.tolist(), ngen.tolist()
-        for i, s in enumerate(seqs):
-            ids = toks[i][: ngen[i]]
-            reason = "stop" if ids and ids[-1] in stop else "length"
-            text = (
-                self.tokenizer.decode(ids, skip_special_tokens=True)
-                if self.tokenizer is not None
-                else ""
-            )
-            results[s.index] = Completion(
-                prompt_index=s.prompt_index,
-                token_ids=ids,
-                logprobs=lps[i][: ngen[i]],
-                text=text,
-                finish_reason=reason,
-            )
+        W = self.batch.ring
+        packed, lps = packed.tolist(), lps.tolist()
+        cut = []
+        for row, s in mapping.items():
+            t = trackers[s.index]
+            if t.done:
+                continue
+            n = packed[row][W]
+            t.push(packed[row][:n], lps[row][:n])
+            if t.done and sched.live.get(s.row) is s:
+                cut.append(
+                    s.row
+                )  # a stop id or length (row already off), a stop string or an abort
+                sched.finish(s)
+        if cut:
+            self.batch.deactivate(self._to_dev(cut))
