@@ -47,9 +47,9 @@ def test_cpu_without_a_limit_is_a_no_op():
 
 
 def test_cannot_fit_is_one_line_before_loading_weights(tmp_path, monkeypatch, capsys):
-    import aha.train.grpo as grpo
+    import aha.models.load as load  # the trainers load through aha.schema.ModelConfig.load
 
-    monkeypatch.setattr(grpo, "load_model", lambda *a, **k: pytest.fail("weights were loaded"))
+    monkeypatch.setattr(load, "load_model", lambda *a, **k: pytest.fail("weights were loaded"))
     code = main(["train", *BASE, f"out={tmp_path}", "memory.max_memory_gib=0.0001"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
@@ -60,9 +60,9 @@ def test_cannot_fit_is_one_line_before_loading_weights(tmp_path, monkeypatch, ca
 
 
 def test_the_users_keys_are_named_when_they_block_the_fit(tmp_path, monkeypatch, capsys):
-    import aha.train.grpo as grpo
+    import aha.models.load as load  # the trainers load through aha.schema.ModelConfig.load
 
-    monkeypatch.setattr(grpo, "load_model", lambda *a, **k: pytest.fail("weights were loaded"))
+    monkeypatch.setattr(load, "load_model", lambda *a, **k: pytest.fail("weights were loaded"))
     extra = ["model.gradient_checkpointing=false", "engine_release=false", "algorithm.beta=0.1"]
     assert main(["train", *BASE, *extra, f"out={tmp_path}", "memory.max_memory_gib=0.0001"]) == 2
     err = capsys.readouterr().err

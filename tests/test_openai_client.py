@@ -239,7 +239,7 @@ def test_cache_files_of_the_old_client_still_hit(rig, tmp_path):
 def test_sample_config_keys_reach_the_engine(tmp_path):
     from aha.config import ConfigError, load_config
     from aha.sample import SampleConfig
-    from aha.sample_io import build_engine
+    from aha.sample.engine import build_engine
 
     base = ["engine=openai", "openai.model=r1", "model.path=tiny-random", f"out={tmp_path}"]
     cfg = load_config(

@@ -64,6 +64,11 @@ class SamplingParams:
         if self.max_tokens < 1:
             raise ValueError(f"SamplingParams.max_tokens must be >= 1, got {self.max_tokens}")
 
+    @property
+    def logprob_temperature(self) -> float:
+        """What the logits behind Completion.logprobs are divided by: the temperature, 1 when greedy (0)."""
+        return self.temperature if self.temperature > 0 else 1.0
+
 
 @dataclass
 class Completion:
