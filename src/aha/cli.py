@@ -2,8 +2,9 @@
 
 The CLI sits on top: every command is an entry function in the module that owns it, taking its typed config
 (ENTRY below names both), and no module below imports this one. Here only the arguments are turned into that
-config (aha.cli_args, aha.config) and the outcome into one printed line. User mistakes (bad config, missing
-file, unknown command, a model that cannot be loaded) print one line and exit with code 2; no traceback.
+config (aha.cli_args, aha.config, aha.recipes) and the outcome into printed lines. User mistakes (bad config,
+missing file, unknown command, a model that cannot be loaded) print one line and exit with code 2; no
+traceback. `aha --help`, `aha <command> --help` and config errors import no torch (aha.cli_help).
 """
 
 from __future__ import annotations
@@ -13,28 +14,29 @@ import sys
 
 from .cli_args import UsageError, flags_to_overrides, split_args
 
-USAGE = """usage: aha <command> [CONFIG] [key.sub=value ...]
+USAGE = """usage: aha <command> [CONFIG] [key.sub=value ...]      (aha <command> --help [KEY_PREFIX]: its keys)
 
 commands:
   demo [--quick]   R1-Zero on the tiny base model shipped with aha, on the CPU: pass@1 and format before vs after
-       [--gpu]     the 23M-parameter GPU variant (after `aha pretrain configs/pretrain_gpu.yaml`)
+       [--gpu]     the 23M-parameter GPU variant (after `aha pretrain pretrain_gpu`)
        [--recheck] on tiny-recheck, whose corpus's steps slip unless checked: the model learns to verify
-  train CONFIG     RL training: GRPO / Dr. GRPO / DAPO (configs/grpo.yaml, dr_grpo.yaml, dapo.yaml),
-                   PPO with algorithm.name=ppo
-  eval [CONFIG]    pass@1 over k samples, cons@k, pass@k, format, length, reflection
+  train CONFIG     RL training: GRPO / Dr. GRPO / DAPO (recipes grpo, dr_grpo, dapo), PPO (ppo)
+  eval CONFIG      pass@1 over k samples, cons@k, pass@k, format, length, reflection
                    (or: aha eval --model PATH --task NAME [--k 16] [--limit N])
-  report RUN_DIR   PNG plots and a self-contained HTML page of a run
+  report RUN_DIR   PNG plots and a self-contained HTML page of a run, headline first
   sft CONFIG       supervised fine-tuning (cold start, distillation) on prompt/completion or chat data
   sample CONFIG    rejection sampling: k samples per prompt, keep verified, readable ones -> SFT data
   serve MODEL      our engine behind an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions)
   pipeline NAME CONFIG   chain the stages: r1-zero | r1 | distill (resumable; a manifest per stage)
-  pretrain CONFIG  pretrain a demo base model: configs/pretrain.yaml (tiny-base), pretrain_recheck.yaml
-                   (tiny-recheck), pretrain_gpu.yaml (the 23M GPU variant)
+  pretrain CONFIG  pretrain a demo base model: recipes pretrain (tiny-base), pretrain_recheck, pretrain_gpu
+  push RUN_DIR --repo NAME   upload a checkpoint with a generated model card to the Hugging Face Hub
+  recipes [NAME]   list the shipped recipes (CONFIG may be a recipe name or a YAML path); NAME: print one
   version          print the version
 
 Examples:
-  aha train configs/grpo.yaml steps=20 optim.lr=1e-5
-  aha train configs/grpo.yaml out=runs/grpo resume=true
+  aha train grpo steps=20 optim.lr=1e-5
+  aha train grpo out=runs/grpo resume=true
+  aha train --help algorithm
   aha eval --model runs/grpo/checkpoints/step-000060 --task chain --k 8 --limit 200
 """
 
@@ -46,8 +48,9 @@ ENTRY = {
     "eval": ("aha.eval.run:EvalConfig", "aha.eval.run:run_eval"),
     "sft": ("aha.train.sft_config:SFTConfig", "aha.train.sft:sft"),
     "sample": ("aha.sample.config:SampleConfig", "aha.sample.run:sample"),
-    "pretrain": ("aha.demo.pretrain:PretrainConfig", "aha.demo.pretrain:pretrain"),
+    "pretrain": ("aha.demo.pretrain_config:PretrainConfig", "aha.demo.pretrain:pretrain"),
     "demo": ("aha.train.config:TrainConfig", "aha.demo.run:run_demo"),
+    "serve": ("aha.serve.cli:ServeConfig", "aha.serve.cli:cmd_serve"),
 }
 
 EVAL_FLAGS = {
@@ -59,6 +62,7 @@ EVAL_FLAGS = {
     "--engine": "engine",
 }
 DEMO_SWITCHES = ("--quick", "--gpu", "--recheck")
+START = {"train": "grpo", "pipeline": "r1-zero"}  # the recipe a command without a config points to
 
 
 def resolve(ref: str):
@@ -67,25 +71,72 @@ def resolve(ref: str):
     return getattr(importlib.import_module(module), name)
 
 
-def load(command: str, args: list[str]):
-    """`CONFIG key.sub=value ...` -> (the command's validated config, its entry function)."""
+def load(command: str, args: list[str], *, cls=None):
+    """`CONFIG key.sub=value ...` -> (the command's validated config, its entry function). CONFIG is a YAML
+    path or a recipe name; no arguments at all is a UsageError naming a recipe to start from."""
+    from . import recipes
     from .config import load_config
 
-    cls, run = ENTRY[command]
+    cls = cls or resolve(ENTRY[command][0])
     path, overrides = split_args(args)
-    return load_config(resolve(cls), path, overrides), resolve(run)
+    if path is None and not overrides:
+        first = START.get(command) or (recipes.names_for(command) or ["grpo"])[0]
+        raise UsageError(
+            f"needs a config; start from a recipe: `aha {command} {first}` "
+            f"(`aha recipes` lists them, `aha {command} --help` the keys)"
+        )
+    if path is None:
+        print(
+            f"aha {command}: no config file: the defaults (aha {command} --help) with your overrides"
+        )
+        return load_config(cls, None, overrides), (
+            resolve(ENTRY[command][1]) if command in ENTRY else None
+        )
+    file = recipes.resolve(path, command)
+    cfg = load_config(cls, file, overrides)
+    recipes.check_needs(file, load_config_data(file), cfg)
+    return cfg, (resolve(ENTRY[command][1]) if command in ENTRY else None)
+
+
+def load_config_data(file):
+    import yaml
+
+    return yaml.safe_load(file.read_text()) or {}
 
 
 def cmd_train(args: list[str]) -> int:
     cfg, train = load("train", args)
     summary = train(cfg)
-    print(f"done: {summary['steps']} steps in {summary['seconds']:.1f}s; run directory {cfg.out}")
+    print(f"done: {summary['steps']} steps in {summary['seconds']:.1f}s")
+    _print_held_out(cfg.out)
+    print(f"run directory: {cfg.out} (metrics.jsonl, checkpoints/); plots: aha report {cfg.out}")
     return 0
 
 
+def _print_held_out(out: str) -> None:
+    """The run's held-out figures (the first and the last evaluation), if it ran any."""
+    from .eval.headline import headline_text
+
+    line = headline_text(out)
+    if line:
+        print(line)
+
+
 def cmd_eval(args: list[str]) -> int:
-    cfg, run_eval = load("eval", flags_to_overrides(args, EVAL_FLAGS))
-    run_eval(cfg)
+    from pathlib import Path
+
+    rest = flags_to_overrides(args, EVAL_FLAGS)
+    if not rest:
+        raise UsageError(
+            "needs a model: aha eval --model PATH --task NAME [--k 4] [--limit N] "
+            "(or a config file; `aha eval --help` lists the keys)"
+        )
+    cfg, run_eval = load("eval", rest)
+    run_eval(cfg)  # logs every figure with its interval
+    _print_held_out(cfg.out)
+    out = Path(cfg.out)
+    report = f", {out / 'report' / 'index.html'}" if cfg.report else ""
+    print(f"wrote {out / 'results.json'}, {out / 'samples.jsonl'}{report}")
     return 0
 
 
@@ -96,6 +147,7 @@ def cmd_sft(args: list[str]) -> int:
         f"done: {summary['steps']} SFT steps in {summary['seconds']:.1f}s; "
         f"model {summary['checkpoint']}"
     )
+    _print_held_out(cfg.out)
     return 0
 
 
@@ -129,7 +181,13 @@ def cmd_report(args: list[str]) -> int:
         raise FileNotFoundError(
             f"run directory '{args[0]}' not found; pass the out= directory of a run"
         )
-    print(f"report: {make_report(args[0])}")
+    from .eval.headline import headline_text
+
+    path = make_report(args[0])
+    line = headline_text(args[0])
+    if line:
+        print(line)
+    print(f"report: {path}")
     return 0
 
 
@@ -156,7 +214,6 @@ def cmd_demo(args: list[str]) -> int:
 
 def cmd_pipeline(args: list[str]) -> int:
     """`aha pipeline NAME CONFIG [key.sub=value ...]`; interrupted: exit 130, rerun the same command to resume."""
-    from .config import load_config
     from .pipelines import PIPELINES, StageInterrupted, get_pipeline
 
     if not args or args[0] not in PIPELINES:
@@ -165,8 +222,12 @@ def cmd_pipeline(args: list[str]) -> int:
             + (f" (unknown pipeline '{args[0]}')" if args else "")
         )
     cls, run = get_pipeline(args[0])
-    path, overrides = split_args(args[1:])
-    cfg = load_config(cls, path, overrides)
+    if len(args) == 1:
+        raise UsageError(
+            f"{args[0]} needs a config; start from its recipe: "
+            f"`aha pipeline {args[0]} {args[0]}` (`aha recipes` lists them)"
+        )
+    cfg, _ = load("pipeline", args[1:], cls=cls)
     try:
         summary = run(cfg)
     except StageInterrupted as e:
@@ -181,7 +242,27 @@ def cmd_pipeline(args: list[str]) -> int:
 
 
 def cmd_serve(args: list[str]) -> int:
-    from .serve import cmd_serve as run
+    return resolve(ENTRY["serve"][1])(args)
+
+
+def cmd_recipes(args: list[str]) -> int:
+    from . import recipes
+
+    if not args:
+        _print_piped(recipes.listing())
+        return 0
+    if len(args) > 1:
+        raise UsageError("usage: aha recipes [NAME]")
+    shipped = recipes.recipes()
+    name = args[0][: -len(".yaml")] if args[0].endswith(".yaml") else args[0]
+    if name not in shipped:
+        raise UsageError(f"no recipe '{args[0]}'; recipes: {', '.join(shipped)}")
+    sys.stdout.write(shipped[name].path.read_text())
+    return 0
+
+
+def cmd_push(args: list[str]) -> int:
+    from .push import cmd_push as run
 
     return run(args)
 
@@ -196,13 +277,32 @@ COMMANDS = {
     "sample": cmd_sample,
     "serve": cmd_serve,
     "pipeline": cmd_pipeline,
+    "recipes": cmd_recipes,
+    "push": cmd_push,
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError
-    from .models.load import ModelLoadError
+def _print_piped(text: str) -> None:
+    """print(), quiet when the reader goes away first (`aha train --help | head`)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        import os
 
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that are a user's mistake (one line, exit 2). ModelLoadError's module imports torch, so
+    it is only looked up once something has imported it (then it may have been raised)."""
+    from .config import ConfigError
+
+    errors: tuple = (ConfigError, UsageError, FileNotFoundError)
+    loader = sys.modules.get("aha.models.load")
+    return errors + ((loader.ModelLoadError,) if loader is not None else ())
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -221,8 +321,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aha: unknown command '{cmd}'; {hint}", file=sys.stderr)
         return 2
     try:
+        if "--help" in rest or "-h" in rest:
+            from .cli_help import command_help
+
+            _print_piped(command_help(cmd, rest, ENTRY, resolve))
+            return 0
         return COMMANDS[cmd](rest)
-    except (ConfigError, UsageError, ModelLoadError, FileNotFoundError) as e:
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
         print(f"aha {cmd}: {e}", file=sys.stderr)
         return 2
 

@@ -123,13 +123,16 @@ def _renamed(cls, data: dict, prefix: str) -> None:
             raise ConfigError(at(old), f"this key was renamed; use {at(new)}")
 
 
-def build(cls, data: Any, prefix: str):
+def build(cls, data: Any, prefix: str, ancestors: tuple = ()):
+    """`data` (a mapping) -> validated `cls` at dotted `prefix`; `ancestors` are the enclosing (class, prefix)
+    pairs, for the TRL/verl alias hints of unknown keys."""
     if not isinstance(data, dict):
         raise ConfigError(prefix, f"expected a mapping of keys for this section, got {data!r}")
     _renamed(cls, data, prefix)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     names = list(fields)
+    chain = (*ancestors, (cls, prefix))
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
@@ -137,12 +140,20 @@ def build(cls, data: Any, prefix: str):
         if defaults is not None and (value is None or isinstance(value, dict)):
             value = _merged(defaults, value or {})
         if key not in names:
+            _alias_hint(chain, str(key), value)
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
             hint = (
                 f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(names)}"
             )
             raise ConfigError(path, f"unknown key; {hint}")
-        kwargs[key] = convert(hints[key], value, path)
+        try:
+            kwargs[key] = convert(hints[key], value, path, chain)
+        except ConfigError as e:
+            if e.key == path and isinstance(
+                value, dict
+            ):  # verl's nested form: algorithm.kl_ctrl.kl_coef
+                _alias_hint(chain, str(key), value)
+            raise
     try:
         return cls(**kwargs)
     except ConfigError as e:
@@ -153,11 +164,43 @@ def build(cls, data: Any, prefix: str):
         raise ConfigError(prefix, str(e)) from None
 
 
+def _alias_hint(chain: tuple, key: str, value) -> None:
+    """A key TRL or verl users write (aha.config_aliases) -> ConfigError naming aha's key; else nothing."""
+    from .config_aliases import flatten, key_paths, lookup
+
+    prefix = chain[-1][1]
+    leaves = flatten(value, key)
+    for cls, at in reversed(chain):  # the innermost config that holds the aha key
+        rel = prefix[len(at) :].lstrip(".") if at else prefix
+        hit = lookup([f"{rel}.{leaf}" if rel else leaf for leaf in leaves])
+        if hit is None:
+            continue
+        foreign, target, note = hit
+        paths = key_paths(cls)
+        where = [target] if target in paths else [p for p in paths if p.endswith("." + target)]
+        if where:
+            full = f"{at}.{foreign}" if at else foreign
+            names = " or ".join(f"{at}.{w}" if at else w for w in where[:3])
+            raise ConfigError(
+                full,
+                f"unknown key (a TRL/verl name); aha's is {names}" + (f" ({note})" if note else ""),
+            )
+    if isinstance(value, dict):
+        return
+    for cls, at in reversed(chain):  # an aha key written at the wrong depth: `lr` for optim.lr
+        where = [p for p in key_paths(cls) if p.endswith("." + key)]
+        if where:
+            names = " or ".join(f"{at}.{w}" if at else w for w in where[:3])
+            raise ConfigError(
+                f"{prefix}.{key}" if prefix else key, f"unknown key here; did you mean {names}?"
+            )
+
+
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def convert(tp, value: Any, path: str):
+def convert(tp, value: Any, path: str, ancestors: tuple = ()):
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
@@ -168,7 +211,7 @@ def convert(tp, value: Any, path: str):
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return convert(arg, value, path)
+                return convert(arg, value, path, ancestors)
             except ConfigError as e:
                 errors.append(e.message)
         raise ConfigError(
@@ -182,14 +225,14 @@ def convert(tp, value: Any, path: str):
             return value
         raise ConfigError(path, f"got {value!r}; choose one of: {', '.join(map(str, args))}")
     if dataclasses.is_dataclass(tp):
-        return build(tp, value if value is not None else {}, path)
+        return build(tp, value if value is not None else {}, path, ancestors)
     if origin in (list, tuple):
         if isinstance(value, (str, int, float)) and not isinstance(value, bool) and origin is list:
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(path, f"expected a list, got {value!r}")
         item_tp = args[0] if args else Any
-        items = [convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        items = [convert(item_tp, v, f"{path}[{i}]", ancestors) for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from .gae import _gae_loop, _on_last_token, gae, token_level_rewards  # noqa: F401 (re-exported)
+from .names import STD_SCALES_OF  # noqa: F401 (re-exported)
 
 STD_SCALES = ("group", "batch", "none")
 
@@ -218,16 +219,6 @@ def reinforce_pp(
 
 
 AdvantageFn = Callable[..., tuple]
-
-# The std_scale each outcome estimator accepts, its default (what it does when none is given) first.
-STD_SCALES_OF = {
-    "grpo": ("group", "batch", "none"),
-    "dr_grpo": ("none", "group", "batch"),
-    "rloo": ("none", "group", "batch"),
-    "remax": ("none",),
-    "reinforce++": ("batch", "none"),
-    "reinforce++_baseline": ("batch", "none"),
-}
 
 ADVANTAGES: dict[str, AdvantageFn] = {
     "grpo": grpo,

@@ -28,8 +28,7 @@ import torch
 from torch import Tensor
 
 from .masked import masked_mean, masked_var
-
-AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+from .names import AGGS
 
 
 def _check_agg(agg: str, norm_len) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from ..config import check, section
 from ..schema import HeldOutConfig, TaskConfig
-from ..train import checkpoint as ckpt
 from .manifest import StageInterrupted
 
 
@@ -103,6 +102,8 @@ def _last_metrics(run: Path) -> dict:
 def final_model(cfg) -> str:
     """The stage's trained model as a plain HF directory. A LoRA checkpoint holds the base weights plus adapter/,
     which the next stage would not apply, so the adapter is merged into OUT/<stage>/merged once."""
+    from ..train import checkpoint as ckpt  # torch: imported when a stage runs, not for its config
+
     last = ckpt.latest_checkpoint(cfg.out)
     if cfg.model.lora.r == 0:
         return str(last)
@@ -128,6 +129,8 @@ def final_model(cfg) -> str:
 
 
 def _resume(cfg) -> None:
+    from ..train import checkpoint as ckpt
+
     cfg.resume = ckpt.latest_checkpoint(cfg.out) is not None
 
 

@@ -70,13 +70,12 @@ class AlgorithmConfig:
     )
 
     def __post_init__(self):
-        from ..algos import ADVANTAGES, AGGS, POLICY_LOSSES
-        from ..algos.advantages import STD_SCALES_OF
+        from ..algos.names import ADVANTAGE_NAMES, AGGS, POLICY_LOSS_NAMES, STD_SCALES_OF
 
         check(
-            self.policy_loss in POLICY_LOSSES,
+            self.policy_loss in POLICY_LOSS_NAMES,
             "policy_loss",
-            f"unknown policy loss {self.policy_loss!r}; choose one of: {', '.join(POLICY_LOSSES)}",
+            f"unknown policy loss {self.policy_loss!r}; choose one of: {', '.join(POLICY_LOSS_NAMES)}",
         )
         low, high = CLIP_DEFAULTS.get(self.policy_loss, (0.2, 0.2))
         self.clip_low = low if self.clip_low is None else self.clip_low
@@ -105,7 +104,7 @@ class AlgorithmConfig:
         if self.name == "ppo":
             self._check_ppo()
             return
-        outcome = [n for n in ADVANTAGES if n != "gae"]  # gae needs a value model: name=ppo
+        outcome = [n for n in ADVANTAGE_NAMES if n != "gae"]  # gae needs a value model: name=ppo
         check(
             self.advantage in outcome,
             "advantage",

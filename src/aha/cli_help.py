@@ -1,0 +1,309 @@
+"""`aha <command> --help [KEY_PREFIX]`: every config key with its type, default and meaning, read from the
+config dataclasses themselves, so the help cannot drift from the code.
+
+The meaning of a key is the comment written beside its field in the source (on the field's lines, or the
+comment lines right above it), read with `ast` + `tokenize`: the one place a field is documented. Defaults are
+the declared ones, before `__post_init__` resolves a null (so `algorithm.clip_low` shows null and its comment
+says what null becomes), including a command's own section defaults (aha.config.section). Nothing here imports
+torch: the config modules are torch-free, which keeps `aha train --help` well under a second.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import io
+import re
+import shutil
+import textwrap
+import tokenize
+import typing
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from .config import _merged
+
+
+@dataclass
+class KeyDoc:
+    key: str  # dotted, e.g. "algorithm.clip_high"; list items as "rewards.funcs[].name"
+    type: str
+    default: Any
+    meaning: str
+    section: bool = False  # a nested config section (its keys follow)
+    group: str = (
+        ""  # a comment above a field that also has its own: a heading for the fields below it
+    )
+
+
+@cache
+def _class_comments(cls) -> dict[str, tuple[str, str]]:
+    """{field name: (group heading, its comment)} for the fields `cls` itself declares. Comment lines above a
+    field are its meaning, unless the field has a comment of its own: then they head a group of fields."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments: dict[int, str] = {}  # line (1-based, in `source`) -> comment text
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    lines = source.splitlines()
+    out, prev_end = {}, 0
+    body = ast.parse(source).body[0].body
+    for node in body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            above = []
+            i = node.lineno - 1  # the line above, 1-based
+            while i > prev_end and lines[i - 1].strip().startswith("#"):
+                above.insert(0, comments.get(i, ""))
+                i -= 1
+            inside = [comments[j] for j in range(node.lineno, node.end_lineno + 1) if j in comments]
+            above_text, inside_text = " ".join(t for t in above if t), " ".join(inside)
+            out[node.target.id] = (above_text, inside_text) if inside_text else ("", above_text)
+        prev_end = getattr(node, "end_lineno", prev_end)
+    return out
+
+
+def comments(cls) -> dict[str, tuple[str, str]]:
+    """(group heading, comment) of the fields of `cls` and its bases (a subclass's own comment wins)."""
+    out: dict[str, tuple[str, str]] = {}
+    for base in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(base):
+            out.update({k: v for k, v in _class_comments(base).items() if any(v)})
+    return out
+
+
+def type_name(annotation: str) -> str:
+    """The annotation as written, Literal[...] shown as its choices: "auto|hf|fast"."""
+    text = str(annotation).replace("typing.", "")
+    text = re.sub(
+        r"Literal\[([^\]]*)\]",
+        lambda m: "|".join(s.strip().strip("'\"") for s in m.group(1).split(",")),
+        text,
+    )
+    return text.replace("None", "null")
+
+
+def _nested(tp) -> type | None:
+    """The dataclass a field holds (X or X | None), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(args) == 1 and dataclasses.is_dataclass(args[0]):
+        return args[0] if typing.get_origin(tp) is not list else None
+    return None
+
+
+def _list_item(tp) -> type | None:
+    """The dataclass of a list[X] field's items."""
+    if typing.get_origin(tp) is list:
+        args = typing.get_args(tp)
+        if args and dataclasses.is_dataclass(args[0]):
+            return args[0]
+    return None
+
+
+def _plain(v):
+    if dataclasses.is_dataclass(v):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def keys(cls, prefix: str = "", overrides: dict | None = None) -> list[KeyDoc]:
+    """Every key of config class `cls` (depth first), with declared defaults; `overrides` are the section
+    defaults a parent declared for it (aha.config.section), nested as dicts."""
+    overrides = overrides or {}
+    hints = typing.get_type_hints(cls)
+    notes = comments(cls)
+    out: list[KeyDoc] = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        key = f"{prefix}{f.name}"
+        tp, (group, meaning) = hints[f.name], notes.get(f.name, ("", ""))
+        sub = _nested(tp)
+        if sub is not None:
+            own = overrides.get(f.name)
+            section_defaults = _merged(
+                f.metadata.get("defaults") or {}, own if isinstance(own, dict) else {}
+            )
+            optional = f.default is None
+            doc = (sub.__doc__ or "").strip().splitlines()[0] if sub.__doc__ else ""
+            if doc.startswith(f"{sub.__name__}("):  # dataclass's generated signature, not a doc
+                doc = ""
+            out.append(
+                KeyDoc(
+                    key, type_name(f.type), None if optional else "", meaning or doc, True, group
+                )
+            )
+            out += keys(sub, key + ".", section_defaults)
+            continue
+        if f.name in overrides:
+            default = overrides[f.name]
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = _plain(f.default_factory())
+        else:
+            default = dataclasses.MISSING
+        out.append(KeyDoc(key, type_name(f.type), default, meaning, group=group))
+        item = _list_item(tp)
+        if item is not None:
+            out += keys(item, key + "[].")
+    return out
+
+
+def _value(v) -> str:
+    if v is dataclasses.MISSING:
+        return "(required)"
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return repr(v) if v == "" or v.strip() != v else v
+    if isinstance(v, (list, tuple, dict)):
+        import yaml
+
+        return yaml.safe_dump(_plain(v), default_flow_style=True, width=10**6).strip()
+    return str(v)
+
+
+def render(docs: list[KeyDoc], prefix: str | None = None, width: int | None = None) -> str:
+    """The key table, one key per line (key, type, default) and its meaning wrapped below it; `prefix` keeps
+    the keys that start with it (a section name or a partial key)."""
+    if prefix:
+        docs = [d for d in docs if d.key.startswith(prefix)]
+    width = width or min(shutil.get_terminal_size((100, 24)).columns, 120)
+    kw = min(max((len(d.key) for d in docs), default=10), 36)
+    tw = min(max((len(d.type) for d in docs if not d.section), default=4), 24)
+    lines = []
+    for d in docs:
+        if d.group:
+            lines += textwrap.wrap(
+                f"-- {d.group}", width, initial_indent="  ", subsequent_indent="     "
+            )
+        if d.section:
+            head = f"{d.key}:" + (f"  {d.meaning}" if d.meaning else "")
+            head += " (null = none)" if d.default is None else ""
+            lines += textwrap.wrap(head, width, subsequent_indent="    ")
+            continue
+        lines.append(f"  {d.key:<{kw}}  {d.type:<{tw}}  default {_value(d.default)}".rstrip())
+        if d.meaning:
+            lines += textwrap.wrap(
+                d.meaning, width, initial_indent=" " * 6, subsequent_indent=" " * 6
+            )
+    return "\n".join(lines)
+
+
+# Per command: usage, what it does, its flags. The keys of config commands follow, generated (keys()).
+USAGES = {
+    "train": """usage: aha train CONFIG [key.sub=value ...]
+RL training: GRPO and its variants (Dr. GRPO, DAPO, GSPO, RLOO, ...), PPO with algorithm.name=ppo.
+  CONFIG           a recipe name (grpo, dr_grpo, dapo, ppo; `aha recipes`) or a YAML file
+  key.sub=value    override one key, YAML syntax (optim.lr=1e-5, rewards.funcs=[{name: accuracy}])
+  --help [PREFIX]  this help; PREFIX keeps the keys that start with it (aha train --help algorithm)
+Writes OUT/metrics.jsonl, checkpoints/step-N (Hugging Face format), config.yaml, samples.jsonl;
+resume=true continues from the latest checkpoint of OUT.""",
+    "eval": """usage: aha eval --model PATH --task NAME [--k 4] [--limit N] [--out DIR] [--engine auto|hf|fast]
+       aha eval CONFIG [key.sub=value ...]
+pass@1 over k samples (the R1 paper's T 0.6, top-p 0.95), cons@k, pass@k, format, length, reflection, each
+with a bootstrap interval; writes OUT/results.json, samples.jsonl, report/index.html.
+  --model PATH     model.path: a local directory, hub id, tiny-base or tiny-recheck
+  --task NAME      task.name (its test split unless task.split=train)
+  --k N / --limit N / --out DIR / --engine E    k, limit, out, engine""",
+    "sft": """usage: aha sft CONFIG [key.sub=value ...]
+Supervised fine-tuning on prompt/completion, question/completion or chat rows (cold start, distillation).
+  CONFIG           a recipe name (sft) or a YAML file; data.path=[FILE.jsonl] sets the rows""",
+    "sample": """usage: aha sample CONFIG [key.sub=value ...]
+Rejection sampling: k samples per prompt, keep verified, readable ones -> OUT/data.jsonl (SFT rows).
+  CONFIG           a recipe name (sample) or a YAML file""",
+    "pretrain": """usage: aha pretrain CONFIG [key.sub=value ...]
+Pretrain a demo base model on the synthetic corpus -> a Hugging Face directory (out_dir).
+  CONFIG           a recipe name (pretrain, pretrain_recheck, pretrain_gpu, pretrain_student) or a YAML file""",
+    "demo": """usage: aha demo [--quick] [--gpu | --recheck] [--out DIR] [key.sub=value ...]
+R1-Zero GRPO on the shipped tiny base model: held-out pass@1 and format before vs after, on the CPU.
+  --quick          half the steps and evaluation
+  --gpu            the 23M-parameter GPU variant (after `aha pretrain pretrain_gpu`)
+  --recheck        tiny-recheck, whose corpus's steps slip unless checked
+  --out DIR        the run directory (default runs/demo-TIME)
+  key.sub=value    any `aha train` key on top of the demo's recipe (aha train --help lists them)""",
+    "report": """usage: aha report RUN_DIR
+PNG plots and one self-contained HTML page (RUN_DIR/report/index.html) of a run or an eval directory,
+opening with the headline: held-out pass@1 before -> after, with intervals.""",
+    "pipeline": """usage: aha pipeline r1-zero|r1|distill CONFIG [key.sub=value ...]
+Chain the stages (SFT, RL, rejection sampling, evaluation); rerunning the command resumes, skipping finished
+stages. CONFIG: a recipe name (r1-zero, r1, distill) or a YAML file. Keys: aha pipeline NAME --help [PREFIX].""",
+    "serve": """{usage}
+Our engine behind an OpenAI-compatible HTTP API (the `serve` extra: fastapi, uvicorn).""",
+    "recipes": """usage: aha recipes [NAME]
+List the recipes shipped with aha (any command's CONFIG may be a recipe name); with NAME, print that recipe's
+YAML (`aha recipes grpo > my.yaml`, edit, then `aha train my.yaml`).""",
+    "push": """usage: aha push RUN_DIR --repo NAME [--private] [--step N]
+Upload a checkpoint of RUN_DIR (the latest unless --step N) to the Hugging Face Hub with a generated model card
+(base model, recipe, config, held-out figures, final metrics). Needs `huggingface-cli login` (or HF_TOKEN).
+  --repo NAME      the model repository, e.g. you/qwen-r1-zero (created if missing)
+  --private        create it private
+  --step N         the checkpoint of step N instead of the latest""",
+}
+
+
+def command_help(command: str, args: list[str], entry: dict, resolve) -> str:
+    """The help of `aha COMMAND`: usage, flags, and for config commands every key (filtered by the argument
+    after --help, if any). `entry` and `resolve` are aha.cli's command table and importer."""
+    flag = "--help" if "--help" in args else "-h"
+    after = args[args.index(flag) + 1 :]
+    prefix = after[0] if after and not after[0].startswith("-") else None
+    text = USAGES.get(command, "")
+    cls = None
+    if command == "serve":
+        serve = resolve("aha.serve.cli:USAGE")
+        flags = resolve("aha.serve.cli:FLAGS")
+        text = (
+            text.format(usage=serve) + "\n" + "\n".join(f"  {f:<20} {k}" for f, k in flags.items())
+        )
+    if command == "pipeline":
+        from .pipelines import PIPELINES, get_pipeline
+
+        name = next((a for a in args if a in PIPELINES), None)
+        if name is None:
+            return text
+        cls = get_pipeline(name)[0]
+    elif command == "demo":
+        return text + "\n\n" + _demo_recipe(resolve)
+    elif command in entry:
+        cls = resolve(entry[command][0])
+    if cls is None:
+        return text
+    docs = keys(cls)
+    table = render(docs, prefix)
+    if prefix and not table:
+        table = _no_match(docs, prefix)
+    head = f"keys{f' starting with {prefix!r}' if prefix else ''} (type, default, meaning):"
+    return f"{text}\n\n{head}\n{table}"
+
+
+def _demo_recipe(resolve) -> str:
+    demo = resolve("aha.demo.run:DEMO")
+    return "the demo's recipe (aha train keys; override any of them):\n  " + "\n  ".join(demo)
+
+
+def _no_match(docs: list[KeyDoc], prefix: str) -> str:
+    """No key starts with `prefix`: keys containing it, a TRL/verl alias, or the sections."""
+    from .config_aliases import lookup
+
+    inside = [d for d in docs if prefix in d.key]
+    if inside:
+        return render(inside)
+    hit = lookup([prefix])
+    if hit is not None:
+        return f"  {prefix} is a TRL/verl name; aha's is {hit[1]}" + (
+            f" ({hit[2]})" if hit[2] else ""
+        )
+    sections = sorted({d.key.split(".")[0] for d in docs})
+    return f"  no key starts with {prefix!r}; sections: {', '.join(sections)}"
