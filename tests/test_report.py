@@ -142,7 +142,11 @@ def test_report_structure(tmp_path):
     assert "&lt;think&gt;wait&lt;/think&gt;" in text and "&lt;b&gt;x&lt;/b&gt;" in text
     assert "Before: step 0" in text and "After: step 19" in text and "step 10" not in text
     assert text.count("class='sample'") == 8  # 4 before + 4 after
-    assert "pass1_after" in text and "0.45" in text
+    assert "<p class='headline'>held-out pass@1: 0.100 &rarr; <b>0.450</b></p>" in text  # first
+    assert text.index("class='headline'") < text.index("id='summary'") < text.index("id='curves'")
+    assert (
+        "<tr><th>pass1</th><td>0.1</td><td>0.45</td></tr>" in text
+    )  # before -> after, no raw keys
     assert "1 malformed metrics lines skipped" in text
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from ..progress import Heartbeat
 from ..train.update import clip_and_step
 from .corpus import build_corpus
 from .pretrain_config import ModelDims, OptimSchedule, PretrainConfig  # noqa: F401 (re-exported)
@@ -114,11 +115,12 @@ def pretrain(cfg: PretrainConfig) -> Path:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    docs = build_corpus(cfg.corpus)
-    tok = train_tokenizer(docs, cfg.vocab_size)
-    eos, pad = tok.eos_token_id, tok.pad_token_id
-    ids = [d + [eos] for d in tok(docs)["input_ids"]]
-    rows, mask = pack_rows(ids, cfg.optim.seq_len, pad)  # (R, T), (R, T)
+    with Heartbeat("pretrain", print, status="building the corpus and the tokenizer"):
+        docs = build_corpus(cfg.corpus)
+        tok = train_tokenizer(docs, cfg.vocab_size)
+        eos, pad = tok.eos_token_id, tok.pad_token_id
+        ids = [d + [eos] for d in tok(docs)["input_ids"]]
+        rows, mask = pack_rows(ids, cfg.optim.seq_len, pad)  # (R, T), (R, T)
     n_tokens = int(mask.sum())
     print(
         f"corpus: {len(docs)} docs, {n_tokens} tokens in {len(rows)} rows; vocab {len(tok)}; "

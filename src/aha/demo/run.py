@@ -76,7 +76,7 @@ def demo_config(
     return load_config(TrainConfig, None, preset + [f"out={out}"] + list(overrides))
 
 
-def held_out(trainer, size: int, k: int, out_dir: Path):
+def held_out(trainer, size: int, k: int, out_dir: Path, log=None):
     """The demo's before/after evaluation: the training's held-out evaluation (cfg.eval: its sampling and
     batch) on `size` problems x `k` samples, with bootstrap intervals and its own seed."""
     from ..eval import evaluate_task
@@ -92,6 +92,7 @@ def held_out(trainer, size: int, k: int, out_dir: Path):
         seed=cfg.seed,
         built=trainer.task,
         out_dir=out_dir,
+        log=log,  # a line every ~10 s while it runs
     )
 
 
@@ -122,7 +123,7 @@ def run_demo(
             f"params), task '{cfg.task.name}', {cfg.steps} steps of {cfg.batch.prompts_per_step} prompts x "
             f"{cfg.sampling.group_size} samples; held-out eval: {ev['size']} problems x {ev['k']} samples"
         )
-        before = held_out(trainer, ev["size"], ev["k"], Path(out) / "eval_before")
+        before = held_out(trainer, ev["size"], ev["k"], Path(out) / "eval_before", log)
         log(
             f"before: pass@1 {before.metrics['pass1']:.3f}  format {before.metrics['format']:.3f}  "
             f"length {before.metrics['len_mean']:.0f}"
@@ -134,7 +135,7 @@ def run_demo(
                 f"(`aha train {out}/config.yaml resume=true` continues the training)"
             )
             return {"steps": fit["steps"], "stopped_early": True}
-        after = held_out(trainer, ev["size"], ev["k"], Path(out) / "eval_after")
+        after = held_out(trainer, ev["size"], ev["k"], Path(out) / "eval_after", log)
     finally:
         trainer.close()
     summary = summarize(before, after, fit, time.perf_counter() - t0, Path(out))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..progress import Heartbeat
 from ..schema import HeldOutConfig, TaskConfig
 from .evaluate import EvalResult, evaluate
 
@@ -38,23 +39,25 @@ def evaluate_task(
     split = split or task.split or "test"
     rows = task.rows(split, ev.limit, built)
     s = ev.sampling
-    return evaluate(
-        engine,
-        tokenizer,
-        rows,
-        accuracy=built.accuracy_reward,
-        k=ev.k,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        top_k=s.top_k,
-        max_tokens=s.max_new_tokens,
-        template=task.template,
-        system=task.system,
-        prefill=task.prefill,
-        batch_size=ev.batch_size,
-        seed=seed if s.seed is None else s.seed,
-        phrases=ev.reflection_phrases,
-        n_boot=ev.n_boot,
-        out_dir=out_dir,
-        log=log,
-    )
+    # a line every ~10 s through `log` while it samples (the batches' progress is shown at those beats)
+    with Heartbeat("eval", log, status=f"sampling {len(rows)} problems x {ev.k}") as beat:
+        return evaluate(
+            engine,
+            tokenizer,
+            rows,
+            accuracy=built.accuracy_reward,
+            k=ev.k,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            max_tokens=s.max_new_tokens,
+            template=task.template,
+            system=task.system,
+            prefill=task.prefill,
+            batch_size=ev.batch_size,
+            seed=seed if s.seed is None else s.seed,
+            phrases=ev.reflection_phrases,
+            n_boot=ev.n_boot,
+            out_dir=out_dir,
+            log=log and beat.update,
+        )

@@ -3,8 +3,11 @@
 Reads what exists of RUN_DIR/metrics.jsonl (one JSON object per line: "step" plus numeric keys),
 config.yaml, summary.json, samples.jsonl (training: step, prompt, completion, reward; eval: one record per
 sample) and results.json (aha eval), and writes RUN_DIR/report/<panel>.png plus RUN_DIR/report/index.html.
-The page embeds every plot as a base64 PNG and holds no script and no external link, so it opens from disk
-in any browser, mailed or archived alone. All text from the run is HTML-escaped.
+The page opens with the headline (held-out pass@1 before -> after, with intervals: aha.eval.headline), then
+the final figures, the plots (every one from step 0, where the step-0 held-out evaluation sits), samples and
+the config (the sections: aha.eval.report_html). It embeds every plot as a base64 PNG and holds no script and
+no external link, so it opens from disk in any browser, mailed or archived alone. All text from the run is
+HTML-escaped.
 
 Panels are drawn only for keys that exist; keys no panel claims are grouped by their prefix ("time/*", ...).
 Malformed lines (e.g. the half-written last line of a running job) and non-numeric values are skipped.
@@ -14,10 +17,18 @@ from __future__ import annotations
 
 import base64
 import fnmatch
-import html
 import json
 import math
 from pathlib import Path
+
+from .report_html import (
+    CSS,
+    _e,
+    headline_section,
+    results_section,
+    samples_section,
+    summary_section,
+)
 
 __all__ = ["make_report", "load_metrics", "plot_metrics", "PANELS"]
 
@@ -61,7 +72,6 @@ _NOT_A_FUNCTION = {
     "reward/max",
 }
 _MAX_OTHER_PANELS = 12
-_MAX_TEXT = 4000  # characters of one prompt/completion shown on the page
 
 
 def load_metrics(path: str | Path) -> tuple[dict[str, list[tuple[float, float]]], int]:
@@ -113,6 +123,8 @@ def _panel_keys(series: dict) -> list[tuple[str, str, list[str], bool]]:
         if "eval/pass@1" in keys and "eval/pass1" in keys:
             keys.remove("eval/pass@1")  # the same number twice
             claimed.add("eval/pass@1")
+        if "eval/pass1" in keys:
+            claimed.update({"eval/pass1_lo", "eval/pass1_hi"})  # drawn as pass1's interval band
         if keys:
             claimed.update(keys)
             panels.append((stem, title, keys, fraction))
@@ -151,8 +163,19 @@ def plot_metrics(
                 lo = [y - std.get(x, 0.0) for x, y in zip(xs, ys)]
                 hi = [y + std.get(x, 0.0) for x, y in zip(xs, ys)]
                 ax.fill_between(xs, lo, hi, alpha=0.2, linewidth=0, label="± std")
+            if key == "eval/pass1" and "eval/pass1_lo" in series and "eval/pass1_hi" in series:
+                lo, hi = dict(series["eval/pass1_lo"]), dict(series["eval/pass1_hi"])
+                band = [(x, lo[x], hi[x]) for x in xs if x in lo and x in hi]
+                if band:
+                    bx, blo, bhi = zip(*band)
+                    ax.fill_between(
+                        bx, blo, bhi, alpha=0.2, linewidth=0, label="pass1 95% interval"
+                    )
         if fraction:
             ax.set_ylim(-0.03, 1.03)
+        ax.set_xlim(
+            left=min(0.0, *(x for k in keys for x, _ in series[k]))
+        )  # every plot from step 0
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -201,8 +224,9 @@ def make_report(
         + (f" &middot; {skipped} malformed metrics lines skipped" if skipped else "")
         + "</p>",
     ]
-    body += _summary_section(files["summary.json"])
-    body += _results_section(files["results.json"])
+    body += headline_section(run)
+    body += summary_section(files["summary.json"])
+    body += results_section(files["results.json"])
     if plots:
         body.append("<h2 id='curves'>Curves</h2><div class='plots'>")
         for title, path in plots:
@@ -211,7 +235,7 @@ def make_report(
                 f"<figure><img src='data:image/png;base64,{data}' alt='{_e(title)}'></figure>"
             )
         body.append("</div>")
-    body += _samples_section(files["samples.jsonl"], n_samples)
+    body += samples_section(files["samples.jsonl"], n_samples)
     if files["config.yaml"].is_file():
         body.append(
             "<h2 id='config'>Config</h2><pre class='config'>"
@@ -221,131 +245,10 @@ def make_report(
     page = (
         f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>aha report: {_e(run.resolve().name)}</title><style>{_CSS}</style></head>\n<body>\n"
+        f"<title>aha report: {_e(run.resolve().name)}</title><style>{CSS}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
     )
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
-
-
-def _e(x) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (dict, list)):
-        return json.dumps(v)
-    return str(v)
-
-
-def _read_json(path: Path):
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(errors="replace"))
-    except json.JSONDecodeError:
-        return None
-
-
-def _summary_section(path: Path) -> list[str]:
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        return []
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_fmt(v))}</td></tr>" for k, v in data.items())
-    return ["<h2 id='summary'>Final figures</h2>", f"<table class='kv'>{rows}</table>"]
-
-
-def _results_section(path: Path) -> list[str]:
-    data = _read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
-        return []
-    ci = data.get("ci") or {}
-    rows = []
-    for name, v in data["metrics"].items():
-        lo_hi = ci.get(name) or [None, None]
-        interval = f"[{_fmt(lo_hi[0])}, {_fmt(lo_hi[1])}]" if None not in lo_hi else ""
-        rows.append(f"<tr><th>{_e(name)}</th><td>{_e(_fmt(v))}</td><td>{_e(interval)}</td></tr>")
-    head = (
-        f"<p>{_e(data.get('n_problems'))} problems &times; k = {_e(data.get('k'))} samples; "
-        f"95% bootstrap intervals over problems.</p>"
-    )
-    return [
-        "<h2 id='eval'>Evaluation</h2>",
-        head,
-        "<table class='kv'><tr><th>metric</th><th>value</th><th>interval</th></tr>"
-        + "".join(rows)
-        + "</table>",
-    ]
-
-
-def _load_samples(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    recs = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                recs.append(rec)
-    return recs
-
-
-def _samples_section(path: Path, n: int) -> list[str]:
-    recs = _load_samples(path)
-    if not recs or n <= 0:
-        return []
-    out = ["<h2 id='samples'>Sampled completions</h2>"]
-    stepped = [r for r in recs if _is_number(r.get("step"))]
-    if stepped:
-        first, last = min(r["step"] for r in stepped), max(r["step"] for r in stepped)
-        groups = [(f"Before: step {first}", [r for r in stepped if r["step"] == first][:n])]
-        if last != first:
-            groups.append((f"After: step {last}", [r for r in stepped if r["step"] == last][:n]))
-    else:
-        groups = [("Samples", recs[:n])]
-    for title, items in groups:
-        out.append(f"<h3>{_e(title)}</h3>")
-        for r in items:
-            meta = " &middot; ".join(
-                f"{_e(k)} {_e(_fmt(r[k]))}"
-                for k in ("reward", "correct", "answer", "reference", "n_tokens", "finish_reason")
-                if k in r
-            )
-            out.append(
-                f"<div class='sample'><div class='meta'>{meta}</div>"
-                f"<pre class='prompt'>{_e(_clip(r.get('prompt', r.get('question', ''))))}</pre>"
-                f"<pre class='completion'>{_e(_clip(r.get('completion', '')))}</pre></div>"
-            )
-    return out
-
-
-def _clip(text) -> str:
-    text = str(text)
-    return (
-        text
-        if len(text) <= _MAX_TEXT
-        else text[:_MAX_TEXT] + f" ... [{len(text) - _MAX_TEXT} more characters]"
-    )
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1320px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.4}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-.meta{color:#666;font-size:.9em}
-table.kv{border-collapse:collapse;font-size:.92em}table.kv th,table.kv td{border:1px solid #ddd;padding:.25em .6em;
-text-align:left}table.kv th{background:#f6f6f6;font-weight:600}
-.plots{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;border:1px solid #eee;padding:4px}
-figure img{display:block;width:640px;max-width:100%;height:auto}
-.sample{border:1px solid #e3e3e3;border-radius:4px;margin:.6em 0;padding:.4em .6em}
-pre{white-space:pre-wrap;word-break:break-word;margin:.3em 0;font-size:.85em}
-pre.prompt{color:#777;max-height:8em;overflow:auto}pre.completion{background:#f8f8f4;padding:.4em}
-pre.config{background:#f6f6f6;padding:.6em;font-size:.82em}
-"""

@@ -219,7 +219,13 @@ def with_eval(
     lm.eval()
     with torch.no_grad():
         res = evaluate_task(
-            make_engine("auto", lm, tok), tok, task, ev, seed=seed, out_dir=stage_dir / "eval"
+            make_engine("auto", lm, tok),
+            tok,
+            task,
+            ev,
+            seed=seed,
+            out_dir=stage_dir / "eval",
+            log=print,  # a line every ~10 s while it runs
         )
     keep = ("pass1", "format", "len_mean", "truncated", "reflection_rate")
     out = {k: res.metrics[k] for k in keep if k in res.metrics}

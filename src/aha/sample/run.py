@@ -54,18 +54,24 @@ def sample(cfg: SampleConfig, engine=None, tokenizer=None, model_name: str | Non
         )
         from tqdm import tqdm
 
+        from ..progress import Heartbeat
+
         bar = tqdm(
             total=len(indices),
             initial=len(indices) - len(todo),
             disable=not cfg.progress,
             desc="sample",
         )
+        # the bar moves once per chunk; between moves, a line every ~10 s says the run is alive
+        beat = Heartbeat("sample", bar.write if cfg.progress else None, status="the first chunk")
         try:
-            for c0 in range(0, len(todo), cfg.prompts_per_call):
-                chunk = todo[c0 : c0 + cfg.prompts_per_call]
-                rows, stats = run_chunk(cfg, engine, tokenizer, runner, chunk, data, source)
-                writer.commit(chunk, rows, stats)
-                bar.update(len(chunk))
+            with beat:
+                for c0 in range(0, len(todo), cfg.prompts_per_call):
+                    chunk = todo[c0 : c0 + cfg.prompts_per_call]
+                    rows, stats = run_chunk(cfg, engine, tokenizer, runner, chunk, data, source)
+                    writer.commit(chunk, rows, stats)
+                    bar.update(len(chunk))
+                    beat.update(f"{bar.n}/{bar.total} prompts done, sampling the next chunk")
         finally:
             bar.close()
             runner.close()

@@ -26,11 +26,13 @@ damaged afterwards is skipped for the previous complete one, with one line (chec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +59,18 @@ from .checkpoint_files import (
     verify_checkpoint,
 )
 from .dist import Dist
+
+
+@contextlib.contextmanager
+def _single_process_quiet():
+    """dcp warns on every save and load outside torchrun that it assumes one process: true, and nothing a
+    user can act on, so that one warning is dropped here (and only here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="torch.distributed is disabled, unavailable or uninit"
+        )
+        yield
+
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -198,7 +212,8 @@ def save_checkpoint(
         {"optim": optim_sd} if save_optimizer else {}
     )
     if state:
-        dcp.save(state, checkpoint_id=str(tmp / "state"))
+        with _single_process_quiet():
+            dcp.save(state, checkpoint_id=str(tmp / "state"))
     if before_rename is not None:
         before_rename(tmp)
         dist.barrier()
@@ -261,7 +276,8 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, log: Callable = 
     )
     try:
         if state:
-            dcp.load(state, checkpoint_id=str(path / "state"))
+            with _single_process_quiet():
+                dcp.load(state, checkpoint_id=str(path / "state"))
         if hf_weights:
             _load_hf_weights(path, unwrap(model))
     # CheckpointException derives from BaseException, not Exception: name it, or a mismatch escapes as a

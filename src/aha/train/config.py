@@ -226,7 +226,7 @@ class TrainConfig:
         HeldOutConfig,
         limit=0,
         batch_size=64,
-        n_boot=0,
+        n_boot=200,  # pass@1's interval in metrics.jsonl (eval/pass1_lo, _hi): the report's headline
         sampling={"max_new_tokens": None, "seed": None},
     )
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

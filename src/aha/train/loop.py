@@ -1,14 +1,17 @@
 """The run around any trainer's step: checkpoints, resume, signals, logging, evaluation cadence.
 
 A trainer subclasses `TrainLoop` and supplies `train_step(step) -> metrics` (and optionally `evaluate()`).
-`fit()` then: resumes from the latest checkpoint when asked, runs steps, logs a line per step, saves every
-`save_every` steps and, on Ctrl-C / SIGTERM or an exception, saves the last completed step before leaving.
-Under torchrun every rank runs this loop; the stop decision is agreed across ranks so none is left waiting
-in a collective.
+`fit()` then: resumes from the latest checkpoint when asked (saying which config keys changed since the run's
+config.yaml), evaluates once at step 0 when evaluation is on (so curves and the report's headline start from the
+model before training), runs steps, logs a line per step, saves every `save_every` steps and, on Ctrl-C /
+SIGTERM or an exception, saves the last completed step before leaving. Under torchrun every rank runs this loop;
+the stop decision is agreed across ranks so none is left waiting in a collective.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import signal
 import sys
 import time
@@ -45,6 +48,7 @@ class TrainLoop:
                 wandb=lg.wandb,
                 wandb_project=lg.wandb_project,
                 config=to_dict(cfg),
+                resume=cfg.resume,
             )
             if dist.is_main
             else NullLog()
@@ -53,8 +57,12 @@ class TrainLoop:
         self.stop_requested = False
 
     def print(self, *args) -> None:
+        """A line on the main rank; through tqdm so that it does not break the progress bar."""
         if self.dist.is_main:
-            print(*args, flush=True)
+            from tqdm import tqdm
+
+            tqdm.write(" ".join(str(a) for a in args))
+            sys.stdout.flush()
 
     # ---- to override -------------------------------------------------------------------------------------
     def train_step(self, step: int) -> dict:
@@ -77,6 +85,10 @@ class TrainLoop:
     # ---- checkpoints -------------------------------------------------------------------------------------
     def save(self, step: int, *, rng: dict | None = None, data_position: int | None = None) -> Path:
         pos = self.stream.position if data_position is None else data_position
+        with no_shard_bar():
+            return self._save(step, rng, pos)
+
+    def _save(self, step: int, rng: dict | None, pos: int) -> Path:
         return ckpt.save_checkpoint(
             self.out,
             step,
@@ -126,8 +138,18 @@ class TrainLoop:
         cfg, lg = self.cfg, self.cfg.logging
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            config = self.out / "config.yaml"
+            if cfg.resume and config.is_file():
+                changed = config_changes(yaml.safe_load(config.read_text()) or {}, to_dict(cfg))
+                if changed:
+                    self.print(f"resume: the config changed since the run started: {changed}")
+            config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.maybe_resume()
+        if self.step == 0 and cfg.eval.enabled:
+            # the model before training: the first point of the held-out curve and the report's "before"
+            metrics = self.evaluate()
+            self.log.log(metrics, 0)
+            self.print(console_line(0, cfg.steps, metrics))
         old_handlers = {
             s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)
         }
@@ -185,3 +207,48 @@ class TrainLoop:
 
     def close(self) -> None:
         self.log.close()
+
+
+@contextlib.contextmanager
+def no_shard_bar():
+    """transformers draws a "Writing model shards" bar on every save_pretrained, one shard or not: noise under
+    the training's own bar, so its bars are off while a checkpoint is written."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def held_out_metrics(res) -> dict:
+    """An EvalResult as metrics.jsonl keys: eval/<metric>, and pass@1's bootstrap interval as eval/pass1_lo and
+    eval/pass1_hi when the evaluation drew one (eval.n_boot > 0)."""
+    out = res.flat()
+    lo, hi = res.ci.get("pass1", (float("nan"), float("nan")))
+    if math.isfinite(lo) and math.isfinite(hi):
+        out["eval/pass1_lo"], out["eval/pass1_hi"] = lo, hi
+    return out
+
+
+def config_changes(old: dict, new: dict, limit: int = 12) -> str:
+    """ "key: old -> new" for each leaf that differs between two config dicts (resume itself left out)."""
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            out.update(flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
+        return out
+
+    a, b = flat(old), flat(new)
+    keys = [
+        k
+        for k in sorted(set(a) | set(b))
+        if k != "resume" and a.get(k, "(unset)") != b.get(k, "(unset)")
+    ]
+    parts = [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in keys[:limit]]
+    return "; ".join(parts) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")

@@ -23,7 +23,7 @@ from ..rollout.factory import make_engine
 from .config import TrainConfig
 from .dist import Dist, gathered
 from .forward import LogprobModel
-from .loop import TrainLoop
+from .loop import TrainLoop, held_out_metrics
 from .memory_setup import memory_metrics, plan_memory, size_engine
 from .prompts import PromptStream
 from .rollout import Rollout, RolloutBatch
@@ -121,7 +121,7 @@ class RLTrainer(TrainLoop):
     def log_samples(self, step: int, rb: RolloutBatch) -> None:
         lg = self.cfg.logging
         if lg.samples_every and step % lg.samples_every == 0 and self.dist.is_main:
-            self.rollout.write_samples(self.out, step, rb)
+            self.log.samples(step, self.rollout.write_samples(self.out, step, rb))
 
     def evaluate(self) -> dict:
         """Held-out pass@1 (k samples each), format and length on the task's test split (the `eval` section).
@@ -137,8 +137,9 @@ class RLTrainer(TrainLoop):
                 self.cfg.eval,
                 seed=self.cfg.seed,
                 built=self.task,
+                log=self.print,
             )
-        return res.flat()
+        return held_out_metrics(res)
 
     def close(self) -> None:
         self.rollout.close()

@@ -200,8 +200,8 @@ class Rollout:
         out["tokens_per_s"] = float(lengths.sum()) / max(gen, 1e-9) if texts else 0.0
         return out
 
-    def write_samples(self, out_dir, step: int, rb: RolloutBatch, k: int = 4) -> None:
-        """The first completion of up to k prompts -> out_dir/samples.jsonl (and the console)."""
+    def write_samples(self, out_dir, step: int, rb: RolloutBatch, k: int = 4) -> list[dict]:
+        """The first completion of up to k prompts -> out_dir/samples.jsonl (and the console); returns them."""
         G = self.cfg.sampling.group_size
         picked = [
             {
@@ -218,6 +218,7 @@ class Rollout:
                 f.write(json.dumps(r) + "\n")
         if self.cfg.logging.progress:
             print_samples(picked)
+        return picked
 
     def close(self) -> None:
         self.rewards.close()

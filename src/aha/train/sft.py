@@ -29,7 +29,7 @@ from ..models.load import unwrap
 from . import checkpoint as ckpt
 from .batching import group_by_budget
 from .dist import Dist
-from .loop import TrainLoop
+from .loop import TrainLoop, held_out_metrics
 from .prompts import PromptStream
 from .sft_config import SFTConfig
 from .update import clip_and_step, optimizer_for
@@ -172,8 +172,10 @@ class SFTTrainer(TrainLoop):
         from ..rollout.factory import make_engine
 
         engine = make_engine(self.cfg.engine, self.model, self.tok)
-        res = evaluate_task(engine, self.tok, self.cfg.task, self.cfg.eval, seed=self.cfg.seed)
-        return res.flat()
+        res = evaluate_task(
+            engine, self.tok, self.cfg.task, self.cfg.eval, seed=self.cfg.seed, log=self.print
+        )
+        return held_out_metrics(res)
 
 
 def sft(cfg: SFTConfig) -> dict:

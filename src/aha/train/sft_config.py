@@ -79,7 +79,7 @@ class SFTConfig:
         HeldOutConfig,
         limit=0,
         batch_size=64,
-        n_boot=0,
+        n_boot=200,  # pass@1's interval in metrics.jsonl (eval/pass1_lo, _hi): the report's headline
         sampling={"max_new_tokens": 256, "seed": None},
     )
     engine: Literal["auto", "hf", "fast"] = "auto"  # generation engine of that evaluation
