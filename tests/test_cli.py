@@ -223,8 +223,8 @@ def test_aliases_are_found_at_any_depth_and_point_at_real_keys():
 
 
 def test_registered_names_match_the_torch_free_lists():
+    from aha import algo_names as names
     from aha import algos
-    from aha.algos import names
 
     assert tuple(algos.ADVANTAGES) == names.ADVANTAGE_NAMES
     assert tuple(algos.POLICY_LOSSES) == names.POLICY_LOSS_NAMES

@@ -7,41 +7,33 @@ logprobs:   token_logprobs_entropy (chunked, recomputing backward), logprobs_fro
 masked:     masked_mean, masked_var, masked_whiten
 """
 
-import importlib
-
-# name -> the submodule that defines it, imported on first use (PEP 562): importing aha.algos (or its torch-free
-# aha.algos.names, which a config reads) does not import torch. The estimator is exported as kl_estimate so that
-# `aha.algos.kl` stays the module (`aha.algos.kl.kl(...)`).
-_FROM = {
-    **dict.fromkeys(
-        ["ADVANTAGES", "get_advantage", "gae", "grpo", "reinforce_pp", "remax", "rloo"],
-        "advantages",
-    ),
-    **dict.fromkeys(["token_level_rewards", "zero_std_groups"], "advantages"),
-    **dict.fromkeys(
-        ["KL_ESTIMATORS", "AdaptiveKLController", "FixedKLController", "kl_controller"], "kl"
-    ),
-    **dict.fromkeys(
-        ["entropy_from_logits", "logprobs_from_logits", "token_logprobs_entropy"], "logprobs"
-    ),
-    **dict.fromkeys(
-        ["POLICY_LOSSES", "agg_denominator", "agg_loss", "get_policy_loss", "gspo_loss"], "losses"
-    ),
-    **dict.fromkeys(["policy_loss", "value_loss"], "losses"),
-    **dict.fromkeys(["masked_mean", "masked_sum", "masked_var", "masked_whiten"], "masked"),
-    "AGGS": "names",
-}
-
-
-def __getattr__(name: str):
-    if name == "kl":
-        return importlib.import_module(f"{__name__}.kl")
-    if name == "kl_estimate":
-        return importlib.import_module(f"{__name__}.kl").kl
-    if name in _FROM:
-        return getattr(importlib.import_module(f"{__name__}.{_FROM[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+# The estimator is exported as kl_estimate so that `aha.algos.kl` stays the module (`aha.algos.kl.kl(...)`).
+from . import kl
+from .advantages import (
+    ADVANTAGES,
+    gae,
+    get_advantage,
+    grpo,
+    reinforce_pp,
+    remax,
+    rloo,
+    token_level_rewards,
+    zero_std_groups,
+)
+from .kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, kl_controller
+from .kl import kl as kl_estimate
+from .logprobs import entropy_from_logits, logprobs_from_logits, token_logprobs_entropy
+from .losses import (
+    AGGS,
+    POLICY_LOSSES,
+    agg_denominator,
+    agg_loss,
+    get_policy_loss,
+    gspo_loss,
+    policy_loss,
+    value_loss,
+)
+from .masked import masked_mean, masked_sum, masked_var, masked_whiten
 
 __all__ = [
     "ADVANTAGES",

@@ -37,8 +37,8 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from ..algo_names import STD_SCALES_OF  # noqa: F401 (re-exported)
 from .gae import _gae_loop, _on_last_token, gae, token_level_rewards  # noqa: F401 (re-exported)
-from .names import STD_SCALES_OF  # noqa: F401 (re-exported)
 
 STD_SCALES = ("group", "batch", "none")
 

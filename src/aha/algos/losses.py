@@ -27,8 +27,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..algo_names import AGGS
 from .masked import masked_mean, masked_var
-from .names import AGGS
 
 
 def _check_agg(agg: str, norm_len) -> None:

@@ -181,8 +181,9 @@ def summarize(before, after, fit: dict, seconds: float, out: Path) -> dict:
         "revision_after": a.get("revision_rate"),
         "steps": fit["steps"],
         "seconds": round(seconds, 1),
-        "length_curve": [[r["step"], r.get("len/mean")] for r in rows],
-        "accuracy_curve": [[r["step"], r.get("reward/accuracy")] for r in rows],
+        # training rows only: the step-0 line holds the held-out evaluation alone
+        "length_curve": [[r["step"], r["len/mean"]] for r in rows if "len/mean" in r],
+        "accuracy_curve": [[r["step"], r.get("reward/accuracy")] for r in rows if "len/mean" in r],
         "held_out_curve": [[r["step"], r["eval/pass1"]] for r in rows if "eval/pass1" in r],
         "reflection_curve": [
             [r["step"], r["eval/reflection_rate"]] for r in rows if "eval/reflection_rate" in r

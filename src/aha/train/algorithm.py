@@ -70,7 +70,7 @@ class AlgorithmConfig:
     )
 
     def __post_init__(self):
-        from ..algos.names import ADVANTAGE_NAMES, AGGS, POLICY_LOSS_NAMES, STD_SCALES_OF
+        from ..algo_names import ADVANTAGE_NAMES, AGGS, POLICY_LOSS_NAMES, STD_SCALES_OF
 
         check(
             self.policy_loss in POLICY_LOSS_NAMES,

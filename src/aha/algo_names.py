@@ -1,7 +1,8 @@
-"""The names of the registered estimators, losses and aggregations, as plain data (no torch), so that a config
-is validated before torch is imported (`aha train --help`, a one-line config error in well under a second).
-The registries (advantages.ADVANTAGES, losses.POLICY_LOSSES) hold the functions under exactly these names
-(tests/test_cli.py checks it)."""
+"""The names of aha.algos' registered estimators, losses and aggregations, as plain data, so that a config is
+validated without importing torch (`aha train --help` and a one-line config error in well under a second).
+It sits outside aha/algos/ because importing anything there runs that package's __init__, which imports the
+torch math. The registries (algos.ADVANTAGES, algos.POLICY_LOSSES) hold the functions under exactly these
+names (tests/test_cli.py checks it)."""
 
 # The std_scale each outcome estimator accepts, its default (what it does when none is given) first.
 STD_SCALES_OF = {
