@@ -11,6 +11,8 @@ import string
 
 import torch
 
+from .compat import dtype_kwarg
+
 SPECIALS = ["<pad>", "<eos>", "<bos>"]
 
 
@@ -18,7 +20,8 @@ def char_tokenizer(vocab_size: int | None = None):
     """One token per printable ASCII character; with vocab_size, filler tokens "<|k|>" pad the vocabulary so
     that every id a randomly initialised model of that size samples decodes (benchmarks)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+
+    from .tokenizer import PreTrainedTokenizerFast
 
     chars = sorted(set(string.printable) - set("\x0b\x0c\r"))
     names = SPECIALS + chars
@@ -74,5 +77,5 @@ def tiny_model(
     config = cls(**kw)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, **dtype_kwarg(dtype))
     return model
