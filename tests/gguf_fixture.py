@@ -43,7 +43,11 @@ def byte_bpe(vocab_size: int = 300):
 
 def permute(w: np.ndarray, n_head: int) -> np.ndarray:
     """llama.cpp's q/k row order: (n_head, 2, d/2, in) -> (n_head, d/2, 2, in)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
 
 
 def q8_roundtrip(w: torch.Tensor) -> torch.Tensor:
@@ -65,7 +69,10 @@ def write_tiny_gguf(path, seed: int = 0):
     assert [vocab[t] for t in tokens] == list(range(len(tokens)))
     import json
 
-    merges = [m if isinstance(m, str) else " ".join(m) for m in json.loads(tok.to_str())["model"]["merges"]]
+    merges = [
+        m if isinstance(m, str) else " ".join(m)
+        for m in json.loads(tok.to_str())["model"]["merges"]
+    ]
     cfg = LlamaConfig(
         vocab_size=len(tokens),
         hidden_size=64,
@@ -108,11 +115,18 @@ def write_tiny_gguf(path, seed: int = 0):
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)  # an instruct model's end of turn, as SmolLM2's file says
     w.add_pad_token_id(0)
+    w.add_add_bos_token(
+        False
+    )  # as SmolLM2's file says: transformers 4.x would prepend BOS otherwise
+    w.add_add_space_prefix(False)
     w.add_chat_template(CHAT_TEMPLATE)
 
     sd = {k: v.detach().numpy().astype(np.float32) for k, v in ref.state_dict().items()}
     H, KV = cfg.num_attention_heads, cfg.num_key_value_heads
-    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
+    names = {
+        "token_embd.weight": "model.embed_tokens.weight",
+        "output_norm.weight": "model.norm.weight",
+    }
     names["output.weight"] = "lm_head.weight"
     for i in range(cfg.num_hidden_layers):
         hf = f"model.layers.{i}."

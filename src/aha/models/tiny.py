@@ -54,11 +54,16 @@ def tiny_model(
     dtype: torch.dtype = torch.float32,
 ):
     """A randomly initialised causal LM of `family` (qwen2 | llama | qwen3)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
+    import transformers
+    from transformers import AutoModelForCausalLM
 
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
-    cls = {"qwen2": Qwen2Config, "llama": LlamaConfig, "qwen3": Qwen3Config}[family]
+    # looked up by name: Qwen3Config exists only from transformers 4.51 on
+    cls = getattr(
+        transformers,
+        {"qwen2": "Qwen2Config", "llama": "LlamaConfig", "qwen3": "Qwen3Config"}[family],
+    )
     kw = dict(
         vocab_size=vocab_size,
         hidden_size=hidden_size,

@@ -36,9 +36,10 @@ class PreTrainedTokenizerFast(_HFFast):
 
 
 def as_portable(tok):
-    """`tok` with its class renamed from transformers 5's generic `TokenizersBackend` to ours (same object,
-    same state: ours adds no attribute), so that `tok.save_pretrained` writes a class 4.x can load."""
-    if type(tok).__name__ == "TokenizersBackend":
+    """`tok` as ours if it is transformers' generic fast tokenizer (same object, same state: ours adds no
+    attribute), so that `tok.save_pretrained` writes a class every version loads: 5.x names the generic
+    class `TokenizersBackend`, 4.x saves it as "PreTrainedTokenizer"."""
+    if type(tok) is _HFFast:
         tok.__class__ = PreTrainedTokenizerFast
     return tok
 
@@ -54,14 +55,37 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     if is_gguf(path):
         require_gguf()
         p = Path(path).expanduser()
-        return as_portable(AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name))
+        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+        return as_portable(gguf_special_tokens(tok, p))
     cfg_file = Path(path) / "tokenizer_config.json"
     if cfg_file.is_file():
         cls = json.loads(cfg_file.read_text()).get("tokenizer_class")
-        if cls in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+        if cls in ("TokenizersBackend", "PreTrainedTokenizerFast", "PreTrainedTokenizer"):
             return PreTrainedTokenizerFast.from_pretrained(path)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     return as_portable(tok)
+
+
+GGUF_SPECIALS = {
+    "bos_token": "bos_token_id",
+    "eos_token": "eos_token_id",
+    "pad_token": "padding_token_id",
+}
+
+
+def gguf_special_tokens(tok, path: Path):
+    """Set bos/eos/pad from the file's own `tokenizer.ggml.*_token_id` keys: transformers 4.x swaps bos and
+    eos when it rebuilds a Llama-architecture GGUF tokenizer (SmolLM2's eos came out as <|im_start|>)."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(path)).fields
+    for attr, key in GGUF_SPECIALS.items():
+        field = fields.get(f"tokenizer.ggml.{key}")
+        if field is not None and field.data:
+            token_id = int(field.parts[field.data[0]][0])
+            if 0 <= token_id < len(tok):
+                setattr(tok, attr, tok.convert_ids_to_tokens(token_id))
+    return tok
 
 
 def require_gguf() -> None:
