@@ -20,53 +20,7 @@ from pathlib import Path
 
 import torch
 
-ARCHS = {  # transformers Qwen2Config values of the public checkpoints
-    "0.5b": dict(
-        hidden_size=896,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        intermediate_size=4864,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
-    "1.5b": dict(
-        hidden_size=1536,
-        num_hidden_layers=28,
-        num_attention_heads=12,
-        num_key_value_heads=2,
-        intermediate_size=8960,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
-    "tiny": dict(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        vocab_size=512,
-        tie_word_embeddings=True,
-    ),
-}
-
-
-def build(arch: str, out: Path) -> None:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from aha.models.tiny import char_tokenizer
-
-    cfg = Qwen2Config(
-        **ARCHS[arch],
-        max_position_embeddings=4096,
-        rope_theta=1e6,
-        bos_token_id=2,
-        eos_token_id=1,
-        pad_token_id=0,
-    )
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(cfg).to(torch.bfloat16).save_pretrained(out)
-    char_tokenizer(cfg.vocab_size).save_pretrained(out)
+from _qwen import ARCHS, build  # a sibling module: the scripts run as python benchmarks/X.py
 
 
 def run(model_dir: Path, spec: str, args, out: Path) -> dict:
@@ -102,11 +56,11 @@ def run(model_dir: Path, spec: str, args, out: Path) -> dict:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     train(cfg)
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()][
-        1:
-    ]  # step 1 = warm-up
+    every = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = every[1:]  # step 1 = warm-up
     med = lambda k: statistics.median(r[k] for r in rows)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+    # the trainer logs each step's peak (memory/peak_gib, reset per step): the run's peak is their max
+    peak = max((r.get("memory/peak_gib", float("nan")) for r in every), default=float("nan"))
     return {
         "engine": spec,
         "step_s": med("time/step"),

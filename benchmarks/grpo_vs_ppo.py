@@ -110,8 +110,8 @@ def overrides(args, out: Path) -> list[str]:
         "optim.max_grad_norm=1.0",
         f"algorithm.beta={args.beta}",
         "rewards.funcs=[{name: accuracy, weight: 1.0}, {name: format, weight: 0.5}]",
-        f"logging.eval_size={args.eval_size}",
-        f"logging.eval_k={args.eval_k}",
+        f"eval.limit={args.eval_size}",
+        f"eval.k={args.eval_k}",
         "logging.eval_every=0",
         "logging.progress=false",
         "logging.samples_every=0",
@@ -190,8 +190,8 @@ def worker(args) -> None:
             trainer.model,
             trainer.optimizer,
             ref,
-            getattr(trainer, "value", None),
-            getattr(trainer, "value_optimizer", None),
+            getattr(getattr(trainer, "critic", None), "value", None),
+            getattr(getattr(trainer, "critic", None), "optimizer", None),
         ]
         rows = [
             json.loads(line)

@@ -51,13 +51,13 @@ TOY_RL = [
     "batch.prompts_per_step=2",
     "batch.micro_batch_size=16",
     "logging.eval_every=1",
-    "logging.eval_size=4",
+    "eval.limit=4",
     "logging.samples_every=0",
     "logging.progress=false",
 ]
 TOY_SFT = ["steps=2", "logging.progress=false"]
 TOY_SAMPLE = ["num_prompts=4", "k=2", "progress=false"]
-TOY_EVAL = ["eval.size=4", "eval.k=2"]
+TOY_EVAL = ["eval.limit=4", "eval.k=2"]
 TOY = {
     "student": [
         "corpus.n_docs=2000",
@@ -84,9 +84,8 @@ def cold_start(
     re-check ("wait, ...") in a fraction p_recheck, inside <think> </think> <answer> </answer>. A row is kept
     only when every chain in its text (the question and each rewritten step) is a train-split problem, so no
     held-out problem appears. Returns the number of rows."""
+    from aha.data.chain import ChainTask, Problem, chains_in, split_of
     from aha.demo.corpus import step_text
-    from aha.demo.problems import Problem, chains_in, split_of
-    from aha.demo.task import ChainTask
 
     train = ChainTask().dataset("train")
     out, i = [], start

@@ -1,6 +1,7 @@
 """FastEngine vs Hugging Face `generate` on one GPU (issue 5). Random weights, bf16, nothing downloaded.
 
     python benchmarks/rollout.py --hf-full [--models 0.5b,1.5b] [--batches 256,1024] [--hf-steps 32] [--profile]
+    python benchmarks/rollout.py --long-only [--long 64x16384] [--long-kv-gib 6]     (long responses only)
 
 Per model (Qwen2.5-0.5B / 1.5B architectures from the config values below) and batch size: 128-token random
 prompts, 512 forced new tokens (no stop ids), temperature 1. FastEngine is timed end to end (prefill + decode)
@@ -13,6 +14,9 @@ are finished). These short runs flatter HF: in the run quoted in issue 5 the ful
 speedups are lower bounds; --hf-full runs that case in full and prints the exact ratio. Variable-length rows:
 ~1/128 of the vocabulary are stop ids, so lengths are geometric-like with a tail cut at 512; HF is estimated
 for as many steps as the longest row.
+
+Long responses (--long, default 64x16384, on by default after the short table; _rollout_long.py): FastEngine
+in full with its own KV sizing and with each --long-kv-gib budget (preemption by recompute), HF estimated.
 
 Bandwidth bound per decode step: (parameter bytes + KV bytes the live rows must read) / copy bandwidth
 (measured here with a device-to-device copy). Also prints bf16 correctness checks against HF (_rollout_checks.py).
@@ -29,6 +33,7 @@ import torch
 
 sys.path.insert(0, "src")
 from _rollout_checks import checks  # noqa: E402
+from _rollout_long import long_rows, print_long  # noqa: E402
 from aha.rollout import SamplingParams  # noqa: E402
 from aha.rollout.fast import FastEngine  # noqa: E402
 
@@ -348,6 +353,11 @@ def main():
         action="store_true",
         help="also run HF generate for all new tokens (each model's first batch): the exact HF figure",
     )
+    ap.add_argument("--long", default="64x16384", help="SEQSxTOKENS of the long case ('' to skip)")
+    ap.add_argument(
+        "--long-kv-gib", default="6", help="extra KV budgets (GiB) that force preemption"
+    )
+    ap.add_argument("--long-only", action="store_true", help="only the long case (0.5B)")
     a = ap.parse_args()
     batches = [int(b) for b in a.batches.split(",")]
     bw = copy_bandwidth()
@@ -355,6 +365,9 @@ def main():
         f"{torch.cuda.get_device_name()}  torch {torch.__version__}  copy bandwidth {bw / 1e12:.2f} TB/s",
         flush=True,
     )
+    if a.long_only:
+        run_long(a)
+        return
     rows, full_rows = [], []
     for name in a.models.split(","):
         model = build(name)
@@ -422,6 +435,23 @@ def main():
                 f"  Qwen2.5-{r[0]} 256 forced vs the issue's HF figure ({ref[r[0]]:,} tok/s): "
                 f"{r[4] / ref[r[0]]:.1f}x"
             )
+    if a.long:
+        run_long(a)
+
+
+def run_long(a):
+    seqs, new = (int(x) for x in a.long.split("x"))
+    budgets = [None] + [float(g) for g in a.long_kv_gib.split(",") if g]
+    model = build("0.5b")
+    try:
+        rows, speedup = long_rows(
+            model, seqs, new, a.prompt_len, budgets, a.hf_steps, hf_times, hf_estimate
+        )
+        print_long(rows, speedup, seqs, new, a.prompt_len, a.hf_steps)
+    except Exception:
+        traceback.print_exc()
+    del model
+    torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

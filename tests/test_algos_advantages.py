@@ -173,6 +173,11 @@ def test_token_level_rewards():
     kl = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [1.0, 1.0, 1.0]])
     out = token_level_rewards(torch.tensor([2.0, 3.0, 9.0]), mask, kl=kl, kl_coef=0.5)
     close(out, [[-0.05, 2.0 - 0.1, 0.0], [0.0, -0.25, 3.0 - 0.3], [0.0, 0.0, 0.0]])
+    # the input's floating dtype is kept (issue 17, item 15); ints and lists give float32
+    out64 = token_level_rewards(torch.tensor([2.0, 3.0, 9.0], dtype=torch.float64), mask, kl=kl)
+    assert out64.dtype == torch.float64
+    assert token_level_rewards(torch.tensor([2, 3, 9]), mask).dtype == torch.float32
+    assert token_level_rewards([2.0, float("nan"), 9.0], mask).dtype == torch.float32
 
 
 # ---------------------------------------------------------------- GAE
@@ -260,3 +265,65 @@ def test_advantage_registry():
     assert get_advantage("grpo") is grpo and get_advantage("gae") is gae
     with pytest.raises(ValueError, match=r"unknown advantage estimator 'ppo'.*grpo, dr_grpo, rloo"):
         get_advantage("ppo")
+
+
+# ---------------------------------------------------------------- std_scale, every outcome estimator
+def slow_std(values: list[float]) -> float:
+    """Unbiased std of the non-NaN values (0 for fewer than 2)."""
+    v = [x for x in values if not math.isnan(x)]
+    if len(v) < 2:
+        return 0.0
+    m = sum(v) / len(v)
+    return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+
+def slow_rloo(r: list[float], G: int, scale: str, eps: float = 1e-6) -> list[float]:
+    out = []
+    for g in range(0, len(r), G):
+        grp = r[g : g + G]
+        valid = [x for x in grp if not math.isnan(x)]
+        std = {"group": slow_std(grp), "batch": slow_std(r), "none": None}[scale]
+        for x in grp:
+            if math.isnan(x) or len(valid) < 2 or max(valid) == min(valid):
+                out.append(0.0)
+                continue
+            a = x - (sum(valid) - x) / (len(valid) - 1)  # minus the mean of the others
+            out.append(a if std is None else a / (std + eps))
+    return out
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_rloo_std_scale_matches_a_loop(scale):
+    g = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        r = torch.randint(0, 4, (24,), generator=g).double() / 3
+        r[torch.rand(24, generator=g) < 0.15] = NAN
+        adv, _ = rloo(r, 6, std_scale=scale)
+        close(adv, slow_rloo(r.tolist(), 6, scale))
+
+
+def test_reinforce_pp_std_scale_none_only_centres():
+    r = [1.0, NAN, 0.0, 3.0, 2.0]
+    mean = (1 + 0 + 3 + 2) / 4
+    adv, m = reinforce_pp(r, std_scale="none")
+    close(adv, [1 - mean, 0.0, 0 - mean, 3 - mean, 2 - mean])
+    close(reinforce_pp(r)[0], [(x - mean) / (slow_std(r) + 1e-6) if x == x else 0 for x in r])
+
+
+def test_std_scale_each_estimator_accepts():
+    from aha.algos.advantages import STD_SCALES_OF, remax
+
+    assert set(STD_SCALES_OF) == set(ADVANTAGES) - {"gae"}  # every outcome estimator states its own
+    with pytest.raises(ValueError, match="remax takes std_scale none"):
+        remax([1.0, 0.0], 2, baseline=[0.5], std_scale="group")
+    with pytest.raises(ValueError, match="reinforce\\+\\+ takes std_scale batch or none"):
+        reinforce_pp([1.0, 0.0], 2, std_scale="group")
+    for (
+        name,
+        scales,
+    ) in STD_SCALES_OF.items():  # the registry's callables take every scale they list
+        fn = get_advantage(name)
+        for s in scales:
+            kw = {"baseline": [0.5, 0.5]} if name == "remax" else {}
+            adv, _ = fn([1.0, 0.0, 0.0, 1.0], 2, std_scale=s, **kw)
+            assert adv.shape == (4,)

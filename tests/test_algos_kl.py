@@ -8,6 +8,18 @@ import torch
 from aha.algos.kl import AdaptiveKLController, FixedKLController, kl, kl_controller
 
 
+def test_kl_is_the_module_and_the_estimator_keeps_a_name():
+    # issue 17, item 15: the package's __init__ must not shadow the module with the function
+    import types
+
+    import aha.algos
+
+    assert isinstance(aha.algos.kl, types.ModuleType)
+    logp, ref = torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.5, -1.0]])
+    torch.testing.assert_close(aha.algos.kl.kl(logp, ref, "k1"), torch.tensor([[0.5, -1.0]]))
+    assert aha.algos.kl_estimate is aha.algos.kl.kl
+
+
 def test_kl_hand_values():
     logp = torch.tensor([[-1.0, -2.0]])
     ref = torch.tensor([[-1.5, -1.0]])  # logp - ref = [0.5, -1.0]

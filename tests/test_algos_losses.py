@@ -224,6 +224,23 @@ def test_value_loss_by_hand():
     close(loss, 0.5)
 
 
+def test_value_clip_frac_counts_moves_beyond_clip():
+    # Fresh random values, 1 in 4 tokens moved beyond the clip: the fraction is exactly those tokens, not
+    # tokens whose v_clip differs from v by rounding (issue 17, item 14; float64 reference on the CPU).
+    g = torch.Generator().manual_seed(0)
+    old = torch.randn(64, 256, generator=g) * 100
+    far = torch.rand(64, 256, generator=g) < 0.25
+    step = torch.rand(64, 256, generator=g) * 0.19 + torch.where(far, 0.21, 0.0)
+    values = old + step * torch.where(torch.rand(64, 256, generator=g) < 0.5, -1.0, 1.0)
+    returns = torch.randn(64, 256, generator=g) * 100
+    m = torch.rand(64, 256, generator=g) < 0.9
+    _, met = value_loss(values, old, returns, m, clip=0.2)
+    moved = (values.double() - old.double()).abs() > 0.2
+    close(met["value_clip_frac"], (moved & m).sum().item() / m.sum().item())
+    _, met = value_loss(values, old, returns, m, clip=0.5)
+    assert met["value_clip_frac"].item() == 0.0  # nothing moved more than 0.5
+
+
 def test_explained_variance():
     r = torch.tensor([[1.0, 2.0, 3.0, 4.0, 99.0]])
     m = torch.tensor([[1, 1, 1, 1, 0]])

@@ -6,10 +6,9 @@ import re
 
 import pytest
 
+from aha.data.chain import ChainTask, Problem, chains_in, sample_split, split_of
 from aha.data.templates import R1_ZERO
 from aha.demo.corpus import CorpusConfig, build_corpus, noisy_steps, segment, step_text
-from aha.demo.problems import Problem, chains_in, sample_split, split_of
-from aha.demo.task import ChainTask
 from aha.demo.tokenizer import left_anchored_merges, train_tokenizer
 
 

@@ -112,7 +112,7 @@ def test_shipped_tiny_base_follows_the_r1_zero_template():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from aha.data import render_prompt
-    from aha.demo.task import ChainTask
+    from aha.data.chain import ChainTask
     from aha.rewards.format import format_reward
 
     tok = AutoTokenizer.from_pretrained(ASSET)

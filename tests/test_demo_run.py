@@ -10,7 +10,7 @@ import torch
 from aha.cli import main
 from aha.config import ConfigError, load_config
 from aha.demo.pretrain import PretrainConfig
-from aha.pipelines.demo import GPU_BASE, demo_config, run_demo
+from aha.demo.run import GPU_BASE, demo_config, run_demo
 
 TOY = (
     "steps=2",

@@ -31,7 +31,13 @@ COMMON = [
 
 
 def run(out, nproc, *extra):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+        ),
+        "OMP_NUM_THREADS": "1",
+    }
     if nproc == 1:
         cmd = [sys.executable, "-m", "aha", "train"]
     else:

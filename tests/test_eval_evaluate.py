@@ -290,9 +290,6 @@ def test_tiny_model_end_to_end(tok, tmp_path):
 
 
 def test_tiny_model_with_real_rewards(tok):
-    rewards = pytest.importorskip("aha.rewards")
-    if not hasattr(rewards, "RewardRunner"):
-        pytest.skip("aha.rewards.RewardRunner is not there yet")
     import torch
 
     from aha.models.tiny import tiny_model
@@ -310,10 +307,9 @@ def test_tiny_model_with_real_rewards(tok):
 
 
 def test_cluster_with_real_math_verifier():
-    rewards = pytest.importorskip("aha.rewards")
-    if not hasattr(rewards, "RewardRunner"):
-        pytest.skip("aha.rewards.RewardRunner is not there yet")
-    with rewards.RewardRunner([("math", 1.0), ("format", 1.0)], num_workers=1) as runner:
+    from aha.rewards import RewardRunner
+
+    with RewardRunner([("math", 1.0), ("format", 1.0)], num_workers=1) as runner:
         labels = _cluster_with_runner(
             [["\\frac{1}{2}", "3", "0.5", "1/2", None, "9**9**9**9"]], runner, col=0
         )

@@ -145,6 +145,21 @@ def test_sampler_frequencies_match_softmax_after_top_p():
     )  # df = 1, p = 1e-4
 
 
+def test_keyed_sampler_law_along_tokens_and_sequences():
+    """The engine's noise is a hash of (seed, completion, token index, vocab id): draws along one completion's
+    tokens and across completions must each follow softmax(logits / T) (chi-square, df = 7)."""
+    logits = torch.tensor([[1.0, 0.6, 0.1, -0.3, -0.7, -1.2, -1.5, -2.0]])
+    p = torch.softmax(logits[0] / 0.8, -1).double()
+    N = 20000
+    seed = torch.tensor([987654321987])
+    ar, zero = torch.arange(N), torch.zeros(N, dtype=torch.long)
+    for seq, t in ((zero + 3, ar), (ar, zero + 5)):
+        tok, _ = sample_torch(logits.repeat(N, 1), 0.8, keys=(seed, seq, t))
+        assert chi_square(torch.bincount(tok, minlength=8).double(), p) < 7 + 6 * 14**0.5
+    again, _ = sample_torch(logits.repeat(N, 1), 0.8, keys=(seed, ar, zero + 5))
+    assert torch.equal(again, tok)  # a pure function of the keys
+
+
 def test_engine_sample_frequencies_first_token():
     model = tiny(family="qwen2", tie_word_embeddings=False)
     with torch.no_grad():

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from aha.cli import cmd_pipeline
 from aha.config import ConfigError, load_config
 from aha.data import TASKS, Task, register_task
-from aha.pipelines import cmd_pipeline, get_pipeline
+from aha.pipelines import get_pipeline
 from aha.pipelines.manifest import completed
 
 
@@ -57,7 +58,7 @@ SFT = [
     "logging.progress=false",
     "checkpoint.save_every=0",
 ]
-EVAL = ["eval.size=4", "eval.k=2", "eval.max_new_tokens=48"]
+EVAL = ["eval.limit=4", "eval.k=2", "eval.sampling.max_new_tokens=48"]
 
 
 def over(prefix, items):
@@ -196,9 +197,9 @@ def test_r1_zero_and_cli(tmp_path, capsys):
                 "model=tiny-random",
                 f"out={tmp_path}",
                 *TASK,
-                "eval.size=2",
+                "eval.limit=2",
                 "eval.k=1",
-                "eval.max_new_tokens=8",
+                "eval.sampling.max_new_tokens=8",
                 "eval.base=false",
                 *over("rl", RL[:1] + ["steps=1"] + RL[2:]),
             ]
@@ -235,9 +236,9 @@ def test_distill_from_a_teacher_served_over_http(r1_run, tmp_path):
                 "student=tiny-random",
                 f"out={tmp_path}",
                 *TASK,
-                "eval.size=4",
+                "eval.limit=4",
                 "eval.k=2",
-                "eval.max_new_tokens=48",
+                "eval.sampling.max_new_tokens=48",
                 "eval.base=false",
                 "sample.engine=openai",
                 f"sample.openai.base_url={server.url}",
@@ -287,7 +288,7 @@ def test_lora_stage_hands_on_a_merged_model(tmp_path):
     import torch
 
     from aha.models.load import load_model
-    from aha.pipelines.stages import PipelineEvalConfig, run_sft, wire_sft
+    from aha.pipelines.stages import StageEvalConfig, run_sft, wire_sft
     from aha.train.config import TaskConfig
     from aha.train.sft_config import SFTConfig
 
@@ -306,7 +307,7 @@ def test_lora_stage_hands_on_a_merged_model(tmp_path):
         out=tmp_path / "run",
         data=[str(data)],
     )
-    outputs, _ = run_sft(cfg, tmp_path, PipelineEvalConfig(size=0), task)
+    outputs, _ = run_sft(cfg, tmp_path, StageEvalConfig(limit=0), task)
     assert outputs["model"] == str(tmp_path / "merged")
 
     def loss(path):

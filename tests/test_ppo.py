@@ -1,7 +1,6 @@
 """PPO end to end on a tiny random model: the GAE wiring against a per-sequence reference, the critic fits a
 fixed batch, the learnable reward rises, checkpoints hold the critic and resume exactly."""
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -11,9 +10,11 @@ import torch
 
 from aha import algos
 from aha.config import ConfigError, load_config
+from aha.train.algorithm import AlgorithmConfig
 from aha.train.batching import build_batch
 from aha.train.config import TrainConfig
-from aha.train.ppo import PPOSettings, PPOTrainer, train
+from aha.train.ppo import PPOTrainer, train
+from aha.train.update import equal_passes
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = [
@@ -51,18 +52,20 @@ def trainer(tmp_path_factory):
         "optim.lr=1e-2",
         "batch.micro_batch_size=2",
         "sampling.temperature=0.7",
+        "algorithm.gamma=0.9",
+        "algorithm.lam=0.8",
+        "algorithm.reward_kl_coef=0.1",
+        "algorithm.whiten_advantages=false",
+        "algorithm.value_lr=1e-3",
     )
-    tr = PPOTrainer(
-        c,
-        PPOSettings(gamma=0.9, lam=0.8, reward_kl_coef=0.1, whiten_advantages=False, value_lr=1e-3),
-    )
+    tr = PPOTrainer(c)
     yield tr
     tr.close()
 
 
 def reference(tr, ids, comps, total):
     """Per-sequence, unpadded, full-vocabulary forwards: token rewards, values and mask as (B, L-1) tensors."""
-    temp, c, B = tr.cfg.sampling.temperature, tr.kl_ctl.value, len(comps)
+    temp, c, B = tr.cfg.sampling.temperature, tr.critic.kl_ctl.value, len(comps)
     T = max(len(ids[x.prompt_index]) + len(x.token_ids) for x in comps) - 1
     r, v, m = torch.zeros(B, T), torch.zeros(B, T), torch.zeros(B, T, dtype=torch.bool)
     seq_kl = []
@@ -70,12 +73,12 @@ def reference(tr, ids, comps, total):
         prompt = ids[comp.prompt_index]
         seq = torch.tensor([prompt + comp.token_ids])
         tgt = seq[0, 1:, None]
-        with torch.no_grad(), tr.kl_ref() as ref_model:
+        with torch.no_grad(), tr.critic.kl_ref() as ref_model:
             logp = torch.log_softmax(tr.model(seq).logits[0, :-1] / temp, -1).gather(1, tgt)[:, 0]
             ref_logp = torch.log_softmax(ref_model(seq).logits[0, :-1] / temp, -1).gather(1, tgt)[
                 :, 0
             ]
-            vals = tr.value(seq)[0, :-1]
+            vals = tr.critic.value(seq)[0, :-1]
         s, n = (
             len(prompt) - 1,
             len(comp.token_ids),
@@ -92,29 +95,30 @@ def reference(tr, ids, comps, total):
 def test_trainer_advantages_are_gae_of_per_sequence_rewards_and_values(trainer):
     trainer.train_step(1)  # lr 1e-2: the policy leaves the reference, so k1 != 0
     seen = {}
+    rollout, critic_advantages = trainer.rollout, trainer.critic.advantages
 
-    def rollout(step):
-        got, mets = PPOTrainer.rollout(trainer, step)
-        got[4][[0, 5]], got[4][2] = (
-            float("nan"),
-            0.25,
-        )  # rewards that do not apply (NaN -> 0), a fraction
-        seen["got"] = got
-        return got, mets
+    class PatchedRollout:  # the rollout stage, with rewards that do not apply (NaN -> 0) and a fraction
+        def __getattr__(self, name):
+            return getattr(rollout, name)
 
-    def gae_batch(
-        batch, passes
-    ):  # called before any update of this step: the models are as sampled
-        ids, _, comps, _, total, _ = seen["got"]
-        seen["ref"] = reference(trainer, ids, comps, total)
-        seen["out"] = PPOTrainer.gae_batch(trainer, batch, passes)
+        def __call__(self, step):
+            rb = rollout(step)
+            rb.rewards[[0, 5]], rb.rewards[2] = float("nan"), 0.25
+            seen["got"] = rb
+            return rb
+
+    def advantages(batch, rewards, passes, update):  # called before this step's updates
+        rb = seen["got"]
+        seen["ref"] = reference(trainer, rb.ids, rb.completions, rb.rewards)
+        seen["out"] = critic_advantages(batch, rewards, passes, update)
         return seen["out"]
 
-    trainer.rollout, trainer.gae_batch = rollout, gae_batch
+    trainer.rollout, trainer.critic.advantages = PatchedRollout(), advantages
     try:
         step_metrics = trainer.train_step(2)
     finally:
-        del trainer.rollout, trainer.gae_batch
+        trainer.rollout = rollout
+        del trainer.critic.advantages
     r, v, m, kl_ref = seen["ref"]
     batch, adv_metrics = seen["out"]
     assert (
@@ -148,18 +152,17 @@ def test_trainer_advantages_are_gae_of_per_sequence_rewards_and_values(trainer):
 
 
 def test_value_loss_decreases_on_a_fixed_batch(trainer):
-    ids, _, comps, _, total, _ = trainer.rollout(3)[0]
-    batch = build_batch(
-        ids, comps, torch.as_tensor(total, dtype=torch.float32), trainer.tok.pad_token_id
-    )
-    mbs = trainer.passes(batch)
-    ppo_batch, _ = trainer.gae_batch(batch, mbs)
-    settings = trainer.settings
-    trainer.settings = dataclasses.replace(settings, value_clip=None)
+    rb = trainer.rollout(3)
+    batch = build_batch(rb.ids, rb.completions, None, trainer.tok.pad_token_id)
+    mbs = equal_passes(batch, trainer.cfg.batch, trainer.dist)
+    rewards = torch.as_tensor(rb.rewards, dtype=torch.float32)
+    ppo_batch, _ = trainer.critic.advantages(batch, rewards, mbs, trainer.update)
+    value_clip = trainer.critic.value_clip
+    trainer.critic.value_clip = None
     try:
-        losses = [trainer.update_value(ppo_batch, mbs)["value/loss"] for _ in range(12)]
+        losses = [trainer.critic.update(ppo_batch, mbs)["value/loss"] for _ in range(12)]
     finally:
-        trainer.settings = settings
+        trainer.critic.value_clip = value_clip
     assert (
         all(b < a for a, b in zip(losses[:4], losses[1:5])) and max(losses[-3:]) < 0.65 * losses[0]
     ), losses
@@ -168,7 +171,7 @@ def test_value_loss_decreases_on_a_fixed_batch(trainer):
 def test_global_whitening_is_masked_whiten_in_one_process(trainer):
     g = torch.Generator().manual_seed(0)
     x, m = torch.randn(5, 9, generator=g), torch.rand(5, 9, generator=g) > 0.4
-    torch.testing.assert_close(trainer.whiten(x, m), algos.masked_whiten(x, m))
+    torch.testing.assert_close(trainer.critic.whiten(x, m), algos.masked_whiten(x, m))
 
 
 def test_learns_trivial_reward_and_saves_the_critic(tmp_path):
@@ -212,11 +215,15 @@ def test_resume_continues_exactly(tmp_path):
         "optim.schedule=cosine",
         "optim.warmup_steps=1",
     ]
-    s = PPOSettings(
-        reward_kl_coef=0.1, kl_ctrl="adaptive", kl_target=1e-4, kl_horizon=40, value_lr=3e-3
-    )
-    train(cfg(tmp_path / "full", *extra), s)
-    part = PPOTrainer(cfg(tmp_path / "part", *extra), s)
+    extra += [
+        "algorithm.reward_kl_coef=0.1",
+        "algorithm.kl_ctrl=adaptive",
+        "algorithm.kl_target=1e-4",
+        "algorithm.kl_horizon=40",
+        "algorithm.value_lr=3e-3",
+    ]
+    train(cfg(tmp_path / "full", *extra))
+    part = PPOTrainer(cfg(tmp_path / "part", *extra))
     step = part.train_step
 
     def stop_after_2(k):  # as if SIGTERM arrived during step 2
@@ -228,7 +235,7 @@ def test_resume_continues_exactly(tmp_path):
         assert part.fit()["steps"] == 2
     finally:
         part.close()
-    train(cfg(tmp_path / "part", *extra, "resume=true"), s)
+    train(cfg(tmp_path / "part", *extra, "resume=true"))
     full, part = metrics(tmp_path / "full"), metrics(tmp_path / "part")
     assert [r["step"] for r in part] == [1, 2, 3, 4]
     assert full[-1]["kl_coef"] != 0.1  # the adaptive coefficient moved
@@ -255,11 +262,11 @@ def test_config_errors_and_preset(tmp_path):
             load_config(TrainConfig, None, BASE + ["algorithm.advantage=grpo", f"out={tmp_path}"])
         )
     with pytest.raises(ConfigError, match="kl_target"):
-        PPOSettings(kl_ctrl="adaptive", reward_kl_coef=0.05)
+        AlgorithmConfig(name="ppo", kl_ctrl="adaptive", reward_kl_coef=0.05)
     with pytest.raises(ConfigError, match="lam"):
-        PPOSettings(lam=1.5)
+        AlgorithmConfig(name="ppo", lam=1.5)
     c = load_config(TrainConfig, ROOT / "configs" / "ppo.yaml", [])
     assert c.algorithm.name == "ppo" and c.algorithm.advantage == "gae"
     assert (
-        PPOSettings.from_config(c.algorithm) == PPOSettings()
+        c.algorithm.ppo_settings() == AlgorithmConfig(name="ppo").ppo_settings()
     )  # the preset states the PPO defaults

@@ -33,11 +33,20 @@ COMMON = [
     "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]",
 ]
 # k1 KL in the reward with the adaptive controller: its statistic must be the global one on every rank
-SETTINGS = dict(reward_kl_coef=0.1, kl_ctrl="adaptive", kl_target=1e-4, kl_horizon=40)
+SETTINGS = [
+    "algorithm.reward_kl_coef=0.1",
+    "algorithm.kl_ctrl=adaptive",
+    "algorithm.kl_target=1e-4",
+    "algorithm.kl_horizon=40",
+]
 
 
 def run(out, nproc, *extra):
-    env = {**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
     launcher = (
         [sys.executable]
         if nproc == 1
@@ -50,7 +59,7 @@ def run(out, nproc, *extra):
         ]
     )
     r = subprocess.run(
-        launcher + [__file__, *COMMON, f"out={out}", *extra],
+        launcher + [__file__, *COMMON, *SETTINGS, f"out={out}", *extra],
         capture_output=True,
         text=True,
         env=env,
@@ -101,6 +110,6 @@ if (
     torch.set_num_threads(1)
     from aha.config import load_config
     from aha.train.config import TrainConfig
-    from aha.train.ppo import PPOSettings, train
+    from aha.train.ppo import train
 
-    train(load_config(TrainConfig, None, sys.argv[1:]), PPOSettings(**SETTINGS))
+    train(load_config(TrainConfig, None, sys.argv[1:]))

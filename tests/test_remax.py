@@ -62,15 +62,16 @@ def test_trainer_baseline_is_the_greedy_completions_reward(tmp_path):
     trainer = GRPOTrainer(load_config(TrainConfig, None, BASE + [f"out={tmp_path}", "steps=2"]))
     try:
         rows = trainer.stream.take(2)
-        ids = trainer.prompt_ids(rows)
-        got = trainer.greedy_rewards(ids, rows)
+        ids = trainer.rollout.prompt_ids(rows)
+        got = trainer.rollout.greedy_rewards(ids, rows)
         greedy = HFEngine(trainer.model, trainer.tok).generate(
-            ids, SamplingParams(temperature=0, max_tokens=12, stop_token_ids=[trainer.stop_id])
+            ids,
+            SamplingParams(temperature=0, max_tokens=12, stop_token_ids=[trainer.rollout.stop_id]),
         )
         want = [c.text.count("7") / max(len(c.text), 1) for c in greedy]
         assert np.allclose(got, want)
         total = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
-        adv, m = trainer.advantages(total, got)
+        adv, m = trainer.advantage(total, got)
         assert torch.allclose(adv.double(), torch.tensor(total - np.repeat(got, 4)), atol=1e-6)
         out = trainer.fit()
         assert out["steps"] == 2 and not out["stopped_early"]

@@ -233,10 +233,10 @@ def test_report_renders_in_headless_chromium(tmp_path):
 @pytest.mark.slow
 def test_report_from_a_short_training_run(tmp_path):
     """The real producer of metrics.jsonl/samples.jsonl/config.yaml: a 2-step GRPO run of a tiny random model."""
-    grpo = pytest.importorskip("aha.train.grpo")
     import torch
 
     from aha.config import load_config
+    from aha.train import grpo
     from aha.train.config import TrainConfig
 
     torch.set_num_threads(1)

@@ -21,13 +21,21 @@ GOOD = "<think>I add.</think> <answer>42</answer>"
 FORMAT = [  # (completion, think_prefilled, expected)
     (GOOD, False, 1.0),
     ("\n <think>\nreason\n</think>\n\n<answer>\n42\n</answer>\n  ", False, 1.0),
-    ("<think>r</think><answer>42</answer>", False, 1.0),
-    ("<think>r</think><answer>42</answer> trailing", False, 0.0),  # text after the answer
-    ("preamble <think>r</think><answer>42</answer>", False, 0.0),  # text before the think block
-    ("<think>r</think> between <answer>42</answer>", False, 0.0),  # text between blocks
+    ("<think>6*7=42</think><answer>42</answer>", False, 1.0),
+    ("<think>6*7=42</think><answer>42</answer> trailing", False, 0.0),  # text after the answer
+    (
+        "preamble <think>6*7=42</think><answer>42</answer>",
+        False,
+        0.0,
+    ),  # text before the think block
+    ("<think>6*7=42</think> between <answer>42</answer>", False, 0.0),  # text between blocks
     ("<think> </think><answer>42</answer>", False, 0.0),  # empty reasoning
-    ("<think>r</think><answer>  </answer>", False, 0.0),  # empty answer
-    ("<think>r</think><answer>1</answer><answer>2</answer>", False, 0.0),  # several answer blocks
+    ("<think>6*7=42</think><answer>  </answer>", False, 0.0),  # empty answer
+    (
+        "<think>6*7=42</think><answer>1</answer><answer>2</answer>",
+        False,
+        0.0,
+    ),  # several answer blocks
     (
         "<think>r <answer>1</answer></think><answer>2</answer>",
         False,
@@ -35,15 +43,27 @@ FORMAT = [  # (completion, think_prefilled, expected)
     ),  # tags inside the reasoning
     ("<think>a<think>b</think><answer>2</answer>", False, 0.0),  # repeated <think>
     ("<answer>42</answer>", False, 0.0),  # no reasoning
-    ("<think>r</think>", False, 0.0),  # no answer
-    ("<think>r</think><аnswer>42</аnswer>", False, 0.0),  # Cyrillic 'а' look-alike tags
-    ("<think>r</think>＜answer＞42＜/answer＞", False, 0.0),  # fullwidth brackets
+    ("<think>6*7=42</think>", False, 0.0),  # no answer
+    ("<think>6*7=42</think><аnswer>42</аnswer>", False, 0.0),  # Cyrillic 'а' look-alike tags
+    ("<think>6*7=42</think>＜answer＞42＜/answer＞", False, 0.0),  # fullwidth brackets
     ("<THINK>r</THINK><ANSWER>42</ANSWER>", False, 0.0),  # wrong case
-    ("<think>r</think><answer>42", False, 0.0),  # unclosed answer (truncated)
+    ("<think>6*7=42</think><answer>42", False, 0.0),  # unclosed answer (truncated)
     ("", False, 0.0),
     ("reason</think><answer>42</answer>", True, 1.0),  # prompt ended in <think>
     ("<think>reason</think><answer>42</answer>", True, 0.0),  # prefilled tag repeated
     (" </think><answer>42</answer>", True, 0.0),  # empty reasoning
+    # the template's placeholder and near-empty reasoning earn nothing (issue 20)
+    ("<think> reasoning process here </think> <answer> 42 </answer>", False, 0.0),
+    (" reasoning process here </think> <answer> 42 </answer>", True, 0.0),  # the observed hack
+    ("<think>Reasoning  Process\nHere.</think><answer>42</answer>", False, 0.0),  # case, spacing
+    ("<think>reasoning process here: 6*7=42</think><answer>42</answer>", False, 1.0),  # + reasoning
+    ("<think>6*7=42</think><answer>answer here</answer>", False, 0.0),
+    ("<think>6*7=42</think><answer> Answer here </answer>", False, 0.0),
+    ("<think>...</think><answer>42</answer>", False, 0.0),  # 3 characters: near-empty
+    ("<think> o k </think><answer>42</answer>", False, 0.0),
+    ("<think>2+2</think><answer>4</answer>", False, 0.0),
+    ("<think>2+2=4</think><answer>4</answer>", False, 1.0),  # 5 characters: reasoning
+    ("hmm</think><answer>42</answer>", True, 0.0),
 ]
 
 
@@ -54,21 +74,52 @@ def test_format_reward(completion, prefilled, expected):
 
 TAG = [
     (GOOD, False, 1.0),
-    ("<think>r</think>", False, 0.5),
-    ("<think>r</think><answer>4", False, 0.75),
-    ("x <think>r</think><answer>4</answer>", False, 0.75),  # <think> not at the start
-    ("<think>r</think><answer>4</answer> x", False, 0.75),  # text after </answer>
-    ("<answer>4</answer><think>r</think>", False, 0.25),  # swapped: only </think> is in place
-    ("<think><think>r</think></think><answer>4</answer>", False, 0.5),  # repeated tags get nothing
+    ("<think>6*7=42</think>", False, 0.5),
+    ("<think>6*7=42</think><answer>4", False, 0.75),
+    ("x <think>6*7=42</think><answer>4</answer>", False, 0.75),  # <think> not at the start
+    ("<think>6*7=42</think><answer>4</answer> x", False, 0.75),  # text after </answer>
+    ("<answer>4</answer><think>6*7=42</think>", False, 0.25),  # swapped: only </think> is in place
+    (
+        "<think><think>6*7=42</think></think><answer>4</answer>",
+        False,
+        0.5,
+    ),  # repeated tags get nothing
     ("nothing", False, 0.0),
-    ("r</think><answer>4</answer>", True, 1.0),
-    ("<think>r</think><answer>4</answer>", True, 0.75),
+    ("2+2=4</think><answer>4</answer>", True, 1.0),
+    ("<think>6*7=42</think><answer>4</answer>", True, 0.75),
+    # the template's placeholder and near-empty reasoning earn nothing (issue 20)
+    (" reasoning process here </think> <answer> 42 </answer>", True, 0.0),  # the observed hack
+    ("<think> reasoning process here </think> <answer> 42 </answer>", False, 0.0),
+    ("<think>reasoning process here</think>", False, 0.0),
+    ("<think>6*7=42</think><answer> answer here </answer>", False, 0.0),
+    ("<think>6*7=42</think><answer></answer>", False, 0.0),
+    ("<think>ok</think><answer>42</answer>", False, 0.0),
+    ("<think>reasoning process here", False, 0.25),  # unclosed: nothing to judge yet
 ]
 
 
 @pytest.mark.parametrize("completion,prefilled,expected", TAG)
 def test_tag_reward(completion, prefilled, expected):
     assert tag_reward(completion, think_prefilled=prefilled) == expected
+
+
+def test_placeholders_are_the_templates_words_and_the_threshold_is_a_knob():
+    from aha.data.templates import R1_ZERO
+    from aha.rewards.format import MIN_THINK_CHARS, PLACEHOLDERS
+
+    assert MIN_THINK_CHARS == 4
+    for p in PLACEHOLDERS:
+        assert f"{p} </" in R1_ZERO  # the literal example of each block in the r1-zero instructions
+    short = "<think>r</think><answer>42</answer>"
+    assert format_reward(short) == tag_reward(short) == 0.0
+    assert format_reward(short, min_think_chars=1) == tag_reward(short, min_think_chars=1) == 1.0
+    placeholder = "<think>reasoning process here</think><answer>42</answer>"
+    assert (
+        format_reward(placeholder, min_think_chars=0) == 1.0
+    )  # only the count judges the think block
+    hostile = ["<think>" * 10_000, "</think>" * 10_000 + "answer here" * 10_000, None, 42, "\x00"]
+    for h in hostile:
+        assert format_reward(h) in (0.0, 1.0) and 0.0 <= tag_reward(h) <= 1.0
 
 
 EXTRACT = [
@@ -144,6 +195,16 @@ MATH = [  # (answer, reference, expected)
     ("42", "Janet sells 16 - 3 - 4 = 9 duck eggs.\n#### 42", 1.0),  # GSM8K reference
     ("1,234", "#### 1234", 1.0),  # thousands separator
     ("1{,}234", "1234", 1.0),
+    ("1\\,234", "1234", 1.0),
+    ("12,345,678", "#### 12345678", 1.0),
+    ("$ 1,234.5", "1234.5", 1.0),
+    # only the listed separators join digits (issue 17, item 13; the last is Math-Verify's own case)
+    ("5, 100", "5100", 0.0),
+    ("1, 000", "#### 1000", 0.0),
+    ("0,111", "111", 0.0),
+    ("1,23", "123", 0.0),
+    ("1 234", "1234", 0.0),
+    ("\\boxed{32, 349}", "32349", 0.0),
     ("$18", "#### 18", 1.0),
     ("18.0", "18", 1.0),
     ("-3", "#### -3", 1.0),

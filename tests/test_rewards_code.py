@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-import aha.rewards.code as code_mod
+import aha.rewards.sandbox as sandbox
 from aha.rewards import RewardRunner
 from aha.rewards.code import check_isolation, code_reward, extract_code, isolation, run_program
 
@@ -59,7 +59,7 @@ def _leftovers_now() -> list:
         for d in glob.glob("/proc/[0-9]*"):
             try:
                 if (
-                    os.stat(d).st_uid == code_mod.NOBODY
+                    os.stat(d).st_uid == sandbox.NOBODY
                     and "Z" not in open(f"{d}/stat").read().split(")")[-1][:3]
                 ):
                     procs.append(d)
@@ -131,15 +131,15 @@ def test_writes_inside_the_sandbox_are_allowed_and_discarded():
 
 
 def test_refuses_without_isolation_unless_opted_out(monkeypatch):
-    monkeypatch.setattr(code_mod, "isolation", lambda: "none")
-    monkeypatch.delenv(code_mod.UNSAFE_ENV, raising=False)
+    monkeypatch.setattr(sandbox, "_probe", lambda: ("none", "bwrap not installed (test)"))
+    monkeypatch.delenv(sandbox.UNSAFE_ENV, raising=False)
     with pytest.raises(RuntimeError, match="bubblewrap.*AHA_CODE_UNSAFE=1"):
         code_reward(fenced("print(5)"), [{"input": "", "output": "5"}])
     with pytest.raises(RuntimeError, match="bubblewrap"):
         RewardRunner([("code", 1.0)])
     assert check_isolation(allow_unsafe=True) == "none"
     assert code_reward(fenced("print(5)"), [{"input": "", "output": "5"}], allow_unsafe=True) == 1.0
-    monkeypatch.setenv(code_mod.UNSAFE_ENV, "1")
+    monkeypatch.setenv(sandbox.UNSAFE_ENV, "1")
     assert (
         code_reward(fenced("while True: pass"), [{"input": "", "output": "5"}], timeout=0.3) == 0.0
     )

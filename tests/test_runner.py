@@ -71,8 +71,8 @@ def no_leaks():
 
 def test_score_table_and_metrics():
     completions = [
-        "<think>r</think><answer>18</answer>",
-        "<think>r</think><answer>7</answer>",
+        "<think>9+9=18</think><answer>18</answer>",
+        "<think>7+1=8?</think><answer>7</answer>",
         "<answer>(1 + 2) * 3</answer>",
         "no tags",
     ]
@@ -103,7 +103,7 @@ def test_score_table_and_metrics():
 
 def test_in_process_mode_and_options():
     rows = [{"answer": "1"}, {"answer": "2", "lang": "zh"}]
-    comps = ["reason</think><answer>1</answer>", "推理</think><answer>2</answer>"]
+    comps = ["reason</think><answer>1</answer>", "一加一等于二</think><answer>2</answer>"]
     with RewardRunner(
         [("format", 1), ("exact", 1), RewardSpec("language", 1, {"lang": "en"})],
         num_workers=0,

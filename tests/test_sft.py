@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from aha.cli import cmd_sft
 from aha.config import ConfigError, load_config
 from aha.rollout import HFEngine, SamplingParams
-from aha.train.sft import SFTTrainer, cmd_sft, sft
+from aha.train.sft import SFTTrainer, sft
 from aha.train.sft_config import SFTConfig
 
 
@@ -152,7 +153,7 @@ def test_config_errors_and_cli(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
         load_config(SFTConfig, None, ["batch.batchsize=4"])
     with pytest.raises(ConfigError, match="task.name"):
-        load_config(SFTConfig, None, ["logging.eval_size=4"])
+        load_config(SFTConfig, None, ["eval.limit=4"])
     c = load_config(
         SFTConfig, None, ["optim.warmup_steps=3"]
     )  # SFT defaults survive a partial section

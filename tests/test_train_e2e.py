@@ -142,7 +142,12 @@ def test_cli_train_runs(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+            ),
+        },
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "done: 2 steps" in r.stdout

@@ -1,11 +1,14 @@
 """`aha <command> [CONFIG] [key.sub=value ...]`: parse -> build -> run -> close. Nothing else lives here.
 
-User mistakes (bad config, missing file, unknown command, a model that cannot be loaded) print one line
-and exit with code 2; no traceback.
+The CLI sits on top: every command is an entry function in the module that owns it, taking its typed config
+(ENTRY below names both), and no module below imports this one. Here only the arguments are turned into that
+config (aha.cli_args, aha.config) and the outcome into one printed line. User mistakes (bad config, missing
+file, unknown command, a model that cannot be loaded) print one line and exit with code 2; no traceback.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from .cli_args import UsageError, flags_to_overrides, split_args
@@ -35,20 +38,17 @@ Examples:
   aha eval --model runs/grpo/checkpoints/step-000060 --task chain --k 8 --limit 200
 """
 
-
-def cmd_train(args: list[str]) -> int:
-    from .config import load_config
-    from .train.config import TrainConfig
-    from .train.grpo import train
-
-    path, overrides = split_args(args)
-    cfg = load_config(TrainConfig, path, overrides)
-    if cfg.algorithm.name == "ppo":
-        from .train.ppo import train
-    summary = train(cfg)
-    print(f"done: {summary['steps']} steps in {summary['seconds']:.1f}s; run directory {cfg.out}")
-    return 0
-
+# command -> (its config dataclass, its entry function run(cfg)), as "module:name", imported when used. The one
+# place to look up a command's keys and defaults (`aha demo` takes TrainConfig overrides on top of its recipe;
+# the pipelines' configs are in aha.pipelines.PIPELINES).
+ENTRY = {
+    "train": ("aha.train.config:TrainConfig", "aha.train:train"),
+    "eval": ("aha.eval.run:EvalConfig", "aha.eval.run:run_eval"),
+    "sft": ("aha.train.sft_config:SFTConfig", "aha.train.sft:sft"),
+    "sample": ("aha.sample.config:SampleConfig", "aha.sample.run:sample"),
+    "pretrain": ("aha.demo.pretrain:PretrainConfig", "aha.demo.pretrain:pretrain"),
+    "demo": ("aha.train.config:TrainConfig", "aha.demo.run:run_demo"),
+}
 
 EVAL_FLAGS = {
     "--model": "model.path",
@@ -58,21 +58,70 @@ EVAL_FLAGS = {
     "--out": "out",
     "--engine": "engine",
 }
+DEMO_SWITCHES = ("--quick", "--gpu", "--recheck")
+
+
+def resolve(ref: str):
+    """'module:name' -> the object."""
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load(command: str, args: list[str]):
+    """`CONFIG key.sub=value ...` -> (the command's validated config, its entry function)."""
+    from .config import load_config
+
+    cls, run = ENTRY[command]
+    path, overrides = split_args(args)
+    return load_config(resolve(cls), path, overrides), resolve(run)
+
+
+def cmd_train(args: list[str]) -> int:
+    cfg, train = load("train", args)
+    summary = train(cfg)
+    print(f"done: {summary['steps']} steps in {summary['seconds']:.1f}s; run directory {cfg.out}")
+    return 0
 
 
 def cmd_eval(args: list[str]) -> int:
-    from .config import load_config
-    from .eval import EvalConfig, run_eval
+    cfg, run_eval = load("eval", flags_to_overrides(args, EVAL_FLAGS))
+    run_eval(cfg)
+    return 0
 
-    path, overrides = split_args(flags_to_overrides(args, EVAL_FLAGS))
-    run_eval(load_config(EvalConfig, path, overrides))
+
+def cmd_sft(args: list[str]) -> int:
+    cfg, sft = load("sft", args)
+    summary = sft(cfg)
+    print(
+        f"done: {summary['steps']} SFT steps in {summary['seconds']:.1f}s; "
+        f"model {summary['checkpoint']}"
+    )
+    return 0
+
+
+def cmd_sample(args: list[str]) -> int:
+    from pathlib import Path
+
+    cfg, sample = load("sample", args)
+    stats = sample(cfg)
+    print(
+        f"kept {stats.get('kept', 0)} of {stats.get('samples', 0)} samples "
+        f"({stats.get('prompts_kept', 0)}/{stats.get('prompts', 0)} prompts) -> "
+        f"{Path(cfg.out) / 'data.jsonl'}"
+    )
+    return 0
+
+
+def cmd_pretrain(args: list[str]) -> int:
+    cfg, pretrain = load("pretrain", args)
+    print(f"pretrained model written to {pretrain(cfg)}")
     return 0
 
 
 def cmd_report(args: list[str]) -> int:
     from pathlib import Path
 
-    from .eval import make_report
+    from .eval.report import make_report
 
     if len(args) != 1:
         raise UsageError("usage: aha report RUN_DIR")
@@ -84,41 +133,55 @@ def cmd_report(args: list[str]) -> int:
     return 0
 
 
-def cmd_pretrain(args: list[str]) -> int:
-    from .config import load_config
-    from .demo.pretrain import PretrainConfig, pretrain
-
-    path, overrides = split_args(args)
-    print(f"pretrained model written to {pretrain(load_config(PretrainConfig, path, overrides))}")
+def cmd_demo(args: list[str]) -> int:
+    """`aha demo [--quick] [--gpu | --recheck] [--out DIR] [key.sub=value ...]`."""
+    quick, gpu, recheck = (
+        s in args for s in DEMO_SWITCHES
+    )  # both --gpu and --recheck: a ConfigError
+    rest = flags_to_overrides(
+        [a for a in args if a not in DEMO_SWITCHES], {"--out": "out"}, DEMO_SWITCHES
+    )
+    out = next((r.split("=", 1)[1] for r in rest if r.startswith("out=")), None)
+    overrides = [r for r in rest if not r.startswith("out=")]
+    for o in overrides:
+        if "=" not in o:
+            raise UsageError(
+                f"unexpected argument '{o}'; usage: aha demo [--quick] [--gpu | --recheck] "
+                "[--out DIR] [key.sub=value ...]"
+            )
+    run_demo = resolve(ENTRY["demo"][1])
+    run_demo(quick=quick, out=out, overrides=tuple(overrides), gpu=gpu, recheck=recheck)
     return 0
 
 
-def cmd_sft(args: list[str]) -> int:
-    from .train.sft import cmd_sft as run
+def cmd_pipeline(args: list[str]) -> int:
+    """`aha pipeline NAME CONFIG [key.sub=value ...]`; interrupted: exit 130, rerun the same command to resume."""
+    from .config import load_config
+    from .pipelines import PIPELINES, StageInterrupted, get_pipeline
 
-    return run(args)
-
-
-def cmd_sample(args: list[str]) -> int:
-    from .sample import cmd_sample as run
-
-    return run(args)
+    if not args or args[0] not in PIPELINES:
+        raise UsageError(
+            f"usage: aha pipeline {'|'.join(PIPELINES)} CONFIG [key.sub=value ...]"
+            + (f" (unknown pipeline '{args[0]}')" if args else "")
+        )
+    cls, run = get_pipeline(args[0])
+    path, overrides = split_args(args[1:])
+    cfg = load_config(cls, path, overrides)
+    try:
+        summary = run(cfg)
+    except StageInterrupted as e:
+        print(f"aha pipeline {args[0]}: {e}")
+        return 130
+    for s in summary["stages"]:
+        ev = s["figures"].get("eval")
+        score = f"pass1 {ev['pass1']:.3f} format {ev['format']:.3f}" if ev else ""
+        print(f"  {s['stage']:<16} {s['kind']:<7} {score}")
+    print(f"done: {cfg.out}/summary.json")
+    return 0
 
 
 def cmd_serve(args: list[str]) -> int:
     from .serve import cmd_serve as run
-
-    return run(args)
-
-
-def cmd_demo(args: list[str]) -> int:
-    from .pipelines.demo import cmd_demo as run
-
-    return run(args)
-
-
-def cmd_pipeline(args: list[str]) -> int:
-    from .pipelines import cmd_pipeline as run
 
     return run(args)
 

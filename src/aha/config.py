@@ -1,13 +1,18 @@
 """Typed configs from YAML + `key.sub=value` overrides, validated on load.
 
 `load_config(cls, path, overrides)` builds any (nested) dataclass. Every mistake is a `ConfigError` whose
-message is one line naming the key and the fix: an unknown key names the closest valid one, a wrong type
-names the expected type, and a dataclass's `__post_init__` checks impossible values. The CLI prints it and
-exits with code 2 -- before any model is loaded.
+message is one line naming the key and the fix: an unknown key names the closest valid one, a renamed key
+names its new name (a class's RENAMED map), a wrong type names the expected type, and a dataclass's
+`__post_init__` checks impossible values. The CLI prints it and exits with code 2 -- before any model is loaded.
+
+A section shared by several commands (aha.schema) is one class; a command whose defaults differ declares the
+field with `section(cls, key=default, ...)`: the YAML's keys are applied on top of those defaults, so they hold
+whichever other keys a YAML sets (a plain default_factory would be replaced as a whole).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -32,6 +37,22 @@ def check(cond: bool, key: str, message: str) -> None:
     """Validation helper for __post_init__: raise ConfigError(key, message) unless cond."""
     if not cond:
         raise ConfigError(key, message)
+
+
+def section(cls, **defaults):
+    """A dataclass field holding section `cls` with this command's own defaults (nested sections as dicts)."""
+    return dataclasses.field(
+        default_factory=lambda: build(cls, copy.deepcopy(defaults), ""),
+        metadata={"defaults": defaults},
+    )
+
+
+def _merged(defaults: dict, value: dict) -> dict:
+    """value on top of defaults, nested mappings merged key by key."""
+    out = copy.deepcopy(defaults)
+    for k, v in value.items():
+        out[k] = _merged(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out
 
 
 def load_config(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
@@ -91,14 +112,30 @@ def to_dict(obj) -> Any:
     return obj
 
 
+def _renamed(cls, data: dict, prefix: str) -> None:
+    """A key the class lists in its RENAMED map ({old dotted key: new dotted key}) is an error naming the new key."""
+    at = (lambda k: f"{prefix}.{k}") if prefix else (lambda k: k)
+    for old, new in getattr(cls, "RENAMED", {}).items():
+        node = data
+        for part in old.split(".")[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and old.split(".")[-1] in node:
+            raise ConfigError(at(old), f"this key was renamed; use {at(new)}")
+
+
 def build(cls, data: Any, prefix: str):
     if not isinstance(data, dict):
         raise ConfigError(prefix, f"expected a mapping of keys for this section, got {data!r}")
+    _renamed(cls, data, prefix)
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    names = list(fields)
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
+        defaults = fields[key].metadata.get("defaults") if key in fields else None
+        if defaults is not None and (value is None or isinstance(value, dict)):
+            value = _merged(defaults, value or {})
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
             hint = (

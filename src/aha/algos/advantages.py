@@ -20,12 +20,13 @@ advantage 0 (so it contributes no gradient). A group whose valid rewards are all
 float noise divided by 1e-6). Outputs are detached; dtype is the input's if it is a floating torch tensor, else
 float32 (statistics are computed in float64).
 
-Value-based estimator (PPO, issue 8):
-    gae(token_rewards, values, mask, *, gamma, lam) -> (advantages, returns), all (B, T):
-        delta_t = r_t + gamma * V_{t+1} - V_t, with V after the last valid token = 0
-        A_t     = sum_k (gamma * lam)^k delta_{t+k},   returns = A + V
-    Positions outside the mask are skipped (as if absent: left or right padding, or holes such as tool output
-    inside a multi-turn completion) and get 0 in both outputs.
+Value-based estimator (PPO): gae (gae.py), re-exported here with the registry.
+
+std_scale: every outcome estimator takes one; STD_SCALES_OF lists the ones each accepts, its default first.
+"group" divides a sample's advantage by the unbiased std of its group's valid rewards (+ eps), "batch" by that of
+all valid rewards, "none" does not divide. ReMax accepts only "none": its advantages are not centred on the group,
+so a group of equal rewards (std 0) that differs from its baseline would be divided by eps. REINFORCE++ is batch
+normalisation by definition ("batch"; "none" only centres); "group" would make it GRPO.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from .masked import masked_whiten
+from .gae import _gae_loop, _on_last_token, gae, token_level_rewards  # noqa: F401 (re-exported)
 
 STD_SCALES = ("group", "batch", "none")
 
@@ -77,6 +78,25 @@ def _std(centered: Tensor, n: Tensor, dim: int | None) -> Tensor:
     return (ss / (n - 1).clamp(min=1)).sqrt()
 
 
+def _check_scale(name: str, std_scale: str) -> None:
+    if std_scale not in STD_SCALES_OF[name]:
+        raise ValueError(
+            f"{name} takes std_scale {' or '.join(STD_SCALES_OF[name])}, got {std_scale!r}"
+        )
+
+
+def _scaled(adv: Tensor, r: Tensor, centered: Tensor, n: Tensor, std_scale: str, eps: float):
+    """adv (N/G, G) divided by the group's (from `centered`, n valid each) or the batch's reward std (+ eps)."""
+    if std_scale == "group":
+        return adv / (_std(centered, n, 1)[:, None] + eps)
+    if std_scale == "batch":
+        valid = ~torch.isnan(r)
+        nb = valid.sum()
+        mean = torch.where(valid, r, 0.0).sum() / nb.clamp(min=1)
+        return adv / (_std(torch.where(valid, r - mean, 0.0), nb, None) + eps)
+    return adv
+
+
 def grpo(
     rewards, group_size: int, *, std_scale: str = "group", eps: float = 1e-6
 ) -> tuple[Tensor, dict]:
@@ -85,35 +105,36 @@ def grpo(
         raise ValueError(f"unknown std_scale {std_scale!r}; valid: {', '.join(STD_SCALES)}")
     r, out_dtype = _to64(rewards)
     centered, valid, n, equal = _group_centered(r, group_size)
-    if std_scale == "group":
-        adv = centered / (_std(centered, n, 1)[:, None] + eps)
-    elif std_scale == "batch":
-        flat_valid = ~torch.isnan(r)
-        nb = flat_valid.sum()
-        batch_mean = torch.where(flat_valid, r, 0.0).sum() / nb.clamp(min=1)
-        adv = centered / (_std(torch.where(flat_valid, r - batch_mean, 0.0), nb, None) + eps)
-    else:
-        adv = centered
+    adv = _scaled(centered, r, centered, n, std_scale, eps)
     return adv.reshape(-1).to(out_dtype), _group_metrics(equal, valid)
 
 
-def rloo(rewards, group_size: int) -> tuple[Tensor, dict]:
+def rloo(
+    rewards, group_size: int, *, std_scale: str = "none", eps: float = 1e-6
+) -> tuple[Tensor, dict]:
     """RLOO (Ahmadian et al. 2024): r_i minus the mean of the other valid rewards of its group.
 
     rewards (N,) -> (adv (N,), {"frac_reward_zero_std", "frac_reward_nan"}). With n valid rewards in a group,
     r_i - (S - r_i)/(n-1) = n/(n-1) * (r_i - S/n); a group with fewer than 2 valid rewards gets 0.
+    std_scale "group"/"batch" then divides by the group's/batch's reward std (module docstring).
     """
+    _check_scale("rloo", std_scale)
     r, out_dtype = _to64(rewards)
     centered, valid, n, equal = _group_centered(r, group_size)
     adv = centered * (n.double() / (n - 1).clamp(min=1))[:, None]
+    adv = _scaled(adv, r, centered, n, std_scale, eps)
     return adv.reshape(-1).to(out_dtype), _group_metrics(equal, valid)
 
 
-def remax(rewards, group_size: int, *, baseline=None) -> tuple[Tensor, dict]:
+def remax(
+    rewards, group_size: int, *, baseline=None, std_scale: str = "none"
+) -> tuple[Tensor, dict]:
     """ReMax: rewards (N,) minus their prompt's greedy-completion reward baseline (N/G,) -> (adv (N,), metrics).
 
     A NaN reward gets 0; a NaN baseline (no reward function applied to the greedy completion) zeroes its group.
+    std_scale: "none" only (module docstring).
     """
+    _check_scale("remax", std_scale)
     if baseline is None:
         raise ValueError(
             "remax needs baseline=: the reward of each prompt's greedy completion, shape (N/G,)"
@@ -147,82 +168,6 @@ def zero_std_groups(rewards, group_size: int) -> Tensor:
     return _group_centered(r, group_size)[3]
 
 
-def token_level_rewards(
-    scores, mask: Tensor, *, kl: Tensor | None = None, kl_coef: float = 0.0
-) -> Tensor:
-    """Classic RLHF per-token reward (Ziegler et al. 2019): the sequence score on its last valid token, minus
-    kl_coef * kl on every valid token. scores (B,), mask (B, T), kl (B, T) (e.g. k1 to the reference) -> (B, T).
-
-    A NaN score is put as 0. Rows without valid tokens get all zeros.
-    """
-    mask = mask.to(torch.bool)
-    s = torch.nan_to_num(torch.as_tensor(scores, device=mask.device).detach().to(torch.float32))
-    out = _on_last_token(s, mask)
-    if kl is not None:
-        out = out - kl_coef * torch.where(mask, kl.detach().to(torch.float32), 0.0)
-    return out
-
-
-def _on_last_token(s: Tensor, mask: Tensor) -> Tensor:
-    """scores (B,) -> (B, T) with s[b] on row b's last valid token, 0 elsewhere (and on rows with none)."""
-    if mask.dim() != 2 or s.shape != mask.shape[:1]:
-        raise ValueError(
-            f"scores shape {tuple(s.shape)} does not match mask {tuple(mask.shape)}; pass one score per row"
-        )
-    last = (
-        mask.shape[1] - 1 - mask.flip(1).to(torch.int64).argmax(1)
-    )  # (B,) index of the last valid token
-    out = torch.zeros(mask.shape, dtype=s.dtype, device=mask.device)
-    out[torch.arange(mask.shape[0], device=mask.device), last] = s
-    return torch.where(mask, out, 0.0)
-
-
-def _gae_loop(r: Tensor, v: Tensor, m: Tensor, gamma: float, lam: float) -> Tensor:
-    """Backward recursion over T (vectorised over B); invalid positions carry the state through untouched."""
-    B, T = r.shape
-    adv = torch.zeros_like(r)
-    last_gae = torch.zeros(B, dtype=r.dtype, device=r.device)
-    next_v = torch.zeros(B, dtype=r.dtype, device=r.device)  # V after the last valid token = 0
-    for t in reversed(range(T)):
-        mt = m[:, t]
-        delta = r[:, t] + gamma * next_v - v[:, t]
-        new_gae = delta + gamma * lam * last_gae
-        last_gae = torch.where(mt, new_gae, last_gae)
-        next_v = torch.where(mt, v[:, t], next_v)
-        adv[:, t] = torch.where(mt, new_gae, 0.0)
-    return adv
-
-
-def gae(
-    token_rewards: Tensor,
-    values: Tensor,
-    mask: Tensor,
-    *,
-    gamma: float,
-    lam: float,
-    whiten: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """GAE (Schulman et al. 2016). token_rewards, values, mask (B, T) -> (advantages (B, T), returns (B, T)).
-
-    returns = A + V uses the raw advantages; whiten=True then whitens the advantages over valid tokens
-    (`masked_whiten`). Both outputs are detached, 0 outside the mask, in float32 (float64 if the input is).
-    """
-    if not (token_rewards.shape == values.shape == mask.shape) or token_rewards.dim() != 2:
-        raise ValueError(
-            f"gae needs (B, T) token_rewards, values and mask of one shape; got "
-            f"{tuple(token_rewards.shape)}, {tuple(values.shape)}, {tuple(mask.shape)}"
-        )
-    dtype = torch.float64 if token_rewards.dtype == torch.float64 else torch.float32
-    r, v = token_rewards.detach().to(dtype), values.detach().to(dtype)
-    m = mask.to(device=r.device, dtype=torch.bool)
-    with torch.no_grad():
-        adv = _gae_loop(torch.where(m, r, 0.0), torch.where(m, v, 0.0), m, gamma, lam)
-        returns = torch.where(m, adv + v, 0.0)
-        if whiten:
-            adv = masked_whiten(adv, m)
-    return adv, returns
-
-
 def reinforce_pp(
     rewards,
     group_size: int | None = None,
@@ -230,6 +175,7 @@ def reinforce_pp(
     mask: Tensor | None = None,
     gamma: float = 1.0,
     baseline: bool = False,
+    std_scale: str = "batch",
     eps: float = 1e-6,
 ) -> tuple[Tensor, dict]:
     """REINFORCE++ advantages: batch-whitened (discounted) returns.
@@ -238,9 +184,10 @@ def reinforce_pp(
     rewards (N,) or token rewards (B, T) with mask (B, T) -> adv (B, T): returns-to-go
     G_t = sum_k gamma^k r_{t+k} over valid tokens, whitened over all valid tokens of the batch.
     group_size is only used with baseline=True (subtract the group mean before whitening); it is accepted
-    otherwise so every outcome estimator shares one call signature. Metrics: "return_mean", "return_std"
-    (before whitening).
+    otherwise so every outcome estimator shares one call signature. std_scale "none" centres without dividing by
+    the std. Metrics: "return_mean", "return_std" (before whitening).
     """
+    _check_scale("reinforce++", std_scale)
     r, out_dtype = _to64(rewards)
     if baseline:
         if group_size is None or r.dim() != 1:
@@ -265,11 +212,22 @@ def reinforce_pp(
     n = valid.sum()
     mean = torch.where(valid, x, 0.0).sum() / n.clamp(min=1)
     std = _std(torch.where(valid, x - mean, 0.0), n, None)
-    adv = torch.where(valid, (x - mean) / (std + eps), 0.0)
+    scale = std + eps if std_scale == "batch" else 1.0
+    adv = torch.where(valid, (x - mean) / scale, 0.0)
     return adv.to(out_dtype), {"return_mean": mean.float(), "return_std": std.float()}
 
 
 AdvantageFn = Callable[..., tuple]
+
+# The std_scale each outcome estimator accepts, its default (what it does when none is given) first.
+STD_SCALES_OF = {
+    "grpo": ("group", "batch", "none"),
+    "dr_grpo": ("none", "group", "batch"),
+    "rloo": ("none", "group", "batch"),
+    "remax": ("none",),
+    "reinforce++": ("batch", "none"),
+    "reinforce++_baseline": ("batch", "none"),
+}
 
 ADVANTAGES: dict[str, AdvantageFn] = {
     "grpo": grpo,

@@ -216,7 +216,9 @@ def value_loss(
 ) -> tuple[Tensor, dict]:
     """Clipped value loss. values, old_values, returns, mask (B, T) -> (loss scalar, metrics).
 
-    clip=None: plain 0.5 * (v - R)^2. metrics: value_clip_frac (tokens where the clipped error is the larger),
+    clip=None: plain 0.5 * (v - R)^2. metrics: value_clip_frac (tokens whose value moved more than `clip`
+    from old_values, i.e. where the clip is active; comparing the two errors instead would count tokens whose
+    v_clip differs from v by one rounding step, issue 17 item 14),
     explained_variance = 1 - Var(R - v) / Var(R) over valid tokens (1 = perfect, 0 = no better than the
     mean; reported as 0 when Var(R) = 0), value_mean, return_mean.
     """
@@ -227,12 +229,12 @@ def value_loss(
     err = (values - returns) ** 2
     if clip is None:
         loss = 0.5 * err
-        clipped_more = torch.zeros_like(err, dtype=torch.bool)
+        clipped = torch.zeros_like(err, dtype=torch.bool)
     else:
         v_clip = old_values + (values - old_values).clamp(-clip, clip)
         err_clip = (v_clip - returns) ** 2
         loss = 0.5 * torch.maximum(err, err_clip)
-        clipped_more = err_clip > err
+        clipped = (values.detach() - old_values).abs() > clip
     with torch.no_grad():
         v = values.detach()
         var_r = masked_var(returns, m)
@@ -242,7 +244,7 @@ def value_loss(
             torch.zeros_like(var_r),
         )
         metrics = {
-            "value_clip_frac": masked_mean(clipped_more.to(v.dtype), m),
+            "value_clip_frac": masked_mean(clipped.to(v.dtype), m),
             "explained_variance": ev,
             "value_mean": masked_mean(v, m),
             "return_mean": masked_mean(returns, m),

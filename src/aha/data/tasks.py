@@ -56,10 +56,10 @@ def get_task(name: str, **options) -> Task:
 
 def _load_builtins() -> None:
     # Importing registers the built-in tasks (kept out of this module to avoid an import cycle).
+    import aha.data.chain  # noqa: F401
     import aha.data.files  # noqa: F401
     import aha.data.gym  # noqa: F401
     import aha.data.procedural  # noqa: F401
-    import aha.demo.task  # noqa: F401  (the demo's "chain" task)
 
 
 def check_split(split: str) -> None:

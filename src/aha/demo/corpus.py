@@ -15,7 +15,7 @@ The tagged documents teach the generic skill "copy the tag names the instruction
 which is what lets the base model follow the R1-Zero template's <think>/<answer> instruction at all. The
 tag pool never contains "think" or "answer" (as a whole tag or inside one), the instruction sentences are
 our own paraphrases (never a sentence of the R1-Zero template), and every chain of numbers in a document (its
-question and each rewritten step) is a "train" problem (problems.split_of), so held-out problems never occur.
+question and each rewritten step) is a "train" problem (aha.data.chain.split_of), so held-out problems never occur.
 tests/test_demo_corpus.py checks all three.
 
 Worked solutions rewrite the chain one operation at a time ("31+3+2 = 34+2 = 36", see step_text).
@@ -32,146 +32,21 @@ import random
 from dataclasses import dataclass
 
 from ..config import check
-from .problems import FIRST, REST, Problem, chains_in, sample_split, split_of
-
-# Role pairs (asker, responder). Capitalised names; lower-case forms go after "the".
-ROLES = [
-    ("User", "Assistant"),
-    ("Student", "Teacher"),
-    ("Human", "Machine"),
-    ("Learner", "Tutor"),
-    ("Client", "Helper"),
-    ("Kid", "Parent"),
-    ("Player", "Bot"),
-    ("Customer", "Agent"),
-    ("Pupil", "Coach"),
-    ("Person", "Model"),
-    ("Friend", "Expert"),
-]
-
-# Tag names. None contains "think" or "answer": those two must come from the template, never the corpus.
-TAGS = [
-    "work",
-    "steps",
-    "scratch",
-    "calc",
-    "reasoning",
-    "thought",
-    "thoughts",
-    "notes",
-    "working",
-    "plan",
-    "draft",
-    "logic",
-    "reason",
-    "mind",
-    "process",
-    "solve",
-    "math",
-    "idea",
-    "check",
-    "sketch",
-    "result",
-    "final",
-    "ans",
-    "out",
-    "output",
-    "value",
-    "reply",
-    "solution",
-    "response",
-    "total",
-    "sum",
-    "res",
-    "number",
-    "end",
-    "verdict",
-    "conclusion",
-    "box",
-    "a",
-    "b",
-    "x",
-    "y",
-    "r",
-    "s",
-    "t",
-]
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
-OPENERS = [
-    "A chat between {A} and {B}.",
-    "Below is a dialogue between {A} and {B}.",
-    "{A} talks with {B}.",
-    "The following is an exchange between a {a} and a {b}.",
-    "Here is a conversation in which {A} asks and {B} replies.",
-    "A short conversation with {B}.",
-    "{B} helps {A} with some arithmetic.",
-    "",
-    "",
-]
-ROLE_LINES = [
-    "{A} gives a problem and {B} works it out.",
-    "The {a} asks something and the {b} replies.",
-    "The {a} has a question for the {b}.",
-    "{A} asks a question; {B} solves it.",
-    "The {b} answers every question the {a} asks.",
-    "",
-    "",
-]
-PROCESS_LINES = [
-    "The {b} first works out the reasoning and then provides the result.",
-    "{B} thinks it over first, then gives the final answer.",
-    "{B} first thinks about the steps and then replies with the answer.",
-    "{B} writes a reasoning process before the answer.",
-    "First comes the reasoning, then the answer.",
-    "The {b} keeps the working in mind and then provides the {a} with a number.",
-    "",
-    "",
-]
-FORMAT_LINES = [
-    "The reasoning and the final answer are placed within <{X}> </{X}> and <{Y}> </{Y}> tags, "
-    "respectively.",
-    "Put the working inside <{X}> </{X}> and the answer inside <{Y}> </{Y}>.",
-    "Use <{X}> </{X}> tags for the reasoning process and <{Y}> </{Y}> tags for the answer.",
-    "Write the steps in <{X}> </{X}>, then the result in <{Y}> </{Y}>.",
-    "The reply has two parts, enclosed in <{X}> </{X}> and <{Y}> </{Y}> tags.",
-    "Working goes between <{X}> and </{X}>; the final answer goes between <{Y}> and </{Y}>.",
-    "Reasoning is enclosed within <{X}> </{X}> tags and the result within <{Y}> </{Y}> tags.",
-]
-EXAMPLES = [
-    " i.e., <{X}> {w} here </{X}> <{Y}> {v} here </{Y}>.",
-    " For example: <{X}> {w} </{X}> <{Y}> {v} </{Y}>.",
-    " Like this: <{X}> ... </{X}> <{Y}> ... </{Y}>.",
-    "",
-    "",
-]
-WORK_WORDS = ["reasoning", "steps", "work", "working", "thoughts", "the reasoning", "the steps"]
-VALUE_WORDS = ["result", "number", "final result", "the result", "value", "total"]
-
-QUESTIONS = [
-    "Compute {e}",
-    "What is {e}?",
-    "Calculate {e}.",
-    "Find {e}.",
-    "{e} = ?",
-    "Work out {e}.",
-    "Evaluate {e}",
-    "How much is {e}?",
-    "Compute {e}.",
-    "What does {e} equal?",
-]
-DIRECT_REMARKS = [
-    "easy",
-    "this is quick",
-    "I can do it in my head",
-    "mental math",
-    "simple",
-    "quick sum",
-    "it adds up",
-    "I know this one",
-    "just add and subtract",
-    "no need to write it out",
-]
+from ..data.chain import FIRST, REST, Problem, chains_in, sample_split, split_of
+from .phrases import (
+    DIRECT_REMARKS,
+    EXAMPLES,
+    FORMAT_LINES,
+    LETTERS,
+    OPENERS,
+    PROCESS_LINES,
+    QUESTIONS,
+    ROLE_LINES,
+    ROLES,
+    TAGS,
+    VALUE_WORDS,
+    WORK_WORDS,
+)
 
 
 @dataclass
@@ -185,12 +60,10 @@ class CorpusConfig:
     mix_tagged: float = 0.45
     p_steps: float = 0.25  # a tagged solution writes its steps (else a direct answer): sets the
     # base model's step rate under the R1-Zero template (measured 0.255)
-    p_steps_plain: float = (
-        0.6  # a plain solution writes its steps: practice at copying and stepping
-    )
-    p_recheck: float = (
-        0.10  # a step solution contains one re-check ("wait, ..."); unused when p_slip
-    )
+    # a plain solution writes its steps: practice at copying and stepping
+    p_steps_plain: float = 0.6
+    # a step solution contains one re-check ("wait, ..."); unused when p_slip
+    p_recheck: float = 0.10
     # or p_verify is set (noisy_steps writes the solutions then)
     p_ignore_format: float = 0.10  # a tagged document's responder ignores the stated format
     p_slip: float = 0.0  # each written step slips (a wrong running value) with this probability

@@ -10,6 +10,14 @@ seconds, device, the mean loss of the last log interval) and metrics.jsonl (the 
 
 `aha pretrain configs/pretrain.yaml` reproduces src/aha/assets/tiny-base from its recipe and seed;
 configs/pretrain_recheck.yaml makes src/aha/assets/tiny-recheck, configs/pretrain_gpu.yaml the 23M GPU variant.
+
+Why this is not a trainer on aha.train.loop.TrainLoop (the RL and SFT stages' run machinery): that loop is about
+a run directory (checkpoints with optimizer state, resume, SIGTERM saves, a metrics line per step), and none of it
+applies here: pretraining takes minutes from a random init, so a rerun replaces a resume, and its output is a
+Hugging Face directory + recipe.json. Its batch order (torch.randperm over packed rows) is part of the recipe the
+shipped models were made with; TrainLoop's PromptStream would draw another one. It logs the mean loss of each
+`log_every` interval, so the loop syncs with the device once per interval, not once per step. The gradient
+clip and optimizer step are the trainers' (aha.train.update.clip_and_step).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import Literal
 import torch
 
 from ..config import check
+from ..train.update import clip_and_step
 from .corpus import CorpusConfig, build_corpus
 from .tokenizer import train_tokenizer
 
@@ -91,9 +100,8 @@ class PretrainConfig:
     vocab_size: int = 1024
     seed: int = 0  # weight init and batch order (the corpus has its own corpus.seed)
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
-    dtype: Literal["float32", "bfloat16"] = (
-        "bfloat16"  # autocast compute dtype; master weights stay fp32
-    )
+    # autocast compute dtype; master weights stay fp32
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
     save_dtype: Literal["float32", "bfloat16"] = "float32"
     threads: int = 0  # torch CPU threads, 0 = torch's default
     compile: bool = False  # torch.compile the model
@@ -244,9 +252,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
         with autocast:
             loss = fwd(input_ids=x, labels=labels).loss
         loss.backward()
-        if o.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-        opt.step()
+        clip_and_step(model, opt, max_norm=o.grad_clip)
         opt.zero_grad(set_to_none=True)
         seen += int(m.sum())
         loss_sum += loss.detach()  # no host sync per step; read once per log interval

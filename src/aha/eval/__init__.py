@@ -3,6 +3,7 @@ statistics with bootstrap intervals over problems, and run reports."""
 
 from .estimators import bootstrap_ci, cons_at_k, majority_vote, normalized_equal, pass1, pass_at_k
 from .evaluate import EvalResult, eval_metrics, evaluate
+from .held_out import evaluate_task
 from .reflection import (
     DEFAULT_PHRASES,
     has_reflection,
@@ -21,6 +22,7 @@ __all__ = [
     "make_report",
     "EvalConfig",
     "run_eval",
+    "evaluate_task",
     "pass_at_k",
     "pass1",
     "cons_at_k",

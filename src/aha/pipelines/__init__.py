@@ -1,4 +1,4 @@
-"""Multi-stage recipes: `aha pipeline r1-zero|r1|distill CONFIG [key.sub=value ...]`.
+"""Multi-stage recipes: `aha pipeline r1-zero|r1|distill CONFIG [key.sub=value ...]` (parsed by aha.cli).
 
 Each pipeline chains stages (SFT, RL, rejection sampling, evaluation), feeds each stage's output to the next,
 skips stages that are already complete, and writes a manifest per stage (see manifest.py)."""
@@ -26,36 +26,9 @@ def get_pipeline(name: str):
     return getattr(mod, cls), getattr(mod, fn)
 
 
-def cmd_pipeline(args: list[str]) -> int:
-    """`aha pipeline NAME CONFIG [key.sub=value ...]`; interrupted: exit 130, rerun the same command to resume."""
-    from ..cli_args import UsageError, split_args
-    from ..config import load_config
-
-    if not args or args[0] not in PIPELINES:
-        raise UsageError(
-            f"usage: aha pipeline {'|'.join(PIPELINES)} CONFIG [key.sub=value ...]"
-            + (f" (unknown pipeline '{args[0]}')" if args else "")
-        )
-    cls, run = get_pipeline(args[0])
-    path, overrides = split_args(args[1:])
-    cfg = load_config(cls, path, overrides)
-    try:
-        summary = run(cfg)
-    except StageInterrupted as e:
-        print(f"aha pipeline {args[0]}: {e}")
-        return 130
-    for s in summary["stages"]:
-        ev = s["figures"].get("eval")
-        score = f"pass1 {ev['pass1']:.3f} format {ev['format']:.3f}" if ev else ""
-        print(f"  {s['stage']:<16} {s['kind']:<7} {score}")
-    print(f"done: {cfg.out}/summary.json")
-    return 0
-
-
 __all__ = [
     "PIPELINES",
     "get_pipeline",
-    "cmd_pipeline",
     "Pipeline",
     "StageInterrupted",
     "completed",

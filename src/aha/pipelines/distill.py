@@ -13,14 +13,19 @@ Evaluations: 00-teacher / 00-student (starting models, eval.base) and every trai
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..config import ConfigError
 from ..sample import SampleConfig
-from ..train.config import TaskConfig, TrainConfig
+from ..schema import TaskConfig
+from ..train.config import TrainConfig
 from ..train.sft_config import SFTConfig
 from .manifest import Pipeline
 from .stages import (
-    PipelineEvalConfig,
+    EVAL_RENAMED,
+    StageEvalConfig,
+    check_task,
+    eval_section,
     run_eval,
     run_rl,
     run_sample,
@@ -33,6 +38,8 @@ from .stages import (
 
 @dataclass
 class DistillPipelineConfig:
+    RENAMED: ClassVar[dict[str, str]] = EVAL_RENAMED
+
     teacher: str = ""  # the teacher model (with sample.engine=openai: its tokenizer)
     train_teacher: bool = False  # RL-train the teacher first with teacher_rl
     teacher_rl: TrainConfig = field(default_factory=TrainConfig)
@@ -42,9 +49,12 @@ class DistillPipelineConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)  # data.path is set by the pipeline
     rl_baseline: bool = False  # also RL-train the student alone with student_rl
     student_rl: TrainConfig = field(default_factory=TrainConfig)
-    eval: PipelineEvalConfig = field(default_factory=PipelineEvalConfig)
+    eval: StageEvalConfig = eval_section()
     seed: int = 0
     out: str = "runs/distill"
+
+    def __post_init__(self):
+        check_task(self.task)
 
 
 def run_distill(cfg: DistillPipelineConfig, log=print) -> dict:
@@ -60,7 +70,7 @@ def run_distill(cfg: DistillPipelineConfig, log=print) -> dict:
         )
     p, task, seed, ev = Pipeline(cfg.out, "distill", log), cfg.task, cfg.seed, cfg.eval
     teacher = cfg.teacher
-    if ev.size and ev.base:
+    if ev.enabled and ev.base:
         if cfg.sample.engine != "openai":
             p.stage(
                 "00-teacher",

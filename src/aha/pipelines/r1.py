@@ -16,15 +16,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ..config import ConfigError
 from ..sample import SampleConfig
-from ..train.config import TaskConfig, TrainConfig
+from ..schema import TaskConfig
+from ..train.config import TrainConfig
 from ..train.sft_config import SFTConfig
 from .manifest import Pipeline
 from .stages import (
-    PipelineEvalConfig,
+    EVAL_RENAMED,
+    StageEvalConfig,
+    check_task,
+    eval_section,
     run_eval,
     run_rl,
     run_sample,
@@ -37,6 +41,8 @@ from .stages import (
 
 @dataclass
 class R1PipelineConfig:
+    RENAMED: ClassVar[dict[str, str]] = EVAL_RENAMED
+
     model: str = "tiny-base"  # the base model
     task: TaskConfig = field(default_factory=TaskConfig)  # used by every stage
     cold_start: SFTConfig = field(
@@ -48,9 +54,12 @@ class R1PipelineConfig:
     rl2: TrainConfig = field(default_factory=TrainConfig)
     sft_init: Literal["base", "cold_start", "rl"] = "base"
     sft_include_cold_start: bool = True
-    eval: PipelineEvalConfig = field(default_factory=PipelineEvalConfig)
+    eval: StageEvalConfig = eval_section()
     seed: int = 0
     out: str = "runs/r1"
+
+    def __post_init__(self):
+        check_task(self.task)
 
 
 def run_r1(cfg: R1PipelineConfig, log=print) -> dict:
@@ -71,7 +80,7 @@ def run_r1(cfg: R1PipelineConfig, log=print) -> dict:
             f"cold-start --out {missing[0]})",
         )
     p, task, seed, ev = Pipeline(cfg.out, "r1", log), cfg.task, cfg.seed, cfg.eval
-    if ev.size and ev.base:
+    if ev.enabled and ev.base:
         p.stage(
             "00-base",
             "eval",

@@ -8,14 +8,18 @@ Stages (under OUT/): 00-base (evaluation of the base model, optional), 01-rl.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from ..train.config import TaskConfig, TrainConfig
+from ..schema import TaskConfig
+from ..train.config import TrainConfig
 from .manifest import Pipeline
-from .stages import PipelineEvalConfig, run_eval, run_rl, wire
+from .stages import EVAL_RENAMED, StageEvalConfig, check_task, eval_section, run_eval, run_rl, wire
 
 
 @dataclass
 class R1ZeroPipelineConfig:
+    RENAMED: ClassVar[dict[str, str]] = EVAL_RENAMED
+
     model: str = "tiny-base"  # the base model
     task: TaskConfig = field(
         default_factory=TaskConfig
@@ -23,14 +27,17 @@ class R1ZeroPipelineConfig:
     rl: TrainConfig = field(
         default_factory=TrainConfig
     )  # model.path, task, seed, out are set by the pipeline
-    eval: PipelineEvalConfig = field(default_factory=PipelineEvalConfig)
+    eval: StageEvalConfig = eval_section()
     seed: int = 0
     out: str = "runs/r1-zero"
+
+    def __post_init__(self):
+        check_task(self.task)
 
 
 def run_r1_zero(cfg: R1ZeroPipelineConfig, log=print) -> dict:
     p = Pipeline(cfg.out, "r1-zero", log)
-    if cfg.eval.size and cfg.eval.base:
+    if cfg.eval.enabled and cfg.eval.base:
         p.stage(
             "00-base",
             "eval",

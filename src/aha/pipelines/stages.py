@@ -9,37 +9,59 @@ no manifest marks it complete.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import check
+from ..config import check, section
+from ..schema import HeldOutConfig, TaskConfig
 from ..train import checkpoint as ckpt
-from ..train.config import TaskConfig
 from .manifest import StageInterrupted
 
 
 @dataclass
-class PipelineEvalConfig:
-    size: int = 100  # held-out problems (task's test split) per evaluation; 0 = none
-    k: int = 4  # samples per problem (pass@1 is their mean)
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    batch: int = 64
+class StageEvalConfig(HeldOutConfig):
+    """The held-out evaluation of every model a stage produces (and of the starting models)."""
+
     base: bool = True  # also evaluate the starting model(s)
 
-    def __post_init__(self):
-        check(self.size >= 0, "size", f"must be >= 0 (0 = no evaluation), got {self.size}")
-        check(self.k >= 1, "k", f"must be >= 1, got {self.k}")
+
+# The evaluation's sampling keys used to sit directly under `eval` (renamed when it became the shared section).
+EVAL_RENAMED = {
+    "eval.size": "eval.limit",
+    "eval.temperature": "eval.sampling.temperature",
+    "eval.top_p": "eval.sampling.top_p",
+    "eval.max_new_tokens": "eval.sampling.max_new_tokens",
+    "eval.batch": "eval.batch_size",
+}
+
+
+def check_task(task: TaskConfig) -> None:
+    """A pipeline's task feeds every stage: RL draws from train, sampling from train, evaluation from test."""
+    check(
+        task.split is None,
+        "task.split",
+        "a pipeline's stages choose their own split (RL and sampling: train, evaluation: test); "
+        "remove task.split",
+    )
+
+
+def eval_section():
+    """A pipeline's `eval` field: 100 test problems x 4 samples, 256 new tokens, 200 bootstrap resamples."""
+    return section(
+        StageEvalConfig,
+        limit=100,
+        batch_size=64,
+        n_boot=200,
+        sampling={"max_new_tokens": 256, "seed": None},
+    )
 
 
 def wire(cfg, *, model: str, task: TaskConfig, seed: int, out: Path):
     """A copy of a stage config pointed at `model`, `task`, `seed` and `out` (what the pipeline owns)."""
     cfg = copy.deepcopy(cfg)
-    cfg.model.path, cfg.seed, cfg.out = model, seed, str(out)
-    for key in ("name", "options", "template", "system", "prefill"):
-        setattr(cfg.task, key, copy.deepcopy(getattr(task, key)))
+    cfg.model.path, cfg.seed, cfg.out, cfg.task = model, seed, str(out), copy.deepcopy(task)
     return cfg
 
 
@@ -61,11 +83,11 @@ def wire_sft(
 
 
 def wire_sample(cfg, *, model: str, task: TaskConfig, seed: int, out: Path):
-    """A copy of a SampleConfig drawing from `model` on `task` with sampling seed `seed`, writing to `out`."""
+    """A copy of a SampleConfig drawing from `model` on `task` (its train split unless task.split says) with
+    sampling seed `seed`, writing to `out`."""
     cfg = copy.deepcopy(cfg)
     cfg.model.path, cfg.sampling.seed, cfg.out = model, seed, str(out)
-    for key in ("name", "options", "template", "system", "prefill"):
-        setattr(cfg.task, key, copy.deepcopy(getattr(task, key)))
+    cfg.task = dataclasses.replace(task, split=task.split or "train")
     return cfg
 
 
@@ -109,12 +131,10 @@ def _resume(cfg) -> None:
     cfg.resume = ckpt.latest_checkpoint(cfg.out) is not None
 
 
-def run_rl(cfg, stage_dir: Path, ev: PipelineEvalConfig) -> tuple[dict, dict]:
+def run_rl(cfg, stage_dir: Path, ev: StageEvalConfig) -> tuple[dict, dict]:
     """GRPO (or PPO with algorithm.name=ppo) in stage_dir/run; the last checkpoint is the output model."""
-    if cfg.algorithm.name == "ppo":
-        from ..train.ppo import train
-    else:
-        from ..train.grpo import train
+    from ..train import train
+
     _resume(cfg)
     summary = train(cfg)
     if summary.get("stopped_early"):
@@ -134,7 +154,7 @@ def run_rl(cfg, stage_dir: Path, ev: PipelineEvalConfig) -> tuple[dict, dict]:
     )
 
 
-def run_sft(cfg, stage_dir: Path, ev: PipelineEvalConfig, task: TaskConfig) -> tuple[dict, dict]:
+def run_sft(cfg, stage_dir: Path, ev: StageEvalConfig, task: TaskConfig) -> tuple[dict, dict]:
     from ..train.sft import SFTTrainer
 
     _resume(cfg)
@@ -173,7 +193,7 @@ def run_sample(cfg, stage_dir: Path) -> tuple[dict, dict]:
 
 
 def run_eval(
-    model: str, task: TaskConfig, ev: PipelineEvalConfig, seed: int, stage_dir: Path
+    model: str, task: TaskConfig, ev: StageEvalConfig, seed: int, stage_dir: Path
 ) -> tuple[dict, dict]:
     """Evaluate a model that no stage produced (the base model, a given teacher)."""
     figures = with_eval({}, model, task, ev, seed, stage_dir)
@@ -181,40 +201,22 @@ def run_eval(
 
 
 def with_eval(
-    figures: dict, model: str, task: TaskConfig, ev: PipelineEvalConfig, seed: int, stage_dir: Path
+    figures: dict, model: str, task: TaskConfig, ev: StageEvalConfig, seed: int, stage_dir: Path
 ) -> dict:
-    """figures + {"eval": held-out pass1, format, length, ...} of `model` (nothing when ev.size == 0)."""
-    if not ev.size:
+    """figures + {"eval": held-out pass1, format, length, ...} of `model` (nothing when ev.limit == 0)."""
+    if not ev.enabled:
         return figures
     import torch
 
-    from ..data import get_task
-    from ..eval import evaluate
-    from ..models.load import load_model
+    from ..eval import evaluate_task
     from ..rollout.factory import make_engine
+    from ..schema import ModelConfig
 
-    t = get_task(task.name, **task.options)
-    test = t.dataset("test")
-    rows = [test[i] for i in range(min(ev.size, len(test)))]
-    lm, tok = load_model(model, device="auto", seed=seed)
+    lm, tok = ModelConfig(path=model).load(seed=seed)
     lm.eval()
     with torch.no_grad():
-        res = evaluate(
-            make_engine("auto", lm, tok),
-            tok,
-            rows,
-            accuracy=t.accuracy_reward,
-            k=ev.k,
-            temperature=ev.temperature,
-            top_p=ev.top_p,
-            max_tokens=ev.max_new_tokens,
-            template=task.template,
-            system=task.system,
-            prefill=task.prefill,
-            batch_size=ev.batch,
-            seed=seed,
-            n_boot=200,
-            out_dir=stage_dir / "eval",
+        res = evaluate_task(
+            make_engine("auto", lm, tok), tok, task, ev, seed=seed, out_dir=stage_dir / "eval"
         )
     keep = ("pass1", "format", "len_mean", "truncated", "reflection_rate")
     out = {k: res.metrics[k] for k in keep if k in res.metrics}

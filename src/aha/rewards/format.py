@@ -11,7 +11,15 @@ never count. With `think_prefilled=True` the prompt already ends in `<think>` (R
 TinyZero), so the completion starts inside the reasoning and must not open `<think>` again.
 
 `tag_reward` is the partial-credit variant used for early training: 0.25 per tag that occurs exactly once in
-its place (see the function). `extract_answer` returns the last answer block (inside it the last balanced
+its place (see the function).
+
+Neither pays for the template's placeholder (issue 20: a chat model under GRPO learned to answer with the literal
+`reasoning process here </think> <answer> N </answer>` it read in the R1-Zero instructions). The placeholder
+words PLACEHOLDERS ("reasoning process here", "answer here", any case and spacing) are deleted from a block
+before it is judged, and then a think block is *near-empty* when it keeps fewer than `min_think_chars`
+(MIN_THINK_CHARS = 4) non-space characters ("", "...", "ok", "hmm": no reasoning; "2+2=4" is enough), an answer
+block when it keeps none. A completion whose closed think block is near-empty, or whose closed answer block is,
+scores 0 under both rewards. No length threshold tells reasoning from filler; the accuracy reward has to. `extract_answer` returns the last answer block (inside it the last balanced
 `\\boxed{...}` when there is one); every accuracy reward reads the answer through it, so an answer outside the
 tags never scores.
 
@@ -31,11 +39,48 @@ _FULL_PREFILLED = re.compile(
     r"(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL
 )
 _BOXED = ("\\boxed", "\\fbox")
+# The words of the R1-Zero template's example (aha.data.templates.R1_ZERO) standing for the two blocks.
+PLACEHOLDERS = ("reasoning process here", "answer here")
+_PLACEHOLDER = re.compile("|".join(r"\s+".join(p.split()) for p in PLACEHOLDERS), re.IGNORECASE)
+MIN_THINK_CHARS = (
+    4  # fewer non-space characters (placeholder removed) make a think block near-empty
+)
 
 
-def format_reward(completion: str, *, think_prefilled: bool = False) -> float:
-    """1.0 iff `completion` is exactly one think block then one answer block, both non-empty; else 0.0."""
+def _substance(block: str) -> int:
+    """Non-space characters of `block` once the template's placeholder words are deleted."""
+    return len("".join(_PLACEHOLDER.sub(" ", block).split()))
+
+
+def think_block(completion: str, *, think_prefilled: bool = False) -> str | None:
+    """The reasoning: from the start (prefilled) or the last <think> before the first </think>, up to that
+    </think>; None when there is no </think>."""
     if not isinstance(completion, str):
+        return None
+    end = completion.find("</think>")
+    if end < 0:
+        return None
+    start = -1 if think_prefilled else completion.rfind("<think>", 0, end)
+    return completion[start + len("<think>") : end] if start >= 0 else completion[:end]
+
+
+def _hollow(completion: str, think_prefilled: bool, min_think_chars: int) -> bool:
+    """True when a closed think block is near-empty or a closed answer block empty (module docstring)."""
+    think, answer = (
+        think_block(completion, think_prefilled=think_prefilled),
+        answer_block(completion),
+    )
+    return (think is not None and _substance(think) < min_think_chars) or (
+        answer is not None and _substance(answer) == 0
+    )
+
+
+def format_reward(
+    completion: str, *, think_prefilled: bool = False, min_think_chars: int = MIN_THINK_CHARS
+) -> float:
+    """1.0 iff `completion` is exactly one think block then one answer block, neither empty nor the
+    template's placeholder, the think block at least `min_think_chars` non-space characters; else 0.0."""
+    if not isinstance(completion, str) or _hollow(completion, think_prefilled, min_think_chars):
         return 0.0
     counts = [completion.count(t) for t in TAGS]
     if counts != ([0, 1, 1, 1] if think_prefilled else [1, 1, 1, 1]):
@@ -46,15 +91,19 @@ def format_reward(completion: str, *, think_prefilled: bool = False) -> float:
     return 1.0
 
 
-def tag_reward(completion: str, *, think_prefilled: bool = False) -> float:
-    """Partial credit, 0.25 per tag placed correctly.
+def tag_reward(
+    completion: str, *, think_prefilled: bool = False, min_think_chars: int = MIN_THINK_CHARS
+) -> float:
+    """Partial credit, 0.25 per tag placed correctly; 0 for a near-empty think or empty answer block.
 
     A tag is placed correctly when it occurs exactly once and after every earlier tag of the sequence
     <think> </think> <answer> </answer> that occurs exactly once; in addition <think> must be preceded only by
     whitespace and </answer> followed only by whitespace. With `think_prefilled` the <think> credit is given
-    for *not* repeating the prefilled tag. A completion with format_reward 1 gets tag_reward 1.
+    for *not* repeating the prefilled tag. A completion with format_reward 1 gets tag_reward 1. Whatever the
+    tags, a closed think block that is near-empty or a closed answer block that is empty once the template's
+    placeholder is deleted (module docstring) scores 0.
     """
-    if not isinstance(completion, str):
+    if not isinstance(completion, str) or _hollow(completion, think_prefilled, min_think_chars):
         return 0.0
     score, last = 0.0, -1
     for i, tag in enumerate(TAGS):

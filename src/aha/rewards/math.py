@@ -6,8 +6,9 @@ Reference forms: a GSM8K solution (the number after the last "####"), a MATH sol
 \\boxed{...}), or a bare answer string. Equality is decided in two steps:
 
 1. Fast path (no sympy, ~microseconds): when both sides are plain numbers -- integers, decimals, thousands
-   separators ("1,234", "1{,}234", "1\\,234"), "$"-signs, simple fractions "a/b" or \\frac{a}{b} -- they are
-   compared exactly as Fractions. So "0.5" == "\\frac{1}{2}" but 0.333333 != 1/3 here.
+   separators ("1,234", "1{,}234", "1\\,234"; no other: "5, 100", "1 000" and "0,111" are not numbers here),
+   "$"-signs, simple fractions "a/b" or \\frac{a}{b} -- they are compared exactly as Fractions. So "0.5" ==
+   "\\frac{1}{2}" but 0.333333 != 1/3 here.
 2. Otherwise math-verify (the verifier open-r1 and TRL use) parses both sides as LaTeX -- the predicted
    answer is wrapped in \\boxed{} so the *whole* answer is one expression: "1, 2, 3" is the set {1,2,3}
    and never matches 3, unlike math-verify's default last-number extraction -- and compares them
@@ -34,7 +35,9 @@ MAX_ANSWER_CHARS = 300  # MATH-500 answers are <= 53 characters
 MAX_BRACE_DEPTH = 12  # MATH-500 answers nest <= 2 deep; deep nests make sympy crawl
 VERIFY_TIMEOUT_S = 3  # math-verify's signal.alarm timeout (whole seconds), main thread only
 
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+# Thousands groups only after a non-zero lead group ("0,111" is not 111); a "," is a separator only when it
+# is directly between digits (no space: "5, 100" is two numbers, never 5100).
+_NUMBER = re.compile(r"[-+]?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
 _FRAC = re.compile(r"(-?)\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}|(-?\d+)/(-?\d+)")
 _TOWER = re.compile(r"(?:\^|\*\*)\s*[{(]?\s*[-+]?[\d.]+\s*[})]?\s*(?:\^|\*\*)")
 _BIG_EXP = re.compile(r"(?:\^|\*\*)\s*[{(]?\s*[-+]?\d{6,}")
@@ -65,14 +68,10 @@ def simple_number(text: str) -> Fraction | None:
         return None
     if s.startswith("$") and s.endswith("$") and len(s) > 1:
         s = s.strip("$").strip()
-    s = (
-        s.replace("\\$", "")
-        .replace("\\!", "")
-        .replace("{,}", ",")
-        .replace("\\,", ",")
-        .replace(" ", "")
-    )
-    s = s.lstrip("$").rstrip(".")
+    # Only the listed separators join digits: "1{,}234" and "1\\,234" become "1,234"; any other space
+    # inside (e.g. "5, 100", "1 000") leaves it not a plain number (issue 17, item 13).
+    s = s.replace("\\$", "").replace("\\!", "").replace("{,}", ",").replace("\\,", ",")
+    s = s.lstrip("$").strip().rstrip(".")
     if _NUMBER.fullmatch(s):
         return Fraction(s.replace(",", ""))
     m = _FRAC.fullmatch(s)

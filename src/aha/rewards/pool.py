@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
-from aha.rewards.code import SCRATCH_PREFIX
+from aha.rewards.sandbox import SCRATCH_PREFIX
 from aha.rewards.worker import worker_main
 
 STARTUP_TIMEOUT_S = 120.0  # a worker that is not ready by then is broken (e.g. cannot import aha)

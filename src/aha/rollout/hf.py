@@ -1,6 +1,9 @@
 """HFEngine: the reference engine, a thin wrapper over `model.generate` that works for any HF causal LM.
 
-Slow (per-step host overhead) but obviously right; the fast engine is tested against it. The logprobs of the
+Slow (per-step host overhead) but obviously right; the fast engine is tested against it. Stop strings,
+`on_tokens` and aborts run through a StoppingCriteria that pushes each step's new token of every running row to
+its Tracker (aha.rollout.stops), so a row ends at the step its stop string completes and `on_tokens` is
+called once per step per row (HF generate syncs the host every step anyway). The logprobs of the
 sampled tokens are log_softmax(logits / T) of the decode-time logits (`output_logits`) when those fit in
 `logits_budget` bytes, else from one teacher-forced forward over the finished sequences (chunked over the
 vocabulary): the (B, T, V) logits are 37 GiB at 256 x 256 tokens and V = 152k, 44 MB for the demo's model.
@@ -10,7 +13,21 @@ from __future__ import annotations
 
 import torch
 
-from .base import Completion, SamplingParams
+from .base import Completion, OnTokens, SamplingParams
+from .stops import Tracker
+
+
+def _watch(trackers: list[Tracker]):
+    """A StoppingCriteria that feeds each step's new token of every row to its tracker; done rows stop."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Watch(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            for t, tok in zip(trackers, input_ids[:, -1].tolist()):
+                t.push([tok])
+            return torch.tensor([t.done for t in trackers], device=input_ids.device)
+
+    return StoppingCriteriaList([Watch()])
 
 
 class HFEngine:
@@ -26,7 +43,10 @@ class HFEngine:
 
     @torch.no_grad()
     def generate(
-        self, prompt_token_ids: list[list[int]], params: SamplingParams
+        self,
+        prompt_token_ids: list[list[int]],
+        params: SamplingParams,
+        on_tokens: OnTokens | None = None,
     ) -> list[Completion]:
         from transformers import GenerationConfig
 
@@ -51,6 +71,7 @@ class HFEngine:
         )
         # Expand prompts n times, prompt-major, and run in chunks of max_batch_size.
         flat = [(i, p) for i, p in enumerate(prompt_token_ids) for _ in range(params.n)]
+        trackers = [Tracker(j, params, self.tokenizer, on_tokens) for j in range(len(flat))]
         out: list[Completion] = []
         was_training = self.model.training
         self.model.eval()
@@ -63,6 +84,7 @@ class HFEngine:
                     out.extend(
                         self._generate_chunk(
                             flat[start : start + self.max_batch_size],
+                            trackers[start : start + self.max_batch_size],
                             params,
                             gen_cfg,
                             device,
@@ -73,7 +95,7 @@ class HFEngine:
             self.model.train(was_training)
         return out
 
-    def _generate_chunk(self, items, params, gen_cfg, device, pad_id) -> list[Completion]:
+    def _generate_chunk(self, items, trackers, params, gen_cfg, device, pad_id) -> list[Completion]:
         width = max(len(p) for _, p in items)
         ids = torch.full((len(items), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(items), width), dtype=torch.long)
@@ -83,8 +105,12 @@ class HFEngine:
         vocab = self.model.get_output_embeddings().weight.shape[0]
         keep_logits = len(items) * params.max_tokens * vocab * 4 <= self.logits_budget
         gen_cfg.output_logits = keep_logits
+        watch = bool(params.stop) or trackers[0].on_tokens is not None
         res = self.model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            generation_config=gen_cfg,
+            stopping_criteria=_watch(trackers) if watch else None,
         )
         seqs = res.sequences  # (B, width + T_new)
         new = seqs[:, width:].cpu()  # (B, T_new)
@@ -94,30 +120,12 @@ class HFEngine:
             logp = logits.log_softmax(-1).gather(-1, seqs[:, width:, None]).squeeze(-1).cpu()
         else:
             logp = self._logprobs(seqs, mask.to(device), width, temp)  # (B, T_new)
-        stop = set(params.stop_token_ids)
         out = []
-        for row, (prompt_index, _) in enumerate(items):
-            toks = new[row].tolist()
-            n_tok, reason = len(toks), "length"
-            for t, tok in enumerate(toks):
-                if tok in stop:
-                    n_tok, reason = t + 1, "stop"
-                    break
-            toks = toks[:n_tok]
-            text = (
-                self.tokenizer.decode(toks, skip_special_tokens=True)
-                if self.tokenizer is not None
-                else ""
-            )
-            out.append(
-                Completion(
-                    prompt_index=prompt_index,
-                    token_ids=toks,
-                    logprobs=logp[row, :n_tok].tolist(),
-                    text=text,
-                    finish_reason=reason,
-                )
-            )
+        for row, ((prompt_index, _), t) in enumerate(zip(items, trackers)):
+            if not watch:  # nothing needed the tokens step by step: cut at stop ids / length now
+                t.push(new[row].tolist())
+            t.logprobs = logp[row, : len(t.ids)].tolist()
+            out.append(t.completion(prompt_index))
         return out
 
     def _logprobs(

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..rollout.base import SamplingParams
+
 
 @dataclass
 class Batch:
@@ -18,14 +20,18 @@ class Batch:
     attention_mask: torch.Tensor  # (B, L)
     loss_mask: (
         torch.Tensor
-    )  # (B, L-1) float: 1 where target token input_ids[:, t+1] is a completion token
-    advantages: torch.Tensor  # (B,)
+    )  # (B, L-1) float: 1 where target input_ids[:, t+1] is a completion token
+    advantages: (
+        torch.Tensor | None
+    )  # (B,) per sequence (PPO: (B, L-1) per token, set by its critic)
     sampler_logp: torch.Tensor  # (B, L-1) the engine's logprobs at the same positions (0 elsewhere)
     old_logp: torch.Tensor | None = None  # (B, L-1) for mu > 1
     ref_logp: torch.Tensor | None = None  # (B, L-1) when beta > 0
-    prompt_lens: torch.Tensor | None = (
-        None  # (B,) long: the first prompt_lens[i] tokens of row i are its prompt
-    )
+    # (B,) long: row i's first prompt_lens[i] tokens are its prompt
+    prompt_lens: torch.Tensor | None = None
+    # what the completions were sampled with: the trainer's logprobs use params.logprob_temperature, the
+    # temperature at which the engine reported sampler_logp
+    params: SamplingParams | None = None
 
     def __len__(self):
         return self.input_ids.shape[0]
@@ -40,26 +46,33 @@ class Batch:
             tok(self.input_ids),
             tok(self.attention_mask),
             pos(self.loss_mask),
-            self.advantages[t],
+            None if self.advantages is None else self.advantages[t],
             pos(self.sampler_logp),
             pos(self.old_logp),
             pos(self.ref_logp),
             None if self.prompt_lens is None else self.prompt_lens[t],
+            self.params,
         )
 
+    @property
+    def logprob_temperature(self) -> float:
+        return 1.0 if self.params is None else self.params.logprob_temperature
+
     def to(self, device) -> Batch:
-        mv = lambda x: None if x is None else x.to(device)
-        return Batch(*(mv(getattr(self, f)) for f in self.__dataclass_fields__))
+        mv = lambda x: x.to(device) if isinstance(x, torch.Tensor) else x
+        return type(self)(**{f: mv(getattr(self, f)) for f in self.__dataclass_fields__})
 
 
 def build_batch(
     prompts: list[list[int]],
     completions,
-    advantages: torch.Tensor,
+    advantages: torch.Tensor | None,
     pad_id: int,
     mask_truncated: bool = False,
+    params: SamplingParams | None = None,
 ) -> Batch:
-    """prompts: token ids per prompt; completions: list[Completion] (prompt_index into prompts)."""
+    """prompts: token ids per prompt; completions: list[Completion] (prompt_index into prompts); params: the
+    SamplingParams they were generated with (None: logprobs at temperature 1)."""
     seqs = [prompts[c.prompt_index] + c.token_ids for c in completions]
     B, L = len(seqs), max(len(s) for s in seqs)
     input_ids = torch.full((B, L), pad_id, dtype=torch.long)
@@ -78,7 +91,13 @@ def build_batch(
         [len(prompts[c.prompt_index]) for c in completions], dtype=torch.long
     )
     return Batch(
-        input_ids, attention, loss_mask, advantages.float(), sampler_logp, prompt_lens=prompt_lens
+        input_ids,
+        attention,
+        loss_mask,
+        None if advantages is None else advantages.float(),
+        sampler_logp,
+        prompt_lens=prompt_lens,
+        params=params,
     )
 
 

@@ -3,11 +3,25 @@
 Layout: RUN/checkpoints/step-000050/
     config.json, model.safetensors, tokenizer files   the policy, loadable with AutoModelForCausalLM
     adapter/                                          LoRA adapters (peft format), when LoRA is on
-    state/                                            model + AdamW state, torch.distributed.checkpoint
-                                                      (sharded by rank; loads into any number of ranks)
+    state/                                            AdamW state (and, see below, the weights) saved with
+                                                      torch.distributed.checkpoint (sharded by rank; loads
+                                                      into any number of ranks)
     trainer_state.pt, state.json                      scheduler, RNG, step and data position
-A checkpoint is written to `step-000050.tmp` and renamed when complete, so a run killed while saving never
-leaves a half checkpoint as the latest; only the last `keep_last` are kept.
+
+The weights are stored once. In one process without LoRA the Hugging Face safetensors hold exactly the live
+parameters, so state/ holds only the optimizer and resume reads the weights from the safetensors
+(state.json "weights": "hf"). Under torchrun (sharded state that must reshard) or with LoRA (base + adapter
+apart) state/ holds the weights as well ("weights": "state"). `save_optimizer=False` (checkpoint.save_optimizer)
+leaves AdamW's state out: for bf16 weights with fp32 master, exp_avg and exp_avg_sq that is 14 of the 16
+bytes per parameter; resuming from such a checkpoint restarts AdamW's moments (said in one line).
+
+Disk: before writing, the checkpoints this save will prune anyway are deleted when at least one complete
+checkpoint stays (keep_last >= 2), and the save is sized against the free space (one line, needed vs free and
+the key that lowers it, when it does not fit). The new checkpoint is written to `step-N.tmp` and renamed when
+complete, never copied: the peak disk use is max(keep_last, 2) checkpoints (tests/test_checkpoint.py
+measures it). A run killed while saving never leaves a half checkpoint as the latest, and a latest checkpoint
+damaged afterwards is skipped for the previous complete one, with one line (checkpoint_files.py).
+`trainer_state.pt` holds only plain types and tensors and is read with torch.load(weights_only=True).
 """
 
 from __future__ import annotations
@@ -23,23 +37,37 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_state_dict,
-    set_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
 )
 
+from ..config import ConfigError
 from ..models.load import merged_state_dict, unwrap
+from .checkpoint_files import (
+    SLACK_BYTES,
+    check_space,
+    dir_bytes,
+    load_trainer_state,
+    tensor_bytes,
+    verify_checkpoint,
+)
 from .dist import Dist
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 def rng_state() -> dict:
+    """Every RNG's state as plain types and tensors (safe for torch.load(weights_only=True))."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)}
+        | {"has_gauss": int(has_gauss), "gauss": float(gauss)},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -49,10 +77,43 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    npy = state["numpy"]
+    if isinstance(npy, dict):
+        keys = npy["keys"].numpy().astype(np.uint32)
+        npy = (npy["name"], keys, npy["pos"], npy["has_gauss"], npy["gauss"])
+    np.random.set_state(npy)  # a tuple with a numpy array: checkpoints written before the dict form
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _hf_holds_weights(path: Path, model) -> bool:
+    """True if the safetensors at `path` hold every parameter and buffer of `model` (tied ones once)."""
+    from safetensors import safe_open
+
+    saved = {}
+    for f in path.glob("*.safetensors"):
+        with safe_open(f, "pt") as st:
+            saved.update({k: tuple(st.get_slice(k).get_shape()) for k in st.keys()})  # noqa: SIM118
+    ptrs = {t.data_ptr() for k, t in model.state_dict().items() if k in saved}
+    return all(
+        saved.get(k) == tuple(t.shape) or (k not in saved and t.data_ptr() in ptrs)
+        for k, t in model.state_dict().items()
+    )
+
+
+def _load_hf_weights(path: Path, model) -> None:
+    """Copy the safetensors' tensors into `model` in place; RuntimeError if they do not cover it."""
+    from safetensors.torch import load_file
+
+    sd = {}
+    for f in sorted(path.glob("*.safetensors")):
+        sd.update(load_file(f))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    loaded = {t.data_ptr() for k, t in model.state_dict().items() if k in sd}
+    missing = [k for k in missing if model.state_dict()[k].data_ptr() not in loaded]  # tied: fine
+    if missing or unexpected:
+        raise RuntimeError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
 def save_checkpoint(
@@ -65,23 +126,52 @@ def save_checkpoint(
     scheduler,
     extra: dict,
     keep_last: int = 2,
+    save_optimizer: bool = True,
     rng: dict | None = None,
     dist: Dist = Dist(),  # noqa: B008 (immutable single-process default)
     before_rename: Callable[[Path], None] | None = None,
 ) -> Path:
     """Collective under torchrun: every rank calls it; rank 0 writes the shared files. `before_rename(tmp)`
-    (called on every rank) writes extra parts, e.g. PPO's critic, inside the same atomic rename."""
+    (called on every rank) writes extra parts, e.g. PPO's critic, inside the same atomic rename (its size is
+    not in the disk-space estimate)."""
     root = Path(run_dir) / "checkpoints"
-    final = root / f"step-{step:06d}"
-    tmp = root / f"step-{step:06d}.tmp"
+    final, tmp = root / f"step-{step:06d}", root / f"step-{step:06d}.tmp"
+    lm = getattr(model, "lm", model)
+    lora = hasattr(lm, "peft_config")
+    weights_in_hf = (
+        not dist.enabled and not lora
+    )  # else the sharded/adapter weights go to state/ too
+    # The resumable state first: save_pretrained may re-tie parameters of the model it is given.
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    w_bytes, o_bytes = tensor_bytes(model_sd), tensor_bytes(optim_sd) if save_optimizer else 0
+    needed = w_bytes * (1 if weights_in_hf else 2) + o_bytes + SLACK_BYTES
+    old = [p for p in list_checkpoints(run_dir) if p != final]
+    doomed = (
+        old[: len(old) - (keep_last - 1)] if keep_last >= 2 else []
+    )  # pruned by this save anyway
     if dist.is_main:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        check_space(
+            root,
+            needed,
+            sum(map(dir_bytes, doomed)),
+            save_optimizer=save_optimizer,
+            optim_bytes=o_bytes,
+        )
+        problem = None
+    except ConfigError as e:
+        problem = e
+    if dist.max_int(
+        problem is not None
+    ):  # every rank stops: none waits at a barrier for the others
+        raise problem or RuntimeError("another rank has too little disk space for the checkpoint")
+    if dist.is_main:
+        for p in doomed:
+            shutil.rmtree(p, ignore_errors=True)
         tmp.mkdir()
     dist.barrier()
-    # The resumable state first: save_pretrained may re-tie parameters of the model it is given.
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "state"))
     if dist.enabled:  # gather the full weights for the Hugging Face copy (CPU, rank 0)
         full = get_model_state_dict(
             model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -94,32 +184,40 @@ def save_checkpoint(
                 )  # tied: saved once, as the single-process save does
             unwrap(model).save_pretrained(tmp, state_dict=full, safe_serialization=True)
         del full
+    elif lora:  # the merged model for HF tools, the adapter beside it
+        unwrap(model).save_pretrained(
+            tmp, state_dict=merged_state_dict(lm), safe_serialization=True
+        )
+        lm.save_pretrained(tmp / "adapter")
     else:
-        lm = getattr(model, "lm", model)
-        if hasattr(lm, "peft_config"):  # LoRA: the merged model for HF tools, the adapter beside it
-            unwrap(model).save_pretrained(
-                tmp, state_dict=merged_state_dict(lm), safe_serialization=True
-            )
-            lm.save_pretrained(tmp / "adapter")
-        else:
-            unwrap(model).save_pretrained(tmp, safe_serialization=True)
+        unwrap(model).save_pretrained(tmp, safe_serialization=True)
+        weights_in_hf = _hf_holds_weights(
+            tmp, unwrap(model)
+        )  # else (renamed keys) state/ keeps them
+    state = ({} if weights_in_hf else {"model": model_sd}) | (
+        {"optim": optim_sd} if save_optimizer else {}
+    )
+    if state:
+        dcp.save(state, checkpoint_id=str(tmp / "state"))
     if before_rename is not None:
         before_rename(tmp)
         dist.barrier()
     if dist.is_main:
         tokenizer.save_pretrained(tmp)
-        torch.save(
-            {"scheduler": scheduler.state_dict(), "rng": rng if rng is not None else rng_state()},
-            tmp / "trainer_state.pt",
-        )
-        (tmp / "state.json").write_text(
-            json.dumps({"step": step, "world_size": dist.world, **extra}, indent=1)
-        )
+        rng = rng if rng is not None else rng_state()
+        torch.save({"scheduler": scheduler.state_dict(), "rng": rng}, tmp / "trainer_state.pt")
+        info = {
+            "step": step,
+            "world_size": dist.world,
+            "weights": "hf" if weights_in_hf else "state",
+        }
+        info |= {"optimizer": save_optimizer, **extra}
+        (tmp / "state.json").write_text(json.dumps(info, indent=1))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        for old in list_checkpoints(run_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+        for p in list_checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(p, ignore_errors=True)
     dist.barrier()
     return final
 
@@ -134,24 +232,56 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
+def latest_checkpoint(
+    run_dir: str | Path, *, log: Callable[[str], None] | None = None
+) -> Path | None:
+    """The newest complete checkpoint. Each newer one that is damaged (checkpoint_files.verify_checkpoint)
+    is skipped with one line through `log` (default: print, on rank 0 only)."""
+    if log is None:
+        log = print if os.environ.get("RANK", "0") == "0" else (lambda _: None)
     found = list_checkpoints(run_dir)
-    return found[-1] if found else None
+    for i in range(len(found) - 1, -1, -1):
+        problem = verify_checkpoint(found[i])
+        if problem is None:
+            return found[i]
+        then = (
+            f"falling back to {found[i - 1].name}" if i else "no earlier checkpoint to fall back to"
+        )
+        log(f"checkpoint {found[i]} is incomplete or damaged ({problem}): {then}")
+    return None
 
 
-def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict:
+def load_checkpoint(path: Path, *, model, optimizer, scheduler, log: Callable = print) -> dict:
     """Restore weights, optimizer, scheduler and RNG in place (any number of ranks); returns state.json."""
+    info = json.loads((path / "state.json").read_text())
+    hf_weights, with_optim = info.get("weights") == "hf", info.get("optimizer", True)
     model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = ({} if hf_weights else {"model": model_sd}) | (
+        {"optim": optim_sd} if with_optim else {}
+    )
     try:
-        dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path / "state"))
-    except Exception as e:  # a different model or optimizer layout than the one that saved it
+        if state:
+            dcp.load(state, checkpoint_id=str(path / "state"))
+        if hf_weights:
+            _load_hf_weights(path, unwrap(model))
+    # CheckpointException derives from BaseException, not Exception: name it, or a mismatch escapes as a
+    # multi-rank traceback (issue 17, item 3a).
+    except (Exception, CheckpointException) as e:  # a different model or optimizer layout
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise RuntimeError(
             f"checkpoint {path} does not match this model/optimizer ({first}); "
             "resume with the same model.path and LoRA settings"
         ) from None
-    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
-    trainer = torch.load(path / "trainer_state.pt", weights_only=False)
+    if "model" in state:
+        set_model_state_dict(model, model_sd)
+    if with_optim:
+        set_optimizer_state_dict(model, optimizer, optim_sd)
+    else:  # get_state_dict above initialised it (fp32 masters of the old weights): start it afresh
+        optimizer.state.clear()
+        log(
+            f"{path} holds no optimizer state (checkpoint.save_optimizer=false): AdamW restarts from zero"
+        )
+    trainer = load_trainer_state(path / "trainer_state.pt")
     scheduler.load_state_dict(trainer["scheduler"])
     set_rng_state(trainer["rng"])
-    return json.loads((path / "state.json").read_text())
+    return info

@@ -14,6 +14,15 @@ on the completions alone against that cache, at positions prompt_len + j. Attent
 depends only on tokens <= t and the result is the plain forward's up to float rounding: the logprob of
 completion token 0 comes from the prompt's last hidden state, token j > 0 from completion hidden j-1. They are
 laid out as the plain forward's (B, L-1) (target t+1 -> column t), zeros off the completion tokens.
+The shared path needs an explicit (C, P+C) mask per row (no flash attention, K/V repeated to every head), so it
+runs only where it saves at least SHARE_MIN_SAVING of the forward's tokens: prompts that are not much shorter
+than their completions. With long completions (4k-16k tokens) the plain forward is both cheaper and leaner.
+
+Long sequences. Rows are right-padded, so under a causal mask a real token never sees a padding token: the plain
+forward passes no attention mask at all for such batches. Hugging Face then runs sdpa with is_causal (flash
+attention on GPUs, GQA without repeating K/V) instead of building a (B, 1, L, L) mask, so no (L, L) tensor
+exists at 16k tokens; padding positions get finite values that the loss mask drops. With the chunked lm head
+below, the training forward's memory is O(L) per row plus one (chunk, V) block.
 """
 
 from __future__ import annotations
@@ -22,6 +31,20 @@ import torch
 
 from ..algos.logprobs import token_logprobs_entropy
 from ..models.load import unwrap
+
+SHARE_MIN_SAVING = 0.1  # share prompts only when that removes >= 10% of the forward's tokens
+
+
+def worth_sharing(saved_tokens: int, total_tokens: int) -> bool:
+    """Whether computing each distinct prompt once (saving `saved_tokens` of `total_tokens`) is worth its mask."""
+    return saved_tokens >= SHARE_MIN_SAVING * total_tokens
+
+
+def right_padded(attention_mask: torch.Tensor) -> bool:
+    """attention_mask (B, L): every row is ones then zeros (what aha.train.batching builds)."""
+    lengths = attention_mask.sum(1, keepdim=True)  # (B, 1)
+    ar = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return bool(torch.equal(attention_mask.bool(), ar < lengths))
 
 
 def prompt_groups(
@@ -79,12 +102,15 @@ class LogprobModel(torch.nn.Module):
         kw = dict(temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
         if prompt_lens is not None and int(prompt_lens.min()) >= 1 and can_share(base):
             first, inv = prompt_groups(input_ids, prompt_lens)
-            if len(first) < len(inv):
+            plens = prompt_lens.tolist()
+            saved = sum(plens) - sum(plens[i] for i in first)
+            if len(first) < len(inv) and worth_sharing(saved, int(attention_mask.sum())):
                 return self.shared_forward(
                     base, weight, input_ids, attention_mask, prompt_lens, first, inv, kw
                 )
+        mask = None if right_padded(attention_mask) else attention_mask  # causal alone is exact
         hidden = base.get_decoder()(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+            input_ids=input_ids, attention_mask=mask, use_cache=False
         ).last_hidden_state  # (B, L, H)
         return token_logprobs_entropy(hidden[:, :-1], weight, input_ids[:, 1:], **kw)
 

@@ -26,7 +26,7 @@ class TrainLoop:
     name = "train"
 
     def __init__(self, cfg, *, dist: Dist, policy, tokenizer, optimizer, scheduler, stream):
-        """cfg needs .steps .out .resume .logging .checkpoint; policy is the module that is optimised and
+        """cfg needs .steps .out .resume .logging .checkpoint .eval; policy is the module that is optimised and
         checkpointed (a LogprobModel); stream is the PromptStream (its position is the data position)."""
         self.cfg, self.dist = cfg, dist
         self.policy, self.tok, self.optimizer, self.scheduler, self.stream = (
@@ -85,6 +85,7 @@ class TrainLoop:
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             keep_last=self.cfg.checkpoint.keep_last,
+            save_optimizer=self.cfg.checkpoint.save_optimizer,
             rng=rng,
             dist=self.dist,
             extra={"data_position": pos, **self.extra_state()},
@@ -148,7 +149,7 @@ class TrainLoop:
                 metrics = self.train_step(self.step + 1)
                 step_start = None
                 self.step += 1
-                if lg.eval_size and (
+                if cfg.eval.enabled and (
                     (lg.eval_every and self.step % lg.eval_every == 0) or self.step == cfg.steps
                 ):
                     metrics.update(self.evaluate())

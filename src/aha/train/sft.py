@@ -25,14 +25,14 @@ from ..algos import agg_loss
 from ..algos.logprobs import token_logprobs_entropy
 from ..config import ConfigError
 from ..data.sft import RowFormat, block_causal_mask, build_examples, collate, pack, read_rows
-from ..models.load import load_model, unwrap
+from ..models.load import unwrap
 from . import checkpoint as ckpt
 from .batching import group_by_budget
 from .dist import Dist
 from .loop import TrainLoop
-from .optim import build_optimizer, build_scheduler
 from .prompts import PromptStream
 from .sft_config import SFTConfig
+from .update import clip_and_step, optimizer_for
 
 
 def packed_logprobs(model, batch, chunk_size: int = 1024) -> torch.Tensor:
@@ -79,19 +79,8 @@ class SFTTrainer(TrainLoop):
             )
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
-        m, d = cfg.model, cfg.data
-        model, tok = load_model(
-            m.path,
-            device=m.device,
-            dtype=m.dtype,
-            seed=cfg.seed,
-            gradient_checkpointing=m.gradient_checkpointing,
-            lora_r=m.lora.r,
-            lora_alpha=m.lora.alpha,
-            lora_dropout=m.lora.dropout,
-            lora_target_modules=m.lora.target_modules,
-            trust_remote_code=m.trust_remote_code,
-        )
+        d = cfg.data
+        model, tok = cfg.model.load(seed=cfg.seed, train=True)
         rows = [r for src in d.path for r in read_rows(src, d.split)]
         rows = rows[: d.limit] if d.limit else rows
         fmt = RowFormat(
@@ -116,16 +105,7 @@ class SFTTrainer(TrainLoop):
             steps=cfg.steps
             or max(1, math.ceil(cfg.epochs * len(self.examples) / cfg.batch.batch_size)),
         )
-        optimizer = build_optimizer(
-            model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps
-        )
-        scheduler = build_scheduler(
-            optimizer,
-            total=cfg.steps,
-            warmup=cfg.optim.warmup_steps,
-            schedule=cfg.optim.schedule,
-            min_ratio=cfg.optim.min_lr_ratio,
-        )
+        optimizer, scheduler = optimizer_for(model, cfg.optim, cfg.steps)
         super().__init__(
             cfg,
             dist=Dist(),
@@ -164,17 +144,10 @@ class SFTTrainer(TrainLoop):
             loss = agg_loss(-logp, mb_dev.loss_mask, "token-mean", denom=n_trained)
             loss.backward()
             loss_sum += loss.detach().float().cpu()
-        if self.cfg.optim.max_grad_norm > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                self.model.parameters(), self.cfg.optim.max_grad_norm
-            )
-        else:
-            grad_norm = torch.nn.utils.get_total_norm(
-                [p.grad for p in self.model.parameters() if p.grad is not None]
-            )
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.scheduler.step()
+        grad_norm = clip_and_step(
+            self.model, self.optimizer, self.scheduler, self.cfg.optim.max_grad_norm
+        )
         seconds = time.perf_counter() - t0
         n_tokens = sum(mb.n_tokens for mb in mbs)
         slots = sum(mb.input_ids.numel() for mb in mbs)
@@ -194,29 +167,13 @@ class SFTTrainer(TrainLoop):
         }
 
     def evaluate(self) -> dict:
-        from ..data import get_task
-        from ..eval import eval_metrics
+        """Held-out evaluation on the task's test split (the `eval` section), with a fresh engine."""
+        from ..eval import evaluate_task
         from ..rollout.factory import make_engine
 
-        lg, t = self.cfg.logging, self.cfg.task
-        task = get_task(t.name, **t.options)
-        test = task.dataset("test")
-        rows = [test[i] for i in range(min(lg.eval_size, len(test)))]
-        return eval_metrics(
-            make_engine(self.cfg.engine, self.model, self.tok),
-            self.tok,
-            rows,
-            accuracy=task.accuracy_reward,
-            k=lg.eval_k,
-            template=t.template,
-            system=t.system,
-            prefill=t.prefill,
-            seed=self.cfg.seed,
-            max_tokens=lg.eval_max_new_tokens,
-            temperature=lg.eval_temperature,
-            top_p=lg.eval_top_p,
-            batch_size=lg.eval_batch,
-        )
+        engine = make_engine(self.cfg.engine, self.model, self.tok)
+        res = evaluate_task(engine, self.tok, self.cfg.task, self.cfg.eval, seed=self.cfg.seed)
+        return res.flat()
 
 
 def sft(cfg: SFTConfig) -> dict:
@@ -227,17 +184,3 @@ def sft(cfg: SFTConfig) -> dict:
     finally:
         trainer.close()
     return {**summary, "checkpoint": str(ckpt.latest_checkpoint(trainer.out))}
-
-
-def cmd_sft(args: list[str]) -> int:
-    """`aha sft CONFIG [key.sub=value ...]`."""
-    from ..cli_args import split_args
-    from ..config import load_config
-
-    path, overrides = split_args(args)
-    cfg = load_config(SFTConfig, path, overrides)
-    summary = sft(cfg)
-    print(
-        f"done: {summary['steps']} SFT steps in {summary['seconds']:.1f}s; model {summary['checkpoint']}"
-    )
-    return 0

@@ -1,13 +1,15 @@
-"""Typed config of the SFT stage (`aha sft CONFIG key.sub=value ...`). Model, optimizer and checkpoint
-sections are the RL stage's own classes, so a recipe's blocks paste between stages unchanged."""
+"""Typed config of the SFT stage (`aha sft CONFIG key.sub=value ...`). Model, task, optimizer, checkpoint and
+held-out evaluation sections are the RL stage's own classes (with SFT's defaults), so a recipe's blocks paste
+between stages unchanged."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-from ..config import check
-from .config import CheckpointConfig, ModelConfig, OptimConfig, RunLoggingConfig, TaskConfig
+from ..config import check, section
+from ..schema import HeldOutConfig, ModelConfig, TaskConfig
+from .config import EVAL_RENAMED, CheckpointConfig, OptimConfig, RunLoggingConfig
 
 
 @dataclass
@@ -20,17 +22,15 @@ class SFTDataConfig:
     completion_key: str = "completion"
     messages_key: str = "messages"  # chat-format rows
     question_key: str = "question"
-    template: str | None = (
-        None  # set (r1-zero | chat | plain | "...{prompt}..."): the prompt is rendered from
-    )
+    # set (r1-zero | chat | plain | "...{prompt}..."): the prompt is rendered from
+    template: str | None = None
     # row[question_key], exactly as the RL stage renders its prompts
     system: str | None = None
     prefill: str = ""  # e.g. "<think>": then completions start after it
     max_length: int = 1024  # tokens per example (longer ones are cut) and per packed row
     packing: bool = True  # several documents per row, no attention across them
-    add_eos: bool = (
-        True  # append eos to prompt/completion rows (chat templates end turns themselves)
-    )
+    # append eos to prompt/completion rows (chat templates end turns themselves)
+    add_eos: bool = True
     limit: int | None = None  # use the first N rows only
 
     def __post_init__(self):
@@ -40,19 +40,6 @@ class SFTDataConfig:
             "limit",
             f"must be >= 1 or null, got {self.limit}",
         )
-
-
-@dataclass
-class SFTOptimConfig(OptimConfig):
-    # SFT defaults; a subclass (not a default_factory) so that they also hold when a YAML sets other keys
-    lr: float = 1e-5
-    schedule: Literal["constant", "cosine"] = "cosine"
-    min_lr_ratio: float = 0.1
-
-
-@dataclass
-class SFTTaskConfig(TaskConfig):
-    name: str = ""  # only for held-out evaluation during SFT; "" = none
 
 
 @dataclass
@@ -74,19 +61,27 @@ class SFTBatchConfig:
 
 
 @dataclass
-class SFTLoggingConfig(RunLoggingConfig):
-    eval_max_new_tokens: int = 256  # held-out evaluation on `task` (its test split) during SFT
-
-
-@dataclass
 class SFTConfig:
+    RENAMED: ClassVar[dict[str, str]] = {
+        **EVAL_RENAMED,
+        "logging.eval_max_new_tokens": "eval.sampling.max_new_tokens",
+    }
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
-    optim: SFTOptimConfig = field(default_factory=SFTOptimConfig)
+    optim: OptimConfig = section(OptimConfig, lr=1e-5, schedule="cosine", min_lr_ratio=0.1)
     batch: SFTBatchConfig = field(default_factory=SFTBatchConfig)
-    logging: SFTLoggingConfig = field(default_factory=SFTLoggingConfig)
+    logging: RunLoggingConfig = field(default_factory=RunLoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    task: SFTTaskConfig = field(default_factory=SFTTaskConfig)
+    task: TaskConfig | None = None  # only for the held-out evaluation (its test split); null = none
+    # held-out evaluation on `task` every logging.eval_every steps; off while limit is 0
+    eval: HeldOutConfig = section(
+        HeldOutConfig,
+        limit=0,
+        batch_size=64,
+        n_boot=0,
+        sampling={"max_new_tokens": 256, "seed": None},
+    )
     engine: Literal["auto", "hf", "fast"] = "auto"  # generation engine of that evaluation
     steps: int = 0  # optimizer steps; 0 = as many as `epochs` passes over the data take
     epochs: float = 1.0
@@ -98,8 +93,13 @@ class SFTConfig:
         check(self.steps >= 0, "steps", f"must be >= 0 (0 = from epochs), got {self.steps}")
         check(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
         check(
-            not (self.logging.eval_size and not self.task.name),
+            not (self.eval.enabled and self.task is None),
             "task.name",
-            "logging.eval_size > 0 needs a task to evaluate on, e.g. task.name=arithmetic",
+            "eval.limit > 0 needs a task to evaluate on, e.g. task.name=arithmetic",
+        )
+        check(
+            self.task is None or self.task.split is None,
+            "task.split",
+            "the held-out evaluation uses the task's test split; remove task.split",
         )
         check(bool(self.out), "out", "give the run directory, e.g. out=runs/sft")

@@ -1,10 +1,12 @@
-"""The policy update of GRPO (and PPO's policy half): mu passes of micro-batched gradient accumulation.
+"""The policy update (GRPO's, and PPO's policy half): mu passes of micro-batched gradient accumulation.
 
     L = agg_t[ -min(rho_t A, clip(rho_t, 1-e_low, 1+e_high) A) ] + beta * agg_t[KL(pi || pi_ref)] - c * agg_t[H]
 
 Every micro-batch loss is normalised by the denominator of the whole global batch (tokens for token-mean,
 sequences otherwise), so the accumulated gradient is exactly the full batch's whatever the split, on one
-process or N. A mixin of the trainer: it uses cfg, dist, device, policy, ref, optimizer and scheduler.
+process or N. Logprobs are taken at the temperature the batch was sampled with (Batch.params), the one at which
+the engine reported its own. Also here, for every trainer: `optimizer_for` (AdamW + schedule from an OptimConfig)
+and `clip_and_step` (clip the gradient norm, step, advance the schedule).
 """
 
 from __future__ import annotations
@@ -16,20 +18,61 @@ import torch
 from .. import algos
 from .batching import micro_batches
 from .forward import sequence_logprobs
+from .optim import build_optimizer, build_scheduler
 
-SUMMED = (
-    "loss",
-    "kl",
-    "entropy",
-)  # normalised by the global denominator already: they add over micro-batches
+SUMMED = ("loss", "kl", "entropy")  # normalised by the global denominator already: they add up
+
+
+def optimizer_for(
+    module, optim, total_steps: int, lr: float | None = None, name: str | None = None
+):
+    """-> (the optimizer over module's trainable parameters, its LR schedule) as OptimConfig `optim` says;
+    lr and name (adamw, adamw_8bit, ...) override optim's."""
+    opt = build_optimizer(
+        module, lr or optim.lr, optim.weight_decay, optim.betas, optim.eps, name=name or optim.name
+    )
+    sched = build_scheduler(
+        opt,
+        total=total_steps,
+        warmup=optim.warmup_steps,
+        schedule=optim.schedule,
+        min_ratio=optim.min_lr_ratio,
+    )
+    return opt, sched
+
+
+def clip_and_step(module, optimizer, scheduler=None, max_norm: float = 0.0) -> torch.Tensor:
+    """Clip the gradient norm of `module` to max_norm (0 = no clipping, the norm is still measured), take the
+    optimizer step and advance the schedule; -> the norm before clipping (a full tensor under FSDP)."""
+    params = [p for p in module.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm or float("inf"))
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # DTensor under FSDP
+
+
+def equal_passes(batch, batch_cfg, dist) -> list[tuple[list[int], float]]:
+    """The batch's micro-batches as (row indices, weight), as many on every rank (FSDP's collectives need the
+    same number of forward/backward passes): the extra ones repeat a micro-batch with weight 0."""
+    mbs = micro_batches(batch, batch_cfg.micro_batch_size, batch_cfg.micro_batch_tokens)
+    return [(idx, 1.0) for idx in mbs] + [(mbs[-1], 0.0)] * (dist.max_int(len(mbs)) - len(mbs))
 
 
 class PolicyUpdate:
+    """One policy update per step. Holds the training forward (`policy`), the reference (None when beta = 0),
+    the optimizer and schedule, and the algorithm / batch / optim sections of the config."""
+
+    def __init__(self, cfg, *, dist, device, policy, ref, optimizer, scheduler):
+        self.cfg, self.dist, self.device = cfg, dist, device
+        self.policy, self.ref, self.optimizer, self.scheduler = policy, ref, optimizer, scheduler
+
     def prompt_lens(self, mb):
         """The micro-batch's prompt lengths when the forward may compute each distinct prompt once."""
         return mb.prompt_lens if self.cfg.batch.share_prefix else None
 
-    def logprobs_no_grad(self, model, batch, idx_lists):
+    def logprobs_no_grad(self, model, batch, idx_lists) -> torch.Tensor:
+        """(B, L-1) logprobs of `model` (the policy, a reference) at the batch's sampling temperature."""
         out = torch.zeros_like(batch.loss_mask)
         with torch.no_grad():
             for idx in idx_lists:
@@ -38,19 +81,16 @@ class PolicyUpdate:
                     model,
                     mb.input_ids,
                     mb.attention_mask,
-                    temperature=self.cfg.sampling.temperature,
+                    temperature=batch.logprob_temperature,
                     prompt_lens=self.prompt_lens(mb),
                 )
                 out[idx, : logp.shape[1]] = logp.float().cpu()
         return out
 
-    def update(self, batch) -> dict:
-        cfg, a, dist = self.cfg, self.cfg.algorithm, self.dist
-        mbs = micro_batches(batch, cfg.batch.micro_batch_size, cfg.batch.micro_batch_tokens)
-        # Every rank runs the same number of forward/backward passes (FSDP's collectives); extra ones repeat a
-        # micro-batch with zero weight.
-        n_passes = dist.max_int(len(mbs))
-        mbs = [(idx, 1.0) for idx in mbs] + [(mbs[-1], 0.0)] * (n_passes - len(mbs))
+    def __call__(self, batch, passes=None) -> dict:
+        """Update the policy on `batch` (advantages set; ref_logp / old_logp filled here unless given)."""
+        a, dist = self.cfg.algorithm, self.dist
+        mbs = passes or equal_passes(batch, self.cfg.batch, dist)
         # Normalise every micro-batch, on every rank, by the whole global batch's denominator: the gradients
         # then add up to exactly the full-batch gradient, whatever the split.
         denom = dist.sum(algos.agg_denominator(batch.loss_mask, a.agg).float())
@@ -70,14 +110,12 @@ class PolicyUpdate:
             self.optimizer.zero_grad(set_to_none=True)
             for idx, weight in mbs:
                 mb = batch.select(idx).to(self.device)
-                share = (
-                    weight * float(mb.loss_mask.sum()) / n_tokens
-                )  # metrics are token means: weight by tokens
+                share = weight * float(mb.loss_mask.sum()) / n_tokens  # metrics: token means
                 logp, entropy = sequence_logprobs(
                     self.policy,
                     mb.input_ids,
                     mb.attention_mask,
-                    temperature=cfg.sampling.temperature,
+                    temperature=batch.logprob_temperature,
                     with_entropy=True,
                     prompt_lens=self.prompt_lens(mb),
                 )
@@ -97,7 +135,7 @@ class PolicyUpdate:
                 m = dict(m)
                 if mb.ref_logp is not None:
                     kl = algos.agg_loss(
-                        algos.kl(logp, mb.ref_logp, kind=a.kl_kind),
+                        algos.kl_estimate(logp, mb.ref_logp, kind=a.kl_kind),
                         mb.loss_mask,
                         a.agg,
                         a.norm_len,
@@ -119,9 +157,9 @@ class PolicyUpdate:
                     wk = weight if k in SUMMED else share
                     sums[k] = sums.get(k, 0.0) + wk * v.detach().float().cpu() / a.mu
             t_opt = self._sync_time()
-            grad_norm = self.clip_gradients()
-            self.optimizer.step()
-            self.scheduler.step()
+            grad_norm = clip_and_step(
+                self.policy, self.optimizer, self.scheduler, self.cfg.optim.max_grad_norm
+            )
             optim_seconds += self._sync_time() - t_opt
         t2 = time.perf_counter()
         keys = sorted(sums)
@@ -144,9 +182,3 @@ class PolicyUpdate:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
-
-    def clip_gradients(self) -> torch.Tensor:
-        params = [p for p in self.policy.parameters() if p.grad is not None]
-        max_norm = self.cfg.optim.max_grad_norm or float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # DTensor under FSDP

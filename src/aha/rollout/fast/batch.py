@@ -1,18 +1,20 @@
 """The running batch on the device: per-row decode state and the decode step (eager, or a CUDA-graph replay).
 
 Row state (R rows): tok (last sampled token), pos (its position = cache length before it), active, ngen
-(tokens generated), the page table, and output buffers out_tok/out_lp (R, M+1) whose last column is a trash
-column for inactive rows. One step over rows [0, b):
+(tokens generated), seen (tokens already copied out to the host), seq (the completion's prompt-major index,
+which keys its sampling noise), the page table, and a ring of the last W sampled tokens/logprobs
+out_tok/out_lp (R, W+1) whose last column is a trash column for inactive rows. One step over rows [0, b):
 
     logits = decode(tok, pos)                   inactive rows compute too (fixed shapes) but write their K/V
                                                 to the trash page 0 and their outputs to the trash column
-    tok', lp = sample(logits)                   fused Triton sampler, or the torch sampler
-    out[ngen] = tok', lp;  ngen += active;  pos += active
+    tok', lp = sample(logits, keys(seed, seq, ngen))   fused Triton sampler, or the torch sampler
+    ring[ngen % W] = tok', lp;  ngen += active;  pos += active
     active &= not (tok' is a stop id or ngen >= max_tokens)
 
-Everything stays on the device, so the host never waits on a step; it reads `active` every few steps (see
-engine.py). With the fused sampler the whole step is one CUDA graph per batch bucket; with top-p/top-k the
-graph covers the forward and sampling runs eagerly (torch.sort is not worth a custom kernel here).
+Everything stays on the device, so the host never waits on a step. After each round of at most W - 1 steps
+`snapshot` gathers every row's tokens since `seen` (at most W: the round's steps plus a prefill token) with
+`active`, for one copy to the host (see engine.py). With the fused sampler the whole step is one CUDA graph per
+batch bucket; with top-p/top-k the graph covers the forward and sampling runs eagerly.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ from .sampler import sample_fused, sample_torch
 BUCKETS = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
+def to_dev(x, device: torch.device, dtype=torch.long) -> torch.Tensor:
+    """A host list as a tensor on `device` (through pinned memory, asynchronously, on CUDA)."""
+    t = torch.tensor(x, dtype=dtype)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
 def bucket_for(n: int, rows: int) -> int:
     for b in BUCKETS:
         if b >= n:
@@ -34,47 +44,53 @@ def bucket_for(n: int, rows: int) -> int:
 
 
 class Batch:
-    def __init__(self, runner, cache, rows: int, max_tokens: int, table_width: int):
+    def __init__(self, runner, cache, rows: int, ring: int, table_width: int):
         dev = runner.device
         self.runner, self.cache, self.rows = runner, cache, rows
-        self.max_tokens, self.width = max_tokens, table_width
+        self.ring, self.width = ring, table_width
         z = dict(device=dev)
         self.tok = torch.zeros(rows, dtype=torch.long, **z)
         self.pos = torch.zeros(rows, dtype=torch.long, **z)
         self.active = torch.zeros(rows, dtype=torch.bool, **z)
         self.ngen = torch.zeros(rows, dtype=torch.long, **z)
+        self.seen = torch.zeros(rows, dtype=torch.long, **z)
+        self.seq = torch.zeros(rows, dtype=torch.long, **z)
         self.table = torch.zeros((rows, table_width), dtype=torch.int32, **z)
-        self.out_tok = torch.zeros((rows, max_tokens + 1), dtype=torch.long, **z)
-        self.out_lp = torch.zeros((rows, max_tokens + 1), dtype=torch.float32, **z)
+        self.out_tok = torch.zeros((rows, ring + 1), dtype=torch.long, **z)
+        self.out_lp = torch.zeros((rows, ring + 1), dtype=torch.float32, **z)
         self.max_new = torch.ones(1, dtype=torch.long, **z)
         self.is_stop = torch.zeros(runner.vocab_size, dtype=torch.bool, **z)
         self.temp = torch.ones(1, dtype=torch.float32, **z)
         self.seed = torch.zeros(1, dtype=torch.long, **z)
-        self.step_no = torch.zeros(1, dtype=torch.long, **z)
         self.graphs: dict[tuple[int, str], tuple] = {}
         self.pool = None
         self.num_sms = (
             torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 1
         )
-        self.params, self.generator, self.mode = None, None, "logits"
+        self.params, self.mode = None, "logits"
 
     # ------------------------------------------------------------------ per-generate configuration
     def configure(self, params, seed: int, width: int) -> None:
         """Reset all rows and load this call's sampling settings into the (graph-visible) device tensors."""
         self.params, self.cur_width = params, width
-        for t in (self.active, self.pos, self.ngen, self.table):
+        for t in (self.active, self.pos, self.ngen, self.seen, self.table):
             t.zero_()
         self.max_new.fill_(params.max_tokens)
         self.temp.fill_(max(params.temperature, 1e-6))
         self.seed.fill_(seed & (2**62 - 1))
-        self.step_no.zero_()
         self.is_stop.zero_()
         stop = [t for t in params.stop_token_ids if 0 <= t < self.is_stop.numel()]
         if stop:
             self.is_stop[torch.tensor(stop, device=self.is_stop.device)] = True
-        self.generator = torch.Generator(device=self.tok.device).manual_seed(seed)
         fused = use_triton(self.tok) and params.top_p >= 1.0 and params.top_k == 0
         self.mode = ("greedy" if params.temperature == 0 else "sample") if fused else "logits"
+
+    def sample(self, logits: torch.Tensor, seq: torch.Tensor, t: torch.Tensor, mode: str):
+        """Token and logprob of each row of logits (B, V); the noise is keyed by (seed, seq, t)."""
+        if mode == "logits":
+            p = self.params
+            return sample_torch(logits, p.temperature, p.top_p, p.top_k, keys=(self.seed, seq, t))
+        return sample_fused(logits, self.temp, self.seed, seq, t, greedy=mode == "greedy")
 
     # ------------------------------------------------------------------ the step
     def forward(self, b: int) -> torch.Tensor:
@@ -92,16 +108,9 @@ class Batch:
         )  # (b, V)
 
     def sample_update(self, b: int, logits: torch.Tensor, mode: str) -> None:
-        if mode == "logits":
-            p = self.params
-            tok, lp = sample_torch(logits, p.temperature, p.top_p, p.top_k, self.generator)
-        else:
-            tok, lp = sample_fused(
-                logits, self.temp, self.seed, self.step_no, greedy=mode == "greedy"
-            )
-            self.step_no += 1
+        tok, lp = self.sample(logits, self.seq[:b], self.ngen[:b], mode)
         act = self.active[:b]
-        col = torch.where(act, self.ngen[:b], torch.full_like(self.ngen[:b], self.max_tokens))
+        col = torch.where(act, self.ngen[:b] % self.ring, torch.full_like(self.ngen[:b], self.ring))
         self.out_tok[:b].scatter_(1, col[:, None], tok[:, None])
         self.out_lp[:b].scatter_(1, col[:, None], lp[:, None])
         self.ngen[:b] += act
@@ -109,6 +118,22 @@ class Batch:
         done = self.is_stop[tok] | (self.ngen[:b] >= self.max_new)
         self.active[:b] &= ~done
         self.tok[:b] = tok
+
+    def snapshot(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows [0, b): the tokens sampled since the last snapshot, for the host. Returns packed
+        (b, W + 2) int64 [tokens in order (W) | count | active] and (b, W) fp32 logprobs."""
+        idx = (self.seen[:b, None] + torch.arange(self.ring, device=self.seen.device)) % self.ring
+        packed = torch.cat(
+            [
+                self.out_tok[:b].gather(1, idx),
+                (self.ngen[:b] - self.seen[:b])[:, None],
+                self.active[:b, None].long(),
+            ],
+            dim=1,
+        )
+        lps = self.out_lp[:b].gather(1, idx)
+        self.seen[:b] = self.ngen[:b]
+        return packed, lps
 
     @property
     def graphs_enabled(self) -> bool:
@@ -158,16 +183,31 @@ class Batch:
             self.graphs[(b, mode)] = (graph, out)
 
     # ------------------------------------------------------------------ admission / compaction
-    def admit(self, rows, tok, lp, prompt_lens, tables) -> None:
-        """New sequences in `rows` (int64 (k,)): first token/logprob from the prefill, page tables (k, W)."""
+    def admit(self, rows, tok, lp, pos, ngen, seq, tables, fresh: bool) -> None:
+        """Sequences into `rows` (int64 (k,)): last token `tok` at position `pos`, ngen tokens generated, page
+        tables (k, W). fresh: tok/lp were just sampled by the prefill (ngen = 1; the host has not seen tok);
+        else a preempted sequence resumes (the host has all ngen tokens; tok is the last of them)."""
         self.tok[rows] = tok
-        self.pos[rows] = prompt_lens
-        self.ngen[rows] = 1
-        self.out_tok[rows, 0] = tok
-        self.out_lp[rows, 0] = lp
-        self.active[rows] = ~self.is_stop[tok] & (self.max_new > 1)
+        self.pos[rows] = pos
+        self.ngen[rows] = ngen
+        self.seq[rows] = seq
+        if fresh:
+            self.seen[rows] = ngen - 1
+            self.out_tok[rows, 0] = tok
+            self.out_lp[rows, 0] = lp
+            self.active[rows] = ~self.is_stop[tok] & (self.max_new > 1)
+        else:
+            self.seen[rows] = ngen
+            self.active[rows] = True
         self.table[rows] = 0
         self.table[rows, : tables.shape[1]] = tables
+
+    def set_pages(self, rows: torch.Tensor, cols: torch.Tensor, pages: torch.Tensor) -> None:
+        """table[rows[i], cols[i]] = pages[i]: pages appended to growing sequences."""
+        self.table[rows, cols] = pages.to(self.table.dtype)
+
+    def deactivate(self, rows: torch.Tensor) -> None:
+        self.active[rows] = False
 
     def compact(self, src: torch.Tensor, hi: int) -> None:
         """Rows src (k,) move to rows 0..k-1; rows k..hi-1 become inactive."""
@@ -177,6 +217,8 @@ class Batch:
             self.pos,
             self.active,
             self.ngen,
+            self.seen,
+            self.seq,
             self.table,
             self.out_tok,
             self.out_lp,

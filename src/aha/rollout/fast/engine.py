@@ -4,15 +4,31 @@
     completions = engine.generate(prompt_token_ids, SamplingParams(n=8, temperature=1.0, max_tokens=512))
     engine.release()            # give the KV cache and CUDA graphs back before the training phase
 
-Loop: admit (prefill each prompt once, sample its n first tokens, share its KV pages) -> run `sync_every`
-decode steps without looking at the device -> queue a copy of the rows' `active` flags -> read the copy queued
-one round earlier (so the GPU always has a round of work queued) -> harvest finished rows, free their rows and
-pages -> compact rows so the batch bucket shrinks -> admit again. Rows that finish by length are known on
-the host exactly; rows that stop on a stop id are seen within two rounds.
+Loop: admit (prefill each prompt once, sample its n first tokens, share its KV pages; resume preempted
+sequences first) -> give every running sequence the KV pages its next round needs, preempting the latest ones
+by recompute when the cache is short (scheduler.py) -> run `sync_every` decode steps without looking at the
+device -> queue a copy of every row's new tokens, logprobs and `active` flag (batch.snapshot) -> read the copy
+queued one round earlier (so the GPU always has a round of work queued) -> push those tokens to each
+completion's Tracker (stop ids, stop strings, on_tokens, abort: see aha.rollout.stops) -> free the rows and
+pages of finished completions (rows that end by length are known on the host exactly and freed at once;
+others are seen within two rounds) -> compact rows so the batch bucket shrinks -> admit again. A completion
+cut on the host (stop string, abort) or preempted has its row switched off.
 
-Same outputs as HFEngine (prompt-major, logprob of the sampled distribution before top-p/top-k, greedy +
-unscaled logprob at T = 0). With the same seed and inputs the samples repeat on one device; they differ from
-HF's (different random streams). Unsupported architectures fall back to HFEngine with a warning.
+KV memory: `kv_cache_bytes` (or `kv_cache_fraction` of the free GPU memory) is the cache, capped at what every
+row could use; pages are taken as tokens are written, so long and short completions share it, and a cache
+smaller than all rows' max length costs recompute (stats["preemptions"]), not an error. Only one sequence
+that cannot fit the whole cache is an error. `kv_bytes_per_token(model)` (kv_cache.py) prices a token.
+stats: decode_steps, prefill_tokens (recompute included), seconds, tokens_per_s, preemptions, peak_pages /
+peak_kv_mib (most pages in use at once), kv_cache_mib, mode.
+
+Streaming: `on_tokens(i, new_ids)` is called once per sync round for each completion that produced tokens.
+Sampling noise is keyed by (seed, completion index, token index) (noise.py): with the same seed and inputs the
+samples repeat on one device whatever the batch size, cache size, preemptions or aborted neighbours, as far as
+the logits do (exactly in fp32 on the CPU; in bf16 on a GPU, GEMMs of other shapes - a recomputed prefill,
+another batch size - can move a logit by a rounding step and part a row at a near-tie: see
+benchmarks/_rollout_checks.py). They differ from HF's (different random streams). Same outputs as HFEngine otherwise (prompt-major, logprob of the sampled
+distribution before top-p/top-k, greedy + unscaled logprob at T = 0). Unsupported architectures fall back to
+HFEngine with a warning.
 
 LoRA: a peft-wrapped model works (its Linear wrappers are called, dropout off in eval mode); the CUDA graphs
 are re-captured when parameter storages or adapter flags (merged / disabled / active) change.
@@ -26,12 +42,13 @@ from collections import deque
 
 import torch
 
-from ..base import Completion, SamplingParams
+from ..base import Completion, OnTokens, SamplingParams
 from ..hf import HFEngine
-from .batch import Batch, bucket_for
+from ..stops import Tracker
+from .batch import Batch, bucket_for, to_dev
 from .kv_cache import KVCache, PageAllocator
 from .model_runner import ModelRunner, UnsupportedModel
-from .sampler import sample_torch
+from .prefill import Prefill
 from .scheduler import Scheduler, cdiv
 
 
@@ -87,10 +104,13 @@ class FastEngine:
             torch.cuda.empty_cache()
 
     def generate(
-        self, prompt_token_ids: list[list[int]], params: SamplingParams
+        self,
+        prompt_token_ids: list[list[int]],
+        params: SamplingParams,
+        on_tokens: OnTokens | None = None,
     ) -> list[Completion]:
         if self.fallback is not None:
-            return self.fallback.generate(prompt_token_ids, params)
+            return self.fallback.generate(prompt_token_ids, params, on_tokens)
         if not prompt_token_ids or any(len(p) == 0 for p in prompt_token_ids):
             raise ValueError("generate() needs a non-empty list of non-empty prompts")
         V = self.runner.vocab_size
@@ -100,7 +120,7 @@ class FastEngine:
         self.model.eval()
         try:
             with torch.no_grad():
-                return self._generate([list(p) for p in prompt_token_ids], params)
+                return self._generate([list(p) for p in prompt_token_ids], params, on_tokens)
         finally:
             self.model.train(was_training)
 
@@ -148,9 +168,10 @@ class FastEngine:
             self.cache = KVCache(r.num_layers, pages, S, r.num_kv_heads, r.head_dim, r.dtype, dev)
         width = cdiv(longest + params.max_tokens, S)
         b = self.batch
-        if b is None or b.max_tokens < params.max_tokens or b.width < width or b.rows < rows:
+        stale = b is None or b.cache is not self.cache or b.ring != self.sync_every + 1
+        if stale or b.width < width or b.rows < rows:
             self.batch = Batch(
-                r, self.cache, max(rows, self.max_num_seqs), _pow2(params.max_tokens), _pow2(width)
+                r, self.cache, max(rows, self.max_num_seqs), self.sync_every + 1, _pow2(width)
             )
         key = self._graph_key()
         if key != self._key:
@@ -159,116 +180,83 @@ class FastEngine:
         return bpp, width
 
     # ------------------------------------------------------------------ the loop
-    def _generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+    def _generate(self, prompts, params: SamplingParams, on_tokens) -> list[Completion]:
         t0 = time.perf_counter()
         rows = min(self.max_num_seqs, len(prompts) * params.n)
         bpp, width = self._setup(prompts, params, rows)
         cuda = self.runner.device.type == "cuda"
+        M = params.max_tokens
         sched = Scheduler(
-            prompts,
-            params.n,
-            params.max_tokens,
-            self.page_size,
-            rows,
-            PageAllocator(self.cache.num_pages),
+            prompts, params.n, M, self.page_size, rows, PageAllocator(self.cache.num_pages)
         )
         sched.check_fits(bpp)
+        trackers = [
+            Tracker(i, params, self.tokenizer, on_tokens) for i in range(len(prompts) * params.n)
+        ]
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
         batch = self.batch
         batch.configure(params, seed, width)
         if cuda and self.cuda_graphs:
             batch.capture(bucket_for(rows, batch.rows))
-        gen = torch.Generator(device=self.runner.device).manual_seed(seed + 1)
-        results: list = [None] * (len(prompts) * params.n)
-        snapshots, harvests = deque(), []
-        steps = prefill_tokens = 0
+
+        prefill = Prefill(self.runner, self.cache, batch, self.max_prefill_tokens)
+
+        def tokens_of(s):  # a preempted sequence's token count once all are on the host
+            t = trackers[s.index]
+            return None if t.done else len(t.ids)
+
+        inflight: deque = deque()  # (number, snapshot) queued on the device, oldest first
+        queued = steps = prefill_tokens = 0
         while True:
-            units = sched.admit()
+            units = sched.admit(self.sync_every)
             if units:
-                prefill_tokens += self._prefill(units, prompts, params, gen)
-            if not sched.live:
-                if sched.pending:
+                prefill_tokens += prefill(units, prompts, params, trackers)
+            if sched.live:
+                self._maybe_compact(sched)
+                n = min(self.sync_every, max(M - s.gen for s in sched.live.values()))
+                entries, preempted = sched.grow(n, queued + 1)
+                if preempted:  # their last tokens: in a snapshot queued before their rows go off
+                    queued += 1
+                    inflight.append((queued, self._snapshot({**sched.live, **preempted}, cuda)))
+                    batch.deactivate(self._to_dev(list(preempted)))
+                if entries:
+                    batch.set_pages(*(self._to_dev(list(c)) for c in zip(*entries)))
+                b = bucket_for(max(sched.live) + 1, batch.rows)
+                for _ in range(n):
+                    batch.step(b)
+                steps += n
+                for s in sched.live.values():
+                    s.gen = min(s.gen + n, M)
+                queued += 1
+                inflight.append((queued, self._snapshot(dict(sched.live), cuda)))
+                for s in [s for s in sched.live.values() if s.gen >= M]:
+                    sched.finish(s)  # by length: its last tokens come with the snapshot just queued
+            elif not inflight:
+                if sched.busy:
                     raise RuntimeError("FastEngine: admission stalled with free cache (a bug)")
                 break
-            self._maybe_compact(sched)
-            b = bucket_for(max(sched.live) + 1, batch.rows)
-            n = min(self.sync_every, max(s.steps_left for s in sched.live.values()))
-            for _ in range(n):
-                batch.step(b)
-            steps += n
-            for s in sched.live.values():
-                s.steps_left -= n
-            done = {s for s in sched.live.values() if s.steps_left <= 0}
-            snapshots.append(self._snapshot(sched, cuda))
-            if len(snapshots) > 1:
-                ev, flags, mapping = snapshots.popleft()
-                if ev is not None:
-                    ev.synchronize()
-                flags = flags.tolist()
-                done |= {
-                    s for row, s in mapping.items() if not flags[row] and sched.live.get(s.row) is s
-                }
-            if done:
-                harvests.append(self._harvest(sorted(done, key=lambda s: s.row), sched, cuda))
-        for item in harvests:
-            self._finish(item, params, prompts, results)
+            while inflight and (len(inflight) > 1 or not sched.live):
+                no, snap = inflight.popleft()
+                self._read(snap, sched, trackers)
+                sched.ready(no, tokens_of)
+        results = [trackers[i].completion(i // params.n) for i in range(len(trackers))]
+        secs = time.perf_counter() - t0
         self.stats = dict(
             decode_steps=steps,
             prefill_tokens=prefill_tokens,
-            seconds=time.perf_counter() - t0,
+            seconds=secs,
+            tokens_per_s=sum(len(c.token_ids) for c in results) / max(secs, 1e-9),
+            preemptions=sched.preemptions,
+            peak_pages=sched.peak_pages,
+            peak_kv_mib=sched.peak_pages * bpp / 2**20,
+            kv_cache_pages=self.cache.num_pages - 1,
             kv_cache_mib=self.cache.nbytes / 2**20,
             mode=batch.mode,
         )
         return results
 
     def _to_dev(self, x, dtype=torch.long):
-        t = torch.tensor(x, dtype=dtype)
-        if self.runner.device.type == "cuda":
-            return t.pin_memory().to(self.runner.device, non_blocking=True)
-        return t
-
-    def _prefill(self, units, prompts, params, gen) -> int:
-        S, total = self.page_size, 0
-        chunk, size = [], 0
-        for i, u in enumerate(units):
-            chunk.append(u)
-            size += len(prompts[u.prompt_index])
-            if size >= self.max_prefill_tokens or i == len(units) - 1:
-                total += self._prefill_chunk(chunk, prompts, params, gen, S)
-                chunk, size = [], 0
-        return total
-
-    def _prefill_chunk(self, units, prompts, params, gen, S) -> int:
-        toks, pos, slots, lens, rep, src, dst = [], [], [], [], [], [], []
-        for ui, u in enumerate(units):
-            p, s0 = prompts[u.prompt_index], u.seqs[0]
-            toks += p
-            pos += range(len(p))
-            slots += [s0.pages[i // S] * S + i % S for i in range(len(p))]
-            lens.append(len(p))
-            rep += [ui] * len(u.seqs)
-            if len(p) % S:  # the partly filled last prompt page is private: copy it
-                src += [s0.pages[s0.n_shared]] * (len(u.seqs) - 1)
-                dst += [s.pages[s.n_shared] for s in u.seqs[1:]]
-        logits = self.runner.prefill(
-            self._to_dev(toks), self._to_dev(pos), self._to_dev(slots), lens, self.cache
-        )  # (P, V)
-        tok, lp = sample_torch(
-            logits[self._to_dev(rep)], params.temperature, params.top_p, params.top_k, gen
-        )
-        if src:
-            self.cache.copy_page(self._to_dev(src), self._to_dev(dst))
-        seqs = [s for u in units for s in u.seqs]
-        width = max(len(s.pages) for s in seqs)
-        tables = [s.pages + [0] * (width - len(s.pages)) for s in seqs]
-        self.batch.admit(
-            self._to_dev([s.row for s in seqs]),
-            tok,
-            lp,
-            self._to_dev([s.prompt_len for s in seqs]),
-            self._to_dev(tables, torch.int32),
-        )
-        return len(toks)
+        return to_dev(x, self.runner.device, dtype)
 
     def _maybe_compact(self, sched) -> None:
         live = sorted(sched.live)
@@ -278,49 +266,35 @@ class FastEngine:
         self.batch.compact(self._to_dev(live), hi)
         sched.relabel(live)
 
-    def _snapshot(self, sched, cuda):
-        mapping = dict(sched.live)
+    def _snapshot(self, mapping: dict, cuda: bool):
+        """Queue the copy of the new tokens of rows [0, max row] to the host; the rows of `mapping` (row ->
+        seq) are delivered when it is read. Returns (event, packed, logprobs, mapping)."""
+        packed, lps = self.batch.snapshot(bucket_for(max(mapping) + 1, self.batch.rows))
         if not cuda:
-            return None, self.batch.active.clone(), mapping
-        flags = torch.empty(self.batch.rows, dtype=torch.bool, pin_memory=True)
-        flags.copy_(self.batch.active, non_blocking=True)
-        ev = torch.cuda.Event()
-        ev.record()
-        return ev, flags, mapping
-
-    def _harvest(self, seqs, sched, cuda):
-        M = self.batch.params.max_tokens
-        rows = self._to_dev([s.row for s in seqs])
-        dev_out = (self.batch.out_tok[rows, :M], self.batch.out_lp[rows, :M], self.batch.ngen[rows])
-        for s in seqs:
-            sched.finish(s)
-        if not cuda:
-            return None, seqs, dev_out
-        host = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in dev_out)
-        for h, t in zip(host, dev_out):
+            return None, packed, lps, mapping
+        host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in (packed, lps)]
+        for h, t in zip(host, (packed, lps)):
             h.copy_(t, non_blocking=True)
         ev = torch.cuda.Event()
         ev.record()
-        return ev, seqs, host
+        return ev, host[0], host[1], mapping
 
-    def _finish(self, item, params, prompts, results) -> None:
-        ev, seqs, (toks, lps, ngen) = item
+    def _read(self, snap, sched, trackers) -> None:
+        """Push a snapshot's tokens to the trackers; free the rows of completions that ended on the host."""
+        ev, packed, lps, mapping = snap
         if ev is not None:
             ev.synchronize()
-        stop = set(params.stop_token_ids)
-        toks, lps, ngen = toks.tolist(), lps.tolist(), ngen.tolist()
-        for i, s in enumerate(seqs):
-            ids = toks[i][: ngen[i]]
-            reason = "stop" if ids and ids[-1] in stop else "length"
-            text = (
-                self.tokenizer.decode(ids, skip_special_tokens=True)
-                if self.tokenizer is not None
-                else ""
-            )
-            results[s.index] = Completion(
-                prompt_index=s.prompt_index,
-                token_ids=ids,
-                logprobs=lps[i][: ngen[i]],
-                text=text,
-                finish_reason=reason,
-            )
+        W = self.batch.ring
+        packed, lps = packed.tolist(), lps.tolist()
+        cut = []
+        for row, s in mapping.items():
+            t = trackers[s.index]
+            if t.done:
+                continue
+            n = packed[row][W]
+            t.push(packed[row][:n], lps[row][:n])
+            if t.done and sched.live.get(s.row) is s:
+                cut.append(s.row)  # by a stop id (row already off), a stop string or an abort
+                sched.finish(s)
+        if cut:
+            self.batch.deactivate(self._to_dev(cut))

@@ -86,3 +86,24 @@ class PageAllocator:
             self.refs[p] -= 1
             if self.refs[p] == 0:
                 self.free_pages.append(p)
+
+
+def kv_bytes_per_token(model_or_config, dtype: torch.dtype | None = None) -> int:
+    """Bytes one token's K and V take in FastEngine's cache: 2 x layers x KV heads x head dim x element size.
+
+    Takes a model (dtype from its parameters) or an HF config (dtype from `dtype`/`torch_dtype`, else the
+    argument), so a memory plan can size `kv_cache_bytes` before loading weights. The cache holds
+    kv_cache_bytes // (page_size * this) pages of page_size tokens, one of them reserved."""
+    cfg = getattr(model_or_config, "config", model_or_config)
+    if hasattr(cfg, "get_text_config"):
+        cfg = cfg.get_text_config()
+    if dtype is None and hasattr(model_or_config, "parameters"):
+        dtype = next(model_or_config.parameters()).dtype
+    if dtype is None:
+        dtype = getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None) or torch.float32
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    size = torch.empty((), dtype=dtype).element_size()
+    return 2 * cfg.num_hidden_layers * kv_heads * head_dim * size

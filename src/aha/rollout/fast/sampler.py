@@ -3,15 +3,16 @@
 logprob = log_softmax(logits / T)[token], taken before top-k/top-p truncation (the distribution the policy
 defines; see aha.rollout.base); at T = 0 the token is argmax(logits) and the logprob is unscaled.
 
-Sampling from p = softmax(filtered / T) uses the exponential race: token = argmax_i p_i / E_i with
-E_i ~ Exp(1) i.i.d., which picks i with probability p_i and needs no host synchronisation (no multinomial).
+Sampling from p = softmax(filtered / T) is Gumbel-max: token = argmax_i (filtered_i / T - log(-log u_i)),
+which picks i with probability p_i and needs no host synchronisation (no multinomial). The uniforms u come
+from noise.py, keyed by (seed, completion index, token index, vocabulary id), so a completion's samples do not
+depend on its batch row, the decode step or its neighbours (the torch path can also take a torch.Generator).
 Filtering follows HF's order: top-k (keep logits >= the k-th largest), then top-p (keep the smallest set of
 most likely tokens whose mass reaches p: token i survives when the mass strictly above it is < p).
 
 `sample_fused` (Triton, top_p = 1 and top_k = 0 only, the usual RL setting) reads the bf16 logits once:
-an online log-sum-exp and a Gumbel-max argmax (argmax_i x_i / T - log(-log U_i), the same law) in one pass
-over vocabulary slices, then a merge per row; Philox noise keyed by (seed, step, row) read from device
-tensors, so the step can be CUDA-graph captured.
+an online log-sum-exp and the Gumbel-max argmax in one pass over vocabulary slices, then a merge per row; the
+keys are read from device tensors, so the step can be CUDA-graph captured. Same noise bits as the torch path.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from __future__ import annotations
 import torch
 
 from ._triton import tl, triton
+from .noise import uniform
+
+if triton is not None:
+    from .noise import keys32, uniform32
 
 if triton is not None:
 
@@ -43,17 +48,16 @@ if triton is not None:
 
     @triton.jit
     def _sample_part_kernel(
-        LOGITS, sl, V, CH, TEMP, SEED, STEP, PART, NS, GREEDY: tl.constexpr, Q: tl.constexpr
+        LOGITS, sl, V, CH, TEMP, SEED, SEQ, T, PART, NS, GREEDY: tl.constexpr, Q: tl.constexpr
     ):
-        # program (row, part) scans logits[row, part*CH : (part+1)*CH] in blocks of 4*Q; one Philox call
-        # (rand4x) gives the uniforms of 4 sub-blocks.
+        # program (row, part) scans logits[row, part*CH : (part+1)*CH] in blocks of 4*Q
         row = tl.program_id(0).to(tl.int64)
         part = tl.program_id(1)
         if GREEDY:
             inv_t = 1.0
         else:
             inv_t = 1.0 / tl.load(TEMP)
-        seed = tl.load(SEED) + tl.load(STEP) * 1048576 + row
+        k1, k2 = keys32(tl.load(SEED), tl.load(SEQ + row), tl.load(T + row))
         q = tl.arange(0, Q)
         m = tl.full([Q], -1e30, tl.float32)
         s = tl.zeros([Q], tl.float32)
@@ -64,25 +68,15 @@ if triton is not None:
         end = tl.minimum(start + CH, V)
         ptr = LOGITS + row * sl
         for v0 in range(start, end, 4 * Q):
-            if GREEDY:
-                u0 = tl.zeros([Q], tl.float32)
-                u1 = u0
-                u2 = u0
-                u3 = u0
-            else:
-                u0, u1, u2, u3 = tl.rand4x(seed, v0 // 4 + q)  # distinct counters per block
-            m, s, best, best_x, best_i = _consume(
-                ptr, v0, q, end, inv_t, u0, m, s, best, best_x, best_i, GREEDY
-            )
-            m, s, best, best_x, best_i = _consume(
-                ptr, v0 + Q, q, end, inv_t, u1, m, s, best, best_x, best_i, GREEDY
-            )
-            m, s, best, best_x, best_i = _consume(
-                ptr, v0 + 2 * Q, q, end, inv_t, u2, m, s, best, best_x, best_i, GREEDY
-            )
-            m, s, best, best_x, best_i = _consume(
-                ptr, v0 + 3 * Q, q, end, inv_t, u3, m, s, best, best_x, best_i, GREEDY
-            )
+            for j in tl.static_range(4):
+                off = v0 + j * Q
+                if GREEDY:
+                    u = tl.zeros([Q], tl.float32)
+                else:
+                    u = uniform32(off + q, k1, k2)
+                m, s, best, best_x, best_i = _consume(
+                    ptr, off, q, end, inv_t, u, m, s, best, best_x, best_i, GREEDY
+                )
         mx = tl.max(m, 0)
         total = tl.sum(s * tl.exp(m - mx), 0)
         b = tl.max(best, 0)
@@ -117,11 +111,13 @@ def sample_fused(
     logits: torch.Tensor,
     temp: torch.Tensor,
     seed: torch.Tensor,
-    step: torch.Tensor,
+    seq: torch.Tensor,
+    t: torch.Tensor,
     greedy: bool,
     num_sms: int = 132,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits (B, V) any float dtype; temp (1,) fp32, seed (1,) int64, step (1,) int64 device tensors.
+    """logits (B, V) any float dtype; temp (1,) fp32, seed (1,) int64, seq/t (B,) int64 device tensors (the
+    noise keys: completion index, token index).
 
     The vocabulary is split into NS parts so that B * NS programs fill the GPU; partial
     (max, sum-exp, best Gumbel score, its logit, its id) are merged per row by a second small kernel."""
@@ -137,8 +133,9 @@ def sample_fused(
     tok = torch.empty(B, dtype=torch.int64, device=logits.device)
     lp = torch.empty(B, dtype=torch.float32, device=logits.device)
     _sample_part_kernel[(B, ns)](
-        logits, logits.stride(0), V, ch, temp, seed, step, part, ns, GREEDY=greedy, Q=Q, num_warps=4
-    )
+        logits, logits.stride(0), V, ch, temp, seed, seq, t, part, ns, GREEDY=greedy, Q=Q,
+        num_warps=4,
+    )  # fmt: skip
     _sample_merge_kernel[(B,)](
         part, ns, tok, lp, BNS=max(2, 1 << (ns - 1).bit_length()), num_warps=1
     )
@@ -166,15 +163,20 @@ def sample_torch(
     top_p: float = 1.0,
     top_k: int = 0,
     generator: torch.Generator | None = None,
+    keys: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits (B, V) -> (token (B,) int64, logprob (B,) fp32)."""
+    """logits (B, V) -> (token (B,) int64, logprob (B,) fp32). keys = (seed (1,), seq (B,), t (B,)): the
+    counter-based noise of noise.py (what the engine uses); without keys, noise from `generator`."""
     logits = logits.float()
     if temperature == 0:
         tok = logits.argmax(dim=-1)
         return tok, torch.log_softmax(logits, dim=-1).gather(1, tok[:, None]).squeeze(1)
-    scaled = logits / temperature
+    scaled = logits * (1.0 / torch.tensor(temperature, dtype=torch.float32))
     logp = torch.log_softmax(scaled, dim=-1)
-    probs = torch.softmax(filter_logits(scaled, top_p, top_k), dim=-1)
-    e = torch.empty_like(probs).exponential_(generator=generator).clamp_(min=1e-20)
-    tok = (probs / e).argmax(dim=-1)
+    if keys is not None:
+        u = uniform(*keys, logits.shape[-1])
+    else:
+        u = torch.rand(scaled.shape, generator=generator, device=scaled.device)
+        u = u.clamp_(min=2**-24, max=1 - 2**-24)
+    tok = (filter_logits(scaled, top_p, top_k) - torch.log(-torch.log(u))).argmax(dim=-1)
     return tok, logp.gather(1, tok[:, None]).squeeze(1)

@@ -1,4 +1,7 @@
-"""Chain-arithmetic problems, the demo's task: "Compute 37+5-8+6" (answer 40).
+"""The "chain" task: evaluate a chain of additions/subtractions ("Compute 37+5-8+6", answer 40).
+
+The task of `aha demo` and of the shipped tiny base models (their corpus, aha.demo.corpus, is written from these
+problems); it lives here, with the other tasks, so that data/ never imports the demo.
 
 Why this task: a tiny model cannot fold several operations into one shot (its direct answers are mostly
 wrong), but it can do each running step ("37+5 = 42") reliably: a step is a two-digit number plus or minus
@@ -25,6 +28,8 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass
+
+from .tasks import ProceduralRows, Task, register_task
 
 TEST_BUCKETS = 1  # of 16 hash buckets; 1/16 of the problem space is held out
 N_BUCKETS = 16
@@ -94,3 +99,52 @@ def sample_split(rng: random.Random, split: str, **kw) -> Problem:
         p = sample_problem(rng, **kw)
         if split_of(p.expression) == split:
             return p
+
+
+# ---- the RL task ------------------------------------------------------------------------------------------------
+# Rows: {"question": "Compute 37+5-8+6", "answer": "40", "terms": 4}, verified by the "exact" reward (the <answer>
+# block must equal the integer). Row i of a split is the first problem drawn from
+# Random(f"chain:{seed}:{split}:{i}:{attempt}") whose hash bucket (split_of) is that split, so train and test are
+# disjoint by construction, and the pretraining corpus (which only draws "train" problems) never holds a test one.
+QUESTION = "Compute {expression}"
+
+
+def problem_row(p: Problem) -> dict:
+    return {
+        "question": QUESTION.format(expression=p.expression),
+        "answer": str(p.answer),
+        "terms": len(p.numbers),
+    }
+
+
+@register_task("chain")
+class ChainTask(Task):
+    accuracy_reward = "exact"
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        train_size: int = 100_000,
+        test_size: int = 1_000,
+        min_terms: int = 3,
+        max_terms: int = 5,
+    ):
+        if not 3 <= min_terms <= max_terms:  # held-out problems have >= 3 numbers (see above)
+            raise ValueError(
+                f"chain task needs 3 <= min_terms <= max_terms, got {min_terms}..{max_terms}"
+            )
+        self.name, self.seed = "chain", seed
+        self.sizes = {"train": train_size, "test": test_size}
+        self.min_terms, self.max_terms = min_terms, max_terms
+
+    def dataset(self, split: str) -> ProceduralRows:
+        if split not in self.sizes:
+            raise ValueError(f"unknown split {split!r}; valid: train, test")
+        return ProceduralRows(
+            self._make, split, self.sizes[split], f"chain:{self.seed}", split_fn=split_of
+        )
+
+    def _make(self, rng: random.Random) -> tuple[str, dict]:
+        p = sample_problem(rng, self.min_terms, self.max_terms)
+        return p.expression, problem_row(p)

@@ -13,6 +13,7 @@ pretraining corpus slips unless a solution verifies its steps, so that RL has a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -39,11 +40,11 @@ DEMO = [
     "steps=30",
     "checkpoint.save_every=0",
     "logging.samples_every=20",
-    "logging.eval_size=64",
+    "eval.limit=64",
     "logging.eval_every=10",
-    "logging.eval_k=2",
+    "eval.k=2",
 ]
-QUICK = ["steps=15", "logging.eval_every=5", "logging.eval_size=32"]
+QUICK = ["steps=15", "logging.eval_every=5", "eval.limit=32"]
 # The GPU variant: the 23M-parameter base of configs/pretrain_gpu.yaml (pretrain it first) on chains of 6..10
 # numbers, 32 prompts per step.
 GPU_BASE = "runs/pretrain/tiny-base-gpu"
@@ -54,7 +55,7 @@ GPU = [
     "sampling.max_new_tokens=256",
     "batch.prompts_per_step=32",
     "batch.micro_batch_size=128",
-    "logging.eval_size=128",
+    "eval.limit=128",
 ]
 # The re-checking variant: the base model of configs/pretrain_recheck.yaml (shipped as tiny-recheck), whose corpus
 # writers slip unless they verify each step; verified solutions are ~2x longer, hence 192 new tokens.
@@ -75,29 +76,22 @@ def demo_config(
     return load_config(TrainConfig, None, preset + [f"out={out}"] + list(overrides))
 
 
-def held_out(trainer, size: int, k: int, out_dir: Path, log):
-    from ..eval import evaluate
+def held_out(trainer, size: int, k: int, out_dir: Path):
+    """The demo's before/after evaluation: the training's held-out evaluation (cfg.eval: its sampling and
+    batch) on `size` problems x `k` samples, with bootstrap intervals and its own seed."""
+    from ..eval import evaluate_task
 
-    lg, t = trainer.cfg.logging, trainer.cfg.task
-    test = trainer.task.dataset("test")
-    rows = [test[i] for i in range(min(size, len(test)))]
-    return evaluate(
+    cfg = trainer.cfg
+    sampling = dataclasses.replace(cfg.eval.sampling, seed=cfg.seed + 7)
+    ev = dataclasses.replace(cfg.eval, limit=size, k=k, n_boot=200, sampling=sampling)
+    return evaluate_task(
         trainer.engine,
         trainer.tok,
-        rows,
-        accuracy=trainer.task.accuracy_reward,
-        k=k,
-        temperature=lg.eval_temperature,
-        top_p=lg.eval_top_p,
-        max_tokens=trainer.cfg.sampling.max_new_tokens,
-        template=t.template,
-        system=t.system,
-        prefill=t.prefill,
-        seed=trainer.cfg.seed + 7,
-        batch_size=lg.eval_batch,
-        n_boot=200,
+        cfg.task,
+        ev,
+        seed=cfg.seed,
+        built=trainer.task,
         out_dir=out_dir,
-        log=None,
     )
 
 
@@ -111,7 +105,6 @@ def run_demo(
     eval_k: int | None = None,
     recheck: bool = False,
 ) -> dict:
-    from ..demo import task as _task  # noqa: F401  (registers the demo's "chain" task)
     from ..eval import make_report
     from ..train.grpo import GRPOTrainer
 
@@ -129,7 +122,7 @@ def run_demo(
             f"params), task '{cfg.task.name}', {cfg.steps} steps of {cfg.batch.prompts_per_step} prompts x "
             f"{cfg.sampling.group_size} samples; held-out eval: {ev['size']} problems x {ev['k']} samples"
         )
-        before = held_out(trainer, ev["size"], ev["k"], Path(out) / "eval_before", log)
+        before = held_out(trainer, ev["size"], ev["k"], Path(out) / "eval_before")
         log(
             f"before: pass@1 {before.metrics['pass1']:.3f}  format {before.metrics['format']:.3f}  "
             f"length {before.metrics['len_mean']:.0f}"
@@ -141,7 +134,7 @@ def run_demo(
                 f"(`aha train {out}/config.yaml resume=true` continues the training)"
             )
             return {"steps": fit["steps"], "stopped_early": True}
-        after = held_out(trainer, ev["size"], ev["k"], Path(out) / "eval_after", log)
+        after = held_out(trainer, ev["size"], ev["k"], Path(out) / "eval_after")
     finally:
         trainer.close()
     summary = summarize(before, after, fit, time.perf_counter() - t0, Path(out))
@@ -223,22 +216,3 @@ def show(summary: dict, before, after, report: Path, log) -> None:
             )  # keep the <answer>
             log(f"[{'correct' if smp.get('correct') else 'wrong  '}] {smp['question']}  ->  {text}")
     log(f"\n{s['steps']} steps, {s['seconds']:.0f} s; report: {report}")
-
-
-def cmd_demo(args: list[str]) -> int:
-    """`aha demo [--quick] [--gpu | --recheck] [--out DIR] [key.sub=value ...]`."""
-    from ..cli_args import UsageError, flags_to_overrides
-
-    switches = ("--quick", "--gpu", "--recheck")
-    quick, gpu, recheck = (s in args for s in switches)  # --gpu with --recheck: demo_config's error
-    rest = flags_to_overrides([a for a in args if a not in switches], {"--out": "out"}, switches)
-    out = next((r.split("=", 1)[1] for r in rest if r.startswith("out=")), None)
-    overrides = [r for r in rest if not r.startswith("out=")]
-    for o in overrides:
-        if "=" not in o:
-            raise UsageError(
-                f"unexpected argument '{o}'; usage: aha demo [--quick] [--gpu | --recheck] [--out DIR] "
-                "[key.sub=value ...]"
-            )
-    run_demo(quick=quick, out=out, overrides=tuple(overrides), gpu=gpu, recheck=recheck)
-    return 0

@@ -1,0 +1,129 @@
+"""`sample(cfg)`: rejection sampling in resumable chunks of prompts (the method: aha.sample's docstring).
+
+For each chunk of `prompts_per_call` prompts: render, generate k samples each, score them with the verifier and
+the format reward, select per prompt (filters.py), then append the kept rows and the chunk's progress entry
+(io.py). Sampling seeds are fixed by the chunk's first prompt, so a resumed run reproduces an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ConfigError, to_dict
+from .config import SampleConfig
+from .engine import build_engine
+from .filters import select
+from .io import ResumableWriter, checkpoint_step
+
+
+def sample(cfg: SampleConfig, engine=None, tokenizer=None, model_name: str | None = None) -> dict:
+    """Run rejection sampling as configured (an engine may be passed in); returns the stats (also in stats.json)."""
+    import yaml
+
+    from ..rewards import RewardRunner
+
+    out = Path(cfg.out)
+    writer = ResumableWriter(out)
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    task = cfg.task.build()
+    data = task.dataset(cfg.task.split)
+    if cfg.start >= len(data):
+        raise ConfigError(
+            "start",
+            f"the {cfg.task.split} split has {len(data)} rows; start={cfg.start} is past its end",
+        )
+    indices = range(cfg.start, min(cfg.start + cfg.num_prompts, len(data)))
+    todo = [i for i in indices if i not in writer.done]
+    if todo:
+        if engine is None:
+            engine, tokenizer, model_name = build_engine(cfg)
+        source = {
+            "model": model_name,
+            "step": checkpoint_step(cfg.model.path) if cfg.engine != "openai" else None,
+            "task": task.name,
+        }
+        verifier = task.accuracy_reward if cfg.verifier == "accuracy" else cfg.verifier
+        runner = RewardRunner(
+            [(verifier, 1.0), ("format", 1.0)],
+            timeout=cfg.reward_timeout,
+            num_workers=cfg.reward_workers,
+            think_prefilled=cfg.task.think_prefilled,
+        )
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=len(indices),
+            initial=len(indices) - len(todo),
+            disable=not cfg.progress,
+            desc="sample",
+        )
+        try:
+            for c0 in range(0, len(todo), cfg.prompts_per_call):
+                chunk = todo[c0 : c0 + cfg.prompts_per_call]
+                rows, stats = run_chunk(cfg, engine, tokenizer, runner, chunk, data, source)
+                writer.commit(chunk, rows, stats)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+            runner.close()
+    totals = writer.totals()
+    totals["accept_rate"] = totals.get("kept", 0) / max(totals.get("samples", 0), 1)
+    (out / "stats.json").write_text(json.dumps(totals, indent=1))
+    return totals
+
+
+def run_chunk(cfg: SampleConfig, engine, tokenizer, runner, chunk, data, source: dict):
+    """Prompts `chunk` (row indices) -> (kept rows with provenance, the chunk's counts)."""
+    k, s = cfg.k, cfg.sampling
+    rows = [data[i] for i in chunk]
+    texts = [cfg.task.render(r["question"], tokenizer) for r in rows]
+    # the seed is fixed by the chunk's first prompt: a resumed run reproduces an uninterrupted one
+    params = s.params(k, [tokenizer.eos_token_id], seed=s.seed * 1_000_003 + chunk[0])
+    comps = engine.generate(
+        [tokenizer(x, add_special_tokens=False).input_ids for x in texts], params
+    )
+    scored = runner.score([c.text for c in comps], [rows[c.prompt_index] for c in comps])
+    kept = []
+    stats = {"prompts": len(chunk), "samples": len(comps), "kept": 0, "prompts_kept": 0}
+    for p, (i, row) in enumerate(zip(chunk, rows)):
+        mine = comps[p * k : (p + 1) * k]
+        reward, fmt = scored.scores[p * k : (p + 1) * k, 0], scored.scores[p * k : (p + 1) * k, 1]
+        keep, counts, langs = select(
+            [c.text for c in mine],
+            [c.finish_reason == "length" for c in mine],
+            reward,
+            fmt,
+            cfg,
+            [len(c.token_ids) for c in mine],
+        )
+        for key, v in counts.items():
+            stats[key] = stats.get(key, 0) + v
+        stats["kept"] += len(keep)
+        stats["prompts_kept"] += bool(keep)
+        kept += [
+            {
+                **row,
+                "prompt": texts[p],
+                "completion": mine[j].text,
+                "model": source["model"],
+                "step": source["step"],
+                "reward": float(reward[j]),
+                "format": _num(fmt[j]),
+                "language": langs[j],
+                "prompt_index": i,
+                "sample": j,
+                "task": source["task"],
+                "temperature": s.temperature,
+                "n_tokens": len(mine[j].token_ids),
+            }
+            for j in keep
+        ]
+    return kept, stats
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None

@@ -1,0 +1,110 @@
+"""The memory plan's choice: among the settings a config leaves null, the first layout whose estimate
+(aha.train.memory) fits under HEADROOM of the limit (the rest is for allocator fragmentation, CUDA graphs,
+library workspaces and the estimate's own error).
+
+Order, fastest first: (checkpointing, engine_release) = (off, off), (on, off), (off, on), (on, on) with a
+micro-batch of at least EFFICIENT_TOKENS (or the whole micro-batch when that is smaller) and a KV cache for every
+sequence of the step; then the same with a micro-batch of one sequence; then a smaller KV cache (fewer sequences
+in flight, at least one). Checkpointing costs a second forward in the update; releasing the KV cache costs a new
+allocation and CUDA-graph capture per step; a smaller KV cache makes generation, most of a step, run in waves.
+The token budget is the whole micro-batch (micro_batch_size x (prompt_tokens + max_new_tokens)) when that fits,
+else the most that fits; prompts longer than memory.prompt_tokens then make more, smaller micro-batches, not a
+larger peak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .memory import Breakdown, ModelShape, RunSpec, activation_bytes, engine_parts, static_parts
+
+HEADROOM = 0.9
+# Micro-batches this large keep an H200 busy; below, the plan prefers checkpointing with a larger one.
+EFFICIENT_TOKENS = 16384
+LAYOUTS = ((False, False), (True, False), (False, True), (True, True))  # (checkpointing, release)
+
+
+@dataclass
+class Plan:
+    """The chosen settings, the KV-cache bytes left for the engine, and the estimate of that layout."""
+
+    checkpointing: bool
+    micro_batch_tokens: int
+    engine_release: bool
+    kv_cache_bytes: int
+    breakdown: Breakdown
+    limit: int
+    fits: bool = True
+    # When nothing fits: the smallest layout the user's settings allow (for the error message).
+    minimum: Breakdown | None = field(default=None, repr=False)
+
+
+# ---- the plan -----------------------------------------------------------------------------------------------
+def _max_tokens(shape, run, room: int, checkpointing: bool, cap: int) -> int:
+    """The most tokens per micro-batch whose activations fit in `room` (0 if not even one), at most `cap`."""
+    lo, hi = 0, cap
+    while lo < hi:  # activation_bytes is increasing in tokens
+        mid = (lo + hi + 1) // 2
+        if activation_bytes(shape, run, mid, checkpointing) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def make_plan(
+    shape: ModelShape,
+    run: RunSpec,
+    limit: int,
+    *,
+    checkpointing: bool | None = None,
+    micro_batch_tokens: int | None = None,
+    engine_release: bool | None = None,
+) -> Plan:
+    """The first layout (module docstring) that fits in HEADROOM * limit bytes. A keyword that is not None is
+    the user's choice and is kept; micro_batch_tokens=0 means "no token budget" (whole micro-batches)."""
+    static = static_parts(shape, run)
+    kv_full, kv_one, engine = engine_parts(shape, run)
+    free = int(HEADROOM * limit) - static.static - engine  # for the KV cache and the activations
+    whole = run.micro_batch_size * run.seq_tokens  # the most tokens a micro-batch can hold
+    fixed = whole if micro_batch_tokens == 0 else micro_batch_tokens
+    act = lambda n, ckpt: activation_bytes(shape, run, min(n, whole), ckpt)
+    layouts = [
+        (c, r) for c, r in LAYOUTS if checkpointing in (None, c) and engine_release in (None, r)
+    ]
+
+    def attempt(ckpt: bool, release: bool, full_kv: bool, floor: int) -> Plan | None:
+        if full_kv:
+            room = free if release else free - kv_full  # for the activations
+            if kv_full > free or room < 0:
+                return None
+            tokens = fixed if fixed is not None else _max_tokens(shape, run, room, ckpt, whole)
+            if act(tokens, ckpt) > room or (fixed is None and tokens < floor):
+                return None
+        else:  # fewer sequences in flight: the KV cache gets what one micro-batch leaves
+            tokens = fixed if fixed is not None else floor
+            if act(tokens, ckpt) > free or (free if release else free - act(tokens, ckpt)) < kv_one:
+                return None
+        kv_bytes = free if release else free - act(tokens, ckpt)
+        bd = replace(
+            static,
+            kv_cache=min(kv_bytes, kv_full),
+            engine=engine,
+            activations=act(tokens, ckpt),
+            release=release,
+        )
+        return Plan(ckpt, tokens, release, kv_bytes, bd, limit)
+
+    efficient = min(whole, max(EFFICIENT_TOKENS, run.seq_tokens))
+    for full_kv, floor in ((True, efficient), (True, run.seq_tokens), (False, run.seq_tokens)):
+        for ckpt, release in layouts:
+            plan = attempt(ckpt, release, full_kv, floor)
+            if plan is not None:
+                return plan
+    # Nothing fits: report the smallest layout the user's choices allow (checkpointing, release, one sequence).
+    ckpt, release = layouts[-1]
+    tokens = fixed if fixed is not None else run.seq_tokens
+    least = replace(
+        static, kv_cache=kv_one, engine=engine, activations=act(tokens, ckpt), release=release
+    )
+    return Plan(ckpt, tokens, release, 0, least, limit, fits=False, minimum=least)

@@ -1,0 +1,256 @@
+"""The memory plan at the start of training: read the model's config (AutoConfig, no weights), the device's free
+memory and the run's settings; set the keys the config left null; print the breakdown; or stop with one line,
+before any weight is loaded, when the run cannot fit. The arithmetic is in aha.train.memory.
+
+On a GPU the plan runs unless memory.plan=off; on the CPU only when memory.max_memory_gib is set (host RAM is
+rarely what limits a CPU run, and the tiny CPU models fit anywhere). Without a plan the null keys take their
+plain defaults: no checkpointing, no token budget, no engine release.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from ..config import ConfigError
+from .memory import GIB, ModelShape, RunSpec
+from .memory_plan import HEADROOM, Plan, make_plan
+
+DENSE = ("qwen2", "qwen3", "llama", "mistral")  # closed-form parameter count (shape_from_config)
+
+
+def shape_from_config(config) -> ModelShape:
+    """A Hugging Face causal-LM config -> ModelShape. Dense Qwen2/Qwen3/Llama/Mistral are counted in closed form
+    (tests check it against instantiated models); other architectures by building the model on the meta device
+    (no memory), their activations then estimated as for a Llama layer."""
+    c = config
+    H, L, nh = c.hidden_size, c.num_hidden_layers, c.num_attention_heads
+    kv = getattr(c, "num_key_value_heads", None) or nh
+    d = getattr(c, "head_dim", None) or H // nh
+    I, V = c.intermediate_size, c.vocab_size
+    tied = bool(getattr(c, "tie_word_embeddings", False))
+    mt = getattr(c, "model_type", "")
+    qk_norm = mt == "qwen3"
+    if mt in DENSE:
+        Q, KV = nh * d, kv * d
+        bias = getattr(c, "attention_bias", False)
+        qkv_bias = (Q + 2 * KV) if (mt == "qwen2" or bias) else 0
+        o_bias = H if (bias and mt != "qwen2") else 0
+        mlp_bias = (2 * I + H) if getattr(c, "mlp_bias", False) else 0
+        layer = 2 * H * Q + 2 * H * KV + qkv_bias + o_bias + 3 * H * I + mlp_bias + 2 * H
+        layer += 2 * d if qk_norm else 0
+        params = V * H * (1 if tied else 2) + L * layer + H
+    else:
+        from transformers import AutoModelForCausalLM
+
+        with torch.device("meta"):
+            params = sum(p.numel() for p in AutoModelForCausalLM.from_config(c).parameters())
+    return ModelShape(H, L, nh, kv, d, I, V, params, tied=tied, qk_norm=qk_norm)
+
+
+def model_shape(path: str, trust_remote_code: bool = False) -> ModelShape:
+    """The shape of model.path (a built-in name, a local directory or a hub id: config.json only)."""
+    from ..models.load import BUILTIN
+
+    if path == "tiny-random":
+        from ..models.tiny import char_tokenizer, tiny_model
+
+        return shape_from_config(tiny_model(len(char_tokenizer())).config)
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(
+        str(BUILTIN.get(path, path)), trust_remote_code=trust_remote_code
+    )
+    return shape_from_config(getattr(config, "text_config", None) or config)
+
+
+def device_limit(device: torch.device, max_memory_gib: float | None) -> tuple[int | None, str]:
+    """(bytes the plan may use, where that number comes from); None: no plan (the CPU without a limit)."""
+    asked = None if max_memory_gib is None else int(max_memory_gib * GIB)
+    if device.type != "cuda":
+        return asked, "memory.max_memory_gib"
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if asked is not None and asked <= free:
+        return asked, "memory.max_memory_gib"
+    return free, f"free on {torch.cuda.get_device_name(device)}"
+
+
+def run_spec(cfg, world: int, dtype_bytes: int, critic: ModelShape | None) -> RunSpec:
+    m, a, s, b = cfg.model, cfg.algorithm, cfg.sampling, cfg.batch
+    kl_copy = (a.beta > 0 or getattr(a, "reward_kl_coef", 0) > 0) and m.lora.r == 0
+    return RunSpec(
+        dtype_bytes=dtype_bytes,
+        lora_r=m.lora.r,
+        lora_targets=tuple(m.lora.target_modules),
+        reference=kl_copy,
+        critic=critic,
+        optim=cfg.optim.name,
+        sequences=max(1, b.prompts_per_step // world) * s.group_size,
+        group_size=s.group_size,
+        prompt_tokens=cfg.memory.prompt_tokens,
+        new_tokens=s.max_new_tokens,
+        micro_batch_size=b.micro_batch_size,
+        share_prefix=b.share_prefix,
+        world=world,
+    )
+
+
+def plan_memory(cfg, world: int = 1, device: torch.device | None = None, echo=print) -> Plan | None:
+    """Resolve cfg's null memory keys in place (the trainer calls this before loading the model). Returns the
+    plan, or None where none runs. Raises ConfigError (one line) when the run cannot fit."""
+    from ..models.load import resolve_device
+
+    if cfg.optim.name == "adamw_cpu_offload" and world > 1:
+        raise ConfigError(
+            "optim.name",
+            "adamw_cpu_offload runs in one process; use adamw_8bit (or adamw) under torchrun",
+        )
+    device = device or resolve_device(cfg.model.device)
+    limit, source = device_limit(device, cfg.memory.max_memory_gib)
+    plan = None
+    if cfg.memory.plan == "auto" and limit is not None:
+        try:
+            shape = model_shape(cfg.model.path, cfg.model.trust_remote_code)
+        except (OSError, ValueError, AttributeError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            echo(
+                f"memory plan skipped: cannot read the shape of model '{cfg.model.path}' ({first})"
+            )
+        else:
+            plan = _plan(cfg, shape, world, device, limit, source, echo)
+    m, b = cfg.model, cfg.batch
+    if plan is None:
+        m.gradient_checkpointing = bool(m.gradient_checkpointing)
+        b.micro_batch_tokens = b.micro_batch_tokens or 0
+        cfg.engine_release = bool(cfg.engine_release)
+        return None
+    m.gradient_checkpointing = plan.checkpointing
+    b.micro_batch_tokens = (
+        b.micro_batch_tokens if b.micro_batch_tokens is not None else plan.micro_batch_tokens
+    )
+    cfg.engine_release = plan.engine_release
+    return plan
+
+
+def _plan(cfg, shape, world, device, limit, source, echo) -> Plan:
+    from ..models.load import resolve_dtype
+
+    b = torch.empty((), dtype=resolve_dtype(cfg.model.dtype, device)).element_size()
+    critic = None
+    if cfg.algorithm.name == "ppo":
+        path = getattr(cfg.algorithm, "value_model_path", None)
+        critic = model_shape(path, cfg.model.trust_remote_code) if path else shape
+        critic = replace(
+            critic, params=critic.params - (0 if critic.tied else critic.vocab * critic.hidden)
+        )
+    run = run_spec(cfg, world, b, critic)
+    plan = make_plan(
+        shape,
+        run,
+        limit,
+        checkpointing=cfg.model.gradient_checkpointing,
+        micro_batch_tokens=cfg.batch.micro_batch_tokens,
+        engine_release=cfg.engine_release,
+    )
+    if not plan.fits:
+        raise ConfigError("memory", _does_not_fit(cfg, plan, run, source))
+    echo(table(plan, run, shape, source))
+    return plan
+
+
+def _does_not_fit(cfg, plan: Plan, run: RunSpec, source: str) -> str:
+    least = plan.minimum
+    parts = [
+        ("weights", least.weights),
+        ("fp32 master", least.master),
+        ("optimizer", least.optimizer),
+        ("gradients", least.gradients),
+        ("reference", least.reference),
+        ("critic", least.critic),
+        ("engine", least.kv_cache + least.engine),
+        ("activations", least.activations),
+    ]
+    what = ", ".join(f"{k} {v / GIB:.1f}" for k, v in parts if v)
+    keys = []
+    if cfg.model.lora.r == 0:
+        if run.optim == "adamw":
+            keys.append("optim.name=adamw_8bit (or adamw_cpu_offload)")
+        keys.append("model.lora.r=16")
+    if run.reference:
+        keys.append("algorithm.beta=0")
+    if cfg.model.gradient_checkpointing is False:
+        keys.append("model.gradient_checkpointing=true")
+    if cfg.engine_release is False:
+        keys.append("engine_release=true")
+    if cfg.batch.micro_batch_tokens is not None:
+        keys.append("batch.micro_batch_tokens=null (the plan's budget)")
+    keys += ["sampling.max_new_tokens", "batch.prompts_per_step"]
+    if source == "memory.max_memory_gib":
+        keys.append("memory.max_memory_gib")
+    return (
+        f"this run needs at least {least.total / GIB:.1f} GiB ({what}) but the plan may use "
+        f"{HEADROOM * plan.limit / GIB:.1f} GiB ({HEADROOM:.0%} of {plan.limit / GIB:.1f} GiB, {source}); "
+        "lower it with " + ", ".join(keys)
+    )
+
+
+def table(plan: Plan, run: RunSpec, shape: ModelShape, source: str) -> str:
+    """The short breakdown printed at start."""
+    bd, g = plan.breakdown, lambda x: f"{x / GIB:8.2f}" if x else "       -"
+    kv_tok = shape.kv_bytes_per_token(run.dtype_bytes)
+    opt = {
+        "adamw": "fp32 moments",
+        "adamw_8bit": "8-bit moments",
+        "adamw_cpu_offload": "in host memory",
+    }
+    rows = [
+        ("weights", bd.weights, f"{shape.params / 1e9:.2f}B parameters, {run.dtype_bytes} B each"),
+        ("fp32 master", bd.master, ""),
+        ("optimizer", bd.optimizer, f"{run.optim} ({opt[run.optim]})"),
+        ("gradients", bd.gradients, ""),
+        ("reference", bd.reference, "frozen copy for the KL term" if bd.reference else ""),
+        ("critic", bd.critic, "PPO value model: weights, gradients, AdamW" if bd.critic else ""),
+        (
+            "engine KV cache",
+            bd.kv_cache,
+            f"{run.sequences} sequences x {run.seq_tokens:,} tokens x {kv_tok / 1024:.1f} KiB",
+        ),
+        ("engine workspace", bd.engine, ""),
+        (
+            "activations",
+            bd.activations,
+            f"{plan.micro_batch_tokens:,} tokens per micro-batch, checkpointing "
+            + ("on" if plan.checkpointing else "off"),
+        ),
+    ]
+    lines = [
+        f"memory plan: {bd.total / GIB:.1f} of {plan.limit / GIB:.1f} GiB ({source}; "
+        f"kept under {HEADROOM:.0%})"
+        + (f"; host memory {bd.host / GIB:.1f} GiB" if bd.host else "")
+    ]
+    lines += [f"  {k:<17}{g(v)}  {note}".rstrip() for k, v, note in rows]
+    lines.append(
+        f"  chosen: model.gradient_checkpointing={str(plan.checkpointing).lower()} "
+        f"batch.micro_batch_tokens={plan.micro_batch_tokens} "
+        f"engine_release={str(plan.engine_release).lower()}"
+    )
+    return "\n".join(lines)
+
+
+def memory_metrics(plan: Plan | None, device: torch.device) -> dict[str, float]:
+    """memory/* for a step's metrics: the plan's estimate and, on a GPU, the measured peak since the last call."""
+    out = plan.breakdown.metrics() if plan is not None else {}
+    if plan is not None:
+        out["memory/limit_gib"] = plan.limit / GIB
+    if device.type == "cuda":
+        out["memory/peak_gib"] = torch.cuda.max_memory_allocated(device) / GIB
+        torch.cuda.reset_peak_memory_stats(device)
+    return out
+
+
+def size_engine(engine, plan: Plan | None) -> None:
+    """Give the fast engine the KV-cache bytes the plan left it (it takes what a step needs, up to that)."""
+    if plan is not None and hasattr(engine, "kv_cache_bytes"):
+        engine.kv_cache_bytes = max(0, plan.kv_cache_bytes)

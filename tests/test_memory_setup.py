@@ -1,0 +1,123 @@
+"""The memory plan at the start of training: a no-op on the CPU unless memory.max_memory_gib is set; a config
+that cannot fit stops with one line (exit 2) before any weight is loaded; with a limit the plan resolves the
+null keys (here: turns checkpointing on), prints its table, and a GRPO step runs with memory/* metrics."""
+
+import importlib.util
+
+import pytest
+import torch
+
+from aha.cli import main
+from aha.config import ConfigError, load_config
+from aha.train.config import TrainConfig
+from aha.train.memory import GIB, activation_bytes, engine_parts, static_parts
+from aha.train.memory_plan import EFFICIENT_TOKENS, HEADROOM
+from aha.train.memory_setup import model_shape, plan_memory, run_spec
+
+BASE = [
+    "model.path=tiny-random",
+    "task.name=arithmetic",
+    "sampling.group_size=4",
+    "batch.prompts_per_step=2",
+    "batch.micro_batch_size=8",
+    "sampling.max_new_tokens=12",
+    "logging.progress=false",
+    "logging.samples_every=0",
+    "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]",
+    "rewards.num_workers=1",
+    "checkpoint.save_every=0",
+]
+
+
+def test_cpu_without_a_limit_is_a_no_op():
+    said = []
+    cfg = load_config(TrainConfig, None, BASE)
+    assert cfg.model.gradient_checkpointing is None and cfg.batch.micro_batch_tokens is None
+    assert plan_memory(cfg, 1, torch.device("cpu"), said.append) is None and not said
+    assert (cfg.model.gradient_checkpointing, cfg.batch.micro_batch_tokens, cfg.engine_release) == (
+        False, 0, False,
+    )  # fmt: skip
+    cfg = load_config(
+        TrainConfig, None, BASE + ["model.gradient_checkpointing=true", "engine_release=true"]
+    )
+    plan_memory(cfg, 1, torch.device("cpu"), said.append)
+    assert (
+        cfg.model.gradient_checkpointing is True and cfg.engine_release is True
+    )  # the user's keys
+
+
+def test_cannot_fit_is_one_line_before_loading_weights(tmp_path, monkeypatch, capsys):
+    import aha.models.load as load  # the trainers load through aha.schema.ModelConfig.load
+
+    monkeypatch.setattr(load, "load_model", lambda *a, **k: pytest.fail("weights were loaded"))
+    code = main(["train", *BASE, f"out={tmp_path}", "memory.max_memory_gib=0.0001"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("aha train: config error at 'memory': this run needs at least ")
+    assert "but the plan may use 0.0 GiB (90% of 0.0 GiB, memory.max_memory_gib)" in err
+    assert "lower it with optim.name=adamw_8bit (or adamw_cpu_offload), model.lora.r=16" in err
+    assert err.endswith("memory.max_memory_gib")
+
+
+def test_the_users_keys_are_named_when_they_block_the_fit(tmp_path, monkeypatch, capsys):
+    import aha.models.load as load  # the trainers load through aha.schema.ModelConfig.load
+
+    monkeypatch.setattr(load, "load_model", lambda *a, **k: pytest.fail("weights were loaded"))
+    extra = ["model.gradient_checkpointing=false", "engine_release=false", "algorithm.beta=0.1"]
+    assert main(["train", *BASE, *extra, f"out={tmp_path}", "memory.max_memory_gib=0.0001"]) == 2
+    err = capsys.readouterr().err
+    for key in ("model.gradient_checkpointing=true", "engine_release=true", "algorithm.beta=0"):
+        assert key in err
+
+
+def test_plan_turns_checkpointing_on_and_the_step_runs(tmp_path, capsys):
+    from aha.train.grpo import GRPOTrainer
+
+    cfg = load_config(TrainConfig, None, BASE + [f"out={tmp_path}"])
+    shape = model_shape("tiny-random")
+    run = run_spec(cfg, 1, 4, None)  # fp32 on the CPU
+    st, (kv, _, engine) = static_parts(shape, run), engine_parts(shape, run)
+    eff = min(run.micro_batch_size * run.seq_tokens, EFFICIENT_TOKENS)
+    without = st.static + engine + kv + activation_bytes(shape, run, eff, False)
+    with_ckpt = st.static + engine + kv + activation_bytes(shape, run, eff, True)
+    limit = (without + with_ckpt) / 2 / HEADROOM  # fits with checkpointing only
+    cfg.memory.max_memory_gib = limit / GIB
+    tr = GRPOTrainer(cfg)
+    try:
+        assert tr.memory is not None and cfg.model.gradient_checkpointing is True
+        assert cfg.batch.micro_batch_tokens == tr.memory.micro_batch_tokens >= eff
+        assert tr.model.is_gradient_checkpointing
+        out = capsys.readouterr().out
+        assert "memory plan:" in out and "chosen: model.gradient_checkpointing=true" in out
+        m = tr.train_step(1)
+    finally:
+        tr.close()
+    assert m["memory/total_gib"] * GIB <= HEADROOM * limit
+    assert m["memory/limit_gib"] == pytest.approx(limit / GIB, rel=1e-6)
+    assert m["memory/activations_gib"] > 0 and m["grad_norm"] > 0
+
+
+def test_optimizer_checks(monkeypatch):
+    cfg = load_config(TrainConfig, None, BASE + ["optim.name=adamw_cpu_offload"])
+    with pytest.raises(ConfigError, match="adamw_cpu_offload runs in one process"):
+        plan_memory(cfg, 2, torch.device("cpu"), print)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "torchao" else real(n, *a)
+    )
+    with pytest.raises(
+        ConfigError, match=r"optim.name.*adamw_8bit needs torchao: pip install 'aha-rl\[optim\]'"
+    ):
+        load_config(TrainConfig, None, ["optim.name=adamw_8bit"])
+    with pytest.raises(ConfigError, match="choose one of: adamw, adamw_8bit, adamw_cpu_offload"):
+        load_config(TrainConfig, None, ["optim.name=sgd"])
+
+
+def test_shape_of_a_built_in_model_reads_its_config_only():
+    from transformers import AutoModelForCausalLM
+
+    from aha.models.load import BUILTIN
+
+    shape = model_shape("tiny-base")
+    model = AutoModelForCausalLM.from_pretrained(str(BUILTIN["tiny-base"]))
+    assert shape.params == sum(p.numel() for p in model.parameters())
