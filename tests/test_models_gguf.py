@@ -137,3 +137,16 @@ def test_drop_quantization_makes_a_marked_model_saveable(tiny_gguf, tmp_path):
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         assert torch.equal(again(ids).logits, raw(ids).logits)
+
+
+def test_gguf_config_without_weights_feeds_the_memory_plan(tiny_gguf):
+    """Plans made before the load (train/memory_setup.model_shape) read a .gguf file's config too."""
+    from aha.models.load import load_config
+    from aha.train.memory_setup import model_shape
+
+    path, ref, _ = tiny_gguf
+    cfg = load_config(str(path))
+    assert (cfg.model_type, cfg.hidden_size, cfg.num_hidden_layers) == ("llama", 64, 2)
+    shape = model_shape(str(path))
+    assert shape.params == sum(p.numel() for p in ref.parameters())
+    assert (shape.hidden, shape.layers, shape.kv_heads, shape.tied) == (64, 2, 2, False)

@@ -14,9 +14,16 @@ from .compat import dtype_kwarg
 from .errors import ModelLoadError
 from .gguf import load_gguf
 from .tiny import char_tokenizer, tiny_model
-from .tokenizer import ensure_pad_token, is_gguf, load_tokenizer
+from .tokenizer import ensure_pad_token, is_gguf, load_tokenizer, require_gguf
 
-__all__ = ["ModelLoadError", "load_model", "load_tokenizer", "reference_model", "unwrap"]
+__all__ = [
+    "ModelLoadError",
+    "load_config",
+    "load_model",
+    "load_tokenizer",
+    "reference_model",
+    "unwrap",
+]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUILTIN = {"tiny-base": ASSETS / "tiny-base", "tiny-recheck": ASSETS / "tiny-recheck"}
@@ -120,6 +127,20 @@ def load_model(
         )
     model.train()
     return model, tok
+
+
+def load_config(path: str, trust_remote_code: bool = False):
+    """The transformers config of model.path (a built-in name, a directory, a hub id or a .gguf file) without
+    loading weights: for plans made before the load (the memory plan)."""
+    from transformers import AutoConfig
+
+    if is_gguf(path):
+        require_gguf()
+        p = Path(path).expanduser()
+        return AutoConfig.from_pretrained(str(p.parent), gguf_file=p.name)
+    return AutoConfig.from_pretrained(
+        str(BUILTIN.get(path, path)), trust_remote_code=trust_remote_code
+    )
 
 
 def merged_state_dict(model) -> dict:
