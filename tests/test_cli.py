@@ -38,7 +38,7 @@ def test_every_recipe_says_what_it_is_and_loads_with_its_command(name):
     r = recipes.recipes()[name]
     assert r.description and not r.description.startswith(("run:", "needs:")), r
     assert r.command in {*ENTRY, "pipeline"}, r.run
-    assert recipes.resolve(r.run.split()[-1], r.command) == r.path  # the run line's name finds it
+    assert recipes.resolve(r.config_arg, r.command) == r.path  # the run line's name finds it
     cfg = load_config(class_of(r), r.path)
     for key, command in r.needs:  # a needs key names a real key holding a path
         value = recipes._lookup(cfg, key)

@@ -293,13 +293,11 @@ def _print_piped(text: str) -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions that are a user's mistake (one line, exit 2). ModelLoadError's module imports torch, so
-    it is only looked up once something has imported it (then it may have been raised)."""
+    """The exceptions that are a user's mistake: one line, exit 2 (aha.models.errors imports no torch)."""
     from .config import ConfigError
+    from .models.errors import ModelLoadError
 
-    errors: tuple = (ConfigError, UsageError, FileNotFoundError)
-    loader = sys.modules.get("aha.models.load")
-    return errors + ((loader.ModelLoadError,) if loader is not None else ())
+    return (ConfigError, UsageError, ModelLoadError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,12 @@ class Recipe:
     )  # (dotted key, command that makes it)
 
     @property
+    def config_arg(self) -> str:
+        """The run line's CONFIG argument (`aha train grpo ...` -> grpo; a pipeline's after its name)."""
+        words = self.run.split()
+        return words[3 if self.command == "pipeline" else 2] if len(words) > 2 else ""
+
+    @property
     def command(self) -> str:
         """The aha command the recipe is for ("train", "pipeline", ...), from its run line."""
         words = self.run.split()

@@ -83,11 +83,16 @@ def sample(cfg: SampleConfig, engine=None, tokenizer=None, model_name: str | Non
 
 def run_chunk(cfg: SampleConfig, engine, tokenizer, runner, chunk, data, source: dict):
     """Prompts `chunk` (row indices) -> (kept rows with provenance, the chunk's counts)."""
+    from ..models.tokenizer import stop_token_ids  # transformers: not for `aha sample --help`
+
     k, s = cfg.k, cfg.sampling
     rows = [data[i] for i in chunk]
     texts = [cfg.task.render(r["question"], tokenizer) for r in rows]
     # the seed is fixed by the chunk's first prompt: a resumed run reproduces an uninterrupted one
-    params = s.params(k, [tokenizer.eos_token_id], seed=s.seed * 1_000_003 + chunk[0])
+    ends = list(
+        stop_token_ids(tokenizer, getattr(engine, "model", None))
+    )  # every end id of the model
+    params = s.params(k, ends, seed=s.seed * 1_000_003 + chunk[0])
     comps = engine.generate(
         [tokenizer(x, add_special_tokens=False).input_ids for x in texts], params
     )
