@@ -74,10 +74,13 @@ def resolve(ref: str):
 def load(command: str, args: list[str], *, cls=None):
     """`CONFIG key.sub=value ...` -> (the command's validated config, its entry function). CONFIG is a YAML
     path or a recipe name; no arguments at all is a UsageError naming a recipe to start from."""
+    import yaml
+
     from . import recipes
     from .config import load_config
 
     cls = cls or resolve(ENTRY[command][0])
+    run = resolve(ENTRY[command][1]) if command in ENTRY else None
     path, overrides = split_args(args)
     if path is None and not overrides:
         first = START.get(command) or (recipes.names_for(command) or ["grpo"])[0]
@@ -86,22 +89,15 @@ def load(command: str, args: list[str], *, cls=None):
             f"(`aha recipes` lists them, `aha {command} --help` the keys)"
         )
     if path is None:
-        print(
-            f"aha {command}: no config file: the defaults (aha {command} --help) with your overrides"
-        )
-        return load_config(cls, None, overrides), (
-            resolve(ENTRY[command][1]) if command in ENTRY else None
-        )
+        if command != "eval":  # `aha eval --model M --task T` is its usual form: flags only
+            print(
+                f"aha {command}: no config file: the defaults (aha {command} --help) and your keys"
+            )
+        return load_config(cls, None, overrides), run
     file = recipes.resolve(path, command)
     cfg = load_config(cls, file, overrides)
-    recipes.check_needs(file, load_config_data(file), cfg)
-    return cfg, (resolve(ENTRY[command][1]) if command in ENTRY else None)
-
-
-def load_config_data(file):
-    import yaml
-
-    return yaml.safe_load(file.read_text()) or {}
+    recipes.check_needs(file, yaml.safe_load(file.read_text()) or {}, cfg)
+    return cfg, run
 
 
 def cmd_train(args: list[str]) -> int:
@@ -181,12 +177,8 @@ def cmd_report(args: list[str]) -> int:
         raise FileNotFoundError(
             f"run directory '{args[0]}' not found; pass the out= directory of a run"
         )
-    from .eval.headline import headline_text
-
     path = make_report(args[0])
-    line = headline_text(args[0])
-    if line:
-        print(line)
+    _print_held_out(args[0])
     print(f"report: {path}")
     return 0
 
@@ -246,19 +238,9 @@ def cmd_serve(args: list[str]) -> int:
 
 
 def cmd_recipes(args: list[str]) -> int:
-    from . import recipes
+    from .recipes import cmd_recipes as run
 
-    if not args:
-        _print_piped(recipes.listing())
-        return 0
-    if len(args) > 1:
-        raise UsageError("usage: aha recipes [NAME]")
-    shipped = recipes.recipes()
-    name = args[0][: -len(".yaml")] if args[0].endswith(".yaml") else args[0]
-    if name not in shipped:
-        raise UsageError(f"no recipe '{args[0]}'; recipes: {', '.join(shipped)}")
-    sys.stdout.write(shipped[name].path.read_text())
-    return 0
+    return run(args)
 
 
 def cmd_push(args: list[str]) -> int:
@@ -280,16 +262,6 @@ COMMANDS = {
     "recipes": cmd_recipes,
     "push": cmd_push,
 }
-
-
-def _print_piped(text: str) -> None:
-    """print(), quiet when the reader goes away first (`aha train --help | head`)."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -322,9 +294,14 @@ def main(argv: list[str] | None = None) -> int:
         if "--help" in rest or "-h" in rest:
             from .cli_help import command_help
 
-            _print_piped(command_help(cmd, rest, ENTRY, resolve))
+            print(command_help(cmd, rest, ENTRY, resolve), flush=True)
             return 0
         return COMMANDS[cmd](rest)
+    except BrokenPipeError:  # the reader left early (`aha train --help | head`): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         if not isinstance(e, _user_errors()):
             raise

@@ -144,3 +144,20 @@ def listing() -> str:
             *rows,
         ]
     )
+
+
+def cmd_recipes(args: list[str]) -> int:
+    """`aha recipes` lists them; `aha recipes NAME` prints one (to copy and edit)."""
+    import sys
+
+    from ..cli_args import UsageError
+
+    if not args:
+        print(listing(), flush=True)
+        return 0
+    shipped = recipes()
+    name = args[0][: -len(".yaml")] if args[0].endswith(".yaml") else args[0]
+    if len(args) > 1 or name not in shipped:
+        raise UsageError(f"usage: aha recipes [NAME]; recipes: {', '.join(shipped)}")
+    sys.stdout.write(shipped[name].path.read_text())
+    return 0
