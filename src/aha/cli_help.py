@@ -21,6 +21,7 @@ import tokenize
 import typing
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from .config import _merged
@@ -33,9 +34,19 @@ class KeyDoc:
     default: Any
     meaning: str
     section: bool = False  # a nested config section (its keys follow)
-    group: str = (
-        ""  # a comment above a field that also has its own: a heading for the fields below it
-    )
+    group: str = ""  # a comment above a field that has its own: a heading for the ones below
+
+
+@cache
+def _module_source(filename: str) -> tuple[dict[str, ast.ClassDef], dict[int, str], list[str]]:
+    """A module's top-level classes, its comments by line and its lines: parsed once per module."""
+    source = Path(filename).read_text()
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    comments = {
+        t.start[0]: t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT
+    }
+    classes = {n.name: n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)}
+    return classes, comments, source.splitlines()
 
 
 @cache
@@ -43,27 +54,25 @@ def _class_comments(cls) -> dict[str, tuple[str, str]]:
     """{field name: (group heading, its comment)} for the fields `cls` itself declares. Comment lines above a
     field are its meaning, unless the field has a comment of its own: then they head a group of fields."""
     try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
+        filename = inspect.getsourcefile(cls)
+    except TypeError:  # built without source
         return {}
-    comments: dict[int, str] = {}  # line (1-based, in `source`) -> comment text
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            comments[tok.start[0]] = tok.string.lstrip("#").strip()
-    lines = source.splitlines()
-    out, prev_end = {}, 0
-    body = ast.parse(source).body[0].body
-    for node in body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+    node = _module_source(filename)[0].get(cls.__name__) if filename else None
+    if node is None:
+        return {}
+    _, comments, lines = _module_source(filename)
+    out, prev_end = {}, node.lineno  # line numbers are the module's, 1-based
+    for stmt in node.body:
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
             above = []
-            i = node.lineno - 1  # the line above, 1-based
+            i = stmt.lineno - 1  # the line above
             while i > prev_end and lines[i - 1].strip().startswith("#"):
                 above.insert(0, comments.get(i, ""))
                 i -= 1
-            inside = [comments[j] for j in range(node.lineno, node.end_lineno + 1) if j in comments]
+            inside = [comments[j] for j in range(stmt.lineno, stmt.end_lineno + 1) if j in comments]
             above_text, inside_text = " ".join(t for t in above if t), " ".join(inside)
-            out[node.target.id] = (above_text, inside_text) if inside_text else ("", above_text)
-        prev_end = getattr(node, "end_lineno", prev_end)
+            out[stmt.target.id] = (above_text, inside_text) if inside_text else ("", above_text)
+        prev_end = getattr(stmt, "end_lineno", prev_end)
     return out
 
 
