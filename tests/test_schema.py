@@ -89,8 +89,11 @@ def test_shipped_configs_load(name):
     if name.startswith("pretrain"):
         return  # aha pretrain's own config: tests/test_demo_pretrain.py
     cls = {"sft.yaml": SFTConfig, "sample.yaml": SampleConfig}.get(name, TrainConfig)
-    if name.startswith("pipeline_"):
-        cls = get_pipeline(name[len("pipeline_") : -len(".yaml")].replace("_", "-"))[0]
+    if name.startswith(
+        "pipeline_"
+    ):  # pipeline_<name>[_<model>].yaml, e.g. pipeline_r1_zero_smollm2.yaml
+        kind = name[len("pipeline_") : -len(".yaml")].removesuffix("_smollm2").replace("_", "-")
+        cls = get_pipeline(kind)[0]
     load_config(cls, CONFIGS / name)
 
 
