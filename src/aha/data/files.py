@@ -105,7 +105,12 @@ class FileTask(Task):
             )
         if format is not None and format not in FORMATS:
             raise DataError(f"unknown file format {format!r}; valid: {', '.join(FORMATS)}")
-        self.name, self.accuracy_reward, self.format, self.limit = name, accuracy_reward, format, limit
+        self.name, self.accuracy_reward, self.format, self.limit = (
+            name,
+            accuracy_reward,
+            format,
+            limit,
+        )
         self.config, self.max_row_mb = config, max_row_mb
         self.paths = {"train": train or path, "test": test or path}
         self.source_splits = {"train": train_split, "test": test_split}
@@ -203,7 +208,9 @@ def check_options(name: str, options: dict) -> None:
     """A DataError naming an option FileTask does not take (a typo in task.options) and the valid ones."""
     import inspect
 
-    valid = [p for p in inspect.signature(FileTask.__init__).parameters if p not in ("self", "name")]
+    valid = [
+        p for p in inspect.signature(FileTask.__init__).parameters if p not in ("self", "name")
+    ]
     for key in options:
         if key not in valid:
             raise DataError(f"task {name!r}: unknown option {key!r}; options: {', '.join(valid)}")

@@ -24,7 +24,9 @@ import json
 import os
 
 FORMATS = ("jsonl", "json", "csv", "parquet", "datasets")
-MAX_ROW_MB = 16  # rows larger than this are refused (a row is text for a prompt/completion, not a blob)
+MAX_ROW_MB = (
+    16  # rows larger than this are refused (a row is text for a prompt/completion, not a blob)
+)
 
 
 class DataError(ValueError):

@@ -83,7 +83,9 @@ def check_rows(rows: list[dict], fmt: RowFormat, source: str) -> None:
             if not isinstance(msgs, list) or not any(
                 isinstance(m, dict) and m.get("role") == "assistant" for m in msgs
             ):
-                raise DataError(f"{where}: '{fmt.messages_key}' has no assistant message to train on")
+                raise DataError(
+                    f"{where}: '{fmt.messages_key}' has no assistant message to train on"
+                )
             continue
         if row.get(fmt.completion_key) is None:
             raise DataError(
