@@ -22,7 +22,8 @@ commands:
   train CONFIG     RL training: GRPO / Dr. GRPO / DAPO (configs/grpo.yaml, dr_grpo.yaml, dapo.yaml),
                    PPO with algorithm.name=ppo
   eval [CONFIG]    pass@1 over k samples, cons@k, pass@k, format, length, reflection
-                   (or: aha eval --model PATH --task NAME [--k 16] [--limit N])
+                   (or: aha eval --model PATH --task NAME [--k 16] [--limit N] [--answer boxed]);
+                   R1's benchmarks: --task math500|gsm8k|aime24|amc23; a served model: --endpoint URL
   report RUN_DIR   PNG plots and a self-contained HTML page of a run
   sft CONFIG       supervised fine-tuning (cold start, distillation) on prompt/completion or chat data
   sample CONFIG    rejection sampling: k samples per prompt, keep verified, readable ones -> SFT data
@@ -57,6 +58,11 @@ EVAL_FLAGS = {
     "--limit": "limit",
     "--out": "out",
     "--engine": "engine",
+    "--answer": "answer",
+    "--endpoint": "endpoint",
+    "--tokenizer": "tokenizer",
+    "--threads": "model.threads",
+    "--max-new-tokens": "sampling.max_new_tokens",
 }
 DEMO_SWITCHES = ("--quick", "--gpu", "--recheck")
 

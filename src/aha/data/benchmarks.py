@@ -18,7 +18,8 @@ evaluation set: it has no train split.
 K holds each benchmark's default number of samples per problem for `aha eval` (pass@1 is their mean, cons@k
 their majority vote). The R1 paper samples "between 4 and 64" per problem by test-set size and reports cons@64
 on AIME; these defaults are lighter, so that a laptop run finishes: the small contests get 16, the large sets 4
-(`--k 64` reproduces R1's AIME protocol).
+(`--k 64` reproduces R1's AIME protocol). ANSWER holds the lenient reading `aha eval` reports beside the strict
+one by default (an instruct model boxes MATH-style answers and ends GSM8K solutions with the number).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from aha.data.tasks import register_task
 
 DATA = Path(__file__).resolve().parent / "benchmark_data"
 K = {"math500": 4, "gsm8k": 4, "aime24": 16, "amc23": 16}
+# the lenient answer reading reported beside the strict one (eval.answer=auto): how an instruct model answers each
+ANSWER = {"math500": "boxed", "gsm8k": "last-number", "aime24": "boxed", "amc23": "boxed"}
 # name -> (hub id, the hub split holding the problems, what it is)
 HUB = {
     "aime24": ("HuggingFaceH4/aime_2024", "train", "AIME 2024"),
