@@ -31,13 +31,19 @@ __all__ = ["EvalConfig", "run_eval"]
 class EvalConfig(HeldOutConfig):
     # samples per problem; null = the benchmark's own (math500/gsm8k 4, aime24/amc23 16), else 4
     k: int | None = None
-    model: ModelConfig = field(default_factory=ModelConfig)  # engine=openai: the served model's name
+    model: ModelConfig = field(
+        default_factory=ModelConfig
+    )  # engine=openai: the served model's name
     task: TaskConfig = field(default_factory=TaskConfig)  # task.split: null = test
     # auto: fast engine on GPU when available, else HF; openai: a served model (endpoint)
     engine: Literal["auto", "hf", "fast", "openai"] = "auto"
-    endpoint: str | None = None  # base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1
+    endpoint: str | None = (
+        None  # base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1
+    )
     tokenizer: str | None = None  # engine=openai: the served model's tokenizer; null = model.path
-    openai: OpenAIConfig = field(default_factory=OpenAIConfig)  # engine=openai: the client's settings
+    openai: OpenAIConfig = field(
+        default_factory=OpenAIConfig
+    )  # engine=openai: the client's settings
     out: str = "runs/eval"  # results.json, samples.jsonl, config.yaml, report/ go here
     report: bool = True  # also write OUT/report/index.html
 

@@ -28,7 +28,9 @@ class Scored:
     acc: np.ndarray  # (N,) the accuracy reward of each sample (NaN: does not apply)
     correct: np.ndarray  # (P, k) bool
     answers: list  # (N,) the extracted answer of each sample, None when there is none
-    winners: list[int]  # (P,) the sample index of each problem's majority answer (first of its group)
+    winners: list[
+        int
+    ]  # (P,) the sample index of each problem's majority answer (first of its group)
     cons: np.ndarray  # (P,) float: is the majority answer correct
 
 
