@@ -141,3 +141,18 @@ def test_chat_template_notice_and_named_system():
     assert (
         R1_ZERO_SYSTEM.endswith("<answer> answer here </answer>.") and "User:" not in R1_ZERO_SYSTEM
     )
+
+
+def test_training_drops_rows_that_cannot_fit(tok):
+    from aha.data.procedural import ProceduralRows
+    from aha.eval.context import drop_overlong
+
+    rows = [{"question": "q" * n} for n in (5, 40, 10, 30)]
+    render = lambda q: f"Q: {q}\n"  # 4 characters of frame around the question
+    kept, dropped = drop_overlong(rows, render, tok, context=40, max_new_tokens=16)
+    assert [len(r["question"]) for r in kept] == [5, 10] and dropped == 2  # 34 + 16 > 40
+    assert drop_overlong(rows, render, tok, None, 16) == (rows, 0)
+    lazy = ProceduralRows(lambda rng: (str(rng.random()), {"question": "x"}), "train", 5, "s")
+    assert drop_overlong(lazy, render, tok, 8, 16)[0] is lazy  # generated rows pass as they are
+    with pytest.raises(ValueError, match="no training prompt fits the model's 12-token context"):
+        drop_overlong(rows, render, tok, 12, 8)

@@ -13,6 +13,7 @@ counted instead of failing the run (the evaluation reports `skipped_prompts`). T
 so with a roomy context nothing changes, and a max_new_tokens larger than the context (the R1 paper's 32,768
 on a 4k model; the evaluation default 1,024 on the 512-token tiny-base) is cut to what fits, said in one
 line, instead of dropping every prompt. A context of None (unknown, e.g. a served model) keeps everything.
+Training (drop_overlong) keeps its max_new_tokens and drops the rows that cannot fit, counted in one line.
 """
 
 from __future__ import annotations
@@ -20,11 +21,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def model_context(engine) -> int | None:
-    """The context length of the model behind a local engine (max_position_embeddings), None if unknown."""
-    config = getattr(getattr(engine, "model", None), "config", None)
+def model_context(obj) -> int | None:
+    """The context length (max_position_embeddings) of a model, or of the model behind a local engine;
+    None when unknown (a served model)."""
+    config = getattr(obj, "config", None) or getattr(getattr(obj, "model", None), "config", None)
     n = getattr(config, "max_position_embeddings", None)
     return n if isinstance(n, int) and n > 0 else None
+
+
+def drop_overlong(rows, render, tokenizer, context: int | None, max_new_tokens: int):
+    """-> (the training rows whose prompt + max_new_tokens fits the context, how many were dropped).
+
+    Training keeps its max_new_tokens (the memory plan and the rollouts' statistics assume it), so a row that
+    cannot fit is dropped instead. Generated (procedural) datasets are not lists and pass as they are: their
+    prompts are short by construction. render: question -> prompt text."""
+    if context is None or not isinstance(rows, list) or not rows:
+        return rows, 0
+    ids = tokenizer([render(r["question"]) for r in rows], add_special_tokens=False).input_ids
+    kept = [r for r, x in zip(rows, ids) if len(x) + max_new_tokens <= context]
+    if not kept:
+        raise ValueError(
+            f"no training prompt fits the model's {context}-token context with "
+            f"sampling.max_new_tokens={max_new_tokens} (the shortest has {min(map(len, ids))} "
+            "tokens); lower sampling.max_new_tokens or use shorter prompts"
+        )
+    return kept, len(rows) - len(kept)
 
 
 def fit_to_context(
