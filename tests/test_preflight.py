@@ -155,3 +155,18 @@ def test_a_50_mb_row_is_one_line_before_the_model(cli, tmp_path):
     code, err = cli(task_args("train", str(path), tmp_path))
     assert code == 2 and len(err) == 1
     assert "huge.jsonl: row 2 holds 50.0 MB of text (limit 16 MB)" in err[0]
+
+
+def test_pipeline_stage_data_is_named_by_its_key(cli, tmp_path):
+    good = jsonl(
+        tmp_path / "cold.jsonl", [{"question": "1+1?", "completion": "<answer>2</answer>"}]
+    )
+    out = f"out={tmp_path / 'run'}"
+    code, err = cli(
+        ["pipeline", "r1", f"cold_start.data.path=[{good}]", "cold_start.data.template=r2", out]
+    )
+    assert code == 2 and len(err) == 1
+    assert "config error at 'cold_start.data.template': unknown template 'r2'" in err[0]
+    bad = files(tmp_path)["malformed"]
+    code, err = cli(["pipeline", "r1", f"cold_start.data.path=[{bad}]", out])
+    assert code == 2 and len(err) == 1 and "malformed.jsonl: row 2: invalid JSON" in err[0]

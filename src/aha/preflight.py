@@ -30,9 +30,10 @@ def preflight(command: str, cfg) -> None:
     """Raise ConfigError (a name or a path in the config) or aha.data.read.DataError (the data) on the
     first problem found; return None when the command can start."""
     task = getattr(cfg, "task", None)
-    built = check_task(task, splits(command, cfg)) if task is not None else None
+    built = check_task(task) if task is not None else None  # names first: cheap, then out=
+    sft_data = []
     for key, node in _walk(cfg):
-        at = (lambda sub: f"{key}.{sub}") if key else (lambda sub: sub)  # noqa: B023
+        at = (lambda sub, key=key: f"{key}.{sub}") if key else (lambda sub: sub)
         kind = type(node).__name__
         if kind == "RewardsConfig":
             for i, item in enumerate(node.funcs):
@@ -40,8 +41,12 @@ def preflight(command: str, cfg) -> None:
         elif kind == "SampleConfig" and node.verifier != "accuracy":
             check_reward(node.verifier, built, at("verifier"))
         elif kind == "SFTDataConfig" and node.path:
-            check_sft_data(node, at)
+            sft_data.append((node, at))
     check_out(cfg.out)
+    if task is not None:  # then the data, which may take a download
+        read_splits(built, task.name, splits(command, cfg))
+    for node, at in sft_data:
+        check_sft_data(node, at)
 
 
 def splits(command: str, cfg) -> list[str]:
@@ -55,10 +60,9 @@ def splits(command: str, cfg) -> list[str]:
     return ["train", *held_out]  # train, pipeline
 
 
-def check_task(task, read: list[str]):
-    """Build the task, check its template, read `read` splits; returns the built aha.data.Task."""
+def check_task(task):
+    """Build the task and check its template and verifier names; returns the built aha.data.Task."""
     from .data import TASKS, get_task
-    from .data.read import DataError
     from .data.tasks import _load_builtins
     from .data.templates import TEMPLATES
 
@@ -78,12 +82,23 @@ def check_task(task, read: list[str]):
             "containing '{prompt}'",
         )
     check_reward(built.accuracy_reward, None, "task.options.accuracy_reward")
-    for split in read:
-        rows = built.dataset(split)  # a DataError names the file and row
-        if len(rows) == 0:
-            raise DataError(f"task {task.name!r}: the {split} split has no rows")
-        rows[0]  # a procedural task draws its first problem
     return built
+
+
+def read_splits(built, name: str, read: list[str]) -> None:
+    """Read (and so check) the `read` splits of the built task; failures are one-line DataErrors."""
+    from .data.read import DataError
+
+    for split in read:
+        try:
+            rows = built.dataset(split)  # a file task's DataError names the file and row
+            if len(rows) == 0:
+                raise DataError(f"task {name!r}: the {split} split has no rows")
+            rows[0]  # a procedural task draws its first problem
+        except DataError:
+            raise
+        except (ValueError, TypeError, KeyError) as e:  # another task's own complaint
+            raise DataError(f"task {name!r}, {split} split: {e}") from None
 
 
 def check_reward(name: str, task, key: str) -> None:

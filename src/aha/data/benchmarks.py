@@ -75,6 +75,8 @@ def gsm8k(path: str | None = None, **options) -> FileTask:
 class HubBenchmark(FileTask):
     """A benchmark read from the hub or a local copy; a failed hub load says where to get it."""
 
+    local = False  # True when task.options.path names a copy
+
     def dataset(self, split: str) -> list[dict]:
         try:
             return super().dataset(split)

@@ -18,9 +18,11 @@ lines of a JSONL file do) and the fix: a malformed line, bytes that are not UTF-
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import logging
 import os
 
 FORMATS = ("jsonl", "json", "csv", "parquet", "datasets")
@@ -188,10 +190,23 @@ def _read_datasets(source: str, split: str, config: str | None, hub: bool) -> li
             data = data[split]
         return data.to_list()
     try:
-        data = datasets.load_dataset(source, config, split=split)
+        with _quiet("huggingface_hub"):  # its retry warnings: the failure is reported once, below
+            data = datasets.load_dataset(source, config, split=split)
     except Exception as e:  # noqa: BLE001  (datasets raises many types; each becomes one line)
         raise hub_error(source, config, split, e, hub) from None
     return data.to_list()
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    """The logger `name` (and its children) at ERROR level for the duration."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def hub_error(source: str, config: str | None, split: str, e: Exception, hub: bool) -> DataError:
@@ -205,8 +220,9 @@ def hub_error(source: str, config: str | None, split: str, e: Exception, hub: bo
         )
     if isinstance(e, ConnectionError) or "OfflineModeIsEnabled" in msg or "offline" in msg.lower():
         return DataError(
-            f"{what}: not a local path, and the Hugging Face hub cannot be reached (no network or "
-            "HF_DATASETS_OFFLINE=1) with no cached copy; load it once online or give a local file"
+            f"{what}: not a local path, and the Hugging Face hub cannot be reached (no network, or "
+            "HF_HUB_OFFLINE=1, which also skips the retries) with no cached copy; load it once "
+            "online or give a local file"
         )
     if "Config name is missing" in msg:
         configs = str(e).split("configs:", 1)[-1].split("\n", 1)[0].strip()
