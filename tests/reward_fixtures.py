@@ -9,3 +9,8 @@ def count_sevens(completions, **rows):
 def only_some(completions, question, **rows):
     """Applies to half of the prompts only (None = does not apply)."""
     return [None if q.endswith("1") else float(len(c) > 3) for c, q in zip(completions, question)]
+
+
+def length(completions, **rows):
+    """Varies between almost any two samples of a random model: a step on it must move the weights."""
+    return [len(c) / 32 for c in completions]

@@ -108,7 +108,11 @@ def evaluate(
         )
     rows, prompts, ids = [rows[i] for i in keep], [prompts[i] for i in keep], [ids[i] for i in keep]
     if stop_token_ids is None:
-        stop_token_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        from ..models.tokenizer import stop_token_ids as end_ids
+
+        stop_token_ids = end_ids(
+            tokenizer, getattr(engine, "model", None)
+        )  # every end id of the model
     comps = []
     for start in range(0, len(rows), batch_size):
         params = SamplingParams(
