@@ -48,9 +48,24 @@ class ModelConfig:
     )
     lora: LoraConfig = field(default_factory=LoraConfig)  # training only
     trust_remote_code: bool = False
+    # CPU threads of torch's intra-op pool (torch.set_num_threads); null = torch's default (all cores). On a
+    # shared or busy machine fewer threads can be faster (README, "Threads")
+    threads: int | None = None
 
     def __post_init__(self):
         check(bool(self.path.strip()), "path", "is empty; pass model.path=DIR_OR_HUB_ID")
+        check(
+            self.threads is None or self.threads >= 1,
+            "threads",
+            f"must be >= 1 or null (torch's default), got {self.threads}",
+        )
+
+    def apply_threads(self) -> None:
+        """Set torch's intra-op thread count when model.threads says so (before any model work)."""
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
 
     def check_inference(self, command: str) -> None:
         """For commands that only generate: the training-only keys would do nothing there."""
@@ -64,6 +79,7 @@ class ModelConfig:
         """-> (model, tokenizer) on `device` (default: self.device); train=True adds LoRA and checkpointing."""
         from .models.load import load_model
 
+        self.apply_threads()
         extra = {}
         if train:
             lo = self.lora
@@ -182,6 +198,10 @@ class HeldOutConfig:
     batch_size: int = 32  # problems per generate call (each with k samples)
     n_boot: int = 1000  # bootstrap resamples for the intervals (0 = none)
     reflection_phrases: list[str] | None = None  # None = aha.eval.reflection.DEFAULT_PHRASES
+    # the lenient figures reported beside the strict ones (which read <answer> tags only): boxed (the last
+    # \boxed{}), last-number, tags (= strict only), auto (the benchmark's own: boxed for math500/aime24/amc23,
+    # last-number for gsm8k; strict only for other tasks). aha.rewards.answers
+    answer: Literal["auto", "tags", "boxed", "last-number"] = "auto"
 
     def __post_init__(self):
         check(self.k >= 1, "k", f"samples per problem must be >= 1, got {self.k}")
