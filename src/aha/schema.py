@@ -153,8 +153,19 @@ class SamplingConfig:
     # new tokens per completion; null (training's held-out evaluation only) = the run's sampling.max_new_tokens
     max_new_tokens: int | None = 256
     seed: int | None = None  # null = the run's seed
+    # stop strings, OpenAI semantics: a completion ends where one appears and its text is cut before it (the
+    # tokens up to the one completing it are kept for training); e.g. ["User:"] for an instruct model under
+    # the raw r1-zero template. A stop string cut from the text is not seen by the rewards: to stop at
+    # "</answer>" and still pay the format reward, set include_stop_str_in_output.
+    stop: list[str] = field(default_factory=list)
+    include_stop_str_in_output: bool = False
 
     def __post_init__(self):
+        check(
+            all(isinstance(x, str) and x for x in self.stop),
+            "stop",
+            f"stop strings must be non-empty strings, got {self.stop!r}",
+        )
         check(
             self.temperature >= 0,
             "temperature",
@@ -182,6 +193,8 @@ class SamplingConfig:
             top_k=self.top_k,
             max_tokens=self.max_new_tokens,
             stop_token_ids=list(stop_token_ids),
+            stop=tuple(self.stop),
+            include_stop_str_in_output=self.include_stop_str_in_output,
             seed=seed,
         )
 

@@ -61,6 +61,8 @@ def evaluate(
     batch_size: int = 32,
     seed: int | None = 0,
     stop_token_ids: Sequence[int] | None = None,
+    stop: Sequence[str] = (),
+    include_stop_str_in_output: bool = False,
     equivalent: Callable[[str, str], bool] | None = None,
     extract: Callable[[str], str | None] | None = None,
     phrases: Sequence[str] | None = None,
@@ -122,6 +124,8 @@ def evaluate(
             top_k=top_k,
             max_tokens=fit_tokens,
             stop_token_ids=tuple(stop_token_ids),
+            stop=tuple(stop),
+            include_stop_str_in_output=include_stop_str_in_output,
             seed=None if seed is None else seed + start,
         )
         chunk = engine.generate(ids[start : start + batch_size], params)

@@ -60,6 +60,8 @@ def evaluate_task(
         top_p=s.top_p,
         top_k=s.top_k,
         max_tokens=s.max_new_tokens,
+        stop=s.stop,
+        include_stop_str_in_output=s.include_stop_str_in_output,
         template=task.template,
         system=task.system,
         prefill=task.prefill,
