@@ -21,8 +21,9 @@ commands:
        [--gpu]     the 23M-parameter GPU variant (after `aha pretrain pretrain_gpu`)
        [--recheck] on tiny-recheck, whose corpus's steps slip unless checked: the model learns to verify
   train CONFIG     RL training: GRPO / Dr. GRPO / DAPO (recipes grpo, dr_grpo, dapo), PPO (ppo)
-  eval CONFIG      pass@1 over k samples, cons@k, pass@k, format, length, reflection
-                   (or: aha eval --model PATH --task NAME [--k 16] [--limit N])
+  eval [CONFIG]    pass@1 over k samples, cons@k, pass@k, format, length, reflection
+                   (or: aha eval --model PATH --task NAME [--k 16] [--limit N] [--answer boxed]);
+                   R1's benchmarks: --task math500|gsm8k|aime24|amc23; a served model: --endpoint URL
   report RUN_DIR   PNG plots and a self-contained HTML page of a run, headline first
   sft CONFIG       supervised fine-tuning (cold start, distillation) on prompt/completion or chat data
   sample CONFIG    rejection sampling: k samples per prompt, keep verified, readable ones -> SFT data
@@ -60,9 +61,16 @@ EVAL_FLAGS = {
     "--limit": "limit",
     "--out": "out",
     "--engine": "engine",
+    "--answer": "answer",
+    "--endpoint": "endpoint",
+    "--tokenizer": "tokenizer",
+    "--threads": "model.threads",
+    "--max-new-tokens": "sampling.max_new_tokens",
 }
 DEMO_SWITCHES = ("--quick", "--gpu", "--recheck")
 START = {"train": "grpo", "pipeline": "r1-zero"}  # the recipe a command without a config points to
+# commands whose config aha.preflight checks first
+PREFLIGHT = ("train", "eval", "sft", "sample", "pipeline")
 
 
 def resolve(ref: str):
@@ -78,6 +86,7 @@ def load(command: str, args: list[str], *, cls=None):
 
     from . import recipes
     from .config import load_config
+    from .preflight import preflight
 
     cls = cls or resolve(ENTRY[command][0])
     run = resolve(ENTRY[command][1]) if command in ENTRY else None
@@ -88,15 +97,14 @@ def load(command: str, args: list[str], *, cls=None):
             f"needs a config; start from a recipe: `aha {command} {first}` "
             f"(`aha recipes` lists them, `aha {command} --help` the keys)"
         )
-    if path is None:
-        if command != "eval":  # `aha eval --model M --task T` is its usual form: flags only
-            print(
-                f"aha {command}: no config file: the defaults (aha {command} --help) and your keys"
-            )
-        return load_config(cls, None, overrides), run
-    file = recipes.resolve(path, command)
+    if path is None and command != "eval":  # `aha eval --model M --task T` is its usual form
+        print(f"aha {command}: no config file: the defaults (aha {command} --help) and your keys")
+    file = recipes.resolve(path, command) if path is not None else None
     cfg = load_config(cls, file, overrides)
-    recipes.check_needs(file, yaml.safe_load(file.read_text()) or {}, cfg)
+    if file is not None:
+        recipes.check_needs(file, yaml.safe_load(file.read_text()) or {}, cfg)
+    if command in PREFLIGHT:
+        preflight(command, cfg)  # names, data and out= checked before any model loads
     return cfg, run
 
 
@@ -128,11 +136,10 @@ def cmd_eval(args: list[str]) -> int:
             "(or a config file; `aha eval --help` lists the keys)"
         )
     cfg, run_eval = load("eval", rest)
-    run_eval(cfg)  # logs every figure with its interval
+    run_eval(cfg)  # logs every figure with its interval and the files it wrote
     _print_held_out(cfg.out)
-    out = Path(cfg.out)
-    report = f", {out / 'report' / 'index.html'}" if cfg.report else ""
-    print(f"wrote {out / 'results.json'}, {out / 'samples.jsonl'}{report}")
+    if cfg.report:
+        print(f"report: {Path(cfg.out) / 'report' / 'index.html'}")
     return 0
 
 
@@ -267,9 +274,10 @@ COMMANDS = {
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that are a user's mistake: one line, exit 2 (aha.models.errors imports no torch)."""
     from .config import ConfigError
+    from .data.read import DataError
     from .models.errors import ModelLoadError
 
-    return (ConfigError, UsageError, ModelLoadError, FileNotFoundError)
+    return (ConfigError, DataError, UsageError, ModelLoadError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:
