@@ -302,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         if "--help" in rest or "-h" in rest:
             from .cli_help import command_help
 
-            print(command_help(cmd, rest, ENTRY, resolve), flush=True)
+            flags = EVAL_FLAGS if cmd == "eval" else None
+            print(command_help(cmd, rest, ENTRY, resolve, flags), flush=True)
             return 0
         return COMMANDS[cmd](rest)
     except BrokenPipeError:  # the reader left early (`aha train --help | head`): not an error

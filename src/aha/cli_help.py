@@ -219,13 +219,12 @@ RL training: GRPO and its variants (Dr. GRPO, DAPO, GSPO, RLOO, ...), PPO with a
   --help [PREFIX]  this help; PREFIX keeps the keys that start with it (aha train --help algorithm)
 Writes OUT/metrics.jsonl, checkpoints/step-N (Hugging Face format), config.yaml, samples.jsonl;
 resume=true continues from the latest checkpoint of OUT.""",
-    "eval": """usage: aha eval --model PATH --task NAME [--k 4] [--limit N] [--out DIR] [--engine auto|hf|fast]
+    "eval": """usage: aha eval --model PATH --task NAME [--k 4] [--limit N] [flags below] [key.sub=value ...]
        aha eval CONFIG [key.sub=value ...]
 pass@1 over k samples (the R1 paper's T 0.6, top-p 0.95), cons@k, pass@k, format, length, reflection, each
-with a bootstrap interval; writes OUT/results.json, samples.jsonl, report/index.html.
-  --model PATH     model.path: a local directory, hub id, tiny-base or tiny-recheck
-  --task NAME      task.name (its test split unless task.split=train)
-  --k N / --limit N / --out DIR / --engine E    k, limit, out, engine""",
+with a bootstrap interval; writes OUT/results.json, samples.jsonl, report/index.html. R1's benchmarks:
+--task math500|gsm8k|aime24|amc23; a model behind an OpenAI-compatible server: --endpoint URL --model NAME.
+Each flag sets a key:""",
     "sft": """usage: aha sft CONFIG [key.sub=value ...]
 Supervised fine-tuning on prompt/completion, question/completion or chat rows (cold start, distillation).
   CONFIG           a recipe name (sft) or a YAML file; data.path=[FILE.jsonl] sets the rows""",
@@ -262,20 +261,20 @@ Upload a checkpoint of RUN_DIR (the latest unless --step N) to the Hugging Face 
 }
 
 
-def command_help(command: str, args: list[str], entry: dict, resolve) -> str:
+def command_help(command: str, args: list[str], entry: dict, resolve, flags=None) -> str:
     """The help of `aha COMMAND`: usage, flags, and for config commands every key (filtered by the argument
-    after --help, if any). `entry` and `resolve` are aha.cli's command table and importer."""
+    after --help, if any). `entry` and `resolve` are aha.cli's command table and importer; `flags` the
+    command's {--flag: key} table, listed under the usage."""
     flag = "--help" if "--help" in args else "-h"
     after = args[args.index(flag) + 1 :]
     prefix = after[0] if after and not after[0].startswith("-") else None
     text = USAGES.get(command, "")
     cls = None
     if command == "serve":
-        serve = resolve("aha.serve.cli:USAGE")
+        text = text.format(usage=resolve("aha.serve.cli:USAGE"))
         flags = resolve("aha.serve.cli:FLAGS")
-        text = (
-            text.format(usage=serve) + "\n" + "\n".join(f"  {f:<20} {k}" for f, k in flags.items())
-        )
+    if flags:
+        text += "\n" + "\n".join(f"  {f:<20} {k}" for f, k in flags.items())
     if command == "pipeline":
         from .pipelines import PIPELINES, get_pipeline
 
