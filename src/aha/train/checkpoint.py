@@ -62,9 +62,9 @@ from .dist import Dist
 
 
 @contextlib.contextmanager
-def _single_process_quiet():
+def quiet_single_process():
     """dcp warns on every save and load outside torchrun that it assumes one process: true, and nothing a
-    user can act on, so that one warning is dropped here (and only here)."""
+    user can act on, so that one warning is dropped around aha's dcp calls (here and the critic's)."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message="torch.distributed is disabled, unavailable or uninit"
@@ -212,7 +212,7 @@ def save_checkpoint(
         {"optim": optim_sd} if save_optimizer else {}
     )
     if state:
-        with _single_process_quiet():
+        with quiet_single_process():
             dcp.save(state, checkpoint_id=str(tmp / "state"))
     if before_rename is not None:
         before_rename(tmp)
@@ -276,7 +276,7 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, log: Callable = 
     )
     try:
         if state:
-            with _single_process_quiet():
+            with quiet_single_process():
                 dcp.load(state, checkpoint_id=str(path / "state"))
         if hf_weights:
             _load_hf_weights(path, unwrap(model))

@@ -201,6 +201,8 @@ class Critic:
             get_state_dict,
         )
 
+        from .checkpoint import quiet_single_process
+
         dist, tmp = self.dist, target.with_name(target.name + ".tmp")
         if dist.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -213,7 +215,8 @@ class Critic:
         if dist.is_main:
             self.value.save_pretrained(tmp, state_dict=full)
         model_sd, optim_sd = get_state_dict(self.value, self.optimizer)
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "state"))
+        with quiet_single_process():
+            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "state"))
         if dist.is_main:
             torch.save({"scheduler": self.scheduler.state_dict()}, tmp / "trainer_state.pt")
             os.replace(tmp, target)
@@ -223,8 +226,11 @@ class Critic:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+        from .checkpoint import quiet_single_process
+
         model_sd, optim_sd = get_state_dict(self.value, self.optimizer)
-        dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(source / "state"))
+        with quiet_single_process():
+            dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(source / "state"))
         set_state_dict(
             self.value, self.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd
         )
