@@ -9,3 +9,8 @@ def count_sevens(completions, **rows):
 def only_some(completions, question, **rows):
     """Applies to half of the prompts only (None = does not apply)."""
     return [None if q.endswith("1") else float(len(c) > 3) for c, q in zip(completions, question)]
+
+
+def huge_half(completions, **rows):
+    """A finite reward of 1e308 for every other completion: a group's sum overflows float64 (issue 17, item 2)."""
+    return [1e308 if i % 2 else 0.0 for i in range(len(completions))]
