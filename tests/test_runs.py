@@ -25,6 +25,10 @@ from test_train_e2e import BASE
 from test_train_e2e import cfg as rl_cfg
 
 
+def read_rows(path):
+    return [json.loads(l) for l in path.read_text().splitlines()]
+
+
 def metrics(run):
     return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -242,6 +246,18 @@ def test_resume_without_a_checkpoint_starts_the_logs_afresh(tmp_path):
     assert [r["step"] for r in metrics(tmp_path / "run")] == [1, 2, 3]  # not 1, 2, 1, 2, 3
 
 
+def test_resume_cuts_samples_too(tmp_path):
+    """RL: samples.jsonl is cut with metrics.jsonl (here: resumed without a checkpoint, from step 0)."""
+    fit(GRPOTrainer(rl_cfg(tmp_path, "steps=3", "logging.samples_every=1")))
+    steps = lambda name: [r["step"] for r in read_rows(tmp_path / name)]  # noqa: E731
+    assert steps("samples.jsonl") == [1, 1, 2, 2, 3, 3]
+    import shutil
+
+    shutil.rmtree(tmp_path / "checkpoints")
+    fit(GRPOTrainer(rl_cfg(tmp_path, "steps=2", "logging.samples_every=1", "resume=true")))
+    assert steps("samples.jsonl") == [1, 1, 2, 2] and steps("metrics.jsonl") == [1, 2]
+
+
 # ---- item 4: a second run into out= -------------------------------------------------------------------------
 def test_a_second_run_into_out_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
     fit(
@@ -267,9 +283,17 @@ def test_a_second_run_into_out_is_refused_before_the_model_loads(tmp_path, monke
     with pytest.raises(ConfigError, match="choose one"):
         load_config(SFTConfig, None, [*args, "resume=true", "overwrite=true"])
     monkeypatch.setattr(ModelConfig, "load", real_load)
+    (tmp_path / "run" / "samples.jsonl").write_text('{"step": 3}\n')
+    (tmp_path / "run" / "tensorboard").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")  # not a run's file: kept
     fit(SFTTrainer(sft_cfg(tmp_path, "steps=1", "overwrite=true")))
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-000001"]
     assert [r["step"] for r in metrics(tmp_path / "run")] == [1]
+    assert not (tmp_path / "run" / "samples.jsonl").exists()
+    assert (
+        not (tmp_path / "run" / "tensorboard").exists()
+        and (tmp_path / "run" / "notes.txt").exists()
+    )
 
 
 def test_rl_refuses_a_second_run_too(tmp_path):

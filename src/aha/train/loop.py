@@ -5,6 +5,11 @@ A trainer subclasses `TrainLoop` and supplies `train_step(step) -> metrics` (and
 `save_every` steps and, on Ctrl-C / SIGTERM or an exception, saves the last completed step before leaving.
 Under torchrun every rank runs this loop; the stop decision is agreed across ranks so none is left waiting
 in a collective.
+
+A run must not lose or poison its data (issue 17): a step the trainer skipped for non-finite values is counted
+and too many in a row stop the run (train/guard.py); no checkpoint is written from a NaN/inf state; a run that
+stops early says why and returns a non-zero `exit_code` (128 + signal, 1 for the guard); on resume the logs
+are cut back to the checkpoint's step, or emptied when there is none (train/run_dir.py).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from .run_dir import clear_run, truncate_jsonl
 
 class TrainLoop:
     name = "train"
+    nonfinite_hint = (
+        "lower optim.lr or check the rewards' scale"  # what to try when the guard stops a run
+    )
 
     def __init__(self, cfg, *, dist: Dist, policy, tokenizer, optimizer, scheduler, stream):
         """cfg needs .steps .out .resume .logging .checkpoint .eval; policy is the module that is optimised and
@@ -243,8 +251,7 @@ class TrainLoop:
             code = 1
             self.print(
                 f"stopped at step {n}/{total}: {self.skips.in_a_row} steps in a row were skipped "
-                f"({self.skips.last}); lower optim.lr or check the rewards' scale, then resume with "
-                "resume=true"
+                f"({self.skips.last}); {self.nonfinite_hint}, then resume with resume=true"
             )
         elif why == "non-finite":
             code = 1

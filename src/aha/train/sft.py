@@ -73,6 +73,7 @@ class SFTTrainer(TrainLoop):
     """The SFT step on the shared run machinery (train/loop.py: resume, signals, checkpoints, logging)."""
 
     name = "sft"
+    nonfinite_hint = "lower optim.lr or check the data"
 
     def __init__(self, cfg: SFTConfig):
         if not cfg.data.path:
