@@ -4,6 +4,7 @@ out= that refuses a second run, and the exit codes of a stopped run."""
 
 import copy
 import json
+import math
 import os
 import re
 import signal
@@ -97,12 +98,27 @@ def test_clip_and_step_skips_a_non_finite_step(bad):
     assert scheds[0].get_last_lr() == lr and all(p.grad is None for p in model.parameters())
 
 
-def test_huge_rewards_skip_the_step_and_stop_the_run(tmp_path, capsys):
+HUGE = "rewards.funcs=[{name: 'reward_fixtures:huge_half'}]"
+
+
+def test_huge_rewards_train_on_exact_group_statistics(tmp_path):
     """The attack: a finite reward of 1e308 for half of each group overflowed the group statistics, made every
-    weight NaN, crashed the next step and saved the NaN model. Now: skipped, weights untouched, stopped."""
-    trainer = GRPOTrainer(
-        rl_cfg(tmp_path, "steps=6", "rewards.funcs=[{name: 'reward_fixtures:huge_half'}]")
-    )
+    weight NaN, crashed the next step and saved the NaN model. GRPO's advantages are now exact (+-0.866)."""
+    trainer = GRPOTrainer(rl_cfg(tmp_path, "steps=2", "optim.lr=1e-3", HUGE))
+    before = snapshot(trainer.model)
+    assert fit(trainer)["exit_code"] == 0
+    assert [(r["skipped_steps"], math.isfinite(r["loss"])) for r in metrics(tmp_path)] == [
+        (0, True),
+        (0, True),
+    ]
+    after = snapshot(trainer.model)
+    assert not all(torch.equal(after[k], before[k]) for k in before)
+    assert saved_finite(tmp_path / "checkpoints" / "step-000002")
+
+
+def test_non_finite_advantages_skip_the_step_and_stop_the_run(tmp_path, capsys):
+    """Dr. GRPO does not divide by the std: +-5e307 overflows float32. Skipped, weights untouched, stopped."""
+    trainer = GRPOTrainer(rl_cfg(tmp_path, "steps=6", "algorithm.advantage=dr_grpo", HUGE))
     before = snapshot(trainer.model)
     summary = fit(trainer)
     assert (summary["stopped"], summary["exit_code"], summary["steps"]) == ("skipped", 1, 3)
@@ -128,7 +144,7 @@ def test_ppo_skips_both_updates(tmp_path):
             "steps=3",
             "algorithm.name=ppo",
             "optim.max_skipped_steps=1",
-            "rewards.funcs=[{name: 'reward_fixtures:huge_half'}]",
+            HUGE,
         )
     )
     before, critic = snapshot(trainer.model), snapshot(trainer.critic.value)

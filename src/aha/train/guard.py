@@ -11,8 +11,9 @@ next rollout then crashes and the NaN model would be saved as the latest checkpo
 - before any checkpoint is written the weights and optimizer state are checked (`state_is_finite`): a
   non-finite state is never saved.
 
-Huge but finite rewards are the usual cause (the reward of half a group at 1e308 overflows its sum even in
-float64); a learning rate large enough to blow the activations up is the other.
+Huge but finite rewards are one cause (GRPO's group statistics survive rewards up to float64's limit, see
+aha.algos.advantages, but Dr. GRPO's unscaled advantages of 5e307 do not fit the float32 batch, and PPO's
+returns overflow its value loss); a learning rate large enough to blow the activations up is the other.
 """
 
 from __future__ import annotations
