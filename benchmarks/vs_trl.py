@@ -166,7 +166,8 @@ def aha_config(a, seed: int, out: Path) -> dict:
         "optim": {"lr": a.lr, "weight_decay": 0.0, "betas": [0.9, 0.99], "eps": 1e-8}
         | {"schedule": "constant", "warmup_steps": a.warmup, "max_grad_norm": a.max_grad_norm},
         "batch": {"prompts_per_step": a.prompts, "micro_batch_size": a.micro},
-        "logging": {"progress": False, "samples_every": 0, "eval_size": 0},
+        "logging": {"progress": False, "samples_every": 0},
+        "eval": {"limit": 0},
         "checkpoint": {"save_every": 0, "keep_last": 1},
         "engine": a.engine,
         "steps": a.steps,

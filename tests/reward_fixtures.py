@@ -14,3 +14,8 @@ def only_some(completions, question, **rows):
 def huge_half(completions, **rows):
     """A finite reward of 1e308 for every other completion: a group's sum overflows float64 (issue 17, item 2)."""
     return [1e308 if i % 2 else 0.0 for i in range(len(completions))]
+
+
+def length(completions, **rows):
+    """Varies between almost any two samples of a random model: a step on it must move the weights."""
+    return [len(c) / 32 for c in completions]

@@ -9,6 +9,7 @@ import torch
 
 from aha.config import ConfigError, load_config
 from aha.demo.pretrain import ModelDims, OptimSchedule, PretrainConfig, lr_at, pack_rows, pretrain
+from aha.models.compat import dtype_kwarg  # dtype= needs transformers >= 4.56
 from aha.rollout import HFEngine, SamplingParams
 
 ASSET = Path(__file__).resolve().parents[1] / "src" / "aha" / "assets" / "tiny-base"
@@ -115,7 +116,7 @@ def test_shipped_tiny_base_follows_the_r1_zero_template():
     from aha.rewards.format import format_reward
 
     tok = AutoTokenizer.from_pretrained(ASSET)
-    model = AutoModelForCausalLM.from_pretrained(ASSET, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(ASSET, **dtype_kwarg(torch.float32))
     assert [tok.decode([i]) for i in tok(" <think>")["input_ids"]] == [
         " <",
         "t",
@@ -140,7 +141,7 @@ def test_shipped_tiny_base_loads_and_computes():
     assert (ASSET / "model.safetensors").stat().st_size <= 10 * 2**20
     assert json.loads((ASSET / "recipe.json").read_text())["config"]["corpus"]["seed"] is not None
     tok = AutoTokenizer.from_pretrained(ASSET)
-    model = AutoModelForCausalLM.from_pretrained(ASSET, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(ASSET, **dtype_kwarg(torch.float32))
     # greedy one-step arithmetic (a number plus or minus one digit), the skill the worked solutions rely on
     prompts = [tok(t)["input_ids"] for t in ("75-8 =", "33-6 =", "140+8 =")]
     outs = HFEngine(model, tok).generate(

@@ -314,3 +314,21 @@ def test_cluster_with_real_math_verifier():
             [["\\frac{1}{2}", "3", "0.5", "1/2", None, "9**9**9**9"]], runner, col=0
         )
     assert labels == [[0, 1, 0, 0, None, 5]]
+
+
+def test_every_end_id_of_the_model_stops_generation(tok):
+    """An instruct model lists several end ids in its generation config (Llama-3: <|eot_id|> and
+    <|end_of_text|>): evaluation stops at each of them, not only at the tokenizer's eos."""
+    from types import SimpleNamespace
+
+    seen = []
+
+    class Engine(ScriptedEngine):
+        model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[7, 9]))
+
+        def generate(self, prompt_token_ids, params):
+            seen.append(params.stop_token_ids)
+            return super().generate(prompt_token_ids, params)
+
+    evaluate(Engine([[("<answer>4</answer>", 3, "stop")]]), tok, ROWS[:1], accuracy="math", k=1)
+    assert set(seen[0]) == {7, 9, tok.eos_token_id}

@@ -323,3 +323,26 @@ def test_lora_stage_hands_on_a_merged_model(tmp_path):
     keys = load_file(tmp_path / "merged" / "model.safetensors").keys()
     assert not [k for k in keys if "lora" in k or "base_layer" in k]  # a plain HF model
     assert loss(outputs["model"]) < loss("tiny-random") - 0.1  # what LoRA learnt is kept
+
+
+def test_cold_start_rows_written_by_the_pipeline(tmp_path):
+    from aha.pipelines.r1 import write_cold_start
+
+    cls, _ = get_pipeline("r1")
+    over_ = ["task.name=arithmetic", "cold_start_rows=20", f"out={tmp_path}"]
+    cfg = load_config(cls, None, over_)
+    path = Path(write_cold_start(cfg, log=lambda *_: None))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 20 and all(r["completion"].startswith("<think>") for r in rows)
+    from aha.data import get_task
+
+    test = {r["question"] for r in get_task("arithmetic").dataset("test")}
+    assert not test & {r["question"] for r in rows}
+    mtime = path.stat().st_mtime_ns
+    assert write_cold_start(cfg, log=lambda *_: None) == str(path)  # complete: kept as it is
+    assert path.stat().st_mtime_ns == mtime
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(cls, None, over_ + [f"cold_start.data.path={path}"])
+    small = ["task.name=countdown", "task.options={train_size: 1}", f"out={tmp_path}/c"]
+    with pytest.raises(ConfigError, match="gave only 1 verified rows"):
+        write_cold_start(load_config(cls, None, small + ["cold_start_rows=5"]), log=lambda *_: None)

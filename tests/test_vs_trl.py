@@ -113,19 +113,25 @@ def test_tiny_smoke(tmp_path):
 
 # ---- same completions -> same gradients as TRL ---------------------------------------------------------------
 FIXED = [  # per prompt, G = 4 completions; "format" and "tag" give them different rewards
+    # (think blocks of >= 4 characters: a shorter one earns no format reward, rewards/format.py)
     [
-        "<think>a</think><answer>1</answer>",
-        "<think>b</think>",
+        "<think>one plus</think><answer>1</answer>",
+        "<think>b is it</think>",
         "xyz",
-        "<think>cc</think> <answer>22</answer>",
+        "<think>cc and dd</think> <answer>22</answer>",
     ],
-    ["<answer>3</answer>", "<think>q</think>\n<answer>4</answer>", "", "<think></think><answer>5"],
+    [
+        "<answer>3</answer>",
+        "<think>q to r</think>\n<answer>4</answer>",
+        "",
+        "<think></think><answer>5",
+    ],
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_TRL, reason="trl not installed")
-def test_same_gradients_as_trl(tmp_path):
+def test_same_gradients_as_trl(tmp_path, monkeypatch):
     """aha's GRPO (as vs_trl configures it) and TRL's GRPOTrainer (as vs_trl maps it) fed the same completions:
     the gradient of each of two optimizer steps agrees (step 2 includes the KL term, beta = 0.1, and
     temperature 0.7 scales both arms' logprobs; 2 micro-batches, so accumulation is normalised alike)."""
@@ -176,15 +182,17 @@ def test_same_gradients_as_trl(tmp_path):
 
     (tmp_path / "aha.yaml").write_text(json.dumps(aha_config(a, 0, tmp_path / "aha")))
     aha = GRPOTrainer(load_config(TrainConfig, tmp_path / "aha.yaml"))
-    aha.engine = FixedEngine()
+    aha.engine = aha.rollout.engine = FixedEngine()
     aha_grads = []
-    clip = aha.clip_gradients
+    import aha.train.update as update
 
-    def capture():
+    clip = update.clip_and_step
+
+    def capture(module, *args, **kwargs):  # the gradients as they reach the clip-and-step
         aha_grads.append({n: p.grad.clone() for n, p in aha.model.named_parameters()})
-        return clip()
+        return clip(module, *args, **kwargs)
 
-    aha.clip_gradients = capture
+    monkeypatch.setattr(update, "clip_and_step", capture)
     try:
         aha.fit()
     finally:

@@ -76,7 +76,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
     """Learn the tokenizer from `texts`; returns a PreTrainedTokenizerFast (pad 0, eos 1) of at most
     `vocab_size` tokens (fewer when every space-led word of the corpus is already one token)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+
+    from ..models.tokenizer import PreTrainedTokenizerFast  # saves a class transformers 4.x loads
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     if vocab_size < len(alphabet) + 2:

@@ -91,7 +91,11 @@ def evaluate(
     prompts = [_render(r["question"], template, tokenizer, system, prefill) for r in rows]
     ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
     if stop_token_ids is None:
-        stop_token_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        from ..models.tokenizer import stop_token_ids as end_ids
+
+        stop_token_ids = end_ids(
+            tokenizer, getattr(engine, "model", None)
+        )  # every end id of the model
     comps = []
     for start in range(0, len(rows), batch_size):
         params = SamplingParams(

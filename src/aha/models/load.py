@@ -1,4 +1,6 @@
-"""Load the policy (and, when beta > 0, the reference) from a local path, a hub id or a built-in name."""
+"""Load the policy (and, when beta > 0, the reference) from a local path, a .gguf file, a hub id or a built-in
+name. Every path a model goes through (train, eval, sample, serve, pipelines) comes here, so each accepts all
+of them; tokenizers, pad and stop ids are in tokenizer.py, GGUF files in gguf.py."""
 
 from __future__ import annotations
 
@@ -8,7 +10,20 @@ from pathlib import Path
 
 import torch
 
+from .compat import dtype_kwarg
+from .errors import ModelLoadError
+from .gguf import load_gguf
 from .tiny import char_tokenizer, tiny_model
+from .tokenizer import ensure_pad_token, is_gguf, load_tokenizer, require_gguf
+
+__all__ = [
+    "ModelLoadError",
+    "load_config",
+    "load_model",
+    "load_tokenizer",
+    "reference_model",
+    "unwrap",
+]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUILTIN = {"tiny-base": ASSETS / "tiny-base", "tiny-recheck": ASSETS / "tiny-recheck"}
@@ -17,10 +32,6 @@ RECIPES = {
     "tiny-base": ("configs/pretrain.yaml", "runs/pretrain/tiny-base"),
     "tiny-recheck": ("configs/pretrain_recheck.yaml", "runs/pretrain/tiny-recheck"),
 }
-
-
-class ModelLoadError(RuntimeError):
-    """One-line message: which model could not be loaded and what to do."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -58,6 +69,8 @@ def load_model(
     if path == "tiny-random":
         tok = char_tokenizer()
         model = tiny_model(len(tok), seed=seed, dtype=dt)
+    elif is_gguf(path):
+        model, tok = load_gguf(path, dt, trust_remote_code=trust_remote_code)
     else:
         src = BUILTIN.get(path, path)
         if path in BUILTIN and not Path(src).is_dir():
@@ -77,7 +90,7 @@ def load_model(
         try:
             tok = load_tokenizer(str(src), trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
-                str(src), dtype=dt, trust_remote_code=trust_remote_code
+                str(src), trust_remote_code=trust_remote_code, **dtype_kwarg(dt)
             )
         except (OSError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -85,8 +98,7 @@ def load_model(
                 f"cannot load model '{path}': {first}; pass a local model directory or a hub "
                 "id this machine can download"
             ) from None
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
+    ensure_pad_token(tok, model.generation_config)
     model.to(dev)
     if gradient_checkpointing:
         # Non-reentrant checkpointing: gradients reach LoRA adapters even though the embeddings are frozen.
@@ -117,20 +129,18 @@ def load_model(
     return model, tok
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False):
-    """AutoTokenizer, except for tokenizers saved from a bare `tokenizers` object (ours: the char tokenizer,
-    the demo's BPE): AutoTokenizer would pick the model family's class (e.g. Qwen2Tokenizer) and rebuild its
-    own pre-tokenizer, so spaces and digits would tokenize differently from training. Those load as saved."""
-    import json
+def load_config(path: str, trust_remote_code: bool = False):
+    """The transformers config of model.path (a built-in name, a directory, a hub id or a .gguf file) without
+    loading weights: for plans made before the load (the memory plan)."""
+    from transformers import AutoConfig
 
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    cfg_file = Path(path) / "tokenizer_config.json"
-    if cfg_file.is_file():
-        cls = json.loads(cfg_file.read_text()).get("tokenizer_class")
-        if cls in ("TokenizersBackend", "PreTrainedTokenizerFast"):
-            return PreTrainedTokenizerFast.from_pretrained(path)
-    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if is_gguf(path):
+        require_gguf()
+        p = Path(path).expanduser()
+        return AutoConfig.from_pretrained(str(p.parent), gguf_file=p.name)
+    return AutoConfig.from_pretrained(
+        str(BUILTIN.get(path, path)), trust_remote_code=trust_remote_code
+    )
 
 
 def merged_state_dict(model) -> dict:

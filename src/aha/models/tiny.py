@@ -11,6 +11,8 @@ import string
 
 import torch
 
+from .compat import dtype_kwarg
+
 SPECIALS = ["<pad>", "<eos>", "<bos>"]
 
 
@@ -18,7 +20,8 @@ def char_tokenizer(vocab_size: int | None = None):
     """One token per printable ASCII character; with vocab_size, filler tokens "<|k|>" pad the vocabulary so
     that every id a randomly initialised model of that size samples decodes (benchmarks)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+
+    from .tokenizer import PreTrainedTokenizerFast
 
     chars = sorted(set(string.printable) - set("\x0b\x0c\r"))
     names = SPECIALS + chars
@@ -51,11 +54,16 @@ def tiny_model(
     dtype: torch.dtype = torch.float32,
 ):
     """A randomly initialised causal LM of `family` (qwen2 | llama | qwen3)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
+    import transformers
+    from transformers import AutoModelForCausalLM
 
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
-    cls = {"qwen2": Qwen2Config, "llama": LlamaConfig, "qwen3": Qwen3Config}[family]
+    # looked up by name: Qwen3Config exists only from transformers 4.51 on
+    cls = getattr(
+        transformers,
+        {"qwen2": "Qwen2Config", "llama": "LlamaConfig", "qwen3": "Qwen3Config"}[family],
+    )
     kw = dict(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
@@ -74,5 +82,5 @@ def tiny_model(
     config = cls(**kw)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, **dtype_kwarg(dtype))
     return model

@@ -74,6 +74,7 @@ class ValueModel(nn.Module):
         """A value checkpoint (backbone + value_head.safetensors) or any causal LM ("tiny-random", "tiny-base", "tiny-recheck",
         a local HF directory, a hub id): the latter gets a fresh (zero) head. `seed` only matters for
         "tiny-random", whose weights it draws."""
+        from .compat import dtype_kwarg
         from .load import load_model, resolve_device, resolve_dtype
 
         p = Path(path)
@@ -82,7 +83,9 @@ class ValueModel(nn.Module):
 
             dev = resolve_device(device)
             backbone = AutoModel.from_pretrained(
-                str(p), dtype=resolve_dtype(dtype, dev), trust_remote_code=trust_remote_code
+                str(p),
+                trust_remote_code=trust_remote_code,
+                **dtype_kwarg(resolve_dtype(dtype, dev)),
             ).to(dev)
             model = cls(backbone)
             model.load_head(p)

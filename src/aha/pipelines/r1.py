@@ -7,7 +7,9 @@
                    paper does ("fine-tune DeepSeek-V3-Base for two epochs"); sft_init=cold_start|rl starts from
                    those checkpoints instead
     05-rl          a second GRPO stage from that model
-00-base evaluates the base model; every model-producing stage is evaluated on the task's test split when
+`cold_start_rows: N` writes the cold-start rows first (OUT/cold-start.jsonl: N worked solutions of the task's
+*train* rows in the R1 format, each verified by the task's reward; aha.data.cold_start) when no
+cold_start.data.path is given. 00-base evaluates the base model; every model-producing stage is evaluated on the task's test split when
 eval.size > 0. The paper's non-reasoning SFT data (writing, QA) has no counterpart here: add such rows to
 sft.data.path yourself.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from ..config import ConfigError
+from ..config import ConfigError, check
 from ..sample import SampleConfig
 from ..schema import TaskConfig
 from ..train.config import TrainConfig
@@ -54,20 +56,56 @@ class R1PipelineConfig:
     rl2: TrainConfig = field(default_factory=TrainConfig)
     sft_init: Literal["base", "cold_start", "rl"] = "base"
     sft_include_cold_start: bool = True
+    cold_start_rows: int = (
+        0  # > 0: write this many program-written cold-start rows (see the docstring)
+    )
     eval: StageEvalConfig = eval_section()
     seed: int = 0
     out: str = "runs/r1"
 
     def __post_init__(self):
         check_task(self.task)
+        check(self.cold_start_rows >= 0, "cold_start_rows", "must be >= 0 (0 = rows from a file)")
+        if self.cold_start_rows and self.cold_start.data.path:
+            raise ConfigError(
+                "cold_start_rows",
+                "give either cold_start_rows (rows written by aha) or cold_start.data.path, not both",
+            )
+
+
+def write_cold_start(cfg: R1PipelineConfig, log=print) -> str:
+    """OUT/cold-start.jsonl with cfg.cold_start_rows rows (kept when it is already complete)."""
+    import json
+
+    from ..data import get_task
+    from ..data.cold_start import cold_start_rows
+
+    path = Path(cfg.out) / "cold-start.jsonl"
+    if path.is_file() and sum(1 for _ in path.open()) == cfg.cold_start_rows:
+        return str(path)
+    rows = cold_start_rows(get_task(cfg.task.name, **cfg.task.options), cfg.cold_start_rows)
+    if len(rows) < cfg.cold_start_rows:
+        raise ConfigError(
+            "cold_start_rows",
+            f"the task's train split gave only {len(rows)} verified rows; ask for at most that many",
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+    log(f"cold start: {len(rows)} worked solutions of train rows -> {path}")
+    return str(path)
 
 
 def run_r1(cfg: R1PipelineConfig, log=print) -> dict:
+    if cfg.cold_start_rows:
+        cfg.cold_start.data.path = [write_cold_start(cfg, log)]
     if not cfg.cold_start.data.path:
         raise ConfigError(
             "cold_start.data.path",
             "the cold-start stage needs long chain-of-thought rows; set "
-            "cold_start.data.path=FILE.jsonl (question + completion)",
+            "cold_start.data.path=FILE.jsonl (question + completion), or cold_start_rows=N to have aha "
+            "write N worked solutions of the task's train rows",
         )
     missing = [
         f for f in cfg.cold_start.data.path if not f.startswith("hf:") and not Path(f).exists()

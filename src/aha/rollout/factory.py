@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 from .hf import HFEngine
 
 ENGINES = ("auto", "hf", "fast")
@@ -16,12 +14,7 @@ def make_engine(kind: str, model, tokenizer, **fast_kw):
         raise ValueError(f"unknown engine {kind!r}; choose one of: {', '.join(ENGINES)}")
     on_gpu = next(model.parameters()).is_cuda
     if kind == "fast" or (kind == "auto" and on_gpu):
-        try:
-            from .fast import FastEngine
-        except ImportError as e:
-            if kind == "fast":
-                raise ValueError(f"engine=fast is not available ({e}); use engine=hf") from None
-            warnings.warn(f"fast engine unavailable ({e}); using HF generate", stacklevel=2)
-        else:
-            return FastEngine(model, tokenizer, **fast_kw)
+        from .fast import FastEngine  # pure torch (+ Triton when it imports): always importable
+
+        return FastEngine(model, tokenizer, **fast_kw)
     return HFEngine(model, tokenizer)

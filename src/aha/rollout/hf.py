@@ -114,7 +114,7 @@ class HFEngine:
         )
         seqs = res.sequences  # (B, width + T_new)
         new = seqs[:, width:].cpu()  # (B, T_new)
-        temp = params.temperature if params.temperature > 0 else 1.0
+        temp = params.logprob_temperature
         if keep_logits:
             logits = torch.stack(res.logits, dim=1).float() / temp  # (B, T_new, V)
             logp = logits.log_softmax(-1).gather(-1, seqs[:, width:, None]).squeeze(-1).cpu()

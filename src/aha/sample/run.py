@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ConfigError, to_dict
+from ..models.tokenizer import stop_token_ids
 from .config import SampleConfig
 from .engine import build_engine
 from .filters import select
@@ -81,7 +82,10 @@ def run_chunk(cfg: SampleConfig, engine, tokenizer, runner, chunk, data, source:
     rows = [data[i] for i in chunk]
     texts = [cfg.task.render(r["question"], tokenizer) for r in rows]
     # the seed is fixed by the chunk's first prompt: a resumed run reproduces an uninterrupted one
-    params = s.params(k, [tokenizer.eos_token_id], seed=s.seed * 1_000_003 + chunk[0])
+    ends = list(
+        stop_token_ids(tokenizer, getattr(engine, "model", None))
+    )  # every end id of the model
+    params = s.params(k, ends, seed=s.seed * 1_000_003 + chunk[0])
     comps = engine.generate(
         [tokenizer(x, add_special_tokens=False).input_ids for x in texts], params
     )

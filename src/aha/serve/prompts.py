@@ -143,7 +143,6 @@ def context_length(model, tokenizer) -> int:
 def eos_ids(model, tokenizer) -> tuple[int, ...]:
     """Ids that end a completion: the tokenizer's eos and the generation config's (instruct models list
     their end-of-turn token there)."""
-    ids = [tokenizer.eos_token_id]
-    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids += gen if isinstance(gen, list) else [gen]
-    return tuple(dict.fromkeys(int(i) for i in ids if i is not None))
+    from ..models.tokenizer import stop_token_ids
+
+    return stop_token_ids(tokenizer, model)

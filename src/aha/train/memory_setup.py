@@ -51,17 +51,13 @@ def shape_from_config(config) -> ModelShape:
 
 def model_shape(path: str, trust_remote_code: bool = False) -> ModelShape:
     """The shape of model.path (a built-in name, a local directory or a hub id: config.json only)."""
-    from ..models.load import BUILTIN
+    from ..models.load import load_config
 
     if path == "tiny-random":
         from ..models.tiny import char_tokenizer, tiny_model
 
         return shape_from_config(tiny_model(len(char_tokenizer())).config)
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(
-        str(BUILTIN.get(path, path)), trust_remote_code=trust_remote_code
-    )
+    config = load_config(path, trust_remote_code)  # a .gguf file too
     return shape_from_config(getattr(config, "text_config", None) or config)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..eval.reflection import reflection_rate, revision_rate
+from ..models.tokenizer import stop_token_ids
 from ..rewards import RewardRunner, soft_overlong_penalty
 from ..rollout import Completion, SamplingParams
 from .dist import gathered
@@ -45,7 +46,8 @@ class Rollout:
         FSDP); task: the built aha.data.Task; stream: the PromptStream of its train split."""
         self.cfg, self.dist, self.engine, self.tok = cfg, dist, engine, tokenizer
         self.policy, self.task, self.stream = policy, task, stream
-        self.stop_id = tokenizer.eos_token_id
+        # every end id of the model (instruct models list several in their generation config)
+        self.stop_ids = list(stop_token_ids(tokenizer, getattr(engine, "model", None)))
         specs = [
             (task.accuracy_reward if r.name == "accuracy" else r.name, r.weight)
             for r in cfg.rewards.funcs
@@ -95,7 +97,7 @@ class Rollout:
             rows = self.stream.take(need * W)[R * need : (R + 1) * need]
             ids = self.prompt_ids(rows)
             params = s.params(
-                G, [self.stop_id], seed=seed * 1_000_003 + step * 10_007 + round_ * 101
+                G, self.stop_ids, seed=seed * 1_000_003 + step * 10_007 + round_ * 101
             )
             t0 = time.perf_counter()
             comps = self.generate(ids, params, first)
@@ -155,7 +157,7 @@ class Rollout:
             n=1,
             temperature=0.0,
             max_tokens=self.cfg.sampling.max_new_tokens,
-            stop_token_ids=[self.stop_id],
+            stop_token_ids=self.stop_ids,
         )
         with gathered(self.policy):
             comps = self.engine.generate(ids, params)

@@ -76,7 +76,7 @@ class Batch:
         for t in (self.active, self.pos, self.ngen, self.seen, self.table):
             t.zero_()
         self.max_new.fill_(params.max_tokens)
-        self.temp.fill_(max(params.temperature, 1e-6))
+        self.temp.fill_(params.logprob_temperature)  # 1 when greedy (the kernel ignores it then)
         self.seed.fill_(seed & (2**62 - 1))
         self.is_stop.zero_()
         stop = [t for t in params.stop_token_ids if 0 <= t < self.is_stop.numel()]

@@ -1,0 +1,72 @@
+"""Load a `.gguf` file (llama.cpp's format) as a plain, trainable Hugging Face model.
+
+transformers reads the architecture, the weights and the tokenizer (vocabulary, merges, special ids and the
+chat template) from the file's metadata and dequantizes every weight (Q4_1, Q8_0, F16, ...) into an ordinary
+dense tensor. What it leaves behind marks the model as still quantized: `config.quantization_config`
+(`quant_method: gguf`) and, on transformers 5, an `hf_quantizer` whose `is_trainable` and `is_serializable` are
+False, so `save_pretrained` refuses the model and a reload of its config would look for the .gguf file again.
+Both go here, which makes the result an ordinary fp32 checkpoint: trained and saved like any other.
+
+Recent transformers can keep GGUF blocks packed (with the `kernels` package); those weights cannot be trained,
+so aha asks for a full dequantization where that option exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .compat import dtype_kwarg
+from .errors import ModelLoadError
+from .tokenizer import load_tokenizer, require_gguf
+
+
+def _dequantize_kwarg(file: str) -> dict:
+    try:
+        from transformers import GgufConfig
+    except ImportError:  # transformers < 5.2x: GGUF is always dequantized on load
+        return {}
+    return {"quantization_config": GgufConfig(gguf_file=file, dequantize=True)}
+
+
+def drop_quantization(model):
+    """Unmark a dequantized model as quantized (see the module doc); returns it."""
+    packed = [n for n, p in model.named_parameters() if not torch.is_floating_point(p)]
+    if packed:
+        raise ModelLoadError(
+            f"the GGUF weights stayed packed ({packed[0]}, ...), so the model cannot be trained; "
+            "upgrade transformers or uninstall the `kernels` package"
+        )
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if "is_quantized" in vars(model):  # transformers 4.x keeps a plain attribute
+        model.is_quantized = False
+    return model
+
+
+def load_gguf(path: str, dtype: torch.dtype, trust_remote_code: bool = False):
+    """-> (model, tokenizer) from a .gguf file, the model dense in `dtype` on the CPU."""
+    require_gguf()
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ModelLoadError(
+            f"GGUF file '{path}' not found; pass the path of an existing .gguf file"
+        )
+    from transformers import AutoModelForCausalLM
+
+    try:
+        tok = load_tokenizer(str(file), trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(file.parent),
+            gguf_file=file.name,
+            trust_remote_code=trust_remote_code,
+            **dtype_kwarg(dtype),
+            **_dequantize_kwarg(file.name),
+        )
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"cannot load GGUF file '{path}': {first}") from None
+    return drop_quantization(model), tok
