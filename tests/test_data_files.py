@@ -159,7 +159,7 @@ def test_missing_file_and_path(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         get_task("jsonl", path=str(tmp_path / "nope.jsonl")).dataset("train")
     with pytest.raises(ValueError, match="needs a file: pass path="):
-        get_task("gsm8k")
+        get_task("math")
 
 
 def test_parquet_and_datasets_need_their_packages(tmp_path):

@@ -7,7 +7,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from aha.eval.evaluate import _cluster_with_runner, eval_metrics, evaluate, pass_ks
+from aha.eval.evaluate import eval_metrics, evaluate, pass_ks
+from aha.eval.scoring import cluster_with_runner as _cluster_with_runner
 from aha.rollout import Completion
 
 

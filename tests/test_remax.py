@@ -66,7 +66,7 @@ def test_trainer_baseline_is_the_greedy_completions_reward(tmp_path):
         got = trainer.rollout.greedy_rewards(ids, rows)
         greedy = HFEngine(trainer.model, trainer.tok).generate(
             ids,
-            SamplingParams(temperature=0, max_tokens=12, stop_token_ids=[trainer.rollout.stop_id]),
+            SamplingParams(temperature=0, max_tokens=12, stop_token_ids=trainer.rollout.stop_ids),
         )
         want = [c.text.count("7") / max(len(c.text), 1) for c in greedy]
         assert np.allclose(got, want)

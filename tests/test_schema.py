@@ -89,8 +89,11 @@ def test_shipped_configs_load(name):
     if name.startswith("pretrain"):
         return  # aha pretrain's own config: tests/test_demo_pretrain.py
     cls = {"sft.yaml": SFTConfig, "sample.yaml": SampleConfig}.get(name, TrainConfig)
-    if name.startswith("pipeline_"):
-        cls = get_pipeline(name[len("pipeline_") : -len(".yaml")].replace("_", "-"))[0]
+    if name.startswith(
+        "pipeline_"
+    ):  # pipeline_<name>[_<model>].yaml, e.g. pipeline_r1_zero_smollm2.yaml
+        kind = name[len("pipeline_") : -len(".yaml")].removesuffix("_smollm2").replace("_", "-")
+        cls = get_pipeline(kind)[0]
     load_config(cls, CONFIGS / name)
 
 
@@ -175,3 +178,17 @@ def test_sampling_params_and_the_temperature_rule():
     assert (p.n, p.temperature, p.max_tokens, p.stop_token_ids, p.seed) == (3, 0.0, 5, (7,), 1)
     assert p.logprob_temperature == 1.0  # greedy: unscaled logprobs
     assert SamplingConfig(temperature=0.7).params(1, [], None).logprob_temperature == 0.7
+
+
+def test_stop_strings_reach_the_engine_in_training_and_its_evaluation():
+    cfg = load_config(
+        TrainConfig,
+        None,
+        ["sampling.stop=['User:', '</answer>']", "sampling.include_stop_str_in_output=true"],
+    )
+    p = cfg.sampling.params(8, [0], seed=1)
+    assert p.stop == ("User:", "</answer>") and p.include_stop_str_in_output
+    assert cfg.eval.sampling.stop == ["User:", "</answer>"]  # the held-out evaluation stops alike
+    assert cfg.eval.sampling.include_stop_str_in_output
+    with pytest.raises(ConfigError, match="sampling.stop"):
+        load_config(TrainConfig, None, ["sampling.stop=['']"])

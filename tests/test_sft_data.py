@@ -161,10 +161,12 @@ def test_read_rows_formats(tmp_path):
     assert read_rows(str(tmp_path / "d.jsonl")) == rows
     assert read_rows(str(tmp_path / "d.json")) == rows
     (tmp_path / "bad.jsonl").write_text('{"a": 1}\n{oops\n')
-    with pytest.raises(ValueError, match="line 2"):
+    with pytest.raises(ValueError, match="bad.jsonl: row 2: invalid JSON"):
         read_rows(str(tmp_path / "bad.jsonl"))
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(ValueError, match="no such file"):
         read_rows(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(ValueError, match=r"the split no longer goes in the name.*data.split=test"):
+        read_rows("hf:openai/gsm8k:test")  # the old SFT hub syntax names the new one
 
 
 def test_read_rows_parquet(tmp_path):

@@ -22,7 +22,8 @@ commands:
   train CONFIG     RL training: GRPO / Dr. GRPO / DAPO (configs/grpo.yaml, dr_grpo.yaml, dapo.yaml),
                    PPO with algorithm.name=ppo
   eval [CONFIG]    pass@1 over k samples, cons@k, pass@k, format, length, reflection
-                   (or: aha eval --model PATH --task NAME [--k 16] [--limit N])
+                   (or: aha eval --model PATH --task NAME [--k 16] [--limit N] [--answer boxed]);
+                   R1's benchmarks: --task math500|gsm8k|aime24|amc23; a served model: --endpoint URL
   report RUN_DIR   PNG plots and a self-contained HTML page of a run
   sft CONFIG       supervised fine-tuning (cold start, distillation) on prompt/completion or chat data
   sample CONFIG    rejection sampling: k samples per prompt, keep verified, readable ones -> SFT data
@@ -57,8 +58,14 @@ EVAL_FLAGS = {
     "--limit": "limit",
     "--out": "out",
     "--engine": "engine",
+    "--answer": "answer",
+    "--endpoint": "endpoint",
+    "--tokenizer": "tokenizer",
+    "--threads": "model.threads",
+    "--max-new-tokens": "sampling.max_new_tokens",
 }
 DEMO_SWITCHES = ("--quick", "--gpu", "--recheck")
+PREFLIGHT = ("train", "eval", "sft", "sample")  # commands whose config aha.preflight checks first
 
 
 def resolve(ref: str):
@@ -70,10 +77,14 @@ def resolve(ref: str):
 def load(command: str, args: list[str]):
     """`CONFIG key.sub=value ...` -> (the command's validated config, its entry function)."""
     from .config import load_config
+    from .preflight import preflight
 
     cls, run = ENTRY[command]
     path, overrides = split_args(args)
-    return load_config(resolve(cls), path, overrides), resolve(run)
+    cfg = load_config(resolve(cls), path, overrides)
+    if command in PREFLIGHT:
+        preflight(command, cfg)  # names, data and out= checked before any model loads
+    return cfg, resolve(run)
 
 
 def cmd_train(args: list[str]) -> int:
@@ -163,6 +174,7 @@ def cmd_pipeline(args: list[str]) -> int:
     non-finite guard), rerun the same command to resume."""
     from .config import load_config
     from .pipelines import PIPELINES, StageInterrupted, get_pipeline
+    from .preflight import preflight
 
     if not args or args[0] not in PIPELINES:
         raise UsageError(
@@ -172,6 +184,7 @@ def cmd_pipeline(args: list[str]) -> int:
     cls, run = get_pipeline(args[0])
     path, overrides = split_args(args[1:])
     cfg = load_config(cls, path, overrides)
+    preflight("pipeline", cfg)
     try:
         summary = run(cfg)
     except StageInterrupted as e:
@@ -206,6 +219,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
+    from .data.read import DataError
     from .models.load import ModelLoadError
 
     argv = sys.argv[1:] if argv is None else argv
@@ -227,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[cmd](rest)
-    except (ConfigError, UsageError, ModelLoadError, FileNotFoundError) as e:
+    except (ConfigError, DataError, UsageError, ModelLoadError, FileNotFoundError) as e:
         print(f"aha {cmd}: {e}", file=sys.stderr)
         return 2
 

@@ -48,9 +48,24 @@ class ModelConfig:
     )
     lora: LoraConfig = field(default_factory=LoraConfig)  # training only
     trust_remote_code: bool = False
+    # CPU threads of torch's intra-op pool (torch.set_num_threads); null = torch's default (all cores). On a
+    # shared or busy machine fewer threads can be faster (README, "Threads")
+    threads: int | None = None
 
     def __post_init__(self):
         check(bool(self.path.strip()), "path", "is empty; pass model.path=DIR_OR_HUB_ID")
+        check(
+            self.threads is None or self.threads >= 1,
+            "threads",
+            f"must be >= 1 or null (torch's default), got {self.threads}",
+        )
+
+    def apply_threads(self) -> None:
+        """Set torch's intra-op thread count when model.threads says so (before any model work)."""
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
 
     def check_inference(self, command: str) -> None:
         """For commands that only generate: the training-only keys would do nothing there."""
@@ -64,6 +79,7 @@ class ModelConfig:
         """-> (model, tokenizer) on `device` (default: self.device); train=True adds LoRA and checkpointing."""
         from .models.load import load_model
 
+        self.apply_threads()
         extra = {}
         if train:
             lo = self.lora
@@ -137,8 +153,19 @@ class SamplingConfig:
     # new tokens per completion; null (training's held-out evaluation only) = the run's sampling.max_new_tokens
     max_new_tokens: int | None = 256
     seed: int | None = None  # null = the run's seed
+    # stop strings, OpenAI semantics: a completion ends where one appears and its text is cut before it (the
+    # tokens up to the one completing it are kept for training); e.g. ["User:"] for an instruct model under
+    # the raw r1-zero template. A stop string cut from the text is not seen by the rewards: to stop at
+    # "</answer>" and still pay the format reward, set include_stop_str_in_output.
+    stop: list[str] = field(default_factory=list)
+    include_stop_str_in_output: bool = False
 
     def __post_init__(self):
+        check(
+            all(isinstance(x, str) and x for x in self.stop),
+            "stop",
+            f"stop strings must be non-empty strings, got {self.stop!r}",
+        )
         check(
             self.temperature >= 0,
             "temperature",
@@ -166,6 +193,8 @@ class SamplingConfig:
             top_k=self.top_k,
             max_tokens=self.max_new_tokens,
             stop_token_ids=list(stop_token_ids),
+            stop=tuple(self.stop),
+            include_stop_str_in_output=self.include_stop_str_in_output,
             seed=seed,
         )
 
@@ -182,6 +211,10 @@ class HeldOutConfig:
     batch_size: int = 32  # problems per generate call (each with k samples)
     n_boot: int = 1000  # bootstrap resamples for the intervals (0 = none)
     reflection_phrases: list[str] | None = None  # None = aha.eval.reflection.DEFAULT_PHRASES
+    # the lenient figures reported beside the strict ones (which read <answer> tags only): boxed (the last
+    # \boxed{}), last-number, tags (= strict only), auto (the benchmark's own: boxed for math500/aime24/amc23,
+    # last-number for gsm8k; strict only for other tasks). aha.rewards.answers
+    answer: Literal["auto", "tags", "boxed", "last-number"] = "auto"
 
     def __post_init__(self):
         check(self.k >= 1, "k", f"samples per problem must be >= 1, got {self.k}")

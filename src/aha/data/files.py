@@ -1,141 +1,81 @@
-"""File tasks: rows read from JSONL, JSON, CSV or parquet files, a saved `datasets` directory or a hub name.
+"""File tasks: rows read from JSONL, JSON, CSV or parquet files, a saved `datasets` directory or a hub dataset.
 
     get_task("gsm8k", path="gsm8k/{split}.jsonl")         # GSM8K format: question, answer ("... #### 42")
     get_task("math", path="math500/test.jsonl")           # MATH format: problem, answer or solution (\\boxed{})
     get_task("jsonl", train="a.jsonl", test="b.jsonl", question="prompt", answer="target")
     get_task("csv", path="x.csv", accuracy_reward="countdown", columns={"numbers": "nums"})
+    get_task("file", path="openai/gsm8k", config="main", answer="answer")   # the hub (pip install 'aha-rl[data]')
+    get_task("verl", path="gsm8k/{split}.parquet")       # verl's layout: prompt messages, reward_model.ground_truth
 
-Split files: a `path` containing "{split}" is formatted with the split; `train=` / `test=` name one file each;
-a plain `path` serves whichever split is asked for (then train and test are the same rows: use it for
-evaluation only). Column mapping: `question=` and `answer=` name the source columns of those two fields,
-`columns={field: column}` any others; a row keeps its original columns too. The required fields are
-"question" plus those the accuracy reward requires (math: answer; countdown: numbers, target; code: tests).
-In CSV every cell is text, so a cell of a mapped field that holds a JSON list/object is decoded.
+Sources (aha.data.read, the one reader RL and SFT share): a `path` containing "{split}" is formatted with the
+split; `train=` / `test=` name one source each; a plain `path` serves whichever split is asked for (then train
+and test are the same rows: use it for evaluation only). A directory or hub id is read with `datasets`:
+`config=` names its config, `train_split=` / `test_split=` the source's split names for aha's train and test
+(default: the same names; e.g. test_split=validation).
 
-Errors are one line: a missing file or column, an empty dataset, and a malformed row (named by file, row
-number from 1, and column).
+Column mapping: `question=` and `answer=` name the source columns of those two fields, `columns={field:
+column}` any others; a dotted column reads a nested field (verl's `reward_model.ground_truth`); a row keeps its
+original columns too. A question column holding a list of chat messages (TRL's conversational `prompt`, verl's
+`prompt`) gives the text of its user turn; a system turn there is kept in the row's `system` field but not
+rendered (the prompt's system text is task.system, one for all rows), and multi-turn prompts are refused.
+The required fields are "question" plus those the accuracy reward requires (math: answer; countdown: numbers,
+target; code: tests). In CSV every cell is text, so a cell of a mapped field that holds a JSON list/object is
+decoded.
+
+Errors are one line (aha.data.read.DataError): a missing file or column, an empty dataset, a malformed row
+(named by file, row number from 1, and column), a row over `max_row_mb`, a hub load that fails.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 
+from aha.data.read import FORMATS, MAX_ROW_MB, DataError, infer_format, read_rows
 from aha.data.tasks import Task, check_split, register_task
 
-FORMATS = ("jsonl", "json", "csv", "parquet", "datasets")
+__all__ = ["FORMATS", "DataError", "FileTask", "read_rows"]
 
 
-def _infer_format(path: str) -> str:
-    if os.path.isdir(path):
-        return "datasets"
-    ext = path.lower().rsplit(".", 1)[-1] if "." in os.path.basename(path) else ""
-    if ext in ("jsonl", "json", "csv", "parquet"):
-        return ext
-    if not os.path.exists(path):
-        return "datasets"  # maybe a hub name
-    raise ValueError(
-        f"{path}: cannot tell the format from the extension; pass format= one of {', '.join(FORMATS)}"
+def _lookup(row: dict, column: str):
+    """row[column], or the nested field a dotted column names ("reward_model.ground_truth"); KeyError if absent."""
+    if column in row:
+        return row[column]
+    value = row
+    for part in column.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(column)
+        value = value[part]
+    return value
+
+
+def _has(row: dict, column: str) -> bool:
+    try:
+        _lookup(row, column)
+    except KeyError:
+        return False
+    return True
+
+
+def _is_messages(value) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and "role" in m for m in value)
     )
 
 
-def _read_jsonl(path: str) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(
-                    f"{path}: row {n}: invalid JSON ({e.msg} at column {e.colno}); fix or remove "
-                    "the line"
-                ) from None
-            if not isinstance(row, dict):
-                raise ValueError(
-                    f"{path}: row {n}: expected a JSON object, got {type(row).__name__}"
-                )
-            rows.append(row)
-    return rows
-
-
-def _read_json(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(
-                f"{path}: invalid JSON ({e.msg} at line {e.lineno}); expected a list of objects"
-            ) from None
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
-    for n, row in enumerate(data, 1):
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}: row {n}: expected a JSON object, got {type(row).__name__}")
-    return data
-
-
-def _read_csv(path: str) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        rows = []
-        for row in reader:
-            if None in row:  # more cells than header columns
-                raise ValueError(
-                    f"{path}: row {reader.line_num - 1}: {len(row) - 1 + len(row[None])} cells "
-                    f"for {len(reader.fieldnames or [])} columns; quote cells that contain commas"
-                )
-            rows.append(row)
-    return rows
-
-
-def _read_parquet(path: str) -> list[dict]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        try:
-            import pandas as pd
-        except ImportError:
-            raise ValueError(
-                f"{path}: reading parquet needs pyarrow (pip install pyarrow) or pandas"
-            ) from None
-        return pd.read_parquet(path).to_dict("records")
-    return pq.read_table(path).to_pylist()
-
-
-def _read_datasets(path: str, split: str) -> list[dict]:
-    try:
-        import datasets
-    except ImportError:
-        raise ValueError(
-            f"{path}: not a file; loading a `datasets` directory or hub name needs the datasets "
-            "package (pip install datasets)"
-        ) from None
-    if os.path.isdir(path):
-        data = datasets.load_from_disk(path)
-        if isinstance(data, datasets.DatasetDict):
-            if split not in data:
-                raise ValueError(f"{path}: no split {split!r} (splits: {', '.join(data)})")
-            data = data[split]
-    else:
-        data = datasets.load_dataset(path, split=split)
-    return [dict(r) for r in data]
-
-
-def read_rows(path: str, fmt: str | None = None, split: str = "train") -> list[dict]:
-    """The raw rows of a file (or datasets directory / hub name) as dicts."""
-    fmt = fmt or _infer_format(path)
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown file format {fmt!r}; valid: {', '.join(FORMATS)}")
-    if fmt != "datasets" and not os.path.isfile(path):
-        raise ValueError(f"{path}: no such file; check the task's path/train/test option")
-    if fmt == "datasets":
-        return _read_datasets(path, split)
-    return {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}[
-        fmt
-    ](path)
+def _from_messages(messages: list[dict], where: str) -> tuple[str, str | None]:
+    """A conversational prompt -> (the user turn's text, the system turn's text or None)."""
+    roles = [m.get("role") for m in messages]
+    if roles.count("user") != 1 or any(r not in ("system", "user") for r in roles):
+        raise DataError(
+            f"{where}: the prompt has turns {roles}; a task prompt is one user turn (and an optional "
+            "system turn); keep the last user turn in the data, or map question= to a text column"
+        )
+    text = {m["role"]: m.get("content") for m in messages}
+    if isinstance(text["user"], list):  # content given as parts: keep the text parts
+        text["user"] = "".join(p.get("text", "") for p in text["user"] if isinstance(p, dict))
+    return text["user"], text.get("system")
 
 
 class FileTask(Task):
@@ -146,6 +86,9 @@ class FileTask(Task):
         train: str | None = None,
         test: str | None = None,
         format: str | None = None,
+        config: str | None = None,
+        train_split: str = "train",
+        test_split: str = "test",
         question: str = "question",
         answer: str = "answer",
         columns: dict | None = None,
@@ -153,20 +96,26 @@ class FileTask(Task):
         limit: int | None = None,
         name: str = "file",
         answer_fallback: str | None = None,
+        question_fallback: str | None = None,
+        max_row_mb: float = MAX_ROW_MB,
     ):
         if path is None and train is None and test is None:
-            raise ValueError(
+            raise DataError(
                 f"task {name!r} needs a file: pass path= (may contain {{split}}) or train=/test="
             )
+        if format is not None and format not in FORMATS:
+            raise DataError(f"unknown file format {format!r}; valid: {', '.join(FORMATS)}")
         self.name, self.accuracy_reward, self.format, self.limit = (
             name,
             accuracy_reward,
             format,
             limit,
         )
+        self.config, self.max_row_mb = config, max_row_mb
         self.paths = {"train": train or path, "test": test or path}
+        self.source_splits = {"train": train_split, "test": test_split}
         self.mapping = {"question": question, "answer": answer, **(columns or {})}
-        self.answer_fallback = answer_fallback
+        self.fallbacks = {"answer": answer_fallback, "question": question_fallback}
         self._cache: dict[str, list[dict]] = {}
 
     def _required(self) -> list[str]:
@@ -177,71 +126,99 @@ class FileTask(Task):
         required, _ = row_params(get_reward(self.accuracy_reward))
         return ["question"] + sorted(required - {"question"})
 
-    def dataset(self, split: str) -> list[dict]:
+    def source(self, split: str) -> str:
+        """Where `split`'s rows come from (a file, a directory or a hub id)."""
         check_split(split)
+        path = self.paths[split]
+        if path is None:
+            raise DataError(
+                f"task {self.name!r} has no {split} file; pass {split}=PATH or a path with {{split}}"
+            )
+        return path.replace("{split}", split)
+
+    def dataset(self, split: str) -> list[dict]:
         if split not in self._cache:
-            path = self.paths[split]
-            if path is None:
-                raise ValueError(
-                    f"task {self.name!r} has no {split} file; pass {split}=PATH or a path with {{split}}"
-                )
-            path = path.replace("{split}", split)
-            self._cache[split] = self._convert(read_rows(path, self.format, split), path)
+            path = self.source(split)
+            raw = read_rows(
+                path,
+                split=self.source_splits[split],
+                format=self.format,
+                config=self.config,
+                max_row_mb=self.max_row_mb,
+            )
+            self._cache[split] = self._convert(raw, path)
         return self._cache[split]
 
     def _convert(self, raw: list[dict], path: str) -> list[dict]:
         if not raw:
-            raise ValueError(f"{path}: no rows; the {self.name} task needs a non-empty file")
+            raise DataError(f"{path}: no rows; the {self.name} task needs a non-empty file")
         mapping = dict(self.mapping)
-        if (
-            self.answer_fallback
-            and mapping["answer"] not in raw[0]
-            and self.answer_fallback in raw[0]
-        ):
-            mapping["answer"] = self.answer_fallback  # e.g. MATH files with only a worked solution
+        for field, fallback in self.fallbacks.items():
+            # e.g. MATH files with only a worked solution, AMC copies with "question" for "problem"
+            if fallback and not _has(raw[0], mapping[field]) and _has(raw[0], fallback):
+                mapping[field] = fallback
         needed = self._required()
         mapping.update({field: field for field in needed if field not in mapping})
-        present = set(raw[0])
         for field in needed:
-            if mapping[field] not in present:
-                raise ValueError(
+            if not _has(raw[0], mapping[field]):
+                raise DataError(
                     f"{path}: no column {mapping[field]!r} for field {field!r} (columns: "
-                    f"{', '.join(sorted(present))}); map one with {field}=COLUMN or columns={{...}}"
+                    f"{', '.join(sorted(map(str, raw[0])))}); map one with {field}=COLUMN or "
+                    "columns={...}"
                 )
-        is_csv = (self.format or _infer_format(path)) == "csv"
+        is_csv = (self.format or infer_format(path)) == "csv"
         rows = []
         for n, src in enumerate(raw[: self.limit] if self.limit else raw, 1):
             row = dict(src)
             for field, column in mapping.items():
-                if column not in src:
+                try:
+                    value = _lookup(src, column)
+                except KeyError:
                     if field in needed:
-                        raise ValueError(f"{path}: row {n}, column {column!r}: missing")
+                        raise DataError(f"{path}: row {n}, column {column!r}: missing") from None
                     continue
-                value = src[column]
                 if is_csv and isinstance(value, str) and value[:1] in "[{" and field != "question":
                     try:
                         value = json.loads(value)
                     except json.JSONDecodeError:
-                        raise ValueError(
+                        raise DataError(
                             f"{path}: row {n}, column {column!r}: looks like JSON but does not "
                             "parse; fix the cell"
                         ) from None
                 row[field] = value
             q = row.get("question")
+            if _is_messages(q):
+                q, system = _from_messages(q, f"{path}: row {n}, column {mapping['question']!r}")
+                row["question"] = q
+                if system is not None:
+                    row["system"] = system
             if not isinstance(q, str) or not q.strip():
-                raise ValueError(
+                raise DataError(
                     f"{path}: row {n}, column {mapping['question']!r}: expected non-empty text, got "
                     f"{q!r:.40}"
                 )
             for field in needed[1:]:
                 if row.get(field) is None:
-                    raise ValueError(f"{path}: row {n}, column {mapping[field]!r}: empty value")
+                    raise DataError(f"{path}: row {n}, column {mapping[field]!r}: empty value")
             rows.append(row)
         return rows
 
 
+def check_options(name: str, options: dict) -> None:
+    """A DataError naming an option FileTask does not take (a typo in task.options) and the valid ones."""
+    import inspect
+
+    valid = [
+        p for p in inspect.signature(FileTask.__init__).parameters if p not in ("self", "name")
+    ]
+    for key in options:
+        if key not in valid:
+            raise DataError(f"task {name!r}: unknown option {key!r}; options: {', '.join(valid)}")
+
+
 def _file_task(fmt: str | None, name: str, **preset):
     def make(path: str | None = None, **options) -> FileTask:
+        check_options(name, options)
         opts = {**preset, **options}
         if fmt is not None:
             opts.setdefault("format", fmt)
@@ -251,11 +228,11 @@ def _file_task(fmt: str | None, name: str, **preset):
 
 
 register_task("file")(_file_task(None, "file"))
-for _fmt in ("jsonl", "json", "csv", "parquet", "datasets"):
+for _fmt in FORMATS:
     register_task(_fmt)(_file_task(_fmt, _fmt))
-# GSM8K: "question", "answer" = worked solution ending in "#### <number>" (the math reward reads past ####).
-register_task("gsm8k")(
-    _file_task(None, "gsm8k", question="question", answer="answer", accuracy_reward="math")
+# verl's RL parquet layout: "prompt" = chat messages, "reward_model": {"ground_truth": ...}, "data_source".
+register_task("verl")(
+    _file_task(None, "verl", question="prompt", answer="reward_model.ground_truth")
 )
 # MATH / MATH-500: "problem", "answer" when present, else the "solution" with its \boxed{} answer.
 register_task("math")(

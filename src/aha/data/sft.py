@@ -22,9 +22,7 @@ The target of position t is token t+1, trained only when that token is a complet
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -32,6 +30,7 @@ __all__ = [
     "Example",
     "PackedBatch",
     "read_rows",
+    "check_rows",
     "to_example",
     "build_examples",
     "pack",
@@ -62,57 +61,47 @@ class PackedBatch:
 
 
 # ---- reading rows ------------------------------------------------------------------------------------------
-def read_rows(source: str, split: str = "train") -> list[dict]:
-    """Rows of a .jsonl / .json / .parquet file, a `datasets.save_to_disk` directory, or "hf:NAME[:SPLIT]"."""
-    if source.startswith("hf:"):
-        name, _, sp = source[3:].partition(":")
-        datasets = _import_datasets(source)
-        return [dict(r) for r in datasets.load_dataset(name, split=sp or split)]
-    path = Path(source).expanduser()
-    if path.is_dir():
-        datasets = _import_datasets(source)
-        ds = datasets.load_from_disk(str(path))
-        if isinstance(ds, datasets.DatasetDict):
-            if split not in ds:
-                raise ValueError(
-                    f"dataset '{source}' has splits {list(ds)}, not '{split}'; pick one of them"
+def read_rows(source: str, split: str = "train", config: str | None = None) -> list[dict]:
+    """Rows of a .jsonl / .json / .csv / .parquet file, a `datasets` directory or a hub dataset: the reader RL
+    tasks use (aha.data.read), so both stages take the same sources and give the same one-line errors."""
+    from aha.data.read import read_rows as read
+
+    return read(source, split=split, config=config)
+
+
+def check_rows(rows: list[dict], fmt: RowFormat, source: str) -> None:
+    """Without a tokenizer (before any model loads): every row is in a format to_example() takes. Raises a
+    DataError naming the source, the row and the key to set."""
+    from aha.data.read import DataError
+
+    if not rows:
+        raise DataError(f"{source}: no rows; SFT needs a non-empty file")
+    for n, row in enumerate(rows, 1):
+        where = f"{source}: row {n}"
+        if fmt.messages_key in row:
+            msgs = row[fmt.messages_key]
+            if not isinstance(msgs, list) or not any(
+                isinstance(m, dict) and m.get("role") == "assistant" for m in msgs
+            ):
+                raise DataError(
+                    f"{where}: '{fmt.messages_key}' has no assistant message to train on"
                 )
-            ds = ds[split]
-        return [dict(r) for r in ds]
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"SFT data '{source}' not found; give a .jsonl/.json/.parquet file, a dataset "
-            "directory or hf:NAME"
-        )
-    if path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ImportError(f"reading '{source}' needs pyarrow: pip install pyarrow") from None
-        return pq.read_table(path).to_pylist()
-    text = path.read_text()
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        return list(json.loads(text))
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(
-                    f"{source} line {n} is not JSON ({e.msg}); write one JSON object per line"
-                ) from None
-    return rows
-
-
-def _import_datasets(source: str):
-    try:
-        import datasets
-    except ImportError:
-        raise ImportError(
-            f"reading '{source}' needs the datasets library: pip install datasets"
-        ) from None
-    return datasets
+            continue
+        if row.get(fmt.completion_key) is None:
+            raise DataError(
+                f"{where}: neither '{fmt.messages_key}' nor '{fmt.completion_key}' (keys: "
+                f"{', '.join(sorted(map(str, row)))}); set data.completion_key / data.messages_key"
+            )
+        if fmt.template is not None and fmt.question_key not in row:
+            raise DataError(
+                f"{where}: data.template is set but the row has no '{fmt.question_key}'; set "
+                "data.question_key, or data.template=null to use the row's prompt as is"
+            )
+        if fmt.template is None and row.get(fmt.prompt_key) is None:
+            raise DataError(
+                f"{where}: no '{fmt.prompt_key}' (keys: {', '.join(sorted(map(str, row)))}); set "
+                "data.prompt_key, or data.template to render the prompt from the question"
+            )
 
 
 # ---- rows -> examples --------------------------------------------------------------------------------------

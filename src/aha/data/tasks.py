@@ -56,6 +56,7 @@ def get_task(name: str, **options) -> Task:
 
 def _load_builtins() -> None:
     # Importing registers the built-in tasks (kept out of this module to avoid an import cycle).
+    import aha.data.benchmarks  # noqa: F401
     import aha.data.chain  # noqa: F401
     import aha.data.files  # noqa: F401
     import aha.data.gym  # noqa: F401

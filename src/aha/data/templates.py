@@ -4,6 +4,9 @@
   {prompt}. It is a raw-text template for base models (no chat template).
 - "chat": the tokenizer's chat template with one user turn (and an optional system turn), generation prompt on.
 - "plain": "{question}\\n".
+  For a chat/instruct model, R1-Zero's instructions go in the system turn: template "chat" with system
+  "r1-zero" (R1_ZERO_SYSTEM, the template's instructions without the User/Assistant frame);
+  template_notice() is the line commands print when a model with a chat template gets the raw r1-zero text.
 - any other string containing "{prompt}": that string with the question substituted (plain replacement, so
   LaTeX braces in the template or question are safe).
 
@@ -23,6 +26,19 @@ R1_ZERO = (
 )
 
 TEMPLATES = {"r1-zero": R1_ZERO, "plain": "{prompt}\n", "chat": None}
+R1_ZERO_SYSTEM = R1_ZERO.split(" User:")[0]  # the instructions alone, as a chat model's system turn
+SYSTEMS = {"r1-zero": R1_ZERO_SYSTEM}  # named system prompts: task.system=r1-zero
+
+
+def template_notice(tokenizer, template: str, model: str = "the model") -> str | None:
+    """One line for a model that has a chat template but gets the raw r1-zero text (base-model format), else
+    None. Instruct models rarely stop or answer in tags under the raw text (issue 20)."""
+    if template != "r1-zero" or not getattr(tokenizer, "chat_template", None):
+        return None
+    return (
+        f"note: {model} has a chat template but task.template is r1-zero (raw text, for base models); "
+        "for a chat/instruct model set task.template=chat task.system=r1-zero"
+    )
 
 
 def render_prompt(
@@ -34,6 +50,7 @@ def render_prompt(
     prefill: str = "",
 ) -> str:
     """The prompt text for `question` under `template` (see module docstring)."""
+    system = SYSTEMS.get(system, system)
     if template == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise ValueError(

@@ -12,10 +12,11 @@ problems, with a percentile-bootstrap interval over problems (estimators.py):
     reflection_rate  fraction of samples with a re-checking phrase (reflection.py)
     revision_rate    fraction of samples that revise an intermediate answer (reflection.py)
 
-A sample is correct iff its accuracy reward is 1 (NaN, "does not apply", counts as wrong). Answer equivalence
-for cons@k: math tasks use the math verifier itself, run through the reward runner (its worker processes and
-timeouts also bound these comparisons on hostile answers); other tasks use `normalized_equal` unless an
-`equivalent` callable is given.
+These read the answer strictly, inside <answer> tags, as R1's rewards do. With answer="boxed" or "last-number"
+the same figures read leniently are reported beside them: pass1_lenient, pass@j_lenient, cons@k_lenient
+(scoring.py: the same verifier, the answer read elsewhere), so a base or instruct model's real accuracy shows
+before it has learnt the tags (issue 20). With `context` (the model's, in tokens) a prompt that cannot fit is
+skipped and counted (`skipped_prompts` in the settings), and max_tokens lowered to what fits (context.py).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from ..schema import EVAL_TEMPERATURE, EVAL_TOP_P
-from .estimators import bootstrap_ci, majority_vote, normalized_equal, pass_at_k
+from .context import fit_to_context
+from .estimators import bootstrap_ci, pass_at_k
 from .reflection import compile_phrases, has_revision
 from .result import EvalResult, _none_if_nan, _reference
+from .scoring import column, score_samples
 
 __all__ = ["EvalResult", "evaluate", "eval_metrics", "pass_ks"]
 
@@ -58,11 +61,15 @@ def evaluate(
     batch_size: int = 32,
     seed: int | None = 0,
     stop_token_ids: Sequence[int] | None = None,
+    stop: Sequence[str] = (),
+    include_stop_str_in_output: bool = False,
     equivalent: Callable[[str, str], bool] | None = None,
     extract: Callable[[str], str | None] | None = None,
     phrases: Sequence[str] | None = None,
     n_boot: int = 1000,
     alpha: float = 0.05,
+    answer: str = "tags",
+    context: int | None = None,
     out_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> EvalResult:
@@ -73,13 +80,17 @@ def evaluate(
     reward_runner: an aha.rewards.RewardRunner whose result names include `accuracy` and "format"; None
         builds one ([(accuracy, 1), ("format", 1)]) and closes it afterwards.
     template: a template name for aha.data.render_prompt, or a callable question -> prompt text.
-    equivalent: answer equivalence for cons@k (default: module docstring); extract: completion -> final
-        answer or None (default aha.rewards.extract_answer).
+    equivalent: answer equivalence for cons@k (default: scoring.py); extract: completion -> final
+        answer or None (default aha.rewards.extract_answer), for the strict figures.
+    answer: the lenient reading reported beside the strict one (aha.rewards.ANSWER_MODES; "tags": none).
+    context: the model's context in tokens (None: no check; module docstring).
     batch_size: problems per engine.generate call (each with k samples).
     out_dir: when given, results.json and samples.jsonl are written there.
     """
+    from aha.rewards.answers import check_mode
     from aha.rollout import SamplingParams
 
+    check_mode(answer)
     if len(rows) == 0:
         raise ValueError("evaluate() got no rows; check the task split and limit")
     if k < 1 or batch_size < 1:
@@ -90,6 +101,14 @@ def evaluate(
     think_prefilled = prefill.strip().startswith("<think>")
     prompts = [_render(r["question"], template, tokenizer, system, prefill) for r in rows]
     ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    keep, fit_tokens = fit_to_context([len(x) for x in ids], max_tokens, context)
+    skipped = len(rows) - len(keep)
+    if log is not None and (skipped or fit_tokens < max_tokens):
+        log(
+            f"eval: {skipped} of {len(rows)} prompts skipped (too long for the model's {context}-token "
+            f"context); max_tokens {max_tokens} -> {fit_tokens} so the longest kept prompt fits"
+        )
+    rows, prompts, ids = [rows[i] for i in keep], [prompts[i] for i in keep], [ids[i] for i in keep]
     if stop_token_ids is None:
         from ..models.tokenizer import stop_token_ids as end_ids
 
@@ -103,8 +122,10 @@ def evaluate(
             temperature=temperature,
             top_p=top_p,
             top_k=top_k,
-            max_tokens=max_tokens,
+            max_tokens=fit_tokens,
             stop_token_ids=tuple(stop_token_ids),
+            stop=tuple(stop),
+            include_stop_str_in_output=include_stop_str_in_output,
             seed=None if seed is None else seed + start,
         )
         chunk = engine.generate(ids[start : start + batch_size], params)
@@ -131,40 +152,26 @@ def evaluate(
         )
     try:
         scored = reward_runner.score(texts, row_of)
-        acc_col, fmt_col = _column(scored.names, accuracy), _column(scored.names, "format")
-        acc = np.asarray(scored.scores, dtype=np.float64)[:, acc_col]  # (N,)
-        fmt = np.asarray(scored.scores, dtype=np.float64)[:, fmt_col]  # (N,)
-        if extract is None:
-            from aha.rewards import extract_answer as extract
-        answers = [extract(t) for t in texts]
-        P = len(rows)
-        ans_pk = [answers[i * k : (i + 1) * k] for i in range(P)]
-        if equivalent is None and accuracy == "math":
-            labels = _cluster_with_runner(ans_pk, reward_runner, acc_col)
-            cons_answers, equiv = labels, (lambda a, b: a == b)
-        else:
-            cons_answers, equiv = ans_pk, (equivalent or normalized_equal)
+        fmt = np.asarray(scored.scores, dtype=np.float64)[:, column(scored.names, "format")]  # (N,)
+        kw = dict(accuracy=accuracy, k=k, extract=extract, equivalent=equivalent)
+        strict = score_samples(texts, row_of, reward_runner, scored=scored, **kw)
+        lenient = None
+        if answer != "tags":
+            lenient = score_samples(texts, row_of, reward_runner, mode=answer, **kw)
     finally:
         if own_runner:
             reward_runner.close()
 
-    correct = (np.nan_to_num(acc, nan=0.0) >= 1.0 - 1e-9).reshape(P, k)  # (P, k)
+    P = len(rows)
+    correct, acc, answers, winners = strict.correct, strict.acc, strict.answers, strict.winners
     lengths = np.array([len(c.token_ids) for c in comps], dtype=np.float64).reshape(P, k)
     trunc = np.array([c.finish_reason == "length" for c in comps], dtype=np.float64).reshape(P, k)
     pat = compile_phrases(phrases) if phrases is not None else compile_phrases()
     refl = np.array([pat.search(t) is not None for t in texts], dtype=np.float64).reshape(P, k)
     rev = np.array([has_revision(t) for t in texts], dtype=np.float64).reshape(P, k)
     fmt_ok = (np.nan_to_num(fmt, nan=0.0) >= 1.0 - 1e-9).astype(np.float64).reshape(P, k)
-    winners = [majority_vote(cons_answers[i], equiv)[0] for i in range(P)]
-    cons = np.array([float(correct[i, w]) for i, w in enumerate(winners)])  # (P,)
 
-    per_problem: dict[str, tuple[np.ndarray, Callable]] = {
-        "pass1": (correct.astype(np.float64), np.mean)
-    }
-    n_correct = correct.sum(axis=1)
-    for j in pass_ks(k):
-        per_problem[f"pass@{j}"] = (np.array([pass_at_k(k, int(c), j) for c in n_correct]), np.mean)
-    per_problem[f"cons@{k}"] = (cons, np.mean)
+    per_problem = _accuracy_figures(strict, k)
     per_problem.update(
         {
             "format": (fmt_ok, np.mean),
@@ -176,6 +183,8 @@ def evaluate(
             "revision_rate": (rev, np.mean),
         }
     )
+    if lenient is not None:
+        per_problem.update(_accuracy_figures(lenient, k, suffix="_lenient"))
     metrics = {name: float(stat(v)) for name, (v, stat) in per_problem.items()}
     ci = {
         name: bootstrap_ci(
@@ -187,37 +196,42 @@ def evaluate(
     samples = []
     for n, (c, text) in enumerate(zip(comps, texts)):
         i, j = divmod(n, k)
-        samples.append(
-            {
-                "problem": i,
-                "sample": j,
-                "question": str(rows[i]["question"]),
-                "prompt": prompts[i],
-                "completion": text,
-                "answer": answers[n],
-                "reference": _reference(rows[i]),
-                "correct": bool(correct[i, j]),
-                "accuracy": _none_if_nan(acc[n]),
-                "format": _none_if_nan(fmt[n]),
-                "majority": bool(j == winners[i]),
-                "n_tokens": int(lengths[i, j]),
-                "finish_reason": c.finish_reason,
-                "reflection": bool(refl[i, j]),
-                "revision": bool(rev[i, j]),
-            }
-        )
+        rec = {
+            "problem": keep[i],
+            "sample": j,
+            "question": str(rows[i]["question"]),
+            "prompt": prompts[i],
+            "completion": text,
+            "answer": answers[n],
+            "reference": _reference(rows[i]),
+            "correct": bool(correct[i, j]),
+            "accuracy": _none_if_nan(acc[n]),
+            "format": _none_if_nan(fmt[n]),
+            "majority": bool(j == winners[i]),
+            "n_tokens": int(lengths[i, j]),
+            "finish_reason": c.finish_reason,
+            "reflection": bool(refl[i, j]),
+            "revision": bool(rev[i, j]),
+        }
+        if lenient is not None:
+            rec["answer_lenient"] = lenient.answers[n]
+            rec["correct_lenient"] = bool(lenient.correct[i, j])
+        samples.append(rec)
     settings = {
         "accuracy": accuracy,
+        "answer": answer,
         "temperature": temperature,
         "top_p": top_p,
         "top_k": top_k,
-        "max_tokens": max_tokens,
+        "max_tokens": fit_tokens,
         "template": template if isinstance(template, str) else "<callable>",
         "system": system,
         "prefill": prefill,
         "seed": seed,
         "n_boot": n_boot,
         "alpha": alpha,
+        "context": context,
+        "skipped_prompts": skipped,
     }
     result = EvalResult(
         metrics,
@@ -231,6 +245,16 @@ def evaluate(
     if out_dir is not None:
         result.write(out_dir)
     return result
+
+
+def _accuracy_figures(s, k: int, suffix: str = "") -> dict[str, tuple[np.ndarray, Callable]]:
+    """pass1, pass@j and cons@k of one scoring, per problem (for the means and their intervals)."""
+    out = {f"pass1{suffix}": (s.correct.astype(np.float64), np.mean)}
+    n_correct = s.correct.sum(axis=1)
+    for j in pass_ks(k):
+        out[f"pass@{j}{suffix}"] = (np.array([pass_at_k(k, int(c), j) for c in n_correct]), np.mean)
+    out[f"cons@{k}{suffix}"] = (s.cons, np.mean)
+    return out
 
 
 def eval_metrics(
@@ -256,52 +280,3 @@ def _render(question: str, template, tokenizer, system, prefill) -> str:
     from aha.data import render_prompt
 
     return render_prompt(question, template, tokenizer=tokenizer, system=system, prefill=prefill)
-
-
-def _column(names: Sequence[str], name: str) -> int:
-    if name not in names:
-        raise ValueError(
-            f"the reward runner has no '{name}' reward (it has {', '.join(names)}); "
-            f"build it with [('{name}', 1.0), ...] or pass reward_runner=None"
-        )
-    return list(names).index(name)
-
-
-def _cluster_with_runner(answer_lists: list[list], runner, col: int) -> list[list]:
-    """Greedy equivalence grouping (as estimators.majority_vote) of every problem's answers, with the math
-    verifier run in the reward runner's workers: round r takes each problem's first still-ungrouped answer
-    as a representative and checks all later ungrouped answers against it in one batched score() call.
-    Identical strings (whitespace aside) are grouped without asking. Returns per problem a label per answer
-    (the representative's index, None for None answers)."""
-    keys = [
-        [None if a is None else "".join(str(a).split()) for a in answers]
-        for answers in answer_lists
-    ]
-    distinct = [
-        list(dict.fromkeys(x for x in ks if x is not None)) for ks in keys
-    ]  # first-occurrence order
-    label: list[dict[str, str]] = [{} for _ in answer_lists]  # distinct key -> rep key
-    while True:
-        pairs = []  # (problem, rep, member)
-        for p, ds in enumerate(distinct):
-            todo = [d for d in ds if d not in label[p]]
-            if todo:
-                label[p][todo[0]] = todo[0]
-                pairs.extend((p, todo[0], d) for d in todo[1:])
-        if not pairs:
-            break
-        res = runner.score(
-            [f"<answer>{m}</answer>" for _, _, m in pairs], [{"answer": r} for _, r, _ in pairs]
-        )
-        hit = np.nan_to_num(np.asarray(res.scores, dtype=np.float64)[:, col], nan=0.0) >= 1.0 - 1e-9
-        for (p, rep, member), ok in zip(pairs, hit):
-            if ok:
-                label[p][member] = rep
-    out = []
-    for ks, lab in zip(keys, label):
-        first = {}
-        for i, key in enumerate(ks):
-            if key is not None:
-                first.setdefault(lab[key], i)
-        out.append([None if key is None else first[lab[key]] for key in ks])
-    return out

@@ -26,6 +26,14 @@ class EvalResult:
     def summary(self) -> str:
         """Readable lines: each metric with its interval."""
         lines = [f"{self.n_problems} problems x k={self.k} samples in {self.seconds:.1f}s"]
+        if self.settings.get("skipped_prompts"):
+            lines[0] += f" ({self.settings['skipped_prompts']} skipped: prompt too long)"
+        if "pass1_lenient" in self.metrics:  # the headline: strict and lenient side by side
+            m, cons = self.metrics, f"cons@{self.k}"
+            lines.append(
+                f"  pass1 {m['pass1']:.4g} strict (<answer> tags), {m['pass1_lenient']:.4g} lenient "
+                f"({self.settings.get('answer')}); {cons} {m[cons]:.4g} / {m[cons + '_lenient']:.4g}"
+            )
         for name, v in self.metrics.items():
             lo, hi = self.ci.get(name, (float("nan"), float("nan")))
             interval = f"  [{lo:.4g}, {hi:.4g}]" if math.isfinite(lo) and math.isfinite(hi) else ""

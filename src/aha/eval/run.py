@@ -4,9 +4,14 @@
     OUT/samples.jsonl, OUT/config.yaml, OUT/report/index.html
 
 EvalConfig is the held-out evaluation every command shares (aha.schema.HeldOutConfig: k, limit, sampling with
-the R1 paper's temperature 0.6 / top-p 0.95, batch_size, n_boot, reflection_phrases) plus what to evaluate: the
-model, the task (the training config's task section, so a run's task block pastes here unchanged; task.split
-defaults to test), the engine and the output directory.
+the R1 paper's temperature 0.6 / top-p 0.95, batch_size, n_boot, reflection_phrases, answer) plus what to
+evaluate: the model, the task (the training config's task section, so a run's task block pastes here
+unchanged; task.split defaults to test), the engine and the output directory.
+
+The R1 benchmarks are tasks (aha.data.benchmarks): `--task math500|gsm8k|aime24|amc23`; k defaults to each
+one's own (benchmarks.K) and the lenient figure to its usual answer format (benchmarks.ANSWER). A served model
+is evaluated with the same verifier through its OpenAI-compatible API: `--endpoint URL --model NAME` (engine
+openai; only the tokenizer is loaded here, from --tokenizer or the model name).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..config import check, to_dict
+from ..sample.config import OpenAIConfig
 from ..schema import ENGINES, HeldOutConfig, ModelConfig, TaskConfig
 
 __all__ = ["EvalConfig", "run_eval"]
@@ -23,14 +29,29 @@ __all__ = ["EvalConfig", "run_eval"]
 
 @dataclass
 class EvalConfig(HeldOutConfig):
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # samples per problem; null = the benchmark's own (math500/gsm8k 4, aime24/amc23 16), else 4
+    k: int | None = None
+    model: ModelConfig = field(
+        default_factory=ModelConfig
+    )  # engine=openai: the served model's name
     task: TaskConfig = field(default_factory=TaskConfig)  # task.split: null = test
-    # auto: fast engine on GPU when available, else HF
-    engine: Literal["auto", "hf", "fast"] = "auto"
+    # auto: fast engine on GPU when available, else HF; openai: a served model (endpoint)
+    engine: Literal["auto", "hf", "fast", "openai"] = "auto"
+    endpoint: str | None = (
+        None  # base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1
+    )
+    tokenizer: str | None = None  # engine=openai: the served model's tokenizer; null = model.path
+    openai: OpenAIConfig = field(
+        default_factory=OpenAIConfig
+    )  # engine=openai: the client's settings
     out: str = "runs/eval"  # results.json, samples.jsonl, config.yaml, report/ go here
     report: bool = True  # also write OUT/report/index.html
 
     def __post_init__(self):
+        if self.k is None:
+            from ..data.benchmarks import K
+
+            self.k = K.get(self.task.name, 4)
         super().__post_init__()
         check(
             self.limit is None or self.limit >= 1,
@@ -38,10 +59,24 @@ class EvalConfig(HeldOutConfig):
             f"must be >= 1 or null (all rows), got {self.limit}",
         )
         check(
-            self.engine in ENGINES,
+            self.engine in (*ENGINES, "openai"),
             "engine",
-            f"got {self.engine!r}; choose one of: {', '.join(ENGINES)}",
+            f"got {self.engine!r}; choose one of: {', '.join(ENGINES)}, openai",
         )
+        if self.endpoint is not None:
+            check(
+                self.endpoint.startswith(("http://", "https://")),
+                "endpoint",
+                f"got {self.endpoint!r}; give the API's URL, e.g. http://127.0.0.1:8000/v1",
+            )
+            check(
+                self.engine in ("auto", "openai"),
+                "engine",
+                f"is {self.engine} but an endpoint is given; drop one of them",
+            )
+            self.engine, self.openai.base_url = "openai", self.endpoint
+        if self.engine == "openai":
+            self.openai.model = self.openai.model or self.model.path
         check(
             bool(str(self.out).strip()),
             "out",
@@ -53,31 +88,82 @@ class EvalConfig(HeldOutConfig):
         self.task.split = self.task.split or "test"
 
 
+def build_engine(cfg: EvalConfig, log=print):
+    """-> (engine, tokenizer): the local model behind an hf/fast engine, or the served one (engine=openai)."""
+    if cfg.engine != "openai":
+        from ..data.templates import template_notice
+        from ..rollout.factory import make_engine
+
+        model, tok = cfg.model.load(seed=cfg.sampling.seed)
+        model.eval()
+        notice = template_notice(tok, cfg.task.template, cfg.model.path)
+        if notice:
+            log(notice)
+        return make_engine(cfg.engine, model, tok), tok
+    import os
+
+    from ..models.load import ModelLoadError
+    from ..rollout.openai_client import OpenAIEngine
+    from ..sample.engine import load_tokenizer
+
+    name = cfg.tokenizer or cfg.model.path
+    try:
+        tok = load_tokenizer(name, cfg.model.trust_remote_code)
+    except Exception as e:  # noqa: BLE001  (transformers raises OSError, ValueError, ...)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelLoadError(
+            f"cannot load the tokenizer '{name}' ({first}); pass the served model's tokenizer with "
+            "--tokenizer DIR_OR_HUB_ID"
+        ) from None
+    o = cfg.openai
+    engine = OpenAIEngine(
+        o.base_url,
+        o.model,
+        tok,
+        api=o.api,
+        api_key=os.environ.get(o.api_key_env) if o.api_key_env else None,
+        concurrency=o.concurrency,
+        timeout=o.timeout,
+        max_retries=o.max_retries,
+        backoff=o.backoff,
+        send_token_ids=o.send_token_ids,
+        vllm_extensions=o.vllm_extensions,
+        logprobs=o.logprobs,
+        extra_body=o.extra_body,
+        system=o.system,
+    )
+    return engine, tok
+
+
 def run_eval(cfg: EvalConfig, log=print):
     """Evaluate cfg.model on cfg.task as configured; writes into cfg.out and returns the EvalResult."""
     import yaml
 
-    from ..rollout.factory import make_engine
-    from .held_out import evaluate_task
+    from .held_out import answer_mode, evaluate_task
     from .report import make_report
 
     task = cfg.task.build()  # before the model: a wrong task option fails fast
     size = len(task.dataset(cfg.task.split))
     n = size if cfg.limit is None else min(cfg.limit, size)
-    model, tok = cfg.model.load(seed=cfg.sampling.seed)
-    model.eval()
-    engine = make_engine(cfg.engine, model, tok)
+    engine, tok = build_engine(cfg, log)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    who = f"{cfg.openai.model}@{cfg.openai.base_url}" if cfg.engine == "openai" else cfg.model.path
+    mode = answer_mode(cfg, cfg.task)
     log(
-        f"eval: {cfg.model.path} on {task.name}/{cfg.task.split}: {n} problems x k={cfg.k} "
-        f"({type(engine).__name__}, accuracy reward '{task.accuracy_reward}')"
+        f"eval: {who} on {task.name}/{cfg.task.split}: {n} problems x k={cfg.k} "
+        f"({type(engine).__name__}, accuracy reward '{task.accuracy_reward}', answers read strictly"
+        + (f" and as {mode})" if mode != "tags" else ")")
     )
-    result = evaluate_task(
-        engine, tok, cfg.task, cfg, seed=cfg.sampling.seed, built=task, out_dir=out, log=log
-    )
+    try:
+        result = evaluate_task(
+            engine, tok, cfg.task, cfg, seed=cfg.sampling.seed, built=task, out_dir=out, log=log
+        )
+    finally:
+        getattr(engine, "close", lambda: None)()
     if cfg.report:
         make_report(out)
     log(result.summary())
+    log(f"eval: wrote {out / 'results.json'}, {out / 'samples.jsonl'}")
     return result

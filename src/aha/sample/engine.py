@@ -16,8 +16,13 @@ def build_engine(cfg: SampleConfig):
 
     m = cfg.model
     if cfg.engine != "openai":
+        from ..data.templates import template_notice
+
         model, tok = m.load(seed=cfg.sampling.seed)
         model.eval()
+        notice = template_notice(tok, cfg.task.template, m.path)
+        if notice:
+            print(notice)
         return make_engine(cfg.engine, model, tok), tok, m.path
     from ..rollout.openai_client import OpenAIEngine
 

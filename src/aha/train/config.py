@@ -283,6 +283,11 @@ class TrainConfig:
             self.algorithm.norm_len = self.sampling.max_new_tokens
         if self.eval.sampling.max_new_tokens is None:
             self.eval.sampling.max_new_tokens = self.sampling.max_new_tokens
+        if (
+            not self.eval.sampling.stop
+        ):  # the held-out evaluation stops where training's samples stop
+            self.eval.sampling.stop = list(self.sampling.stop)
+            self.eval.sampling.include_stop_str_in_output = self.sampling.include_stop_str_in_output
         if self.resume and not self.out:
             raise ConfigError(
                 "out", "resume=true needs the run directory to resume from in out=..."

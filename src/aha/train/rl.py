@@ -18,6 +18,8 @@ import torch
 
 from .. import algos
 from ..config import ConfigError
+from ..data.templates import template_notice
+from ..eval.context import drop_overlong, model_context
 from ..models.load import reference_model, resolve_device
 from ..rollout.factory import make_engine
 from .config import TrainConfig
@@ -68,6 +70,20 @@ class RLTrainer(TrainLoop):
             self.ref = lambda: contextlib.nullcontext(ref_model)
         self.device = next(model.parameters()).device
         self.task = cfg.task.build()
+        rows = self.task.dataset("train")
+        rows, dropped = drop_overlong(  # untrusted data: a prompt the context cannot hold
+            rows,
+            lambda q: cfg.task.render(q, tok),
+            tok,
+            model_context(model),
+            cfg.sampling.max_new_tokens,
+        )
+        if dropped:
+            echo(f"train: {dropped} training prompts dropped: with sampling.max_new_tokens they exceed "
+                 f"the model's {model_context(model)}-token context")  # fmt: skip
+        notice = template_notice(tok, cfg.task.template, m.path)
+        if notice:
+            echo(notice)
         optimizer, scheduler = optimizer_for(policy, cfg.optim, cfg.steps * cfg.algorithm.mu)
         super().__init__(
             cfg,
@@ -76,7 +92,7 @@ class RLTrainer(TrainLoop):
             tokenizer=tok,
             optimizer=optimizer,
             scheduler=scheduler,
-            stream=PromptStream(self.task.dataset("train"), cfg.seed),
+            stream=PromptStream(rows, cfg.seed),
         )
         self.engine = make_engine(cfg.engine, model, tok)
         size_engine(self.engine, self.memory)  # the KV cache gets what the plan left

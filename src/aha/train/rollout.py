@@ -158,6 +158,8 @@ class Rollout:
             temperature=0.0,
             max_tokens=self.cfg.sampling.max_new_tokens,
             stop_token_ids=self.stop_ids,
+            stop=tuple(self.cfg.sampling.stop),
+            include_stop_str_in_output=self.cfg.sampling.include_stop_str_in_output,
         )
         with gathered(self.policy):
             comps = self.engine.generate(ids, params)

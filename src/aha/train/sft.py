@@ -84,9 +84,9 @@ class SFTTrainer(TrainLoop):
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         d = cfg.data
-        model, tok = cfg.model.load(seed=cfg.seed, train=True)
-        rows = [r for src in d.path for r in read_rows(src, d.split)]
+        rows = [r for src in d.path for r in read_rows(src, d.split, d.config)]  # before the model
         rows = rows[: d.limit] if d.limit else rows
+        model, tok = cfg.model.load(seed=cfg.seed, train=True)
         fmt = RowFormat(
             d.prompt_key,
             d.completion_key,

@@ -20,10 +20,10 @@ from .config import (
 
 @dataclass
 class SFTDataConfig:
-    path: list[str] = field(
-        default_factory=list
-    )  # .jsonl/.json/.parquet files, dataset dirs or hf:NAME[:SPLIT]
-    split: str = "train"  # for dataset dirs / hf: sources
+    # .jsonl/.json/.csv/.parquet files, dataset directories or hub ids (aha.data.read)
+    path: list[str] = field(default_factory=list)
+    split: str = "train"  # for dataset directories and hub ids
+    config: str | None = None  # a hub dataset's config name, e.g. main for openai/gsm8k
     prompt_key: str = "prompt"
     completion_key: str = "completion"
     messages_key: str = "messages"  # chat-format rows

@@ -1,0 +1,173 @@
+"""Checks before any model loads: `preflight(command, cfg)` for train, sft, sample, eval and the pipelines.
+
+Loading a model takes seconds to minutes; a typo in a task, reward or template name, a broken data file or an
+unwritable output directory found after that is time lost, and was a traceback (issue 17). Everything that
+can be known without the model is checked here, first, each failure one line (exit code 2 in the CLI):
+
+    task          the name and options build the task (aha.data.get_task); its template is known; the splits
+                  the command reads (train / test) read and convert: malformed lines, missing columns,
+                  bytes that are not UTF-8 (file and row named), empty files, rows over task.options.max_row_mb
+    rewards       every reward name resolves, `module:function` ones import (RL stages, sample's verifier)
+    SFT data      every data.path source reads, and each row is in a format SFT takes
+    out           can be written: it is, or its nearest existing parent is, a writable directory (nothing is
+                  created here)
+
+What needs the tokenizer (prompt lengths against the model's context) is checked after the load: an
+evaluation skips and counts prompts that cannot fit (aha.eval.context). A pipeline's stages take the
+pipeline's own task and output directory, so only those, and every stage's rewards and data, are checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from .config import ConfigError
+
+
+def preflight(command: str, cfg) -> None:
+    """Raise ConfigError (a name or a path in the config) or aha.data.read.DataError (the data) on the
+    first problem found; return None when the command can start."""
+    task = getattr(cfg, "task", None)
+    built = check_task(task) if task is not None else None  # names first: cheap, then out=
+    sft_data = []
+    for key, node in _walk(cfg):
+        at = (lambda sub, key=key: f"{key}.{sub}") if key else (lambda sub: sub)
+        kind = type(node).__name__
+        if kind == "RewardsConfig":
+            for i, item in enumerate(node.funcs):
+                check_reward(item.name, built, at(f"funcs[{i}].name"))
+        elif kind == "SampleConfig" and node.verifier != "accuracy":
+            check_reward(node.verifier, built, at("verifier"))
+        elif kind == "SFTDataConfig" and node.path:
+            sft_data.append((node, at))
+    check_out(cfg.out)
+    if task is not None:  # then the data, which may take a download
+        read_splits(built, task.name, splits(command, cfg))
+    for node, at in sft_data:
+        check_sft_data(node, at)
+
+
+def splits(command: str, cfg) -> list[str]:
+    """The splits of cfg.task that `command` reads."""
+    ev = getattr(cfg, "eval", None)
+    held_out = ["test"] if ev is not None and getattr(ev, "limit", 0) != 0 else []
+    if command in ("eval", "sample"):
+        return [cfg.task.split or ("test" if command == "eval" else "train")]
+    if command == "sft":
+        return held_out
+    return ["train", *held_out]  # train, pipeline
+
+
+def check_task(task):
+    """Build the task and check its template and verifier names; returns the built aha.data.Task."""
+    from .data import TASKS, get_task
+    from .data.tasks import _load_builtins
+    from .data.templates import TEMPLATES
+
+    _load_builtins()
+    if task.name not in TASKS:
+        raise ConfigError(
+            "task.name", f"unknown task {task.name!r}; valid: {', '.join(sorted(TASKS))}"
+        )
+    try:
+        built = get_task(task.name, **task.options)
+    except (ValueError, TypeError) as e:  # an option the task does not take, or a bad value
+        raise ConfigError("task.options", str(e)) from None
+    if task.template not in TEMPLATES and "{prompt}" not in task.template:
+        raise ConfigError(
+            "task.template",
+            f"unknown template {task.template!r}; valid: {', '.join(TEMPLATES)} or a string "
+            "containing '{prompt}'",
+        )
+    check_reward(built.accuracy_reward, None, "task.options.accuracy_reward")
+    return built
+
+
+def read_splits(built, name: str, read: list[str]) -> None:
+    """Read (and so check) the `read` splits of the built task; failures are one-line DataErrors."""
+    from .data.read import DataError
+
+    for split in read:
+        try:
+            rows = built.dataset(split)  # a file task's DataError names the file and row
+            if len(rows) == 0:
+                raise DataError(f"task {name!r}: the {split} split has no rows")
+            rows[0]  # a procedural task draws its first problem
+        except DataError:
+            raise
+        except (ValueError, TypeError, KeyError) as e:  # another task's own complaint
+            raise DataError(f"task {name!r}, {split} split: {e}") from None
+
+
+def check_reward(name: str, task, key: str) -> None:
+    """The reward `name` resolves (the task's verifier for "accuracy"), importing `module:function`."""
+    from .rewards.registry import get_reward
+
+    if name == "accuracy":
+        if task is None:
+            return
+        name = task.accuracy_reward
+    try:
+        get_reward(name)
+    except ValueError as e:
+        raise ConfigError(key, str(e)) from None
+
+
+def check_sft_data(data, at) -> None:
+    """Every source of an SFT data section reads, and its rows are in a format SFT takes."""
+    from .data.sft import RowFormat, check_rows, read_rows
+    from .data.templates import TEMPLATES
+
+    if (
+        data.template is not None
+        and data.template not in TEMPLATES
+        and "{prompt}" not in data.template
+    ):
+        raise ConfigError(
+            at("template"),
+            f"unknown template {data.template!r}; valid: {', '.join(TEMPLATES)}, a string with "
+            "'{prompt}', or null",
+        )
+    fmt = RowFormat(
+        data.prompt_key,
+        data.completion_key,
+        data.messages_key,
+        data.question_key,
+        data.template,
+    )
+    left = data.limit  # data.limit counts rows over all sources, in order
+    for source in data.path:
+        if left is not None and left <= 0:
+            break
+        rows = read_rows(source, data.split, data.config)
+        check_rows(rows[:left] if left is not None else rows, fmt, source)
+        left = None if left is None else left - len(rows)
+
+
+def check_out(out: str, key: str = "out") -> None:
+    """`out` is a writable directory or can be made one (checked without creating anything)."""
+    path = Path(out).expanduser().absolute()
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(
+            key, f"cannot create {path}: {probe} is not a directory; choose another out=DIR"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            key, f"cannot write to {probe} (permission denied); choose a writable out=DIR"
+        )
+
+
+def _walk(node, key: str = ""):
+    """(dotted key, dataclass) for `node` and every dataclass section under it."""
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        yield key, node
+        for f in dataclasses.fields(node):
+            child = getattr(node, f.name)
+            yield from _walk(child, f"{key}.{f.name}" if key else f.name)

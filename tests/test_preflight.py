@@ -1,0 +1,172 @@
+"""Errors before the model loads (issue 17 item 1): bad names, bad data and an unwritable out= stop `aha train`,
+`sft`, `sample`, `eval` and `pipeline` with one stderr line and exit code 2, and the model loader is never
+called. Each case runs the CLI in-process (aha.cli.main) with the loader replaced by one that fails the test."""
+
+import json
+import re
+
+import pytest
+
+from aha.cli import main
+
+GOOD = [{"question": "What is 1+1?", "answer": "2"}, {"question": "What is 2+2?", "answer": "4"}]
+
+
+def jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """run(argv) -> (exit code, stderr lines); fails if the model (or a served model's tokenizer) loads."""
+    loaded = []
+
+    def loader(*a, **k):
+        loaded.append(a)
+        raise AssertionError("the model was loaded before the config and data were checked")
+
+    monkeypatch.setattr("aha.models.load.load_model", loader)
+    monkeypatch.setattr("aha.sample.engine.load_tokenizer", loader)
+
+    def run(argv):
+        code = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert not loaded
+        return code, err
+
+    return run
+
+
+def files(tmp_path):
+    """name -> path of each kind of broken data file."""
+    good = json.dumps(GOOD[0])
+    out = {
+        "malformed": tmp_path / "malformed.jsonl",
+        "noanswer": tmp_path / "noanswer.jsonl",
+        "latin1": tmp_path / "latin1.jsonl",
+        "empty": tmp_path / "empty.jsonl",
+    }
+    out["malformed"].write_text(f'{good}\n{{"question": "b", "answer": \n{good}\n')
+    jsonl(out["noanswer"], [{"question": "a", "solution": "1"}])
+    out["latin1"].write_bytes(good.encode() + b'\n{"question": "caf\xe9", "answer": "1"}\n')
+    out["empty"].write_text("")
+    return {k: str(v) for k, v in out.items()}
+
+
+DATA_CASES = [  # (file, the one line's regex)
+    ("malformed", r"malformed\.jsonl: row 2: invalid JSON"),
+    ("noanswer", r"noanswer\.jsonl: no column 'answer' for field 'answer'"),
+    ("latin1", r"latin1\.jsonl: row 2: byte 0xe9 is not UTF-8"),
+    ("empty", r"empty\.jsonl: no rows"),
+]
+
+
+def task_args(command, path, tmp_path):
+    out = f"out={tmp_path / 'run'}"
+    task = ["task.name=jsonl", f"task.options.path={path}"]
+    return {
+        "train": ["train", *task, out],
+        "eval": ["eval", "--task", "jsonl", f"task.options.path={path}", out],
+        "sample": ["sample", *task, out],
+        "pipeline": ["pipeline", "r1-zero", *task, out],
+    }[command]
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "sample", "pipeline"])
+@pytest.mark.parametrize("name,message", DATA_CASES)
+def test_bad_task_data(cli, tmp_path, command, name, message):
+    code, err = cli(task_args(command, files(tmp_path)[name], tmp_path))
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"aha {command}: ") and re.search(message, err[0]), err
+
+
+@pytest.mark.parametrize("name,message", [c for c in DATA_CASES if c[0] != "noanswer"])
+def test_bad_sft_data(cli, tmp_path, name, message):
+    code, err = cli(["sft", f"data.path=[{files(tmp_path)[name]}]", f"out={tmp_path / 'run'}"])
+    assert code == 2 and len(err) == 1 and re.search(message, err[0]), err
+
+
+def test_sft_rows_in_no_known_format(cli, tmp_path):
+    path = jsonl(tmp_path / "x.jsonl", [{"prompt": "a", "completion": "b"}, {"prompt": "c"}])
+    code, err = cli(["sft", f"data.path=[{path}]", f"out={tmp_path / 'run'}"])
+    assert code == 2 and len(err) == 1
+    assert "x.jsonl: row 2: neither 'messages' nor 'completion'" in err[0]
+
+
+NAME_CASES = [  # (overrides, the key named, message)
+    (["task.name=countdwn"], "task.name", "unknown task 'countdwn'"),
+    (["task.template=r1"], "task.template", "unknown template 'r1'"),
+    (["rewards.funcs=[{name: acuracy}]"], "rewards.funcs[0].name", "unknown reward 'acuracy'"),
+    (
+        ["rewards.funcs=[{name: accuracy}, {name: 'no_such_module:fn'}]"],
+        "rewards.funcs[1].name",
+        "cannot import reward 'no_such_module:fn'",
+    ),
+    (["task.options={seeed: 1}"], "task.options", "seeed"),
+]
+
+
+@pytest.mark.parametrize("overrides,key,message", NAME_CASES)
+def test_bad_names_in_train(cli, tmp_path, overrides, key, message):
+    code, err = cli(["train", *overrides, f"out={tmp_path / 'run'}"])
+    assert code == 2 and len(err) == 1, err
+    assert f"config error at '{key}'" in err[0] and message in err[0], err
+
+
+def test_bad_names_in_sample_eval_and_pipeline(cli, tmp_path):
+    out = f"out={tmp_path / 'run'}"
+    code, err = cli(["sample", "verifier=mth", out])
+    assert code == 2 and len(err) == 1 and "'verifier': unknown reward 'mth'" in err[0]
+    code, err = cli(["eval", "--task", "math5000", out])
+    assert code == 2 and len(err) == 1 and "'task.name': unknown task 'math5000'" in err[0]
+    code, err = cli(["pipeline", "r1-zero", "rl.rewards.funcs=[{name: tagg}]", out])
+    assert code == 2 and len(err) == 1 and "'rl.rewards.funcs[0].name'" in err[0]
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "sample", "sft", "pipeline"])
+def test_unwritable_out(cli, tmp_path, command):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    args = {
+        "train": ["train"],
+        "eval": ["eval", "--task", "countdown"],
+        "sample": ["sample"],
+        "sft": [
+            "sft",
+            f"data.path=[{jsonl(tmp_path / 'd.jsonl', [{'prompt': 'a', 'completion': 'b'}])}]",
+        ],
+        "pipeline": ["pipeline", "r1-zero"],
+    }[command]
+    code, err = cli([*args, f"out={blocker / 'run'}"])
+    assert code == 2 and len(err) == 1, err
+    assert (
+        f"config error at 'out': cannot create {blocker / 'run'}: {blocker} is not a directory"
+        in err[0]
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_50_mb_row_is_one_line_before_the_model(cli, tmp_path):
+    path = tmp_path / "huge.jsonl"
+    with open(path, "w") as f:
+        f.write(json.dumps(GOOD[0]) + "\n")
+        f.write(json.dumps({"question": "x" * (50 * 2**20), "answer": "1"}) + "\n")
+    code, err = cli(task_args("train", str(path), tmp_path))
+    assert code == 2 and len(err) == 1
+    assert "huge.jsonl: row 2 holds 50.0 MB of text (limit 16 MB)" in err[0]
+
+
+def test_pipeline_stage_data_is_named_by_its_key(cli, tmp_path):
+    good = jsonl(
+        tmp_path / "cold.jsonl", [{"question": "1+1?", "completion": "<answer>2</answer>"}]
+    )
+    out = f"out={tmp_path / 'run'}"
+    code, err = cli(
+        ["pipeline", "r1", f"cold_start.data.path=[{good}]", "cold_start.data.template=r2", out]
+    )
+    assert code == 2 and len(err) == 1
+    assert "config error at 'cold_start.data.template': unknown template 'r2'" in err[0]
+    bad = files(tmp_path)["malformed"]
+    code, err = cli(["pipeline", "r1", f"cold_start.data.path=[{bad}]", out])
+    assert code == 2 and len(err) == 1 and "malformed.jsonl: row 2: invalid JSON" in err[0]
