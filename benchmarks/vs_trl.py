@@ -173,6 +173,7 @@ def aha_config(a, seed: int, out: Path) -> dict:
         "steps": a.steps,
         "seed": seed,
         "out": str(out),
+        "overwrite": True,  # a rerun of the comparison replaces the arm's earlier run
     }
 
 

@@ -95,6 +95,55 @@ def test_grpo_dtypes_and_errors():
         grpo([1.0, 0.0], 2, std_scale="bogus")
 
 
+def random_rewards(groups: int, G: int, seed: int, low=-1.0) -> torch.Tensor:
+    """(groups * G,) float64 in (low, 1), one NaN in some groups, every group >= 2 distinct valid rewards."""
+    gen = torch.Generator().manual_seed(seed)
+    r = low + torch.rand(groups, G, generator=gen, dtype=torch.float64) * (1 - low)
+    r[::2, 0] = NAN
+    return r.reshape(-1)
+
+
+def plain_grpo(r, G, std_scale="group", eps=1e-6):
+    """The textbook formula (the code before the overflow guard): sums and squares taken as they are."""
+    g = r.view(-1, G)
+    valid = ~torch.isnan(g)
+    n = valid.sum(1)
+    c = torch.where(valid, g - (torch.where(valid, g, 0.0).sum(1) / n)[:, None], 0.0)
+    if std_scale == "none":
+        return c.reshape(-1)
+    if std_scale == "group":
+        return (c / (((c**2).sum(1) / (n - 1)).sqrt()[:, None] + eps)).reshape(-1)
+    v = ~torch.isnan(r)
+    cb = torch.where(v, r - torch.where(v, r, 0.0).sum() / v.sum(), 0.0)
+    return c.reshape(-1) / (((cb**2).sum() / (v.sum() - 1)).sqrt() + eps)
+
+
+@pytest.mark.parametrize("std_scale", ["group", "batch", "none"])
+def test_ordinary_rewards_are_bit_for_bit_the_plain_formula(std_scale):
+    for seed in range(3):
+        r = random_rewards(6, 4, seed) * 10.0 ** (3 * seed)
+        assert torch.equal(grpo(r, 4, std_scale=std_scale)[0], plain_grpo(r, 4, std_scale))
+
+
+@pytest.mark.parametrize("std_scale", ["group", "batch", "none"])
+def test_huge_rewards_give_finite_exact_statistics(std_scale):
+    """Issue 17, item 2: rewards near 1e308 (sums and squares overflow float64) scale exactly: the statistics
+    of r * 2^k are those of r times 2^k (r in (0.7, 1), k = 1023: each reward < 9e307, float64's largest is
+    1.8e308, and any three of them sum past it)."""
+    k = 2.0**1023
+    for seed in range(3):
+        r = random_rewards(6, 4, seed, low=0.7)
+        big = r * k
+        adv = grpo(big, 4, std_scale=std_scale)[0]
+        assert not torch.equal(plain_grpo(big, 4, std_scale), adv)  # NaN or 0: what it was
+        if std_scale == "none":
+            assert torch.equal(adv, grpo(r, 4, std_scale="none")[0] * k)
+        else:  # eps is below the huge std's precision: compare with eps = 0
+            assert torch.equal(adv, grpo(r, 4, std_scale=std_scale, eps=0.0)[0])
+        assert torch.equal(rloo(big, 4)[0], rloo(r, 4)[0] * k)
+        assert torch.equal(reinforce_pp(big)[0], reinforce_pp(r, eps=0.0)[0])
+
+
 # ---------------------------------------------------------------- RLOO
 def _rloo_loop(r, G):
     out = []

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from aha.config import load_config
+from aha.config import ConfigError, load_config
 from aha.data import get_task
 from aha.data.sft import RowFormat, to_example
 from aha.models.tiny import char_tokenizer
@@ -233,3 +233,35 @@ def test_teacher_behind_aha_serve(tmp_path):
     assert (
         len((tmp_path / "requests.jsonl").read_text().splitlines()) == 2
     )  # one cached request per prompt
+
+
+def test_only_a_torn_last_row_is_dropped(tmp_path, capsys):
+    """Issue 17, item 6: a damaged middle row is an error naming file:line, not silently dropped."""
+    sample(cfg_for(tmp_path), ScriptedEngine(), TOK, "t")
+    data = tmp_path / "data.jsonl"
+    lines = data.read_text().splitlines(keepends=True)
+    data.write_text("".join(lines[:1] + ['{"prompt_index": 1, "compl\n'] + lines[2:]))
+    with pytest.raises(ConfigError, match=re.escape(f"{data}:2 is not a JSON row")):
+        sample(cfg_for(tmp_path), ScriptedEngine(), TOK, "t")
+    progress = tmp_path / "progress.jsonl"
+    progress.write_text(progress.read_text() + "\x00\x00\x00")  # a torn last line (binary garbage)
+    data.write_text("".join(lines))
+    again = ScriptedEngine()
+    assert sample(cfg_for(tmp_path), again, TOK, "t")["kept"] == 7 and again.calls == 0
+    assert f"{progress}:4: dropped a torn last line" in capsys.readouterr().out
+
+
+def test_stats_count_the_rows_really_there(tmp_path, capsys):
+    """A committed chunk whose last row was cut off (the file damaged after the commit) is sampled again, so
+    stats.json never counts a row data.jsonl does not hold."""
+    sample(cfg_for(tmp_path / "full"), ScriptedEngine(), TOK, "t")
+    sample(cfg_for(tmp_path / "cut"), ScriptedEngine(), TOK, "t")
+    data = tmp_path / "cut" / "data.jsonl"
+    data.write_text(data.read_text()[:-20])  # the last row (prompt 6, the third chunk) torn
+    eng = ScriptedEngine()
+    stats = sample(cfg_for(tmp_path / "cut"), eng, TOK, "t")
+    rows = data.read_text().splitlines()
+    assert eng.calls == 1 and stats["kept"] == len(rows) == 7
+    assert json.loads((tmp_path / "cut" / "stats.json").read_text())["kept"] == 7
+    assert data.read_text() == (tmp_path / "full" / "data.jsonl").read_text()
+    assert "sampling them again" in capsys.readouterr().out

@@ -111,6 +111,8 @@ def load(command: str, args: list[str], *, cls=None):
 def cmd_train(args: list[str]) -> int:
     cfg, train = load("train", args)
     summary = train(cfg)
+    if summary.get("exit_code"):  # stopped early: the run said why and how to resume
+        return summary["exit_code"]
     print(f"done: {summary['steps']} steps in {summary['seconds']:.1f}s")
     _print_held_out(cfg.out)
     print(f"run directory: {cfg.out} (metrics.jsonl, checkpoints/); plots: aha report {cfg.out}")
@@ -146,6 +148,8 @@ def cmd_eval(args: list[str]) -> int:
 def cmd_sft(args: list[str]) -> int:
     cfg, sft = load("sft", args)
     summary = sft(cfg)
+    if summary.get("exit_code"):  # stopped early: the run said why and how to resume
+        return summary["exit_code"]
     print(
         f"done: {summary['steps']} SFT steps in {summary['seconds']:.1f}s; "
         f"model {summary['checkpoint']}"
@@ -212,7 +216,8 @@ def cmd_demo(args: list[str]) -> int:
 
 
 def cmd_pipeline(args: list[str]) -> int:
-    """`aha pipeline NAME CONFIG [key.sub=value ...]`; interrupted: exit 130, rerun the same command to resume."""
+    """`aha pipeline NAME CONFIG [key.sub=value ...]`; interrupted: exit 130 (Ctrl-C) / 143 (SIGTERM) / 1 (the
+    non-finite guard), rerun the same command to resume."""
     from .pipelines import PIPELINES, StageInterrupted, get_pipeline
 
     if not args or args[0] not in PIPELINES:
@@ -231,7 +236,7 @@ def cmd_pipeline(args: list[str]) -> int:
         summary = run(cfg)
     except StageInterrupted as e:
         print(f"aha pipeline {args[0]}: {e}")
-        return 130
+        return e.code
     for s in summary["stages"]:
         ev = s["figures"].get("eval")
         score = f"pass1 {ev['pass1']:.3f} format {ev['format']:.3f}" if ev else ""

@@ -18,7 +18,8 @@ completions of the same prompt next to each other), all called `f(rewards, group
 A NaN reward means "no reward function applies to this sample": it is left out of every mean/std and gets
 advantage 0 (so it contributes no gradient). A group whose valid rewards are all equal gets exactly 0 (not
 float noise divided by 1e-6). Outputs are detached; dtype is the input's if it is a floating torch tensor, else
-float32 (statistics are computed in float64).
+float32 (statistics are computed in float64, on values divided by a power of two when they exceed 2**512, so
+rewards up to float64's limit give finite means and stds; the training loop skips any non-finite remainder).
 
 Value-based estimator (PPO): gae (gae.py), re-exported here with the registry.
 
@@ -61,12 +62,33 @@ def _groups(r: Tensor, group_size: int) -> Tensor:
     return r.view(-1, group_size)  # (N/G, G)
 
 
+def _pow2(x: Tensor, dim: int | None) -> Tensor:
+    """A power of two within 2x of max|x| (over dim, kept as size 1; NaN ignored) where that exceeds 2**512, else 1.
+    Dividing by it is exact, and sums and squares of the quotients cannot overflow: a group with rewards of
+    1e308 has a finite mean and std (float64 overflows at 1.8e308). Rewards below 2**512 are untouched, so
+    every ordinary result is bit-for-bit that of the plain formula."""
+    big = torch.nan_to_num(x.abs(), nan=0.0)
+    big = big.amax() if dim is None else big.amax(dim, keepdim=True)
+    # big = m * 2^e with m in [0.5, 1): divide by 2^(e-1), which float64 holds up to its largest finite value
+    return torch.where(
+        big > 2.0**512, torch.ldexp(torch.ones_like(big), torch.frexp(big)[1] - 1), 1.0
+    )
+
+
+def _mean(x: Tensor, valid: Tensor, n: Tensor, dim: int | None) -> Tensor:
+    """Mean of x's valid entries over dim (all for None), computed on x / _pow2(x) so the sum cannot overflow."""
+    s = _pow2(torch.where(valid, x, 0.0), dim)
+    q = torch.where(valid, x / s, 0.0)
+    total = q.sum() if dim is None else q.sum(dim)
+    return total / n.clamp(min=1) * s.reshape(total.shape)
+
+
 def _group_centered(r: Tensor, group_size: int):
     """Per group: rewards minus the mean of the valid ones. Returns centered (N/G, G), valid, n_valid, equal."""
     g = _groups(r, group_size)
     valid = ~torch.isnan(g)
     n = valid.sum(1)  # (N/G,)
-    mean = torch.where(valid, g, 0.0).sum(1) / n.clamp(min=1)
+    mean = _mean(g, valid, n, 1)
     hi = torch.where(valid, g, -torch.inf).amax(1)
     lo = torch.where(valid, g, torch.inf).amin(1)
     equal = (n < 2) | (hi == lo)  # nothing to compare against: zero advantage, exactly
@@ -75,8 +97,12 @@ def _group_centered(r: Tensor, group_size: int):
 
 
 def _std(centered: Tensor, n: Tensor, dim: int | None) -> Tensor:
-    ss = (centered**2).sum() if dim is None else (centered**2).sum(dim)
-    return (ss / (n - 1).clamp(min=1)).sqrt()
+    s = _pow2(
+        centered, dim
+    )  # exact scaling: the squares cannot overflow (sqrt(x / 4^k) = sqrt(x) / 2^k)
+    q = centered / s
+    ss = (q**2).sum() if dim is None else (q**2).sum(dim)
+    return (ss / (n - 1).clamp(min=1)).sqrt() * s.reshape(ss.shape)
 
 
 def _check_scale(name: str, std_scale: str) -> None:
@@ -93,7 +119,7 @@ def _scaled(adv: Tensor, r: Tensor, centered: Tensor, n: Tensor, std_scale: str,
     if std_scale == "batch":
         valid = ~torch.isnan(r)
         nb = valid.sum()
-        mean = torch.where(valid, r, 0.0).sum() / nb.clamp(min=1)
+        mean = _mean(r, valid, nb, None)
         return adv / (_std(torch.where(valid, r - mean, 0.0), nb, None) + eps)
     return adv
 
@@ -211,7 +237,7 @@ def reinforce_pp(
         valid = m
         x = _gae_loop(torch.where(m, tok, 0.0), torch.zeros_like(tok), m, gamma, 1.0)
     n = valid.sum()
-    mean = torch.where(valid, x, 0.0).sum() / n.clamp(min=1)
+    mean = _mean(x, valid, n, None)
     std = _std(torch.where(valid, x - mean, 0.0), n, None)
     scale = std + eps if std_scale == "batch" else 1.0
     adv = torch.where(valid, (x - mean) / scale, 0.0)

@@ -30,7 +30,12 @@ MANIFEST = "manifest.json"
 
 
 class StageInterrupted(RuntimeError):
-    """A stage stopped before its end (Ctrl-C / SIGTERM): no manifest is written; rerun to resume it."""
+    """A stage stopped before its end (Ctrl-C / SIGTERM, or the non-finite guard): no manifest is written;
+    rerun to resume it. `code` is the exit code the command ends with (130 Ctrl-C, 143 SIGTERM, 1 guard)."""
+
+    def __init__(self, message: str, code: int = 130):
+        super().__init__(message)
+        self.code = code
 
 
 def git_revision() -> dict:

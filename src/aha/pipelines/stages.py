@@ -129,9 +129,21 @@ def final_model(cfg) -> str:
 
 
 def _resume(cfg) -> None:
-    from ..train import checkpoint as ckpt
+    """A stage re-entered after an interruption continues its run (from step 0 if it saved no checkpoint)."""
+    from ..train.run_dir import holds_run
 
-    cfg.resume = ckpt.latest_checkpoint(cfg.out) is not None
+    cfg.resume, cfg.overwrite = holds_run(cfg.out) is not None, False
+
+
+def _stopped(kind: str, summary: dict, steps: int | None = None) -> None:
+    """StageInterrupted (no manifest) when the stage's run stopped early, with the run's exit code."""
+    if summary.get("stopped_early"):
+        total = f"/{steps}" if steps else ""
+        raise StageInterrupted(
+            f"{kind} stopped at step {summary['steps']}{total} ({summary.get('stopped')}); "
+            "rerun the same command to resume",
+            code=summary.get("exit_code") or 130,
+        )
 
 
 def run_rl(cfg, stage_dir: Path, ev: StageEvalConfig) -> tuple[dict, dict]:
@@ -140,10 +152,7 @@ def run_rl(cfg, stage_dir: Path, ev: StageEvalConfig) -> tuple[dict, dict]:
 
     _resume(cfg)
     summary = train(cfg)
-    if summary.get("stopped_early"):
-        raise StageInterrupted(
-            f"RL stopped at step {summary['steps']}/{cfg.steps}; rerun to resume"
-        )
+    _stopped("RL", summary, cfg.steps)
     model = final_model(cfg)
     last = _last_metrics(Path(cfg.out))
     figures = {
@@ -167,8 +176,7 @@ def run_sft(cfg, stage_dir: Path, ev: StageEvalConfig, task: TaskConfig) -> tupl
         stats = trainer.data_stats
     finally:
         trainer.close()
-    if summary.get("stopped_early"):
-        raise StageInterrupted(f"SFT stopped at step {summary['steps']}; rerun to resume")
+    _stopped("SFT", summary)
     model = final_model(cfg)
     rows = [json.loads(l) for l in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
     figures = {

@@ -15,9 +15,10 @@ Rows written to OUT/data.jsonl: the task row's fields + {prompt, completion} (lo
 {model, step, reward, format, language, prompt_index, sample, task, temperature}. Any Engine works: the local
 model, or a teacher behind an OpenAI-compatible server (engine=openai; its requests are cached in
 OUT/requests.jsonl). Output is resumable: prompts are processed in chunks, and a chunk's rows and then its
-entry in OUT/progress.jsonl are appended and fsynced; a restarted run drops rows of unfinished chunks and
-continues with the next one, so nothing is duplicated and, with the same seed, the file equals an
-uninterrupted run's.
+entry in OUT/progress.jsonl are appended and fsynced; a restarted run drops rows of unfinished chunks (and a
+torn last line; any other undecodable row is a one-line error naming file:line) and continues with the next
+one, so nothing is duplicated, stats.json counts the rows really there and, with the same seed, the file
+equals an uninterrupted run's.
 
     config.py   SampleConfig (+ its filters and OpenAI sections)
     filters.py  the pure per-prompt selection: readability(), select()

@@ -91,8 +91,15 @@ class OptimConfig:
     min_lr_ratio: float = 0.0  # cosine ends at lr * min_lr_ratio
     max_grad_norm: float = 1.0  # 0 = no clipping
     name: str = "adamw"  # adamw | adamw_8bit (torchao) | adamw_cpu_offload (train/optim.py)
+    # a step with a non-finite loss / gradient norm / advantages is skipped; this many in a row stop the run
+    max_skipped_steps: int = 3
 
     def __post_init__(self):
+        check(
+            self.max_skipped_steps >= 1,
+            "max_skipped_steps",
+            f"must be >= 1 (1 = stop at the first non-finite step), got {self.max_skipped_steps}",
+        )
         check(
             self.lr > 0, "lr", f"learning rate must be > 0, got {self.lr} (e.g. 1e-6 for 1B models)"
         )
@@ -208,6 +215,15 @@ class CheckpointConfig:
         )
 
 
+def check_resume_overwrite(resume: bool, overwrite: bool) -> None:
+    """resume=true continues the run in out=, overwrite=true replaces it: not both."""
+    check(
+        not (resume and overwrite),
+        "overwrite",
+        "resume=true continues the run in out= and overwrite=true deletes it; choose one",
+    )
+
+
 @dataclass
 class TrainConfig:
     RENAMED: ClassVar[dict[str, str]] = EVAL_RENAMED
@@ -239,6 +255,8 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/train"
     resume: bool = False
+    # replace the run already in out= (its checkpoints and metrics are deleted first)
+    overwrite: bool = False
 
     def __post_init__(self):
         check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
@@ -274,3 +292,4 @@ class TrainConfig:
             raise ConfigError(
                 "out", "resume=true needs the run directory to resume from in out=..."
             )
+        check_resume_overwrite(self.resume, self.overwrite)

@@ -25,6 +25,7 @@ from ..models.value import ValueModel
 from .batching import Batch
 from .dist import Dist
 from .forward import LogprobModel
+from .guard import SKIP_KEY
 from .update import clip_and_step, optimizer_for
 
 
@@ -155,7 +156,7 @@ class Critic:
         denom = d.sum(algos.agg_denominator(batch.loss_mask, "token-mean").float())
         n_tokens = float(d.sum(batch.loss_mask.sum()).clamp(min=1))
         sums = torch.zeros(2)  # value loss, clip fraction (token mean)
-        grad_norm = torch.tensor(0.0)
+        grad_norm, stepped = torch.tensor(0.0), True
         t0 = time.perf_counter()
         for _ in range(a.mu):
             self.optimizer.zero_grad(set_to_none=True)
@@ -177,17 +178,27 @@ class Critic:
                 share = weight * float(mb.loss_mask.sum()) / n_tokens
                 clip_frac = share * m["value_clip_frac"].float().cpu()
                 sums += torch.stack([weight * loss.detach().float().cpu(), clip_frac]) / a.mu
-            grad_norm = clip_and_step(
-                self.value, self.optimizer, self.scheduler, self.cfg.optim.max_grad_norm
+            grad_norm, stepped = clip_and_step(
+                self.value,
+                self.optimizer,
+                self.scheduler,
+                self.cfg.optim.max_grad_norm,
+                ok=bool(torch.isfinite(sums[0])),
+                dist=d,
             )
+            if not stepped:  # no step on a non-finite loss or gradient (train/guard.py)
+                break
         loss, clip_frac = d.sum(sums).tolist()
-        return {
+        out = {
             "value/loss": loss,
             "value/clip_frac": clip_frac,
             "value/grad_norm": float(grad_norm),
             "value/lr": self.scheduler.get_last_lr()[0],
             "time/value_update": time.perf_counter() - t0,
         }
+        if not stepped:
+            out[SKIP_KEY] = "non-finite loss or gradient norm in the value model's update"
+        return out
 
     # ---- checkpoints: step-N/value/ -------------------------------------------------------------------------
     def save_state(self, target: Path) -> None:

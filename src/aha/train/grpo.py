@@ -25,6 +25,7 @@ from .. import algos
 from .batching import build_batch
 from .config import TrainConfig
 from .dist import Dist
+from .guard import SKIP_KEY, nonfinite
 from .rl import RLTrainer, run
 
 
@@ -75,17 +76,22 @@ class GRPOTrainer(RLTrainer):
             metrics["time/generate"] += time.perf_counter() - t1
         adv, adv_metrics = self.advantage(rb.rewards, baseline)
         self.release_engine()
-        batch = build_batch(
-            rb.ids,
-            rb.completions,
-            adv,
-            self.tok.pad_token_id,
-            self.cfg.algorithm.mask_truncated,
-            params=rb.params,
-        )
-        if rb.dummy:
-            batch.loss_mask.zero_()
-        metrics.update(self.update(batch))
+        # e.g. a group's rewards summing past float64's range: skip the update (aha.train.guard)
+        skip = nonfinite("advantages", adv, self.dist)
+        if skip is None:
+            batch = build_batch(
+                rb.ids,
+                rb.completions,
+                adv,
+                self.tok.pad_token_id,
+                self.cfg.algorithm.mask_truncated,
+                params=rb.params,
+            )
+            if rb.dummy:
+                batch.loss_mask.zero_()
+            metrics.update(self.update(batch))
+        else:
+            metrics[SKIP_KEY] = skip
         metrics.update(adv_metrics)
         metrics.update(self.group_metrics(self.gathered_rewards(rb)))
         metrics.update(self.rollout.metrics(rb))

@@ -6,6 +6,11 @@ config.yaml), evaluates once at step 0 when evaluation is on (so curves and the 
 model before training), runs steps, logs a line per step, saves every `save_every` steps and, on Ctrl-C /
 SIGTERM or an exception, saves the last completed step before leaving. Under torchrun every rank runs this loop;
 the stop decision is agreed across ranks so none is left waiting in a collective.
+
+A run must not lose or poison its data (issue 17): a step the trainer skipped for non-finite values is counted
+and too many in a row stop the run (train/guard.py); no checkpoint is written from a NaN/inf state; a run that
+stops early says why and returns a non-zero `exit_code` (128 + signal, 1 for the guard); on resume the logs
+are cut back to the checkpoint's step, or emptied when there is none (train/run_dir.py).
 """
 
 from __future__ import annotations
@@ -22,11 +27,16 @@ import yaml
 from ..config import to_dict
 from . import checkpoint as ckpt
 from .dist import Dist
+from .guard import SkipCounter, state_is_finite
 from .metrics import MetricsLog, NullLog, console_line
+from .run_dir import clear_run, truncate_jsonl
 
 
 class TrainLoop:
     name = "train"
+    nonfinite_hint = (
+        "lower optim.lr or check the rewards' scale"  # what to try when the guard stops a run
+    )
 
     def __init__(self, cfg, *, dist: Dist, policy, tokenizer, optimizer, scheduler, stream):
         """cfg needs .steps .out .resume .logging .checkpoint .eval; policy is the module that is optimised and
@@ -40,6 +50,8 @@ class TrainLoop:
             stream,
         )
         self.out = Path(cfg.out)
+        if getattr(cfg, "overwrite", False) and dist.is_main:  # before the sinks open their files
+            clear_run(self.out)
         lg = cfg.logging
         self.log = (
             MetricsLog(
@@ -55,6 +67,12 @@ class TrainLoop:
         )
         self.step = 0
         self.stop_requested = False
+        self.stop_reason: str | None = (
+            None  # "SIGTERM" / "SIGINT" / "non-finite": why the run stopped early
+        )
+        self.skips = SkipCounter(
+            cfg.optim.max_skipped_steps
+        )  # the non-finite guard (train/guard.py)
 
     def print(self, *args) -> None:
         """A line on the main rank; through tqdm so that it does not break the progress bar."""
@@ -83,7 +101,21 @@ class TrainLoop:
         rename. Collective under torchrun."""
 
     # ---- checkpoints -------------------------------------------------------------------------------------
-    def save(self, step: int, *, rng: dict | None = None, data_position: int | None = None) -> Path:
+    def guarded(self) -> list:
+        """(module, optimizer) pairs a checkpoint holds, checked for NaN/inf before it is written."""
+        return [(self.policy, self.optimizer)]
+
+    def save(
+        self, step: int, *, rng: dict | None = None, data_position: int | None = None
+    ) -> Path | None:
+        """Write checkpoint `step`; None (nothing written, the run stops) if its state is not finite."""
+        if not state_is_finite(self.guarded(), self.dist):
+            self.stop_reason = "non-finite"
+            self.print(
+                f"not saving step {step}: the weights or optimizer state hold NaN/inf; the latest "
+                f"checkpoint stays {ckpt.latest_checkpoint(self.out, log=lambda _: None)}"
+            )
+            return None
         pos = self.stream.position if data_position is None else data_position
         with no_shard_bar():
             return self._save(step, rng, pos)
@@ -100,7 +132,7 @@ class TrainLoop:
             save_optimizer=self.cfg.checkpoint.save_optimizer,
             rng=rng,
             dist=self.dist,
-            extra={"data_position": pos, **self.extra_state()},
+            extra={"data_position": pos, "skipped_steps": self.skips.total, **self.extra_state()},
             before_rename=self.save_parts,
         )
 
@@ -112,6 +144,7 @@ class TrainLoop:
             self.print(
                 f"resume=true but {self.out}/checkpoints holds no checkpoint: starting from step 0"
             )
+            self.truncate_logs(0)  # the earlier attempt's lines would be logged again
             return
         state = ckpt.load_checkpoint(
             last, model=self.policy, optimizer=self.optimizer, scheduler=self.scheduler
@@ -119,13 +152,21 @@ class TrainLoop:
         self.step = state["step"]
         self.stream.position = state["data_position"]
         self.load_extra_state(state)
-        self.log.truncate_after(self.step)
+        self.skips.total = state.get("skipped_steps", 0)
+        self.truncate_logs(self.step)
         self.print(
             f"resumed from {last} (step {self.step}, saved by {state.get('world_size', 1)} process(es))"
         )
 
+    def truncate_logs(self, step: int) -> None:
+        """Resume: forget metrics and samples of steps after `step` (torn last lines dropped on the way)."""
+        self.log.truncate_after(step)
+        if self.dist.is_main:
+            truncate_jsonl(self.out / "samples.jsonl", step, log=self.print)
+
     # ---- the run -----------------------------------------------------------------------------------------
     def _on_signal(self, signum, frame):
+        self.stop_reason = signal.Signals(signum).name
         if self.stop_requested:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
         self.stop_requested = True
@@ -171,6 +212,7 @@ class TrainLoop:
                 metrics = self.train_step(self.step + 1)
                 step_start = None
                 self.step += 1
+                self.count_skip(metrics, bar)
                 if cfg.eval.enabled and (
                     (lg.eval_every and self.step % lg.eval_every == 0) or self.step == cfg.steps
                 ):
@@ -179,30 +221,72 @@ class TrainLoop:
                 bar.update(1)
                 if lg.log_every and self.step % lg.log_every == 0 and self.dist.is_main:
                     bar.write(console_line(self.step, cfg.steps, metrics))
+                if self.skips.exhausted:
+                    self.stop_reason = "skipped"
+                    break
                 if cfg.checkpoint.save_every and self.step % cfg.checkpoint.save_every == 0:
-                    self.save(self.step)
+                    if self.save(self.step) is None:
+                        break
                     saved_step = self.step
+        except KeyboardInterrupt:  # a second Ctrl-C: saved below, as after the last complete step
+            self.stop_reason = "SIGINT"
         finally:
             bar.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
-            failed = sys.exc_info()[0] is not None and not isinstance(
-                sys.exc_info()[1], KeyboardInterrupt
-            )
+            failed = sys.exc_info()[0] is not None
             if failed and self.dist.enabled:
                 # Saving is collective: with one rank failing, the others would wait forever.
                 self.print(
                     f"not saving: a rank failed under torchrun; resume from step {saved_step}"
                 )
-            elif self.step != saved_step or (
-                self.step and ckpt.latest_checkpoint(self.out) is None
+            elif self.stop_reason != "non-finite" and (
+                self.step != saved_step or (self.step and ckpt.latest_checkpoint(self.out) is None)
             ):
                 rng, pos = step_start if step_start is not None else (None, None)
-                self.print(f"saved {self.save(self.step, rng=rng, data_position=pos)}")
+                path = self.save(self.step, rng=rng, data_position=pos)
+                if path is not None:
+                    self.print(f"saved {path}")
+        return self.summary(time.perf_counter() - t_start)
+
+    def count_skip(self, metrics: dict, bar) -> None:
+        """The non-finite guard's bookkeeping for the step just taken: skipped_steps, one line per skip."""
+        reason = self.skips.count(metrics)
+        if reason is not None and self.dist.is_main:
+            k, limit = self.skips.in_a_row, self.skips.limit
+            bar.write(
+                f"step {self.step} skipped: {reason}; weights and optimizer state unchanged "
+                f"({k} in a row; {limit} in a row stop the run: optim.max_skipped_steps)"
+            )
+
+    def summary(self, seconds: float) -> dict:
+        """fit()'s result; a run that stopped early says why in one line and carries a non-zero exit code:
+        128 + the signal's number (SIGTERM 143, Ctrl-C 130), 1 for a run the non-finite guard stopped."""
+        why, n, total = self.stop_reason, self.step, self.cfg.steps
+        if why in ("SIGTERM", "SIGINT") and n >= total:
+            why = None  # the signal came during the last step: the run is complete
+        code = 0
+        if why in ("SIGTERM", "SIGINT"):
+            code = 128 + signal.Signals[why].value
+            self.print(f"stopped at step {n}/{total} by {why}; resume with resume=true")
+        elif why == "skipped":
+            code = 1
+            self.print(
+                f"stopped at step {n}/{total}: {self.skips.in_a_row} steps in a row were skipped "
+                f"({self.skips.last}); {self.nonfinite_hint}, then resume with resume=true"
+            )
+        elif why == "non-finite":
+            code = 1
+            self.print(
+                f"stopped at step {n}/{total}: the weights are not finite and were not saved; resume "
+                "with resume=true from the latest checkpoint"
+            )
         return {
-            "steps": self.step,
-            "seconds": time.perf_counter() - t_start,
-            "stopped_early": self.stop_requested and self.step < cfg.steps,
+            "steps": n,
+            "seconds": seconds,
+            "stopped_early": why is not None,
+            "stopped": why,
+            "exit_code": code,
         }
 
     def close(self) -> None:

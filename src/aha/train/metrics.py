@@ -14,6 +14,8 @@ import secrets
 import sys
 from pathlib import Path
 
+from .run_dir import truncate_jsonl
+
 
 class NullSink:
     def log(self, metrics: dict, step: int) -> None: ...
@@ -115,15 +117,9 @@ class MetricsLog:
         ]
 
     def truncate_after(self, step: int) -> None:
-        """On resume: forget lines of steps after the checkpoint (they will be recomputed)."""
-        if not self.path.exists():
-            return
-        keep = [
-            l
-            for l in self.path.read_text().splitlines()
-            if l.strip() and json.loads(l).get("step", 0) <= step
-        ]
-        self.path.write_text("".join(l + "\n" for l in keep))
+        """On resume: forget lines of steps after the checkpoint (they will be recomputed). A torn last line
+        (a full disk, a kill mid-write) is dropped with one line; other damage is an error (run_dir.py)."""
+        truncate_jsonl(self.path, step)
 
     def log(self, metrics: dict, step: int) -> None:
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}

@@ -32,6 +32,7 @@ from .batching import build_batch
 from .config import TrainConfig
 from .critic import Critic
 from .dist import Dist
+from .guard import SKIP_KEY, nonfinite
 from .rl import RLTrainer, run
 from .update import equal_passes
 
@@ -46,7 +47,7 @@ class PPOTrainer(RLTrainer):
         )
 
     def train_step(self, step: int) -> dict:
-        """rollout -> critic values, token rewards, GAE -> policy update (PPO-clip) -> critic update."""
+        """rollout -> critic values, token rewards, GAE -> critic update -> policy update (PPO-clip)."""
         t0 = time.perf_counter()
         rb = self.rollout(step)
         metrics = rb.metrics
@@ -70,8 +71,19 @@ class PPOTrainer(RLTrainer):
         ppo_batch, critic_metrics = self.critic.advantages(batch, rewards, passes, self.update)
         metrics["time/values"] = time.perf_counter() - t1
         metrics.update(critic_metrics)
-        metrics.update(self.update(ppo_batch, passes))
-        metrics.update(self.critic.update(ppo_batch, passes))
+        # The non-finite guard (train/guard.py): no update on non-finite advantages or returns; the critic goes
+        # first (both read only the batch), so the huge returns of huge rewards skip the whole step.
+        skip = nonfinite("advantages", ppo_batch.advantages, self.dist) or nonfinite(
+            "returns", ppo_batch.returns, self.dist
+        )
+        if skip is not None:
+            metrics[SKIP_KEY] = skip
+        else:
+            metrics.update(self.critic.update(ppo_batch, passes))
+            if SKIP_KEY not in metrics:
+                metrics.update(self.update(ppo_batch, passes))
+                if SKIP_KEY in metrics:
+                    metrics[SKIP_KEY] += " (the value model's update was taken)"
         metrics.update(self.group_metrics(self.gathered_rewards(rb)))
         metrics.update(self.rollout.metrics(rb))
         metrics["time/step"] = time.perf_counter() - t0

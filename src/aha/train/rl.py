@@ -29,11 +29,13 @@ from .loop import TrainLoop, held_out_metrics
 from .memory_setup import memory_metrics, plan_memory, size_engine
 from .prompts import PromptStream
 from .rollout import Rollout, RolloutBatch
+from .run_dir import check_out_dir
 from .update import PolicyUpdate, optimizer_for
 
 
 class RLTrainer(TrainLoop):
     def __init__(self, cfg: TrainConfig, dist: Dist | None = None):
+        check_out_dir(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)  # before the model loads
         dist = dist or Dist.from_env()
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)

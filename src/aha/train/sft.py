@@ -29,8 +29,10 @@ from ..models.load import unwrap
 from . import checkpoint as ckpt
 from .batching import group_by_budget
 from .dist import Dist
+from .guard import SKIP_KEY
 from .loop import TrainLoop, held_out_metrics
 from .prompts import PromptStream
+from .run_dir import check_out_dir
 from .sft_config import SFTConfig
 from .update import clip_and_step, optimizer_for
 
@@ -71,12 +73,14 @@ class SFTTrainer(TrainLoop):
     """The SFT step on the shared run machinery (train/loop.py: resume, signals, checkpoints, logging)."""
 
     name = "sft"
+    nonfinite_hint = "lower optim.lr or check the data"
 
     def __init__(self, cfg: SFTConfig):
         if not cfg.data.path:
             raise ConfigError(
                 "data.path", "no SFT data given; set data.path=FILE.jsonl (or a list of files)"
             )
+        check_out_dir(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)  # before the model loads
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         d = cfg.data
@@ -145,13 +149,15 @@ class SFTTrainer(TrainLoop):
             loss.backward()
             loss_sum += loss.detach().float().cpu()
         lr = self.scheduler.get_last_lr()[0]
-        grad_norm = clip_and_step(
-            self.model, self.optimizer, self.scheduler, self.cfg.optim.max_grad_norm
+        loss_ok = math.isfinite(float(loss_sum))
+        grad_norm, stepped = clip_and_step(
+            self.model, self.optimizer, self.scheduler, self.cfg.optim.max_grad_norm, ok=loss_ok
         )
         seconds = time.perf_counter() - t0
         n_tokens = sum(mb.n_tokens for mb in mbs)
         slots = sum(mb.input_ids.numel() for mb in mbs)
-        return {
+        skip = {} if stepped else {SKIP_KEY: f"non-finite {'gradient norm' if loss_ok else 'loss'}"}
+        return skip | {
             "loss": float(loss_sum),
             "ppl": math.exp(min(float(loss_sum), 50.0)),
             "grad_norm": float(grad_norm),

@@ -9,7 +9,13 @@ from typing import ClassVar, Literal
 
 from ..config import check, section
 from ..schema import HeldOutConfig, ModelConfig, TaskConfig
-from .config import EVAL_RENAMED, CheckpointConfig, OptimConfig, RunLoggingConfig
+from .config import (
+    EVAL_RENAMED,
+    CheckpointConfig,
+    OptimConfig,
+    RunLoggingConfig,
+    check_resume_overwrite,
+)
 
 
 @dataclass
@@ -88,6 +94,8 @@ class SFTConfig:
     seed: int = 0
     out: str = "runs/sft"
     resume: bool = False
+    # replace the run already in out= (its checkpoints and metrics are deleted first)
+    overwrite: bool = False
 
     def __post_init__(self):
         check(self.steps >= 0, "steps", f"must be >= 0 (0 = from epochs), got {self.steps}")
@@ -103,3 +111,4 @@ class SFTConfig:
             "the held-out evaluation uses the task's test split; remove task.split",
         )
         check(bool(self.out), "out", "give the run directory, e.g. out=runs/sft")
+        check_resume_overwrite(self.resume, self.overwrite)

@@ -6,11 +6,12 @@ Every micro-batch loss is normalised by the denominator of the whole global batc
 sequences otherwise), so the accumulated gradient is exactly the full batch's whatever the split, on one
 process or N. Logprobs are taken at the temperature the batch was sampled with (Batch.params), the one at which
 the engine reported its own. Also here, for every trainer: `optimizer_for` (AdamW + schedule from an OptimConfig)
-and `clip_and_step` (clip the gradient norm, step, advance the schedule).
+and `clip_and_step` (clip the gradient norm, step, advance the schedule; no step on a non-finite loss or norm).
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -18,6 +19,7 @@ import torch
 from .. import algos
 from .batching import micro_batches
 from .forward import sequence_logprobs
+from .guard import SKIP_KEY
 from .optim import build_optimizer, build_scheduler
 
 SUMMED = ("loss", "kl", "entropy")  # normalised by the global denominator already: they add up
@@ -41,15 +43,26 @@ def optimizer_for(
     return opt, sched
 
 
-def clip_and_step(module, optimizer, scheduler=None, max_norm: float = 0.0) -> torch.Tensor:
+def clip_and_step(
+    module, optimizer, scheduler=None, max_norm: float = 0.0, *, ok: bool = True, dist=None
+) -> tuple[torch.Tensor, bool]:
     """Clip the gradient norm of `module` to max_norm (0 = no clipping, the norm is still measured), take the
-    optimizer step and advance the schedule; -> the norm before clipping (a full tensor under FSDP)."""
+    optimizer step and advance the schedule; -> (the norm before clipping (a full tensor under FSDP), stepped).
+
+    The step is skipped (aha.train.guard) when the norm is not finite or `ok` is False (the caller's loss was
+    not finite) on any rank of `dist`: the gradients are dropped and the weights, the optimizer's state and the
+    schedule stay as they were, as they would after a NaN step, once AdamW had made every weight NaN."""
     params = [p for p in module.parameters() if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm or float("inf"))
+    norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # DTensor under FSDP
+    bad = int(not (ok and bool(torch.isfinite(norm))))
+    if dist.max_int(bad) if dist is not None else bad:
+        optimizer.zero_grad(set_to_none=True)
+        return norm, False
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # DTensor under FSDP
+    return norm, True
 
 
 def equal_passes(batch, batch_cfg, dist) -> list[tuple[list[int], float]]:
@@ -105,9 +118,10 @@ class PolicyUpdate:
         t1 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
         grad_norm = torch.tensor(0.0)
-        optim_seconds = 0.0
+        optim_seconds, skipped = 0.0, None
         for _ in range(a.mu):
             self.optimizer.zero_grad(set_to_none=True)
+            pass_loss = 0.0  # this rank's share of the pass's loss: is it finite?
             for idx, weight in mbs:
                 mb = batch.select(idx).to(self.device)
                 share = weight * float(mb.loss_mask.sum()) / n_tokens  # metrics: token means
@@ -153,14 +167,25 @@ class PolicyUpdate:
                 )
                 # FSDP averages gradients over ranks; the loss is already a global sum, so undo the average.
                 (loss * (weight * dist.world)).backward()
+                pass_loss += weight * float(m["loss"])
                 for k, v in m.items():
                     wk = weight if k in SUMMED else share
                     sums[k] = sums.get(k, 0.0) + wk * v.detach().float().cpu() / a.mu
             t_opt = self._sync_time()
-            grad_norm = clip_and_step(
-                self.policy, self.optimizer, self.scheduler, self.cfg.optim.max_grad_norm
+            loss_ok = math.isfinite(pass_loss)
+            grad_norm, stepped = clip_and_step(
+                self.policy,
+                self.optimizer,
+                self.scheduler,
+                self.cfg.optim.max_grad_norm,
+                ok=loss_ok,
+                dist=dist,
             )
             optim_seconds += self._sync_time() - t_opt
+            if not stepped:  # the later passes would repeat the same batch on the same weights
+                what = "gradient norm" if loss_ok else "loss"
+                skipped = f"non-finite {what} in the policy update"
+                break
         t2 = time.perf_counter()
         keys = sorted(sums)
         totals = dist.sum(torch.stack([torch.as_tensor(sums[k]) for k in keys])) if keys else []
@@ -175,6 +200,8 @@ class PolicyUpdate:
                 "micro_batches": len(mbs),
             }
         )
+        if skipped is not None:
+            out[SKIP_KEY] = skipped
         return out
 
     def _sync_time(self) -> float:
