@@ -15,6 +15,8 @@ training curves (reward, length) of the RL stages. Written to OUT/table.md, OUT/
     python benchmarks/real_model.py run --model /path/SmolLM2-135M-Instruct.Q4_1.gguf --out runs/real \
         --seeds 0 1 2 --device cuda
     python benchmarks/real_model.py table --out runs/real
+    python benchmarks/real_model.py run --task gsm8k --kinds zero,r1 --model ... --out runs/real-gsm8k \
+        --set task.options.train=gsm8k/train.jsonl        # a local copy of GSM8K's train split (else the hub)
     python benchmarks/real_model.py run --model tiny-random --out /tmp/real --seeds 0 --toy   # CPU smoke run
 """
 
@@ -47,13 +49,24 @@ TOY = {
 }
 
 
+# --task gsm8k: the R1 recipe of its own (a cold start from GSM8K's train solutions); R1-Zero is the arithmetic
+# recipe pointed at GSM8K with the same lengths and evaluation.
+R1_RECIPE = {"arithmetic": "pipeline_r1_smollm2.yaml", "gsm8k": "pipeline_r1_smollm2_gsm8k.yaml"}
+ZERO_TASK = {
+    "arithmetic": [],
+    "gsm8k": ["task.name=gsm8k", "task.options={}", "rl.sampling.max_new_tokens=384"]
+    + ["eval.limit=400", "eval.k=2", "eval.sampling.max_new_tokens=384"],
+}
+
+
 def jobs(a) -> dict[str, list[str]]:
     out, toy = Path(a.out), a.toy
     rl = lambda p: [f"{p}.{o}" for o in TOY["rl"]] if toy else []
     common = lambda s: [f"model={a.model}", f"seed={s}", *(TOY["all"] if toy else []), *a.set]
     got = {}
     for s in a.seeds:
-        zero = [*AHA, "pipeline", "r1-zero", str(CFG / "pipeline_r1_zero_smollm2.yaml"), *common(s)]
+        zero = [*AHA, "pipeline", "r1-zero", str(CFG / "pipeline_r1_zero_smollm2.yaml")]
+        zero += [*ZERO_TASK[a.task], *common(s)]
         got[f"zero-s{s}"] = [*zero, f"out={out / f'zero-s{s}'}", *rl("rl")]
         tag = "rl.rewards.funcs=[{name: accuracy, weight: 1.0}, {name: tag, weight: 0.5}]"
         got[f"zero-tag-s{s}"] = [*zero, f"out={out / f'zero-tag-s{s}'}", tag, *rl("rl")]
@@ -65,9 +78,10 @@ def jobs(a) -> dict[str, list[str]]:
             if toy
             else []
         )
-        r1 = [*AHA, "pipeline", "r1", str(CFG / "pipeline_r1_smollm2.yaml"), *common(s)]
+        r1 = [*AHA, "pipeline", "r1", str(CFG / R1_RECIPE[a.task]), *common(s)]
         got[f"r1-s{s}"] = [*r1, f"out={out / f'r1-s{s}'}", *small]
-    return got
+    kinds = set(a.kinds.split(","))
+    return {name: argv for name, argv in got.items() if name.rsplit("-s", 1)[0] in kinds}
 
 
 def run(a) -> None:
@@ -116,8 +130,8 @@ def stage_figures(eval_dir: Path) -> dict | None:
     }
 
 
-ROWS = [  # (label, job prefix, stage directory)
-    ("base model (chat template + R1-Zero instructions)", "zero", "00-base"),
+ROWS = [  # (label, job prefixes (the first that ran), stage directory)
+    ("base model (chat template + R1-Zero instructions)", "zero,r1", "00-base"),
     ("a. R1-Zero: GRPO, accuracy + format", "zero", "01-rl"),
     ("b. R1-Zero: GRPO, accuracy + tag (partial credit)", "zero-tag", "01-rl"),
     ("c. R1: cold-start SFT", "r1", "01-cold-start"),
@@ -140,8 +154,11 @@ def table(a) -> None:
     head = "| stage | seeds | pass@1 (strict: in tags) | pass@1 (lenient: last number) | format | length |"
     lines += [head, "|---|---|---|---|---|---|"]
     for label, prefix, stage in ROWS:
-        got = [stage_figures(out / f"{prefix}-s{s}" / stage / "eval") for s in a.seeds]
-        got = [g for g in got if g]
+        for one in prefix.split(","):
+            got = [stage_figures(out / f"{one}-s{s}" / stage / "eval") for s in a.seeds]
+            got = [g for g in got if g]
+            if got:
+                break
         results[label] = got
         if not got:
             continue
@@ -176,6 +193,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/real-model")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=9, help="jobs at once")
+    ap.add_argument("--task", choices=sorted(R1_RECIPE), default="arithmetic")
+    ap.add_argument("--kinds", default="zero,zero-tag,r1", help="which jobs, a comma list")
     ap.add_argument("--toy", action="store_true", help="a few-step smoke run (CPU)")
     ap.add_argument("--set", nargs="*", default=[], help="overrides for every pipeline, key=value")
     a = ap.parse_args()

@@ -57,6 +57,9 @@ def test_gsm8k_with_a_path_is_still_the_file_task(tmp_path):
     assert get_task("gsm8k", path=str(path)).dataset("train")[0]["answer"] == "#### 2"
     assert get_task("gsm8k").paths["train"] == "openai/gsm8k"  # train from the hub, config main
     assert get_task("gsm8k").config == "main"
+    local = get_task("gsm8k", train=str(path))  # a local train file keeps the shipped test split
+    assert local.dataset("train")[0]["answer"] == "#### 2"
+    assert len(local.dataset("test")) == 1319
 
 
 @pytest.mark.parametrize("name", ["aime24", "amc23"])

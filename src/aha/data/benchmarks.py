@@ -66,10 +66,12 @@ def math500(path: str | None = None, **options) -> FileTask:
 def gsm8k(path: str | None = None, **options) -> FileTask:
     """GSM8K: "answer" is the worked solution ending in "#### <number>" (the math reward reads past ####)."""
     check_options("gsm8k", options)
-    if path is not None or "train" in options or "test" in options:
+    if path is not None:
         return FileTask(path, name="gsm8k", **options)
-    options = {"config": "main", **options}
-    return FileTask(train="openai/gsm8k", test=shipped("gsm8k"), name="gsm8k", **options)
+    # a local train file (task.options.train=gsm8k/train.jsonl) keeps the shipped test split, and the reverse
+    options = {"train": "openai/gsm8k", "config": "main", **options}
+    options.setdefault("test", shipped("gsm8k"))
+    return FileTask(name="gsm8k", **options)
 
 
 class HubBenchmark(FileTask):
