@@ -80,6 +80,12 @@ def jobs(a) -> dict[str, list[str]]:
         )
         r1 = [*AHA, "pipeline", "r1", str(CFG / R1_RECIPE[a.task]), *common(s)]
         got[f"r1-s{s}"] = [*r1, f"out={out / f'r1-s{s}'}", *small]
+    if (
+        a.gib
+    ):  # jobs share one GPU: each RL stage plans its memory within its share, not the whole device
+        for name, argv in got.items():
+            stages = ("rl",) if name.startswith("zero") else ("rl", "rl2")
+            argv += [f"{st}.memory.max_memory_gib={a.gib}" for st in stages]
     kinds = set(a.kinds.split(","))
     return {name: argv for name, argv in got.items() if name.rsplit("-s", 1)[0] in kinds}
 
@@ -195,6 +201,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=9, help="jobs at once")
     ap.add_argument("--task", choices=sorted(R1_RECIPE), default="arithmetic")
     ap.add_argument("--kinds", default="zero,zero-tag,r1", help="which jobs, a comma list")
+    ap.add_argument("--gib", type=float, default=None, help="each RL stage's memory.max_memory_gib")
     ap.add_argument("--toy", action="store_true", help="a few-step smoke run (CPU)")
     ap.add_argument("--set", nargs="*", default=[], help="overrides for every pipeline, key=value")
     a = ap.parse_args()

@@ -179,7 +179,9 @@ def test_wandb_resumes_the_same_run_and_logs_sample_tables(tmp_path, fake_wandb)
     assert any("reward/mean" in d for _, d in run.logged)
     train(load_config(TrainConfig, None, [*TINY, *extra, "steps=2", "resume=true"]))
     assert fake_wandb[1].id == run.id  # the same W&B run continues
-    train(load_config(TrainConfig, None, [*TINY, *extra, "steps=1", "overwrite=true"]))  # a fresh run: a new W&B run
+    train(
+        load_config(TrainConfig, None, [*TINY, *extra, "steps=1", "overwrite=true"])
+    )  # a fresh run: a new W&B run
     assert fake_wandb[2].id != run.id
     assert (tmp_path / "wandb_run_id").read_text() == fake_wandb[2].id
 
