@@ -91,8 +91,8 @@ def test_shipped_configs_load(name):
     cls = {"sft.yaml": SFTConfig, "sample.yaml": SampleConfig}.get(name, TrainConfig)
     if name.startswith(
         "pipeline_"
-    ):  # pipeline_<name>[_<model>].yaml, e.g. pipeline_r1_zero_smollm2.yaml
-        kind = name[len("pipeline_") : -len(".yaml")].removesuffix("_smollm2").replace("_", "-")
+    ):  # pipeline_<name>[_<model>[_<task>]].yaml, e.g. pipeline_r1_zero_smollm2.yaml
+        kind = name[len("pipeline_") : -len(".yaml")].split("_smollm2")[0].replace("_", "-")
         cls = get_pipeline(kind)[0]
     load_config(cls, CONFIGS / name)
 
