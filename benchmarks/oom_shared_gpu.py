@@ -51,6 +51,10 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
+    if not torch.cuda.is_available():
+        raise SystemExit(
+            "oom_shared_gpu.py needs a CUDA device (tests/test_oom.py is the CPU version)"
+        )
     import aha.train.update as update_module
     from aha.cli import main as aha
     from aha.train.grpo import GRPOTrainer
