@@ -30,8 +30,9 @@ MANIFEST = "manifest.json"
 
 
 class StageInterrupted(RuntimeError):
-    """A stage stopped before its end (Ctrl-C / SIGTERM, or the non-finite guard): no manifest is written;
-    rerun to resume it. `code` is the exit code the command ends with (130 Ctrl-C, 143 SIGTERM, 1 guard)."""
+    """A stage stopped before its end (Ctrl-C / SIGTERM, the non-finite guard, out of GPU memory): no manifest
+    is written; rerun to resume it. `code` is the exit code the command ends with (130 Ctrl-C, 143 SIGTERM,
+    1 guard, 75 out of memory)."""
 
     def __init__(self, message: str, code: int = 130):
         super().__init__(message)

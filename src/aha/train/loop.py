@@ -9,8 +9,9 @@ the stop decision is agreed across ranks so none is left waiting in a collective
 
 A run must not lose or poison its data (issue 17): a step the trainer skipped for non-finite values is counted
 and too many in a row stop the run (train/guard.py); no checkpoint is written from a NaN/inf state; a run that
-stops early says why and returns a non-zero `exit_code` (128 + signal, 1 for the guard); on resume the logs
-are cut back to the checkpoint's step, or emptied when there is none (train/run_dir.py).
+stops early says why and returns a non-zero `exit_code` (128 + signal, 1 for the guard, 75 when the GPU ran out
+of memory: train/oom.py); on resume the logs are cut back to the checkpoint's step, or emptied when there is none
+(train/run_dir.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 from ..config import to_dict
@@ -29,6 +31,7 @@ from . import checkpoint as ckpt
 from .dist import Dist
 from .guard import SkipCounter, state_is_finite
 from .metrics import MetricsLog, NullLog, console_line
+from .oom import OOM_EXIT, OOMGuard
 from .run_dir import clear_run, truncate_jsonl
 
 
@@ -73,6 +76,7 @@ class TrainLoop:
         self.skips = SkipCounter(
             cfg.optim.max_skipped_steps
         )  # the non-finite guard (train/guard.py)
+        self.oom = OOMGuard()  # out of GPU memory: what ran out, what was saved (train/oom.py)
 
     def print(self, *args) -> None:
         """A line on the main rank; through tqdm so that it does not break the progress bar."""
@@ -186,9 +190,17 @@ class TrainLoop:
                     self.print(f"resume: the config changed since the run started: {changed}")
             config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.maybe_resume()
+        self.oom.watch([opt for _, opt in self.guarded()])
         if self.step == 0 and cfg.eval.enabled:
             # the model before training: the first point of the held-out curve and the report's "before"
-            metrics = self.evaluate()
+            try:
+                metrics = self.evaluate()
+            except torch.OutOfMemoryError as e:
+                self.stop_reason = "oom"
+                self.oom.note(e, "evaluation", 0)
+            if self.stop_reason == "oom":  # outside the except: the error's frames are freed by now
+                self.oom.save(self, None, 0)
+                return self.summary(0.0)
             self.log.log(metrics, 0)
             self.print(console_line(0, cfg.steps, metrics))
         old_handlers = {
@@ -203,12 +215,13 @@ class TrainLoop:
             desc=self.name,
             leave=False,
         )
-        saved_step, step_start = self.step, None
+        saved_step, step_start, unlogged, phase = self.step, None, None, "step"
         t_start = time.perf_counter()
         try:
             while self.step < cfg.steps and not self.dist.max_int(int(self.stop_requested)):
                 # State at the start of the step: what a checkpoint must hold if this step dies half-way.
                 step_start = (ckpt.rng_state(), self.stream.position)
+                self.oom.moved, phase = False, "step"
                 metrics = self.train_step(self.step + 1)
                 step_start = None
                 self.step += 1
@@ -216,8 +229,10 @@ class TrainLoop:
                 if cfg.eval.enabled and (
                     (lg.eval_every and self.step % lg.eval_every == 0) or self.step == cfg.steps
                 ):
+                    unlogged, phase = metrics, "evaluation"  # an OOM here still logs the step
                     metrics.update(self.evaluate())
                 self.log.log(metrics, self.step)
+                unlogged, phase = None, "a checkpoint save"
                 bar.update(1)
                 if lg.log_every and self.step % lg.log_every == 0 and self.dist.is_main:
                     bar.write(console_line(self.step, cfg.steps, metrics))
@@ -230,12 +245,20 @@ class TrainLoop:
                     saved_step = self.step
         except KeyboardInterrupt:  # a second Ctrl-C: saved below, as after the last complete step
             self.stop_reason = "SIGINT"
+        except torch.OutOfMemoryError as e:  # saved below, as after a second Ctrl-C (train/oom.py)
+            self.stop_reason = "oom"
+            self.oom.note(e, phase, self.step + (step_start is not None))
+            if unlogged is not None:
+                self.log.log(unlogged, self.step)
         finally:
             bar.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
             failed = sys.exc_info()[0] is not None
-            if failed and self.dist.enabled:
+            if self.oom.report is not None:
+                self.oom.save(self, step_start, saved_step)
+                self.stop_reason = "oom"  # a refused non-finite save does not change why it stopped
+            elif failed and self.dist.enabled:
                 # Saving is collective: with one rank failing, the others would wait forever.
                 self.print(
                     f"not saving: a rank failed under torchrun; resume from step {saved_step}"
@@ -275,6 +298,13 @@ class TrainLoop:
                 f"stopped at step {n}/{total}: {self.skips.in_a_row} steps in a row were skipped "
                 f"({self.skips.last}); {self.nonfinite_hint}, then resume with resume=true"
             )
+        elif why == "oom":
+            code = OOM_EXIT
+            line = self.oom.line(self.cfg, total)
+            if self.dist.is_main:
+                self.print(line)
+            else:  # the rank that ran out may not be the one that prints
+                print(f"rank {self.dist.rank}: {line}", file=sys.stderr, flush=True)
         elif why == "non-finite":
             code = 1
             self.print(

@@ -7,7 +7,8 @@ Bytes, for P parameters stored in b bytes (2 for bf16), P_t of them trained (all
     fp32 master  4 * P_t when the trained weights are bf16/fp16 and optim.name=adamw (AdamWMaster, train/optim.py)
     optimizer    adamw: 8 * P_t (exp_avg, exp_avg_sq in fp32); adamw_8bit: 2 * P_t (torchao, bf16 weights
                  rounded stochastically, no master); adamw_cpu_offload: 0 (master and moments in host memory)
-    gradients    P_t * (the trained weights' element size); they stay allocated from one update to the next
+    gradients    P_t * (the trained weights' element size); freed right after each optimizer step (not held
+                 through the rollout), but counted throughout: they coexist with a KV cache kept for the update
     reference    P * b when the KL term needs a frozen copy (beta > 0 without LoRA; with LoRA the adapters are
                  switched off instead); PPO's critic: its decoder's weights, gradients and AdamW state
     engine       KV cache: 2 * layers * kv_heads * head_dim * b per token, for every sequence of the step

@@ -5,6 +5,10 @@ before any weight is loaded, when the run cannot fit. The arithmetic is in aha.t
 On a GPU the plan runs unless memory.plan=off; on the CPU only when memory.max_memory_gib is set (host RAM is
 rarely what limits a CPU run, and the tiny CPU models fit anywhere). Without a plan the null keys take their
 plain defaults: no checkpointing, no token budget, no engine release.
+
+The free memory is read once, at start: runs that start together on one GPU all see it whole. When other
+processes already hold some of it, the breakdown says how much; several runs on one GPU should each be given
+memory.max_memory_gib (an OOM later stops a run cleanly all the same: train/oom.py).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from .memory import GIB, ModelShape, RunSpec
 from .memory_plan import HEADROOM, Plan, make_plan
 
 DENSE = ("qwen2", "qwen3", "llama", "mistral")  # closed-form parameter count (shape_from_config)
+# Below this, what the GPU shows in use beyond this process's torch allocations is taken for its own CUDA
+# context (about 0.5 GiB on an H200), not for another process.
+OTHERS_MIN = GIB
 
 
 def shape_from_config(config) -> ModelShape:
@@ -71,6 +78,16 @@ def device_limit(device: torch.device, max_memory_gib: float | None) -> tuple[in
     if asked is not None and asked <= free:
         return asked, "memory.max_memory_gib"
     return free, f"free on {torch.cuda.get_device_name(device)}"
+
+
+def held_by_others(device: torch.device) -> int:
+    """Bytes of the GPU that other processes hold now: total - free - what this process's torch has reserved
+    (0 on the CPU, and below OTHERS_MIN)."""
+    if device.type != "cuda":
+        return 0
+    free, total = torch.cuda.mem_get_info(device)
+    held = total - free - torch.cuda.memory_reserved(device)
+    return held if held >= OTHERS_MIN else 0
 
 
 def run_spec(cfg, world: int, dtype_bytes: int, critic: ModelShape | None) -> RunSpec:
@@ -150,9 +167,11 @@ def _plan(cfg, shape, world, device, limit, source, echo) -> Plan:
         micro_batch_tokens=cfg.batch.micro_batch_tokens,
         engine_release=cfg.engine_release,
     )
+    others = held_by_others(device)
     if not plan.fits:
-        raise ConfigError("memory", _does_not_fit(cfg, plan, run, source))
-    echo(table(plan, run, shape, source))
+        held = f"; other processes hold {others / GIB:.1f} GiB" if others else ""
+        raise ConfigError("memory", _does_not_fit(cfg, plan, run, source + held))
+    echo(table(plan, run, shape, source, others))
     return plan
 
 
@@ -183,7 +202,7 @@ def _does_not_fit(cfg, plan: Plan, run: RunSpec, source: str) -> str:
     if cfg.batch.micro_batch_tokens is not None:
         keys.append("batch.micro_batch_tokens=null (the plan's budget)")
     keys += ["sampling.max_new_tokens", "batch.prompts_per_step"]
-    if source == "memory.max_memory_gib":
+    if source.startswith("memory.max_memory_gib"):
         keys.append("memory.max_memory_gib")
     return (
         f"this run needs at least {least.total / GIB:.1f} GiB ({what}) but the plan may use "
@@ -192,8 +211,8 @@ def _does_not_fit(cfg, plan: Plan, run: RunSpec, source: str) -> str:
     )
 
 
-def table(plan: Plan, run: RunSpec, shape: ModelShape, source: str) -> str:
-    """The short breakdown printed at start."""
+def table(plan: Plan, run: RunSpec, shape: ModelShape, source: str, others: int = 0) -> str:
+    """The short breakdown printed at start; `others`: bytes other processes held on the GPU at start."""
     bd, g = plan.breakdown, lambda x: f"{x / GIB:8.2f}" if x else "       -"
     kv_tok = shape.kv_bytes_per_token(run.dtype_bytes)
     opt = {
@@ -227,6 +246,12 @@ def table(plan: Plan, run: RunSpec, shape: ModelShape, source: str) -> str:
         + (f"; host memory {bd.host / GIB:.1f} GiB" if bd.host else "")
     ]
     lines += [f"  {k:<17}{g(v)}  {note}".rstrip() for k, v, note in rows]
+    if others:
+        lines.append(
+            f"  {'other processes':<17}{g(others)}  held on this GPU at start; several runs on one GPU: "
+            "give each "
+            "memory.max_memory_gib"
+        )
     lines.append(
         f"  chosen: model.gradient_checkpointing={str(plan.checkpointing).lower()} "
         f"batch.micro_batch_tokens={plan.micro_batch_tokens} "
