@@ -30,3 +30,35 @@ def test_generic_leaf_names_are_not_guessed_as_verl_names():
     # `n` is verl's rollout.n, but a bare `n` (or `path`) is too generic to name a key from
     with pytest.raises(ConfigError, match="unknown key; valid keys here"):
         load_config(TrainConfig, None, ["n=4"])
+
+
+def test_a_missing_local_model_path_is_named_before_any_model_loads(tmp_path, monkeypatch):
+    # A checkpoint path with a typo (runs/x/checkpoints/step-9) was sent to the hub as a repo id:
+    # "Repo id must be in the form ...", after torch's import (offline: a minute of retries).
+    from aha.eval.run import EvalConfig
+    from aha.preflight import preflight
+
+    monkeypatch.chdir(tmp_path)
+    for path in ("runs/x/checkpoints/step-000009", "./ckpt", str(tmp_path / "m"), "m.gguf"):
+        cfg = load_config(TrainConfig, None, [f"model.path={path}", "task.name=chain"])
+        with pytest.raises(ConfigError, match="does not exist") as e:
+            preflight("train", cfg)
+        assert e.value.key == "model.path" and "\n" not in str(e.value)
+    (tmp_path / "runs/x/checkpoints/step-000009").mkdir(parents=True)
+    for path in ("runs/x/checkpoints/step-000009", "tiny-base", "tiny-random", "Qwen/Qwen2.5-0.5B"):
+        preflight(
+            "train", load_config(TrainConfig, None, [f"model.path={path}", "task.name=chain"])
+        )
+    # a served model's name (aha eval --endpoint URL --model NAME) is the server's, not a path here
+    cfg = load_config(EvalConfig, None, ["model.path=/srv/models/x", "task.name=chain"])
+    cfg.engine = "openai"
+    preflight("eval", cfg)
+
+
+def test_load_model_names_a_missing_nested_path_not_a_bad_repo_id(tmp_path, monkeypatch):
+    from aha.models.errors import ModelLoadError
+    from aha.models.load import load_model
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match=r"model path 'runs/a/step-1' does not exist"):
+        load_model("runs/a/step-1")
