@@ -62,3 +62,17 @@ def test_load_model_names_a_missing_nested_path_not_a_bad_repo_id(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelLoadError, match=r"model path 'runs/a/step-1' does not exist"):
         load_model("runs/a/step-1")
+
+
+def test_recipes_prints_a_recipe_by_the_name_its_listing_shows(capsys):
+    # the listing shows `aha pipeline r1-zero r1-zero`; `aha recipes r1-zero > my.yaml` was a usage error
+    from aha.cli import main
+    from aha.recipes import recipes
+
+    shipped = recipes()
+    for name, recipe in shipped.items():
+        assert main(["recipes", recipe.config_arg]) == 0, name
+        assert capsys.readouterr().out == recipe.path.read_text()
+    assert main(["recipes", "pipeline_r1_zero"]) == 0
+    assert capsys.readouterr().out == shipped["pipeline_r1_zero"].path.read_text()
+    assert main(["recipes", "nope"]) == 2
