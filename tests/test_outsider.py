@@ -93,3 +93,22 @@ def test_every_key_of_every_command_has_a_meaning():
         for c, cls in classes.items()
     }
     assert not {c: k for c, k in bare.items() if k}
+
+
+def test_aha_eval_of_another_task_or_model_does_not_overwrite_the_last_one():
+    # README's benchmark block runs `aha eval --task math500` then `--task gsm8k`: both wrote runs/eval
+    from aha.eval.run import EvalConfig
+
+    def out(*overrides):
+        return load_config(EvalConfig, None, list(overrides)).out
+
+    a = out("model.path=tiny-base", "task.name=math500")
+    assert a == "runs/eval/tiny-base-math500"
+    assert out("model.path=tiny-base", "task.name=gsm8k") != a
+    assert out("model.path=runs/grpo/checkpoints/step-000060/", "task.name=gsm8k") == (
+        "runs/eval/step-000060-gsm8k"
+    )
+    assert out("model.path=~/m/SmolLM2 135M.Q4_1.gguf", "task.name=gsm8k") == (
+        "runs/eval/SmolLM2_135M.Q4_1-gsm8k"
+    )
+    assert out("model.path=tiny-base", "task.name=gsm8k", "out=mine") == "mine"
