@@ -112,3 +112,12 @@ def test_aha_eval_of_another_task_or_model_does_not_overwrite_the_last_one():
         "runs/eval/SmolLM2_135M.Q4_1-gsm8k"
     )
     assert out("model.path=tiny-base", "task.name=gsm8k", "out=mine") == "mine"
+
+
+def test_a_micro_batch_larger_than_the_step_is_the_whole_step():
+    # `aha train grpo steps=1 batch.prompts_per_step=2 sampling.group_size=2` stopped: "4 sequences do not
+    # split into micro-batches of 32"; a micro-batch of 32 out of 4 sequences is just the 4
+    cfg = load_config(TrainConfig, None, ["batch.prompts_per_step=2", "sampling.group_size=2"])
+    assert cfg.batch.micro_batch_size == 4
+    with pytest.raises(ConfigError, match="do not split into micro-batches of 5"):
+        load_config(TrainConfig, None, ["batch.prompts_per_step=8", "batch.micro_batch_size=5"])

@@ -134,7 +134,8 @@ class OptimConfig:
 class BatchConfig:
     # distinct prompts per RL step; the batch is prompts_per_step * G sequences
     prompts_per_step: int = 8
-    micro_batch_size: int = 16  # sequences per forward/backward; must divide prompts_per_step * G
+    # sequences per forward/backward; must divide prompts_per_step * G (a larger one is that product)
+    micro_batch_size: int = 16
     # > 0: also split micro-batches so padded tokens stay under this budget; 0: none; null: the memory plan's
     micro_batch_tokens: int | None = None
     # Training forward: compute each distinct prompt of a micro-batch once and its completions against its KV cache
@@ -269,6 +270,10 @@ class TrainConfig:
                 f"GRPO needs >= 2 samples per prompt for a group baseline, got {G}; "
                 "set e.g. sampling.group_size=8",
             )
+        if (
+            M > P * G
+        ):  # a micro-batch larger than the step's batch is the whole batch (small test runs)
+            M = self.batch.micro_batch_size = P * G
         check(
             (P * G) % M == 0,
             "batch.micro_batch_size",
