@@ -29,8 +29,8 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUILTIN = {"tiny-base": ASSETS / "tiny-base", "tiny-recheck": ASSETS / "tiny-recheck"}
 # How each was made: (recipe, the directory `aha pretrain RECIPE` writes)
 RECIPES = {
-    "tiny-base": ("pretrain", "runs/pretrain/tiny-base"),
-    "tiny-recheck": ("pretrain_recheck", "runs/pretrain/tiny-recheck"),
+    "tiny-base": ("configs/pretrain.yaml", "runs/pretrain/tiny-base"),
+    "tiny-recheck": ("configs/pretrain_recheck.yaml", "runs/pretrain/tiny-recheck"),
 }
 
 
