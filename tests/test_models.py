@@ -54,7 +54,7 @@ def test_lora_checkpoint_is_a_merged_loadable_model(tmp_path):
 
 
 def test_missing_or_bad_paths_are_one_line_errors(tmp_path):
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match="does not exist"):
         load_model(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="no config.json"):

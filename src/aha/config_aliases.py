@@ -167,11 +167,22 @@ def flatten(value, prefix: str) -> list[str]:
 
 
 def lookup(relative_paths: list[str]) -> tuple[str, str, str] | None:
-    """The first alias among candidate foreign paths -> (foreign key, aha key, note)."""
+    """The first alias among candidate foreign paths -> (foreign key, aha key, note).
+
+    A path matches an alias written in full, by its last part (TRL's flat names), or as the tail of a nested
+    verl name (`kl_loss_coef` or `actor.kl_loss_coef` for `actor_rollout_ref.actor.kl_loss_coef`): users
+    quote verl's leaf names without their section. Tails are matched only when the last part is a
+    distinctive snake_case name, so generic leaves (`n`, `lr`, `path`, `enable`) are not guessed at."""
     for path in relative_paths:
-        for cand in (path, path.rsplit(".", 1)[-1]):
+        last = path.rsplit(".", 1)[-1]
+        for cand in (path, last):
             if cand in ALIASES:
                 return (path, *ALIASES[cand])
+        if "_" in last:
+            for tail in (path, last):
+                hit = next((k for k in ALIASES if k.endswith("." + tail)), None)
+                if hit is not None:
+                    return (path, *ALIASES[hit])
     return None
 
 

@@ -9,6 +9,8 @@ can be known without the model is checked here, first, each failure one line (ex
                   bytes that are not UTF-8 (file and row named), empty files, rows over task.options.max_row_mb
     rewards       every reward name resolves, `module:function` ones import (RL stages, sample's verifier)
     SFT data      every data.path source reads, and each row is in a format SFT takes
+    model paths   a model path meant as a local one (./x, /x, ~/x, a/b/c, x.gguf) exists: a checkpoint path
+                  with a typo was a transformers "Repo id must be in the form ..." after torch's import
     out           can be written: it is, or its nearest existing parent is, a writable directory (nothing is
                   created here)
 
@@ -29,6 +31,7 @@ from .config import ConfigError
 def preflight(command: str, cfg) -> None:
     """Raise ConfigError (a name or a path in the config) or aha.data.read.DataError (the data) on the
     first problem found; return None when the command can start."""
+    check_model_paths(cfg)
     task = getattr(cfg, "task", None)
     built = check_task(task) if task is not None else None  # names first: cheap, then out=
     sft_data = []
@@ -47,6 +50,29 @@ def preflight(command: str, cfg) -> None:
         read_splits(built, task.name, splits(command, cfg))
     for node, at in sft_data:
         check_sft_data(node, at)
+
+
+def check_model_paths(cfg) -> None:
+    """The models a command or pipeline starts from (model / model.path, a distillation's teacher and
+    student) exist when they name local paths. A served model (engine=openai) is a name on the server's
+    side, so it is not looked for here."""
+    from .models.errors import missing_local_path
+
+    served = getattr(cfg, "engine", None) == "openai"
+    sample = getattr(cfg, "sample", None)
+    for key in ("model", "teacher", "student"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, str):
+            if key == "teacher" and getattr(sample, "engine", None) == "openai":
+                continue
+            at, path = key, value
+        elif hasattr(value, "path") and not served:
+            at, path = f"{key}.path", value.path
+        else:
+            continue
+        message = missing_local_path(path) if path else None
+        if message is not None:
+            raise ConfigError(at, message)
 
 
 def splits(command: str, cfg) -> list[str]:

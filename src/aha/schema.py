@@ -26,8 +26,9 @@ EVAL_TEMPERATURE, EVAL_TOP_P = 0.6, 0.95  # the R1 paper's evaluation sampling (
 @dataclass
 class LoraConfig:
     r: int = 0  # 0 = full fine-tuning
-    alpha: int = 16
-    dropout: float = 0.0
+    alpha: int = 16  # LoRA scaling: the update is scaled by alpha / r
+    dropout: float = 0.0  # dropout on the LoRA branch's input
+    # the linear layers that get adapters
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
     )
@@ -47,7 +48,7 @@ class ModelConfig:
         None  # training only; null: the memory plan decides (off without)
     )
     lora: LoraConfig = field(default_factory=LoraConfig)  # training only
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # run the model repository's own Python code (transformers)
     # CPU threads of torch's intra-op pool (torch.set_num_threads); null = torch's default (all cores). On a
     # shared or busy machine fewer threads can be faster (README, "Threads")
     threads: int | None = None
@@ -148,7 +149,7 @@ class TaskConfig:
 @dataclass
 class SamplingConfig:
     temperature: float = 1.0  # 0 = greedy
-    top_p: float = 1.0
+    top_p: float = 1.0  # nucleus sampling: the smallest token set with this mass; 1 = off
     top_k: int = 0  # 0 = off
     # new tokens per completion; null (training's held-out evaluation only) = the run's sampling.max_new_tokens
     max_new_tokens: int | None = 256
@@ -158,6 +159,7 @@ class SamplingConfig:
     # the raw r1-zero template. A stop string cut from the text is not seen by the rewards: to stop at
     # "</answer>" and still pay the format reward, set include_stop_str_in_output.
     stop: list[str] = field(default_factory=list)
+    # keep the stop string that ended a completion in its text
     include_stop_str_in_output: bool = False
 
     def __post_init__(self):

@@ -51,13 +51,13 @@ from .phrases import (
 
 @dataclass
 class CorpusConfig:
-    n_docs: int = 150_000
-    seed: int = 0
+    n_docs: int = 150_000  # documents generated
+    seed: int = 0  # the corpus's own random stream
     min_terms: int = 2  # corpus problems have min..max numbers; the demo's held-out ones 3..5
-    max_terms: int = 5
+    max_terms: int = 5  # see min_terms
     mix_drill: float = 0.25  # document-kind weights (normalised)
-    mix_plain: float = 0.30
-    mix_tagged: float = 0.45
+    mix_plain: float = 0.30  # plain: a problem in a Q/A or dialogue layout, no tags
+    mix_tagged: float = 0.45  # tagged: an instruction naming the answer's tags
     p_steps: float = 0.25  # a tagged solution writes its steps (else a direct answer): sets the
     # base model's step rate under the R1-Zero template (measured 0.255)
     # a plain solution writes its steps: practice at copying and stepping

@@ -12,13 +12,13 @@ from .corpus import CorpusConfig
 
 @dataclass
 class ModelDims:
-    hidden_size: int = 192
-    num_layers: int = 4
-    num_heads: int = 6
-    num_kv_heads: int = 2
-    intermediate_size: int = 512
-    max_position_embeddings: int = 512
-    rope_theta: float = 10000.0
+    hidden_size: int = 192  # model width
+    num_layers: int = 4  # transformer blocks
+    num_heads: int = 6  # attention heads (divides hidden_size)
+    num_kv_heads: int = 2  # key/value heads (grouped-query attention)
+    intermediate_size: int = 512  # MLP width
+    max_position_embeddings: int = 512  # the context the model is saved with
+    rope_theta: float = 10000.0  # RoPE base
 
     def __post_init__(self):
         for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):
@@ -37,15 +37,15 @@ class ModelDims:
 
 @dataclass
 class OptimSchedule:
-    steps: int = 1500
+    steps: int = 1500  # optimizer steps
     batch_size: int = 32  # rows of seq_len tokens per step
-    seq_len: int = 256
-    lr: float = 3e-3
+    seq_len: int = 256  # tokens per row (documents are packed)
+    lr: float = 3e-3  # peak learning rate (AdamW, cosine after warmup)
     min_lr: float = 3e-4  # cosine floor
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
+    warmup_steps: int = 100  # linear warmup, in steps
+    weight_decay: float = 0.1  # AdamW's decoupled weight decay
+    beta1: float = 0.9  # AdamW's beta1
+    beta2: float = 0.95  # AdamW's beta2
     grad_clip: float = 1.0  # 0 = off
 
     def __post_init__(self):
@@ -69,16 +69,16 @@ class PretrainConfig:
     model: ModelDims = field(default_factory=ModelDims)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     optim: OptimSchedule = field(default_factory=OptimSchedule)
-    vocab_size: int = 1024
+    vocab_size: int = 1024  # tokens: 256 bytes + pad + eos + the corpus's most frequent words
     seed: int = 0  # weight init and batch order (the corpus has its own corpus.seed)
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
     # autocast compute dtype; master weights stay fp32
     dtype: Literal["float32", "bfloat16"] = "bfloat16"
-    save_dtype: Literal["float32", "bfloat16"] = "float32"
+    save_dtype: Literal["float32", "bfloat16"] = "float32"  # dtype of the saved weights
     threads: int = 0  # torch CPU threads, 0 = torch's default
     compile: bool = False  # torch.compile the model
-    log_every: int = 50
-    out_dir: str = "runs/pretrain/tiny-base"
+    log_every: int = 50  # a loss line every N steps
+    out_dir: str = "runs/pretrain/tiny-base"  # the saved Hugging Face model directory
 
     def __post_init__(self):
         check(

@@ -16,6 +16,7 @@ openai; only the tokenizer is loaded here, from --tokenizer or the model name).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -44,7 +45,9 @@ class EvalConfig(HeldOutConfig):
     openai: OpenAIConfig = field(
         default_factory=OpenAIConfig
     )  # engine=openai: the client's settings
-    out: str = "runs/eval"  # results.json, samples.jsonl, config.yaml, report/ go here
+    # results.json, samples.jsonl, config.yaml, report/ go here; null: runs/eval/MODEL-TASK (MODEL: the model
+    # path's last part), so that evaluating another task or model does not overwrite the last one
+    out: str | None = None
     report: bool = True  # also write OUT/report/index.html
 
     def __post_init__(self):
@@ -77,6 +80,8 @@ class EvalConfig(HeldOutConfig):
             self.engine, self.openai.base_url = "openai", self.endpoint
         if self.engine == "openai":
             self.openai.model = self.openai.model or self.model.path
+        if self.out is None:
+            self.out = default_out(self.model.path, self.task.name)
         check(
             bool(str(self.out).strip()),
             "out",
@@ -86,6 +91,13 @@ class EvalConfig(HeldOutConfig):
         check(self.sampling.seed is not None, "sampling.seed", "give an integer seed, e.g. 0")
         self.model.check_inference("eval")
         self.task.split = self.task.split or "test"
+
+
+def default_out(model: str, task: str) -> str:
+    """runs/eval/MODEL-TASK: the model path's last part (step-000060, Qwen2.5-Math-1.5B), path-safe."""
+    name = model.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+    name = name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
+    return f"runs/eval/{re.sub(r'[^A-Za-z0-9._-]+', '_', f'{name}-{task}')}"
 
 
 def build_engine(cfg: EvalConfig, log=print):

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .compat import dtype_kwarg
-from .errors import ModelLoadError
+from .errors import ModelLoadError, looks_local, missing_local_path
 from .gguf import load_gguf
 from .tiny import char_tokenizer, tiny_model
 from .tokenizer import ensure_pad_token, is_gguf, load_tokenizer, require_gguf
@@ -79,8 +79,10 @@ def load_model(
                 f"built-in model '{path}' is missing from this install ({src}); reinstall aha-rl, or "
                 f"run `aha pretrain {recipe}` and pass model.path={out}"
             )
-        looks_local = str(src).startswith((".", "/", "~")) or Path(src).exists()
-        if looks_local and not (Path(src).expanduser() / "config.json").is_file():
+        missing = missing_local_path(str(src))
+        if missing is not None:
+            raise ModelLoadError(missing)
+        if looks_local(str(src)) and not (Path(src).expanduser() / "config.json").is_file():
             raise ModelLoadError(
                 f"model path '{src}' has no config.json; pass a Hugging Face model directory "
                 "(saved with save_pretrained) or a hub id"

@@ -43,15 +43,15 @@ class DistillPipelineConfig:
     teacher: str = ""  # the teacher model (with sample.engine=openai: its tokenizer)
     train_teacher: bool = False  # RL-train the teacher first with teacher_rl
     teacher_rl: TrainConfig = field(default_factory=TrainConfig)
-    student: str = "tiny-base"
+    student: str = "tiny-base"  # the student model (fine-tuned on the teacher's traces)
     task: TaskConfig = field(default_factory=TaskConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)  # data.path is set by the pipeline
     rl_baseline: bool = False  # also RL-train the student alone with student_rl
     student_rl: TrainConfig = field(default_factory=TrainConfig)
     eval: StageEvalConfig = eval_section()
-    seed: int = 0
-    out: str = "runs/distill"
+    seed: int = 0  # every stage's seed
+    out: str = "runs/distill"  # the pipeline directory: a subdirectory and manifest per stage
 
     def __post_init__(self):
         check_task(self.task)

@@ -54,14 +54,15 @@ class R1PipelineConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)  # data.path is set by the pipeline
     rl2: TrainConfig = field(default_factory=TrainConfig)
+    # the model the second SFT starts from (R1: base)
     sft_init: Literal["base", "cold_start", "rl"] = "base"
-    sft_include_cold_start: bool = True
+    sft_include_cold_start: bool = True  # the second SFT also trains on the cold-start rows
     cold_start_rows: int = (
         0  # > 0: write this many program-written cold-start rows (see the docstring)
     )
     eval: StageEvalConfig = eval_section()
-    seed: int = 0
-    out: str = "runs/r1"
+    seed: int = 0  # every stage's seed
+    out: str = "runs/r1"  # the pipeline directory: a subdirectory and manifest per stage
 
     def __post_init__(self):
         check_task(self.task)

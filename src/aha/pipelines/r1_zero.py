@@ -28,8 +28,8 @@ class R1ZeroPipelineConfig:
         default_factory=TrainConfig
     )  # model.path, task, seed, out are set by the pipeline
     eval: StageEvalConfig = eval_section()
-    seed: int = 0
-    out: str = "runs/r1-zero"
+    seed: int = 0  # every stage's seed
+    out: str = "runs/r1-zero"  # the pipeline directory: a subdirectory and manifest per stage
 
     def __post_init__(self):
         check_task(self.task)

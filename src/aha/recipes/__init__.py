@@ -157,7 +157,11 @@ def cmd_recipes(args: list[str]) -> int:
         return 0
     shipped = recipes()
     name = args[0][: -len(".yaml")] if args[0].endswith(".yaml") else args[0]
-    if len(args) > 1 or name not in shipped:
+    # the file's name, or the CONFIG word of its run line as the listing shows it (`aha pipeline r1-zero
+    # r1-zero` -> `aha recipes r1-zero`)
+    by_arg = {r.config_arg: r for r in shipped.values() if r.config_arg}
+    recipe = shipped.get(name) or by_arg.get(name)
+    if len(args) > 1 or recipe is None:
         raise UsageError(f"usage: aha recipes [NAME]; recipes: {', '.join(shipped)}")
-    sys.stdout.write(shipped[name].path.read_text())
+    sys.stdout.write(recipe.path.read_text())
     return 0

@@ -11,15 +11,15 @@ from ..schema import ModelConfig, SamplingConfig, TaskConfig
 
 @dataclass
 class OpenAIConfig:
-    base_url: str = "http://127.0.0.1:8000/v1"
+    base_url: str = "http://127.0.0.1:8000/v1"  # the server's OpenAI-compatible API
     model: str = ""  # the served model name
     # chat: use task.template="{prompt}" (bare question)
     api: Literal["completions", "chat"] = "completions"
     api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key ("" = none)
-    concurrency: int = 8
-    timeout: float = 300.0
-    max_retries: int = 5
-    backoff: float = 1.0
+    concurrency: int = 8  # requests in flight at once
+    timeout: float = 300.0  # seconds per request
+    max_retries: int = 5  # retries of a failed request (429, 5xx, connection errors)
+    backoff: float = 1.0  # seconds before the first retry, doubling after each
     send_token_ids: bool = False  # send prompt token ids (vLLM, SGLang, aha serve) instead of text
     vllm_extensions: bool = (
         True  # send top_k / stop_token_ids / return_token_ids (vLLM, not OpenAI)
@@ -30,7 +30,7 @@ class OpenAIConfig:
     extra_body: dict = field(
         default_factory=dict
     )  # more request fields, e.g. {repetition_penalty: 1.05}
-    system: str | None = None
+    system: str | None = None  # system message of api=chat requests
 
     def __post_init__(self):
         from ..rollout.openai_client.engine import OWN_FIELDS
@@ -41,10 +41,10 @@ class OpenAIConfig:
 
 @dataclass
 class FilterConfig:
-    drop_truncated: bool = True
+    drop_truncated: bool = True  # drop completions cut by max_new_tokens
     require_format: bool = True  # one <think> block then one <answer> block (format reward 1)
     language: str | None = "en"  # target language of the reasoning; null = no language filter
-    min_language: float = 0.95
+    min_language: float = 0.95  # least share of the reasoning's letters in `language`
     max_paragraph_chars: int = 2000  # 0 = off
     no_code_blocks: bool = True  # R1 drops code blocks in math reasoning; turn off for code tasks
 
@@ -72,26 +72,27 @@ class SampleConfig:
     model: ModelConfig = field(
         default_factory=ModelConfig
     )  # the sampled model (engine=openai: its tokenizer)
+    # openai: a served model (the openai section)
     engine: Literal["auto", "hf", "fast", "openai"] = "auto"
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     start: int = 0  # first row of the split (task.split: null = train)
-    num_prompts: int = 100
+    num_prompts: int = 100  # prompts of the split sampled, from `start`
     k: int = 8  # samples per prompt
     m: int = 2  # kept per prompt (0 = every accepted, deduplicated sample)
     sampling: SamplingConfig = section(
         SamplingConfig, temperature=0.7, top_p=0.95, max_new_tokens=1024, seed=0
     )
     verifier: str = "accuracy"  # reward name; accuracy = the task's verifier
-    min_reward: float = 1.0
+    min_reward: float = 1.0  # a sample is kept when its verifier reward is at least this
     filters: FilterConfig = field(default_factory=FilterConfig)
-    dedupe: bool = True
-    prefer: Literal["first", "shortest"] = "first"
+    dedupe: bool = True  # drop a prompt's samples whose text repeats (whitespace aside)
+    prefer: Literal["first", "shortest"] = "first"  # which accepted samples fill a prompt's m
     prompts_per_call: int = 16  # prompts per engine.generate call (a resumable chunk)
-    reward_timeout: float = 5.0
-    reward_workers: int = 2
-    out: str = "runs/sample"
-    progress: bool = True
+    reward_timeout: float = 5.0  # seconds per completion for the verifier
+    reward_workers: int = 2  # processes that run the verifier
+    out: str = "runs/sample"  # writes OUT/data.jsonl (SFT rows), stats.json
+    progress: bool = True  # a progress bar
 
     def __post_init__(self):
         check(self.k >= 1, "k", f"samples per prompt must be >= 1, got {self.k}")

@@ -41,8 +41,9 @@ class ServeConfig:
     port: int = 8000  # 0 = any free port (printed)
     api_key: str = ""  # clients must send 'Authorization: Bearer KEY' ("" = $AHA_API_KEY)
     max_model_len: int = 0  # context: prompt + max_tokens (0 = the model's max_position_embeddings)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # bf16 on GPU, fp32 on CPU
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # auto: the fast engine on a GPU, HF generate on the CPU
     engine: Literal["auto", "hf", "fast"] = "auto"
     chat_template: str | None = None  # Jinja string or file, for tokenizers that have none
     batch_window_ms: float = 5.0  # how long a request waits for others to share its engine call
@@ -50,7 +51,7 @@ class ServeConfig:
     max_sequences: int = 256  # completions one request may ask for (prompts x n)
     max_body_mb: float = 32.0  # larger request bodies are refused (413)
     timeout_s: float = 30.0  # deadline for a request's head and body (then closed / 408)
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "warning"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "warning"  # uvicorn's
 
     def __post_init__(self):
         check(0 <= self.port < 65536, "port", f"must be in [0, 65535], got {self.port}")

@@ -20,6 +20,7 @@ CLIP_DEFAULTS = {"ppo_clip": (0.2, 0.2), "gspo": (3e-4, 4e-4)}
 
 @dataclass
 class AlgorithmConfig:
+    # grpo: no critic (group baselines); ppo: a value model (keys below)
     name: Literal["grpo", "ppo"] = "grpo"
     # grpo | dr_grpo | rloo | remax | reinforce++ | reinforce++_baseline | gae; null: grpo, or gae for ppo
     advantage: str | None = None
@@ -34,9 +35,10 @@ class AlgorithmConfig:
     clip_high: float | None = None  # null: 0.2 for ppo_clip, 4e-4 for gspo; DAPO clip-higher: 0.28
     clip_c: float | None = None  # dual clip for negative advantages (e.g. 3.0)
     beta: float = 0.0  # KL(pi || pi_ref) weight in the loss; > 0 loads a reference model
+    # estimator of the beta KL term (k3: R1's, unbiased, low variance)
     kl_kind: Literal["k1", "k2", "k3"] = "k3"
     mu: int = 1  # policy updates per batch; 1 = on-policy (ratio 1, no extra forward)
-    entropy_coef: float = 0.0
+    entropy_coef: float = 0.0  # weight of an entropy bonus in the loss; 0 = off
     # DAPO: drop groups whose rewards are all equal, resample to fill
     dynamic_sampling: bool = False
     # bound on the extra generate calls dynamic sampling may make per step
@@ -47,11 +49,12 @@ class AlgorithmConfig:
     # PPO only (algorithm.name=ppo): the critic, GAE and the KL in the reward (aha.train.ppo)
     gamma: float = 1.0  # discount; 1 = undiscounted episodes (one completion)
     lam: float = 1.0  # GAE lambda: 1 = Monte Carlo returns minus V (0.95 failed on the demo task)
-    whiten_advantages: bool = True
+    whiten_advantages: bool = True  # normalise the batch's advantages to mean 0, std 1
     value_clip: float | None = 0.2  # eps_v of the clipped value loss; null = plain squared error
     value_lr: float | None = None  # critic learning rate; null = optim.lr
     value_model_path: str | None = None  # critic initialisation; null = model.path
     reward_kl_coef: float = 0.0  # c: k1 KL to the reference in the reward (classic RLHF); 0 = off
+    # reward_kl_coef fixed, or adapted towards kl_target
     kl_ctrl: Literal["fixed", "adaptive"] = "fixed"
     kl_target: float | None = None  # adaptive: target mean per-sequence KL (sum of k1 over tokens)
     kl_horizon: float = 10000.0  # adaptive: controller horizon, in samples

@@ -40,16 +40,17 @@ __all__ = [
 class RewardItem:
     # accuracy (the task's verifier) | format | tag | language | code | ... | module:function
     name: str = "accuracy"
-    weight: float = 1.0
+    weight: float = 1.0  # its weight in the summed reward
 
 
 @dataclass
 class RewardsConfig:
+    # the reward functions; a completion's reward is their weighted sum
     funcs: list[RewardItem] = field(
         default_factory=lambda: [RewardItem("accuracy", 1.0), RewardItem("format", 0.5)]
     )
     timeout: float = 5.0  # seconds per completion for expensive verifiers
-    num_workers: int = 2
+    num_workers: int = 2  # processes that score completions in parallel
 
     def __post_init__(self):
         check(
@@ -82,12 +83,12 @@ class RLSamplingConfig(SamplingConfig):
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-6
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.99)
-    eps: float = 1e-8
-    schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = 0
+    lr: float = 1e-6  # peak learning rate (after warmup)
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    betas: tuple[float, float] = (0.9, 0.99)  # AdamW's (beta1, beta2)
+    eps: float = 1e-8  # AdamW's epsilon
+    schedule: Literal["constant", "cosine"] = "constant"  # learning rate after warmup
+    warmup_steps: int = 0  # linear warmup from 0 to lr, in optimizer steps
     min_lr_ratio: float = 0.0  # cosine ends at lr * min_lr_ratio
     max_grad_norm: float = 1.0  # 0 = no clipping
     name: str = "adamw"  # adamw | adamw_8bit (torchao) | adamw_cpu_offload (train/optim.py)
@@ -133,7 +134,8 @@ class OptimConfig:
 class BatchConfig:
     # distinct prompts per RL step; the batch is prompts_per_step * G sequences
     prompts_per_step: int = 8
-    micro_batch_size: int = 16  # sequences per forward/backward; must divide prompts_per_step * G
+    # sequences per forward/backward; must divide prompts_per_step * G (a larger one is that product)
+    micro_batch_size: int = 16
     # > 0: also split micro-batches so padded tokens stay under this budget; 0: none; null: the memory plan's
     micro_batch_tokens: int | None = None
     # Training forward: compute each distinct prompt of a micro-batch once and its completions against its KV cache
@@ -162,12 +164,12 @@ class BatchConfig:
 class RunLoggingConfig:
     """What every training loop logs (RL and SFT): metric lines, the evaluation cadence, sinks."""
 
-    log_every: int = 1
+    log_every: int = 1  # a metrics line (console, metrics.jsonl) every N steps
     # held-out evaluation (the `eval` section) every N steps, and at the last step
     eval_every: int = 0
-    tensorboard: bool = False
-    wandb: bool = False
-    wandb_project: str = "aha"
+    tensorboard: bool = False  # also write OUT/tensorboard (the tensorboard extra)
+    wandb: bool = False  # also log to Weights & Biases (the wandb extra); resumes its run
+    wandb_project: str = "aha"  # the W&B project (the run is named after out=)
     progress: bool = True  # tqdm bar
 
     def __post_init__(self):
@@ -201,7 +203,7 @@ EVAL_RENAMED = {
 @dataclass
 class CheckpointConfig:
     save_every: int = 50  # steps; 0 = only at the end (and on SIGTERM / Ctrl-C)
-    keep_last: int = 2
+    keep_last: int = 2  # checkpoints kept in OUT/checkpoints; older ones are deleted
     save_optimizer: bool = (
         True  # false: weights only (no AdamW state; resuming restarts its moments)
     )
@@ -251,10 +253,10 @@ class TrainConfig:
     # Free the fast engine's KV cache and CUDA graphs before each update: less memory in the update, a new
     # allocation and graph capture every step. null: the memory plan decides (off without one).
     engine_release: bool | None = None
-    steps: int = 100
-    seed: int = 0
-    out: str = "runs/train"
-    resume: bool = False
+    steps: int = 100  # RL steps, each batch.prompts_per_step prompts x sampling.group_size
+    seed: int = 0  # sampling, prompt order and initialisation
+    out: str = "runs/train"  # the run directory: metrics, checkpoints, config, samples
+    resume: bool = False  # continue the run in out= from its latest checkpoint
     # replace the run already in out= (its checkpoints and metrics are deleted first)
     overwrite: bool = False
 
@@ -268,6 +270,10 @@ class TrainConfig:
                 f"GRPO needs >= 2 samples per prompt for a group baseline, got {G}; "
                 "set e.g. sampling.group_size=8",
             )
+        if (
+            M > P * G
+        ):  # a micro-batch larger than the step's batch is the whole batch (small test runs)
+            M = self.batch.micro_batch_size = P * G
         check(
             (P * G) % M == 0,
             "batch.micro_batch_size",

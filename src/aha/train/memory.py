@@ -46,6 +46,7 @@ class MemoryConfig:
     batch.micro_batch_tokens and engine_release where the config leaves them null, and sizes the engine's KV
     cache. On the CPU it runs only when max_memory_gib is given (host RAM is rarely what limits a CPU run)."""
 
+    # auto: size micro-batches, checkpointing, KV cache to memory
     plan: Literal["auto", "off"] = "auto"
     max_memory_gib: float | None = None  # null: the GPU's free memory at start
     # The longest prompt the estimate assumes (the token budget the plan sets bounds longer ones).

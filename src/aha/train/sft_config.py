@@ -24,14 +24,14 @@ class SFTDataConfig:
     path: list[str] = field(default_factory=list)
     split: str = "train"  # for dataset directories and hub ids
     config: str | None = None  # a hub dataset's config name, e.g. main for openai/gsm8k
-    prompt_key: str = "prompt"
-    completion_key: str = "completion"
+    prompt_key: str = "prompt"  # the prompt column of prompt/completion rows
+    completion_key: str = "completion"  # the column trained on (the loss is on it only)
     messages_key: str = "messages"  # chat-format rows
-    question_key: str = "question"
-    # set (r1-zero | chat | plain | "...{prompt}..."): the prompt is rendered from
+    question_key: str = "question"  # the column data.template renders into the prompt
+    # set (r1-zero | chat | plain | "...{prompt}..."): the prompt is rendered from row[question_key], exactly
+    # as the RL stage renders its prompts; null: the row's prompt as is
     template: str | None = None
-    # row[question_key], exactly as the RL stage renders its prompts
-    system: str | None = None
+    system: str | None = None  # system prompt for template=chat
     prefill: str = ""  # e.g. "<think>": then completions start after it
     max_length: int = 1024  # tokens per example (longer ones are cut) and per packed row
     packing: bool = True  # several documents per row, no attention across them
@@ -90,10 +90,10 @@ class SFTConfig:
     )
     engine: Literal["auto", "hf", "fast"] = "auto"  # generation engine of that evaluation
     steps: int = 0  # optimizer steps; 0 = as many as `epochs` passes over the data take
-    epochs: float = 1.0
-    seed: int = 0
-    out: str = "runs/sft"
-    resume: bool = False
+    epochs: float = 1.0  # passes over the data (when steps = 0)
+    seed: int = 0  # data order and held-out sampling
+    out: str = "runs/sft"  # the run directory: metrics, checkpoints, config
+    resume: bool = False  # continue the run in out= from its latest checkpoint
     # replace the run already in out= (its checkpoints and metrics are deleted first)
     overwrite: bool = False
 
