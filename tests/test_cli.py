@@ -127,6 +127,14 @@ def test_every_command_has_help(command, capsys):
         assert not missing, missing
 
 
+def test_aha_help_command_is_the_commands_help(capsys):
+    assert main(["train", "--help", "algorithm"]) == 0
+    want = capsys.readouterr().out
+    assert main(["help", "train", "algorithm"]) == 0
+    assert capsys.readouterr().out == want and "algorithm.beta" in want
+    assert main(["help"]) == 0 and capsys.readouterr().out.startswith("usage: aha <command>")
+
+
 def test_help_reads_types_defaults_and_meanings_from_the_source(capsys):
     docs = {d.key: d for d in keys(TrainConfig)}
     clip = docs["algorithm.clip_high"]

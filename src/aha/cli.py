@@ -287,6 +287,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if (
+        len(argv) > 1 and argv[0] == "help"
+    ):  # `aha help train [PREFIX]` is `aha train --help [PREFIX]`
+        argv = [argv[1], "--help", *argv[2:]]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if argv else 2
