@@ -112,10 +112,7 @@ def build_engine(cfg: EvalConfig, log=print):
         if notice:
             log(notice)
         return make_engine(cfg.engine, model, tok), tok
-    import os
-
     from ..models.load import ModelLoadError
-    from ..rollout.openai_client import OpenAIEngine
     from ..sample.engine import load_tokenizer
 
     name = cfg.tokenizer or cfg.model.path
@@ -127,24 +124,7 @@ def build_engine(cfg: EvalConfig, log=print):
             f"cannot load the tokenizer '{name}' ({first}); pass the served model's tokenizer with "
             "--tokenizer DIR_OR_HUB_ID"
         ) from None
-    o = cfg.openai
-    engine = OpenAIEngine(
-        o.base_url,
-        o.model,
-        tok,
-        api=o.api,
-        api_key=os.environ.get(o.api_key_env) if o.api_key_env else None,
-        concurrency=o.concurrency,
-        timeout=o.timeout,
-        max_retries=o.max_retries,
-        backoff=o.backoff,
-        send_token_ids=o.send_token_ids,
-        vllm_extensions=o.vllm_extensions,
-        logprobs=o.logprobs,
-        extra_body=o.extra_body,
-        system=o.system,
-    )
-    return engine, tok
+    return cfg.openai.engine(tok), tok
 
 
 def run_eval(cfg: EvalConfig, log=print):

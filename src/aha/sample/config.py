@@ -38,6 +38,31 @@ class OpenAIConfig:
         clash = sorted(set(self.extra_body) & set(OWN_FIELDS))
         check(not clash, "extra_body", f"may not set {', '.join(clash)}: sampling.* sets them")
 
+    def engine(self, tokenizer, cache_path=None):
+        """The OpenAIEngine these settings describe (the API key read from `api_key_env`); `cache_path` keeps
+        answered requests so a resumed run does not pay for them twice."""
+        import os
+
+        from ..rollout.openai_client import OpenAIEngine
+
+        return OpenAIEngine(
+            self.base_url,
+            self.model,
+            tokenizer,
+            api=self.api,
+            api_key=os.environ.get(self.api_key_env) if self.api_key_env else None,
+            concurrency=self.concurrency,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            backoff=self.backoff,
+            send_token_ids=self.send_token_ids,
+            vllm_extensions=self.vllm_extensions,
+            logprobs=self.logprobs,
+            extra_body=self.extra_body,
+            system=self.system,
+            cache_path=cache_path,
+        )
+
 
 @dataclass
 class FilterConfig:

@@ -4,7 +4,6 @@ OUT/requests.jsonl so a resumed run does not pay for them twice)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .config import SampleConfig
@@ -24,27 +23,9 @@ def build_engine(cfg: SampleConfig):
         if notice:
             print(notice)
         return make_engine(cfg.engine, model, tok), tok, m.path
-    from ..rollout.openai_client import OpenAIEngine
-
     tok = load_tokenizer(m.path, m.trust_remote_code)
     o = cfg.openai
-    engine = OpenAIEngine(
-        o.base_url,
-        o.model,
-        tok,
-        api=o.api,
-        api_key=os.environ.get(o.api_key_env) if o.api_key_env else None,
-        concurrency=o.concurrency,
-        timeout=o.timeout,
-        max_retries=o.max_retries,
-        backoff=o.backoff,
-        send_token_ids=o.send_token_ids,
-        vllm_extensions=o.vllm_extensions,
-        logprobs=o.logprobs,
-        extra_body=o.extra_body,
-        system=o.system,
-        cache_path=Path(cfg.out) / "requests.jsonl",
-    )
+    engine = o.engine(tok, cache_path=Path(cfg.out) / "requests.jsonl")
     return engine, tok, f"{o.model}@{o.base_url}"
 
 
