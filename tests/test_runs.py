@@ -364,3 +364,35 @@ def test_pipeline_passes_the_exit_code_on(tmp_path, monkeypatch):
         "task.name=arithmetic",
     ]
     assert main(["pipeline", *args]) == 143
+
+
+class Quantized(torch.Tensor):
+    """A stand-in for torchao's OptimState8bit: a wrapper subclass of int8 codes and float scales that runs
+    no torch operation at all (torchao's has no amax/amin: the 7B save with optim.name=adamw_8bit raised)."""
+
+    @staticmethod
+    def __new__(cls, codes, scale):
+        t = torch.Tensor._make_wrapper_subclass(cls, codes.shape, dtype=torch.float32)
+        t.codes, t.scale = codes, scale
+        return t
+
+    def __tensor_flatten__(self):
+        return ["codes", "scale"], None
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        raise NotImplementedError(f"Quantized: {func}")
+
+
+def test_finite_check_reads_quantized_optimizer_state():
+    from types import SimpleNamespace
+
+    from aha.train.dist import Dist
+    from aha.train.guard import state_is_finite
+
+    module = torch.nn.Linear(4, 3)
+    state = Quantized(torch.zeros(12, dtype=torch.int8), torch.ones(2))
+    opt = SimpleNamespace(state={module.weight: {"exp_avg": state, "step": torch.tensor(1.0)}})
+    assert state_is_finite([(module, opt)], Dist())
+    state.scale[1] = float("nan")  # a NaN scale makes its whole block NaN
+    assert not state_is_finite([(module, opt)], Dist())

@@ -37,11 +37,20 @@ def local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if hasattr(t, "to_local") else t
 
 
+def plain_parts(t: torch.Tensor) -> list[torch.Tensor]:
+    """The plain tensors that hold `t`'s values: itself, or the inner tensors of a tensor subclass (torchao's
+    8-bit optimizer state: int8 codes and float scales), which support no reductions and need no dequantized
+    copy to be checked."""
+    if type(t) not in (torch.Tensor, torch.nn.Parameter) and hasattr(t, "__tensor_flatten__"):
+        names, _ = t.__tensor_flatten__()
+        return [p for n in names for p in plain_parts(getattr(t, n))]
+    return [t]
+
+
 def _finite(tensors) -> bool:
     """True if no tensor holds a NaN or an infinity. amax/amin are reductions (no copy the size of a weight)
     and both propagate NaN; one host sync per tensor is nothing next to the save this precedes."""
-    for t in tensors:
-        t = local(t)
+    for t in (p for x in tensors for p in plain_parts(local(x))):
         if t.is_floating_point() and t.numel():
             ends = torch.stack([t.detach().amax(), t.detach().amin()])
             if not bool(torch.isfinite(ends).all()):
