@@ -69,6 +69,7 @@ ALIASES: dict[str, tuple[str, str]] = {
     "output_dir": ("out", ""),
     "model_name_or_path": ("model.path", ""),
     "gradient_checkpointing": ("model.gradient_checkpointing", ""),
+    "torch_compile": ("model.compile", "aha compiles each decoder layer of the training forward"),
     "bf16": ("model.dtype", "model.dtype=bfloat16"),
     "logging_steps": ("logging.log_every", ""),
     "eval_steps": ("logging.eval_every", ""),
