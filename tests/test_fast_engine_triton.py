@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from aha.rollout.fast._triton import HAS_TRITON
+from aha._triton import HAS_TRITON
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(

@@ -20,8 +20,13 @@ on padding) gives logp 0 and no gradient through it.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor
+
+from .._triton import HAS_TRITON
+from .logprobs_fused import FUSED_CHUNK, FusedLogpEntropy
 
 
 def _logits(h: Tensor, weight: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
@@ -104,23 +109,45 @@ class _ChunkedLogpEntropy(torch.autograd.Function):
         return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None, None, None
 
 
+def fused_default(hidden: Tensor) -> bool:
+    """Whether the lm head takes the fused Triton path by default for `hidden` (fused_on its device/dtype)."""
+    return fused_on(hidden.device, hidden.dtype)
+
+
+def fused_on(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> bool:
+    """A CUDA device, a 16/32-bit float type, triton importable and AHA_FAST_TRITON not 0 (the engine's
+    switch)."""
+    return (
+        HAS_TRITON
+        and device.type == "cuda"
+        and dtype != torch.float64
+        and os.environ.get("AHA_FAST_TRITON", "1") != "0"
+    )
+
+
 def token_logprobs_entropy(
     hidden: Tensor,
     weight: Tensor,
     targets: Tensor,
     *,
     temperature: float = 1.0,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
     with_entropy: bool = True,
+    fused: bool | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """hidden (B, T, H), weight (V, H) (the lm_head), targets (B, T) token ids ->
     (logp (B, T), entropy (B, T) or None), float32 (float64 for float64 inputs); differentiable w.r.t. hidden
     and weight. targets[b, t] is the token whose logprob row (b, t) predicts (the caller shifts by one).
+    fused: the Triton kernels of logprobs_fused.py (None: on CUDA when triton imports, not for float64);
+    chunk_size: rows per chunk (None: 1,024 plain, 4,096 fused).
     """
+    if fused is None:
+        fused = fused_default(hidden)
     if temperature <= 0:
         raise ValueError(
             f"temperature must be > 0, got {temperature}; greedy rollouts score at temperature 1.0"
         )
+    chunk_size = chunk_size or (FUSED_CHUNK if fused else 1024)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if (
@@ -133,7 +160,8 @@ def token_logprobs_entropy(
             f"{tuple(weight.shape)}, {tuple(targets.shape)}"
         )
     lead = targets.shape
-    logp, ent = _ChunkedLogpEntropy.apply(
+    fn = FusedLogpEntropy if fused else _ChunkedLogpEntropy
+    logp, ent = fn.apply(
         hidden.reshape(-1, hidden.shape[-1]),
         weight,
         targets.reshape(-1).to(torch.long),

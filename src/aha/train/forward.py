@@ -89,7 +89,7 @@ class LogprobModel(torch.nn.Module):
         *,
         temperature: float = 1.0,
         with_entropy: bool = False,
-        chunk_size: int = 1024,
+        chunk_size: int | None = None,
         prompt_lens: torch.Tensor | None = None,
     ):
         """input_ids, attention_mask: (B, L) right-padded -> logp (B, L-1) of input_ids[:, 1:], entropy or None.
@@ -159,7 +159,7 @@ def sequence_logprobs(
     *,
     temperature: float = 1.0,
     with_entropy: bool = False,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
     prompt_lens: torch.Tensor | None = None,
 ):
     """The same for a LogprobModel or a bare causal LM."""

@@ -37,7 +37,7 @@ from .sft_config import SFTConfig
 from .update import clip_and_step, optimizer_for
 
 
-def packed_logprobs(model, batch, chunk_size: int = 1024) -> torch.Tensor:
+def packed_logprobs(model, batch, chunk_size: int | None = None) -> torch.Tensor:
     """logp (R, L-1) of batch.input_ids[:, 1:], each document attending only to itself.
 
     Flash-attention kernels get the packing from position_ids alone (varlen); the other implementations get

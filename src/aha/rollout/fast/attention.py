@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._triton import next_pow2, tl, triton, use_triton
+from ..._triton import next_pow2, tl, triton, use_triton
 
 if triton is not None:
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import use_triton
+from ..._triton import use_triton
 from .attention import decode_splits
 from .sampler import sample_fused, sample_torch
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import next_pow2, tl, triton, use_triton
+from ..._triton import next_pow2, tl, triton, use_triton
 
 # --------------------------------------------------------------------------------------------- torch paths
 

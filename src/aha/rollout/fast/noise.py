@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import tl, triton, use_triton
+from ..._triton import tl, triton, use_triton
 
 M32 = 0xFFFFFFFF
 A, B, C = 0x21F0AAAD, 0x735A2D97, 0x2545F491

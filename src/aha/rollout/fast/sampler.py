@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import tl, triton
+from ..._triton import tl, triton
 from .noise import uniform
 
 if triton is not None:
