@@ -1,7 +1,10 @@
 """A real CUDA out-of-memory on a shared GPU, end to end (tests/test_oom.py injects the error on the CPU; this
 checks torch's own message, the save after the error, and the memory plan's "other processes" line on a GPU).
 
-    python benchmarks/oom_shared_gpu.py [--model tiny-random] [--steps 4]
+    python benchmarks/oom_shared_gpu.py [--model 0.5b|DIR] [--steps 4] [--leave-gib 14]
+
+The default model is the Qwen2.5-0.5B architecture with random weights (benchmarks/_qwen.py): tiny-random needs
+so little memory that its step 2 still fits in the few MiB the hog leaves, and the run never runs out.
 
 1. This process's CUDA context alone: total - free - torch's reserved (what held_by_others must not report).
 2. For each phase (generation, update): a GRPO run on the GPU; at step 2 another process (the "hog") takes all
@@ -17,13 +20,20 @@ import argparse
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
-HOG = (
+HOG = (  # in blocks: one allocation of all the free memory fails (the allocator rounds it up past the free)
     "import sys, torch\n"
     "free, total = torch.cuda.mem_get_info()\n"
-    "keep = int(float(sys.argv[1]) * 2**30)\n"
-    "x = torch.empty(max(0, free - keep), dtype=torch.uint8, device='cuda')\n"
-    "print('hog holds', round(x.numel() / 2**30, 2), 'GiB', flush=True)\n"
+    "room, held = max(0, free - int(float(sys.argv[1]) * 2**30)), []\n"
+    "for size in (2**30, 2**26, 2**21):\n"
+    "    while sum(x.numel() for x in held) + size <= room:\n"
+    "        try:\n"
+    "            held.append(torch.empty(size, dtype=torch.uint8, device='cuda'))\n"
+    "        except torch.OutOfMemoryError:\n"
+    "            break\n"
+    "print('hog holds', round(sum(x.numel() for x in held) / 2**30, 2), 'GiB;',\n"
+    "      round(torch.cuda.mem_get_info()[0] / 2**20), 'MiB left free', flush=True)\n"
     "sys.stdin.read()\n"
 )
 
@@ -45,9 +55,13 @@ def hog(leave_gib: float) -> subprocess.Popen:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="tiny-random")
+    ap.add_argument(
+        "--model", default="0.5b", help="a benchmarks/_qwen.py architecture or a model path"
+    )
     ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--leave-gib", type=float, default=8.0)
+    ap.add_argument(
+        "--leave-gib", type=float, default=14.0, help="what the resume's hog leaves free"
+    )
     args = ap.parse_args()
     import torch
 
@@ -55,6 +69,10 @@ def main() -> None:
         raise SystemExit(
             "oom_shared_gpu.py needs a CUDA device (tests/test_oom.py is the CPU version)"
         )
+    from _qwen import ARCHS, build  # a sibling module: the scripts run as python benchmarks/X.py
+
+    if args.model in ARCHS:
+        args.model = str(build(args.model, Path(tempfile.gettempdir()) / f"aha-oom-{args.model}"))
     import aha.train.update as update_module
     from aha.cli import main as aha
     from aha.train.grpo import GRPOTrainer
@@ -83,12 +101,12 @@ def main() -> None:
 
         def train_step(self, k, phase=phase, hogs=hogs):
             if k == 2 and phase == "generation" and not hogs:
-                hogs.append(hog(0.002))
+                hogs.append(hog(0.0))
             return real_step(self, k)
 
         def update(self, batch, passes=None, phase=phase, hogs=hogs):
             if phase == "update" and not hogs and self.optimizer.state:  # step 2 onwards
-                hogs.append(hog(0.002))
+                hogs.append(hog(0.0))
             return real_update(self, batch, passes)
 
         GRPOTrainer.train_step, update_module.PolicyUpdate.__call__ = train_step, update

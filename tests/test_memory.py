@@ -2,6 +2,8 @@
 download) and against what autograd really keeps (saved-tensor hooks on tiny HF models); the plan's choices;
 the CPU no-op; the one-line error through the CLI before any weight is loaded; a step run under a plan."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import LlamaConfig, Qwen2Config, Qwen3Config
@@ -126,6 +128,17 @@ def test_activation_formula_by_hand():
     head = n * 300 * 14 + 4 * 300 * 64
     assert activation_bytes(s, run, n, False) == n * (6412 + grads) + head
     assert activation_bytes(s, run, n, True) == n * (256 + outside + layer + grads) + head
+    # the fused lm head (CUDA): its (chunk, V) block in bf16 and the (V, H) product of the backward
+    fused = replace(run, fused_head=True)
+    head_fused = n * 300 * 2 + 2 * 300 * 64 + 4 * 300 * 64
+    assert activation_bytes(s, fused, n, False) == n * (6412 + grads) + head_fused
+
+
+def test_fused_chunk_is_the_kernels():
+    from aha.algos import logprobs_fused
+    from aha.train import memory
+
+    assert memory.FUSED_CHUNK == logprobs_fused.FUSED_CHUNK
 
 
 def measured_saved_per_token(model, B=2, T=64):

@@ -121,3 +121,25 @@ def test_shape_of_a_built_in_model_reads_its_config_only():
     shape = model_shape("tiny-base")
     model = AutoModelForCausalLM.from_pretrained(str(BUILTIN["tiny-base"]))
     assert shape.params == sum(p.numel() for p in model.parameters())
+
+
+def test_max_memory_gib_caps_this_process_on_a_gpu(monkeypatch):
+    """On a GPU, memory.max_memory_gib is also torch's per-process cap (a run that outgrows it stops itself, not a
+    neighbour): the fraction of the device's total, at most 1. Nothing is capped on the CPU or without the key."""
+    from types import SimpleNamespace
+
+    import aha.train.memory_setup as ms
+
+    calls = []
+    fake_props = lambda dev: SimpleNamespace(total_memory=80 * GIB)
+    monkeypatch.setattr(ms.torch.cuda, "get_device_properties", fake_props)
+    monkeypatch.setattr(
+        ms.torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d))
+    )
+    gpu = torch.device("cuda", 0)
+    assert ms.cap_memory(gpu, 20.0) == 0.25 and calls == [(0.25, gpu)]
+    assert ms.cap_memory(gpu, 200.0) == 1.0  # more than the device: no cap beyond the device
+    assert ms.cap_memory(gpu, None) is None and ms.cap_memory(torch.device("cpu"), 20.0) is None
+    assert len(calls) == 2
+    ms.uncap_memory(gpu)  # the trainer's close: the whole device again (a pipeline's next stage sets its own)
+    assert calls[-1] == (1.0, gpu)

@@ -323,3 +323,60 @@ def test_a_run_that_cannot_fit_names_what_others_hold(monkeypatch):
     with pytest.raises(ConfigError) as e:
         plan_memory(load_config(TrainConfig, None, BASE), 1, torch.device("cuda"), print)
     assert "(90% of 0.0 GiB, free on NVIDIA H200; other processes hold 140.0 GiB)" in str(e.value)
+
+
+# ---- CUDA libraries that fail to allocate, and running out outside a step ------------------------------------
+CUBLAS = "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
+
+
+def test_is_oom_knows_the_plain_runtime_errors_of_cuda_libraries():
+    from aha.train.oom import is_oom
+
+    assert is_oom(oom()) and is_oom(RuntimeError(CUBLAS))
+    assert is_oom(
+        RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be reported later")
+    )
+    assert not is_oom(RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)"))
+    assert not is_oom(ValueError("CUDA out of memory"))  # only RuntimeErrors
+
+
+def test_a_cublas_allocation_failure_in_the_update_stops_like_an_oom(tmp_path, monkeypatch, capsys):
+    at = track_steps(monkeypatch, GRPOTrainer)
+    real = update_module.sequence_logprobs
+
+    def logprobs(*a, **k):  # called from the update's own frame, which names the phase
+        if at["step"] == 2:
+            raise RuntimeError(CUBLAS)
+        return real(*a, **k)
+
+    monkeypatch.setattr(update_module, "sequence_logprobs", logprobs)
+    assert main(["train", *RL, "steps=3", f"out={tmp_path}"]) == OOM_EXIT
+    assert the_line(capsys.readouterr().out).startswith("out of GPU memory in update at step 2/3")
+    assert checkpoints(tmp_path) == ["step-000001"]
+
+
+def test_other_runtime_errors_still_raise(tmp_path, monkeypatch):
+    def update(self, batch, passes=None):
+        raise RuntimeError("a bug, not memory")
+
+    monkeypatch.setattr(update_module.PolicyUpdate, "__call__", update)
+    with pytest.raises(RuntimeError, match="a bug, not memory"):
+        main(["train", *RL, "steps=2", f"out={tmp_path}"])
+
+
+@pytest.mark.parametrize("error", [oom, lambda: RuntimeError(CUBLAS)])
+def test_running_out_while_loading_is_one_line(tmp_path, monkeypatch, capsys, error):
+    import aha.models.load as load
+
+    def load_model(*a, **k):
+        raise error()
+
+    monkeypatch.setattr(load, "load_model", load_model)
+    assert main(["train", *RL, "steps=2", f"out={tmp_path}"]) == OOM_EXIT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("aha train: out of GPU memory while starting")
+    assert "then run again" in err[0] and "optim.name=adamw_8bit" in err[0]
+    if error is oom:
+        assert (
+            "(asked for 2.00 GiB, 1.50 of 139.7 GiB free, other processes hold 88.2 GiB)" in err[0]
+        )

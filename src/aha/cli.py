@@ -321,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as e:
+        if "torch" in sys.modules:  # out of GPU memory outside a training step: one line, exit 75
+            from .train.oom import OOM_EXIT, is_oom, startup_line
+
+            if is_oom(e):
+                print(f"aha {cmd}: {startup_line(cmd, e)}", file=sys.stderr)
+                return OOM_EXIT
         if not isinstance(e, _user_errors()):
             raise
         print(f"aha {cmd}: {e}", file=sys.stderr)

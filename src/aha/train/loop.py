@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
 from ..config import to_dict
@@ -31,7 +30,7 @@ from . import checkpoint as ckpt
 from .dist import Dist
 from .guard import SkipCounter, state_is_finite
 from .metrics import MetricsLog, NullLog, console_line
-from .oom import OOM_EXIT, OOMGuard
+from .oom import OOM_EXIT, OOMGuard, is_oom
 from .run_dir import clear_run, truncate_jsonl
 
 
@@ -195,7 +194,9 @@ class TrainLoop:
             # the model before training: the first point of the held-out curve and the report's "before"
             try:
                 metrics = self.evaluate()
-            except torch.OutOfMemoryError as e:
+            except RuntimeError as e:  # OutOfMemoryError, or a CUDA library that could not allocate
+                if not is_oom(e):
+                    raise
                 self.stop_reason = "oom"
                 self.oom.note(e, "evaluation", 0)
             if self.stop_reason == "oom":  # outside the except: the error's frames are freed by now
@@ -245,7 +246,11 @@ class TrainLoop:
                     saved_step = self.step
         except KeyboardInterrupt:  # a second Ctrl-C: saved below, as after the last complete step
             self.stop_reason = "SIGINT"
-        except torch.OutOfMemoryError as e:  # saved below, as after a second Ctrl-C (train/oom.py)
+        except (
+            RuntimeError
+        ) as e:  # out of GPU memory: saved below, as after a second Ctrl-C (train/oom.py)
+            if not is_oom(e):
+                raise
             self.stop_reason = "oom"
             self.oom.note(e, phase, self.step + (step_start is not None))
             if unlogged is not None:

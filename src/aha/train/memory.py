@@ -35,6 +35,7 @@ from ..config import check
 
 GIB = 2**30
 LOGIT_CHUNK = 1024  # rows per lm-head chunk (aha.algos.logprobs.token_logprobs_entropy's default)
+FUSED_CHUNK = 2048  # the same on the fused path (aha.algos.logprobs_fused.FUSED_CHUNK; a test keeps them equal)
 ENGINE_ROWS = 1024  # FastEngine's max_num_seqs: its output buffers have at least this many rows
 PREFILL_TOKENS = 16384  # FastEngine's max_prefill_tokens
 OPTIMIZERS = ("adamw", "adamw_8bit", "adamw_cpu_offload")
@@ -48,7 +49,9 @@ class MemoryConfig:
 
     # auto: size micro-batches, checkpointing, KV cache to memory
     plan: Literal["auto", "off"] = "auto"
-    max_memory_gib: float | None = None  # null: the GPU's free memory at start
+    # null: the GPU's free memory at start. On a GPU also a hard cap on this process's torch memory
+    # (torch.cuda.set_per_process_memory_fraction): a run that outgrows it stops itself (exit 75), not a neighbour
+    max_memory_gib: float | None = None
     # The longest prompt the estimate assumes (the token budget the plan sets bounds longer ones).
     prompt_tokens: int = 512
 
@@ -119,6 +122,7 @@ class RunSpec:
     micro_batch_size: int = 16
     share_prefix: bool = True
     world: int = 1
+    fused_head: bool = False  # the lm head runs through aha.algos.logprobs_fused (CUDA with triton)
 
     @property
     def seq_tokens(self) -> int:
@@ -261,8 +265,12 @@ def activation_bytes(shape: ModelShape, run: RunSpec, tokens: int, checkpointing
     b, H, I, V = run.dtype_bytes, shape.hidden, shape.intermediate, shape.vocab
     recompute = layer_bytes_per_token(shape, run) if checkpointing else 0
     grads = 3 * b * I + 4 * b * H + 12 * H  # (fp32 buffers in the RMSNorm's backward)
-    # the lm head's (chunk, V) block: logits in b bytes, an fp32 copy, the softmax, logsumexp's temporary
-    head = min(LOGIT_CHUNK, tokens) * V * (b + 12)
+    # the lm head's (chunk, V) block: logits in b bytes, an fp32 copy, the softmax, logsumexp's temporary;
+    # fused: the block in b bytes (its gradient is written over it) and the (V, H) product of the backward
+    if run.fused_head:
+        head = min(FUSED_CHUNK, tokens) * V * b + b * V * H
+    else:
+        head = min(LOGIT_CHUNK, tokens) * V * (b + 12)
     head_grad = 0 if run.lora_r > 0 else 4 * V * H  # the lm-head gradient, accumulated in fp32
     per_token = saved_bytes_per_token(shape, run, checkpointing) + recompute + grads
     return tokens * per_token + head + head_grad

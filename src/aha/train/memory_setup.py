@@ -80,6 +80,25 @@ def device_limit(device: torch.device, max_memory_gib: float | None) -> tuple[in
     return free, f"free on {torch.cuda.get_device_name(device)}"
 
 
+def cap_memory(device: torch.device, max_memory_gib: float | None) -> float | None:
+    """memory.max_memory_gib as a hard cap on a GPU: torch's allocator in this process raises OutOfMemoryError
+    past it (the run's one line, its last step saved, exit 75), so a run that outgrows its share stops itself
+    instead of a neighbour on the same GPU. -> the fraction of the device set, None where nothing is capped.
+    The trainer lifts it when it closes (uncap_memory): the next stage of a pipeline sets its own."""
+    if device.type != "cuda" or max_memory_gib is None:
+        return None
+    total = torch.cuda.get_device_properties(device).total_memory
+    fraction = min(1.0, max_memory_gib * GIB / total)
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return fraction
+
+
+def uncap_memory(device: torch.device) -> None:
+    """Lift cap_memory's cap (the whole device again)."""
+    if device.type == "cuda":
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+
+
 def held_by_others(device: torch.device) -> int:
     """Bytes of the GPU that other processes hold now: total - free - what this process's torch has reserved
     (0 on the CPU, and below OTHERS_MIN)."""
@@ -90,7 +109,9 @@ def held_by_others(device: torch.device) -> int:
     return held if held >= OTHERS_MIN else 0
 
 
-def run_spec(cfg, world: int, dtype_bytes: int, critic: ModelShape | None) -> RunSpec:
+def run_spec(
+    cfg, world: int, dtype_bytes: int, critic: ModelShape | None, fused_head: bool = False
+) -> RunSpec:
     m, a, s, b = cfg.model, cfg.algorithm, cfg.sampling, cfg.batch
     kl_copy = (a.beta > 0 or getattr(a, "reward_kl_coef", 0) > 0) and m.lora.r == 0
     return RunSpec(
@@ -107,6 +128,7 @@ def run_spec(cfg, world: int, dtype_bytes: int, critic: ModelShape | None) -> Ru
         micro_batch_size=b.micro_batch_size,
         share_prefix=b.share_prefix,
         world=world,
+        fused_head=fused_head,
     )
 
 
@@ -158,7 +180,11 @@ def _plan(cfg, shape, world, device, limit, source, echo) -> Plan:
         critic = replace(
             critic, params=critic.params - (0 if critic.tied else critic.vocab * critic.hidden)
         )
-    run = run_spec(cfg, world, b, critic)
+    from ..algos.logprobs import fused_on
+
+    run = run_spec(
+        cfg, world, b, critic, fused_head=fused_on(device)
+    )  # the lm head the update runs
     plan = make_plan(
         shape,
         run,

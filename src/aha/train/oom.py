@@ -41,6 +41,39 @@ GIB = 2**30
 _SIZE = r"([\d.]+) (bytes|KiB|MiB|GiB|TiB)"
 
 
+# How CUDA libraries that fail to allocate show up when torch raises a plain RuntimeError, not OutOfMemoryError.
+RUNTIME_OOM = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDA error: out of memory", "CUDA out of memory")
+
+
+def is_oom(e: BaseException) -> bool:
+    """torch's OutOfMemoryError, or a RuntimeError in which a CUDA library (cuBLAS, a kernel launch) reports
+    that it could not allocate."""
+    import torch
+
+    if isinstance(e, torch.OutOfMemoryError):
+        return True
+    return isinstance(e, RuntimeError) and any(s in str(e) for s in RUNTIME_OOM)
+
+
+def startup_line(command: str, e: BaseException) -> str:
+    """The one line of a command that ran out of GPU memory outside a training step (loading the model, the
+    reference or the engine; `aha eval` / `aha sample` / `aha serve` at any point): nothing was written by it."""
+    said = OOMInfo.parse(str(e)).text()
+    phase = phase_of(e.__traceback__, "while starting")
+    where = phase if phase == "while starting" else f"in {phase}"
+    keys = {
+        "train": "memory.max_memory_gib, optim.name=adamw_8bit, model.lora.r=16, algorithm.beta=0",
+        "pipeline": "the stage's memory.max_memory_gib, optim.name=adamw_8bit, model.lora.r=16",
+        "sft": "batch.micro_batch_tokens, model.gradient_checkpointing=true, optim.name=adamw_8bit",
+        "eval": "eval.batch_size, eval.sampling.max_new_tokens",
+        "sample": "batch_size, sampling.max_new_tokens",
+    }.get(command, "a smaller model or batch")
+    return (
+        f"out of GPU memory {where}" + (f" ({said})" if said else "")
+        + f"; free the GPU or lower the memory with {keys}, then run again"
+    )  # fmt: skip
+
+
 def _size(pattern: str, text: str) -> float | None:
     """GiB of the first `pattern` (with a size group pair) in text, None if absent."""
     m = re.search(pattern.replace("SIZE", _SIZE), text)
@@ -199,8 +232,6 @@ def save_after_oom(loop, step_start, saved_step: int, moved: bool) -> str:
     saved, or why nothing was, for the line. step_start: (rng, data position) of the step that failed, None
     when the error came after a completed step (its evaluation, its save); moved: an optimizer step began
     during the failed step."""
-    import torch
-
     from . import checkpoint as ckpt
 
     free_memory(loop.guarded())
@@ -224,7 +255,9 @@ def save_after_oom(loop, step_start, saved_step: int, moved: bool) -> str:
     rng, pos = step_start if step_start is not None else (None, None)
     try:
         path = loop.save(loop.step, rng=rng, data_position=pos)
-    except torch.OutOfMemoryError:
+    except RuntimeError as e:
+        if not is_oom(e):
+            raise
         free_memory(loop.guarded())
         return f"not saved: out of memory again while saving step {loop.step}; {keeps}"
     if path is None:  # the non-finite check refused it (and said so)

@@ -26,7 +26,7 @@ from .config import TrainConfig
 from .dist import Dist, gathered
 from .forward import LogprobModel
 from .loop import TrainLoop, held_out_metrics
-from .memory_setup import memory_metrics, plan_memory, size_engine
+from .memory_setup import cap_memory, memory_metrics, plan_memory, size_engine, uncap_memory
 from .prompts import PromptStream
 from .rollout import Rollout, RolloutBatch
 from .run_dir import check_out_dir
@@ -48,7 +48,10 @@ class RLTrainer(TrainLoop):
             )
         # Before any weight is loaded: fit check, null memory keys resolved, breakdown printed (train/memory.py).
         echo = print if dist.is_main else (lambda *_: None)
-        self.memory = plan_memory(cfg, dist.world, resolve_device(dist.device(m.device)), echo)
+        device = resolve_device(dist.device(m.device))
+        self.memory = plan_memory(cfg, dist.world, device, echo)
+        # memory.max_memory_gib is a hard cap on a GPU while this run lives (lifted in close)
+        self.memory_cap = device if cap_memory(device, cfg.memory.max_memory_gib) else None
         model, tok = m.load(seed=cfg.seed, device=dist.device(m.device), train=True)
         if dist.enabled and m.lora.r > 0:
             raise RuntimeError(
@@ -161,6 +164,8 @@ class RLTrainer(TrainLoop):
 
     def close(self) -> None:
         self.rollout.close()
+        if self.memory_cap is not None:
+            uncap_memory(self.memory_cap)
         super().close()
 
 
