@@ -9,8 +9,8 @@ completion tokens of the step); peak GiB (torch's max allocated, over all steps)
 estimate for the chosen layout, to check it against the peak); the plan's choice (c = checkpointing on,
 r = KV cache released for the update, and the micro-batch token budget).
 
-    python benchmarks/scale.py --models 0.5b --new 512 --trl --max-memory-gib 16
-    python benchmarks/scale.py --models 1.5b --new 4096 --max-memory-gib 40
+    python benchmarks/scale.py --models 0.5b --new 512 --trl --max-memory-gib 16 --steps 4 --set model.compile=true
+    python benchmarks/scale.py --models 1.5b --new 4096 --max-memory-gib 40 --set model.compile=true
     python benchmarks/scale.py --models 1.5b --new 16384 --steps 1
     python benchmarks/scale.py --models 7b --new 2048 --prompts 4 --optim adamw_8bit --beta 0.04 --steps 2
     python benchmarks/scale.py --models 7b --new 4096 --lora 64 --steps 2 --work /tmp/aha-scale
