@@ -1,12 +1,13 @@
 """model.compile=true: the training forward with torch.compile'd decoder layers equals the eager one (logprobs,
 entropies, gradients), under activation checkpointing (the memory plan's usual choice on a GPU), for two
-micro-batch shapes in a row (dynamic shapes: no recompilation per length)."""
+micro-batch shapes in a row (dynamic shapes: no recompilation per length); the reference model copied from a
+compiled policy keeps its own weights."""
 
 import pytest
 import torch
 
 from aha.config import ConfigError
-from aha.models.load import load_model
+from aha.models.load import load_model, reference_model
 from aha.schema import ModelConfig
 from aha.train.forward import sequence_logprobs
 
@@ -36,6 +37,15 @@ def test_compiled_layers_match_eager():
         assert got[2].keys() == ref[2].keys() and len(ref[2]) > 0
         for name in ref[2]:
             torch.testing.assert_close(got[2][name], ref[2][name], atol=1e-5, rtol=1e-4)
+    # The KL term's reference is a deep copy of the compiled policy: it must compute with its own (frozen)
+    # weights, not call the policy's compiled layers.
+    reference = reference_model(compiled)
+    with torch.no_grad():
+        before = sequence_logprobs(compiled, ids, mask)[0]
+        for p in compiled.parameters():
+            p.add_(0.25)
+        with reference() as frozen:
+            torch.testing.assert_close(sequence_logprobs(frozen, ids, mask)[0], before)
 
 
 def test_compile_is_training_only():
