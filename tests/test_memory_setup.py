@@ -141,5 +141,7 @@ def test_max_memory_gib_caps_this_process_on_a_gpu(monkeypatch):
     assert ms.cap_memory(gpu, 200.0) == 1.0  # more than the device: no cap beyond the device
     assert ms.cap_memory(gpu, None) is None and ms.cap_memory(torch.device("cpu"), 20.0) is None
     assert len(calls) == 2
-    ms.uncap_memory(gpu)  # the trainer's close: the whole device again (a pipeline's next stage sets its own)
+    ms.uncap_memory(
+        gpu
+    )  # the trainer's close: the whole device again (a pipeline's next stage sets its own)
     assert calls[-1] == (1.0, gpu)
