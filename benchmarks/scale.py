@@ -266,6 +266,7 @@ def main(argv=None) -> list[dict]:
         f"\nGRPO step, Qwen2.5 architectures (random weights, forced lengths), {dev}, torch "
         f"{torch.__version__}; {args.prompts} prompts x {args.group} samples, optim {args.optim}, "
         f"LoRA r={args.lora}, beta={args.beta}; MFU at {PEAK_FLOPS / 1e12:.0f} TFLOP/s"
+        + (f"; {' '.join(args.set)}" if args.set else "")
     )
     cols = COLS + (TRL_COLS if args.trl else [])
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
