@@ -9,7 +9,7 @@ import torch
 from aha.config import ConfigError
 from aha.models.load import load_model, reference_model
 from aha.schema import ModelConfig
-from aha.train.forward import sequence_logprobs
+from aha.train.forward import can_share, sequence_logprobs
 
 
 def forward_backward(model, ids, mask):
@@ -26,6 +26,8 @@ def test_compiled_layers_match_eager():
     compiled, _ = load_model("tiny-random", compile_layers=True, **kw)
     layers = compiled.get_decoder().layers
     assert all(getattr(layer, "_compiled_call_impl", None) is not None for layer in layers)
+    # the shared-prompt forward's cache would recompile per layer: compiled models take the plain forward
+    assert not can_share(compiled) and can_share(load_model("tiny-random", device="cpu")[0])
     g = torch.Generator().manual_seed(1)
     for B, L in ((3, 11), (2, 17)):
         ids = torch.randint(1, eager.config.vocab_size, (B, L), generator=g)

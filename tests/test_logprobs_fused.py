@@ -91,3 +91,20 @@ def test_default_path(monkeypatch):
         monkeypatch.setenv("AHA_FAST_TRITON", "0")
         assert not fused_default(torch.zeros(1, device=DEV, dtype=torch.bfloat16))
     assert logprobs_fused.FUSED_CHUNK >= 1024
+
+
+def test_strided_targets_and_out_of_range_ids():
+    """Targets that are a strided view (a public caller's tensor) give the contiguous result; an id >= V is an
+    error, as on the plain path (the kernel would read another row)."""
+    h, w, tgt, _, _ = case(4, N=8, V=700)
+    wide = torch.stack([tgt, torch.zeros_like(tgt)], 1).reshape(1, -1)[:, ::2]  # stride 2
+    assert wide.stride(-1) == 2 and torch.equal(wide[0], tgt)
+    args = (h.float()[None].to(DEV), w.float().to(DEV))
+    with torch.no_grad():
+        got, _ = token_logprobs_entropy(*args, wide.to(DEV), fused=True)
+        ref, _ = token_logprobs_entropy(*args, tgt[None].to(DEV), fused=True)
+    torch.testing.assert_close(got, ref)
+    bad = tgt.clone()
+    bad[3] = 700
+    with pytest.raises(ValueError, match="outside the vocabulary of 700"):
+        token_logprobs_entropy(*args, bad[None].to(DEV), fused=True)

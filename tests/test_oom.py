@@ -336,6 +336,13 @@ def test_is_oom_knows_the_plain_runtime_errors_of_cuda_libraries():
     assert is_oom(
         RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be reported later")
     )
+    for said in (
+        "Triton Error [CUDA]: out of memory",  # loading a kernel's module (the fused lm head, the engine)
+        "CUDA driver error: out of memory",
+        "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+        "NCCL error: unhandled cuda error, NCCL version 2.21.5 ... Cuda failure 'out of memory'",
+    ):
+        assert is_oom(RuntimeError(said)), said
     assert not is_oom(RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)"))
     assert not is_oom(ValueError("CUDA out of memory"))  # only RuntimeErrors
 

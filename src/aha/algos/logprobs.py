@@ -139,7 +139,7 @@ def token_logprobs_entropy(
     (logp (B, T), entropy (B, T) or None), float32 (float64 for float64 inputs); differentiable w.r.t. hidden
     and weight. targets[b, t] is the token whose logprob row (b, t) predicts (the caller shifts by one).
     fused: the Triton kernels of logprobs_fused.py (None: on CUDA when triton imports, not for float64);
-    chunk_size: rows per chunk (None: 1,024 plain, 4,096 fused).
+    chunk_size: rows per chunk (None: 1,024 plain, 2,048 fused).
     """
     if fused is None:
         fused = fused_default(hidden)
@@ -147,7 +147,8 @@ def token_logprobs_entropy(
         raise ValueError(
             f"temperature must be > 0, got {temperature}; greedy rollouts score at temperature 1.0"
         )
-    chunk_size = chunk_size or (FUSED_CHUNK if fused else 1024)
+    if chunk_size is None:
+        chunk_size = FUSED_CHUNK if fused else 1024
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if (

@@ -66,12 +66,17 @@ def prompt_groups(
 
 def can_share(base) -> bool:
     """Whether the cached two-pass forward is exact and possible for this transformers model. Not under gradient
-    checkpointing (HF turns the cache off there in training), nor with sliding-window layers (the cache would be
-    cropped), nor with flash attention (its padded path assumes left-padded queries; the 2-D mask here has holes)."""
+    checkpointing (HF turns the cache off there in training), nor with compiled layers, nor with sliding-window
+    layers (the cache would be cropped), nor with flash attention (its padded path assumes left-padded queries;
+    the 2-D mask here has holes)."""
     cfg = base.config
     checkpointing = any(getattr(m, "gradient_checkpointing", False) is True for m in base.modules())
+    # compiled layers (model.compile): the KV cache object makes dynamo compile once per layer, up to its
+    # recompile limit, and the rest run eagerly; the plain forward compiles one graph for all layers
+    compiled = any(getattr(m, "_compiled_call_impl", None) is not None for m in base.modules())
     return (
         not checkpointing
+        and not compiled
         and getattr(cfg, "_attn_implementation", "sdpa") in ("sdpa", "eager")
         and set(getattr(cfg, "layer_types", None) or ["full_attention"]) == {"full_attention"}
     )

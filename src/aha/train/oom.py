@@ -35,24 +35,27 @@ PHASES = (
     ("aha.train.forward", "update"),
     ("aha.train.sft", "update"),
     ("aha.eval", "evaluation"),
+    ("aha.train.checkpoint", "a checkpoint save"),
 )
 UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 GIB = 2**30
 _SIZE = r"([\d.]+) (bytes|KiB|MiB|GiB|TiB)"
 
 
-# How CUDA libraries that fail to allocate show up when torch raises a plain RuntimeError, not OutOfMemoryError.
-RUNTIME_OOM = ("CUBLAS_STATUS_ALLOC_FAILED", "CUDA error: out of memory", "CUDA out of memory")
+# How CUDA libraries that fail to allocate show up when torch raises a plain RuntimeError, not OutOfMemoryError:
+# "CUDA error: out of memory", Triton's "Triton Error [CUDA]: out of memory", NCCL's "Cuda failure 'out of
+# memory'", cuBLAS/cuDNN's CUBLAS_STATUS_ALLOC_FAILED / CUDNN_STATUS_ALLOC_FAILED.
+RUNTIME_OOM = ("out of memory", "alloc_failed")
 
 
 def is_oom(e: BaseException) -> bool:
-    """torch's OutOfMemoryError, or a RuntimeError in which a CUDA library (cuBLAS, a kernel launch) reports
-    that it could not allocate."""
+    """torch's OutOfMemoryError, or a RuntimeError in which a CUDA library (cuBLAS, cuDNN, a kernel launch,
+    Triton, NCCL) reports that it could not allocate."""
     import torch
 
     if isinstance(e, torch.OutOfMemoryError):
         return True
-    return isinstance(e, RuntimeError) and any(s in str(e) for s in RUNTIME_OOM)
+    return isinstance(e, RuntimeError) and any(s in str(e).lower() for s in RUNTIME_OOM)
 
 
 def startup_line(command: str, e: BaseException) -> str:
@@ -68,9 +71,12 @@ def startup_line(command: str, e: BaseException) -> str:
         "eval": "eval.batch_size, eval.sampling.max_new_tokens",
         "sample": "batch_size, sampling.max_new_tokens",
     }.get(command, "a smaller model or batch")
+    again = (
+        "run again" if phase == "while starting" else "run again (a training run: with resume=true)"
+    )
     return (
         f"out of GPU memory {where}" + (f" ({said})" if said else "")
-        + f"; free the GPU or lower the memory with {keys}, then run again"
+        + f"; free the GPU or lower the memory with {keys}, then {again}"
     )  # fmt: skip
 
 

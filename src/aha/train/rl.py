@@ -50,8 +50,6 @@ class RLTrainer(TrainLoop):
         echo = print if dist.is_main else (lambda *_: None)
         device = resolve_device(dist.device(m.device))
         self.memory = plan_memory(cfg, dist.world, device, echo)
-        # memory.max_memory_gib is a hard cap on a GPU while this run lives (lifted in close)
-        self.memory_cap = device if cap_memory(device, cfg.memory.max_memory_gib) else None
         model, tok = m.load(seed=cfg.seed, device=dist.device(m.device), train=True)
         if dist.enabled and m.lora.r > 0:
             raise RuntimeError(
@@ -117,6 +115,9 @@ class RLTrainer(TrainLoop):
             optimizer=optimizer,
             scheduler=scheduler,
         )
+        # memory.max_memory_gib is a hard cap on a GPU from here to close(): set last, so that a start that
+        # fails leaves no cap behind in the process (a benchmark running TRL next, a pipeline's next stage)
+        self.memory_cap = device if cap_memory(device, cfg.memory.max_memory_gib) else None
 
     def gathered_rewards(self, rb: RolloutBatch) -> np.ndarray:
         """(N_all,) every rank's rewards, in rank order (groups never split)."""
