@@ -49,7 +49,7 @@ class ModelConfig:
     )
     lora: LoraConfig = field(default_factory=LoraConfig)  # training only
     # training only: torch.compile each decoder layer of the training forward (GPU; fuses the norms, rotary and
-    # activations: the update ran 1.5-1.75x faster on an H200; the first steps pay ~1 min of compilation)
+    # activations: the update ran 1.3-1.7x faster on an H200; the first steps pay ~1 min of compilation)
     compile: bool = False
     trust_remote_code: bool = False  # run the model repository's own Python code (transformers)
     # CPU threads of torch's intra-op pool (torch.set_num_threads); null = torch's default (all cores). On a
