@@ -146,3 +146,19 @@ def test_old_bubblewrap_without_size_has_no_writable_directory(monkeypatch):
     assert status == "ok", out
     assert set(eval(out).values()) == {0}
     assert run_program("print(input())", "hi", timeout=5) == ("ok", "hi\n")
+
+
+def test_old_bubblewrap_makes_tmp_traversable_for_an_interpreter_under_it(monkeypatch):
+    """A virtual environment under /tmp (/tmp/venv) on bubblewrap < 0.8 (no sized tmpfs on /tmp): /tmp is made
+    0755 before the interpreter is bound, as bwrap's own implicit parents are 0700 and `nobody` could not reach
+    the interpreter (every program then failed)."""
+    monkeypatch.setattr(sandbox, "_bwrap_sizes_tmpfs", lambda: False)
+    monkeypatch.setattr(sandbox, "interpreter_paths", lambda: ["/tmp/venv"])
+    args = sandbox.bwrap_args(0, as_root=True)
+    made, bound = args.index("/tmp"), args.index("/tmp/venv")
+    assert args[made - 3 : made + 1] == ["--perms", "0755", "--dir", "/tmp"] and made < bound
+    monkeypatch.setattr(
+        sandbox, "_bwrap_sizes_tmpfs", lambda: True
+    )  # sized: /tmp is the scratch tmpfs
+    args = sandbox.bwrap_args(0, as_root=True)
+    assert ["--dir", "/tmp"] != args[args.index("/tmp") - 1 : args.index("/tmp") + 1]
