@@ -142,9 +142,18 @@ def test_bad_arguments_are_one_line_errors():
         OpenAIEngine("http://x/v1", "m", TOK, api="responses")
 
 
-def test_ctrl_c_does_not_wait_for_requests_in_flight(rig):
+def to_this_thread():
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+
+@pytest.mark.parametrize(
+    "ctrl_c",
+    [lambda: os.kill(os.getpid(), signal.SIGINT), to_this_thread],
+    ids=["to the process", "to another thread"],  # the kernel may hand a Ctrl-C to any thread
+)
+def test_ctrl_c_does_not_wait_for_requests_in_flight(rig, ctrl_c):
     f, eng = rig(plain, delay=3.0, max_retries=0)
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C mid-request
+    threading.Timer(0.5, ctrl_c).start()  # Ctrl-C mid-request
     t0 = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
         eng.generate(prompts("x"), SamplingParams())

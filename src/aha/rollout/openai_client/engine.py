@@ -32,7 +32,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from pathlib import Path
-from queue import Queue
+from queue import Empty, Queue
 
 from ..base import Completion, SamplingParams
 from .cache import RequestCache
@@ -196,7 +196,7 @@ class OpenAIEngine:
                     i, j, key, body = queue.popleft()
                     threading.Thread(target=send, args=(i, j, key, body), daemon=True).start()
                     in_flight += 1
-                i, j, choices, err = results.get()
+                i, j, choices, err = _get(results)
                 in_flight -= 1
                 if err is not None:
                     failure = failure or err
@@ -267,3 +267,14 @@ def _hint(err: OpenAIError, body: dict) -> str:
     if refused:
         return f" ({refused[0]} is a vLLM field: set vllm_extensions=False, openai.vllm_extensions=false)"
     return ""
+
+
+def _get(results: Queue):
+    """The next result, waking every 0.2 s: a Ctrl-C that the kernel delivered to another thread (a request's
+    thread) is only seen by the main thread when it runs again, and a plain get() could sleep until the slowest
+    request in flight returns."""
+    while True:
+        try:
+            return results.get(timeout=0.2)
+        except Empty:
+            continue
