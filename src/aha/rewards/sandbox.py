@@ -123,9 +123,8 @@ def bwrap_args(source_fd: int, as_root: bool, scratch_mb: int = SCRATCH_MB) -> l
     made = {"/"}
     if _bwrap_sizes_tmpfs():  # first, so that an interpreter under /tmp is bound over it below
         args += ["--size", str(scratch_mb << 20), "--perms", "1777", "--tmpfs", "/tmp"]
-        made.add(
-            "/tmp"
-        )  # else /tmp is made below like any parent: 0755 (bwrap's implicit parents are 0700)
+        # else /tmp is made below like any parent: 0755 (bwrap's implicit parents are 0700)
+        made.add("/tmp")
     for p in interpreter_paths():
         parts = p.strip("/").split("/")
         for i in range(1, len(parts)):  # traversable parents (bwrap would create them 0700)

@@ -70,13 +70,16 @@ def can_share(base) -> bool:
     layers (the cache would be cropped), nor with flash attention (its padded path assumes left-padded queries;
     the 2-D mask here has holes)."""
     cfg = base.config
-    checkpointing = any(getattr(m, "gradient_checkpointing", False) is True for m in base.modules())
-    # compiled layers (model.compile): the KV cache object makes dynamo compile once per layer, up to its
-    # recompile limit, and the rest run eagerly; the plain forward compiles one graph for all layers
-    compiled = any(getattr(m, "_compiled_call_impl", None) is not None for m in base.modules())
+    # One pass over the modules: checkpointing, or compiled layers (model.compile: the KV cache object makes
+    # dynamo compile once per layer, up to its recompile limit, and the rest run eagerly; the plain forward
+    # compiles one graph for all layers).
+    checkpointed_or_compiled = any(
+        getattr(m, "gradient_checkpointing", False) is True
+        or getattr(m, "_compiled_call_impl", None) is not None
+        for m in base.modules()
+    )
     return (
-        not checkpointing
-        and not compiled
+        not checkpointed_or_compiled
         and getattr(cfg, "_attn_implementation", "sdpa") in ("sdpa", "eager")
         and set(getattr(cfg, "layer_types", None) or ["full_attention"]) == {"full_attention"}
     )

@@ -246,9 +246,8 @@ class TrainLoop:
                     saved_step = self.step
         except KeyboardInterrupt:  # a second Ctrl-C: saved below, as after the last complete step
             self.stop_reason = "SIGINT"
-        except (
-            RuntimeError
-        ) as e:  # out of GPU memory: saved below, as after a second Ctrl-C (train/oom.py)
+        except RuntimeError as e:
+            # out of GPU memory: saved below, as after a second Ctrl-C (train/oom.py); anything else goes on
             if not is_oom(e):
                 raise
             self.stop_reason = "oom"

@@ -182,9 +182,8 @@ def _plan(cfg, shape, world, device, limit, source, echo) -> Plan:
         )
     from ..algos.logprobs import fused_on
 
-    run = run_spec(
-        cfg, world, b, critic, fused_head=fused_on(device)
-    )  # the lm head the update runs
+    # the lm head the update will run: the fused one's block is smaller
+    run = run_spec(cfg, world, b, critic, fused_head=fused_on(device))
     plan = make_plan(
         shape,
         run,
@@ -275,8 +274,7 @@ def table(plan: Plan, run: RunSpec, shape: ModelShape, source: str, others: int 
     if others:
         lines.append(
             f"  {'other processes':<17}{g(others)}  held on this GPU at start; several runs on one GPU: "
-            "give each "
-            "memory.max_memory_gib"
+            "give each memory.max_memory_gib"
         )
     lines.append(
         f"  chosen: model.gradient_checkpointing={str(plan.checkpointing).lower()} "
