@@ -253,3 +253,27 @@ def test_help_and_config_errors_do_not_import_torch(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
     )
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_a_servers_refusal_is_one_line(monkeypatch, capsys):
+    """`aha eval --endpoint` against a server that refuses the request (HTTP 400: max_tokens past its context):
+    the client's one-line OpenAIError, exit 2, not a traceback (seen against `aha serve tiny-base`)."""
+    import aha.cli as cli
+    from aha.rollout.openai_client.transport import OpenAIError
+
+    said = (
+        "http://127.0.0.1:8731/v1/completions: HTTP 400: 'max_tokens' is too large: 1024. This model's "
+        "maximum context length is 512 tokens and your request has 301 input tokens (1024 > 512 - 301)."
+    )
+
+    def refused(rest):
+        raise OpenAIError(said, 400)
+
+    monkeypatch.setitem(cli.COMMANDS, "eval", refused)
+    assert main(["eval", "--endpoint", "http://127.0.0.1:8731/v1"]) == 2
+    assert capsys.readouterr().err.strip() == f"aha eval: {said}"
+    monkeypatch.setitem(
+        cli.COMMANDS, "eval", lambda rest: (_ for _ in ()).throw(RuntimeError("a bug"))
+    )
+    with pytest.raises(RuntimeError, match="a bug"):  # other errors keep their traceback
+        main(["eval"])

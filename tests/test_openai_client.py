@@ -158,6 +158,24 @@ def test_refused_vllm_field_names_the_fix(rig):
     assert c.text == "p/0/None"
 
 
+def test_max_tokens_past_the_context_names_the_fix(rig):
+    def small_context(
+        body, k
+    ):  # aha serve's / vLLM's refusal of max_tokens past the model's context
+        if body["max_tokens"] > 8:
+            return error(400, f"'max_tokens' is too large: {body['max_tokens']}. This model's maximum "
+                              "context length is 16 tokens")  # fmt: skip
+        return plain(body)
+
+    f, eng = rig.both(small_context)
+    with pytest.raises(
+        OpenAIError, match=r"too large: 32\..* \(ask for fewer new tokens: sampling"
+    ):
+        eng.generate(prompts("p"), SamplingParams(max_tokens=32))
+    [c] = eng.generate(prompts("p"), SamplingParams(max_tokens=8))
+    assert c.text == "p/0/None"
+
+
 def test_known_n_ignorer_gets_all_requests_at_once(rig):
     f, eng = rig.both(lambda b, k: plain(b, n_choices=1), delay=0.2, concurrency=4)
     params = SamplingParams(n=4, seed=0)

@@ -282,7 +282,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .data.read import DataError
     from .models.errors import ModelLoadError
 
-    return (ConfigError, DataError, UsageError, ModelLoadError, FileNotFoundError)
+    errors = (ConfigError, DataError, UsageError, ModelLoadError, FileNotFoundError)
+    # A server's refusal (`aha eval --endpoint`, `engine=openai`) is already one line: URL, status, message.
+    # Only when the client was loaded: its package imports the fast engine (torch).
+    transport = sys.modules.get("aha.rollout.openai_client.transport")
+    return errors + ((transport.OpenAIError,) if transport is not None else ())
 
 
 def main(argv: list[str] | None = None) -> int:

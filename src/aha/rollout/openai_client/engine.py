@@ -257,7 +257,7 @@ class OpenAIEngine:
 
 
 def _hint(err: OpenAIError, body: dict) -> str:
-    """The fix, when a server refuses a field this client added: vLLM's extensions, or logprobs."""
+    """The fix, when a server refuses a field this client added: vLLM's extensions, logprobs, or max_tokens."""
     if err.status not in (400, 422):
         return ""
     message = str(err)
@@ -266,6 +266,8 @@ def _hint(err: OpenAIError, body: dict) -> str:
     refused = [f for f in VLLM_FIELDS if f in body and f in message]
     if refused:
         return f" ({refused[0]} is a vLLM field: set vllm_extensions=False, openai.vllm_extensions=false)"
+    if "max_tokens" in message and "context length" in message:  # past the served model's context
+        return " (ask for fewer new tokens: sampling.max_new_tokens, --max-new-tokens in aha eval)"
     return ""
 
 
