@@ -133,15 +133,19 @@ def test_max_memory_gib_caps_this_process_on_a_gpu(monkeypatch):
     calls = []
     fake_props = lambda dev: SimpleNamespace(total_memory=80 * GIB)
     monkeypatch.setattr(ms.torch.cuda, "get_device_properties", fake_props)
-    monkeypatch.setattr(
-        ms.torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d))
-    )
+
+    def fraction(f, d):  # torch refuses a device without an index (ValueError on the H200, torch 2.11)
+        assert d.index is not None, f"set_per_process_memory_fraction got {d}"
+        calls.append((f, d))
+
+    monkeypatch.setattr(ms.torch.cuda, "set_per_process_memory_fraction", fraction)
+    monkeypatch.setattr(ms.torch.cuda, "current_device", lambda: 0)
     gpu = torch.device("cuda", 0)
-    assert ms.cap_memory(gpu, 20.0) == 0.25 and calls == [(0.25, gpu)]
+    assert ms.cap_memory(torch.device("cuda"), 20.0) == 0.25 and calls == [(0.25, gpu)]
     assert ms.cap_memory(gpu, 200.0) == 1.0  # more than the device: no cap beyond the device
     assert ms.cap_memory(gpu, None) is None and ms.cap_memory(torch.device("cpu"), 20.0) is None
     assert len(calls) == 2
-    ms.uncap_memory(
-        gpu
-    )  # the trainer's close: the whole device again (a pipeline's next stage sets its own)
+    # the trainer's close: the whole device again (a pipeline's next stage sets its own)
+    ms.uncap_memory(torch.device("cuda"))
     assert calls[-1] == (1.0, gpu)
+

@@ -89,14 +89,19 @@ def cap_memory(device: torch.device, max_memory_gib: float | None) -> float | No
         return None
     total = torch.cuda.get_device_properties(device).total_memory
     fraction = min(1.0, max_memory_gib * GIB / total)
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    torch.cuda.set_per_process_memory_fraction(fraction, _indexed(device))
     return fraction
 
 
 def uncap_memory(device: torch.device) -> None:
     """Lift cap_memory's cap (the whole device again)."""
     if device.type == "cuda":
-        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        torch.cuda.set_per_process_memory_fraction(1.0, _indexed(device))
+
+
+def _indexed(device: torch.device) -> torch.device:
+    """cuda -> cuda:N (the current device): set_per_process_memory_fraction refuses a device without index."""
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
 def held_by_others(device: torch.device) -> int:
