@@ -49,9 +49,11 @@ def model(request):
     return m
 
 
-def runner_logits(model, seq, prefix, pages):
+def runner_logits(model, seq, prefix, pages, pack=False):
     """Prefill seq[:prefix], then feed seq[prefix:] one token at a time through the decode path."""
     r = ModelRunner(model)
+    if pack:
+        r.pack()
     S = 4
     r.ensure_rope(len(seq))
     cache = KVCache(r.num_layers, 64, S, r.num_kv_heads, r.head_dim, r.dtype, r.device)
@@ -75,11 +77,13 @@ def runner_logits(model, seq, prefix, pages):
     return torch.cat(out)
 
 
-def test_logits_match_hf_forward(model):
+@pytest.mark.parametrize("pack", [False, True], ids=["modules", "packed"])
+def test_logits_match_hf_forward(model, pack):
     seq = ids(["the quick brown fox jumps over the lazy dog!"])[0]
+    pages = [5, 2, 9, 1, 7, 3, 11, 4, 8, 6, 10, 12]
     with torch.no_grad():
         ref = model(torch.tensor([seq])).logits[0]
-        got = runner_logits(model, seq, prefix=9, pages=[5, 2, 9, 1, 7, 3, 11, 4, 8, 6, 10, 12])
+        got = runner_logits(model, seq, prefix=9, pages=pages, pack=pack)
     assert got.shape == ref.shape
     assert (got - ref).abs().max().item() <= 1e-4
 
@@ -184,9 +188,10 @@ def test_engine_sample_frequencies_first_token():
     assert chi_square(counts[nucleus], p[nucleus] / p[nucleus].sum()) < df + 6 * (2 * df) ** 0.5
 
 
-def test_in_place_weight_change_is_seen():
+@pytest.mark.parametrize("pack", [False, True], ids=["modules", "packed"])
+def test_in_place_weight_change_is_seen(pack):
     model = tiny(family="qwen3")
-    eng = FastEngine(model, TOK)
+    eng = FastEngine(model, TOK, pack_weights=pack)
     sp = SamplingParams(temperature=0, max_tokens=16)
     before = eng.generate(ids(PROMPTS), sp)
     opt = torch.optim.SGD(model.parameters(), lr=5.0)
@@ -197,6 +202,88 @@ def test_in_place_weight_change_is_seen():
     ref = HFEngine(model, TOK).generate(ids(PROMPTS), sp)
     assert [c.token_ids for c in after] == [c.token_ids for c in ref]
     assert [c.token_ids for c in after] != [c.token_ids for c in before]
+    assert (eng.stats["packed_mib"] > 0) == pack
+
+
+def test_packed_weights_are_fresh_copies_kept_in_one_place_until_release():
+    """pack() copies the live weights' values (not views) into one buffer whose address does not change (the
+    CUDA graphs read it) until release(); the default is to pack only on a GPU."""
+    model = tiny(**CONFIGS["qwen2"])
+    r = ModelRunner(model)
+    a = model.model.layers[1].self_attn
+    nbytes = r.pack()
+    wqkv, bqkv, wgu, bgu = r._packed[1]
+    assert (
+        nbytes == r._buffer.nbytes == sum(t.nbytes for g in r._packed for t in g if t is not None)
+    )
+    torch.testing.assert_close(wqkv, torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
+    torch.testing.assert_close(bqkv, torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]))
+    mlp = model.model.layers[1].mlp
+    torch.testing.assert_close(wgu, torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))
+    assert bgu is None  # Qwen2's MLP has no biases
+    with torch.no_grad():
+        a.k_proj.bias.add_(1.0)
+    k_bias = slice(a.q_proj.out_features, a.q_proj.out_features + a.k_proj.out_features)
+    assert not torch.equal(r._packed[1][1][k_bias], a.k_proj.bias)  # a copy, not a view
+    assert r.params_key()[-2:] == (r._buffer.data_ptr(), r._layout)
+    ptr = r._buffer.data_ptr()
+    r.pack()
+    assert r._buffer.data_ptr() == ptr
+    assert torch.equal(r._packed[1][1][k_bias], a.k_proj.bias)
+    eng = FastEngine(model, TOK, pack_weights=True)
+    sp = SamplingParams(temperature=0, max_tokens=4)
+    eng.generate(ids(PROMPTS), sp)
+    key = eng.runner.params_key()
+    eng.generate(ids(PROMPTS), sp)
+    assert eng.runner.params_key() == key and eng.stats["packed_mib"] == nbytes / 2**20
+    eng.release()
+    assert eng.runner._packed is None and eng.runner._buffer is None
+    plain = FastEngine(model, TOK)
+    plain.generate(ids(PROMPTS), sp)
+    assert plain.stats["packed_mib"] == 0 and plain.runner._buffer is None
+
+
+def test_packed_biases_and_hooked_projections():
+    """Llama with attention and MLP biases: both groups packed with their biases, logits as HF's. A projection
+    with a forward hook (or a replaced forward) is what HF runs, so its group keeps the module calls."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=103,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        attention_bias=True,
+        mlp_bias=True,
+    )
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, t in model.named_parameters():
+            if name.endswith("bias"):
+                t.normal_()  # HF starts biases at zero: make them matter
+    seq = ids(["the quick brown fox jumps over the lazy dog!"])[0]
+    pages = [5, 2, 9, 1, 7, 3, 11, 4, 8, 6, 10, 12]
+    with torch.no_grad():
+        ref = model(torch.tensor([seq])).logits[0]
+        r = ModelRunner(model)
+        r.pack()
+        assert all(x is not None for group in r._packed for x in group)
+        assert (runner_logits(model, seq, 9, pages, pack=True) - ref).abs().max().item() <= 1e-4
+        mlp = model.model.layers[0].mlp
+        handle = mlp.up_proj.register_forward_hook(lambda m, i, o: o * 3)
+        ref = model(torch.tensor([seq])).logits[0]
+        r.pack()
+        assert (
+            r._packed[0][2] is None and r._packed[0][0] is not None and r._packed[1][2] is not None
+        )
+        assert (runner_logits(model, seq, 9, pages, pack=True) - ref).abs().max().item() <= 1e-4
+        handle.remove()
+        mlp.gate_proj.forward = lambda x: torch.zeros(x.shape[:-1] + (64,))
+        r.pack()
+        assert r._packed[0][2] is None
 
 
 def test_continuous_batching_stops_and_small_cache():
@@ -272,9 +359,11 @@ def test_peft_lora_model():
     model.train()
     sp = SamplingParams(n=2, temperature=0, max_tokens=20)
     ref = HFEngine(model, TOK).generate(ids(PROMPTS), sp)
-    eng = FastEngine(model, TOK)
+    eng = FastEngine(model, TOK, pack_weights=True)
     got = eng.generate(ids(PROMPTS), sp)
     assert eng.fallback is None and model.training
+    # q/v carry adapters: that group keeps the module calls; gate/up (no adapter) is packed
+    assert all(w is None and b is None and gu is not None for w, b, gu, _ in eng.runner._packed)
     assert [c.token_ids for c in got] == [c.token_ids for c in ref]
     with model.disable_adapter():  # the adapter matters: without it the tokens change
         assert [c.token_ids for c in eng.generate(ids(PROMPTS), sp)] != [c.token_ids for c in got]

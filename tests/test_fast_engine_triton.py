@@ -51,17 +51,26 @@ def test_rms_norm_and_silu(monkeypatch, dtype):
         torch.testing.assert_close(r1, r2, **tol(dtype))
     a, b = both(monkeypatch, lambda: silu_mul(x, r))
     torch.testing.assert_close(a, b, **tol(dtype))
+    gu = torch.randn(5, 2 * 40, generator=g, device=DEV).to(dtype)  # a packed gate/up output
+    a, b = both(monkeypatch, lambda: silu_mul(gu[:, :40], gu[:, 40:]))
+    torch.testing.assert_close(a, b, **tol(dtype))
+    torch.testing.assert_close(a, silu_mul(gu[:, :40].contiguous(), gu[:, 40:].contiguous()))
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["separate", "packed"])
 @pytest.mark.parametrize("qk_norm", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_rope_cache(monkeypatch, dtype, qk_norm):
+def test_rope_cache(monkeypatch, dtype, qk_norm, packed):
     from aha.rollout.fast.layers import rope_cache
 
     g = torch.Generator(device=DEV).manual_seed(1)
     T, NH, KVH, D = 6, 7, 1, 16
-    q = torch.randn(T, NH * D, generator=g, device=DEV).to(dtype)
-    k, v = (torch.randn(T, KVH * D, generator=g, device=DEV).to(dtype) for _ in range(2))
+    if packed:  # column slices of one q/k/v GEMM's output, read in place
+        qkv = torch.randn(T, (NH + 2 * KVH) * D, generator=g, device=DEV).to(dtype)
+        q, k, v = qkv[:, : NH * D], qkv[:, NH * D : (NH + KVH) * D], qkv[:, (NH + KVH) * D :]
+    else:
+        q = torch.randn(T, NH * D, generator=g, device=DEV).to(dtype)
+        k, v = (torch.randn(T, KVH * D, generator=g, device=DEV).to(dtype) for _ in range(2))
     ang = torch.arange(64, device=DEV)[:, None] * (
         1e-2 ** (torch.arange(D // 2, device=DEV) / (D // 2))
     )
@@ -156,7 +165,8 @@ def test_noise_kernel_equals_torch_bitwise_and_sampler_paths_agree():
     torch.testing.assert_close(la, lb, atol=1e-5, rtol=0)
 
 
-def test_engine_greedy_matches_hf_with_kernels():
+@pytest.mark.parametrize("pack", [False, True], ids=["modules", "packed"])
+def test_engine_greedy_matches_hf_with_kernels(pack):
     from aha.models.tiny import char_tokenizer, tiny_model
     from aha.rollout import HFEngine, SamplingParams
     from aha.rollout.fast import FastEngine
@@ -167,9 +177,9 @@ def test_engine_greedy_matches_hf_with_kernels():
     prompts = [tok.encode(t) for t in ["hello world", "abc", "the quick brown fox"]]
     sp = SamplingParams(n=2, temperature=0, max_tokens=24)
     ref = HFEngine(model, tok).generate(prompts, sp)
-    eng = FastEngine(model, tok)
+    eng = FastEngine(model, tok, pack_weights=pack)
     got = eng.generate(prompts, sp)
-    assert eng.stats["mode"] == "greedy"
+    assert eng.stats["mode"] == "greedy" and (eng.stats["packed_mib"] > 0) == pack
     assert [c.token_ids for c in got] == [c.token_ids for c in ref]
     for a, b in zip(ref, got):
         assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-3
@@ -203,6 +213,7 @@ def test_cuda_graphs_continuous_batching_stops_lora():
     eng = FastEngine(model, tok, max_num_seqs=4, sync_every=4)  # rows recycled, batch compacted
     got = eng.generate(prompts, sp)
     assert eng.batch.graphs, "decode steps should run as CUDA graphs"
+    assert eng.stats["packed_mib"] > 0, "packed q/k/v and gate/up by default on a GPU"
     assert any(c.finish_reason == "stop" for c in ref)
     assert [(c.token_ids, c.finish_reason) for c in got] == [
         (c.token_ids, c.finish_reason) for c in ref
@@ -212,10 +223,26 @@ def test_cuda_graphs_continuous_batching_stops_lora():
     a, b = eng.generate(prompts, sp2), eng.generate(prompts, sp2)
     assert eng.stats["mode"] == "logits" and [c.token_ids for c in a] == [c.token_ids for c in b]
     # in-place change seen by the captured graphs
-    with torch.no_grad():
+    with (
+        torch.no_grad()
+    ):  # a plain and both packed groups (their copies refreshed under the same graphs)
         model.model.layers[0].mlp.down_proj.weight.mul_(3.0)
+        model.model.layers[0].mlp.gate_proj.weight.mul_(-2.0)
+        model.model.layers[1].self_attn.k_proj.bias.add_(0.5)
     ref2 = HFEngine(model, tok).generate(prompts, sp)
     assert [c.token_ids for c in eng.generate(prompts, sp)] == [c.token_ids for c in ref2]
+    # a parameter on new storage: the graphs are captured again, into a new pool (torch asserts when a
+    # capture reuses the pool of graphs that are all gone but not yet freed)
+    old = dict(eng.batch.graphs)
+    w = model.model.layers[1].mlp.down_proj.weight
+    w.data = w.data.clone()
+    assert [c.token_ids for c in eng.generate(prompts, sp)] == [c.token_ids for c in ref2]
+    assert eng.batch.graphs and all(eng.batch.graphs.get(k) is not g for k, g in old.items())
+    # released (as with engine_release): the same shapes are captured again without the eager warm-up
+    warmed = set(eng.runner.warmed)
+    eng.release()
+    assert [c.token_ids for c in eng.generate(prompts, sp)] == [c.token_ids for c in ref2]
+    assert eng.batch.graphs and eng.runner.warmed == warmed
     # LoRA: adapter flags are part of the graph key
     lora = peft.get_peft_model(
         model,

@@ -134,6 +134,33 @@ def test_activation_formula_by_hand():
     assert activation_bytes(s, fused, n, False) == n * (6412 + grads) + head_fused
 
 
+def test_packed_weights_by_hand_and_as_the_engine_packs_them():
+    from aha.models.tiny import tiny_model
+    from aha.rollout.fast.model_runner import ModelRunner
+    from aha.train.memory import packed_bytes
+
+    s, run = shape("0.5b"), RunSpec(packed=True)
+    assert packed_bytes(s, run) == 24 * 2 * 896 * (896 + 2 * 128 + 2 * 4864) == 467_927_040
+    assert packed_bytes(s, replace(run, packed=False)) == 0
+    peft = pytest.importorskip("peft")
+    model = tiny_model(family="qwen2")  # fp32, q/k/v biases
+    c = model.config
+    tiny = shape_from_config(c)
+    biases = (
+        c.num_hidden_layers
+        * (c.num_attention_heads + 2 * c.num_key_value_heads)
+        * tiny.head_dim
+        * 4
+    )
+    assert (
+        ModelRunner(model).pack()
+        == packed_bytes(tiny, RunSpec(dtype_bytes=4, packed=True)) + biases
+    )
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    run = RunSpec(dtype_bytes=4, packed=True, lora_r=4, lora_targets=("q_proj", "v_proj"))
+    assert ModelRunner(lora).pack() == packed_bytes(tiny, run) > 0  # gate/up only
+
+
 def test_fused_chunk_is_the_kernels():
     from aha.algos import logprobs_fused
     from aha.train import memory
@@ -267,6 +294,29 @@ def test_plan_shrinks_the_kv_cache_last_and_reports_when_nothing_fits():
     assert plan.fits and plan.breakdown.kv_cache < 64 * RUN.seq_tokens * s.kv_bytes_per_token(2)
     bad = make_plan(s, RUN, limit_for(tiny) - GIB)
     assert not bad.fits and bad.minimum.total > HEADROOM * (limit_for(tiny) - GIB)
+
+
+def test_packed_weights_live_with_the_kv_cache_and_are_dropped_before_a_slower_layout():
+    from aha.train.memory import Breakdown, packed_bytes
+
+    bd = Breakdown(weights=10, kv_cache=5, engine=1, packed=7, activations=8)
+    assert (
+        bd.total == 10 + 5 + 1 + 7 + 8 == 31
+    )  # the engine (KV cache, packed weights) kept for the update
+    assert replace(bd, release=True).total == 10 + max(5 + 1 + 7, 8) == 23
+    s, run = shape("0.5b"), replace(RUN, packed=True)
+    assert make_plan(s, run, 100 * GIB).breakdown.packed == packed_bytes(s, run) > 0  # room: kept
+    # 7B, a small fixed micro-batch: generation is the larger phase, so packing would cost KV cache
+    s, run = shape("7b"), replace(RUN, packed=True)
+    bare = replace(run, packed=False)
+    st, (kv, _, engine) = static_parts(s, bare), engine_parts(s, bare)
+    limit = limit_for(st.static + engine + kv + activation_bytes(s, bare, 256, False))
+    plan = make_plan(s, run, limit, micro_batch_tokens=256)
+    assert plan.fits and plan.breakdown.packed == 0 and plan.breakdown.kv_cache == kv
+    assert not plan.checkpointing and not plan.engine_release
+    # nothing fits: the error's minimum leaves the optional packed weights out
+    bad = make_plan(s, run, limit // 4, micro_batch_tokens=256)
+    assert not bad.fits and bad.minimum.packed == 0
 
 
 def test_fixed_token_budget_is_kept_or_fails():

@@ -73,9 +73,11 @@ def test_the_users_keys_are_named_when_they_block_the_fit(tmp_path, monkeypatch,
 def test_plan_turns_checkpointing_on_and_the_step_runs(tmp_path, capsys):
     from aha.train.grpo import GRPOTrainer
 
-    cfg = load_config(TrainConfig, None, BASE + [f"out={tmp_path}"])
+    cfg = load_config(TrainConfig, None, BASE + [f"out={tmp_path}", "model.device=cpu"])
     shape = model_shape("tiny-random")
-    run = run_spec(cfg, 1, 4, None)  # fp32 on the CPU
+    run = run_spec(
+        cfg, 1, 4, None
+    )  # fp32 on the CPU (on a GPU machine too: the sizes are the CPU's)
     st, (kv, _, engine) = static_parts(shape, run), engine_parts(shape, run)
     eff = min(run.micro_batch_size * run.seq_tokens, EFFICIENT_TOKENS)
     without = st.static + engine + kv + activation_bytes(shape, run, eff, False)
@@ -134,7 +136,9 @@ def test_max_memory_gib_caps_this_process_on_a_gpu(monkeypatch):
     fake_props = lambda dev: SimpleNamespace(total_memory=80 * GIB)
     monkeypatch.setattr(ms.torch.cuda, "get_device_properties", fake_props)
 
-    def fraction(f, d):  # torch refuses a device without an index (ValueError on the H200, torch 2.11)
+    def fraction(
+        f, d
+    ):  # torch refuses a device without an index (ValueError on the H200, torch 2.11)
         assert d.index is not None, f"set_per_process_memory_fraction got {d}"
         calls.append((f, d))
 
@@ -149,3 +153,18 @@ def test_max_memory_gib_caps_this_process_on_a_gpu(monkeypatch):
     ms.uncap_memory(torch.device("cuda"))
     assert calls[-1] == (1.0, gpu)
 
+
+def test_size_engine_passes_the_kv_budget_and_the_packing_choice():
+    from types import SimpleNamespace
+
+    from aha.train.memory import Breakdown
+    from aha.train.memory_plan import Plan
+    from aha.train.memory_setup import size_engine
+
+    for packed in (0, 123):
+        eng = SimpleNamespace(kv_cache_bytes=None, pack_weights=None)
+        size_engine(eng, Plan(True, 4096, False, 777, Breakdown(packed=packed), limit=1))
+        assert eng.kv_cache_bytes == 777 and eng.pack_weights is bool(packed)
+    eng = SimpleNamespace(kv_cache_bytes=None, pack_weights=None)
+    size_engine(eng, None)  # no plan (memory.plan=off): the engine's own defaults
+    assert eng.kv_cache_bytes is None and eng.pack_weights is None

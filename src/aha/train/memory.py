@@ -13,6 +13,8 @@ Bytes, for P parameters stored in b bytes (2 for bf16), P_t of them trained (all
                  switched off instead); PPO's critic: its decoder's weights, gradients and AdamW state
     engine       KV cache: 2 * layers * kv_heads * head_dim * b per token, for every sequence of the step
                  (prompt + max_new_tokens); plus the engine's sampling buffers and prefill workspace
+    packed       on a GPU, FastEngine's copy of the q/k/v and gate/up weights (groups without adapters), kept
+                 with the KV cache (freed for the update when the engine is released)
     activations  per token of a micro-batch, what autograd keeps for the backward of a Hugging Face Qwen2 /
                  Llama layer under sdpa (counted with saved-tensor hooks, tests/test_memory.py):
                      2 RMSNorms 2 (4H + 4 + 2bH)   fp32 upcast, rsqrt, normalised input, scaled output
@@ -123,6 +125,7 @@ class RunSpec:
     share_prefix: bool = True
     world: int = 1
     fused_head: bool = False  # the lm head runs through aha.algos.logprobs_fused (CUDA with triton)
+    packed: bool = False  # FastEngine packs q/k/v and gate/up weights (its default on a GPU)
 
     @property
     def seq_tokens(self) -> int:
@@ -141,6 +144,7 @@ class Breakdown:
     critic: int = 0
     kv_cache: int = 0
     engine: int = 0  # sampling buffers, prefill workspace, FSDP-gathered weights during rollouts
+    packed: int = 0  # FastEngine's packed q/k/v and gate/up weights: kept with the KV cache
     activations: int = 0
     host: int = 0
     release: bool = False  # the KV cache is freed before the update: the two phases do not overlap
@@ -158,7 +162,9 @@ class Breakdown:
 
     @property
     def total(self) -> int:
-        gen = self.kv_cache + self.engine
+        """The larger of the two phases: generation (KV cache, engine buffers, packed weights) and the update
+        (activations, and the engine's memory unless it is released)."""
+        gen = self.kv_cache + self.engine + self.packed
         return self.static + (
             max(gen, self.activations) if self.release else gen + self.activations
         )
@@ -169,6 +175,7 @@ class Breakdown:
         out.update(
             {
                 "memory/engine_gib": self.engine / GIB,
+                "memory/packed_gib": self.packed / GIB,
                 "memory/activations_gib": self.activations / GIB,
                 "memory/total_gib": self.total / GIB,
             }
@@ -219,6 +226,21 @@ def engine_parts(shape: ModelShape, run: RunSpec) -> tuple[int, int, int]:
     prefill_ws = prefill * (3 * b * shape.intermediate + 6 * b * shape.hidden)
     gathered = shape.params * b * (run.world - 1) // run.world  # FSDP: rollouts on gathered weights
     return kv_full, kv_one, sampling + buffers + prefill_ws + gathered
+
+
+def packed_bytes(shape: ModelShape, run: RunSpec) -> int:
+    """FastEngine's packed weights (rollout/fast/model_runner.py): q/k/v and gate/up of every layer, for each
+    group with no LoRA adapter on it (a group with one keeps the module calls). Whole under FSDP: rollouts
+    run on the gathered weights. Biases (a few KiB) are left out."""
+    if not run.packed:
+        return 0
+    dims, adapted = shape.linears(), set(run.lora_targets) if run.lora_r > 0 else set()
+    groups = [
+        g
+        for g in (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+        if not adapted & set(g)
+    ]
+    return shape.layers * run.dtype_bytes * sum(dims[t][0] * dims[t][1] for g in groups for t in g)
 
 
 def shares_prefix(prompt_tokens: int, seq_tokens: int, group_size: int) -> bool:

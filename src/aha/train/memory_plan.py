@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .memory import Breakdown, ModelShape, RunSpec, activation_bytes, engine_parts, static_parts
+from .memory import (
+    Breakdown,
+    ModelShape,
+    RunSpec,
+    activation_bytes,
+    engine_parts,
+    packed_bytes,
+    static_parts,
+)
 
 HEADROOM = 0.9
 # Micro-batches this large keep an H200 busy; below, the plan prefers checkpointing with a larger one.
@@ -62,10 +70,45 @@ def make_plan(
     engine_release: bool | None = None,
 ) -> Plan:
     """The first layout (module docstring) that fits in HEADROOM * limit bytes. A keyword that is not None is
-    the user's choice and is kept; micro_batch_tokens=0 means "no token budget" (whole micro-batches)."""
+    the user's choice and is kept; micro_batch_tokens=0 means "no token budget" (whole micro-batches).
+    With run.packed, the engine's packed weights (which live as long as its KV cache) are kept only when they
+    cost no slower layout (a packed plan then has breakdown.packed > 0; size_engine tells the engine)."""
+    keys = dict(
+        checkpointing=checkpointing,
+        micro_batch_tokens=micro_batch_tokens,
+        engine_release=engine_release,
+    )
+    plan = _make_plan(shape, run, limit, **keys)
+    if run.packed:
+        bare = _make_plan(shape, replace(run, packed=False), limit, **keys)
+        if not plan.fits or (bare.fits and _rank(bare) < _rank(plan)):
+            return bare  # packing is optional: a run that cannot fit is reported without it
+    return plan
+
+
+def _rank(plan: Plan) -> tuple:
+    """Faster first: the layout's place in LAYOUTS, a larger KV cache (up to every sequence's), a larger
+    micro-batch."""
+    layout = LAYOUTS.index((plan.checkpointing, plan.engine_release))
+    return (layout, -plan.breakdown.kv_cache, -plan.micro_batch_tokens)
+
+
+def _make_plan(
+    shape: ModelShape,
+    run: RunSpec,
+    limit: int,
+    *,
+    checkpointing: bool | None,
+    micro_batch_tokens: int | None,
+    engine_release: bool | None,
+) -> Plan:
     static = static_parts(shape, run)
     kv_full, kv_one, engine = engine_parts(shape, run)
-    free = int(HEADROOM * limit) - static.static - engine  # for the KV cache and the activations
+    free = (
+        int(HEADROOM * limit) - static.static - engine
+    )  # for the KV cache, packed weights, activations
+    packed = packed_bytes(shape, run)
+    gen_free = free - packed  # for the KV cache (the packed weights live as long as it does)
     whole = run.micro_batch_size * run.seq_tokens  # the most tokens a micro-batch can hold
     fixed = whole if micro_batch_tokens == 0 else micro_batch_tokens
     act = lambda n, ckpt: activation_bytes(shape, run, min(n, whole), ckpt)
@@ -74,22 +117,26 @@ def make_plan(
     ]
 
     def attempt(ckpt: bool, release: bool, full_kv: bool, floor: int) -> Plan | None:
+        # released: the KV cache and packed weights are gone during the update; kept: the update shares
         if full_kv:
-            room = free if release else free - kv_full  # for the activations
-            if kv_full > free or room < 0:
+            room = free if release else gen_free - kv_full  # for the activations
+            if kv_full > gen_free or room < 0:
                 return None
             tokens = fixed if fixed is not None else _max_tokens(shape, run, room, ckpt, whole)
             if act(tokens, ckpt) > room or (fixed is None and tokens < floor):
                 return None
         else:  # fewer sequences in flight: the KV cache gets what one micro-batch leaves
             tokens = fixed if fixed is not None else floor
-            if act(tokens, ckpt) > free or (free if release else free - act(tokens, ckpt)) < kv_one:
+            if act(tokens, ckpt) > (free if release else gen_free):
                 return None
-        kv_bytes = free if release else free - act(tokens, ckpt)
+        kv_bytes = gen_free if release else gen_free - act(tokens, ckpt)
+        if not full_kv and kv_bytes < kv_one:
+            return None
         bd = replace(
             static,
             kv_cache=min(kv_bytes, kv_full),
             engine=engine,
+            packed=packed,
             activations=act(tokens, ckpt),
             release=release,
         )
@@ -105,6 +152,11 @@ def make_plan(
     ckpt, release = layouts[-1]
     tokens = fixed if fixed is not None else run.seq_tokens
     least = replace(
-        static, kv_cache=kv_one, engine=engine, activations=act(tokens, ckpt), release=release
+        static,
+        kv_cache=kv_one,
+        engine=engine,
+        packed=packed,
+        activations=act(tokens, ckpt),
+        release=release,
     )
     return Plan(ckpt, tokens, release, 0, least, limit, fits=False, minimum=least)

@@ -115,7 +115,12 @@ def held_by_others(device: torch.device) -> int:
 
 
 def run_spec(
-    cfg, world: int, dtype_bytes: int, critic: ModelShape | None, fused_head: bool = False
+    cfg,
+    world: int,
+    dtype_bytes: int,
+    critic: ModelShape | None,
+    fused_head: bool = False,
+    packed: bool = False,
 ) -> RunSpec:
     m, a, s, b = cfg.model, cfg.algorithm, cfg.sampling, cfg.batch
     kl_copy = (a.beta > 0 or getattr(a, "reward_kl_coef", 0) > 0) and m.lora.r == 0
@@ -134,6 +139,7 @@ def run_spec(
         share_prefix=b.share_prefix,
         world=world,
         fused_head=fused_head,
+        packed=packed,
     )
 
 
@@ -187,8 +193,9 @@ def _plan(cfg, shape, world, device, limit, source, echo) -> Plan:
         )
     from ..algos.logprobs import fused_on
 
-    # the lm head the update will run: the fused one's block is smaller
-    run = run_spec(cfg, world, b, critic, fused_head=fused_on(device))
+    # the lm head the update will run (the fused one's block is smaller); FastEngine packs weights on a GPU
+    packed = device is not None and device.type == "cuda" and cfg.engine != "hf"
+    run = run_spec(cfg, world, b, critic, fused_head=fused_on(device), packed=packed)
     plan = make_plan(
         shape,
         run,
@@ -215,6 +222,7 @@ def _does_not_fit(cfg, plan: Plan, run: RunSpec, source: str) -> str:
         ("reference", least.reference),
         ("critic", least.critic),
         ("engine", least.kv_cache + least.engine),
+        ("packed weights", least.packed),
         ("activations", least.activations),
     ]
     what = ", ".join(f"{k} {v / GIB:.1f}" for k, v in parts if v)
@@ -263,6 +271,7 @@ def table(plan: Plan, run: RunSpec, shape: ModelShape, source: str, others: int 
             f"{run.sequences} sequences x {run.seq_tokens:,} tokens x {kv_tok / 1024:.1f} KiB",
         ),
         ("engine workspace", bd.engine, ""),
+        ("packed weights", bd.packed, "the engine's q/k/v and gate/up in one GEMM each"),
         (
             "activations",
             bd.activations,
@@ -301,6 +310,8 @@ def memory_metrics(plan: Plan | None, device: torch.device) -> dict[str, float]:
 
 
 def size_engine(engine, plan: Plan | None) -> None:
-    """Give the fast engine the KV-cache bytes the plan left it (it takes what a step needs, up to that)."""
+    """Give the fast engine the KV-cache bytes the plan left it (it takes what a step needs, up to that) and
+    say whether it packs weights (only where the plan counted them)."""
     if plan is not None and hasattr(engine, "kv_cache_bytes"):
         engine.kv_cache_bytes = max(0, plan.kv_cache_bytes)
+        engine.pack_weights = plan.breakdown.packed > 0

@@ -150,6 +150,12 @@ class Batch:
             self.sample_update(b, logits, "logits")
 
     # ------------------------------------------------------------------ CUDA graphs
+    def drop_graphs(self) -> None:
+        """Forget the captured graphs and their memory pool: the next capture starts a new pool (torch refuses
+        to capture into a pool whose graphs are all gone but whose memory is not yet freed)."""
+        self.graphs.clear()
+        self.pool = None
+
     def capture(self, max_bucket: int) -> None:
         """Capture the step for every bucket <= max_bucket (all rows must be inactive: warm-up runs are then
         side-effect free, writing only to the trash page and trash column)."""
@@ -171,12 +177,26 @@ class Batch:
                 self.sample_update(b, logits, mode)
                 return None
 
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                fn()
-                fn()
-            torch.cuda.current_stream().wait_stream(s)
+            # Warm-up (Triton compilation, cuBLAS workspaces) once per shape and process: an engine released
+            # every step (engine_release) captures again each time, and two eager steps per bucket cost more
+            # than the capture itself.
+            shape = (
+                b,
+                mode,
+                self.rows,
+                self.width,
+                self.ring,
+                self.runner.packed,
+                self.runner.dtype,
+            )
+            if shape not in self.runner.warmed:
+                s = torch.cuda.Stream()
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    fn()
+                    fn()
+                torch.cuda.current_stream().wait_stream(s)
+                self.runner.warmed.add(shape)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
                 out = fn()

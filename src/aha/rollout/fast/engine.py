@@ -19,7 +19,11 @@ row could use; pages are taken as tokens are written, so long and short completi
 smaller than all rows' max length costs recompute (stats["preemptions"]), not an error. Only one sequence
 that cannot fit the whole cache is an error. `kv_bytes_per_token(model)` (kv_cache.py) prices a token.
 stats: decode_steps, prefill_tokens (recompute included), seconds, tokens_per_s, preemptions, peak_pages /
-peak_kv_mib (most pages in use at once), kv_cache_mib, mode.
+peak_kv_mib (most pages in use at once), kv_cache_mib, packed_mib, mode.
+
+Packed weights (pack_weights; default: on a GPU): q/k/v and gate/up run as one GEMM each on a copy of their
+weights refreshed at the start of every call (model_runner.py); like the KV cache it is kept (same address, so the
+CUDA graphs stay valid) until release(): about half a Qwen2.5 model's bytes.
 
 Streaming: `on_tokens(i, new_ids)` is called once per sync round for each completion that produced tokens.
 Sampling noise is keyed by (seed, completion index, token index) (noise.py): with the same seed and inputs the
@@ -69,6 +73,7 @@ class FastEngine:
         sync_every: int = 8,
         max_prefill_tokens: int = 16384,
         cuda_graphs: bool = True,
+        pack_weights: bool | None = None,
     ):
         if not 0 < kv_cache_fraction <= 1:
             raise ValueError(f"kv_cache_fraction must be in (0, 1], got {kv_cache_fraction}")
@@ -84,6 +89,7 @@ class FastEngine:
             max_prefill_tokens,
         )
         self.cuda_graphs = cuda_graphs
+        self.pack_weights = pack_weights
         self.cache = self.batch = None
         self._key = None
         self.stats: dict = {}
@@ -97,9 +103,12 @@ class FastEngine:
             self.runner, self.fallback = None, HFEngine(model, tokenizer)
 
     def release(self) -> None:
-        """Free the KV cache, batch buffers and CUDA graphs (the next generate allocates them again)."""
+        """Free the KV cache, packed weights, batch buffers and CUDA graphs (the next generate allocates them
+        again)."""
         self.cache = self.batch = None
         self._key = None
+        if self.runner is not None:
+            self.runner.unpack()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -140,6 +149,10 @@ class FastEngine:
     def _setup(self, prompts, params, rows):
         r, S = self.runner, self.page_size
         dev = r.device
+        pack = self.pack_weights if self.pack_weights is not None else dev.type == "cuda"
+        if not pack:
+            r.unpack()
+        self._packed_bytes = r.pack() if pack else 0  # before the KV budget: it takes memory
         longest = max(len(p) for p in prompts)
         r.ensure_rope(longest + params.max_tokens)
         bpp = KVCache.bytes_per_page(r.num_layers, S, r.num_kv_heads, r.head_dim, r.dtype)
@@ -175,7 +188,7 @@ class FastEngine:
             )
         key = self._graph_key()
         if key != self._key:
-            self.batch.graphs.clear()
+            self.batch.drop_graphs()
             self._key = key
         return bpp, width
 
@@ -251,6 +264,7 @@ class FastEngine:
             peak_kv_mib=sched.peak_pages * bpp / 2**20,
             kv_cache_pages=self.cache.num_pages - 1,
             kv_cache_mib=self.cache.nbytes / 2**20,
+            packed_mib=self._packed_bytes / 2**20,
             mode=batch.mode,
         )
         return results

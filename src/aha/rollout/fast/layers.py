@@ -174,13 +174,14 @@ if triton is not None:
         tl.store(VC + slot * skc + off, v, mask=msk)
 
     @triton.jit
-    def _silu_mul_kernel(G, U, O, n, BLOCK: tl.constexpr):
-        off = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    def _silu_mul_kernel(G, U, O, n, sg, su, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        off = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         m = off < n
-        g = tl.load(G + off, mask=m, other=0.0).to(tl.float32)
-        u = tl.load(U + off, mask=m, other=0.0)
+        g = tl.load(G + row * sg + off, mask=m, other=0.0).to(tl.float32)
+        u = tl.load(U + row * su + off, mask=m, other=0.0)
         a = (g / (1.0 + tl.exp(-g))).to(u.dtype).to(tl.float32)
-        tl.store(O + off, (a * u.to(tl.float32)).to(O.dtype.element_ty), mask=m)
+        tl.store(O + row * n + off, (a * u.to(tl.float32)).to(O.dtype.element_ty), mask=m)
 
 
 # --------------------------------------------------------------------------------------------- public ops
@@ -232,7 +233,8 @@ def rope_cache(
     k_norm_w: torch.Tensor | None = None,
     eps: float = 1e-6,
 ) -> torch.Tensor:
-    """q (T, NH*D), k/v (T, KVH*D), cos/sin (max_pos, D), pos/slot (T,), caches (num_slots, KVH, D).
+    """q (T, NH*D), k/v (T, KVH*D) (rows may be strided), cos/sin (max_pos, D), pos/slot (T,), caches
+    (num_slots, KVH, D).
 
     Writes rotated k and v to cache[slot]; returns rotated q (T, NH, D)."""
     T = q.shape[0]
@@ -247,7 +249,7 @@ def rope_cache(
         k_cache.index_copy_(0, slot, kh.to(k_cache.dtype))
         v_cache.index_copy_(0, slot, v.view(T, num_kv_heads, D).to(v_cache.dtype))
         return qh
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    q, k, v = _rows(q), _rows(k), _rows(v)  # column slices of a packed q/k/v GEMM are read in place
     qo = torch.empty((T, num_heads, D), dtype=q.dtype, device=q.device)
     norm = q_norm_w is not None
     qw = q_norm_w if norm else q
@@ -285,12 +287,18 @@ def rope_cache(
 
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """silu(gate) * up, both (T, I)."""
+    """silu(gate) * up, both (T, I); rows may be strided (the two halves of one packed gate/up GEMM)."""
     if not use_triton(gate):
         return torch.nn.functional.silu(gate) * up
-    gate, up = gate.contiguous(), up.contiguous()
-    out = torch.empty_like(up)
-    n = out.numel()
-    BLOCK = 2048
-    _silu_mul_kernel[(triton.cdiv(n, BLOCK),)](gate, up, out, n, BLOCK=BLOCK, num_warps=4)
+    gate, up = _rows(gate), _rows(up)
+    T, n = up.shape
+    out = torch.empty((T, n), dtype=up.dtype, device=up.device)
+    BLOCK = 1024
+    grid = (T, triton.cdiv(n, BLOCK))
+    _silu_mul_kernel[grid](gate, up, out, n, gate.stride(0), up.stride(0), BLOCK=BLOCK, num_warps=4)
     return out
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """x (T, N) as the kernels read it: any row stride, unit column stride (a copy only when it is not)."""
+    return x if x.stride(-1) == 1 else x.contiguous()

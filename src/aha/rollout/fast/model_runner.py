@@ -1,4 +1,5 @@
-"""The decoder forward over the model's *own* modules: no weight copy, so any in-place update is seen.
+"""The decoder forward over the model's *own* modules, so any in-place update is seen (the packed copy below is
+taken afresh at every generate call).
 
 Per layer (Llama / Qwen2 / Qwen3, pre-norm):
     x, r = rms_norm(h [+ r])                          input_layernorm (residual add fused)
@@ -10,15 +11,21 @@ Per layer (Llama / Qwen2 / Qwen3, pre-norm):
 logits = lm_head(rms_norm(h + r))                     lm_head is the embedding when tied
 
 The linear layers are *called* (module(x)), so a peft LoRA wrapper adds its low-rank term; norms, RoPE and
-attention read the parameters directly. RoPE cos/sin come from the model's own rotary module at positions
-0..L-1, so every static rope type it implements (default, linear, llama3, yarn) is reproduced exactly;
-length-dependent types (dynamic, longrope) are refused. Anything else unsupported raises UnsupportedModel and
-the engine falls back to HF generate.
+attention read the parameters directly. Packed projections (`pack()`, on by default on a GPU): q/k/v and gate/up
+of each layer run as one GEMM each on a concatenated copy of their weights, copied from the live parameters at
+the start of every generate call (the optimizer changes them in place between calls) into a buffer kept until
+unpack() (the engine's release()); a group with a projection that is not a plain nn.Linear (a LoRA wrapper) keeps the module calls. At 64 rows on an
+H200 the separate GEMMs are launch-bound (~4-5 us each, however small).
+
+RoPE cos/sin come from the model's own rotary module at positions 0..L-1, so every static rope type it implements
+(default, linear, llama3, yarn) is reproduced exactly; length-dependent types (dynamic, longrope) are refused.
+Anything else unsupported raises UnsupportedModel and the engine falls back to HF generate.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .attention import decode_attention, prefill_attention, prefill_meta
 from .layers import rms_norm, rope_cache, silu_mul
@@ -72,6 +79,13 @@ class ModelRunner:
         self.vocab_size = self.embed.weight.shape[0]
         self._rope_key, self._cos, self._sin = None, None, None
         self._parallel, self._streams, self._next = False, None, 0
+        # per layer: (qkv weight, qkv bias, gate/up weight, gate/up bias), None where not packed
+        self._packed: list[tuple] | None = None
+        self._buffer: torch.Tensor | None = None  # the one allocation the packed views live in
+        self._layout: tuple | None = None  # the packed groups' shapes (part of params_key)
+        self.warmed: set = (
+            set()
+        )  # decode-step shapes already run eagerly (batch.py: no warm-up before capture)
 
     @property
     def num_layers(self) -> int:
@@ -86,8 +100,80 @@ class ModelRunner:
         return self.embed.weight.device
 
     def params_key(self) -> tuple:
-        """Identity of every parameter storage: a CUDA graph is valid while this is unchanged."""
-        return tuple(p.data_ptr() for p in self.model.parameters())
+        """Identity of every parameter storage (and of the packed buffer and its layout): a CUDA graph is valid
+        while this is unchanged."""
+        buf = self._buffer
+        packed = (buf.data_ptr(), self._layout) if buf is not None else ()
+        return tuple(p.data_ptr() for p in self.model.parameters()) + packed
+
+    def pack(self) -> int:
+        """Copy the live q/k/v and gate/up weights (and their biases) into one buffer, as per-layer views
+        (qkv weight, qkv bias, gate/up weight, gate/up bias; None where a group keeps its module calls);
+        returns its bytes. Called at the start of every generate call; the buffer is kept (its address, which
+        CUDA graphs capture, does not change) until unpack()."""
+        groups = []
+        for layer in self.layers:
+            a, m = layer.self_attn, layer.mlp
+            for mods in (
+                self._plain(a.q_proj, a.k_proj, a.v_proj),
+                self._plain(m.gate_proj, m.up_proj),
+            ):
+                groups.append([p.weight for p in mods] if mods else None)
+                groups.append([p.bias for p in mods] if mods and mods[0].bias is not None else None)
+        layout = tuple(None if g is None else tuple(t.shape for t in g) for g in groups)
+        total = sum(t.numel() for g in groups if g is not None for t in g)
+        buf = self._buffer
+        if buf is None or (buf.numel(), buf.dtype, buf.device) != (total, self.dtype, self.device):
+            self._packed = self._buffer = buf = (
+                None  # the old storage goes before the new one is taken
+            )
+            self._buffer = buf = torch.empty(total, dtype=self.dtype, device=self.device)
+        views, off = [], 0
+        with torch.no_grad():
+            for g in groups:
+                if g is None:
+                    views.append(None)
+                    continue
+                n = sum(t.numel() for t in g)
+                v = buf[off : off + n].view(sum(t.shape[0] for t in g), *g[0].shape[1:])
+                torch.cat([t.detach() for t in g], out=v)
+                views.append(v)
+                off += n
+        self._packed = [tuple(views[k : k + 4]) for k in range(0, len(views), 4)]
+        self._layout = layout
+        return buf.nbytes
+
+    @property
+    def packed(self) -> bool:
+        return self._buffer is not None
+
+    def unpack(self) -> None:
+        """Drop the packed buffer (the module calls are used until the next pack)."""
+        self._packed = self._buffer = self._layout = None
+
+    def _plain(self, *mods) -> list | None:
+        """The modules when all are plain nn.Linear with plain weights of the model's dtype and device, all with
+        or all without a bias, and nothing hooked on them; else None (a LoRA wrapper, a DTensor shard, a
+        quantized weight, a forward hook or a replaced forward: the module call is what HF runs)."""
+        from torch.nn.modules import module as nn_module
+
+        if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+            return None
+        for m in mods:
+            if type(m) is not torch.nn.Linear or "forward" in m.__dict__:
+                return None
+            if m._forward_hooks or m._forward_pre_hooks:
+                return None
+        if len({m.bias is None for m in mods}) > 1:
+            return None
+        ts = [t for m in mods for t in m.parameters()]
+        if not all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in ts):
+            return None
+        return (
+            list(mods)
+            if all(t.dtype == self.dtype and t.device == self.device for t in ts)
+            else None
+        )
 
     def ensure_rope(self, length: int) -> None:
         """cos/sin tables (L, D) in the model dtype for positions 0..L-1, from the model's rotary module."""
@@ -126,14 +212,20 @@ class ModelRunner:
             for s in self._streams:
                 torch.cuda.current_stream().wait_stream(s)
 
-    def _attn_in(self, layer, x, pos, slot, k_cache, v_cache):
-        a = layer.self_attn
+    def _attn_in(self, i, x, pos, slot, k_cache, v_cache):
+        a = self.layers[i].self_attn
         qn = a.q_norm.weight if self.qk_norm else None
         kn = a.k_norm.weight if self.qk_norm else None
         eps = a.q_norm.variance_epsilon if self.qk_norm else 1e-6
-        k, v = self._side(a.k_proj, x), self._side(a.v_proj, x)
-        q = a.q_proj(x)
-        self._join()
+        w, b = self._packed[i][:2] if self._packed else (None, None)
+        if w is not None:  # one GEMM; q, k, v are column slices of its output (read in place)
+            qkv = F.linear(x, w, b)
+            nq, nkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+            q, k, v = qkv[:, :nq], qkv[:, nq : nq + nkv], qkv[:, nq + nkv :]
+        else:
+            k, v = self._side(a.k_proj, x), self._side(a.v_proj, x)
+            q = a.q_proj(x)
+            self._join()
         return rope_cache(
             q,
             k,
@@ -151,8 +243,13 @@ class ModelRunner:
             eps,
         )
 
-    def _mlp(self, layer, x):
-        m = layer.mlp
+    def _mlp(self, i, x):
+        m = self.layers[i].mlp
+        w, b = self._packed[i][2:] if self._packed else (None, None)
+        if w is not None:
+            gu = F.linear(x, w, b)
+            n = gu.shape[1] // 2
+            return m.down_proj(silu_mul(gu[:, :n], gu[:, n:]))
         g = self._side(m.gate_proj, x)
         u = m.up_proj(x)
         self._join()
@@ -165,7 +262,7 @@ class ModelRunner:
         self._parallel = tok.is_cuda
         for i, layer in enumerate(self.layers):
             x, r = self._norm(h, layer.input_layernorm, r)
-            q = self._attn_in(layer, x, pos, slot, cache.k[i], cache.v[i])  # (B, NH, D)
+            q = self._attn_in(i, x, pos, slot, cache.k[i], cache.v[i])  # (B, NH, D)
             o = decode_attention(
                 q,
                 cache.k[i],
@@ -178,7 +275,7 @@ class ModelRunner:
             )
             h = layer.self_attn.o_proj(o.reshape(o.shape[0], -1))
             x, r = self._norm(h, layer.post_attention_layernorm, r)
-            h = self._mlp(layer, x)
+            h = self._mlp(i, x)
         x, _ = self._norm(h, self.norm, r)
         self._parallel = False
         return self.lm_head(x)
@@ -193,11 +290,11 @@ class ModelRunner:
         meta = prefill_meta(lens, tokens.device)
         for i, layer in enumerate(self.layers):
             x, r = self._norm(h, layer.input_layernorm, r)
-            q = self._attn_in(layer, x, pos, slot, cache.k[i], cache.v[i])  # (T, NH, D)
+            q = self._attn_in(i, x, pos, slot, cache.k[i], cache.v[i])  # (T, NH, D)
             o = prefill_attention(q, cache.k[i][slot], cache.v[i][slot], meta, self.scale)
             h = layer.self_attn.o_proj(o.reshape(o.shape[0], -1))
             x, r = self._norm(h, layer.post_attention_layernorm, r)
-            h = self._mlp(layer, x)
+            h = self._mlp(i, x)
         if not all_logits:
             last = torch.tensor(lens).cumsum(0) - 1
             h, r = h[last.to(h.device, non_blocking=True)], r[last.to(h.device, non_blocking=True)]
