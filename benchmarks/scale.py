@@ -7,7 +7,8 @@ Columns: step, generate and update seconds (median of steps 2..N, or step 1 when
 6 x params x tokens / update seconds / 800 TFLOP/s (the H200's measured dense bf16 rate; tokens = prompt +
 completion tokens of the step); peak GiB (torch's max allocated, over all steps); est GiB (the memory plan's
 estimate for the chosen layout, to check it against the peak); the plan's choice (c = checkpointing on,
-r = KV cache released for the update, and the micro-batch token budget).
+r = KV cache released for the update, and the micro-batch token budget). Under the table, each case's time split
+(every time/* metric; "other" = the step less generate, reward, logprobs and update).
 
     python benchmarks/scale.py --models 0.5b --new 512 --trl --max-memory-gib 16 --steps 4 --set model.compile=true
     python benchmarks/scale.py --models 1.5b --new 4096 --max-memory-gib 40 --set model.compile=true
@@ -100,6 +101,10 @@ def aha_case(model_dir: Path, arch: str, new: int, args, out: Path) -> dict:
             (r.get("memory/peak_gib", float("nan")) for r in rows), default=float("nan")
         ),
         "est_gib": plan.breakdown.total / 2**30 if plan is not None else float("nan"),
+        # where a step's time goes: every time/* metric (median s), the rest of the step as "other"
+        "split": {
+            k[5:]: med(k) for k in sorted(timed[0]) if k.startswith("time/") and k != "time/step"
+        },
         "plan": "-"
         if plan is None
         else f"{'c' if plan.checkpointing else ''}{'r' if plan.engine_release else ''}"
@@ -272,6 +277,17 @@ def main(argv=None) -> list[dict]:
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in results:
         print("| " + " | ".join(fmt(r.get(c, float("nan"))) for c in cols) + " |")
+    for r in results:
+        if "split" in r:
+            top = (
+                "generate",
+                "reward",
+                "logprobs",
+                "update",
+            )  # the phases (optimizer is within update)
+            other = r["step_s"] - sum(r["split"].get(k, 0.0) for k in top)
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in r["split"].items())
+            print(f"  {r['model']} x {r['new']} time split (median s): {parts}; other {other:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results

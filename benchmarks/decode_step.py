@@ -1,0 +1,196 @@
+"""FastEngine's decode step with packed q/k/v and gate/up weights (one GEMM per group) against the model's separate
+projections (three and two GEMMs, the peer it replaces), at one batch size and context.
+
+    python benchmarks/decode_step.py                      # Qwen2.5-1.5B at 2,176 and 0.5B at 512 tokens, one GPU
+    python benchmarks/decode_step.py --cases 1.5b:2048 --rows 64
+    python benchmarks/decode_step.py --tiny               # CPU smoke test (eager steps, no CUDA graphs)
+
+Per case (a Qwen2.5 architecture with random weights, bf16, 128-token random prompts, forced lengths): a full
+generate of NEW tokens at ROWS sequences (its ms per step, the best of two calls, and whether the second call
+reused the first's CUDA graphs), then one decode step at the final context: the CUDA-graph replay time (median
+of 5 x 50 replays), the eager kernel count and time per step (torch.profiler), and the bandwidth bound (weight
++ KV bytes / the measured device-to-device copy rate). Logits of the two paths are compared on the same state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from aha.rollout import SamplingParams  # noqa: E402
+from aha.rollout.fast import FastEngine, kv_bytes_per_token  # noqa: E402
+
+
+def model_for(arch: str, dev: str):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from _qwen import ARCHS
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(**ARCHS[arch], max_position_embeddings=32768, rope_theta=1e6)
+    with torch.device(dev):
+        model = Qwen2ForCausalLM(cfg)
+    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+    return model.to(dtype).eval()
+
+
+def sync(dev: str) -> None:
+    if dev == "cuda":
+        torch.cuda.synchronize()
+
+
+def copy_bandwidth() -> float:
+    x = torch.empty(2**31, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    y.copy_(x)
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+    ev[0].record()
+    for _ in range(10):
+        y.copy_(x)
+    ev[1].record()
+    torch.cuda.synchronize()
+    return 2 * x.numel() * 10 / (ev[0].elapsed_time(ev[1]) / 1e3)
+
+
+def replay_ms(batch, rows: int) -> float:
+    batch.drop_graphs()
+    batch.capture(rows)
+    graph = batch.graphs[(rows, batch.mode)][0]
+    graph.replay()
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+    times = []
+    for _ in range(5):
+        ev[0].record()
+        for _ in range(50):
+            graph.replay()
+        ev[1].record()
+        torch.cuda.synchronize()
+        times.append(ev[0].elapsed_time(ev[1]) / 50)
+    return sorted(times)[2]
+
+
+def eager_kernels(batch, rows: int, dev: str) -> tuple[int, float]:
+    """(kernels per step, their summed time in ms) of eager decode steps; (0, wall ms) on the CPU."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    saved, batch.pool = batch.pool, None  # the eager path
+    try:
+        if dev != "cuda":
+            t = time.perf_counter()
+            for _ in range(5):
+                batch.sample_update(rows, batch.forward(rows), batch.mode)
+            return 0, (time.perf_counter() - t) / 5 * 1e3
+        batch.forward(rows)
+        sync(dev)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                batch.sample_update(rows, batch.forward(rows), batch.mode)
+            sync(dev)
+        ev = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+        return len(ev) // 5, sum(e.time_range.elapsed_us() for e in ev) / 5 / 1e3
+    finally:
+        batch.pool = saved
+
+
+def case(arch: str, new: int, rows: int, dev: str, bw: float) -> list[dict]:
+    model = model_for(arch, dev)
+    prompts = torch.randint(
+        0, model.config.vocab_size, (rows, 128), generator=torch.Generator().manual_seed(0)
+    )
+    sp = SamplingParams(temperature=1.0, max_tokens=new, seed=0)
+    ctx = 128 + new
+    wbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    kv = rows * ctx * kv_bytes_per_token(model)
+    out, logits = [], {}
+    for pack in (False, True):
+        eng = FastEngine(model, max_num_seqs=rows, pack_weights=pack)
+        eng.generate(prompts.tolist(), SamplingParams(temperature=1.0, max_tokens=8, seed=0))
+        secs, graphs = [], None
+        for _ in range(2):
+            sync(dev)
+            t = time.perf_counter()
+            eng.generate(prompts.tolist(), sp)
+            sync(dev)
+            secs.append(time.perf_counter() - t)
+            graphs = graphs if graphs is not None else dict(eng.batch.graphs)
+        reused = all(eng.batch.graphs.get(k) is g for k, g in graphs.items())
+        steps = eng.stats["decode_steps"]
+        with torch.no_grad():
+            logits[pack] = eng.batch.forward(rows).float()
+            replay = replay_ms(eng.batch, rows) if dev == "cuda" else float("nan")
+            n, kms = eager_kernels(eng.batch, rows, dev)
+        out.append(
+            {
+                "model": arch,
+                "context": ctx,
+                "path": "packed" if pack else "modules",
+                "ms_per_step": min(secs) / max(1, steps) * 1e3,
+                "replay_ms": replay,
+                "kernels": n,
+                "kernel_ms": kms,
+                "bound_ms": (wbytes + kv) / bw * 1e3 if bw else float("nan"),
+                "packed_mib": eng.stats["packed_mib"],
+                "graphs_reused": reused if dev == "cuda" else "-",
+            }
+        )
+        eng.release()
+    ref = logits[False]
+    out[1]["logits_rel_err"] = float((logits[True] - ref).norm() / ref.norm())
+    return out
+
+
+COLS = [
+    "model",
+    "context",
+    "path",
+    "ms_per_step",
+    "replay_ms",
+    "kernels",
+    "kernel_ms",
+    "bound_ms",
+    "packed_mib",
+]
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", default="1.5b:2048,0.5b:384", help="ARCH:NEW_TOKENS, a comma list")
+    p.add_argument("--rows", type=int, default=64)
+    p.add_argument("--tiny", action="store_true", help="CPU smoke test")
+    a = p.parse_args(argv)
+    if a.tiny:
+        a.cases, a.rows = "tiny:8", 4
+    dev = "cuda" if torch.cuda.is_available() and not a.tiny else "cpu"
+    bw = copy_bandwidth() if dev == "cuda" else 0.0
+    name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    rows = []
+    for c in a.cases.split(","):
+        arch, new = c.split(":")
+        rows += case(arch, int(new), a.rows, dev, bw)
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+    print(
+        f"\nDecode step at {a.rows} rows, {name}, torch {torch.__version__}"
+        + (f", copy {bw / 1e12:.2f} TB/s" if bw else "")
+    )
+    print("| " + " | ".join(COLS) + " |\n|" + "---|" * len(COLS))
+    for r in rows:
+        cells = [f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in COLS]
+        print("| " + " | ".join(cells) + " |")
+    for r in rows:
+        if "logits_rel_err" in r:
+            print(
+                f"  {r['model']}: packed/modules replay {r['replay_ms'] / rows[rows.index(r) - 1]['replay_ms']:.3f}, "
+                f"logits rel err {r['logits_rel_err']:.1e}, graphs reused across calls: {r['graphs_reused']}"
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    main()
