@@ -44,19 +44,6 @@ def sync(dev: str) -> None:
         torch.cuda.synchronize()
 
 
-def copy_bandwidth() -> float:
-    x = torch.empty(2**31, dtype=torch.uint8, device="cuda")
-    y = torch.empty_like(x)
-    y.copy_(x)
-    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
-    ev[0].record()
-    for _ in range(10):
-        y.copy_(x)
-    ev[1].record()
-    torch.cuda.synchronize()
-    return 2 * x.numel() * 10 / (ev[0].elapsed_time(ev[1]) / 1e3)
-
-
 def replay_ms(batch, rows: int) -> float:
     batch.drop_graphs()
     batch.capture(rows)
@@ -167,7 +154,14 @@ def main(argv=None) -> list[dict]:
     if a.tiny:
         a.cases, a.rows = "tiny:8", 4
     dev = "cuda" if torch.cuda.is_available() and not a.tiny else "cpu"
-    bw = copy_bandwidth() if dev == "cuda" else 0.0
+    if dev == "cuda":
+        from rollout import (
+            copy_bandwidth,
+        )  # the device-to-device copy rate, as benchmarks/rollout.py measures it
+
+        bw = copy_bandwidth()
+    else:
+        bw = 0.0
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     rows = []
     for c in a.cases.split(","):
