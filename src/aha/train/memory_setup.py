@@ -271,7 +271,11 @@ def table(plan: Plan, run: RunSpec, shape: ModelShape, source: str, others: int 
             f"{run.sequences} sequences x {run.seq_tokens:,} tokens x {kv_tok / 1024:.1f} KiB",
         ),
         ("engine workspace", bd.engine, ""),
-        ("packed weights", bd.packed, "the engine's q/k/v and gate/up in one GEMM each"),
+        (
+            "packed weights",
+            bd.packed,
+            "the engine's q/k/v and gate/up in one GEMM each" if bd.packed else "",
+        ),
         (
             "activations",
             bd.activations,
