@@ -243,6 +243,16 @@ def test_packed_weights_are_fresh_copies_kept_in_one_place_until_release():
     assert plain.stats["packed_mib"] == 0 and plain.runner._buffer is None
 
 
+def test_default_packing_only_on_a_gpu_with_room():
+    from aha.rollout.fast.engine import AUTO_PACK_SHARE, auto_pack
+
+    assert auto_pack("cuda", 10, int(10 / AUTO_PACK_SHARE)) and not auto_pack("cuda", 10, 39)
+    assert not auto_pack("cpu", 0, 1 << 40)  # off on the CPU
+    model = tiny(**CONFIGS["qwen2"])
+    r = ModelRunner(model)
+    assert r.pack_bytes() == r.pack() > 0  # the size the choice is made on is what pack() takes
+
+
 def test_packed_biases_and_hooked_projections():
     """Llama with attention and MLP biases: both groups packed with their biases, logits as HF's. A projection
     with a forward hook (or a replaced forward) is what HF runs, so its group keeps the module calls."""

@@ -21,9 +21,10 @@ that cannot fit the whole cache is an error. `kv_bytes_per_token(model)` (kv_cac
 stats: decode_steps, prefill_tokens (recompute included), seconds, tokens_per_s, preemptions, peak_pages /
 peak_kv_mib (most pages in use at once), kv_cache_mib, packed_mib, mode.
 
-Packed weights (pack_weights; default: on a GPU): q/k/v and gate/up run as one GEMM each on a copy of their
-weights refreshed at the start of every call (model_runner.py); like the KV cache it is kept (same address, so the
-CUDA graphs stay valid) until release(): about half a Qwen2.5 model's bytes.
+Packed weights (pack_weights; default: on a GPU when the copy takes at most a quarter of the free memory):
+q/k/v and gate/up run as one GEMM each on a copy of their weights refreshed at the start of every call
+(model_runner.py); like the KV cache it is kept (same address, so the CUDA graphs stay valid) until release():
+about half a Qwen2.5 model's bytes. Training runs with a memory plan are told by the plan.
 
 Streaming: `on_tokens(i, new_ids)` is called once per sync round for each completion that produced tokens.
 Sampling noise is keyed by (seed, completion index, token index) (noise.py): with the same seed and inputs the
@@ -54,6 +55,14 @@ from .kv_cache import KVCache, PageAllocator
 from .model_runner import ModelRunner, UnsupportedModel
 from .prefill import Prefill
 from .scheduler import Scheduler, cdiv
+
+# pack_weights=None packs when the copy takes at most this share of the free GPU memory
+AUTO_PACK_SHARE = 0.25
+
+
+def auto_pack(device_type: str, packed_bytes: int, free_bytes: int) -> bool:
+    """The default packing choice: on a GPU, when the packed copy is small next to the free memory."""
+    return device_type == "cuda" and packed_bytes <= AUTO_PACK_SHARE * free_bytes
 
 
 def _pow2(n: int) -> int:
@@ -90,6 +99,7 @@ class FastEngine:
         )
         self.cuda_graphs = cuda_graphs
         self.pack_weights = pack_weights
+        self._auto_pack: bool | None = None  # pack_weights=None: decided at the first call
         self.cache = self.batch = None
         self._key = None
         self.stats: dict = {}
@@ -149,7 +159,7 @@ class FastEngine:
     def _setup(self, prompts, params, rows):
         r, S = self.runner, self.page_size
         dev = r.device
-        pack = self.pack_weights if self.pack_weights is not None else dev.type == "cuda"
+        pack = self._pack_choice(dev)
         if not pack:
             r.unpack()
         self._packed_bytes = r.pack() if pack else 0  # before the KV budget: it takes memory
@@ -191,6 +201,20 @@ class FastEngine:
             self.batch.drop_graphs()
             self._key = key
         return bpp, width
+
+    def _pack_choice(self, dev: torch.device) -> bool:
+        """pack_weights, or by default (None): on a GPU, when the copy takes at most AUTO_PACK_SHARE of the
+        memory free at the first call (so a large model on a small GPU keeps its memory for the KV cache);
+        decided once, so the CUDA graphs are not re-captured by a change of mind."""
+        if self.pack_weights is not None:
+            return self.pack_weights
+        if self._auto_pack is None:
+            free = 0
+            if dev.type == "cuda":
+                free, _ = torch.cuda.mem_get_info(dev)
+                free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
+            self._auto_pack = auto_pack(dev.type, self.runner.pack_bytes(), free)
+        return self._auto_pack
 
     # ------------------------------------------------------------------ the loop
     def _generate(self, prompts, params: SamplingParams, on_tokens) -> list[Completion]:

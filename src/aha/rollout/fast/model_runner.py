@@ -111,15 +111,7 @@ class ModelRunner:
         (qkv weight, qkv bias, gate/up weight, gate/up bias; None where a group keeps its module calls);
         returns its bytes. Called at the start of every generate call; the buffer is kept (its address, which
         CUDA graphs capture, does not change) until unpack()."""
-        groups = []
-        for layer in self.layers:
-            a, m = layer.self_attn, layer.mlp
-            for mods in (
-                self._plain(a.q_proj, a.k_proj, a.v_proj),
-                self._plain(m.gate_proj, m.up_proj),
-            ):
-                groups.append([p.weight for p in mods] if mods else None)
-                groups.append([p.bias for p in mods] if mods and mods[0].bias is not None else None)
+        groups = self._groups()
         layout = tuple(None if g is None else tuple(t.shape for t in g) for g in groups)
         total = sum(t.numel() for g in groups if g is not None for t in g)
         buf = self._buffer
@@ -142,6 +134,27 @@ class ModelRunner:
         self._packed = [tuple(views[k : k + 4]) for k in range(0, len(views), 4)]
         self._layout = layout
         return buf.nbytes
+
+    def pack_bytes(self) -> int:
+        """What pack() would allocate, without allocating it."""
+        return (
+            sum(t.numel() for g in self._groups() if g is not None for t in g)
+            * self.embed.weight.element_size()
+        )
+
+    def _groups(self) -> list:
+        """Per layer: q/k/v weights, their biases, gate/up weights, their biases (lists of tensors to
+        concatenate, None where a group keeps its module calls or has no bias)."""
+        groups = []
+        for layer in self.layers:
+            a, m = layer.self_attn, layer.mlp
+            for mods in (
+                self._plain(a.q_proj, a.k_proj, a.v_proj),
+                self._plain(m.gate_proj, m.up_proj),
+            ):
+                groups.append([p.weight for p in mods] if mods else None)
+                groups.append([p.bias for p in mods] if mods and mods[0].bias is not None else None)
+        return groups
 
     @property
     def packed(self) -> bool:
