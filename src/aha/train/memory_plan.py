@@ -104,9 +104,8 @@ def _make_plan(
 ) -> Plan:
     static = static_parts(shape, run)
     kv_full, kv_one, engine = engine_parts(shape, run)
-    free = (
-        int(HEADROOM * limit) - static.static - engine
-    )  # for the KV cache, packed weights, activations
+    # for the KV cache, the packed weights and the activations
+    free = int(HEADROOM * limit) - static.static - engine
     packed = packed_bytes(shape, run)
     gen_free = free - packed  # for the KV cache (the packed weights live as long as it does)
     whole = run.micro_batch_size * run.seq_tokens  # the most tokens a micro-batch can hold

@@ -65,6 +65,12 @@ def auto_pack(device_type: str, packed_bytes: int, free_bytes: int) -> bool:
     return device_type == "cuda" and packed_bytes <= AUTO_PACK_SHARE * free_bytes
 
 
+def _free_bytes(dev: torch.device) -> int:
+    """GPU memory this process could take now: the driver's free bytes plus torch's cached, unused ones."""
+    free, _ = torch.cuda.mem_get_info(dev)
+    return free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
@@ -159,10 +165,11 @@ class FastEngine:
     def _setup(self, prompts, params, rows):
         r, S = self.runner, self.page_size
         dev = r.device
-        pack = self._pack_choice(dev)
-        if not pack:
+        if self._pack_choice(dev):
+            self._packed_bytes = r.pack()  # before the KV budget: it takes memory
+        else:
             r.unpack()
-        self._packed_bytes = r.pack() if pack else 0  # before the KV budget: it takes memory
+            self._packed_bytes = 0
         longest = max(len(p) for p in prompts)
         r.ensure_rope(longest + params.max_tokens)
         bpp = KVCache.bytes_per_page(r.num_layers, S, r.num_kv_heads, r.head_dim, r.dtype)
@@ -170,10 +177,8 @@ class FastEngine:
         if self.kv_cache_bytes is not None:
             budget = self.kv_cache_bytes
         elif dev.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(dev)
-            free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
             budget = self.kv_cache_fraction * (
-                free + (self.cache.nbytes if self.cache is not None else 0)
+                _free_bytes(dev) + (self.cache.nbytes if self.cache is not None else 0)
             )
         else:
             budget = 1 << 30
@@ -209,10 +214,7 @@ class FastEngine:
         if self.pack_weights is not None:
             return self.pack_weights
         if self._auto_pack is None:
-            free = 0
-            if dev.type == "cuda":
-                free, _ = torch.cuda.mem_get_info(dev)
-                free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
+            free = _free_bytes(dev) if dev.type == "cuda" else 0
             self._auto_pack = auto_pack(dev.type, self.runner.pack_bytes(), free)
         return self._auto_pack
 

@@ -14,8 +14,9 @@ The linear layers are *called* (module(x)), so a peft LoRA wrapper adds its low-
 attention read the parameters directly. Packed projections (`pack()`, on by default on a GPU): q/k/v and gate/up
 of each layer run as one GEMM each on a concatenated copy of their weights, copied from the live parameters at
 the start of every generate call (the optimizer changes them in place between calls) into a buffer kept until
-unpack() (the engine's release()); a group with a projection that is not a plain nn.Linear (a LoRA wrapper) keeps the module calls. At 64 rows on an
-H200 the separate GEMMs are launch-bound (~4-5 us each, however small).
+unpack() (the engine's release()); a group with a projection that is not a plain nn.Linear (a LoRA wrapper, a
+hooked module) keeps the module calls. At 64 rows on an H200 the separate GEMMs are launch-bound (~4-5 us each,
+however small).
 
 RoPE cos/sin come from the model's own rotary module at positions 0..L-1, so every static rope type it implements
 (default, linear, llama3, yarn) is reproduced exactly; length-dependent types (dynamic, longrope) are refused.
@@ -83,9 +84,8 @@ class ModelRunner:
         self._packed: list[tuple] | None = None
         self._buffer: torch.Tensor | None = None  # the one allocation the packed views live in
         self._layout: tuple | None = None  # the packed groups' shapes (part of params_key)
-        self.warmed: set = (
-            set()
-        )  # decode-step shapes already run eagerly (batch.py: no warm-up before capture)
+        # decode-step shapes already run eagerly (batch.py: no warm-up before capture)
+        self.warmed: set = set()
 
     @property
     def num_layers(self) -> int:
@@ -112,13 +112,11 @@ class ModelRunner:
         returns its bytes. Called at the start of every generate call; the buffer is kept (its address, which
         CUDA graphs capture, does not change) until unpack()."""
         groups = self._groups()
-        layout = tuple(None if g is None else tuple(t.shape for t in g) for g in groups)
-        total = sum(t.numel() for g in groups if g is not None for t in g)
+        total = _numel(groups)
         buf = self._buffer
         if buf is None or (buf.numel(), buf.dtype, buf.device) != (total, self.dtype, self.device):
-            self._packed = self._buffer = buf = (
-                None  # the old storage goes before the new one is taken
-            )
+            # the old storage goes before the new one is taken
+            self._packed = self._buffer = buf = None
             self._buffer = buf = torch.empty(total, dtype=self.dtype, device=self.device)
         views, off = [], 0
         with torch.no_grad():
@@ -132,15 +130,12 @@ class ModelRunner:
                 views.append(v)
                 off += n
         self._packed = [tuple(views[k : k + 4]) for k in range(0, len(views), 4)]
-        self._layout = layout
+        self._layout = tuple(None if g is None else tuple(t.shape for t in g) for g in groups)
         return buf.nbytes
 
     def pack_bytes(self) -> int:
         """What pack() would allocate, without allocating it."""
-        return (
-            sum(t.numel() for g in self._groups() if g is not None for t in g)
-            * self.embed.weight.element_size()
-        )
+        return _numel(self._groups()) * self.embed.weight.element_size()
 
     def _groups(self) -> list:
         """Per layer: q/k/v weights, their biases, gate/up weights, their biases (lists of tensors to
@@ -313,3 +308,8 @@ class ModelRunner:
             h, r = h[last.to(h.device, non_blocking=True)], r[last.to(h.device, non_blocking=True)]
         x, _ = self._norm(h, self.norm, r)
         return self.lm_head(x)
+
+
+def _numel(groups: list) -> int:
+    """Elements of every tensor in the packed groups (None: a group left out)."""
+    return sum(t.numel() for g in groups if g is not None for t in g)
