@@ -22,14 +22,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from _qwen import ARCHS  # noqa: E402  (a sibling module: the scripts run as python benchmarks/X.py)
 from aha.rollout import SamplingParams  # noqa: E402
 from aha.rollout.fast import FastEngine, kv_bytes_per_token  # noqa: E402
 
 
 def model_for(arch: str, dev: str):
     from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from _qwen import ARCHS
 
     torch.manual_seed(0)
     cfg = Qwen2Config(**ARCHS[arch], max_position_embeddings=32768, rope_theta=1e6)
@@ -164,9 +163,14 @@ def main(argv=None) -> list[dict]:
         bw = 0.0
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     rows = []
+    cases = []
     for c in a.cases.split(","):
-        arch, new = c.split(":")
-        rows += case(arch, int(new), a.rows, dev, bw)
+        arch, _, new = c.partition(":")
+        if arch not in ARCHS or not new.isdigit():
+            p.error(f"--cases takes ARCH:NEW_TOKENS with ARCH one of {', '.join(ARCHS)}; got {c!r}")
+        cases.append((arch, int(new)))
+    for arch, new in cases:
+        rows += case(arch, new, a.rows, dev, bw)
         if dev == "cuda":
             torch.cuda.empty_cache()
     print(

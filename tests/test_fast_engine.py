@@ -241,6 +241,8 @@ def test_packed_weights_are_fresh_copies_kept_in_one_place_until_release():
     plain = FastEngine(model, TOK)
     plain.generate(ids(PROMPTS), sp)
     assert plain.stats["packed_mib"] == 0 and plain.runner._buffer is None
+    with pytest.raises(ValueError, match="pack_weights must be True, False or None"):
+        FastEngine(model, TOK, pack_weights="yes")
 
 
 def test_default_packing_only_on_a_gpu_with_room():

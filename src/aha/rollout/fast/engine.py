@@ -92,6 +92,10 @@ class FastEngine:
     ):
         if not 0 < kv_cache_fraction <= 1:
             raise ValueError(f"kv_cache_fraction must be in (0, 1], got {kv_cache_fraction}")
+        if pack_weights not in (None, True, False):
+            raise ValueError(
+                f"pack_weights must be True, False or None (auto), got {pack_weights!r}"
+            )
         self.model, self.tokenizer = model, tokenizer
         self.max_num_seqs, self.kv_cache_fraction, self.kv_cache_bytes = (
             max_num_seqs,
