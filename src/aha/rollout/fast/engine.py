@@ -124,13 +124,13 @@ class FastEngine:
 
     def release(self) -> None:
         """Free the KV cache, packed weights, batch buffers and CUDA graphs (the next generate allocates them
-        again)."""
+        again). The memory stays in torch's cache, so the training update that follows (engine_release) reuses it
+        without new cudaMalloc calls (0.5B GRPO step on an H200: 1.78 -> 1.49 s); torch.cuda.empty_cache() hands
+        it back to the device for other processes."""
         self.cache = self.batch = None
         self._key = None
         if self.runner is not None:
             self.runner.unpack()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
     def generate(
         self,
