@@ -252,3 +252,34 @@ def test_200_adversarial_completions_bounded_and_clean(no_leaks):
     # 5 LOOP chunks + 5 retries + ~8 nested-\sin items, 0.5 s each, and 4 looping programs stopped by the
     # sandbox at 0.3 s, on 2 workers -> ~6 s, plus start-up.
     assert elapsed < 30, f"took {elapsed:.1f}s"
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_script_without_main_guard_is_told_so(tmp_path, guarded):
+    """Workers import the main script first (forkserver/spawn): without an `if __name__ == "__main__":` guard the
+    script runs again in each worker and they die at start; the error names the guard, not a broken install."""
+    body = (
+        "from aha.rewards import RewardRunner\n"
+        "with RewardRunner([('math', 1.0)], num_workers=1) as r:\n"
+        "    print('scores', r.score(['<answer>1</answer>'], [{'answer': '1'}]).total.tolist())\n"
+    )
+    if guarded:
+        body = "if __name__ == '__main__':\n" + "".join(
+            "    " + ln + "\n" for ln in body.splitlines()
+        )
+    script = tmp_path / "train_script.py"
+    script.write_text(body)
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    if guarded:
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "scores [1.0]" in out.stdout
+    else:
+        assert out.returncode != 0
+        last = out.stderr.strip().splitlines()[-1]
+        assert "die on start" in last and "train_script.py" in last
+        assert 'if __name__ == "__main__":' in last

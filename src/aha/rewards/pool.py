@@ -21,12 +21,14 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
+from pathlib import Path
 
 from aha.rewards.sandbox import SCRATCH_PREFIX
 from aha.rewards.worker import worker_main
@@ -84,6 +86,23 @@ def _shutdown(workers: list) -> None:
             w.conn.close()
             w.proc.join()
     workers.clear()
+
+
+def _start_hint() -> str:
+    """The likely fix when workers die on start. A new worker imports the main script before it runs anything
+    (multiprocessing's forkserver and spawn do, so that rewards defined there resolve): a script with no
+    `if __name__ == "__main__":` guard starts training again in the worker, which dies at its first Process."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    try:
+        guarded = path is None or "__main__" in Path(path).read_text(errors="replace")
+    except OSError:
+        guarded = True
+    if not guarded:
+        return (
+            f"each worker imports the main script {path} first, which has no "
+            '`if __name__ == "__main__":` guard; put the script\'s top-level code under one'
+        )
+    return "check that `python -c 'import aha.rewards.worker'` works here"
 
 
 class WorkerPool:
@@ -173,8 +192,7 @@ class WorkerPool:
                     if self._stillborn > 2 * self.num_workers:
                         _shutdown(workers)
                         raise RuntimeError(
-                            f"reward workers die on start (exit code {w.proc.exitcode}); check "
-                            "that `python -c 'import aha.rewards.worker'` works here"
+                            f"reward workers die on start (exit code {w.proc.exitcode}); {_start_hint()}"
                         )
                     self._replace(i)
                 elif dead:
