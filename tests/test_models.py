@@ -65,6 +65,81 @@ def test_missing_or_bad_paths_are_one_line_errors(tmp_path):
         load_model("tiny-random", device="cuda")
 
 
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """An empty Hugging Face cache, no proxy, not offline, and a fake network: hub["up"] says whether
+    connecting to the hub works; hub["probes"] counts the attempts."""
+    import socket
+
+    import huggingface_hub.constants
+
+    from aha.models import errors
+
+    for var in (*errors.PROXY_VARS, "HF_HUB_OFFLINE", "HF_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(errors, "_reachable", {})
+    state = {"up": False, "probes": 0}
+
+    class Conn:
+        def close(self):
+            pass
+
+    def connect(address, timeout=None):
+        state["probes"] += 1
+        if not state["up"]:
+            raise OSError("[Errno -2] Name or service not known")
+        return Conn()
+
+    monkeypatch.setattr(socket, "create_connection", connect)
+    return state
+
+
+def test_a_hub_id_without_network_fails_at_once(hub, tmp_path, monkeypatch):
+    """Offline, an uncached hub id is a one-line error before transformers' minute of retries; a cached id, a
+    local path, a built-in name, HF_HUB_OFFLINE and a proxy are not probed."""
+    import time
+
+    from aha.config import ConfigError
+    from aha.models.errors import unreachable_hub
+    from aha.models.load import load_config as model_config
+    from aha.preflight import check_model_paths
+
+    t0 = time.monotonic()
+    with pytest.raises(
+        ModelLoadError, match="not in the local Hugging Face cache and huggingface.co"
+    ):
+        load_model("Qwen/Qwen2.5-0.5B-Instruct")
+    with pytest.raises(ModelLoadError, match="Name or service not known"):
+        model_config("Qwen/Qwen2.5-0.5B-Instruct")  # the memory plan reads the config first
+    cfg = load_config(TrainConfig, None, ["model.path=Qwen/Qwen2.5-0.5B-Instruct"])
+    with pytest.raises(ConfigError, match="HF_ENDPOINT"):
+        check_model_paths(cfg)
+    assert time.monotonic() - t0 < 10 and hub["probes"] == 1  # probed once per process
+    # a cached id: no probe
+    snap = tmp_path / "hub" / "models--acme--tiny" / "snapshots" / "abc"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (tmp_path / "hub" / "models--acme--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny" / "refs" / "main").write_text("abc")
+    assert unreachable_hub("acme/tiny") is None
+    for path in ("tiny-base", "tiny-random", str(tmp_path), "./model", "m.gguf"):
+        assert unreachable_hub(path) is None, path
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert unreachable_hub("acme/other") is None  # transformers answers at once offline
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert unreachable_hub("acme/other") is None  # the download would go through the proxy
+    assert hub["probes"] == 1
+    # a reachable hub (a fresh process): no error here, transformers downloads
+    monkeypatch.delenv("HTTPS_PROXY")
+    from aha.models import errors
+
+    monkeypatch.setattr(errors, "_reachable", {})
+    hub["up"] = True
+    assert unreachable_hub("acme/other") is None and hub["probes"] == 2
+
+
 def test_lora_reference_is_base_model(tmp_path):
     model, tok = load_model("tiny-random", lora_r=4, lora_alpha=8)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -41,3 +41,50 @@ def missing_local_path(path: str) -> str | None:
         f"model path '{path}' does not exist{where}; pass an existing model directory or .gguf "
         "file, a hub id (OWNER/NAME) or tiny-base"
     )
+
+
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+_reachable: dict[
+    tuple[str, int], str | None
+] = {}  # (host, port) -> None or why not: probed once per process
+
+
+def unreachable_hub(path: str, timeout: float = 3.0) -> str | None:
+    """A one-line message when `path` is a hub id this machine has not cached and the hub cannot be reached,
+    else None. Without it transformers retries for most of a minute before giving up. Not checked: local paths,
+    built-in names, HF_HUB_OFFLINE (transformers answers at once there), runs behind a proxy (the direct
+    connection this makes is not the one the download would use)."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    if (
+        path in BUILTIN_NAMES
+        or looks_local(path)
+        or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+    ):
+        return None
+    if any(os.environ.get(v) for v in PROXY_VARS):
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(path, "config.json"), str):
+            return None
+    except Exception:  # an id the hub library refuses: transformers will say why
+        return None
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    if (host, port) not in _reachable:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            _reachable[host, port] = None
+        except OSError as e:
+            _reachable[host, port] = str(e) or type(e).__name__
+    why = _reachable[host, port]
+    if why is None:
+        return None
+    return (
+        f"model '{path}' is not in the local Hugging Face cache and {host} cannot be reached ({why}); pass a "
+        "local model directory or .gguf file, or set HF_ENDPOINT to a hub mirror this machine can reach"
+    )
