@@ -45,7 +45,8 @@ def test_a_missing_local_model_path_is_named_before_any_model_loads(tmp_path, mo
             preflight("train", cfg)
         assert e.value.key == "model.path" and "\n" not in str(e.value)
     (tmp_path / "runs/x/checkpoints/step-000009").mkdir(parents=True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub id is not probed then (test_models.py: the probe)
+    # a hub id is not probed for the hub then (test_models.py tests the probe)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for path in ("runs/x/checkpoints/step-000009", "tiny-base", "tiny-random", "Qwen/Qwen2.5-0.5B"):
         preflight(
             "train", load_config(TrainConfig, None, [f"model.path={path}", "task.name=chain"])

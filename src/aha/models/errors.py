@@ -44,9 +44,8 @@ def missing_local_path(path: str) -> str | None:
 
 
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-_reachable: dict[
-    tuple[str, int], str | None
-] = {}  # (host, port) -> None or why not: probed once per process
+# (host, port) -> None (reachable) or why not: probed once per process
+_reachable: dict[tuple[str, int], str | None] = {}
 
 
 def unreachable_hub(path: str, timeout: float = 3.0) -> str | None:
