@@ -104,13 +104,7 @@ def load_model(
     ensure_pad_token(tok, model.generation_config)
     model.to(dev)
     if gradient_checkpointing:
-        # Non-reentrant checkpointing: gradients reach LoRA adapters even though the embeddings are frozen.
-        kwargs = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x names it so
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        model.config.use_cache = False
+        enable_checkpointing(model)
     if lora_r > 0:
         try:
             from peft import LoraConfig, get_peft_model
@@ -187,6 +181,18 @@ def reference_model(policy):
     for p in ref.parameters():
         p.requires_grad_(False)
     return lambda: contextlib.nullcontext(ref)
+
+
+def enable_checkpointing(model) -> None:
+    """Activation checkpointing on every decoder layer of a transformers model (each layer's
+    `gradient_checkpointing` flag can then be switched alone). Non-reentrant: gradients reach LoRA adapters
+    even though the embeddings are frozen."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x names it so
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False
 
 
 def compile_decoder_layers(model) -> int:
