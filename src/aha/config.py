@@ -221,6 +221,10 @@ def convert(tp, value: Any, path: str, ancestors: tuple = ()):
             else f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}",
         )
     if origin is Literal:
+        if isinstance(value, bool) and not any(isinstance(a, bool) for a in args):
+            # YAML 1.1 reads off/no/false (on/yes/true) as a boolean: give back the word the choices use
+            words = ("off", "no", "false") if not value else ("on", "yes", "true")
+            value = next((a for a in args if isinstance(a, str) and a.lower() in words), value)
         if value in args:
             return value
         raise ConfigError(path, f"got {value!r}; choose one of: {', '.join(map(str, args))}")
