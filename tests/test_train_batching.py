@@ -104,3 +104,33 @@ def test_micro_batch_gradients_sum_to_full_batch(agg):
     full = grads([list(range(8))])
     for size in (1, 3):
         assert torch.allclose(grads(micro_batches(b, size)), full, atol=1e-6, rtol=1e-4)
+
+
+def test_update_refuses_ids_outside_the_vocabulary_in_one_line(tmp_path):
+    """The update checks the batch's ids once on the CPU (so its forwards need no host sync for it)."""
+    from aha.config import load_config
+    from aha.train.config import TrainConfig
+    from aha.train.grpo import GRPOTrainer
+
+    cfg = load_config(
+        TrainConfig,
+        None,
+        [
+            "model.path=tiny-random",
+            "steps=1",
+            f"out={tmp_path}",
+            "engine=hf",
+            "logging.progress=false",
+        ],
+    )
+    tr = GRPOTrainer(cfg)
+    try:
+        V = tr.model.get_output_embeddings().weight.shape[0]
+        done = Completion(prompt_index=0, token_ids=[4, V + 5], logprobs=[-1.0, -1.0])
+        batch = build_batch([[1, 2, 3]], [done], torch.ones(1), 0, False)
+        with pytest.raises(
+            ValueError, match=rf"in \[0, {V}\).*got 1\.\.{V + 5}; check the tokenizer"
+        ):
+            tr.update(batch)
+    finally:
+        tr.close()

@@ -134,12 +134,15 @@ def token_logprobs_entropy(
     chunk_size: int | None = None,
     with_entropy: bool = True,
     fused: bool | None = None,
+    check_targets: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """hidden (B, T, H), weight (V, H) (the lm_head), targets (B, T) token ids ->
     (logp (B, T), entropy (B, T) or None), float32 (float64 for float64 inputs); differentiable w.r.t. hidden
     and weight. targets[b, t] is the token whose logprob row (b, t) predicts (the caller shifts by one).
     fused: the Triton kernels of logprobs_fused.py (None: on CUDA when triton imports, not for float64);
     chunk_size: rows per chunk (None: 1,024 plain, 2,048 fused).
+    check_targets=False skips the fused path's check that every target is < V (one host sync) where the caller
+    has checked already; an id out of range then reads a wrong logit, never outside the block.
     """
     if fused is None:
         fused = fused_default(hidden)
@@ -161,8 +164,7 @@ def token_logprobs_entropy(
             f"{tuple(weight.shape)}, {tuple(targets.shape)}"
         )
     lead = targets.shape
-    fn = FusedLogpEntropy if fused else _ChunkedLogpEntropy
-    logp, ent = fn.apply(
+    args = (
         hidden.reshape(-1, hidden.shape[-1]),
         weight,
         targets.reshape(-1).to(torch.long),
@@ -170,6 +172,10 @@ def token_logprobs_entropy(
         int(chunk_size),
         bool(with_entropy),
     )
+    if fused:
+        logp, ent = FusedLogpEntropy.apply(*args, bool(check_targets))
+    else:
+        logp, ent = _ChunkedLogpEntropy.apply(*args)
     return logp.view(lead), (ent.view(lead) if with_entropy else None)
 
 

@@ -57,7 +57,7 @@ if triton is not None:
         T = tl.sum(t * sc, 0)
         lse = mx + tl.log(S)
         tgt = tl.load(TGT + row)
-        picked = tl.load(base + tl.maximum(tgt, 0)).to(tl.float32) * inv_t
+        picked = tl.load(base + tl.minimum(tl.maximum(tgt, 0), V - 1)).to(tl.float32) * inv_t
         tl.store(LOGP + row, tl.where(tgt >= 0, picked - lse, 0.0))
         tl.store(LSE + row, lse)
         tl.store(ENT + row, lse - T / S)
@@ -105,16 +105,24 @@ def _on(t: Tensor):
 
 class FusedLogpEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, temperature, chunk_size, with_entropy):
+    def forward(ctx, hidden, weight, targets, temperature, chunk_size, with_entropy, check=True):
         # hidden (N, H), weight (V, H), targets (N,) -> logp (N,), entropy (N,) or (0,), float32
         with _on(hidden):
             return FusedLogpEntropy._forward(
-                ctx, hidden, weight, targets.contiguous(), temperature, chunk_size, with_entropy
+                ctx,
+                hidden,
+                weight,
+                targets.contiguous(),
+                temperature,
+                chunk_size,
+                with_entropy,
+                check,
             )
 
     @staticmethod
-    def _forward(ctx, hidden, weight, targets, temperature, chunk_size, with_entropy):
-        check_targets(targets, weight.shape[0])
+    def _forward(ctx, hidden, weight, targets, temperature, chunk_size, with_entropy, check):
+        if check:
+            check_targets(targets, weight.shape[0])
         N = hidden.shape[0]
         logp = torch.empty(N, dtype=torch.float32, device=hidden.device)
         lse, ent = torch.empty_like(logp), torch.empty_like(logp)
@@ -160,4 +168,4 @@ class FusedLogpEntropy(torch.autograd.Function):
             if need_w:
                 grad_w.add_(gz.T @ h)  # (V, H)
             del gz
-        return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None, None, None
+        return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None, None, None, None

@@ -59,7 +59,18 @@ class Batch:
         return 1.0 if self.params is None else self.params.logprob_temperature
 
     def to(self, device) -> Batch:
-        mv = lambda x: x.to(device) if isinstance(x, torch.Tensor) else x
+        """To a GPU through pinned memory and without blocking: a copy from pageable memory would first wait for
+        the work the GPU has queued (the update queues the next micro-batch while the GPU runs this one)."""
+        dev = torch.device(device)
+        pin = dev.type == "cuda"
+
+        def mv(x):
+            if not isinstance(x, torch.Tensor):
+                return x
+            if pin and x.device.type == "cpu":
+                x = x.pin_memory()
+            return x.to(dev, non_blocking=pin)
+
         return type(self)(**{f: mv(getattr(self, f)) for f in self.__dataclass_fields__})
 
 

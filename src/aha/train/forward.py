@@ -99,16 +99,27 @@ class LogprobModel(torch.nn.Module):
         with_entropy: bool = False,
         chunk_size: int | None = None,
         prompt_lens: torch.Tensor | None = None,
+        padded_right: bool | None = None,
+        ids_checked: bool = False,
     ):
         """input_ids, attention_mask: (B, L) right-padded -> logp (B, L-1) of input_ids[:, 1:], entropy or None.
 
         prompt_lens (B,): row i is prompt input_ids[i, :prompt_lens[i]] + completion; when given and some prompt
         occurs twice, each distinct prompt is computed once and logp/entropy are 0 off the completion tokens.
+        padded_right: whether every row of attention_mask is ones then zeros, when the caller knows it (the
+        update reads it off the batch on the CPU); None checks here, a host sync on a GPU. ids_checked: every id
+        is in the vocabulary (checked by the caller on the CPU), so the lm head does not check it (another sync).
         """
         base = unwrap(self.lm)
         weight = base.get_output_embeddings().weight  # (V, H)
-        kw = dict(temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
-        if prompt_lens is not None and int(prompt_lens.min()) >= 1 and can_share(base):
+        kw = dict(
+            temperature=temperature,
+            chunk_size=chunk_size,
+            with_entropy=with_entropy,
+            check_targets=not ids_checked,
+        )
+        # can_share first: under checkpointing or compiled layers the prompt lengths are never read (a sync)
+        if prompt_lens is not None and can_share(base) and int(prompt_lens.min()) >= 1:
             first, inv = prompt_groups(input_ids, prompt_lens)
             plens = prompt_lens.tolist()
             saved = sum(plens) - sum(plens[i] for i in first)
@@ -116,7 +127,9 @@ class LogprobModel(torch.nn.Module):
                 return self.shared_forward(
                     base, weight, input_ids, attention_mask, prompt_lens, first, inv, kw
                 )
-        mask = None if right_padded(attention_mask) else attention_mask  # causal alone is exact
+        if padded_right is None:
+            padded_right = right_padded(attention_mask)
+        mask = None if padded_right else attention_mask  # causal alone is exact
         hidden = base.get_decoder()(
             input_ids=input_ids, attention_mask=mask, use_cache=False
         ).last_hidden_state  # (B, L, H)
@@ -169,6 +182,8 @@ def sequence_logprobs(
     with_entropy: bool = False,
     chunk_size: int | None = None,
     prompt_lens: torch.Tensor | None = None,
+    padded_right: bool | None = None,
+    ids_checked: bool = False,
 ):
     """The same for a LogprobModel or a bare causal LM."""
     wrapper = model if isinstance(model, LogprobModel) else LogprobModel(model)
@@ -179,4 +194,6 @@ def sequence_logprobs(
         with_entropy=with_entropy,
         chunk_size=chunk_size,
         prompt_lens=prompt_lens,
+        padded_right=padded_right,
+        ids_checked=ids_checked,
     )

@@ -17,8 +17,9 @@ import time
 import torch
 
 from .. import algos
+from ..models.load import unwrap
 from .batching import micro_batches
-from .forward import sequence_logprobs
+from .forward import right_padded, sequence_logprobs
 from .guard import SKIP_KEY
 from .optim import build_optimizer, build_scheduler
 
@@ -88,25 +89,44 @@ class PolicyUpdate:
         """The micro-batch's prompt lengths when the forward may compute each distinct prompt once."""
         return mb.prompt_lens if self.cfg.batch.share_prefix else None
 
+    def check_ids(self, batch) -> None:
+        """Every token id of the (CPU) batch is in the vocabulary: checked once here, so the forwards need no
+        host sync for it."""
+        vocab = unwrap(self.policy).get_output_embeddings().weight.shape[0]
+        ids = batch.input_ids
+        low, top = (int(ids.min()), int(ids.max())) if ids.numel() else (0, 0)
+        if low < 0 or top >= vocab:
+            raise ValueError(
+                f"token ids of the update batch must be in [0, {vocab}) (the model's vocabulary), "
+                f"got {low}..{top}; check the tokenizer against the model"
+            )
+
     def logprobs_no_grad(self, model, batch, idx_lists) -> torch.Tensor:
         """(B, L-1) logprobs of `model` (the policy, a reference) at the batch's sampling temperature."""
-        out = torch.zeros_like(batch.loss_mask)
+        self.check_ids(batch)
+        out, parts = torch.zeros_like(batch.loss_mask), []
         with torch.no_grad():
             for idx in idx_lists:
-                mb = batch.select(idx).to(self.device)
+                sel = batch.select(idx)
+                mb = sel.to(self.device)
                 logp, _ = sequence_logprobs(
                     model,
                     mb.input_ids,
                     mb.attention_mask,
                     temperature=batch.logprob_temperature,
                     prompt_lens=self.prompt_lens(mb),
+                    padded_right=right_padded(sel.attention_mask),
+                    ids_checked=True,
                 )
-                out[idx, : logp.shape[1]] = logp.float().cpu()
+                parts.append((idx, logp.float()))
+        for idx, logp in parts:  # read back once the GPU is done with all of them
+            out[idx, : logp.shape[1]] = logp.cpu()
         return out
 
     def __call__(self, batch, passes=None) -> dict:
         """Update the policy on `batch` (advantages set; ref_logp / old_logp filled here unless given)."""
         a, dist = self.cfg.algorithm, self.dist
+        self.check_ids(batch)
         mbs = passes or equal_passes(batch, self.cfg.batch, dist)
         # Normalise every micro-batch, on every rank, by the whole global batch's denominator: the gradients
         # then add up to exactly the full-batch gradient, whatever the split.
@@ -123,12 +143,16 @@ class PolicyUpdate:
         sums: dict[str, torch.Tensor] = {}
         grad_norm = torch.tensor(0.0)
         optim_seconds, skipped = 0.0, None
+        # No host sync inside a pass (the batch is on the CPU; the loss and metrics add up on the device), so
+        # the CPU queues the next micro-batch while the GPU still runs this one: the update is host-bound at
+        # small micro-batches (benchmarks/update_layouts.py).
         for _ in range(a.mu):
             self.optimizer.zero_grad(set_to_none=True)
-            pass_loss = 0.0  # this rank's share of the pass's loss: is it finite?
+            pass_loss = torch.zeros((), device=self.device)  # this rank's share: is it finite?
             for idx, weight in mbs:
-                mb = batch.select(idx).to(self.device)
-                share = weight * float(mb.loss_mask.sum()) / n_tokens  # metrics: token means
+                sel = batch.select(idx)
+                share = weight * float(sel.loss_mask.sum()) / n_tokens  # metrics: token means
+                mb = sel.to(self.device)
                 logp, entropy = sequence_logprobs(
                     self.policy,
                     mb.input_ids,
@@ -136,6 +160,8 @@ class PolicyUpdate:
                     temperature=batch.logprob_temperature,
                     with_entropy=True,
                     prompt_lens=self.prompt_lens(mb),
+                    padded_right=right_padded(sel.attention_mask),
+                    ids_checked=True,
                 )
                 old = mb.old_logp if mb.old_logp is not None else logp.detach()
                 loss, m = policy_loss(
@@ -171,12 +197,12 @@ class PolicyUpdate:
                 )
                 # FSDP averages gradients over ranks; the loss is already a global sum, so undo the average.
                 (loss * (weight * dist.world)).backward()
-                pass_loss += weight * float(m["loss"])
+                pass_loss = pass_loss + weight * m["loss"].float()
                 for k, v in m.items():
                     wk = weight if k in SUMMED else share
-                    sums[k] = sums.get(k, 0.0) + wk * v.detach().float().cpu() / a.mu
+                    sums[k] = sums.get(k, 0.0) + wk * v.detach().float() / a.mu
             t_opt = self._sync_time()
-            loss_ok = math.isfinite(pass_loss)
+            loss_ok = math.isfinite(float(pass_loss))
             grad_norm, stepped = clip_and_step(
                 self.policy,
                 self.optimizer,
@@ -192,8 +218,14 @@ class PolicyUpdate:
                 break
         t2 = time.perf_counter()
         keys = sorted(sums)
-        totals = dist.sum(torch.stack([torch.as_tensor(sums[k]) for k in keys])) if keys else []
-        out = {k: float(v) for k, v in zip(keys, totals)}
+        totals = (
+            dist.sum(
+                torch.stack([torch.as_tensor(sums[k], device=self.device) for k in keys])
+            ).tolist()
+            if keys
+            else []
+        )
+        out = dict(zip(keys, totals))
         out.update(
             {
                 "grad_norm": float(grad_norm),
