@@ -277,3 +277,16 @@ def test_a_servers_refusal_is_one_line(monkeypatch, capsys):
     )
     with pytest.raises(RuntimeError, match="a bug"):  # other errors keep their traceback
         main(["eval"])
+
+
+@pytest.mark.parametrize("args", [["--help"], ["version"], ["train", "--help"]])
+def test_a_reader_that_leaves_early_is_not_an_error(args):
+    """`aha --help | head -3`: the pipe closes before aha writes; no traceback, exit 0."""
+    p = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from aha.cli import main; sys.exit(main())", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    p.stdout.close()  # before the child has imported anything: its first write meets a closed pipe
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err

@@ -290,7 +290,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:  # the reader left early (`aha --help | head`): not an error
+        _quiet_stdout()
+        return 0
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush into a closed pipe stays silent."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _main(argv: list[str]) -> int:
     if (
         len(argv) > 1 and argv[0] == "help"
     ):  # `aha help train [PREFIX]` is `aha train --help [PREFIX]`
@@ -319,10 +333,10 @@ def main(argv: list[str] | None = None) -> int:
             print(command_help(cmd, rest, ENTRY, resolve, flags), flush=True)
             return 0
         return COMMANDS[cmd](rest)
-    except BrokenPipeError:  # the reader left early (`aha train --help | head`): not an error
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (
+        BrokenPipeError
+    ):  # before the general handler below: `aha train --help | head` is not an error
+        _quiet_stdout()
         return 0
     except Exception as e:
         if "torch" in sys.modules:  # out of GPU memory outside a training step: one line, exit 75
