@@ -41,6 +41,23 @@ def test_values_are_the_head_on_the_policy_decoder_hidden_states():
     )
 
 
+def test_checkpointed_critic_has_the_same_gradients():
+    """gradient_checkpointing=True checkpoints every backbone layer (the policy's non-reentrant setting) and
+    changes no gradient."""
+    x = ids(seed=5)
+    grads = []
+    for ckpt in (False, True):
+        value = ValueModel.from_pretrained(
+            "tiny-random", device="cpu", seed=3, gradient_checkpointing=ckpt
+        )
+        with torch.no_grad():
+            value.value_head.weight.normal_(generator=torch.Generator().manual_seed(1))
+        assert all(layer.gradient_checkpointing is ckpt for layer in value.backbone.layers)
+        value(x).square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in value.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-6)
+
+
 def test_zero_head_starts_at_zero_and_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     before = torch.get_rng_state()

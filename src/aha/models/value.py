@@ -75,7 +75,7 @@ class ValueModel(nn.Module):
         a local HF directory, a hub id): the latter gets a fresh (zero) head. `seed` only matters for
         "tiny-random", whose weights it draws."""
         from .compat import dtype_kwarg
-        from .load import load_model, resolve_device, resolve_dtype
+        from .load import enable_checkpointing, load_model, resolve_device, resolve_dtype
 
         p = Path(path)
         if (p / HEAD_FILE).is_file():
@@ -95,8 +95,9 @@ class ValueModel(nn.Module):
             )
             model = cls.from_causal_lm(lm)
         if gradient_checkpointing:
-            model.backbone.gradient_checkpointing_enable()
-            model.backbone.config.use_cache = False
+            enable_checkpointing(
+                model.backbone
+            )  # the policy's: non-reentrant on every transformers version
         return model.train()
 
     # ---- files ----------------------------------------------------------------------------------------------
