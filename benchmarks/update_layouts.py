@@ -135,6 +135,8 @@ def main(argv=None) -> list[dict]:
         for i, (budget, k) in enumerate(variants):
             for j, layer in enumerate(layers):
                 layer.gradient_checkpointing = j < k
+            # the decoder's own flag too: the shared-prompt forward (aha.train.forward.can_share) reads it
+            base.get_decoder().gradient_checkpointing = k > 0
             cfg.batch.micro_batch_tokens = budget  # read by the update at every call
             row = {"tokens": budget, "ckpt_layers": k, "plan": "yes" if i == 0 else ""}
             if torch.cuda.is_available():

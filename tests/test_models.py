@@ -131,13 +131,24 @@ def test_a_hub_id_without_network_fails_at_once(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
     assert unreachable_hub("acme/other") is None  # the download would go through the proxy
     assert hub["probes"] == 1
-    # a reachable hub (a fresh process): no error here, transformers downloads
     monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy:3128")  # an http mirror behind a proxy
+    assert unreachable_hub("acme/other") is None
+    monkeypatch.delenv("HTTP_PROXY")
+    monkeypatch.setenv(
+        "HF_ENDPOINT", "https://mirror.example:80a"
+    )  # transformers will name the bad port
+    assert unreachable_hub("acme/other") is None
+    monkeypatch.setenv("HF_ENDPOINT", "mirror.example")  # no scheme: https
+    assert "mirror.example cannot be reached" in unreachable_hub("acme/other")
+    monkeypatch.delenv("HF_ENDPOINT")
+    assert hub["probes"] == 2
+    # a reachable hub (a fresh process): no error here, transformers downloads
     from aha.models import errors
 
     monkeypatch.setattr(errors, "_reachable", {})
     hub["up"] = True
-    assert unreachable_hub("acme/other") is None and hub["probes"] == 2
+    assert unreachable_hub("acme/other") is None and hub["probes"] == 3
 
 
 def test_lora_reference_is_base_model(tmp_path):

@@ -1,11 +1,15 @@
-"""On a GPU the policy update's passes make no host sync per micro-batch (the batch is moved through pinned memory
-without blocking, the ids and padding are checked on the CPU, the loss and metrics add up on the device), so the
-CPU queues micro-batch i+1 while the GPU runs micro-batch i: the update is host-bound at small micro-batches
-(benchmarks/update_layouts.py). Counted with torch.cuda.set_sync_debug_mode("warn"): the same number of syncs for
-one micro-batch as for four. Needs a GPU (skipped on the CPU, where nothing syncs)."""
+"""On a GPU aha's own code reads nothing back per micro-batch in the policy update (the batch moves through pinned
+memory without blocking, ids and padding are checked on the CPU, loss and metrics add up on the device), so the
+CPU can queue work ahead of the GPU: the update is host-bound at small micro-batches (benchmarks/update_layouts.py).
+Counted with torch.cuda.set_sync_debug_mode("warn"), by the source line that syncs: no line of aha syncs more
+often with four micro-batches than with one (transformers' mask code syncs once per forward when no mask is
+passed; it is not aha's). The reference model's no-grad pass is included (beta > 0); the shared-prompt forward,
+which reads prompt lengths, is off. Needs a GPU (skipped on the CPU, where nothing syncs)."""
 
 import dataclasses
 import warnings
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +18,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a G
 
 
 def test_syncs_do_not_grow_with_micro_batches(tmp_path):
+    import aha
     from aha.config import load_config
     from aha.train.config import TrainConfig
     from aha.train.grpo import GRPOTrainer
@@ -30,6 +35,8 @@ def test_syncs_do_not_grow_with_micro_batches(tmp_path):
             "sampling.max_new_tokens=8",
             "logging.progress=false",
             "memory.plan=off",
+            "batch.share_prefix=false",
+            "algorithm.beta=0.1",
             f"out={tmp_path}",
         ],
     )
@@ -43,9 +50,11 @@ def test_syncs_do_not_grow_with_micro_batches(tmp_path):
     try:
         tr.train_step(1)
         (batch,) = seen
+        aha_dir = str(Path(aha.__file__).parent)
         counts = {}
         for size in (4, 1):  # 1 micro-batch, then 4
             cfg.batch.micro_batch_size = size
+            batch.ref_logp = None  # so that the reference's no-grad pass runs again
             torch.cuda.synchronize()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -55,7 +64,12 @@ def test_syncs_do_not_grow_with_micro_batches(tmp_path):
                 finally:
                     torch.cuda.set_sync_debug_mode(0)
             assert out["micro_batches"] == 4 // size
-            counts[size] = sum("synchroniz" in str(w.message) for w in caught)
-        assert counts[1] == counts[4], counts
+            syncs = [w for w in caught if "synchroniz" in str(w.message)]
+            assert syncs  # the check sees syncs at all (e.g. the pass's finiteness check)
+            counts[size] = Counter(
+                f"{w.filename}:{w.lineno}" for w in syncs if w.filename.startswith(aha_dir)
+            )
+        grown = {k: (counts[1][k], n) for k, n in counts[4].items() if n > counts[1][k]}
+        assert not grown, grown  # aha source lines that sync once per micro-batch
     finally:
         tr.close()

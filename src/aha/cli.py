@@ -290,9 +290,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] not in ("-h", "--help", "help", "version", "--version"):
+        return _main(
+            argv
+        )  # a command: its own handler below tells a closed stdout from other errors
     try:
-        return _main(sys.argv[1:] if argv is None else argv)
-    except BrokenPipeError:  # the reader left early (`aha --help | head`): not an error
+        return _main(argv)
+    except BrokenPipeError:  # usage or version read by `aha --help | head`: not an error
         _quiet_stdout()
         return 0
 

@@ -43,7 +43,7 @@ def missing_local_path(path: str) -> str | None:
     )
 
 
-PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 # (host, port) -> None (reachable) or why not: probed once per process
 _reachable: dict[tuple[str, int], str | None] = {}
 
@@ -56,6 +56,7 @@ def unreachable_hub(path: str, timeout: float = 3.0) -> str | None:
     import os
     import socket
     from urllib.parse import urlsplit
+    from urllib.request import getproxies
 
     if (
         path in BUILTIN_NAMES
@@ -63,7 +64,7 @@ def unreachable_hub(path: str, timeout: float = 3.0) -> str | None:
         or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
     ):
         return None
-    if any(os.environ.get(v) for v in PROXY_VARS):
+    if any(os.environ.get(v) for v in PROXY_VARS) or getproxies():  # getproxies: the system's too
         return None
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -72,8 +73,16 @@ def unreachable_hub(path: str, timeout: float = 3.0) -> str | None:
             return None
     except Exception:  # an id the hub library refuses: transformers will say why
         return None
-    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    try:
+        url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        host, port = url.hostname, url.port or (80 if url.scheme == "http" else 443)
+    except (
+        ValueError
+    ):  # e.g. a port that is not a number: transformers will say what is wrong with it
+        return None
+    if not host:
+        return None
     if (host, port) not in _reachable:
         try:
             socket.create_connection((host, port), timeout=timeout).close()

@@ -40,8 +40,9 @@ class Batch:
         """Rows `idx`, with the padding columns that no selected row uses cut off."""
         t = torch.tensor(idx, dtype=torch.long)
         L = int(self.attention_mask[t].sum(1).max())
-        tok = lambda x: x[t][:, :L]  # (b, L) tensors
-        pos = lambda x: None if x is None else x[t][:, : L - 1]  # (b, L-1) per-target tensors
+        # one indexing op each, so the results are contiguous (Batch.to pins them for a non-blocking copy)
+        tok = lambda x: x[t, :L]  # (b, L) tensors
+        pos = lambda x: None if x is None else x[t, : L - 1]  # (b, L-1) per-target tensors
         return Batch(
             tok(self.input_ids),
             tok(self.attention_mask),

@@ -95,10 +95,13 @@ class PolicyUpdate:
         vocab = unwrap(self.policy).get_output_embeddings().weight.shape[0]
         ids = batch.input_ids
         low, top = (int(ids.min()), int(ids.max())) if ids.numel() else (0, 0)
-        if low < 0 or top >= vocab:
+        bad = low < 0 or top >= vocab
+        # every rank raises, or none: a lone rank's error would leave the others waiting in a collective
+        if self.dist.max_int(int(bad)):
+            got = f"got {low}..{top}" if bad else "another process's batch has one outside"
             raise ValueError(
                 f"token ids of the update batch must be in [0, {vocab}) (the model's vocabulary), "
-                f"got {low}..{top}; check the tokenizer against the model"
+                f"{got}; check the tokenizer against the model"
             )
 
     def logprobs_no_grad(self, model, batch, idx_lists) -> torch.Tensor:
@@ -130,7 +133,8 @@ class PolicyUpdate:
         mbs = passes or equal_passes(batch, self.cfg.batch, dist)
         # Normalise every micro-batch, on every rank, by the whole global batch's denominator: the gradients
         # then add up to exactly the full-batch gradient, whatever the split.
-        denom = dist.sum(algos.agg_denominator(batch.loss_mask, a.agg).float())
+        # on the device once: a CPU tensor would be copied (and synced) in every micro-batch's loss
+        denom = dist.sum(algos.agg_denominator(batch.loss_mask, a.agg).float()).to(self.device)
         n_tokens = float(dist.sum(batch.loss_mask.sum()).clamp(min=1))
         policy_loss = algos.get_policy_loss(a.policy_loss)
         t0 = time.perf_counter()
@@ -143,9 +147,10 @@ class PolicyUpdate:
         sums: dict[str, torch.Tensor] = {}
         grad_norm = torch.tensor(0.0)
         optim_seconds, skipped = 0.0, None
-        # No host sync inside a pass (the batch is on the CPU; the loss and metrics add up on the device), so
-        # the CPU queues the next micro-batch while the GPU still runs this one: the update is host-bound at
-        # small micro-batches (benchmarks/update_layouts.py).
+        # aha reads nothing back inside a pass (the batch's checks are on the CPU; loss and metrics add up on the
+        # device), so the CPU can queue work ahead of the GPU; the update is host-bound at small micro-batches
+        # (benchmarks/update_layouts.py). Left: transformers' mask code syncs once per forward when no attention
+        # mask is passed (find_packed_sequence_indices), and the shared-prompt forward reads prompt lengths.
         for _ in range(a.mu):
             self.optimizer.zero_grad(set_to_none=True)
             pass_loss = torch.zeros((), device=self.device)  # this rank's share: is it finite?
