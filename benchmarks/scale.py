@@ -67,6 +67,14 @@ def overrides(model_dir: Path, new: int, args, out: Path) -> list[str]:
     return o + list(args.set)
 
 
+def force_lengths(engine) -> None:
+    """No stop ids: every completion has max_new_tokens tokens, so both sides of a comparison do the same work."""
+    generate = engine.generate
+    engine.generate = lambda ids, p, **kw: generate(
+        ids, dataclasses.replace(p, stop_token_ids=()), **kw
+    )
+
+
 def aha_case(model_dir: Path, arch: str, new: int, args, out: Path) -> dict:
     from aha.config import load_config
     from aha.train.config import TrainConfig
@@ -74,11 +82,8 @@ def aha_case(model_dir: Path, arch: str, new: int, args, out: Path) -> dict:
 
     cfg = load_config(TrainConfig, None, overrides(model_dir, new, args, out))
     tr = GRPOTrainer(cfg)
-    generate, update, tokens = tr.engine.generate, tr.update, []
-    # forced lengths: no stop ids, so every completion has max_new_tokens tokens
-    tr.engine.generate = lambda ids, p, **kw: generate(
-        ids, dataclasses.replace(p, stop_token_ids=()), **kw
-    )
+    update, tokens = tr.update, []
+    force_lengths(tr.engine)
     tr.update = lambda batch: tokens.append(int(batch.attention_mask.sum())) or update(batch)
     try:
         rows = [tr.train_step(step) for step in range(1, args.steps + 1)]

@@ -22,7 +22,6 @@ A variant that runs out of memory is a row that says so.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 import types
@@ -35,7 +34,7 @@ from _qwen import (
     build,
     n_params,
 )  # a sibling module: the scripts run as python benchmarks/X.py
-from scale import PEAK_FLOPS, overrides
+from scale import PEAK_FLOPS, force_lengths, overrides
 
 
 def _sync():
@@ -112,11 +111,8 @@ def main(argv=None) -> list[dict]:
     model_dir = build(a.model, work / a.model)
     cfg = load_config(TrainConfig, None, overrides(model_dir, a.new, args, work / "run"))
     tr = GRPOTrainer(cfg)
-    generate, update, seen = tr.engine.generate, tr.update, []
-    # forced lengths: no stop ids
-    tr.engine.generate = lambda ids, sp, **kw: generate(
-        ids, dataclasses.replace(sp, stop_token_ids=()), **kw
-    )
+    update, seen = tr.update, []
+    force_lengths(tr.engine)
     tr.update = lambda batch: seen.append(batch) or update(batch)
     rows = []
     try:

@@ -289,19 +289,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return errors + ((transport.OpenAIError,) if transport is not None else ())
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] not in ("-h", "--help", "help", "version", "--version"):
-        return _main(
-            argv
-        )  # a command: its own handler below tells a closed stdout from other errors
-    try:
-        return _main(argv)
-    except BrokenPipeError:  # usage or version read by `aha --help | head`: not an error
-        _quiet_stdout()
-        return 0
-
-
 def _quiet_stdout() -> None:
     """Point stdout at /dev/null so that the interpreter's final flush into a closed pipe stays silent."""
     import os
@@ -309,19 +296,28 @@ def _quiet_stdout() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _main(argv: list[str]) -> int:
+def _say(text: str) -> None:
+    """Print to stdout; a reader that left early (`aha --help | head -3`) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _quiet_stdout()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     if (
         len(argv) > 1 and argv[0] == "help"
     ):  # `aha help train [PREFIX]` is `aha train --help [PREFIX]`
         argv = [argv[1], "--help", *argv[2:]]
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        _say(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
     if cmd in ("version", "--version"):
         from . import __version__
 
-        print(f"aha {__version__}")
+        _say(f"aha {__version__}")
         return 0
     if cmd not in COMMANDS:
         import difflib

@@ -56,7 +56,7 @@ def check_model_paths(cfg) -> None:
     """The models a command or pipeline starts from (model / model.path, a distillation's teacher and
     student) exist when they name local paths. A served model (engine=openai) is a name on the server's
     side, so it is not looked for here."""
-    from .models.errors import missing_local_path, unreachable_hub
+    from .models.errors import model_path_problem
 
     served = getattr(cfg, "engine", None) == "openai"
     sample = getattr(cfg, "sample", None)
@@ -70,7 +70,7 @@ def check_model_paths(cfg) -> None:
             at, path = f"{key}.path", value.path
         else:
             continue
-        message = (missing_local_path(path) or unreachable_hub(path)) if path else None
+        message = model_path_problem(path) if path else None
         if message is not None:
             raise ConfigError(at, message)
 

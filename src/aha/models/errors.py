@@ -43,6 +43,12 @@ def missing_local_path(path: str) -> str | None:
     )
 
 
+def model_path_problem(path: str) -> str | None:
+    """The one-line reason `path` cannot be loaded here before anything is read (a local path that is not there,
+    an uncached hub id with the hub out of reach), else None."""
+    return missing_local_path(path) or unreachable_hub(path)
+
+
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 # (host, port) -> None (reachable) or why not: probed once per process
 _reachable: dict[tuple[str, int], str | None] = {}

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .compat import dtype_kwarg
-from .errors import ModelLoadError, looks_local, missing_local_path, unreachable_hub
+from .errors import ModelLoadError, looks_local, model_path_problem
 from .gguf import load_gguf
 from .tiny import char_tokenizer, tiny_model
 from .tokenizer import ensure_pad_token, is_gguf, load_tokenizer, require_gguf
@@ -80,7 +80,7 @@ def load_model(
                 f"built-in model '{path}' is missing from this install ({src}); reinstall aha-rl, or "
                 f"run `aha pretrain {recipe}` and pass model.path={out}"
             )
-        missing = missing_local_path(str(src)) or unreachable_hub(str(src))
+        missing = model_path_problem(str(src))
         if missing is not None:
             raise ModelLoadError(missing)
         if looks_local(str(src)) and not (Path(src).expanduser() / "config.json").is_file():
@@ -137,9 +137,9 @@ def load_config(path: str, trust_remote_code: bool = False):
         require_gguf()
         p = Path(path).expanduser()
         return AutoConfig.from_pretrained(str(p.parent), gguf_file=p.name)
-    unreachable = unreachable_hub(path)
-    if unreachable is not None:
-        raise ModelLoadError(unreachable)
+    problem = model_path_problem(path)
+    if problem is not None:
+        raise ModelLoadError(problem)
     return AutoConfig.from_pretrained(
         str(BUILTIN.get(path, path)), trust_remote_code=trust_remote_code
     )

@@ -73,8 +73,9 @@ def device_limit(device: torch.device, max_memory_gib: float | None) -> tuple[in
     asked = None if max_memory_gib is None else int(max_memory_gib * GIB)
     if device.type != "cuda":
         return asked, "memory.max_memory_gib"
-    free, _ = torch.cuda.mem_get_info(device)
-    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    from ..rollout.fast.engine import free_gpu_bytes
+
+    free = free_gpu_bytes(device)
     if asked is not None and asked <= free:
         return asked, "memory.max_memory_gib"
     return free, f"free on {torch.cuda.get_device_name(device)}"

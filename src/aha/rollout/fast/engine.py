@@ -65,7 +65,7 @@ def auto_pack(device_type: str, packed_bytes: int, free_bytes: int) -> bool:
     return device_type == "cuda" and packed_bytes <= AUTO_PACK_SHARE * free_bytes
 
 
-def _free_bytes(dev: torch.device) -> int:
+def free_gpu_bytes(dev: torch.device) -> int:
     """GPU memory this process could take now: the driver's free bytes plus torch's cached, unused ones."""
     free, _ = torch.cuda.mem_get_info(dev)
     return free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
@@ -182,7 +182,7 @@ class FastEngine:
             budget = self.kv_cache_bytes
         elif dev.type == "cuda":
             budget = self.kv_cache_fraction * (
-                _free_bytes(dev) + (self.cache.nbytes if self.cache is not None else 0)
+                free_gpu_bytes(dev) + (self.cache.nbytes if self.cache is not None else 0)
             )
         else:
             budget = 1 << 30
@@ -218,7 +218,7 @@ class FastEngine:
         if self.pack_weights is not None:
             return self.pack_weights
         if self._auto_pack is None:
-            free = _free_bytes(dev) if dev.type == "cuda" else 0
+            free = free_gpu_bytes(dev) if dev.type == "cuda" else 0
             self._auto_pack = auto_pack(dev.type, self.runner.pack_bytes(), free)
         return self._auto_pack
 
