@@ -243,6 +243,13 @@ def test_cuda_graphs_continuous_batching_stops_lora():
     eng.release()
     assert [c.token_ids for c in eng.generate(prompts, sp)] == [c.token_ids for c in ref2]
     assert eng.batch.graphs and eng.runner.warmed == warmed
+    # buckets are captured at first use: rows that all run to max_tokens together use only the largest, and
+    # the rows that finished early above ran through buckets captured mid-generation
+    assert len(eng.batch.graphs) > 1
+    eng.release()
+    eng.generate(prompts[:1], SamplingParams(n=4, temperature=0, max_tokens=8))
+    assert set(eng.batch.graphs) == {(4, "greedy")}
+    assert eng.batch.capturable == {(1, "greedy"), (2, "greedy"), (4, "greedy")}
     # LoRA: adapter flags are part of the graph key
     lora = peft.get_peft_model(
         model,
