@@ -279,6 +279,19 @@ def test_a_servers_refusal_is_one_line(monkeypatch, capsys):
         main(["eval"])
 
 
+def test_a_broken_pipe_that_is_not_stdout_is_an_error(monkeypatch):
+    """Only a closed stdout is silenced: a command's own broken pipe (a worker, a socket) keeps its traceback."""
+    from aha import cli
+    from aha.cli import main
+
+    def broken(rest):
+        raise BrokenPipeError("[Errno 32] Broken pipe: a reward worker")
+
+    monkeypatch.setitem(cli.COMMANDS, "eval", broken)
+    with pytest.raises(BrokenPipeError, match="reward worker"):
+        main(["eval"])
+
+
 @pytest.mark.parametrize("args", [["--help"], ["version"], ["train", "--help"]])
 def test_a_reader_that_leaves_early_is_not_an_error(args):
     """`aha --help | head -3`: the pipe closes before aha writes; no traceback, exit 0."""

@@ -296,6 +296,19 @@ def _quiet_stdout() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has left: poll reports an error on its write end. Where that cannot
+    be asked (no poll, stdout without a descriptor), a broken pipe is taken to be stdout's."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return True
+
+
 def _say(text: str) -> None:
     """Print to stdout; a reader that left early (`aha --help | head -3`) is not an error."""
     try:
@@ -334,12 +347,11 @@ def main(argv: list[str] | None = None) -> int:
             print(command_help(cmd, rest, ENTRY, resolve, flags), flush=True)
             return 0
         return COMMANDS[cmd](rest)
-    except (
-        BrokenPipeError
-    ):  # before the general handler below: `aha train --help | head` is not an error
-        _quiet_stdout()
-        return 0
     except Exception as e:
+        # `aha train --help | head` is not an error; a broken pipe elsewhere (a worker, a socket) is
+        if isinstance(e, BrokenPipeError) and _stdout_gone():
+            _quiet_stdout()
+            return 0
         if "torch" in sys.modules:  # out of GPU memory outside a training step: one line, exit 75
             from .train.oom import OOM_EXIT, is_oom, startup_line
 

@@ -227,7 +227,14 @@ def convert(tp, value: Any, path: str, ancestors: tuple = ()):
             value = next((a for a in args if isinstance(a, str) and a.lower() in words), value)
         if value in args:
             return value
-        raise ConfigError(path, f"got {value!r}; choose one of: {', '.join(map(str, args))}")
+        # a boolean left over is a word YAML read as one (on/yes/true or off/no/false): not "got True"
+        said = (
+            ("on/yes/true" if value else "off/no/false")
+            + f" (YAML reads it as {str(value).lower()})"
+            if isinstance(value, bool)
+            else repr(value)
+        )
+        raise ConfigError(path, f"got {said}; choose one of: {', '.join(map(str, args))}")
     if dataclasses.is_dataclass(tp):
         return build(tp, value if value is not None else {}, path, ancestors)
     if origin in (list, tuple):
