@@ -155,13 +155,16 @@ class Critic:
         # normalised by the global token count: the passes' losses add up to the full batch's
         denom = d.sum(algos.agg_denominator(batch.loss_mask, "token-mean").float())
         n_tokens = float(d.sum(batch.loss_mask.sum()).clamp(min=1))
-        sums = torch.zeros(2)  # value loss, clip fraction (token mean)
+        # value loss, clip fraction (token mean), added up on the device and read once (as the policy's update)
+        sums = torch.zeros(2, device=self.device)
         grad_norm, stepped = torch.tensor(0.0), True
         t0 = time.perf_counter()
         for _ in range(a.mu):
             self.optimizer.zero_grad(set_to_none=True)
             for idx, weight in passes:
-                mb = batch.select(idx).to(self.device)
+                sel = batch.select(idx)
+                share = weight * float(sel.loss_mask.sum()) / n_tokens  # on the CPU batch: no sync
+                mb = sel.to(self.device)
                 v = self.value(mb.input_ids, mb.attention_mask)[:, :-1]  # (b, l-1)
                 loss, m = algos.value_loss(
                     v,
@@ -175,9 +178,8 @@ class Critic:
                 (
                     loss * (weight * d.world)
                 ).backward()  # FSDP averages over ranks; loss is a global sum
-                share = weight * float(mb.loss_mask.sum()) / n_tokens
-                clip_frac = share * m["value_clip_frac"].float().cpu()
-                sums += torch.stack([weight * loss.detach().float().cpu(), clip_frac]) / a.mu
+                clip_frac = share * m["value_clip_frac"].float()
+                sums += torch.stack([weight * loss.detach().float(), clip_frac]) / a.mu
             grad_norm, stepped = clip_and_step(
                 self.value,
                 self.optimizer,
