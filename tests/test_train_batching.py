@@ -1,6 +1,9 @@
 """Micro-batching must not change the update: gradients summed over micro-batches equal the full batch's,
 for every loss aggregation; and the chunked training forward equals the plain HF forward."""
 
+from dataclasses import replace
+from unittest.mock import patch
+
 import pytest
 import torch
 
@@ -121,6 +124,7 @@ def test_update_refuses_ids_outside_the_vocabulary_in_one_line(tmp_path):
             f"out={tmp_path}",
             "engine=hf",
             "logging.progress=false",
+            "algorithm.mu=2",
         ],
     )
     tr = GRPOTrainer(cfg)
@@ -131,6 +135,19 @@ def test_update_refuses_ids_outside_the_vocabulary_in_one_line(tmp_path):
         with pytest.raises(
             ValueError, match=rf"in \[0, {V}\).*got 1\.\.{V + 5}; check the tokenizer"
         ):
+            tr.update(batch)
+        # a good batch is read once, though the no-grad pass for the old logprobs (mu > 1) checks it first
+        good = build_batch([[1, 2, 3]], [replace(done, token_ids=[4, 5])], torch.ones(1), 0, False)
+        reads = []
+        real_min = torch.Tensor.min
+        with patch.object(
+            torch.Tensor, "min", lambda t, *a, **k: reads.append(t) or real_min(t, *a, **k)
+        ):
+            tr.update(good)
+        assert [t is good.input_ids for t in reads].count(True) == 1
+        with pytest.raises(
+            ValueError, match="check the tokenizer"
+        ):  # a new bad batch is checked again
             tr.update(batch)
     finally:
         tr.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 
 import torch
 
@@ -84,6 +85,7 @@ class PolicyUpdate:
     def __init__(self, cfg, *, dist, device, policy, ref, optimizer, scheduler):
         self.cfg, self.dist, self.device = cfg, dist, device
         self.policy, self.ref, self.optimizer, self.scheduler = policy, ref, optimizer, scheduler
+        self._ids_checked = None  # a weak reference to the last batch's ids that passed check_ids
 
     def prompt_lens(self, mb):
         """The micro-batch's prompt lengths when the forward may compute each distinct prompt once."""
@@ -92,8 +94,10 @@ class PolicyUpdate:
     def check_ids(self, batch) -> None:
         """Every token id of the (CPU) batch is in the vocabulary: checked once here, so the forwards need no
         host sync for it."""
-        vocab = unwrap(self.policy).get_output_embeddings().weight.shape[0]
         ids = batch.input_ids
+        if self._ids_checked is not None and self._ids_checked() is ids:
+            return  # the same ids were checked for the no-grad passes (beta > 0, PPO) just before
+        vocab = unwrap(self.policy).get_output_embeddings().weight.shape[0]
         low, top = (int(ids.min()), int(ids.max())) if ids.numel() else (0, 0)
         bad = low < 0 or top >= vocab
         # every rank raises, or none: a lone rank's error would leave the others waiting in a collective
@@ -103,6 +107,7 @@ class PolicyUpdate:
                 f"token ids of the update batch must be in [0, {vocab}) (the model's vocabulary), "
                 f"{got}; check the tokenizer against the model"
             )
+        self._ids_checked = weakref.ref(ids)
 
     def logprobs_no_grad(self, model, batch, idx_lists) -> torch.Tensor:
         """(B, L-1) logprobs of `model` (the policy, a reference) at the batch's sampling temperature."""
