@@ -279,10 +279,15 @@ def test_a_servers_refusal_is_one_line(monkeypatch, capsys):
         main(["eval"])
 
 
-def test_a_broken_pipe_that_is_not_stdout_is_an_error(monkeypatch):
-    """Only a closed stdout is silenced: a command's own broken pipe (a worker, a socket) keeps its traceback."""
+@pytest.mark.parametrize("stdout", ["a file", "no descriptor"])
+def test_a_broken_pipe_that_is_not_stdout_is_an_error(monkeypatch, request, stdout):
+    """Only a closed stdout is silenced: a command's own broken pipe (a worker, a socket) keeps its traceback,
+    whether stdout is a file (pytest's fd capture) or has no descriptor at all (capsys, a notebook)."""
     from aha import cli
     from aha.cli import main
+
+    if stdout == "no descriptor":
+        request.getfixturevalue("capsys")
 
     def broken(rest):
         raise BrokenPipeError("[Errno 32] Broken pipe: a reward worker")

@@ -54,7 +54,7 @@ def test_yaml_booleans_that_are_choice_words(tmp_path):
     command line and from a file; a boolean where no choice is such a word stays an error."""
     assert load_config(TrainConfig, None, ["memory.plan=off"]).memory.plan == "off"
     with pytest.raises(
-        ConfigError, match=r"got on/yes/true \(YAML reads it as true\); choose one of: auto, off"
+        ConfigError, match=r"got True \(YAML reads on/yes/true as true\); choose one of: auto, off"
     ):
         load_config(TrainConfig, None, ["memory.plan=on"])
     f = tmp_path / "c.yaml"

@@ -379,3 +379,57 @@ def test_peft_lora_model():
     assert [c.token_ids for c in got] == [c.token_ids for c in ref]
     with model.disable_adapter():  # the adapter matters: without it the tokens change
         assert [c.token_ids for c in eng.generate(ids(PROMPTS), sp)] != [c.token_ids for c in got]
+
+
+def test_a_capture_that_runs_out_of_memory_retries_once_then_runs_eagerly(monkeypatch):
+    """A capture cannot free torch's cached blocks to make room, so running out ends that capture, empties the
+    cache and tries once more; a second failure leaves the bucket to eager steps. Any other error is raised as
+    it was, after the capture is ended. (The capture itself needs a GPU: CUDA calls are stood in for here.)"""
+    import contextlib
+
+    from aha.rollout.fast.batch import Batch
+
+    calls = []
+
+    class Graph:
+        def capture_begin(self, pool):
+            calls.append("begin")
+
+        def capture_end(self):
+            calls.append("end")
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    cuda = torch.cuda
+    monkeypatch.setattr(cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    monkeypatch.setattr(cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(cuda, "current_stream", lambda *a: Stream())
+    batch = Batch.__new__(Batch)
+    batch.graphs, batch.capturable, batch.pool, batch.side = {}, {(4, "sample")}, object(), Stream()
+    failures = []
+
+    def run(b, mode):
+        if failures:
+            raise failures.pop(0)
+        return None
+
+    batch._run = run
+    failures[:] = [torch.cuda.OutOfMemoryError("no room")]  # once: retried after emptying the cache
+    graph, out = batch._capture_one(4, "sample")
+    assert calls == ["begin", "end", "empty_cache", "begin", "end"]
+    assert batch.graphs[(4, "sample")] == (graph, None)
+    calls.clear()
+    batch.graphs.clear()
+    failures[:] = [torch.cuda.OutOfMemoryError("no room")] * 2  # twice: eager from now on
+    assert batch._capture_one(4, "sample") is None
+    assert calls == ["begin", "end", "empty_cache", "begin", "end"]
+    assert not batch.graphs and (4, "sample") not in batch.capturable
+    failures[:] = [ValueError("a bug")]  # anything else: raised, the capture ended first
+    calls.clear()
+    with pytest.raises(ValueError, match="a bug"):
+        batch._capture_one(4, "sample")
+    assert calls == ["begin", "end"]

@@ -293,20 +293,26 @@ def _quiet_stdout() -> None:
     """Point stdout at /dev/null so that the interpreter's final flush into a closed pipe stays silent."""
     import os
 
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a descriptor (a notebook, a test's capture)
+        pass
 
 
 def _stdout_gone() -> bool:
-    """Whether stdout is a pipe whose reader has left: poll reports an error on its write end. Where that cannot
-    be asked (no poll, stdout without a descriptor), a broken pipe is taken to be stdout's."""
+    """Whether stdout is a pipe whose reader has left: poll reports an error on its write end. A stdout without a
+    descriptor cannot be that pipe; where poll is missing (Windows), a broken pipe is taken to be stdout's."""
     import select
 
     try:
-        poller = select.poll()
-        poller.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+        fd = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):
+        return False
+    if not hasattr(select, "poll"):
         return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
 
 
 def _say(text: str) -> None:

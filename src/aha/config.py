@@ -228,12 +228,9 @@ def convert(tp, value: Any, path: str, ancestors: tuple = ()):
         if value in args:
             return value
         # a boolean left over is a word YAML read as one (on/yes/true or off/no/false): not "got True"
-        said = (
-            ("on/yes/true" if value else "off/no/false")
-            + f" (YAML reads it as {str(value).lower()})"
-            if isinstance(value, bool)
-            else repr(value)
-        )
+        said = repr(value)
+        if isinstance(value, bool):
+            said += f" (YAML reads {'on/yes/true' if value else 'off/no/false'} as {str(value).lower()})"
         raise ConfigError(path, f"got {said}; choose one of: {', '.join(map(str, args))}")
     if dataclasses.is_dataclass(tp):
         return build(tp, value if value is not None else {}, path, ancestors)

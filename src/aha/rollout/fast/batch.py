@@ -64,7 +64,7 @@ class Batch:
         self.seed = torch.zeros(1, dtype=torch.long, **z)
         self.graphs: dict[tuple[int, str], tuple] = {}
         self.capturable: set[tuple[int, str]] = set()  # warmed up, captured at first use
-        self.pool = None
+        self.pool = self.side = None
         self.num_sms = (
             torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 1
         )
@@ -145,7 +145,9 @@ class Batch:
         if self.graphs_enabled:
             g = self.graphs.get((b, self.mode))
             if g is None and (b, self.mode) in self.capturable:
-                g = self._capture_one(b, self.mode)  # first use of this bucket in this batch
+                g = self._capture_one(
+                    b, self.mode
+                )  # first use of this bucket (None: it runs eagerly)
         if g is None:
             self.sample_update(b, self.forward(b), self.mode)
             return
@@ -165,9 +167,10 @@ class Batch:
     def capture(self, max_bucket: int) -> None:
         """Make every bucket <= max_bucket replayable: warm each shape up now (all rows must be inactive: warm-up
         runs are then side-effect free, writing only to the trash page and trash column), capture max_bucket now
-        and each smaller bucket at its first use (capturing runs nothing, so it is safe mid-generation). A run
-        whose rows all reach max_tokens together uses one bucket, and an engine released every step
-        (engine_release) captures again each time: 8 buckets took ~0.17 s of a 0.5B step."""
+        and each smaller bucket at its first use, mid-generation (a capture queues no work; it waits for the
+        device once and takes its memory from the graphs' shared pool). A run whose rows all reach max_tokens
+        together uses one bucket, and an engine released every step (engine_release) captures again each time:
+        8 buckets up front took ~0.17 s of a 0.5B step."""
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         mode = self.mode
@@ -185,7 +188,7 @@ class Batch:
                 self.runner.dtype,
             )
             if shape not in self.runner.warmed:
-                s = torch.cuda.Stream()
+                s = self._side()
                 s.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(s):
                     self._run(b, mode)
@@ -204,23 +207,45 @@ class Batch:
         self.sample_update(b, logits, mode)
         return None
 
+    def _side(self) -> torch.cuda.Stream:
+        """The one side stream for warm-ups and captures: the caching allocator reuses a freed block only on the
+        stream that allocated it, so graphs captured on one stream share their pool's memory (the largest
+        bucket's, not the sum of all)."""
+        if self.side is None:
+            self.side = torch.cuda.Stream(self.tok.device)
+        return self.side
+
     def _capture_one(self, b: int, mode: str):
-        """Capture the step for bucket b. torch.cuda.graph would also empty torch's device and pinned-host caches
-        before each capture, handing back the memory the training update just freed (and its pinned staging
-        buffers), so the update allocates them again every step; capture_begin/capture_end on a side stream
-        is the same capture without that."""
-        graph = torch.cuda.CUDAGraph()
-        torch.cuda.synchronize()
-        s = torch.cuda.Stream()
-        with torch.cuda.stream(s):
-            graph.capture_begin(self.pool)
-            try:
-                out = self._run(b, mode)
-            finally:
+        """Capture the step for bucket b -> (graph, output), or None when its memory cannot be had (the bucket
+        then runs eagerly). Not through torch.cuda.graph, which empties torch's device and pinned-host caches
+        before every capture: that handed the memory the training update had just freed back to the device (and
+        its pinned staging buffers), to be allocated again every step. During a capture the allocator cannot
+        free cached blocks to make room, so on running out the capture is dropped, the cache emptied (what
+        torch.cuda.graph does every time) and the capture tried once more."""
+        s = self._side()
+        for attempt in range(2):
+            if attempt:
+                torch.cuda.empty_cache()
+            graph = torch.cuda.CUDAGraph()
+            torch.cuda.synchronize()
+            with torch.cuda.stream(s):
+                graph.capture_begin(self.pool)
+                try:
+                    out = self._run(b, mode)
+                except BaseException as e:
+                    try:  # end the capture, keeping the error that stopped it
+                        graph.capture_end()
+                    except Exception:
+                        pass
+                    if isinstance(e, torch.cuda.OutOfMemoryError):
+                        continue
+                    raise
                 graph.capture_end()
-        torch.cuda.current_stream().wait_stream(s)
-        self.graphs[(b, mode)] = (graph, out)
-        return graph, out
+            torch.cuda.current_stream().wait_stream(s)
+            self.graphs[(b, mode)] = (graph, out)
+            return graph, out
+        self.capturable.discard((b, mode))
+        return None
 
     # ------------------------------------------------------------------ admission / compaction
     def admit(self, rows, tok, lp, pos, ngen, seq, tables, fresh: bool) -> None:

@@ -195,8 +195,9 @@ class FastEngine:
             or (c.num_pages < pages and c.num_pages < need)
         ):
             if c is not None and dev.type == "cuda":
-                # a cache that grows: hand the old one back whole, so the new one need not fit around it (after
-                # release() there is none, and emptying torch's cache would only make the update allocate again)
+                # a cache replaced (larger, or another dtype or device): hand the old one back whole, so the new one
+                # need not fit around it (after release() there is none, and emptying torch's cache would only
+                # make the update allocate again)
                 self.cache = self.batch = c = None  # c too: a live reference would keep it
                 torch.cuda.empty_cache()
             self.cache = self.batch = None
