@@ -84,6 +84,17 @@ def test_learns_trivial_reward_and_writes_files(tmp_path):
     ) == 6  # 1 per prompt, 3 times
 
 
+def test_the_logged_lr_is_the_rate_each_step_took(tmp_path):
+    """Warm-up over 5 optimizer steps: the first takes lr/5 and logs it (it logged the next step's rate)."""
+    steps = ["steps=2", "optim.lr=1e-3", "optim.warmup_steps=5", "optim.schedule=constant"]
+    train(cfg(tmp_path / "one", *steps, "checkpoint.save_every=0"))
+    assert [r["lr"] for r in metrics(tmp_path / "one")] == pytest.approx([2e-4, 4e-4])
+    train(cfg(tmp_path / "two", *steps, "algorithm.mu=2", "checkpoint.save_every=0"))
+    assert [r["lr"] for r in metrics(tmp_path / "two")] == pytest.approx(
+        [4e-4, 8e-4]
+    )  # the last of mu
+
+
 @pytest.mark.parametrize(
     "dtype", ["float32", "bfloat16"]
 )  # bf16: the fp32 master weights must resume too

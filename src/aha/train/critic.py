@@ -180,6 +180,9 @@ class Critic:
                 ).backward()  # FSDP averages over ranks; loss is a global sum
                 clip_frac = share * m["value_clip_frac"].float()
                 sums += torch.stack([weight * loss.detach().float(), clip_frac]) / a.mu
+            lr = self.scheduler.get_last_lr()[
+                0
+            ]  # the rate this step takes (clip_and_step then advances it)
             grad_norm, stepped = clip_and_step(
                 self.value,
                 self.optimizer,
@@ -195,7 +198,7 @@ class Critic:
             "value/loss": loss,
             "value/clip_frac": clip_frac,
             "value/grad_norm": float(grad_norm),
-            "value/lr": self.scheduler.get_last_lr()[0],
+            "value/lr": lr,
             "time/value_update": time.perf_counter() - t0,
         }
         if not stepped:

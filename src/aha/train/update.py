@@ -213,6 +213,9 @@ class PolicyUpdate:
                     sums[k] = sums.get(k, 0.0) + wk * v.detach().float() / a.mu
             t_opt = self._sync_time()
             loss_ok = math.isfinite(float(pass_loss))
+            lr = self.scheduler.get_last_lr()[
+                0
+            ]  # the rate this step takes (clip_and_step then advances it)
             grad_norm, stepped = clip_and_step(
                 self.policy,
                 self.optimizer,
@@ -239,7 +242,7 @@ class PolicyUpdate:
         out.update(
             {
                 "grad_norm": float(grad_norm),
-                "lr": self.scheduler.get_last_lr()[0],
+                "lr": lr,
                 "time/logprobs": t1 - t0,
                 "time/update": t2 - t1,
                 "time/optimizer": optim_seconds,
