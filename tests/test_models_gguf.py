@@ -119,6 +119,20 @@ def test_missing_gguf_file_is_one_line(tmp_path):
         load_model(str(tmp_path / "nope.gguf"), device="cpu")
 
 
+def test_a_damaged_gguf_file_says_what_to_do(tiny_gguf, tmp_path):
+    """A file cut short (an interrupted copy) and a file that is not a GGUF: one line each, with the fix."""
+    data = tiny_gguf[0].read_bytes()
+    cut = tmp_path / "cut.gguf"
+    for end in (100, len(data) * 2 // 3):  # in the header's metadata, in the tensors
+        cut.write_bytes(data[:end])
+        with pytest.raises(ModelLoadError, match="truncated or damaged: download or copy it again"):
+            load_model(str(cut), device="cpu")
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a gguf" * 100)
+    with pytest.raises(ModelLoadError, match=r"pass a \.gguf model file"):
+        load_model(str(fake), device="cpu")
+
+
 def test_drop_quantization_makes_a_marked_model_saveable(tiny_gguf, tmp_path):
     """Without aha's dequantize request (transformers before GgufConfig(dequantize=)), the dequantized model
     comes back marked as GGUF-quantized and save_pretrained refuses it; drop_quantization lifts that."""

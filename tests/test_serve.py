@@ -363,3 +363,9 @@ def test_default_name_is_the_directory_name(tmp_path):
         default_name(str(d)) == "step-000060"
         and default_name("Qwen/Qwen2.5-0.5B") == "Qwen/Qwen2.5-0.5B"
     )
+    gguf = (
+        tmp_path / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )  # a file: its name, not its whole path
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF")
+    assert default_name(str(gguf)) == "SmolLM2-135M-Instruct.Q4_1.gguf"

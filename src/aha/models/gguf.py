@@ -13,6 +13,7 @@ so aha asks for a full dequantization where that option exists.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import torch
@@ -66,7 +67,25 @@ def load_gguf(path: str, dtype: torch.dtype, trust_remote_code: bool = False):
             **dtype_kwarg(dtype),
             **_dequantize_kwarg(file.name),
         )
-    except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"cannot load GGUF file '{path}': {first}") from None
+    except (OSError, ValueError, KeyError, struct.error) as e:  # struct: a header cut short
+        first = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"cannot load GGUF file '{path}': {first}{_fix(first)}") from None
     return drop_quantization(model), tok
+
+
+def _fix(message: str) -> str:
+    """What to do about a GGUF reader's error, where its message says (gguf's reader names neither)."""
+    if "magic" in message.lower():
+        return "; pass a .gguf model file (or a model directory)"
+    # numpy's words when the reader's arrays run past the end of the file (a copy cut short)
+    short = (
+        "reshape",
+        "larger dtype",
+        "out of bounds",
+        "buffer is too small",
+        "mmap length",
+        "requires a buffer",
+    )
+    if any(w in message for w in short):
+        return "; the file looks truncated or damaged: download or copy it again"
+    return ""

@@ -36,7 +36,7 @@ USAGE = (
 @dataclass
 class ServeConfig:
     model: str = "tiny-base"  # local HF directory, hub id, tiny-base, tiny-recheck or tiny-random
-    name: str = ""  # the model name of the API ("" = the model directory's last component)
+    name: str = ""  # the model name of the API ("" = the model directory's or file's name)
     host: str = "127.0.0.1"  # 0.0.0.0 to accept connections from other machines
     port: int = 8000  # 0 = any free port (printed)
     api_key: str = ""  # clients must send 'Authorization: Bearer KEY' ("" = $AHA_API_KEY)
@@ -64,10 +64,10 @@ class ServeConfig:
 
 
 def default_name(model: str) -> str:
-    """A local directory is served under its last component (step-000060, not runs/x/checkpoints/...);
-    a hub id or built-in name as given."""
+    """A local directory is served under its last component (step-000060, not runs/x/checkpoints/...), a local
+    file (a .gguf) under its file name; a hub id or built-in name as given."""
     p = Path(model).expanduser()
-    return p.resolve().name if p.is_dir() else model
+    return p.resolve().name if p.is_dir() or p.is_file() else model
 
 
 def bind(host: str, port: int) -> socket.socket:
