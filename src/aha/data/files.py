@@ -175,7 +175,10 @@ class FileTask(Task):
                     value = _lookup(src, column)
                 except KeyError:
                     if field in needed:
-                        raise DataError(f"{path}: row {n}, column {column!r}: missing") from None
+                        raise DataError(
+                            f"{path}: row {n}, column {column!r}: missing; give every row a value there "
+                            "(or remove the row)"
+                        ) from None
                     continue
                 if is_csv and isinstance(value, str) and value[:1] in "[{" and field != "question":
                     try:
@@ -195,11 +198,13 @@ class FileTask(Task):
             if not isinstance(q, str) or not q.strip():
                 raise DataError(
                     f"{path}: row {n}, column {mapping['question']!r}: expected non-empty text, got "
-                    f"{q!r:.40}"
+                    f"{q!r:.40}; fix or remove the row"
                 )
             for field in needed[1:]:
                 if row.get(field) is None:
-                    raise DataError(f"{path}: row {n}, column {mapping[field]!r}: empty value")
+                    raise DataError(
+                        f"{path}: row {n}, column {mapping[field]!r}: empty value; fix or remove the row"
+                    )
             rows.append(row)
         return rows
 
