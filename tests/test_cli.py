@@ -245,6 +245,8 @@ def test_help_and_config_errors_do_not_import_torch(tmp_path):
         "assert main(['pipeline', 'r1', '--help']) == 0 and main(['pretrain', '--help']) == 0\n"
         "assert main(['train', 'grpo', 'optim.lr=-1']) == 2 and main(['train', 'dapo', 'num_generations=2']) == 2\n"
         "assert main(['pipeline', 'r1', 'r1', 'rl.optim.lrr=1']) == 2\n"
+        "assert main(['eval', '--model', './nope', '--task', 'arithmetic']) == 2\n"
+        "assert main(['sample', 'sample', 'engine=openai', 'openai.bogus=1']) == 2\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
         "assert not bad, bad[:5]\n"
     )

@@ -352,6 +352,13 @@ def test_one_line_errors_exit_2(monkeypatch, capsys):
         assert main(["serve", "tiny-random", "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"127.0.0.1:{port}" in err and "--port" in err and err.count("\n") == 1
+    with (
+        monkeypatch.context() as m
+    ):  # a missing model file: before fastapi (and torch) are imported
+        m.setitem(sys.modules, "fastapi", None)
+        assert main(["serve", "./no-such-model.gguf"]) == 2
+    err = capsys.readouterr().err
+    assert "'./no-such-model.gguf' does not exist" in err and err.count("\n") == 1
 
 
 def test_default_name_is_the_directory_name(tmp_path):

@@ -106,6 +106,11 @@ def cmd_serve(args: list[str]) -> int:
     if model is None:
         raise UsageError(USAGE)
     cfg = load_config(ServeConfig, None, [f"model={model}", *overrides])
+    from ..models.errors import model_path_problem
+
+    problem = model_path_problem(cfg.model)  # before torch, fastapi and the model: at once
+    if problem:
+        raise ConfigError("model", problem)
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
