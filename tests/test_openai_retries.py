@@ -152,6 +152,15 @@ def to_this_thread():
     ids=["to the process", "to another thread"],  # the kernel may hand a Ctrl-C to any thread
 )
 def test_ctrl_c_does_not_wait_for_requests_in_flight(rig, ctrl_c):
+    # Python's own Ctrl-C handler, even where the tests run as a background job (which starts with SIGINT ignored)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_mid_request(rig, ctrl_c)
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _ctrl_c_mid_request(rig, ctrl_c):
     f, eng = rig(plain, delay=3.0, max_retries=0)
     threading.Timer(0.5, ctrl_c).start()  # Ctrl-C mid-request
     t0 = time.perf_counter()
