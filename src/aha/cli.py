@@ -108,12 +108,21 @@ def load(command: str, args: list[str], *, cls=None):
     return cfg, run
 
 
+def _done(summary: dict, what: str = "steps") -> str:
+    """`done: 30 steps in 41.2s`, or after a resume `done: step 30 (10 steps in 13.9s after resuming at step 20)`."""
+    n, ran = summary["steps"], summary.get("ran", summary["steps"])
+    took = f"{ran} {what[:-1] if ran == 1 else what} in {summary['seconds']:.1f}s"
+    return (
+        f"done: {took}" if ran == n else f"done: step {n} ({took} after resuming at step {n - ran})"
+    )
+
+
 def cmd_train(args: list[str]) -> int:
     cfg, train = load("train", args)
     summary = train(cfg)
     if summary.get("exit_code"):  # stopped early: the run said why and how to resume
         return summary["exit_code"]
-    print(f"done: {summary['steps']} steps in {summary['seconds']:.1f}s")
+    print(_done(summary))
     _print_held_out(cfg.out)
     print(f"run directory: {cfg.out} (metrics.jsonl, checkpoints/); plots: aha report {cfg.out}")
     return 0
@@ -150,10 +159,7 @@ def cmd_sft(args: list[str]) -> int:
     summary = sft(cfg)
     if summary.get("exit_code"):  # stopped early: the run said why and how to resume
         return summary["exit_code"]
-    print(
-        f"done: {summary['steps']} SFT steps in {summary['seconds']:.1f}s; "
-        f"model {summary['checkpoint']}"
-    )
+    print(f"{_done(summary, 'SFT steps')}; model {summary['checkpoint']}")
     _print_held_out(cfg.out)
     return 0
 

@@ -217,6 +217,7 @@ class TrainLoop:
             leave=False,
         )
         saved_step, step_start, unlogged, phase = self.step, None, None, "step"
+        self.first_step = self.step  # a resumed run starts past 0
         t_start = time.perf_counter()
         try:
             while self.step < cfg.steps and not self.dist.max_int(int(self.stop_requested)):
@@ -317,6 +318,8 @@ class TrainLoop:
             )
         return {
             "steps": n,
+            "ran": n
+            - getattr(self, "first_step", n),  # the steps this process took (fewer after a resume)
             "seconds": seconds,
             "stopped_early": why is not None,
             "stopped": why,
