@@ -147,32 +147,26 @@ def test_sigterm_saves_and_exits(tmp_path):
     )
 
 
-def test_cli_train_runs(tmp_path):
+def run_cli(*args):
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     r = subprocess.run(
-        [sys.executable, "-m", "aha", "train", *BASE, "steps=2", f"out={tmp_path}"],
+        [sys.executable, "-m", "aha", "train", *BASE, *args],
         capture_output=True,
         text=True,
         timeout=300,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(
-                [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
-            ),
-        },
+        env=env,
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "done: 2 steps" in r.stdout
-    r = subprocess.run(  # resumed to 3: the line says where it started, not "3 steps"
-        [sys.executable, "-m", "aha", "train", *BASE, "steps=3", "resume=true", f"out={tmp_path}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(
-                [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
-            ),
-        },
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "done: step 3 (1 step in " in r.stdout and "after resuming at step 2)" in r.stdout
+    return r.stdout
+
+
+def test_cli_train_runs(tmp_path):
+    assert "done: 2 steps" in run_cli("steps=2", f"out={tmp_path}")
+    # resumed to 3: the line says where it started, not "3 steps"
+    out = run_cli("steps=3", "resume=true", f"out={tmp_path}")
+    assert "done: step 3 (1 step in " in out and "after resuming at step 2)" in out
