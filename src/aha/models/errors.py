@@ -83,9 +83,8 @@ def unreachable_hub(path: str, timeout: float = 3.0) -> str | None:
     try:
         url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
         host, port = url.hostname, url.port or (80 if url.scheme == "http" else 443)
-    except (
-        ValueError
-    ):  # e.g. a port that is not a number: transformers will say what is wrong with it
+    except ValueError:
+        # e.g. a port that is not a number: transformers will say what is wrong with it
         return None
     if not host:
         return None

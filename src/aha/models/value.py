@@ -95,9 +95,8 @@ class ValueModel(nn.Module):
             )
             model = cls.from_causal_lm(lm)
         if gradient_checkpointing:
-            enable_checkpointing(
-                model.backbone
-            )  # the policy's: non-reentrant on every transformers version
+            # the policy's: non-reentrant on every transformers version
+            enable_checkpointing(model.backbone)
         return model.train()
 
     # ---- files ----------------------------------------------------------------------------------------------

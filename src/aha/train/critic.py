@@ -180,9 +180,8 @@ class Critic:
                 ).backward()  # FSDP averages over ranks; loss is a global sum
                 clip_frac = share * m["value_clip_frac"].float()
                 sums += torch.stack([weight * loss.detach().float(), clip_frac]) / a.mu
-            lr = self.scheduler.get_last_lr()[
-                0
-            ]  # the rate this step takes (clip_and_step then advances it)
+            # the rate this step takes (clip_and_step then advances it)
+            lr = self.scheduler.get_last_lr()[0]
             grad_norm, stepped = clip_and_step(
                 self.value,
                 self.optimizer,

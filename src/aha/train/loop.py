@@ -189,6 +189,7 @@ class TrainLoop:
                     self.print(f"resume: the config changed since the run started: {changed}")
             config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.maybe_resume()
+        self.first_step = self.step  # a resumed run starts past 0
         self.oom.watch([opt for _, opt in self.guarded()])
         if self.step == 0 and cfg.eval.enabled:
             # the model before training: the first point of the held-out curve and the report's "before"
@@ -217,7 +218,6 @@ class TrainLoop:
             leave=False,
         )
         saved_step, step_start, unlogged, phase = self.step, None, None, "step"
-        self.first_step = self.step  # a resumed run starts past 0
         t_start = time.perf_counter()
         try:
             while self.step < cfg.steps and not self.dist.max_int(int(self.stop_requested)):
@@ -318,8 +318,8 @@ class TrainLoop:
             )
         return {
             "steps": n,
-            "ran": n
-            - getattr(self, "first_step", n),  # the steps this process took (fewer after a resume)
+            # the steps this process took (fewer after a resume)
+            "ran": n - self.first_step,
             "seconds": seconds,
             "stopped_early": why is not None,
             "stopped": why,

@@ -213,9 +213,8 @@ class PolicyUpdate:
                     sums[k] = sums.get(k, 0.0) + wk * v.detach().float() / a.mu
             t_opt = self._sync_time()
             loss_ok = math.isfinite(float(pass_loss))
-            lr = self.scheduler.get_last_lr()[
-                0
-            ]  # the rate this step takes (clip_and_step then advances it)
+            # the rate this step takes (clip_and_step then advances it)
+            lr = self.scheduler.get_last_lr()[0]
             grad_norm, stepped = clip_and_step(
                 self.policy,
                 self.optimizer,

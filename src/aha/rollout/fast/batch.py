@@ -145,9 +145,8 @@ class Batch:
         if self.graphs_enabled:
             g = self.graphs.get((b, self.mode))
             if g is None and (b, self.mode) in self.capturable:
-                g = self._capture_one(
-                    b, self.mode
-                )  # first use of this bucket (None: it runs eagerly)
+                # first use of this bucket (None: it runs eagerly)
+                g = self._capture_one(b, self.mode)
         if g is None:
             self.sample_update(b, self.forward(b), self.mode)
             return

@@ -194,13 +194,13 @@ class FastEngine:
             or c.k.device != dev
             or (c.num_pages < pages and c.num_pages < need)
         ):
+            self.cache = self.batch = None
             if c is not None and dev.type == "cuda":
                 # a cache replaced (larger, or another dtype or device): hand the old one back whole, so the new one
                 # need not fit around it (after release() there is none, and emptying torch's cache would only
-                # make the update allocate again)
-                self.cache = self.batch = c = None  # c too: a live reference would keep it
+                # make the update allocate again); c too is dropped: a live reference would keep it
+                c = None
                 torch.cuda.empty_cache()
-            self.cache = self.batch = None
             self.cache = KVCache(r.num_layers, pages, S, r.num_kv_heads, r.head_dim, r.dtype, dev)
         width = cdiv(longest + params.max_tokens, S)
         b = self.batch
