@@ -1,15 +1,17 @@
 """FastEngine's decode step with packed q/k/v and gate/up weights (one GEMM per group) against the model's separate
-projections (three and two GEMMs, the peer it replaces), at one batch size and context.
+projections (three and two GEMMs, the peer it replaces), and with an fp8 KV cache (kv_cache_dtype="fp8")
+against the packed bf16 one, at one batch size and context.
 
     python benchmarks/decode_step.py                      # Qwen2.5-1.5B at 2,176 and 0.5B at 512 tokens, one GPU
-    python benchmarks/decode_step.py --cases 1.5b:2048 --rows 64
+    python benchmarks/decode_step.py --cases 1.5b:2048 --rows 64 --paths packed,fp8
     python benchmarks/decode_step.py --tiny               # CPU smoke test (eager steps, no CUDA graphs)
 
 Per case (a Qwen2.5 architecture with random weights, bf16, 128-token random prompts, forced lengths): a full
 generate of NEW tokens at ROWS sequences (its ms per step, the best of two calls, and whether the second call
 reused the first's CUDA graphs), then one decode step at the final context: the CUDA-graph replay time (median
 of 5 x 50 replays), the eager kernel count and time per step (torch.profiler), and the bandwidth bound (weight
-+ KV bytes / the measured device-to-device copy rate). Logits of the two paths are compared on the same state.
++ KV bytes / the measured device-to-device copy rate). Logits of packed and modules are compared on the same
+state (the fp8 path generates other tokens, so only its speed is compared).
 """
 
 from __future__ import annotations
@@ -84,7 +86,10 @@ def eager_kernels(batch, rows: int, dev: str) -> tuple[int, float]:
         batch.pool = saved
 
 
-def case(arch: str, new: int, rows: int, dev: str, bw: float) -> list[dict]:
+PATHS = {"modules": (False, "auto"), "packed": (True, "auto"), "fp8": (True, "fp8")}
+
+
+def case(arch: str, new: int, rows: int, dev: str, bw: float, paths: list[str]) -> list[dict]:
     model = model_for(arch, dev)
     prompts = torch.randint(
         0, model.config.vocab_size, (rows, 128), generator=torch.Generator().manual_seed(0)
@@ -92,10 +97,11 @@ def case(arch: str, new: int, rows: int, dev: str, bw: float) -> list[dict]:
     sp = SamplingParams(temperature=1.0, max_tokens=new, seed=0)
     ctx = 128 + new
     wbytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    kv = rows * ctx * kv_bytes_per_token(model)
     out, logits = [], {}
-    for pack in (False, True):
-        eng = FastEngine(model, max_num_seqs=rows, pack_weights=pack)
+    for path in paths:
+        pack, kv_dtype = PATHS[path]
+        kv = rows * ctx * kv_bytes_per_token(model, kv_cache_dtype=kv_dtype)
+        eng = FastEngine(model, max_num_seqs=rows, pack_weights=pack, kv_cache_dtype=kv_dtype)
         eng.generate(prompts.tolist(), SamplingParams(temperature=1.0, max_tokens=8, seed=0))
         secs, graphs = [], None
         for _ in range(2):
@@ -108,26 +114,29 @@ def case(arch: str, new: int, rows: int, dev: str, bw: float) -> list[dict]:
         reused = all(eng.batch.graphs.get(k) is g for k, g in graphs.items())
         steps = eng.stats["decode_steps"]
         with torch.no_grad():
-            logits[pack] = eng.batch.forward(rows).float()
+            logits[path] = eng.batch.forward(rows).float()
             replay = replay_ms(eng.batch, rows) if dev == "cuda" else float("nan")
             n, kms = eager_kernels(eng.batch, rows, dev)
         out.append(
             {
                 "model": arch,
                 "context": ctx,
-                "path": "packed" if pack else "modules",
+                "path": path,
                 "ms_per_step": min(secs) / max(1, steps) * 1e3,
                 "replay_ms": replay,
                 "kernels": n,
                 "kernel_ms": kms,
                 "bound_ms": (wbytes + kv) / bw * 1e3 if bw else float("nan"),
                 "packed_mib": eng.stats["packed_mib"],
+                "kv_mib": eng.stats["kv_cache_mib"],
                 "graphs_reused": reused if dev == "cuda" else "-",
             }
         )
         eng.release()
-    ref = logits[False]
-    out[1]["logits_rel_err"] = float((logits[True] - ref).norm() / ref.norm())
+    if "modules" in logits and "packed" in logits:
+        ref = logits["modules"]
+        row = out[paths.index("packed")]
+        row["logits_rel_err"] = float((logits["packed"] - ref).norm() / ref.norm())
     return out
 
 
@@ -141,6 +150,7 @@ COLS = [
     "kernel_ms",
     "bound_ms",
     "packed_mib",
+    "kv_mib",
 ]
 
 
@@ -148,6 +158,9 @@ def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default="1.5b:2048,0.5b:384", help="ARCH:NEW_TOKENS, a comma list")
     p.add_argument("--rows", type=int, default=64)
+    p.add_argument(
+        "--paths", default="modules,packed,fp8", help=f"a comma list of {', '.join(PATHS)}"
+    )
     p.add_argument("--tiny", action="store_true", help="CPU smoke test")
     a = p.parse_args(argv)
     if a.tiny:
@@ -162,6 +175,9 @@ def main(argv=None) -> list[dict]:
     else:
         bw = 0.0
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    paths = a.paths.split(",")
+    if not paths or any(x not in PATHS for x in paths):
+        p.error(f"--paths takes a comma list of {', '.join(PATHS)}; got {a.paths!r}")
     rows = []
     cases = []
     for c in a.cases.split(","):
@@ -170,7 +186,7 @@ def main(argv=None) -> list[dict]:
             p.error(f"--cases takes ARCH:NEW_TOKENS with ARCH one of {', '.join(ARCHS)}; got {c!r}")
         cases.append((arch, int(new)))
     for arch, new in cases:
-        rows += case(arch, new, a.rows, dev, bw)
+        rows += case(arch, new, a.rows, dev, bw, paths)
         if dev == "cuda":
             torch.cuda.empty_cache()
     print(
@@ -181,11 +197,19 @@ def main(argv=None) -> list[dict]:
     for r in rows:
         cells = [f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in COLS]
         print("| " + " | ".join(cells) + " |")
-    for r in rows:
-        if "logits_rel_err" in r:
+    by = {(r["model"], r["path"]): r for r in rows}
+    for arch, _ in cases:
+        if (arch, "modules") in by and (arch, "packed") in by:
+            r = by[(arch, "packed")]
             print(
-                f"  {r['model']}: packed/modules replay {r['replay_ms'] / rows[rows.index(r) - 1]['replay_ms']:.3f}, "
+                f"  {arch}: packed/modules replay {r['replay_ms'] / by[(arch, 'modules')]['replay_ms']:.3f}, "
                 f"logits rel err {r['logits_rel_err']:.1e}, graphs reused across calls: {r['graphs_reused']}"
+            )
+        if (arch, "packed") in by and (arch, "fp8") in by:
+            r, b = by[(arch, "fp8")], by[(arch, "packed")]
+            print(
+                f"  {arch}: fp8/packed (bf16 KV) replay {r['replay_ms'] / b['replay_ms']:.3f}, "
+                f"ms per step {r['ms_per_step'] / b['ms_per_step']:.3f}, KV MiB {r['kv_mib'] / b['kv_mib']:.3f}"
             )
     return rows
 

@@ -1,5 +1,6 @@
-"""benchmarks/decode_step.py at toy size on the CPU: both paths run, the packed one holds its copy and gives the
-same logits, and the table prints (the real table is the H200 run quoted in the README)."""
+"""benchmarks/decode_step.py at toy size on the CPU: the three paths run, the packed one holds its copy and gives
+the same logits, the fp8 one a smaller cache, and the table prints (the real table is the H200 run quoted in the
+README)."""
 
 import sys
 from pathlib import Path
@@ -11,10 +12,13 @@ import decode_step  # noqa: E402
 
 def test_tiny_table(capsys):
     rows = decode_step.main(["--tiny"])
-    assert [r["path"] for r in rows] == ["modules", "packed"]
+    assert [r["path"] for r in rows] == ["modules", "packed", "fp8"]
     assert rows[0]["packed_mib"] == 0 < rows[1]["packed_mib"]
     assert rows[1]["logits_rel_err"] < 1e-6 and all(r["ms_per_step"] > 0 for r in rows)
-    assert "| model | context | path | ms_per_step |" in capsys.readouterr().out
+    # fp32 weights on the CPU: 4 bytes an element against 1 + a 4-byte scale per head of 8
+    assert rows[2]["kv_mib"] < 0.4 * rows[1]["kv_mib"]
+    out = capsys.readouterr().out
+    assert "| model | context | path | ms_per_step |" in out and "fp8/packed (bf16 KV)" in out
 
 
 def test_a_malformed_case_is_one_line(capsys):
@@ -23,3 +27,6 @@ def test_a_malformed_case_is_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         decode_step.main(["--cases", "1.5b"])
     assert e.value.code == 2 and "--cases takes ARCH:NEW_TOKENS" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        decode_step.main(["--tiny", "--paths", "packed,int4"])
+    assert e.value.code == 2 and "--paths takes a comma list" in capsys.readouterr().err

@@ -107,6 +107,80 @@ def test_decode_attention_paged(monkeypatch, dtype, splits):
     torch.testing.assert_close(a, b, **tol(dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rope_cache_fp8(monkeypatch, dtype):
+    """Quantizing writes: the same per-head scales, and e4m3 values equal or one step apart (the kernel rounds
+    the rotated k once, the torch path after each op)."""
+    from aha.rollout.fast.kv_cache import FP8, raw
+    from aha.rollout.fast.layers import rope_cache
+
+    g = torch.Generator(device=DEV).manual_seed(4)
+    T, NH, KVH, D = 6, 4, 2, 16
+    q = torch.randn(T, NH * D, generator=g, device=DEV).to(dtype)
+    k, v = (torch.randn(T, KVH * D, generator=g, device=DEV).to(dtype) for _ in range(2))
+    k[2] *= 300  # a token of large keys
+    v[:, D:] *= 1e-3  # a head of small values
+    ang = torch.arange(64, device=DEV)[:, None] * (
+        1e-2 ** (torch.arange(D // 2, device=DEV) / (D // 2))
+    )
+    cos, sin = torch.cat([ang, ang], -1).cos().to(dtype), torch.cat([ang, ang], -1).sin().to(dtype)
+    pos = torch.tensor([0, 3, 7, 20, 21, 63], device=DEV)
+    slot = torch.tensor([9, 2, 4, 0, 11, 5], device=DEV)
+
+    def run():
+        kc, vc = (torch.zeros((16, KVH, D), device=DEV, dtype=FP8) for _ in range(2))
+        ks, vs = (torch.zeros((16, KVH), device=DEV) for _ in range(2))
+        qo = rope_cache(q, k, v, cos, sin, pos, slot, kc, vc, NH, KVH, k_scale=ks, v_scale=vs)
+        return qo, kc, vc, ks, vs
+
+    (qa, kca, vca, ksa, vsa), (qb, kcb, vcb, ksb, vsb) = both(monkeypatch, run)
+    torch.testing.assert_close(qa, qb, **tol(dtype))
+    for ca, cb, sa, sb in ((kca, kcb, ksa, ksb), (vca, vcb, vsa, vsb)):
+        torch.testing.assert_close(sa, sb, **tol(dtype))
+        ya, yb = (
+            ca.float(),
+            cb.float(),
+        )  # e4m3 values: one step is 2**-3 of the value, 2**-9 if subnormal
+        near = (ya - yb).abs() <= torch.maximum(ya.abs(), yb.abs()) * 2**-3 + 2**-9
+        assert (raw(ca) == raw(cb)).float().mean() > 0.9
+        if DEV == "cuda" and dtype == torch.float32:
+            assert near.all()
+        else:
+            # bf16: the torch path rounds after each op of the rotation (a cancellation can move the rounded
+            # value by more than one e4m3 step); CPU: Triton's interpreter rounds fp32 -> e4m3 without carrying
+            # into the exponent (124 -> 64)
+            assert near.float().mean() > 0.95
+
+
+@pytest.mark.parametrize("splits", [1, 4])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decode_attention_fp8(monkeypatch, dtype, splits):
+    from aha.rollout.fast.attention import decode_attention
+    from aha.rollout.fast.kv_cache import quantize
+
+    g = torch.Generator(device=DEV).manual_seed(5)
+    B, NH, KVH, D, S = 4, 14, 2, 64, 16
+    k, v = (torch.randn(40 * S, KVH, D, generator=g, device=DEV) for _ in range(2))
+    k[::7] *= 50
+    (kc, ks), (vc, vs) = quantize(k), quantize(v)
+    table = (
+        torch.randperm(40, generator=torch.Generator().manual_seed(0))[:32]
+        .view(B, 8)
+        .to(DEV, torch.int32)
+    )
+    lens = torch.tensor([1, 17, 100, 128], device=DEV, dtype=torch.int32)
+    q = torch.randn(B, NH, D, generator=g, device=DEV).to(dtype)
+
+    def run():
+        return decode_attention(q, kc, vc, table, lens, S, D**-0.5, splits, k_scale=ks, v_scale=vs)
+
+    a, b = both(monkeypatch, run)
+    # keys scaled by 50 make logits of ~1e2: fp32 sums in another order differ by ~1e-5
+    torch.testing.assert_close(
+        a, b, **(tol(dtype) if dtype != torch.float32 else dict(atol=1e-4, rtol=1e-4))
+    )
+
+
 def test_fused_sampler_greedy_and_law():
     """Greedy = argmax; sampled tokens are those of the torch sampler with the same keys (whose law
     test_fast_engine.py checks over 20,000 draws) and, at the GPU's size, follow the law themselves."""

@@ -7,14 +7,20 @@ from .hf import HFEngine
 ENGINES = ("auto", "hf", "fast")
 
 
-def make_engine(kind: str, model, tokenizer, **fast_kw):
-    """kind: auto (fast engine when the model is on a GPU), hf, or fast. fast_kw go to FastEngine only
-    (kv_cache_bytes / kv_cache_fraction from a memory plan, max_num_seqs, sync_every, ...)."""
+def make_engine(kind: str, model, tokenizer, kv_cache_dtype: str = "auto", **fast_kw):
+    """kind: auto (fast engine when the model is on a GPU), hf, or fast. kv_cache_dtype (auto, fp8) and
+    fast_kw go to FastEngine only (kv_cache_bytes / kv_cache_fraction from a memory plan, max_num_seqs,
+    sync_every, ...); an fp8 cache asked of HF generate is an error, not a silent bf16 one."""
     if kind not in ENGINES:
         raise ValueError(f"unknown engine {kind!r}; choose one of: {', '.join(ENGINES)}")
     on_gpu = next(model.parameters()).is_cuda
     if kind == "fast" or (kind == "auto" and on_gpu):
         from .fast import FastEngine  # pure torch (+ Triton when it imports): always importable
 
-        return FastEngine(model, tokenizer, **fast_kw)
+        return FastEngine(model, tokenizer, kv_cache_dtype=kv_cache_dtype, **fast_kw)
+    if kv_cache_dtype != "auto":
+        raise ValueError(
+            f"kv_cache_dtype={kv_cache_dtype} is a fast-engine setting, but this run generates with HF "
+            "generate (engine=hf, or engine=auto on the CPU): set engine=fast or kv_cache_dtype=auto"
+        )
     return HFEngine(model, tokenizer)

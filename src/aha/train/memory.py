@@ -81,7 +81,10 @@ class ModelShape:
     tied: bool = True  # lm_head shares the embedding matrix
     qk_norm: bool = False  # Qwen3: RMSNorm on every query and key head
 
-    def kv_bytes_per_token(self, b: int) -> int:
+    def kv_bytes_per_token(self, b: int, kv_cache_dtype: str = "auto") -> int:
+        """b: the model's element size; an fp8 cache takes 1 byte per element and a 4-byte scale per head."""
+        if kv_cache_dtype == "fp8":
+            return 2 * self.layers * self.kv_heads * (self.head_dim + 4)
         return 2 * self.layers * self.kv_heads * self.head_dim * b
 
     def linears(self) -> dict[str, tuple[int, int]]:
@@ -123,6 +126,7 @@ class RunSpec:
     new_tokens: int = 256
     micro_batch_size: int = 16
     share_prefix: bool = True
+    kv_cache_dtype: str = "auto"  # the fast engine's cache: the model's dtype, or fp8
     world: int = 1
     fused_head: bool = False  # the lm head runs through aha.algos.logprobs_fused (CUDA with triton)
     packed: bool = False  # FastEngine packs q/k/v and gate/up weights (its default on a GPU)
@@ -213,7 +217,7 @@ def static_parts(shape: ModelShape, run: RunSpec) -> Breakdown:
 
 def engine_parts(shape: ModelShape, run: RunSpec) -> tuple[int, int, int]:
     """(full KV cache, one sequence's KV cache, engine workspace) in bytes."""
-    b, per_tok = run.dtype_bytes, shape.kv_bytes_per_token(run.dtype_bytes)
+    b, per_tok = run.dtype_bytes, shape.kv_bytes_per_token(run.dtype_bytes, run.kv_cache_dtype)
     kv_full = run.sequences * run.seq_tokens * per_tok
     kv_one = (run.seq_tokens + 16) * per_tok  # + a page
     rows = min(run.sequences, ENGINE_ROWS)

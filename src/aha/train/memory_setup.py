@@ -138,6 +138,7 @@ def run_spec(
         new_tokens=s.max_new_tokens,
         micro_batch_size=b.micro_batch_size,
         share_prefix=b.share_prefix,
+        kv_cache_dtype=cfg.kv_cache_dtype,
         world=world,
         fused_head=fused_head,
         packed=packed,
@@ -253,7 +254,7 @@ def _does_not_fit(cfg, plan: Plan, run: RunSpec, source: str) -> str:
 def table(plan: Plan, run: RunSpec, shape: ModelShape, source: str, others: int = 0) -> str:
     """The short breakdown printed at start; `others`: bytes other processes held on the GPU at start."""
     bd, g = plan.breakdown, lambda x: f"{x / GIB:8.2f}" if x else "       -"
-    kv_tok = shape.kv_bytes_per_token(run.dtype_bytes)
+    kv_tok = shape.kv_bytes_per_token(run.dtype_bytes, run.kv_cache_dtype)
     opt = {
         "adamw": "fp32 moments",
         "adamw_8bit": "8-bit moments",

@@ -95,7 +95,7 @@ class RLTrainer(TrainLoop):
             scheduler=scheduler,
             stream=PromptStream(rows, cfg.seed),
         )
-        self.engine = make_engine(cfg.engine, model, tok)
+        self.engine = make_engine(cfg.engine, model, tok, kv_cache_dtype=cfg.kv_cache_dtype)
         size_engine(self.engine, self.memory)  # the KV cache gets what the plan left
         self.rollout = Rollout(
             cfg,

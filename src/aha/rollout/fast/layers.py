@@ -4,7 +4,8 @@
              y = w * (r * rsqrt(mean(r^2) + eps)).to(dtype)      (HF Qwen2/Llama/Qwen3 RMSNorm, fp32 inside)
 - rope_cache: optional per-head RMSNorm of q and k (Qwen3), rotary embedding
              q' = q * cos + rotate_half(q) * sin  (rotate_half(x) = cat(-x2, x1)), then k', v written into the
-             paged KV cache at flat slot indices. One kernel instead of ~15 small ops per layer.
+             paged KV cache at flat slot indices (an fp8 cache: quantized per token and head with their scales).
+             One kernel instead of ~15 small ops per layer.
 - silu_mul:  silu(gate) * up (the SwiGLU MLP's middle), rounded like HF (silu rounded, then the product).
 
 The Triton versions compute in fp32 and round once, so in bf16 they may differ from HF by one rounding step.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..._triton import next_pow2, tl, triton, use_triton
+from .kv_cache import quantize, raw
 
 # --------------------------------------------------------------------------------------------- torch paths
 
@@ -57,6 +59,7 @@ if triton is not None:
     def _rope_heads(
         X,
         XO,
+        XS,
         c1,
         c2,
         s1,
@@ -70,8 +73,9 @@ if triton is not None:
         BH: tl.constexpr,
         BHALF: tl.constexpr,
         NORM: tl.constexpr,
+        QUANT: tl.constexpr,
     ):
-        # X, XO point at this token's first head; heads are (NH, 2*HALF) rows.
+        # X, XO (XS: its per-head fp8 scales) point at this token's first head; heads are (NH, 2*HALF) rows.
         h = tl.arange(0, BH)
         d = tl.arange(0, BHALF)
         msk = (h < NH)[:, None] & (d < HALF)[None, :]
@@ -91,6 +95,14 @@ if triton is not None:
         o1 = f1 * c1[None, :] - f2 * s1[None, :]
         o2 = f2 * c2[None, :] + f1 * s2[None, :]
         p2 = h[:, None] * so_head + d[None, :]
+        if QUANT:  # rounded to the model dtype (as the torch path quantizes it), then e4m3 per head
+            o1 = o1.to(x1.dtype).to(tl.float32)
+            o2 = o2.to(x2.dtype).to(tl.float32)
+            amax = tl.maximum(tl.max(tl.abs(o1), 1), tl.max(tl.abs(o2), 1))
+            sc = tl.maximum(amax, 1e-30) / 448.0
+            o1 = o1 / sc[:, None]
+            o2 = o2 / sc[:, None]
+            tl.store(XS + h, sc, mask=h < NH)
         tl.store(XO + p2, o1.to(XO.dtype.element_ty), mask=msk)
         tl.store(XO + p2 + HALF, o2.to(XO.dtype.element_ty), mask=msk)
 
@@ -106,6 +118,8 @@ if triton is not None:
         QO,
         KC,
         VC,
+        KS,
+        VS,
         QW,
         KW,
         eps,
@@ -115,6 +129,7 @@ if triton is not None:
         scos,
         sqo,
         skc,
+        sks,
         NH: tl.constexpr,
         KVH: tl.constexpr,
         HALF: tl.constexpr,
@@ -122,6 +137,7 @@ if triton is not None:
         BKH: tl.constexpr,
         BHALF: tl.constexpr,
         NORM: tl.constexpr,
+        QUANT: tl.constexpr,
     ):
         t = tl.program_id(0).to(tl.int64)
         pos = tl.load(POS + t).to(tl.int64)
@@ -135,6 +151,7 @@ if triton is not None:
         _rope_heads(
             Q + t * sq,
             QO + t * sqo,
+            KS,
             c1,
             c2,
             s1,
@@ -148,10 +165,12 @@ if triton is not None:
             BH,
             BHALF,
             NORM,
+            False,
         )
         _rope_heads(
             K + t * sk,
             KC + slot * skc,
+            KS + slot * sks,
             c1,
             c2,
             s1,
@@ -165,13 +184,20 @@ if triton is not None:
             BKH,
             BHALF,
             NORM,
+            QUANT,
         )
         h = tl.arange(0, BKH)
         dd = tl.arange(0, 2 * BHALF)
         msk = (h < KVH)[:, None] & (dd < 2 * HALF)[None, :]
         off = h[:, None] * (2 * HALF) + dd[None, :]
         v = tl.load(V + t * sv + off, mask=msk, other=0.0)
-        tl.store(VC + slot * skc + off, v, mask=msk)
+        if QUANT:
+            vf = v.to(tl.float32)
+            sc = tl.maximum(tl.max(tl.abs(vf), 1), 1e-30) / 448.0
+            tl.store(VS + slot * sks + h, sc, mask=h < KVH)
+            tl.store(VC + slot * skc + off, (vf / sc[:, None]).to(VC.dtype.element_ty), mask=msk)
+        else:
+            tl.store(VC + slot * skc + off, v, mask=msk)
 
     @triton.jit
     def _silu_mul_kernel(G, U, O, n, sg, su, BLOCK: tl.constexpr):
@@ -232,11 +258,14 @@ def rope_cache(
     q_norm_w: torch.Tensor | None = None,
     k_norm_w: torch.Tensor | None = None,
     eps: float = 1e-6,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """q (T, NH*D), k/v (T, KVH*D) (rows may be strided), cos/sin (max_pos, D), pos/slot (T,), caches
-    (num_slots, KVH, D).
+    (num_slots, KVH, D); with an fp8 cache its scales k_scale/v_scale (num_slots, KVH) fp32.
 
-    Writes rotated k and v to cache[slot]; returns rotated q (T, NH, D)."""
+    Writes rotated k and v to cache[slot] (fp8: quantized per head, kv_cache.quantize); returns rotated q
+    (T, NH, D)."""
     T = q.shape[0]
     D = k_cache.shape[-1]
     if not use_triton(q):
@@ -246,8 +275,8 @@ def rope_cache(
         c, s = cos[pos].unsqueeze(1), sin[pos].unsqueeze(1)  # (T, 1, D)
         qh = qh * c + _rotate_half(qh) * s
         kh = kh * c + _rotate_half(kh) * s
-        k_cache.index_copy_(0, slot, kh.to(k_cache.dtype))
-        v_cache.index_copy_(0, slot, v.view(T, num_kv_heads, D).to(v_cache.dtype))
+        _write(k_cache, k_scale, slot, kh)
+        _write(v_cache, v_scale, slot, v.view(T, num_kv_heads, D))
         return qh
     q, k, v = _rows(q), _rows(k), _rows(v)  # column slices of a packed q/k/v GEMM are read in place
     qo = torch.empty((T, num_heads, D), dtype=q.dtype, device=q.device)
@@ -265,6 +294,8 @@ def rope_cache(
         qo,
         k_cache,
         v_cache,
+        qo if k_scale is None else k_scale,
+        qo if v_scale is None else v_scale,
         qw,
         kw,
         eps,
@@ -274,6 +305,7 @@ def rope_cache(
         cos.stride(0),
         qo.stride(0),
         k_cache.stride(0),
+        0 if k_scale is None else k_scale.stride(0),
         NH=num_heads,
         KVH=num_kv_heads,
         HALF=D // 2,
@@ -281,9 +313,22 @@ def rope_cache(
         BKH=next_pow2(num_kv_heads),
         BHALF=next_pow2(D // 2),
         NORM=norm,
+        QUANT=k_scale is not None,
         num_warps=4,
     )
     return qo
+
+
+def _write(
+    cache: torch.Tensor, scale: torch.Tensor | None, slot: torch.Tensor, x: torch.Tensor
+) -> None:
+    """cache[slot] = x (T, KVH, D), quantized to fp8 with its scales when the cache has them."""
+    if scale is None:
+        cache.index_copy_(0, slot, x.to(cache.dtype))
+        return
+    x8, sc = quantize(x)
+    raw(cache).index_copy_(0, slot, raw(x8))
+    scale.index_copy_(0, slot, sc)
 
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import decode_attention, prefill_attention, prefill_meta
+from .kv_cache import gather
 from .layers import rms_norm, rope_cache, silu_mul
 
 FAMILIES = ("llama", "qwen2", "qwen3")
@@ -220,7 +221,7 @@ class ModelRunner:
             for s in self._streams:
                 torch.cuda.current_stream().wait_stream(s)
 
-    def _attn_in(self, i, x, pos, slot, k_cache, v_cache):
+    def _attn_in(self, i, x, pos, slot, layer_cache):
         a = self.layers[i].self_attn
         qn = a.q_norm.weight if self.qk_norm else None
         kn = a.k_norm.weight if self.qk_norm else None
@@ -234,6 +235,7 @@ class ModelRunner:
             k, v = self._side(a.k_proj, x), self._side(a.v_proj, x)
             q = a.q_proj(x)
             self._join()
+        k_cache, v_cache, k_scale, v_scale = layer_cache
         return rope_cache(
             q,
             k,
@@ -249,6 +251,8 @@ class ModelRunner:
             qn,
             kn,
             eps,
+            k_scale,
+            v_scale,
         )
 
     def _mlp(self, i, x):
@@ -270,16 +274,19 @@ class ModelRunner:
         self._parallel = tok.is_cuda
         for i, layer in enumerate(self.layers):
             x, r = self._norm(h, layer.input_layernorm, r)
-            q = self._attn_in(i, x, pos, slot, cache.k[i], cache.v[i])  # (B, NH, D)
+            kv = cache.layer(i)
+            q = self._attn_in(i, x, pos, slot, kv)  # (B, NH, D)
             o = decode_attention(
                 q,
-                cache.k[i],
-                cache.v[i],
+                kv[0],
+                kv[1],
                 block_table,
                 seq_lens,
                 cache.page_size,
                 self.scale,
                 splits,
+                k_scale=kv[2],
+                v_scale=kv[3],
             )
             h = layer.self_attn.o_proj(o.reshape(o.shape[0], -1))
             x, r = self._norm(h, layer.post_attention_layernorm, r)
@@ -298,8 +305,11 @@ class ModelRunner:
         meta = prefill_meta(lens, tokens.device)
         for i, layer in enumerate(self.layers):
             x, r = self._norm(h, layer.input_layernorm, r)
-            q = self._attn_in(i, x, pos, slot, cache.k[i], cache.v[i])  # (T, NH, D)
-            o = prefill_attention(q, cache.k[i][slot], cache.v[i][slot], meta, self.scale)
+            kv = cache.layer(i)
+            q = self._attn_in(i, x, pos, slot, kv)  # (T, NH, D)
+            # the prompt attends to its K/V as cached (fp8: dequantized), as its decode steps will
+            k, v = gather(kv[0], kv[2], slot, q.dtype), gather(kv[1], kv[3], slot, q.dtype)
+            o = prefill_attention(q, k, v, meta, self.scale)
             h = layer.self_attn.o_proj(o.reshape(o.shape[0], -1))
             x, r = self._norm(h, layer.post_attention_layernorm, r)
             h = self._mlp(i, x)
