@@ -19,8 +19,8 @@ row could use; pages are taken as tokens are written, so long and short completi
 smaller than all rows' max length costs recompute (stats["preemptions"]), not an error. Only one sequence
 that cannot fit the whole cache is an error. `kv_bytes_per_token(model)` (kv_cache.py) prices a token.
 kv_cache_dtype="fp8" (GPUs of compute capability 8.9+, or the CPU) stores K/V in float8 e4m3 with a scale per
-token and head: about half the bytes, so twice the tokens per byte and faster long decodes, at a small change in
-the sampled distribution (kv_cache.py).
+token and head: about half the bytes, so twice the tokens in the same memory (decode steps no faster than bf16
+with this attention kernel), at a small change in the sampled distribution (kv_cache.py).
 stats: decode_steps, prefill_tokens (recompute included), seconds, tokens_per_s, preemptions, peak_pages /
 peak_kv_mib (most pages in use at once), kv_cache_mib, packed_mib, mode.
 
