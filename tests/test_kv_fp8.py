@@ -126,6 +126,13 @@ def test_hf_generate_refuses_an_fp8_cache_in_one_line(model):
         make_engine("auto", model, TOK, kv_cache_dtype="fp8")  # auto on the CPU: HF generate
     assert "\n" not in str(e.value)
     assert make_engine("fast", model, TOK, kv_cache_dtype="fp8").kv_cache_dtype == "fp8"
+    from aha.config import ConfigError, load_config
+    from aha.train.config import TrainConfig
+
+    with pytest.raises(
+        ConfigError, match="kv_cache_dtype.*set engine=fast"
+    ):  # before any model loads
+        load_config(TrainConfig, None, ["engine=hf", "kv_cache_dtype=fp8"])
 
 
 def test_memory_plan_prices_the_fp8_cache():

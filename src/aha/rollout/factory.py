@@ -19,8 +19,11 @@ def make_engine(kind: str, model, tokenizer, kv_cache_dtype: str = "auto", **fas
 
         return FastEngine(model, tokenizer, kv_cache_dtype=kv_cache_dtype, **fast_kw)
     if kv_cache_dtype != "auto":
-        raise ValueError(
-            f"kv_cache_dtype={kv_cache_dtype} is a fast-engine setting, but this run generates with HF "
-            "generate (engine=hf, or engine=auto on the CPU): set engine=fast or kv_cache_dtype=auto"
+        from ..config import ConfigError  # a ValueError the CLI prints as one line
+
+        raise ConfigError(
+            "kv_cache_dtype",
+            f"{kv_cache_dtype} is a fast-engine setting, but this run generates with HF generate (engine=hf, "
+            "or engine=auto on the CPU): set engine=fast or kv_cache_dtype=auto",
         )
     return HFEngine(model, tokenizer)

@@ -265,6 +265,11 @@ class TrainConfig:
 
     def __post_init__(self):
         check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        check(
+            self.kv_cache_dtype == "auto" or self.engine != "hf",
+            "kv_cache_dtype",
+            f"{self.kv_cache_dtype} is a fast-engine setting and engine=hf: set engine=fast (or auto on a GPU)",
+        )
         G, P, M = self.sampling.group_size, self.batch.prompts_per_step, self.batch.micro_batch_size
         if self.algorithm.name == "grpo":
             check(
