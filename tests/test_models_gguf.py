@@ -164,3 +164,57 @@ def test_gguf_config_without_weights_feeds_the_memory_plan(tiny_gguf):
     shape = model_shape(str(path))
     assert shape.params == sum(p.numel() for p in ref.parameters())
     assert (shape.hidden, shape.layers, shape.kv_heads, shape.tied) == (64, 2, 2, False)
+
+
+def test_a_second_load_reads_the_dequantized_cache(tiny_gguf, tmp_path, monkeypatch, capsys):
+    """The first load saves the dense model, tokenizer and config; the next loads never parse the .gguf
+    (its reader is made to fail) and give the same model and tokenizer; a changed file or a damaged cache is
+    read from the file again; AHA_GGUF_CACHE=0 writes nothing."""
+    import os
+
+    import gguf
+
+    from aha.models import gguf_cache
+    from aha.models.load import load_config
+
+    path, _, bare_tok = tiny_gguf
+    monkeypatch.setenv("AHA_GGUF_CACHE", str(tmp_path / "cache"))
+    first, tok1 = load_model(str(path), device="cpu")
+    assert "saved the dequantized tiny-llama.Q8_0.gguf" in capsys.readouterr().err
+    done = gguf_cache.cached(path, torch.float32)
+    assert done is not None and done.parent == tmp_path / "cache"
+
+    def no_parse(*a, **k):
+        raise AssertionError("the .gguf was parsed again")
+
+    with monkeypatch.context() as m:
+        m.setattr(gguf.GGUFReader, "__init__", no_parse)
+        second, tok2 = load_model(str(path), device="cpu")
+        config = load_config(str(path))
+    s1, s2 = first.state_dict(), second.state_dict()
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert config.num_hidden_layers == first.config.num_hidden_layers
+    for text in TEXTS:
+        assert tok2(text, add_special_tokens=False).input_ids == bare_tok.encode(text).ids
+    assert (tok2.chat_template, tok2.pad_token, tok2.eos_token) == (
+        tok1.chat_template,
+        tok1.pad_token,
+        tok1.eos_token,
+    )
+    assert stop_token_ids(tok2, second) == stop_token_ids(tok1, first)
+    assert "saved the dequantized" not in capsys.readouterr().err
+
+    for w in done.glob(
+        "*.safetensors"
+    ):  # a damaged cache: the file is read again, and cached again
+        w.unlink()
+    third, _ = load_model(str(path), device="cpu")
+    assert torch.equal(third.state_dict()["lm_head.weight"], s1["lm_head.weight"])
+    assert "saved the dequantized" in capsys.readouterr().err and any(done.glob("*.safetensors"))
+
+    st = path.stat()  # a changed file (another modification time) misses the cache
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert gguf_cache.cached(path) is None
+    monkeypatch.setenv("AHA_GGUF_CACHE", "0")
+    load_model(str(path), device="cpu")
+    assert gguf_cache.cached(path) is None and "saved" not in capsys.readouterr().err

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from . import gguf_cache
 from .compat import dtype_kwarg
 from .errors import ModelLoadError, looks_local, model_path_problem
 from .gguf import load_gguf
@@ -136,6 +137,9 @@ def load_config(path: str, trust_remote_code: bool = False):
     if is_gguf(path):
         require_gguf()
         p = Path(path).expanduser()
+        done = gguf_cache.cached(p) if p.is_file() else None
+        if done is not None:
+            return AutoConfig.from_pretrained(str(done))
         return AutoConfig.from_pretrained(str(p.parent), gguf_file=p.name)
     problem = model_path_problem(path)
     if problem is not None:

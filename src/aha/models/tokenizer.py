@@ -22,6 +22,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerFast as _HFFast
 
+from . import gguf_cache
 from .errors import ModelLoadError
 
 
@@ -55,6 +56,9 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     if is_gguf(path):
         require_gguf()
         p = Path(path).expanduser()
+        done = gguf_cache.cached(p) if p.is_file() else None
+        if done is not None:  # the tokenizer saved with the file's dequantized model
+            return load_tokenizer(str(done))
         tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
         return as_portable(gguf_special_tokens(tok, p))
     cfg_file = Path(path) / "tokenizer_config.json"
