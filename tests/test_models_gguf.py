@@ -218,3 +218,16 @@ def test_a_second_load_reads_the_dequantized_cache(tiny_gguf, tmp_path, monkeypa
     monkeypatch.setenv("AHA_GGUF_CACHE", "0")
     load_model(str(path), device="cpu")
     assert gguf_cache.cached(path) is None and "saved" not in capsys.readouterr().err
+
+
+def test_a_cache_that_cannot_be_written_does_not_fail_the_load(
+    tiny_gguf, tmp_path, monkeypatch, capsys
+):
+    path, _, _ = tiny_gguf
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("AHA_GGUF_CACHE", str(blocker / "cache"))  # under a file: cannot be made
+    model, _ = load_model(str(path), device="cpu")
+    err = capsys.readouterr().err
+    assert "could not cache the dequantized tiny-llama.Q8_0.gguf" in err
+    assert model.config.num_hidden_layers > 0 and not list(tmp_path.glob(".*.tmp"))

@@ -67,11 +67,8 @@ def load_gguf(path: str, dtype: torch.dtype, trust_remote_code: bool = False):
         try:
             model = AutoModelForCausalLM.from_pretrained(str(done), **dtype_kwarg(dtype))
             return model, load_tokenizer(str(done))
-        except (
-            OSError,
-            ValueError,
-            KeyError,
-        ):  # a damaged cache: read the file itself, cache it afresh
+        # a damaged cache (safetensors raises its own types): read the file itself, cache it afresh
+        except Exception:  # noqa: BLE001
             gguf_cache.drop(done)
     try:
         tok = load_tokenizer(str(file), trust_remote_code=trust_remote_code)

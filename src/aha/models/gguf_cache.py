@@ -86,17 +86,21 @@ def save(file: Path, dtype, model, tok) -> Path | None:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / DONE).write_text(json.dumps({"source": str(file.resolve()), "dtype": str(dtype)}))
-        if final.exists():  # another run finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-            return final
-        os.replace(tmp, final)
-    except OSError as e:
+        if not final.exists():
+            os.replace(tmp, final)
+    # a cache must never fail a load (a read-only home, safetensors' own errors)
+    except Exception as e:  # noqa: BLE001
         shutil.rmtree(tmp, ignore_errors=True)
+        if (final / DONE).is_file():  # another process (a rank of the same run) finished first
+            return final
         print(
             f"aha: could not cache the dequantized {file.name} ({e}); reading the .gguf each time",
             file=sys.stderr,
         )
         return None
+    if tmp.exists():  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+        return final
     print(
         f"aha: saved the dequantized {file.name} to {final} ({size / 2**20:.0f} MiB), so later loads take "
         "seconds; AHA_GGUF_CACHE=0 turns this off, AHA_GGUF_CACHE=DIR moves it",
