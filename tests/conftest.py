@@ -11,7 +11,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("AHA_FAST_TRITON", "0")
 # No cache of dequantized .gguf files (aha.models.gguf_cache) unless a test asks for one: none in ~/.cache, and no
 # test reads another's.
-os.environ.setdefault("AHA_GGUF_CACHE", "0")
+os.environ["AHA_GGUF_CACHE"] = "0"
 # Tests share 2 cores with everything else; one intra-op thread keeps tiny-model timings stable.
 torch.set_num_threads(int(os.environ.get("AHA_TEST_THREADS", "1")))
 # Lets configs name test helpers as "reward_fixtures:fn" (user-defined reward functions).

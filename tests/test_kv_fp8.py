@@ -172,3 +172,26 @@ def test_a_training_step_with_the_fp8_cache(tmp_path):
     m = tr.train_step(1)
     assert tr.engine.kv_cache_dtype == "fp8" and tr.engine.cache.k.dtype == FP8
     assert m["len/mean"] == 6
+
+
+def test_fp8_without_fast_engine_support_is_a_config_error(model, monkeypatch):
+    """A model FastEngine cannot run (it would fall back to HF generate, with no fp8 cache), or a GPU without
+    float8 (compute capability < 8.9): one-line config errors, not a silent bf16 cache or a traceback."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from aha.config import ConfigError
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
+    with pytest.raises(
+        ConfigError, match="kv_cache_dtype.*needs FastEngine.*set kv_cache_dtype=auto"
+    ):
+        FastEngine(gpt2, TOK, kv_cache_dtype="fp8")
+    with pytest.warns(UserWarning, match="falling back to HFEngine"):
+        FastEngine(gpt2, TOK)  # without fp8 the fallback stands
+    eng = FastEngine(model, TOK, kv_cache_dtype="fp8")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev=None: "NVIDIA A100")
+    with pytest.raises(
+        ConfigError, match="compute capability 8.9.*NVIDIA A100.*set kv_cache_dtype=auto"
+    ):
+        eng._check_fp8(torch.device("cuda"))

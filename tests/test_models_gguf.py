@@ -231,3 +231,24 @@ def test_a_cache_that_cannot_be_written_does_not_fail_the_load(
     err = capsys.readouterr().err
     assert "could not cache the dequantized tiny-llama.Q8_0.gguf" in err
     assert model.config.num_hidden_layers > 0 and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_cache_takes_odd_file_names_and_only_local_rank_0_writes(
+    tiny_gguf, tmp_path, monkeypatch
+):
+    import shutil
+
+    from aha.models import gguf_cache
+
+    path, _, _ = tiny_gguf
+    odd = tmp_path / "tiny[v2]*.gguf"  # glob characters in the name
+    shutil.copy(path, odd)
+    monkeypatch.setenv("AHA_GGUF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a second process of a torchrun job: reads, never writes
+    load_model(str(odd), device="cpu")
+    assert gguf_cache.cached(odd) is None
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    load_model(str(odd), device="cpu")
+    done = gguf_cache.cached(odd, torch.float32)
+    assert done is not None and done.name.startswith("tiny[v2]*-")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [done.name]  # no temporary left

@@ -68,7 +68,9 @@ def load_gguf(path: str, dtype: torch.dtype, trust_remote_code: bool = False):
             model = AutoModelForCausalLM.from_pretrained(str(done), **dtype_kwarg(dtype))
             return model, load_tokenizer(str(done))
         # a damaged cache (safetensors raises its own types): read the file itself, cache it afresh
-        except Exception:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001
+            if not gguf_cache.damaged(e):
+                raise
             gguf_cache.drop(done)
     try:
         tok = load_tokenizer(str(file), trust_remote_code=trust_remote_code)

@@ -7,26 +7,31 @@ field), maps every tensor name and dequantizes the weights; for SmolLM2-135M-Ins
 and config as an ordinary Hugging Face directory, and later loads of the same file read that instead (seconds).
 
     where       $AHA_GGUF_CACHE, else $XDG_CACHE_HOME/aha/gguf, else ~/.cache/aha/gguf; AHA_GGUF_CACHE=0: off
-    key         the file's resolved path, size and modification time, the transformers version and the dtype:
-                a changed or replaced file, or another transformers, is read afresh
+    key         the file's resolved path, size and modification time, the versions of transformers, gguf, aha
+                and of this cache's layout (CACHE_VERSION), and the dtype: a changed or replaced file, or other
+                conversion code, is read afresh
     limits      models over MAX_BYTES dense (default 4 GiB) or a disk without twice their size free are not
                 cached; a cache that cannot be written or read is skipped (the file is read as before)
 
-A directory is written under a temporary name and renamed when complete (DONE marks it), so a run stopped
-mid-write or two runs writing at once never leave a half cache that is read.
+A directory is written under a unique temporary name and renamed when complete (DONE marks it), so a run stopped
+mid-write or two runs writing at once never leave a half cache that is read. In a multi-process run only each
+machine's local rank 0 writes (the others read the file; the next run finds the cache).
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 DONE = "aha-gguf-cache.json"
 MAX_BYTES = 4 * 2**30
+CACHE_VERSION = 1  # raise when what is saved changes (the tokenizer's fixes, the config's cleanup)
 
 
 def cache_root() -> Path | None:
@@ -40,10 +45,14 @@ def cache_root() -> Path | None:
 
 
 def _key(file: Path) -> str:
+    import gguf
     import transformers
 
+    from .. import __version__
+
     st = file.stat()
-    ident = f"{file.resolve()}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}"
+    versions = f"{transformers.__version__}|{getattr(gguf, '__version__', '?')}|{__version__}|{CACHE_VERSION}"
+    ident = f"{file.resolve()}|{st.st_size}|{st.st_mtime_ns}|{versions}"
     return f"{file.stem}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
 
 
@@ -58,31 +67,46 @@ def cached(file: Path, dtype=None) -> Path | None:
     if root is None or not root.is_dir():
         return None
     try:
-        pattern = f"{_key(file)}-{_dtype_name(dtype) if dtype is not None else '*'}"
+        key = glob.escape(_key(file))  # a file named model[v2].gguf
+        pattern = f"{key}-{_dtype_name(dtype) if dtype is not None else '*'}"
         return next((d for d in sorted(root.glob(pattern)) if (d / DONE).is_file()), None)
     except OSError:
         return None
 
 
+def damaged(error: BaseException) -> bool:
+    """Whether reading a cache directory failed for the directory's sake (a missing or corrupt file), not the
+    process's (out of memory, an interrupt)."""
+    return (
+        isinstance(error, (OSError, ValueError, KeyError))
+        or "safetensor" in type(error).__name__.lower()
+    )
+
+
 def drop(done: Path) -> None:
-    """Remove a cache directory that could not be read (the marker first, so it is never read half gone)."""
-    (done / DONE).unlink(missing_ok=True)
-    shutil.rmtree(done, ignore_errors=True)
+    """Remove a cache directory that could not be read: renamed away first, so no reader finds it half gone."""
+    try:
+        trash = Path(tempfile.mkdtemp(prefix=f".{done.name}.", suffix=".old", dir=done.parent))
+        os.replace(done, trash / done.name)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def save(file: Path, dtype, model, tok) -> Path | None:
     """Write the dense model and tokenizer of `file` to the cache (see the module doc); the directory, or None
     where none was written. Never raises for a cache that cannot be written."""
     root = cache_root()
-    if root is None:
+    if root is None or os.environ.get("LOCAL_RANK", "0") != "0":
         return None
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     final = root / f"{_key(file)}-{_dtype_name(dtype)}"
-    tmp = root / f".{final.name}.{os.getpid()}.tmp"
+    tmp = None
     try:
         root.mkdir(parents=True, exist_ok=True)
         if size > MAX_BYTES or shutil.disk_usage(root).free < 2 * size:
             return None
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / DONE).write_text(json.dumps({"source": str(file.resolve()), "dtype": str(dtype)}))
@@ -90,7 +114,8 @@ def save(file: Path, dtype, model, tok) -> Path | None:
             os.replace(tmp, final)
     # a cache must never fail a load (a read-only home, safetensors' own errors)
     except Exception as e:  # noqa: BLE001
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         if (final / DONE).is_file():  # another process (a rank of the same run) finished first
             return final
         print(

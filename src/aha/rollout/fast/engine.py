@@ -50,11 +50,12 @@ from collections import deque
 
 import torch
 
+from ...config import ConfigError
 from ..base import Completion, OnTokens, SamplingParams
 from ..hf import HFEngine
 from ..stops import Tracker
 from .batch import Batch, bucket_for, to_dev
-from .kv_cache import FP8, KVCache, PageAllocator, kv_storage
+from .kv_cache import KVCache, PageAllocator, kv_storage
 from .model_runner import ModelRunner, UnsupportedModel
 from .prefill import Prefill
 from .scheduler import Scheduler, cdiv
@@ -122,11 +123,19 @@ class FastEngine:
         try:
             self.runner, self.fallback = ModelRunner(model), None
         except UnsupportedModel as e:
+            if kv_cache_dtype != "auto":  # HF generate has no fp8 cache: not a silent bf16 one
+                raise ConfigError(
+                    "kv_cache_dtype",
+                    f"{kv_cache_dtype} needs FastEngine, which does not run this model ({e}): "
+                    "set kv_cache_dtype=auto",
+                ) from None
             warnings.warn(
                 f"FastEngine: unsupported model ({e}); falling back to HFEngine (HF generate)",
                 stacklevel=2,
             )
             self.runner, self.fallback = None, HFEngine(model, tokenizer)
+        if self.runner is not None:
+            self._check_fp8(self.runner.device)
 
     def release(self) -> None:
         """Free the KV cache, packed weights, batch buffers and CUDA graphs (the next generate allocates them
@@ -183,11 +192,7 @@ class FastEngine:
         longest = max(len(p) for p in prompts)
         r.ensure_rope(longest + params.max_tokens)
         store = kv_storage(self.kv_cache_dtype, r.dtype)
-        if store == FP8 and dev.type == "cuda" and torch.cuda.get_device_capability(dev) < (8, 9):
-            raise ValueError(
-                "kv_cache_dtype=fp8 needs a GPU with float8 support (compute capability 8.9+: Ada, Hopper "
-                f"or newer; this one is {torch.cuda.get_device_name(dev)}): use kv_cache_dtype=auto"
-            )
+        self._check_fp8(dev)  # the model may have moved since __init__
         bpp = KVCache.bytes_per_page(r.num_layers, S, r.num_kv_heads, r.head_dim, store)
         need = 1 + rows * cdiv(longest + params.max_tokens - 1, S)
         if self.kv_cache_bytes is not None:
@@ -226,6 +231,17 @@ class FastEngine:
             self.batch.drop_graphs()
             self._key = key
         return bpp, width
+
+    def _check_fp8(self, dev: torch.device) -> None:
+        """The Triton kernels convert to float8 e4m3 only on GPUs of compute capability 8.9+."""
+        if self.kv_cache_dtype != "fp8" or dev.type != "cuda":
+            return
+        if torch.cuda.get_device_capability(dev) < (8, 9):
+            raise ConfigError(
+                "kv_cache_dtype",
+                "fp8 needs a GPU with float8 support (compute capability 8.9+: Ada, Hopper or newer; this "
+                f"one is {torch.cuda.get_device_name(dev)}): set kv_cache_dtype=auto",
+            )
 
     def _pack_choice(self, dev: torch.device) -> bool:
         """pack_weights, or by default (None): on a GPU, when the copy takes at most AUTO_PACK_SHARE of the
