@@ -215,6 +215,11 @@ def test_a_second_load_reads_the_dequantized_cache(tiny_gguf, tmp_path, monkeypa
     st = path.stat()  # a changed file (another modification time) misses the cache
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert gguf_cache.cached(path) is None
+    load_model(str(path), device="cpu")  # cached again, under the new key; the old one is removed
+    new = gguf_cache.cached(path, torch.float32)
+    assert new is not None and new != done and not done.exists()
+    assert [d.name for d in (tmp_path / "cache").iterdir()] == [new.name]
+    capsys.readouterr()
     monkeypatch.setenv("AHA_GGUF_CACHE", "0")
     load_model(str(path), device="cpu")
     assert gguf_cache.cached(path) is None and "saved" not in capsys.readouterr().err

@@ -9,7 +9,7 @@ and config as an ordinary Hugging Face directory, and later loads of the same fi
     where       $AHA_GGUF_CACHE, else $XDG_CACHE_HOME/aha/gguf, else ~/.cache/aha/gguf; AHA_GGUF_CACHE=0: off
     key         the file's resolved path, size and modification time, the versions of transformers, gguf, aha
                 and of this cache's layout (CACHE_VERSION), and the dtype: a changed or replaced file, or other
-                conversion code, is read afresh
+                conversion code, is read afresh (and its older cache removed)
     limits      models over MAX_BYTES dense (default 4 GiB) or a disk without twice their size free are not
                 cached; a cache that cannot be written or read is skipped (the file is read as before)
 
@@ -93,6 +93,19 @@ def drop(done: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def _drop_stale(root: Path, file: Path, dtype, keep: Path) -> None:
+    """Remove the caches of the same file and dtype under an older key (the file changed, or transformers, gguf
+    or aha did): nothing reads them again, and each is a whole model."""
+    source = str(file.resolve())
+    for d in root.glob(f"{glob.escape(file.stem)}-*-{_dtype_name(dtype)}"):
+        try:
+            meta = json.loads((d / DONE).read_text())
+        except (OSError, ValueError):
+            continue
+        if d != keep and meta.get("source") == source and meta.get("dtype") == str(dtype):
+            drop(d)
+
+
 def save(file: Path, dtype, model, tok) -> Path | None:
     """Write the dense model and tokenizer of `file` to the cache (see the module doc); the directory, or None
     where none was written. Never raises for a cache that cannot be written."""
@@ -126,6 +139,7 @@ def save(file: Path, dtype, model, tok) -> Path | None:
     if tmp.exists():  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
         return final
+    _drop_stale(root, file, dtype, final)
     print(
         f"aha: saved the dequantized {file.name} to {final} ({size / 2**20:.0f} MiB), so later loads take "
         "seconds; AHA_GGUF_CACHE=0 turns this off, AHA_GGUF_CACHE=DIR moves it",
