@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 from aha.cli import main
-from aha.config import load_config
+from aha.config import config_changes, load_config
 from aha.eval.headline import headline, headline_text
 from aha.progress import Heartbeat
 from aha.train.config import TrainConfig
 from aha.train.grpo import train
-from aha.train.loop import config_changes
 
 TINY = [
     "model.path=tiny-random",

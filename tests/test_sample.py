@@ -190,6 +190,27 @@ def test_crash_and_resume_equal_uninterrupted_run(tmp_path):
     )  # all done
 
 
+def test_a_rerun_with_other_settings_is_refused_and_more_prompts_are_added(tmp_path):
+    """Rows made with k=6 are not topped up with k=8 rows, nor is config.yaml rewritten to say k=8; a rerun that
+    only asks for more prompts samples just those."""
+    from aha.config import ConfigError
+
+    sample(cfg_for(tmp_path), ScriptedEngine(), TOK, "t")
+    saved = (tmp_path / "config.yaml").read_text()
+    for change in (["k=8"], ["sampling.temperature=1.2", "verifier=accuracy"]):
+        eng = ScriptedEngine()
+        with pytest.raises(ConfigError, match="holds samples made with other settings") as e:
+            sample(cfg_for(tmp_path, *change), eng, TOK, "t")
+        assert eng.calls == 0 and (tmp_path / "config.yaml").read_text() == saved
+        assert "\n" not in str(e.value) and "choose another out=DIR" in str(e.value)
+    assert "k: 6 -> 8" in str(
+        pytest.raises(ConfigError, sample, cfg_for(tmp_path, "k=8"), None, TOK).value
+    )
+    eng = ScriptedEngine()
+    stats = sample(cfg_for(tmp_path, "num_prompts=9", "progress=true"), eng, TOK, "t")
+    assert eng.calls == 1 and stats["prompts"] == 9
+
+
 def test_writer_drops_uncommitted_rows(tmp_path):
     w = ResumableWriter(tmp_path)
     w.commit([0, 1], [{"prompt_index": 0}, {"prompt_index": 1}], {"kept": 2})

@@ -272,3 +272,27 @@ def convert(tp, value: Any, path: str, ancestors: tuple = ()):
             return str(value)
         raise ConfigError(path, f"expected a string, got {value!r}")
     return value
+
+
+def config_changes(
+    old: dict, new: dict, limit: int = 12, ignore: tuple[str, ...] = ("resume",)
+) -> str:
+    """ "key: old -> new" for each leaf that differs between two config dicts (keys in `ignore`, and keys under
+    them, left out); "" when none does."""
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            out.update(flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
+        return out
+
+    a, b = flat(old), flat(new)
+    skip = lambda k: any(k == i or k.startswith(i + ".") for i in ignore)
+    keys = [
+        k
+        for k in sorted(set(a) | set(b))
+        if not skip(k) and a.get(k, "(unset)") != b.get(k, "(unset)")
+    ]
+    parts = [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in keys[:limit]]
+    return "; ".join(parts) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")

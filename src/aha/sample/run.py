@@ -12,11 +12,30 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError, to_dict
+from ..config import ConfigError, config_changes, to_dict
 from .config import SampleConfig
 from .engine import build_engine
 from .filters import select
 from .io import ResumableWriter, checkpoint_step
+
+# keys a rerun in the same out= may change: which prompts, how they are batched, run-time knobs
+FREE = (
+    "start",
+    "num_prompts",
+    "prompts_per_call",
+    "reward_workers",
+    "reward_timeout",
+    "progress",
+    "out",
+    "model.device",
+    "model.threads",
+    "model.compile",
+    "engine",
+    "openai.concurrency",
+    "openai.timeout",
+    "openai.max_retries",
+    "openai.backoff",
+)
 
 
 def sample(cfg: SampleConfig, engine=None, tokenizer=None, model_name: str | None = None) -> dict:
@@ -27,7 +46,16 @@ def sample(cfg: SampleConfig, engine=None, tokenizer=None, model_name: str | Non
 
     out = Path(cfg.out)
     writer = ResumableWriter(out)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    saved = out / "config.yaml"
+    if writer.done and saved.is_file():  # resuming: the rows there must come from the same settings
+        changed = config_changes(yaml.safe_load(saved.read_text()) or {}, to_dict(cfg), ignore=FREE)
+        if changed:
+            raise ConfigError(
+                "out",
+                f"{out} holds samples made with other settings ({changed}); a rerun there only adds prompts "
+                f"(start, num_prompts): choose another out=DIR, or delete {out} to sample afresh",
+            )
+    saved.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     task = cfg.task.build()
     data = task.dataset(cfg.task.split)
     if cfg.start >= len(data):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import to_dict
+from ..config import config_changes, to_dict
 from . import checkpoint as ckpt
 from .dist import Dist
 from .guard import SkipCounter, state_is_finite
@@ -353,23 +353,3 @@ def held_out_metrics(res) -> dict:
     if math.isfinite(lo) and math.isfinite(hi):
         out["eval/pass1_lo"], out["eval/pass1_hi"] = lo, hi
     return out
-
-
-def config_changes(old: dict, new: dict, limit: int = 12) -> str:
-    """ "key: old -> new" for each leaf that differs between two config dicts (resume itself left out)."""
-
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            out.update(flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
-        return out
-
-    a, b = flat(old), flat(new)
-    keys = [
-        k
-        for k in sorted(set(a) | set(b))
-        if k != "resume" and a.get(k, "(unset)") != b.get(k, "(unset)")
-    ]
-    parts = [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in keys[:limit]]
-    return "; ".join(parts) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
