@@ -195,3 +195,22 @@ def test_fp8_without_fast_engine_support_is_a_config_error(model, monkeypatch):
         ConfigError, match="compute capability 8.9.*NVIDIA A100.*set kv_cache_dtype=auto"
     ):
         eng._check_fp8(torch.device("cuda"))
+
+
+def test_fp8_with_engine_auto_on_the_cpu_stops_before_the_model_loads(tmp_path, monkeypatch):
+    from aha.config import ConfigError, load_config
+    from aha.schema import ModelConfig
+    from aha.train.config import TrainConfig
+    from aha.train.grpo import GRPOTrainer
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(ModelConfig, "load", no_load)
+    cfg = load_config(
+        TrainConfig, None, ["model.path=tiny-random", "kv_cache_dtype=fp8", f"out={tmp_path}"]
+    )
+    with pytest.raises(
+        ConfigError, match="engine=auto generates with HF generate: set engine=fast"
+    ):
+        GRPOTrainer(cfg)

@@ -177,3 +177,19 @@ def test_read_rows_parquet(tmp_path):
         pa.Table.from_pylist([{"prompt": "a", "completion": "b"}]), tmp_path / "d.parquet"
     )
     assert read_rows(str(tmp_path / "d.parquet")) == [{"prompt": "a", "completion": "b"}]
+
+
+def test_chat_rows_for_a_tokenizer_without_a_chat_template_are_one_line():
+    """Found only once the tokenizer is loaded: a DataError (one line in the CLI, exit 2), not a traceback."""
+    from aha.data.read import DataError
+
+    tok = char_tokenizer()
+    assert not getattr(tok, "chat_template", None)
+    rows = [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    ]
+    with pytest.raises(
+        DataError, match="SFT data, row 1: chat-format rows need a tokenizer with a chat"
+    ) as e:
+        build_examples(rows, tok, RowFormat(), 64)
+    assert "\n" not in str(e.value)

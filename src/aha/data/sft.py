@@ -185,8 +185,8 @@ def _chat_segments(
     past reasoning) breaks the prefix property and is refused rather than mis-masked."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
-            "chat-format rows need a tokenizer with a chat template; use prompt/completion rows "
-            "for base models"
+            "chat-format rows need a tokenizer with a chat template and this model's has none; use "
+            "prompt/completion rows for base models"
         )
     if messages and messages[0].get("role") == "assistant":
         raise ValueError(
@@ -217,9 +217,16 @@ def build_examples(
     rows: list[dict], tokenizer, fmt: RowFormat, max_length: int
 ) -> tuple[list[Example], dict]:
     """Rows -> examples of at most max_length tokens with >= 1 trained token; stats count what was cut/dropped."""
+    from aha.data.read import DataError
+
     examples, stats = [], {"rows": len(rows), "truncated": 0, "dropped": 0}
-    for row in rows:
-        ex = to_example(row, tokenizer, fmt)
+    for n, row in enumerate(rows, 1):
+        try:
+            ex = to_example(row, tokenizer, fmt)
+        except (
+            ValueError
+        ) as e:  # what only the tokenizer shows (no chat template, a template that rewrites)
+            raise DataError(f"SFT data, row {n}: {e}") from None
         if len(ex) > max_length:
             ex = Example(ex.input_ids[:max_length], ex.loss_mask[:max_length])
             stats["truncated"] += 1

@@ -17,6 +17,7 @@ so aha asks for a full dequantization where that option exists.
 from __future__ import annotations
 
 import struct
+import sys
 from pathlib import Path
 
 import torch
@@ -66,7 +67,9 @@ def load_gguf(path: str, dtype: torch.dtype, trust_remote_code: bool = False):
     if done is not None:
         try:
             model = AutoModelForCausalLM.from_pretrained(str(done), **dtype_kwarg(dtype))
-            return model, load_tokenizer(str(done))
+            tok = load_tokenizer(str(done))
+            print(f"aha: {file.name} read from its dequantized cache {done}", file=sys.stderr)
+            return model, tok
         # a damaged cache (safetensors raises its own types): read the file itself, cache it afresh
         except Exception as e:  # noqa: BLE001
             if not gguf_cache.damaged(e):

@@ -251,7 +251,8 @@ class TrainConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     engine: Literal["auto", "hf", "fast"] = "auto"  # auto: fast engine on GPU, HF generate on CPU
     # The fast engine's KV cache: auto (the model's dtype) or fp8 (float8 e4m3 + a scale per token and head:
-    # half the memory, no faster; samples from a slightly perturbed policy; GPUs of compute capability 8.9+)
+    # half the memory, no faster; samples from a slightly perturbed policy; the fast engine on a GPU of
+    # compute capability 8.9+ or on the CPU)
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     # Free the fast engine's KV cache and CUDA graphs before each update: less memory in the update, a new
     # allocation and graph capture every step. null: the memory plan decides (off without one).
