@@ -117,7 +117,22 @@ def test_overlong_prompts_are_skipped_and_counted(tok):
     assert [s["problem"] for s in res.samples] == [0, 0, 2, 2] and res.metrics["pass1"] == 0.5
     assert all(n + m <= context for n, m in engine.prompt_lengths)
     assert any("1 of 3 prompts skipped" in line for line in lines)
+    assert not any("->" in line for line in lines)  # max_new_tokens unchanged: not said to change
     assert "1 skipped: prompt too long" in res.summary()
+    notes, beats = (
+        [],
+        [],
+    )  # the training loop's held-out eval: the note once, not as the heartbeat's status
+    long = [
+        {"question": "y" * (context // 2 - 20), "answer": "3"}
+    ]  # leaves less than max_tokens 600
+    evaluate(
+        Scripted([["<answer>3</answer>"] * 2], model=model), tok, long, accuracy="math", k=2,
+        n_boot=0, template="plain", context=context, max_tokens=600, log=beats.append,
+        notice=notes.append,
+    )  # fmt: skip
+    assert len(notes) == 1 and "sampling.max_new_tokens 600 -> " in notes[0]
+    assert not any("max_new_tokens" in b for b in beats)
 
 
 def test_chat_template_notice_and_named_system():

@@ -72,6 +72,7 @@ def evaluate(
     context: int | None = None,
     out_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> EvalResult:
     """Generate k samples for each row with `engine`, score them, and return the metrics (module docstring).
 
@@ -86,6 +87,7 @@ def evaluate(
     context: the model's context in tokens (None: no check; module docstring).
     batch_size: problems per engine.generate call (each with k samples).
     out_dir: when given, results.json and samples.jsonl are written there.
+    log: progress lines; notice: a one-time note (prompts skipped for the context), to log when None.
     """
     from aha.rewards.answers import check_mode
     from aha.rollout import SamplingParams
@@ -103,11 +105,19 @@ def evaluate(
     ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
     keep, fit_tokens = fit_to_context([len(x) for x in ids], max_tokens, context)
     skipped = len(rows) - len(keep)
-    if log is not None and (skipped or fit_tokens < max_tokens):
-        log(
-            f"eval: {skipped} of {len(rows)} prompts skipped (too long for the model's {context}-token "
-            f"context); max_tokens {max_tokens} -> {fit_tokens} so the longest kept prompt fits"
-        )
+    notice = notice or log
+    if notice is not None and (skipped or fit_tokens < max_tokens):
+        parts = []
+        if skipped:
+            parts.append(
+                f"{skipped} of {len(rows)} prompts skipped (too long for the model's {context}-token context)"
+            )
+        if fit_tokens < max_tokens:
+            parts.append(
+                f"sampling.max_new_tokens {max_tokens} -> {fit_tokens} so the longest kept prompt fits "
+                f"the {context}-token context"
+            )
+        notice("eval: " + "; ".join(parts))
     rows, prompts, ids = [rows[i] for i in keep], [prompts[i] for i in keep], [ids[i] for i in keep]
     if stop_token_ids is None:
         from ..models.tokenizer import stop_token_ids as end_ids

@@ -76,4 +76,5 @@ def evaluate_task(
             context=context or model_context(engine),
             out_dir=out_dir,
             log=log and beat.update,
+            notice=log,  # once, not as the heartbeat's repeated status
         )

@@ -55,12 +55,13 @@ class EvalConfig(HeldOutConfig):
             from ..data.benchmarks import K
 
             self.k = K.get(self.task.name, 4)
-        super().__post_init__()
+        # before the shared section's check, whose ">= 0 (0 = no evaluation)" is the training loop's meaning
         check(
             self.limit is None or self.limit >= 1,
             "limit",
             f"must be >= 1 or null (all rows), got {self.limit}",
         )
+        super().__post_init__()
         check(
             self.engine in (*ENGINES, "openai"),
             "engine",
