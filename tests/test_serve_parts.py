@@ -160,6 +160,10 @@ BAD_CHAT = [
         {"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 0},
         "max_completion_tokens",
     ),
+    # named as the client sent it
+    ({"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}, "max_tokens"),
+    ({"messages": [{"role": "wizard", "content": "x"}]}, "messages"),
+    ({"messages": [{"role": "user"}]}, "messages"),
 ]
 
 
@@ -246,3 +250,15 @@ def test_requests_with_different_limits_share_a_call_and_each_keeps_its_own():
             )
             assert c.logprobs == pytest.approx(want.logprobs, abs=1e-4) and c.prompt_index == 0
             assert streamed[k] == c.token_ids  # no token past the request's own limit was streamed
+
+
+def test_a_reply_cut_by_max_tokens_has_no_half_character():
+    """A whole reply, like a stream, never ends in the U+FFFD of a character whose bytes were cut by max_tokens;
+    a reply that stopped keeps its text as it is."""
+    from aha.rollout.base import Completion
+    from aha.serve.text import whole_text
+
+    cut = Completion(0, [1, 2], [0.0, 0.0], "hi \U0001f30d\ufffd", "length")
+    assert whole_text(cut) == "hi \U0001f30d"
+    done = Completion(0, [1, 2], [0.0, 0.0], "a \ufffd", "stop")
+    assert whole_text(done) == "a \ufffd"

@@ -29,7 +29,7 @@ from .prompts import Prompts
 from .protocol import ApiError, parse
 from .responses import Formatter
 from .scheduler import Job, Scheduler, ServerClosing
-from .text import TextStream
+from .text import TextStream, whole_text
 
 log = logging.getLogger("aha.serve")
 
@@ -243,7 +243,7 @@ class Api:
                 outs = rest[0]
                 for k, out in enumerate(outs):
                     if job.stream:
-                        if tail := streams[k].finish(out.completion.text):
+                        if tail := streams[k].finish(whole_text(out.completion)):
                             yield fmt.chunk(k, tail)
                     else:  # logprobs: the whole choice in one chunk
                         ch = fmt.choice(k, out, prompts, texts)

@@ -35,7 +35,7 @@ USAGE = (
 
 @dataclass
 class ServeConfig:
-    model: str = "tiny-base"  # local HF directory, hub id, tiny-base, tiny-recheck or tiny-random
+    model: str = "tiny-base"  # a local HF directory, a .gguf file, a hub id, tiny-base, tiny-recheck or tiny-random
     name: str = ""  # the model name of the API ("" = the model directory's or file's name)
     host: str = "127.0.0.1"  # 0.0.0.0 to accept connections from other machines
     port: int = 8000  # 0 = any free port (printed)

@@ -183,7 +183,8 @@ def _parse_chat(body: dict, r: GenRequest, g) -> GenRequest:
     if g("echo"):
         raise ApiError("'echo' is not implemented for chat; leave it out", param="echo")
     mt = g("max_completion_tokens", g("max_tokens"))
-    r.max_tokens = None if mt is None else _int("max_completion_tokens", mt, 1, None)
+    name = "max_completion_tokens" if g("max_completion_tokens") is not None else "max_tokens"
+    r.max_tokens = None if mt is None else _int(name, mt, 1, None)  # named as the client sent it
     top = g("top_logprobs")
     if _bool("logprobs", g("logprobs", False)):
         r.logprobs = 0 if top is None else _int("top_logprobs", top, 0, MAX_LOGPROBS)
@@ -202,6 +203,9 @@ def _parse_chat(body: dict, r: GenRequest, g) -> GenRequest:
     return r
 
 
+ROLES = ("system", "developer", "user", "assistant")
+
+
 def _message(m: Any, i: int) -> dict:
     where = f"messages[{i}]"
     if not isinstance(m, dict) or not isinstance(m.get("role"), str):
@@ -214,8 +218,16 @@ def _message(m: Any, i: int) -> dict:
             f"{where}: tool calls are not implemented ({', '.join(extra) or m['role']})",
             param="messages",
         )
+    if m["role"] not in ROLES:
+        raise ApiError(
+            f"{where}.role must be one of {', '.join(ROLES)}; got {m['role']!r}", param="messages"
+        )
     role = "system" if m["role"] == "developer" else m["role"]
     content = m.get("content")
+    if (
+        content is None and role != "assistant"
+    ):  # an assistant turn may be empty (a prefill to continue)
+        raise ApiError(f"{where} ({role}) has no 'content'", param="messages")
     if content is None:
         content = ""
     elif isinstance(content, list):

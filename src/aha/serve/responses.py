@@ -17,6 +17,7 @@ import uuid
 
 from .protocol import GenRequest
 from .scheduler import Output
+from .text import whole_text
 
 
 class Formatter:
@@ -46,9 +47,9 @@ class Formatter:
             "token_ids": list(c.token_ids),
         }
         if r.chat:
-            msg = {"role": "assistant", "content": c.text}
+            msg = {"role": "assistant", "content": whole_text(c)}
             return {"index": i, "message": msg, "logprobs": self.logprobs(out), **end, **extra}
-        text = (texts[c.prompt_index] if r.echo else "") + c.text
+        text = (texts[c.prompt_index] if r.echo else "") + whole_text(c)
         return {"index": i, "text": text, "logprobs": self.logprobs(out, prompt), **end, **extra}
 
     def stop_reason(self, c) -> str | int | None:

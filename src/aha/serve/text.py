@@ -8,7 +8,8 @@ be sent. Two rules keep the concatenated deltas a prefix of the final (non-strea
   completion linear, and the window's first token keeps the next one's leading space.
 - Stop strings: text that could be the beginning of a stop string is held back until the next tokens show
   it is not; once a stop string appears, nothing from it on is sent. The engine cuts the final text there.
-`finish(final_text)` sends what is left of the engine's final text.
+`finish(final_text)` sends what is left of the engine's final text (whole_text: without a half character at a
+max_tokens cut, in whole replies too).
 
 `apply_limit` is the server's own cut, used when a completion ran past its request's max_tokens (requests
 with different limits share one engine call, which runs to the largest) or an engine ignored stop strings:
@@ -25,6 +26,12 @@ from ..rollout.base import Completion
 
 def decode(tokenizer, ids: Sequence[int]) -> str:
     return tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def whole_text(c: Completion) -> str:
+    """c's text without a character cut in half by max_tokens: byte-level tokens can end inside a character,
+    whose bytes the decoder writes as U+FFFD; a stream never sends those, so neither does the whole reply."""
+    return c.text.rstrip("\ufffd") if c.finish_reason == "length" else c.text
 
 
 class TextStream:
