@@ -170,3 +170,23 @@ def test_pipeline_stage_data_is_named_by_its_key(cli, tmp_path):
     bad = files(tmp_path)["malformed"]
     code, err = cli(["pipeline", "r1", f"cold_start.data.path=[{bad}]", out])
     assert code == 2 and len(err) == 1 and "malformed.jsonl: row 2: invalid JSON" in err[0]
+
+
+def test_an_out_whose_folder_takes_nothing_is_one_line(tmp_path, monkeypatch):
+    """Permission bits pass (root passes them; a read-only mount keeps them): the probe folder fails."""
+    import tempfile
+
+    from aha.config import ConfigError
+    from aha.preflight import check_out
+
+    def refuse(*a, **k):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with pytest.raises(
+        ConfigError, match="takes no new folder .Read-only file system.; choose another"
+    ):
+        check_out(str(tmp_path / "run"))
+    monkeypatch.undo()
+    check_out(str(tmp_path / "run"))  # a writable folder: passes, and leaves nothing behind
+    assert list(tmp_path.iterdir()) == []

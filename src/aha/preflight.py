@@ -11,8 +11,8 @@ can be known without the model is checked here, first, each failure one line (ex
     SFT data      every data.path source reads, and each row is in a format SFT takes
     model paths   a model path meant as a local one (./x, /x, ~/x, a/b/c, x.gguf) exists: a checkpoint path
                   with a typo was a transformers "Repo id must be in the form ..." after torch's import
-    out           can be written: it is, or its nearest existing parent is, a writable directory (nothing is
-                  created here)
+    out           can be written: it is, or its nearest existing parent is, a directory that takes a new folder
+                  (a probe folder is made there and removed at once)
 
 What needs the tokenizer (prompt lengths against the model's context) is checked after the load: an
 evaluation skips and counts prompts that cannot fit (aha.eval.context). A pipeline's stages take the
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from pathlib import Path
 
 from .config import ConfigError
@@ -173,7 +174,8 @@ def check_sft_data(data, at) -> None:
 
 
 def check_out(out: str, key: str = "out") -> None:
-    """`out` is a writable directory or can be made one (checked without creating anything)."""
+    """`out` is a writable directory or can be made one: its nearest existing folder takes a new directory (a
+    probe made and removed at once; permission bits alone miss read-only mounts, and root passes them)."""
     path = Path(out).expanduser().absolute()
     probe = path
     while not probe.exists():
@@ -188,6 +190,13 @@ def check_out(out: str, key: str = "out") -> None:
         raise ConfigError(
             key, f"cannot write to {probe} (permission denied); choose a writable out=DIR"
         )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".aha-probe-", dir=probe))
+    except OSError as e:
+        raise ConfigError(
+            key,
+            f"cannot create {path}: {probe} takes no new folder ({e.strerror}); choose another out=DIR",
+        ) from None
 
 
 def _walk(node, key: str = ""):
