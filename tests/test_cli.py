@@ -247,6 +247,9 @@ def test_help_and_config_errors_do_not_import_torch(tmp_path):
         "assert main(['pipeline', 'r1', 'r1', 'rl.optim.lrr=1']) == 2\n"
         "assert main(['eval', '--model', './nope', '--task', 'arithmetic']) == 2\n"
         "assert main(['sample', 'sample', 'engine=openai', 'openai.bogus=1']) == 2\n"
+        "open('bad.jsonl', 'w').write('{\"prompt\": \"a\"}\\n')\n"
+        "assert main(['sft', 'sft', 'data.path=[bad.jsonl]', 'out=o']) == 2\n"
+        "assert main(['train', 'grpo', 'out=/proc/x']) == 2\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
         "assert not bad, bad[:5]\n"
     )

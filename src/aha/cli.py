@@ -89,7 +89,6 @@ def load(command: str, args: list[str], *, cls=None):
     from .preflight import preflight
 
     cls = cls or resolve(ENTRY[command][0])
-    run = resolve(ENTRY[command][1]) if command in ENTRY else None
     path, overrides = split_args(args)
     if path is None and not overrides:
         first = START.get(command) or (recipes.names_for(command) or ["grpo"])[0]
@@ -105,7 +104,8 @@ def load(command: str, args: list[str], *, cls=None):
         recipes.check_needs(file, yaml.safe_load(file.read_text()) or {}, cfg)
     if command in PREFLIGHT:
         preflight(command, cfg)  # names, data and out= checked before any model loads
-    return cfg, run
+    # the entry's module last: it may import torch (seconds), which a config error need not wait for
+    return cfg, resolve(ENTRY[command][1]) if command in ENTRY else None
 
 
 def _done(summary: dict, what: str = "steps") -> str:

@@ -23,8 +23,12 @@ The target of position t is token t+1, trained only when that token is a complet
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if (
+    TYPE_CHECKING
+):  # torch is imported where tensors are made: the row checks before a model loads need none
+    import torch
 
 __all__ = [
     "Example",
@@ -264,6 +268,8 @@ def pack(lengths: list[int], max_length: int, packing: bool = True) -> list[list
 
 def collate(examples: list[Example], rows: list[list[int]], pad_id: int) -> PackedBatch:
     """Packed rows (index lists into examples) -> right-padded tensors (see PackedBatch)."""
+    import torch
+
     L = max(sum(len(examples[i]) for i in row) for row in rows)
     R = len(rows)
     ids = torch.full((R, L), pad_id, dtype=torch.long)
@@ -285,11 +291,13 @@ def collate(examples: list[Example], rows: list[list[int]], pad_id: int) -> Pack
     return PackedBatch(ids, pos, seg, (trained[:, 1:] & same_doc).float())
 
 
-def block_causal_mask(
-    segment_ids: torch.Tensor, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
+def block_causal_mask(segment_ids: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """(R, L) segment ids -> (R, 1, L, L) additive mask: 0 where q may attend k (same segment, k <= q), else
-    the dtype's minimum. Padding (-1) attends to padding only, so no softmax row is empty."""
+    the dtype's minimum (float32 by default). Padding (-1) attends to padding only, so no softmax row is
+    empty."""
+    import torch
+
+    dtype = dtype or torch.float32
     L = segment_ids.shape[1]
     causal = torch.ones((L, L), dtype=torch.bool, device=segment_ids.device).tril()
     allowed = (segment_ids[:, :, None] == segment_ids[:, None, :]) & causal  # (R, L, L)
