@@ -12,7 +12,8 @@ can be known without the model is checked here, first, each failure one line (ex
     model paths   a model path meant as a local one (./x, /x, ~/x, a/b/c, x.gguf) exists: a checkpoint path
                   with a typo was a transformers "Repo id must be in the form ..." after torch's import
     out           can be written: it is, or its nearest existing parent is, a directory that takes a new folder
-                  (a probe folder is made there and removed at once)
+                  (a probe folder is made there and removed at once); for train and sft, a run already
+                  there needs resume=true or overwrite=true
 
 What needs the tokenizer (prompt lengths against the model's context) is checked after the load: an
 evaluation skips and counts prompts that cannot fit (aha.eval.context). A pipeline's stages take the
@@ -47,6 +48,10 @@ def preflight(command: str, cfg) -> None:
         elif kind == "SFTDataConfig" and node.path:
             sft_data.append((node, at))
     check_out(cfg.out)
+    if command in ("train", "sft"):  # a run already there: resume, overwrite or another out=
+        from .train.run_dir import check_out_dir
+
+        check_out_dir(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)
     if task is not None:  # then the data, which may take a download
         read_splits(built, task.name, splits(command, cfg))
     for node, at in sft_data:
