@@ -119,13 +119,10 @@ def test_overlong_prompts_are_skipped_and_counted(tok):
     assert any("1 of 3 prompts skipped" in line for line in lines)
     assert not any("->" in line for line in lines)  # max_new_tokens unchanged: not said to change
     assert "1 skipped: prompt too long" in res.summary()
-    notes, beats = (
-        [],
-        [],
-    )  # the training loop's held-out eval: the note once, not as the heartbeat's status
-    long = [
-        {"question": "y" * (context // 2 - 20), "answer": "3"}
-    ]  # leaves less than max_tokens 600
+    # the training loop's held-out eval: the note once, not as the heartbeat's status
+    notes, beats = [], []
+    # a prompt that leaves less room than max_tokens' 600
+    long = [{"question": "y" * (context // 2 - 20), "answer": "3"}]
     evaluate(
         Scripted([["<answer>3</answer>"] * 2], model=model), tok, long, accuracy="math", k=2,
         n_boot=0, template="plain", context=context, max_tokens=600, log=beats.append,
