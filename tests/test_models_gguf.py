@@ -258,3 +258,17 @@ def test_the_cache_takes_odd_file_names_and_only_local_rank_0_writes(
     done = gguf_cache.cached(odd, torch.float32)
     assert done is not None and done.name.startswith("tiny[v2]*-")
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [done.name]  # no temporary left
+
+
+def test_no_home_directory_means_no_cache(monkeypatch):
+    from pathlib import Path
+
+    from aha.models import gguf_cache
+
+    def homeless():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("AHA_GGUF_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(homeless))
+    assert gguf_cache.cache_root() is None

@@ -38,10 +38,13 @@ def cache_root() -> Path | None:
     env = os.environ.get("AHA_GGUF_CACHE", "")
     if env == "0":
         return None
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "aha" / "gguf"
+    try:
+        if env:
+            return Path(env).expanduser()
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base).expanduser() / "aha" / "gguf"
+    except RuntimeError:  # no home directory to be found (a bare container): no cache
+        return None
 
 
 def _key(file: Path) -> str:
