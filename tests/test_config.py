@@ -82,3 +82,20 @@ def test_cli_errors_exit_2_one_line(tmp_path, capsys):
     assert main(["train", "optim.lr=-3"]) == 2
     err = capsys.readouterr().err
     assert "optim.lr" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_load_config_takes_a_recipe_name_as_the_cli_does(tmp_path, monkeypatch):
+    """A wheel install has no configs/ folder: the API finds the package's recipe by name, from any folder."""
+    from aha.config import ConfigError, load_config
+    from aha.train.config import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("grpo", "grpo.yaml", "configs/grpo.yaml"):
+        cfg = load_config(TrainConfig, name, ["steps=10"])
+        assert cfg.steps == 10 and cfg.task.name == "chain"
+    with pytest.raises(
+        ConfigError, match="a YAML file or a recipe name .`aha recipes` lists them."
+    ):
+        load_config(TrainConfig, "grpoo")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(TrainConfig, "elsewhere/grpo.yaml")  # a path, not a recipe name

@@ -56,14 +56,23 @@ def _merged(defaults: dict, value: dict) -> dict:
 
 
 def load_config(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
-    """YAML file (optional) + `a.b=value` overrides -> validated instance of dataclass `cls`."""
+    """YAML file or shipped recipe name (optional; `grpo`, `configs/grpo.yaml`: as the CLI takes them) +
+    `a.b=value` overrides -> validated instance of dataclass `cls`."""
     data: dict = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(
-                "", f"config file '{p}' not found; pass the path of a YAML file (see configs/)"
-            )
+            from .recipes import recipes  # the package's own copies: a wheel has no configs/ folder
+
+            stem = p.name[: -len(p.suffix)] if p.suffix in (".yaml", ".yml") else p.name
+            shipped = recipes()
+            if stem not in shipped or str(p.parent) not in (".", "configs", "recipes"):
+                raise ConfigError(
+                    "",
+                    f"config file '{p}' not found; pass the path of a YAML file or a recipe name "
+                    "(`aha recipes` lists them)",
+                )
+            p = shipped[stem].path
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
