@@ -211,6 +211,6 @@ def test_fp8_with_engine_auto_on_the_cpu_stops_before_the_model_loads(tmp_path, 
         TrainConfig, None, ["model.path=tiny-random", "kv_cache_dtype=fp8", f"out={tmp_path}"]
     )
     with pytest.raises(
-        ConfigError, match="engine=auto generates with HF generate: set engine=fast"
+        ConfigError, match="engine=auto on the CPU generates with HF generate: set engine=fast"
     ):
         GRPOTrainer(cfg)

@@ -25,9 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if (
-    TYPE_CHECKING
-):  # torch is imported where tensors are made: the row checks before a model loads need none
+# torch is imported where tensors are made: the row checks before a model loads need none
+if TYPE_CHECKING:
     import torch
 
 __all__ = [
@@ -227,9 +226,8 @@ def build_examples(
     for n, row in enumerate(rows, 1):
         try:
             ex = to_example(row, tokenizer, fmt)
-        except (
-            ValueError
-        ) as e:  # what only the tokenizer shows (no chat template, a template that rewrites)
+        # what only the tokenizer shows (no chat template, a template that rewrites)
+        except ValueError as e:
             raise DataError(f"SFT data, row {n}: {e}") from None
         if len(ex) > max_length:
             ex = Example(ex.input_ids[:max_length], ex.loss_mask[:max_length])

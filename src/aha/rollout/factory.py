@@ -14,16 +14,25 @@ def make_engine(kind: str, model, tokenizer, kv_cache_dtype: str = "auto", **fas
     if kind not in ENGINES:
         raise ValueError(f"unknown engine {kind!r}; choose one of: {', '.join(ENGINES)}")
     on_gpu = next(model.parameters()).is_cuda
-    if kind == "fast" or (kind == "auto" and on_gpu):
+    if check_kv_cache_dtype(kind, on_gpu, kv_cache_dtype):
         from .fast import FastEngine  # pure torch (+ Triton when it imports): always importable
 
         return FastEngine(model, tokenizer, kv_cache_dtype=kv_cache_dtype, **fast_kw)
-    if kv_cache_dtype != "auto":
-        from ..config import ConfigError  # a ValueError the CLI prints as one line
+    return HFEngine(model, tokenizer)
 
+
+def check_kv_cache_dtype(kind: str, on_gpu: bool, kv_cache_dtype: str) -> bool:
+    """Whether `kind` on this device is the fast engine; a ConfigError (one line in the CLI) when it is HF
+    generate and kv_cache_dtype asks for what only the fast engine has. A trainer calls it before loading the
+    model, make_engine again after."""
+    fast = kind == "fast" or (kind == "auto" and on_gpu)
+    if not fast and kv_cache_dtype != "auto":
+        from ..config import ConfigError
+
+        why = "engine=hf" if kind == "hf" else "engine=auto on the CPU"
         raise ConfigError(
             "kv_cache_dtype",
-            f"{kv_cache_dtype} is a fast-engine setting, but this run generates with HF generate (engine=hf, "
-            "or engine=auto on the CPU): set engine=fast or kv_cache_dtype=auto",
+            f"{kv_cache_dtype} is a fast-engine setting, but {why} generates with HF generate: set "
+            "engine=fast or kv_cache_dtype=auto (FastEngine runs on the CPU too)",
         )
-    return HFEngine(model, tokenizer)
+    return fast

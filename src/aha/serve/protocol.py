@@ -224,9 +224,8 @@ def _message(m: Any, i: int) -> dict:
         )
     role = "system" if m["role"] == "developer" else m["role"]
     content = m.get("content")
-    if (
-        content is None and role != "assistant"
-    ):  # an assistant turn may be empty (a prefill to continue)
+    # an assistant turn may be empty (a prefill to continue)
+    if content is None and role != "assistant":
         raise ApiError(f"{where} ({role}) has no 'content'", param="messages")
     if content is None:
         content = ""

@@ -21,7 +21,7 @@ from ..config import ConfigError
 from ..data.templates import template_notice
 from ..eval.context import drop_overlong, model_context
 from ..models.load import reference_model, resolve_device
-from ..rollout.factory import make_engine
+from ..rollout.factory import check_kv_cache_dtype, make_engine
 from .config import TrainConfig
 from .dist import Dist, gathered
 from .forward import LogprobModel
@@ -49,12 +49,7 @@ class RLTrainer(TrainLoop):
         # Before any weight is loaded: fit check, null memory keys resolved, breakdown printed (train/memory.py).
         echo = print if dist.is_main else (lambda *_: None)
         device = resolve_device(dist.device(m.device))
-        if cfg.kv_cache_dtype != "auto" and cfg.engine == "auto" and device.type != "cuda":
-            raise ConfigError(  # make_engine would say so too, after the model loaded
-                "kv_cache_dtype",
-                f"{cfg.kv_cache_dtype} is a fast-engine setting, but on the CPU engine=auto generates with HF "
-                "generate: set engine=fast (FastEngine runs on the CPU too) or kv_cache_dtype=auto",
-            )
+        check_kv_cache_dtype(cfg.engine, device.type == "cuda", cfg.kv_cache_dtype)
         self.memory = plan_memory(cfg, dist.world, device, echo)
         model, tok = m.load(seed=cfg.seed, device=dist.device(m.device), train=True)
         if dist.enabled and m.lora.r > 0:
