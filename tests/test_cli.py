@@ -108,8 +108,41 @@ def test_no_config_says_where_to_start_instead_of_running_defaults(command, caps
     assert main([command]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs a" in err and "--help" in err
-    assert main(["pipeline", "r1"]) == 2
-    assert "`aha pipeline r1 r1`" in capsys.readouterr().err
+
+
+def test_pipeline_without_config_runs_its_own_recipe(monkeypatch, capsys, tmp_path):
+    """`aha pipeline r1-zero [key=value ...]` is `aha pipeline r1-zero r1-zero ...`: the recipe of its name."""
+    import aha.pipelines as pipelines
+    from aha.config import load_config
+    from aha.recipes import resolve as find
+
+    ran = []
+    real = pipelines.get_pipeline
+
+    def fake(name):
+        cls, _ = real(name)
+        return cls, lambda cfg: ran.append(cfg) or {"stages": []}
+
+    monkeypatch.setattr(pipelines, "get_pipeline", fake)
+    assert main(["pipeline", "r1-zero", f"out={tmp_path / 'p'}", "rl.steps=3"]) == 0
+    assert "the r1-zero recipe" in capsys.readouterr().out
+    cls = real("r1-zero")[0]
+    want = load_config(cls, find("r1-zero", "pipeline"), [f"out={tmp_path / 'p'}", "rl.steps=3"])
+    assert ran == [want] and want.rl.steps == 3
+    assert main(["pipeline", "r1-zero", "rl.nope=1"]) == 2  # the recipe's keys are checked as usual
+    assert "rl.nope" in capsys.readouterr().err
+
+
+def test_help_shows_the_values_a_recipe_sets(capsys):
+    assert main(["train", "dapo", "--help", "algorithm.clip_high"]) == 0
+    out = capsys.readouterr().out
+    assert "dapo's value" in out and "dapo 0.28" in out
+    assert main(["train", "--help", "algorithm.clip_high"]) == 0
+    assert "default null" in capsys.readouterr().out
+    assert main(["pipeline", "r1-zero", "--help", "rl.steps"]) == 0  # no CONFIG: the recipe r1-zero
+    assert "r1-zero 30" in capsys.readouterr().out
+    assert main(["train", "nope", "--help"]) == 2
+    assert "no recipe or file named 'nope'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

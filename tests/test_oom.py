@@ -274,7 +274,7 @@ def test_pipeline_passes_the_oom_exit_code_on(tmp_path, monkeypatch, capsys):
     args = ["r1-zero", "model=tiny-random", f"out={tmp_path}", "eval.limit=0"]
     assert main(["pipeline", *args, "task.name=arithmetic"]) == OOM_EXIT
     assert (
-        "RL stopped at step 2/100 (oom); rerun the same command with less memory"
+        "RL stopped at step 2/30 (oom); rerun the same command with less memory"
         in capsys.readouterr().out
     )
 

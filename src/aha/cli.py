@@ -222,22 +222,21 @@ def cmd_demo(args: list[str]) -> int:
 
 
 def cmd_pipeline(args: list[str]) -> int:
-    """`aha pipeline NAME CONFIG [key.sub=value ...]`; interrupted: exit 130 (Ctrl-C) / 143 (SIGTERM) / 1 (the
+    """`aha pipeline NAME [CONFIG] [key.sub=value ...]` (no CONFIG: the recipe called NAME); interrupted: exit 130 (Ctrl-C) / 143 (SIGTERM) / 1 (the
     non-finite guard), rerun the same command to resume."""
     from .pipelines import PIPELINES, StageInterrupted, get_pipeline
 
     if not args or args[0] not in PIPELINES:
         raise UsageError(
-            f"usage: aha pipeline {'|'.join(PIPELINES)} CONFIG [key.sub=value ...]"
+            f"usage: aha pipeline {'|'.join(PIPELINES)} [CONFIG] [key.sub=value ...]"
             + (f" (unknown pipeline '{args[0]}')" if args else "")
         )
     cls, run = get_pipeline(args[0])
-    if len(args) == 1:
-        raise UsageError(
-            f"{args[0]} needs a config; start from its recipe: "
-            f"`aha pipeline {args[0]} {args[0]}` (`aha recipes` lists them)"
-        )
-    cfg, _ = load("pipeline", args[1:], cls=cls)
+    rest = args[1:]
+    if split_args(rest)[0] is None:  # no CONFIG: the pipeline's own recipe, with the keys given
+        print(f"aha pipeline {args[0]}: the {args[0]} recipe (`aha recipes {args[0]}` prints it)")
+        rest = [args[0], *rest]
+    cfg, _ = load("pipeline", rest, cls=cls)
     try:
         summary = run(cfg)
     except StageInterrupted as e:

@@ -35,6 +35,9 @@ class KeyDoc:
     meaning: str
     section: bool = False  # a nested config section (its keys follow)
     group: str = ""  # a comment above a field that has its own: a heading for the ones below
+    source: str = (
+        "default"  # where the value shown comes from: "default", or a config/recipe that sets it
+    )
 
 
 @cache
@@ -202,7 +205,7 @@ def render(docs: list[KeyDoc], prefix: str | None = None, width: int | None = No
             head += " (null = none)" if d.default is None else ""
             lines += textwrap.wrap(head, width, subsequent_indent="    ")
             continue
-        lines.append(f"  {d.key:<{kw}}  {d.type:<{tw}}  default {_value(d.default)}".rstrip())
+        lines.append(f"  {d.key:<{kw}}  {d.type:<{tw}}  {d.source} {_value(d.default)}".rstrip())
         if d.meaning:
             lines += textwrap.wrap(
                 d.meaning, width, initial_indent=" " * 6, subsequent_indent=" " * 6
@@ -244,9 +247,10 @@ R1-Zero GRPO on the shipped tiny base model: held-out pass@1 and format before v
     "report": """usage: aha report RUN_DIR
 PNG plots and one self-contained HTML page (RUN_DIR/report/index.html) of a run or an eval directory,
 opening with the headline: held-out pass@1 before -> after, with intervals.""",
-    "pipeline": """usage: aha pipeline r1-zero|r1|distill CONFIG [key.sub=value ...]
+    "pipeline": """usage: aha pipeline r1-zero|r1|distill [CONFIG] [key.sub=value ...]
 Chain the stages (SFT, RL, rejection sampling, evaluation); rerunning the command resumes, skipping finished
-stages. CONFIG: a recipe name (r1-zero, r1, distill) or a YAML file. Keys: aha pipeline NAME --help [PREFIX].""",
+stages. CONFIG: a recipe name or a YAML file; without one, the recipe of the pipeline's name (`aha recipes
+r1-zero` prints it). Keys and the recipe's values: aha pipeline NAME [CONFIG] --help [PREFIX].""",
     "serve": """{usage}
 Our engine behind an OpenAI-compatible HTTP API (the `serve` extra: fastapi, uvicorn).""",
     "recipes": """usage: aha recipes [NAME]
@@ -275,6 +279,7 @@ def command_help(command: str, args: list[str], entry: dict, resolve, flags=None
         flags = resolve("aha.serve.cli:FLAGS")
     if flags:
         text += "\n" + "\n".join(f"  {f:<20} {k}" for f, k in flags.items())
+    before = [a for a in args[: args.index(flag)] if not a.startswith("-") and "=" not in a]
     if command == "pipeline":
         from .pipelines import PIPELINES, get_pipeline
 
@@ -282,18 +287,38 @@ def command_help(command: str, args: list[str], entry: dict, resolve, flags=None
         if name is None:
             return text
         cls = get_pipeline(name)[0]
+        config = next((a for a in before if a != name), name)  # no CONFIG: the recipe called NAME
     elif command == "demo":
         return text + "\n\n" + _demo_recipe(resolve)
     elif command in entry:
         cls = resolve(entry[command][0])
+        # eval's arguments before --help are flag values (--model M), not a config
+        config = before[0] if before and command != "eval" else None
     if cls is None:
         return text
     docs = keys(cls)
+    if config:  # the values the config sets replace the defaults, labelled with its name
+        plain = {d.key: d.default for d in docs}
+        docs = keys(cls, overrides=_config_values(config, command))
+        for d in docs:
+            if not d.section and d.default != plain.get(d.key, d.default):
+                d.source = config
     table = render(docs, prefix)
     if prefix and not table:
         table = _no_match(docs, prefix)
-    head = f"keys{f' starting with {prefix!r}' if prefix else ''} (type, default, meaning):"
+    which = f"default or {config}'s value" if config else "default"
+    head = f"keys{f' starting with {prefix!r}' if prefix else ''} (type, {which}, meaning):"
     return f"{text}\n\n{head}\n{table}"
+
+
+def _config_values(config: str, command: str) -> dict:
+    """The values a config file or recipe sets (`aha train dapo --help` shows dapo's, not the defaults)."""
+    import yaml
+
+    from .recipes import resolve as find
+
+    values = yaml.safe_load(find(config, command).read_text()) or {}
+    return values if isinstance(values, dict) else {}
 
 
 def _demo_recipe(resolve) -> str:
