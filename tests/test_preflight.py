@@ -94,6 +94,37 @@ def test_sft_rows_in_no_known_format(cli, tmp_path):
     assert "x.jsonl: row 2: neither 'messages' nor 'completion'" in err[0]
 
 
+@pytest.mark.parametrize(
+    "completion,message",
+    [
+        ({"text": "b"}, "'completion' is a dict, not text"),
+        (
+            [{"role": "assistant", "content": "b"}],
+            "'completion' is a list, not text (a message list needs a message-list prompt)",
+        ),
+        (True, "'completion' is a bool, not text"),
+    ],
+)
+def test_sft_completion_that_is_not_text(cli, tmp_path, completion, message):
+    """A dict or list completion under a string prompt was trained on as its Python repr."""
+    rows = [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": completion}]
+    path = jsonl(tmp_path / "x.jsonl", rows)
+    code, err = cli(["sft", f"data.path=[{path}]", f"out={tmp_path / 'run'}"])
+    assert code == 2 and len(err) == 1 and "x.jsonl: row 2: " + message in err[0], err
+
+
+def test_sft_numeric_and_chat_completions_pass_the_check():
+    from aha.data.sft import RowFormat, check_rows
+
+    chat = [{"role": "user", "content": "2+3?"}]
+    rows = [
+        {"prompt": "2+3=", "completion": 5},  # an answer column of numbers: its text
+        {"prompt": chat, "completion": "5"},
+        {"prompt": chat, "completion": [{"role": "assistant", "content": "5"}]},
+    ]
+    check_rows(rows, RowFormat(), "x.jsonl")
+
+
 NAME_CASES = [  # (overrides, the key named, message)
     (["task.name=countdwn"], "task.name", "unknown task 'countdwn'"),
     (["task.template=r1"], "task.template", "unknown template 'r1'"),

@@ -95,6 +95,19 @@ def check_rows(rows: list[dict], fmt: RowFormat, source: str) -> None:
                 f"{where}: neither '{fmt.messages_key}' nor '{fmt.completion_key}' (keys: "
                 f"{', '.join(sorted(map(str, row)))}); set data.completion_key / data.messages_key"
             )
+        prompt, completion = row.get(fmt.prompt_key), row[fmt.completion_key]
+        text = isinstance(completion, (str, int, float)) and not isinstance(completion, bool)
+        chat = isinstance(prompt, list) and isinstance(completion, list)  # messages + messages
+        if not (text or chat):
+            hint = (
+                " (a message list needs a message-list prompt)"
+                if isinstance(completion, list)
+                else ""
+            )
+            raise DataError(
+                f"{where}: '{fmt.completion_key}' is a {type(completion).__name__}, not text{hint}; "
+                "set data.completion_key to the column that holds the completion text"
+            )
         if fmt.template is not None and fmt.question_key not in row:
             raise DataError(
                 f"{where}: data.template is set but the row has no '{fmt.question_key}'; set "
