@@ -286,3 +286,26 @@ def test_stats_count_the_rows_really_there(tmp_path, capsys):
     assert json.loads((tmp_path / "cut" / "stats.json").read_text())["kept"] == 7
     assert data.read_text() == (tmp_path / "full" / "data.jsonl").read_text()
     assert "sampling them again" in capsys.readouterr().out
+
+
+def test_the_heartbeat_is_written_where_the_bar_is(tmp_path, capsys, monkeypatch):
+    """Between chunks a line says the run is alive, on stderr with the bar (on stdout it landed mid-bar when
+    both went to one file)."""
+    import time
+
+    import aha.progress
+
+    class Quick(aha.progress.Heartbeat):
+        def __init__(self, label, log, every=10.0, status=""):
+            super().__init__(label, log, 0.05, status)
+
+    class Slow(ScriptedEngine):
+        def generate(self, prompts, params):
+            time.sleep(0.3)
+            return super().generate(prompts, params)
+
+    monkeypatch.setattr(aha.progress, "Heartbeat", Quick)
+    sample(cfg_for(tmp_path, "progress=true"), Slow(), TOK, "t")
+    out, err = capsys.readouterr()
+    assert "sample: " not in out
+    assert re.search(r"(^|\n|\r)sample: (the first chunk|\d/7 prompts done)", err), err

@@ -90,8 +90,10 @@ def sample(cfg: SampleConfig, engine=None, tokenizer=None, model_name: str | Non
             disable=not cfg.progress,
             desc="sample",
         )
-        # the bar moves once per chunk; between moves, a line every ~10 s says the run is alive
-        beat = Heartbeat("sample", bar.write if cfg.progress else None, status="the first chunk")
+        # the bar moves once per chunk; between moves, a line every ~10 s says the run is alive, written
+        # where the bar is (stderr), which tqdm clears and redraws around it (stdout would land mid-bar)
+        say = (lambda line: bar.write(line, file=bar.fp)) if cfg.progress else None
+        beat = Heartbeat("sample", say, status="the first chunk")
         try:
             with beat:
                 for c0 in range(0, len(todo), cfg.prompts_per_call):
