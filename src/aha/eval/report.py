@@ -235,7 +235,7 @@ def make_report(
                 f"<figure><img src='data:image/png;base64,{data}' alt='{_e(title)}'></figure>"
             )
         body.append("</div>")
-    body += samples_section(files["samples.jsonl"], n_samples)
+    body += samples_section(files["samples.jsonl"], n_samples, _no_samples_note(files, series))
     if files["config.yaml"].is_file():
         body.append(
             "<h2 id='config'>Config</h2><pre class='config'>"
@@ -252,3 +252,28 @@ def make_report(
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _no_samples_note(files: dict, series: dict) -> str:
+    """Why a training run has no samples.jsonl (a 2-step run with samples_every=10 stores none)."""
+    if not files["metrics.jsonl"].is_file():
+        return ""  # an eval directory: its samples.jsonl is its results'
+    every = None
+    if files["config.yaml"].is_file():
+        import yaml
+
+        try:
+            cfg = yaml.safe_load(files["config.yaml"].read_text(errors="replace")) or {}
+            every = (cfg.get("logging") or {}).get("samples_every")
+        except (yaml.YAMLError, AttributeError):
+            pass
+    last = max((pts[-1][0] for pts in series.values() if pts), default=None)  # (step, value) pairs
+    ran = f", and the run's last logged step is {last:g}" if last is not None else ""
+    if every == 0:
+        return "none stored: logging.samples_every=0 turns them off"
+    if every:
+        return (
+            f"none stored: completions are kept every logging.samples_every={every} steps{ran}; "
+            "a lower value stores them"
+        )
+    return "none stored: the run has no samples.jsonl"

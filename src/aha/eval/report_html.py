@@ -134,11 +134,14 @@ def _load_samples(path: Path) -> list[dict]:
     return recs
 
 
-def samples_section(path: Path, n: int) -> list[str]:
+def samples_section(path: Path, n: int, missing: str = "") -> list[str]:
+    """Completions of the first and last sampled step; none stored: `missing` (why), or nothing."""
     recs = _load_samples(path)
-    if not recs or n <= 0:
+    if n <= 0 or not (recs or missing):
         return []
     out = ["<h2 id='samples'>Sampled completions</h2>"]
+    if not recs:
+        return [*out, f"<p class='meta'>{_e(missing)}</p>"]
     stepped = [r for r in recs if _is_number(r.get("step"))]
     if stepped:
         first, last = min(r["step"] for r in stepped), max(r["step"] for r in stepped)
