@@ -89,9 +89,11 @@ def test_rope_cache(monkeypatch, dtype, qk_norm, packed):
 
 
 @pytest.mark.parametrize("kv", ["auto", "fp8"])
-@pytest.mark.parametrize("splits", [1, 4])
+@pytest.mark.parametrize("splits", [1, 4, "4-fused"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_decode_attention_paged(monkeypatch, dtype, splits, kv):
+    """Against the torch path; "4-fused": the last split of each sequence and KV head merges them (counters)
+    instead of the merge kernel, and leaves the counters zero for the next call."""
     from aha.rollout.fast.attention import decode_attention
     from aha.rollout.fast.kv_cache import quantize
 
@@ -110,9 +112,14 @@ def test_decode_attention_paged(monkeypatch, dtype, splits, kv):
     )
     lens = torch.tensor([1, 17, 100, 128], device=DEV, dtype=torch.int32)
     q = torch.randn(B, NH, D, generator=g, device=DEV).to(dtype)
+    cnt = torch.zeros(B * KVH + 3, dtype=torch.int32, device=DEV)
+    extra = dict(counters=cnt) if splits == "4-fused" else {}
+    n = 4 if splits == "4-fused" else splits
     a, b = both(
-        monkeypatch, lambda: decode_attention(q, kc, vc, table, lens, S, D**-0.5, splits, **scales)
+        monkeypatch,
+        lambda: decode_attention(q, kc, vc, table, lens, S, D**-0.5, n, **scales, **extra),
     )
+    assert not cnt.any()
     # fp8's large keys make logits of ~1e2: fp32 sums in another order differ by ~1e-5
     big = kv == "fp8" and dtype == torch.float32
     torch.testing.assert_close(a, b, **(dict(atol=1e-4, rtol=1e-4) if big else tol(dtype)))

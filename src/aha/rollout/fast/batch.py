@@ -58,6 +58,8 @@ class Batch:
         self.table = torch.zeros((rows, table_width), dtype=torch.int32, **z)
         self.out_tok = torch.zeros((rows, ring + 1), dtype=torch.long, **z)
         self.out_lp = torch.zeros((rows, ring + 1), dtype=torch.float32, **z)
+        # decode attention's split counters (the last split merges; each call leaves them zero)
+        self.merge_cnt = torch.zeros(rows * runner.num_kv_heads, dtype=torch.int32, **z)
         self.max_new = torch.ones(1, dtype=torch.long, **z)
         self.is_stop = torch.zeros(runner.vocab_size, dtype=torch.bool, **z)
         self.temp = torch.ones(1, dtype=torch.float32, **z)
@@ -105,7 +107,7 @@ class Batch:
         lens = (pos + 1).to(torch.int32)
         splits = decode_splits(b, self.runner.num_kv_heads, self.num_sms)
         return self.runner.decode(
-            self.tok[:b], pos, slot, lens, table, self.cache, splits
+            self.tok[:b], pos, slot, lens, table, self.cache, splits, self.merge_cnt
         )  # (b, V)
 
     def sample_update(self, b: int, logits: torch.Tensor, mode: str) -> None:

@@ -267,9 +267,11 @@ class ModelRunner:
         self._join()
         return m.down_proj(silu_mul(g, u))
 
-    def decode(self, tok, pos, slot, seq_lens, block_table, cache, splits: int = 1) -> torch.Tensor:
+    def decode(
+        self, tok, pos, slot, seq_lens, block_table, cache, splits: int = 1, counters=None
+    ) -> torch.Tensor:
         """One token per sequence. tok/pos/slot (B,) int64, seq_lens (B,) int32 (= pos + 1),
-        block_table (B, W) int32 -> logits (B, V) in the model dtype."""
+        block_table (B, W) int32 -> logits (B, V) in the model dtype. counters: decode_attention's."""
         h, r = self.embed(tok), None  # (B, H)
         self._parallel = tok.is_cuda
         for i, layer in enumerate(self.layers):
@@ -287,6 +289,7 @@ class ModelRunner:
                 splits,
                 k_scale=kv[2],
                 v_scale=kv[3],
+                counters=counters,
             )
             h = layer.self_attn.o_proj(o.reshape(o.shape[0], -1))
             x, r = self._norm(h, layer.post_attention_layernorm, r)
