@@ -319,6 +319,30 @@ def test_packed_weights_live_with_the_kv_cache_and_are_dropped_before_a_slower_l
     assert not bad.fits and bad.minimum.packed == 0
 
 
+def test_packed_weights_beat_a_larger_micro_batch_once_both_are_efficient():
+    """1.5B x 4,096 with an fp8 cache under 40 GiB (H200, docs/results/scale_h200/s8): the packed engine leaves
+    18,524-token micro-batches, the bare one 24,459. Both are past EFFICIENT_TOKENS, where packing (every decode
+    step) outweighs the micro-batch: generation 12.65 s against 13.50, the step 20.15 s against 20.86 (the bare
+    plan's figures from session 7, before the fused split merge's ~0.2 s)."""
+    from aha.train.memory_plan import EFFICIENT_TOKENS
+
+    s = shape("1.5b")
+    run = RunSpec(
+        sequences=64,
+        prompt_tokens=512,
+        new_tokens=4096,
+        micro_batch_size=8,
+        fused_head=True,
+        packed=True,
+        kv_cache_dtype="fp8",
+    )
+    plan = make_plan(s, run, 40 * GIB)
+    bare = make_plan(s, replace(run, packed=False), 40 * GIB)
+    assert plan.breakdown.packed > 0 and (plan.checkpointing, plan.engine_release) == (True, False)
+    assert EFFICIENT_TOKENS <= plan.micro_batch_tokens < bare.micro_batch_tokens
+    assert plan.breakdown.kv_cache == bare.breakdown.kv_cache
+
+
 def test_fixed_token_budget_is_kept_or_fails():
     s = shape("0.5b")
     plan = make_plan(s, RUN, 100 * GIB, micro_batch_tokens=8192)
