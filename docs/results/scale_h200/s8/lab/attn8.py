@@ -11,12 +11,12 @@ F8DOT:  q and p*v_scale quantized to e4m3 and both dots in fp8 (the ceiling, les
 """
 
 import itertools
-import statistics
 import sys
 
 import torch
 import triton
 import triton.language as tl
+from skinny import graph_time
 
 from aha.rollout.fast.attention import _merge_kernel, decode_attention
 from aha.rollout.fast.kv_cache import quantize
@@ -175,25 +175,8 @@ def check():
             assert err < 1e-2
 
 
-def gtime(fn, reps=10):
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    gr = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(gr):
-        fn()
-    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
-    ts = []
-    for _ in range(reps):
-        ev[0].record()
-        gr.replay()
-        ev[1].record()
-        torch.cuda.synchronize()
-        ts.append(ev[0].elapsed_time(ev[1]))
-    return statistics.median(ts)
+def gtime(fn):
+    return graph_time(fn, reps=10)  # skinny.py's CUDA-graph timer (this folder)
 
 
 def bench():
