@@ -136,13 +136,34 @@ def test_pipeline_without_config_runs_its_own_recipe(monkeypatch, capsys, tmp_pa
 def test_help_shows_the_values_a_recipe_sets(capsys):
     assert main(["train", "dapo", "--help", "algorithm.clip_high"]) == 0
     out = capsys.readouterr().out
-    assert "dapo's value" in out and "dapo 0.28" in out
+    assert "value from default / dapo, meaning" in out and "dapo 0.28" in out
     assert main(["train", "--help", "algorithm.clip_high"]) == 0
     assert "default null" in capsys.readouterr().out
     assert main(["pipeline", "r1-zero", "--help", "rl.steps"]) == 0  # no CONFIG: the recipe r1-zero
     assert "r1-zero 30" in capsys.readouterr().out
     assert main(["train", "nope", "--help"]) == 2
     assert "no recipe or file named 'nope'" in capsys.readouterr().err
+    # overrides before --help are shown too; the pipeline's name is never taken for a key prefix
+    assert main(["pipeline", "r1-zero", "rl.steps=3", "--help", "rl.steps"]) == 0
+    out = capsys.readouterr().out
+    assert "default / r1-zero / set (your key=value)" in out and "rl.steps  int  set 3" in out
+    assert main(["pipeline", "--help", "r1"]) == 0
+    assert "\nkeys (type, value from default / r1, meaning):\n" in capsys.readouterr().out
+
+
+def test_help_of_commands_without_a_config_and_of_bad_config_files(capsys, tmp_path):
+    """`aha serve MODEL --help` and `aha eval --model M --help` take no CONFIG: their arguments are not read as one;
+    a config file that is not YAML, or not a mapping, is the one-line error a run gives."""
+    for argv in (["serve", "Qwen/Qwen2.5-0.5B", "--help"], ["serve", "--port", "8000", "--help"],
+                 ["eval", "--model", "m", "--task", "gsm8k", "--help"]):  # fmt: skip
+        assert main(argv) == 0, argv
+        assert "usage: aha" in capsys.readouterr().out
+    (tmp_path / "bad.yaml").write_text("a: [1\n")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    assert main(["train", str(tmp_path / "bad.yaml"), "--help"]) == 2
+    assert "cannot parse" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "list.yaml"), "--help"]) == 2
+    assert "must hold a mapping" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

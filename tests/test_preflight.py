@@ -103,6 +103,7 @@ def test_sft_rows_in_no_known_format(cli, tmp_path):
             "'completion' is a list, not text (a message list needs a message-list prompt)",
         ),
         (True, "'completion' is a bool, not text"),
+        (float("nan"), "'completion' is a float, not text"),
     ],
 )
 def test_sft_completion_that_is_not_text(cli, tmp_path, completion, message):

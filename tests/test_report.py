@@ -157,7 +157,7 @@ def test_report_minimal_and_eval_dirs(tmp_path):
     page = make_report(run, tmp_path / "out")
     assert [p.name for p in (tmp_path / "out").glob("*.png")] == ["reward.png"]
     assert len([1 for t, _ in parse(page) if t == "img"]) == 1
-    assert "none stored: the run has no samples.jsonl" in page.read_text()
+    assert "Sampled completions" not in page.read_text()  # no config: not known to be an RL run
     # a short run stores no samples: the report says which key and why, instead of no section at all
     (run / "config.yaml").write_text("steps: 2\nlogging:\n  samples_every: 10\n")
     (run / "metrics.jsonl").write_text(
@@ -167,6 +167,8 @@ def test_report_minimal_and_eval_dirs(tmp_path):
     assert "every logging.samples_every=10 steps, and the run&#x27;s last logged step is 2" in text
     (run / "config.yaml").write_text("logging:\n  samples_every: 0\n")
     assert "samples_every=0 turns them off" in make_report(run, tmp_path / "out").read_text()
+    (run / "config.yaml").write_text("logging:\n  every: 10\n")  # an SFT run: it never samples
+    assert "Sampled completions" not in make_report(run, tmp_path / "out").read_text()
 
     ev = tmp_path / "eval"  # what aha eval writes
     ev.mkdir()

@@ -271,15 +271,17 @@ def command_help(command: str, args: list[str], entry: dict, resolve, flags=None
     command's {--flag: key} table, listed under the usage."""
     flag = "--help" if "--help" in args else "-h"
     after = args[args.index(flag) + 1 :]
-    prefix = after[0] if after and not after[0].startswith("-") else None
     text = USAGES.get(command, "")
-    cls = None
+    cls = config = None
     if command == "serve":
         text = text.format(usage=resolve("aha.serve.cli:USAGE"))
         flags = resolve("aha.serve.cli:FLAGS")
     if flags:
         text += "\n" + "\n".join(f"  {f:<20} {k}" for f, k in flags.items())
-    before = [a for a in args[: args.index(flag)] if not a.startswith("-") and "=" not in a]
+    # before --help: CONFIG and key=value overrides of the commands that take them
+    before = [a for a in args[: args.index(flag)] if not a.startswith("-")]
+    sets = [a for a in before if "=" in a]
+    named = [a for a in before if "=" not in a]
     if command == "pipeline":
         from .pipelines import PIPELINES, get_pipeline
 
@@ -287,38 +289,61 @@ def command_help(command: str, args: list[str], entry: dict, resolve, flags=None
         if name is None:
             return text
         cls = get_pipeline(name)[0]
-        config = next((a for a in before if a != name), name)  # no CONFIG: the recipe called NAME
+        after = [a for a in after if a != name]  # `aha pipeline --help r1`: the name, not a prefix
+        config = next((a for a in named if a != name), name)  # no CONFIG: the recipe called NAME
     elif command == "demo":
         return text + "\n\n" + _demo_recipe(resolve)
     elif command in entry:
         cls = resolve(entry[command][0])
-        # eval's arguments before --help are flag values (--model M), not a config
-        config = before[0] if before and command != "eval" else None
+        if (
+            command in CONFIG_FIRST
+        ):  # eval's and serve's positional arguments are flag values or a model
+            config = named[0] if named else None
+        else:
+            sets = []
+    prefix = after[0] if after and not after[0].startswith("-") else None
     if cls is None:
         return text
     docs = keys(cls)
-    if config:  # the values the config sets replace the defaults, labelled with its name
-        plain = {d.key: d.default for d in docs}
-        docs = keys(cls, overrides=_config_values(config, command))
-        for d in docs:
-            if not d.section and d.default != plain.get(d.key, d.default):
-                d.source = config
+    if (
+        config or sets
+    ):  # values the config sets, then the overrides, labelled by where they come from
+        docs = _labelled(cls, docs, config, sets, command)
     table = render(docs, prefix)
     if prefix and not table:
         table = _no_match(docs, prefix)
-    which = f"default or {config}'s value" if config else "default"
+    sources = [
+        "default",
+        *([config] if config else []),
+        *(["set (your key=value)"] if sets else []),
+    ]
+    which = f"value from {' / '.join(sources)}" if len(sources) > 1 else "default"
     head = f"keys{f' starting with {prefix!r}' if prefix else ''} (type, {which}, meaning):"
     return f"{text}\n\n{head}\n{table}"
 
 
-def _config_values(config: str, command: str) -> dict:
-    """The values a config file or recipe sets (`aha train dapo --help` shows dapo's, not the defaults)."""
-    import yaml
+CONFIG_FIRST = ("train", "sft", "sample", "pretrain")  # `aha COMMAND CONFIG ...`
 
+
+def _labelled(cls, docs: list[KeyDoc], config: str | None, sets: list[str], command: str):
+    """The key table with the config's values (labelled with its name) and the overrides' (labelled "set")."""
+    from .config import apply_override, read_config
     from .recipes import resolve as find
 
-    values = yaml.safe_load(find(config, command).read_text()) or {}
-    return values if isinstance(values, dict) else {}
+    values = read_config(find(config, command)) if config else {}
+    plain = {d.key: d.default for d in docs}
+    mid = {d.key: d.default for d in keys(cls, overrides=values)}
+    for item in sets:
+        apply_override(values, item)
+    docs = keys(cls, overrides=values)
+    for d in docs:
+        if d.section:
+            continue
+        if d.default != mid.get(d.key, d.default):
+            d.source = "set"
+        elif d.default != plain.get(d.key, d.default):
+            d.source = config
+    return docs
 
 
 def _demo_recipe(resolve) -> str:

@@ -73,21 +73,27 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | tupl
                     "(`aha recipes` lists them)",
                 )
             p = shipped[stem].path
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(
-                "", f"cannot parse '{p}'{where}: {getattr(e, 'problem', e)}; fix the YAML syntax"
-            ) from None
-        if not isinstance(data, dict):
-            raise ConfigError(
-                "", f"'{p}' must hold a mapping of keys to values, got {type(data).__name__}"
-            )
+        data = read_config(p)
     for item in overrides:
         apply_override(data, item)
     return build(cls, data, "")
+
+
+def read_config(p: Path) -> dict:
+    """A config file's mapping; bad YAML or a file that is not a mapping is a ConfigError naming it."""
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(
+            "", f"cannot parse '{p}'{where}: {getattr(e, 'problem', e)}; fix the YAML syntax"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            "", f"'{p}' must hold a mapping of keys to values, got {type(data).__name__}"
+        )
+    return data
 
 
 def apply_override(data: dict, item: str) -> None:

@@ -22,6 +22,7 @@ The target of position t is token t+1, trained only when that token is a complet
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -97,7 +98,12 @@ def check_rows(rows: list[dict], fmt: RowFormat, source: str) -> None:
             )
         prompt, completion = row.get(fmt.prompt_key), row[fmt.completion_key]
         text = isinstance(completion, (str, int, float)) and not isinstance(completion, bool)
-        chat = isinstance(prompt, list) and isinstance(completion, list)  # messages + messages
+        text = text and not (isinstance(completion, float) and not math.isfinite(completion))
+        chat = (  # messages + messages
+            isinstance(prompt, list)
+            and isinstance(completion, list)
+            and all(isinstance(m, dict) for m in completion)
+        )
         if not (text or chat):
             hint = (
                 " (a message list needs a message-list prompt)"

@@ -255,25 +255,24 @@ def make_report(
 
 
 def _no_samples_note(files: dict, series: dict) -> str:
-    """Why a training run has no samples.jsonl (a 2-step run with samples_every=10 stores none)."""
-    if not files["metrics.jsonl"].is_file():
-        return ""  # an eval directory: its samples.jsonl is its results'
-    every = None
-    if files["config.yaml"].is_file():
-        import yaml
+    """Why an RL run (its config has logging.samples_every) has no samples.jsonl: a 2-step run with
+    samples_every=10 stores none. Other runs (eval, SFT, pretraining) get no note."""
+    if not (files["metrics.jsonl"].is_file() and files["config.yaml"].is_file()):
+        return ""
+    import yaml
 
-        try:
-            cfg = yaml.safe_load(files["config.yaml"].read_text(errors="replace")) or {}
-            every = (cfg.get("logging") or {}).get("samples_every")
-        except (yaml.YAMLError, AttributeError):
-            pass
-    last = max((pts[-1][0] for pts in series.values() if pts), default=None)  # (step, value) pairs
-    ran = f", and the run's last logged step is {last:g}" if last is not None else ""
+    try:
+        cfg = yaml.safe_load(files["config.yaml"].read_text(errors="replace")) or {}
+        every = (cfg.get("logging") or {}).get("samples_every")
+    except (yaml.YAMLError, AttributeError):
+        return ""
     if every == 0:
         return "none stored: logging.samples_every=0 turns them off"
-    if every:
-        return (
-            f"none stored: completions are kept every logging.samples_every={every} steps{ran}; "
-            "a lower value stores them"
-        )
-    return "none stored: the run has no samples.jsonl"
+    if not isinstance(every, int):
+        return ""
+    last = max((pts[-1][0] for pts in series.values() if pts), default=None)  # (step, value) pairs
+    ran = f", and the run's last logged step is {last:g}" if last is not None else ""
+    return (
+        f"none stored: completions are kept every logging.samples_every={every} steps{ran}; "
+        "a lower value stores them"
+    )
