@@ -207,11 +207,12 @@ def test_fp8_with_engine_auto_on_the_cpu_stops_before_the_model_loads(tmp_path, 
         raise AssertionError("the model was loaded")
 
     monkeypatch.setattr(ModelConfig, "load", no_load)
+    # the CPU named: on a GPU machine engine=auto is FastEngine and the model loads
     cfg = load_config(
         TrainConfig,
         None,
         ["model.path=tiny-random", "model.device=cpu", "kv_cache_dtype=fp8", f"out={tmp_path}"],
-    )  # the CPU named: on a GPU machine engine=auto is FastEngine and the model loads
+    )
     with pytest.raises(
         ConfigError, match="engine=auto on the CPU generates with HF generate: set engine=fast"
     ):

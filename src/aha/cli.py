@@ -222,8 +222,8 @@ def cmd_demo(args: list[str]) -> int:
 
 
 def cmd_pipeline(args: list[str]) -> int:
-    """`aha pipeline NAME [CONFIG] [key.sub=value ...]` (no CONFIG: the recipe called NAME); interrupted: exit 130 (Ctrl-C) / 143 (SIGTERM) / 1 (the
-    non-finite guard), rerun the same command to resume."""
+    """`aha pipeline NAME [CONFIG] [key.sub=value ...]` (no CONFIG: the recipe called NAME); interrupted: exit
+    130 (Ctrl-C) / 143 (SIGTERM) / 1 (the non-finite guard), rerun the same command to resume."""
     from .pipelines import PIPELINES, StageInterrupted, get_pipeline
 
     if not args or args[0] not in PIPELINES:

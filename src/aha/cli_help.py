@@ -35,9 +35,8 @@ class KeyDoc:
     meaning: str
     section: bool = False  # a nested config section (its keys follow)
     group: str = ""  # a comment above a field that has its own: a heading for the ones below
-    source: str = (
-        "default"  # where the value shown comes from: "default", or a config/recipe that sets it
-    )
+    # where the value shown comes from: "default", a config or recipe's name, or "set" (a key=value)
+    source: str = "default"
 
 
 @cache
@@ -295,9 +294,8 @@ def command_help(command: str, args: list[str], entry: dict, resolve, flags=None
         return text + "\n\n" + _demo_recipe(resolve)
     elif command in entry:
         cls = resolve(entry[command][0])
-        if (
-            command in CONFIG_FIRST
-        ):  # eval's and serve's positional arguments are flag values or a model
+        # eval's and serve's positional arguments are flag values or a model, not a config
+        if command in CONFIG_FIRST:
             config = named[0] if named else None
         else:
             sets = []
@@ -305,9 +303,7 @@ def command_help(command: str, args: list[str], entry: dict, resolve, flags=None
     if cls is None:
         return text
     docs = keys(cls)
-    if (
-        config or sets
-    ):  # values the config sets, then the overrides, labelled by where they come from
+    if config or sets:  # the values they set, labelled by where each comes from
         docs = _labelled(cls, docs, config, sets, command)
     table = render(docs, prefix)
     if prefix and not table:
