@@ -233,8 +233,10 @@ def decode_attention(
         mo = ml = out
     quant = k_scale is not None
     fused = splits > 1 and counters is not None
-    if fused and counters.numel() < B * KVH:
-        raise ValueError(f"counters holds {counters.numel()} entries, needs B * KVH = {B * KVH}")
+    if fused and (counters.numel() < B * KVH or counters.dtype != torch.int32):
+        raise ValueError(
+            f"counters: {counters.numel()} {counters.dtype} entries, needs B * KVH = {B * KVH} int32"
+        )
     _decode_kernel[(B, KVH, splits)](
         q,
         k_cache,
