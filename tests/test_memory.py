@@ -319,6 +319,11 @@ def test_packed_weights_live_with_the_kv_cache_and_are_dropped_before_a_slower_l
     assert not bad.fits and bad.minimum.packed == 0
 
 
+def gpu_run(**kw) -> RunSpec:
+    """A run as `aha train` plans it on a GPU: 64 sequences, 512 prompt tokens, the fused lm head, packing."""
+    return RunSpec(sequences=64, prompt_tokens=512, fused_head=True, packed=True, **kw)
+
+
 def test_packed_weights_beat_a_larger_micro_batch_once_both_are_efficient():
     """1.5B x 4,096 with an fp8 cache under 40 GiB (H200, docs/results/scale_h200/s8): the packed engine leaves
     18,524-token micro-batches, the bare one 24,459. Both are past EFFICIENT_TOKENS, where packing (every decode
@@ -327,15 +332,7 @@ def test_packed_weights_beat_a_larger_micro_batch_once_both_are_efficient():
     from aha.train.memory_plan import EFFICIENT_TOKENS
 
     s = shape("1.5b")
-    run = RunSpec(
-        sequences=64,
-        prompt_tokens=512,
-        new_tokens=4096,
-        micro_batch_size=8,
-        fused_head=True,
-        packed=True,
-        kv_cache_dtype="fp8",
-    )
+    run = gpu_run(new_tokens=4096, micro_batch_size=8, kv_cache_dtype="fp8")
     plan = make_plan(s, run, 40 * GIB)
     bare = make_plan(s, replace(run, packed=False), 40 * GIB)
     assert plan.breakdown.packed > 0 and (plan.checkpointing, plan.engine_release) == (True, False)
@@ -348,16 +345,7 @@ def test_an_efficient_micro_batch_outranks_the_packed_weights():
     8,704-token micro-batch fits beside the kept KV cache; without them the released layout takes all 34,816.
     The plan's tiers come first (the micro-batch's host cost is per micro-batch and layer, the packing's gain
     per decode step is ~4%)."""
-    s = shape("0.5b")
-    run = RunSpec(
-        sequences=64,
-        prompt_tokens=512,
-        new_tokens=8192,
-        micro_batch_size=4,
-        fused_head=True,
-        packed=True,
-    )
-    plan = make_plan(s, run, 16 * GIB)
+    plan = make_plan(shape("0.5b"), gpu_run(new_tokens=8192, micro_batch_size=4), 16 * GIB)
     assert (
         plan.breakdown.packed == 0 and plan.engine_release and plan.micro_batch_tokens == 4 * 8704
     )
