@@ -367,3 +367,27 @@ def test_a_reader_that_leaves_early_is_not_an_error(args):
     p.stdout.close()  # before the child has imported anything: its first write meets a closed pipe
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_ctrl_c_outside_a_training_step_is_one_line(monkeypatch, capsys, tmp_path):
+    """Ctrl-C during the step-0 held-out evaluation (before the loop's own handler, which finishes a step and
+    saves) printed a KeyboardInterrupt traceback; now one line saying what a rerun does, exit 130."""
+    from aha.train.rl import RLTrainer
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RLTrainer, "evaluate", interrupted)
+    argv = [
+        "train",
+        "grpo",
+        "model.path=tiny-random",
+        "task.name=arithmetic",
+        f"out={tmp_path / 'r'}",
+    ]
+    assert main([*argv, "steps=1", "eval.limit=2", "logging.progress=false"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "aha train: interrupted (Ctrl-C); checkpoints already saved are kept: rerun with resume=true "
+        "to continue from the last one"
+    ]

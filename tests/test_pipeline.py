@@ -8,6 +8,7 @@ whitespace because a saved tiny-random tokenizer currently reloads without it (s
 """
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -346,3 +347,26 @@ def test_cold_start_rows_written_by_the_pipeline(tmp_path):
     small = ["task.name=countdown", "task.options={train_size: 1}", f"out={tmp_path}/c"]
     with pytest.raises(ConfigError, match="gave only 1 verified rows"):
         write_cold_start(load_config(cls, None, small + ["cold_start_rows=5"]), log=lambda *_: None)
+
+
+@pytest.mark.parametrize(
+    "name,key,message",
+    [
+        ("r1-zero", "rl.seed=5", "set seed= instead"),
+        ("r1-zero", "rl.model.path=tiny-random", "set model= instead"),
+        ("r1-zero", "rl.out=elsewhere", "set out= instead"),
+        ("r1-zero", "rl.task.name=arithmetic", "set task.* instead"),
+        ("r1", "sample.sampling.seed=3", "set seed= instead"),
+        ("r1", "sft.data.path=[rows.jsonl]", "remove the key"),
+        ("distill", "student_rl.model.path=x", "set teacher= or student= instead"),
+    ],
+)
+def test_keys_the_pipeline_sets_are_refused_not_ignored(name, key, message):
+    """A stage's model, task, seed and out are the pipeline's (wire()): given by the user they were silently
+    replaced (rl.seed=5 ran with seed 0)."""
+    from aha.recipes import resolve
+
+    extra = ["teacher=tiny-base"] if name == "distill" else []
+    with pytest.raises(ConfigError, match=re.escape(message)) as e:
+        load_config(get_pipeline(name)[0], resolve(name, "pipeline"), [*extra, key])
+    assert key.split("=")[0].startswith(e.value.key)  # rl.task.name: the section rl.task

@@ -104,6 +104,7 @@ def test_sft_rows_in_no_known_format(cli, tmp_path):
         ),
         (True, "'completion' is a bool, not text"),
         (float("nan"), "'completion' is a float, not text"),
+        (None, "'completion' is null; give the completion text"),
     ],
 )
 def test_sft_completion_that_is_not_text(cli, tmp_path, completion, message):

@@ -68,6 +68,14 @@ EVAL_FLAGS = {
     "--max-new-tokens": "sampling.max_new_tokens",
 }
 DEMO_SWITCHES = ("--quick", "--gpu", "--recheck")
+INTERRUPTED = {  # what a rerun does after a Ctrl-C outside a training step
+    "train": "; checkpoints already saved are kept: rerun with resume=true to continue from the last one",
+    "sft": "; checkpoints already saved are kept: rerun with resume=true to continue from the last one",
+    "pipeline": "; finished stages are kept: rerun the same command to resume",
+    "sample": "; rows already written are kept: rerun the same command to continue",
+    "eval": "; rerun the same command to evaluate again",
+    "demo": "; rerun to start again",
+}
 START = {"train": "grpo", "pipeline": "r1-zero"}  # the recipe a command without a config points to
 # commands whose config aha.preflight checks first
 PREFLIGHT = ("train", "eval", "sft", "sample", "pipeline")
@@ -358,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
             print(command_help(cmd, rest, ENTRY, resolve, flags), flush=True)
             return 0
         return COMMANDS[cmd](rest)
+    except KeyboardInterrupt:
+        # Ctrl-C outside a training step (loading, an evaluation, sampling): one line, not a traceback;
+        # a training step's own Ctrl-C finishes the step and saves (train/loop.py)
+        print(f"aha {cmd}: interrupted (Ctrl-C){INTERRUPTED.get(cmd, '')}", file=sys.stderr)
+        return 130
     except Exception as e:
         # `aha train --help | head` is not an error; a broken pipe elsewhere (a worker, a socket) is
         if isinstance(e, BrokenPipeError) and _stdout_gone():

@@ -91,6 +91,8 @@ def check_rows(rows: list[dict], fmt: RowFormat, source: str) -> None:
                     f"{where}: '{fmt.messages_key}' has no assistant message to train on"
                 )
             continue
+        if fmt.completion_key in row and row[fmt.completion_key] is None:
+            raise DataError(f"{where}: '{fmt.completion_key}' is null; give the completion text")
         if row.get(fmt.completion_key) is None:
             raise DataError(
                 f"{where}: neither '{fmt.messages_key}' nor '{fmt.completion_key}' (keys: "

@@ -23,8 +23,11 @@ from ..train.sft_config import SFTConfig
 from .manifest import Pipeline
 from .stages import (
     EVAL_RENAMED,
+    RUN_WIRED,
+    SAMPLE_WIRED,
     StageEvalConfig,
     check_task,
+    check_wired,
     eval_section,
     run_eval,
     run_rl,
@@ -55,6 +58,9 @@ class DistillPipelineConfig:
 
     def __post_init__(self):
         check_task(self.task)
+        stages = {"sample": SAMPLE_WIRED, "sft": (*RUN_WIRED, "data.path")}
+        stages |= {"teacher_rl": RUN_WIRED, "student_rl": RUN_WIRED}
+        check_wired(self, stages, model_key="teacher= or student")
 
 
 def run_distill(cfg: DistillPipelineConfig, log=print) -> dict:

@@ -28,8 +28,11 @@ from ..train.sft_config import SFTConfig
 from .manifest import Pipeline
 from .stages import (
     EVAL_RENAMED,
+    RUN_WIRED,
+    SAMPLE_WIRED,
     StageEvalConfig,
     check_task,
+    check_wired,
     eval_section,
     run_eval,
     run_rl,
@@ -66,6 +69,16 @@ class R1PipelineConfig:
 
     def __post_init__(self):
         check_task(self.task)
+        check_wired(
+            self,
+            {
+                "cold_start": RUN_WIRED,
+                "rl": RUN_WIRED,
+                "sample": SAMPLE_WIRED,
+                "sft": (*RUN_WIRED, "data.path"),
+                "rl2": RUN_WIRED,
+            },
+        )
         check(self.cold_start_rows >= 0, "cold_start_rows", "must be >= 0 (0 = rows from a file)")
         if self.cold_start_rows and self.cold_start.data.path:
             raise ConfigError(

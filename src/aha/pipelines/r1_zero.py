@@ -13,7 +13,17 @@ from typing import ClassVar
 from ..schema import TaskConfig
 from ..train.config import TrainConfig
 from .manifest import Pipeline
-from .stages import EVAL_RENAMED, StageEvalConfig, check_task, eval_section, run_eval, run_rl, wire
+from .stages import (
+    EVAL_RENAMED,
+    RUN_WIRED,
+    StageEvalConfig,
+    check_task,
+    check_wired,
+    eval_section,
+    run_eval,
+    run_rl,
+    wire,
+)
 
 
 @dataclass
@@ -33,6 +43,7 @@ class R1ZeroPipelineConfig:
 
     def __post_init__(self):
         check_task(self.task)
+        check_wired(self, {"rl": RUN_WIRED})
 
 
 def run_r1_zero(cfg: R1ZeroPipelineConfig, log=print) -> dict:

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import check, section
+from ..config import ConfigError, check, section
 from ..schema import HeldOutConfig, TaskConfig
 from .manifest import StageInterrupted
 
@@ -55,6 +55,35 @@ def eval_section():
         n_boot=200,
         sampling={"max_new_tokens": 256, "seed": None},
     )
+
+
+RUN_WIRED = ("model.path", "task", "seed", "out")  # what wire() sets in an RL or SFT stage
+SAMPLE_WIRED = ("model.path", "task", "sampling.seed", "out")  # what wire_sample() sets
+
+
+def check_wired(pipeline, stages: dict[str, tuple[str, ...]], model_key: str = "model") -> None:
+    """A key the pipeline sets in a stage (wire(): its model, task, seed, out; the sampled rows of the SFT
+    after sampling) given by the user: a ConfigError naming the pipeline's own key (it was replaced silently)."""
+    why = {
+        "model.path": f"the pipeline starts each stage from the one before it; set {model_key}= instead",
+        "task": "the pipeline sets every stage's task; set task.* instead",
+        "seed": "the pipeline sets every stage's seed; set seed= instead",
+        "sampling.seed": "the pipeline sets every stage's seed; set seed= instead",
+        "out": "the pipeline puts each stage in a folder under out=; set out= instead",
+        "data.path": "this stage trains on the rows the sampling stage kept; remove the key",
+    }
+    for name, wired in stages.items():
+        stage, fresh = getattr(pipeline, name), None
+        for key in wired:
+            fresh = fresh or type(stage)()
+            if _dotted(stage, key) != _dotted(fresh, key):
+                raise ConfigError(f"{name}.{key}", why[key])
+
+
+def _dotted(obj, key: str):
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def wire(cfg, *, model: str, task: TaskConfig, seed: int, out: Path):
