@@ -8,9 +8,10 @@ Every stage runs in OUT/<stage>/ and, once it finished, writes OUT/<stage>/manif
 
 A stage whose manifest says complete and whose outputs all exist is skipped on the next run (its recorded
 outputs feed the next stage), so re-running a pipeline command resumes it; a stage that died half-way has no
-manifest and is re-entered, and the trainers/sampler inside resume from their own checkpoints. A skipped stage
-whose recorded config differs from the current one is reported, not silently rerun: delete its directory to
-redo it. At the end OUT/summary.json (+ summary.png) lists every stage's figures.
+manifest and is re-entered, and the trainers/sampler inside resume from their own checkpoints. A finished
+stage whose recorded config differs from the current one (run-time knobs aside) stops the pipeline with a
+ConfigError naming the keys: its outputs were made with other settings, so it is neither silently kept nor
+silently redone; delete its directory to redo it. At the end OUT/summary.json (+ summary.png) lists every stage's figures.
 """
 
 from __future__ import annotations
@@ -24,9 +25,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import to_dict
+from ..config import ConfigError, config_changes, to_dict
 
 MANIFEST = "manifest.json"
+# keys that do not change what a stage makes: a rerun may change them
+RUN_TIME = (
+    "resume",
+    "overwrite",
+    "logging.progress",
+    "progress",
+    "model.threads",
+    "reward_workers",
+)
 
 
 class StageInterrupted(RuntimeError):
@@ -141,9 +151,12 @@ class Pipeline:
         done = completed(stage_dir)
         cfg = to_dict(config)
         if done is not None:
-            if done.get("config") != cfg:
-                self.log(
-                    f"[{self.name}] {name}: done with a different config; delete {stage_dir} to redo it"
+            changed = config_changes(done.get("config") or {}, cfg, ignore=RUN_TIME)
+            if changed:
+                raise ConfigError(
+                    "",
+                    f"stage {name} finished with other settings ({changed}); delete {stage_dir} to run "
+                    "it again with these, or choose another out=",
                 )
             self.log(f"[{self.name}] {name}: complete, skipped (outputs {done['outputs']})")
             self.stages.append(done)
