@@ -283,3 +283,21 @@ def test_a_script_without_main_guard_is_told_so(tmp_path, guarded):
         last = out.stderr.strip().splitlines()[-1]
         assert "die on start" in last and "train_script.py" in last
         assert 'if __name__ == "__main__":' in last
+
+
+def test_a_reward_that_applies_to_no_row_is_said_once():
+    """A code task without its `tests` column: the code reward applied to nothing and the run trained on zero
+    reward without a word. Now one warning naming the missing field and the rows' fields."""
+    import warnings
+
+    rows = [{"prompt": "p", "answer": "1"}] * 3
+    with RewardRunner([("code", 1.0), ("format", 0.5)], num_workers=0) as runner:
+        with pytest.warns(
+            RuntimeWarning,
+            match=r"reward 'code' applies to none of these 3 rows: they lack 'tests' \(rows have answer, prompt\)",
+        ):
+            res = runner.score(["x"] * 3, rows)
+        assert np.isnan(res.scores[:, 0]).all()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once per run
+            runner.score(["x"] * 3, rows)

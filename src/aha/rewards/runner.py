@@ -136,14 +136,18 @@ class RewardRunner:
                 for idx, args, kwargs in self._batch_jobs(f, completions, rows):
                     remote.append((f, idx, Job(self.paths[f], args, kwargs, self.budgets[f])))
                 continue
+            applied = 0
             for i, (c, row) in enumerate(zip(completions, rows)):
                 kwargs = self._item_kwargs(f, row)
                 if kwargs is None:
                     continue  # a required field is missing: does not apply (NaN)
+                applied += 1
                 if spec.name in IN_PROCESS or self.num_workers == 0:
                     self._store(scores, counts, f, [i], _call(self.fns[f], (c,), kwargs))
                 else:
                     remote.append((f, [i], Job(self.paths[f], (c,), kwargs, self.budgets[f])))
+            if rows and not applied:
+                self._no_fields(f, rows)
         if remote:
             if self._pool is None:
                 self._pool = WorkerPool(self.num_workers, memory_limit_mb=self.memory_limit_mb)
@@ -172,6 +176,23 @@ class RewardRunner:
             float(counts["errors"]),
         )
         return RewardResult(scores, total, list(self.names), metrics)
+
+    def _no_fields(self, f: int, rows: list[dict]) -> None:
+        """Reward f applies to none of the rows (they lack a field it needs): said once, since a run would
+        otherwise train on it as on a zero reward without a word (a code task without its `tests` column)."""
+        key = f"fields:{self.names[f]}"
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        need = sorted(self.params[f][0] - set(self.specs[f].kwargs))
+        have = sorted({k for r in rows for k in r})
+        warnings.warn(
+            f"reward '{self.names[f]}' applies to none of these {len(rows)} rows: they lack "
+            f"{', '.join(repr(k) for k in need)} (rows have {', '.join(have)}); map a column to it "
+            "(a file task's task.options.columns) or drop the reward",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def _store(self, scores, counts, f: int, idx: list[int], outcome: tuple) -> None:
         kind, value = outcome
