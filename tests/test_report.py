@@ -169,6 +169,8 @@ def test_report_minimal_and_eval_dirs(tmp_path):
     assert "samples_every=0 turns them off" in make_report(run, tmp_path / "out").read_text()
     (run / "config.yaml").write_text("logging:\n  every: 10\n")  # an SFT run: it never samples
     assert "Sampled completions" not in make_report(run, tmp_path / "out").read_text()
+    (run / "config.yaml").write_text("eval:\n  limit: 0\n")  # no headline: the page says why
+    assert "no held-out evaluation: eval.limit=0" in make_report(run, tmp_path / "out").read_text()
 
     ev = tmp_path / "eval"  # what aha eval writes
     ev.mkdir()

@@ -82,7 +82,7 @@ def headline_section(run: Path) -> list[str]:
 
     h = headline(run)
     if h is None:
-        return []
+        return _no_eval_note(run)
     after = f"<b>{_e(fmt(h.after))}</b>"
     line = f"{_e(h.label)}: " + (f"{_e(fmt(h.before))} &rarr; {after}" if h.before else after)
     if h.steps and h.before:
@@ -94,6 +94,23 @@ def headline_section(run: Path) -> list[str]:
     intervals = any(f[1] is not None for f in (h.before, h.after) if f)
     note += " &middot; [95% bootstrap interval over problems]" if intervals else ""
     return [f"<p class='headline'>{line}</p>", f"<p class='meta'>{note}</p>"]
+
+
+def _no_eval_note(run: Path) -> list[str]:
+    """A training run without a headline because it evaluated nothing (eval.limit=0): say so and how."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text(errors="replace")) or {}
+        limit = (cfg.get("eval") or {}).get("limit", -1)
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []
+    if limit != 0:
+        return []
+    return [
+        "<p class='meta'>no held-out evaluation: eval.limit=0; set eval.limit=N (the first N test "
+        "problems) for pass@1 before and after training</p>"
+    ]
 
 
 def results_section(path: Path) -> list[str]:
