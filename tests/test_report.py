@@ -285,3 +285,37 @@ def test_report_from_a_short_training_run(tmp_path):
     assert all(a["src"].startswith("data:image/png;base64,") for t, a in tags if t == "img")
     text = page.read_text()
     assert "Before: step 1" in text and "After: step 2" in text and "tiny-random" in text
+
+
+def test_report_of_a_pipeline_folder(tmp_path):
+    """A pipeline folder's report: the first and last evaluated stage as the headline, a row per stage with a
+    link to (or the command for) its run's report; it was a raw dump of summary.json. A stage folder points at
+    its run."""
+    pipe = tmp_path / "p"
+    run = pipe / "01-rl" / "run"
+    (run / "report").mkdir(parents=True)
+    (run / "report" / "index.html").write_text("<html></html>")
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "reward/mean": 0.5}) + "\n")
+    ev = lambda p: {
+        "pass1": p,
+        "pass1_ci": [p - 0.1, p + 0.1],
+        "format": 1.0,
+        "n_problems": 8,
+        "k": 2,
+    }
+    stages = [
+        {"stage": "00-base", "kind": "eval", "figures": {"eval": ev(0.25)}, "seconds": 5.0},
+        {
+            "stage": "01-rl",
+            "kind": "rl",
+            "outputs": {"run": str(run)},
+            "figures": {"eval": ev(0.75)},
+        },
+    ]
+    (pipe / "summary.json").write_text(json.dumps({"pipeline": "r1-zero", "stages": stages}))
+    text = make_report(pipe).read_text()
+    assert "a pipeline of 2 stages" in text and "<th>stages</th>" not in text  # no JSON dump
+    assert "r1-zero: held-out pass@1 0.25 [0.15, 0.35] &rarr; <b>0.75 [0.65, 0.85]</b>" in text
+    assert "<a href='01-rl/run/report/index.html'>report</a>" in text
+    with pytest.raises(FileNotFoundError, match=r"its training run: aha report .*01-rl/run\)"):
+        make_report(pipe / "01-rl")

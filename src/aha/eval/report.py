@@ -25,6 +25,8 @@ from .report_html import (
     CSS,
     _e,
     headline_section,
+    no_samples_note,
+    pipeline_section,
     results_section,
     samples_section,
     summary_section,
@@ -209,23 +211,39 @@ def make_report(
         )
     }
     if not any(files[n].is_file() for n in ("metrics.jsonl", "summary.json", "results.json")):
+        inner = run / "run"  # a pipeline stage's folder: its training run is one level down
+        hint = (
+            f" (its training run: aha report {inner})"
+            if (inner / "metrics.jsonl").is_file()
+            else ""
+        )
         raise FileNotFoundError(
             f"'{run}' has no metrics.jsonl, summary.json or results.json; pass a run "
-            "directory written by `aha train` or `aha eval`"
+            f"directory written by `aha train`, `aha eval` or `aha pipeline`{hint}"
         )
     out = Path(out_dir) if out_dir is not None else run / "report"
     series, skipped = (
         load_metrics(files["metrics.jsonl"]) if files["metrics.jsonl"].is_file() else ({}, 0)
     )
     plots = plot_metrics(series, out)
+    summary = _json(files["summary.json"])
+    stages = summary.get("stages") if isinstance(summary, dict) and "pipeline" in summary else None
+    what = (
+        f"a pipeline of {len(stages)} stages"
+        if stages is not None
+        else f"{len(series)} logged metrics"
+    )
     body = [
         f"<h1>aha report: {_e(run.resolve().name)}</h1>",
-        f"<p class='meta'>{_e(str(run))} &middot; {len(series)} logged metrics"
+        f"<p class='meta'>{_e(str(run))} &middot; {what}"
         + (f" &middot; {skipped} malformed metrics lines skipped" if skipped else "")
         + "</p>",
     ]
-    body += headline_section(run)
-    body += summary_section(files["summary.json"])
+    if stages is not None:  # a pipeline folder: its stages, not a dump of summary.json
+        body += pipeline_section(run, summary)
+    else:
+        body += headline_section(run)
+        body += summary_section(files["summary.json"])
     body += results_section(files["results.json"])
     if plots:
         body.append("<h2 id='curves'>Curves</h2><div class='plots'>")
@@ -235,7 +253,7 @@ def make_report(
                 f"<figure><img src='data:image/png;base64,{data}' alt='{_e(title)}'></figure>"
             )
         body.append("</div>")
-    body += samples_section(files["samples.jsonl"], n_samples, _no_samples_note(files, series))
+    body += samples_section(files["samples.jsonl"], n_samples, no_samples_note(files, series))
     if files["config.yaml"].is_file():
         body.append(
             "<h2 id='config'>Config</h2><pre class='config'>"
@@ -254,25 +272,8 @@ def make_report(
     return path
 
 
-def _no_samples_note(files: dict, series: dict) -> str:
-    """Why an RL run (its config has logging.samples_every) has no samples.jsonl: a 2-step run with
-    samples_every=10 stores none. Other runs (eval, SFT, pretraining) get no note."""
-    if not (files["metrics.jsonl"].is_file() and files["config.yaml"].is_file()):
-        return ""
-    import yaml
-
+def _json(path: Path):
     try:
-        cfg = yaml.safe_load(files["config.yaml"].read_text(errors="replace")) or {}
-        every = (cfg.get("logging") or {}).get("samples_every")
-    except (yaml.YAMLError, AttributeError):
-        return ""
-    if every == 0:
-        return "none stored: logging.samples_every=0 turns them off"
-    if not isinstance(every, int):
-        return ""
-    last = max((pts[-1][0] for pts in series.values() if pts), default=None)  # (step, value) pairs
-    ran = f", and the run's last logged step is {last:g}" if last is not None else ""
-    return (
-        f"none stored: completions are kept every logging.samples_every={every} steps{ran}; "
-        "a lower value stores them"
-    )
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None

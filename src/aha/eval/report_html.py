@@ -1,11 +1,13 @@
 """The HTML sections of `aha report`'s page (aha.eval.report draws the plots and assembles the page): the
-headline (held-out pass@1 before -> after), the final figures of summary.json, aha eval's results.json, and
-sample completions. Everything from the run is HTML-escaped."""
+headline (held-out pass@1 before -> after), the final figures of summary.json (a pipeline's: its stages),
+aha eval's results.json, and sample completions. Everything from the run is HTML-escaped."""
 
 from __future__ import annotations
 
+import base64
 import html
 import json
+import os
 from pathlib import Path
 
 _MAX_TEXT = 4000  # characters of one prompt/completion shown on the page
@@ -67,6 +69,53 @@ def summary_section(path: Path) -> list[str]:
         )
     if rest:
         out.append(f"<table class='kv'>{rest}</table>")
+    return out
+
+
+def pipeline_section(run: Path, data: dict) -> list[str]:
+    """A pipeline folder's summary.json: the held-out pass@1 of the first and last evaluated stage as the
+    headline, one row per stage (its evaluation, time, where its own report is), and summary.png."""
+    stages = [s for s in data.get("stages") or [] if isinstance(s, dict)]
+    evals = [(s, (s.get("figures") or {}).get("eval")) for s in stages]
+    evals = [(s, e) for s, e in evals if isinstance(e, dict) and "pass1" in e]
+    out = []
+    if evals:
+        (s0, e0), (s1, e1) = evals[0], evals[-1]
+        first = _with_ci(e0["pass1"], e0.get("pass1_ci"))
+        last = f"<b>{_e(_with_ci(e1['pass1'], e1.get('pass1_ci')))}</b>"
+        out += [
+            f"<p class='headline'>{_e(data.get('pipeline', 'pipeline'))}: held-out pass@1 "
+            + (f"{_e(first)} &rarr; {last}" if len(evals) > 1 else last)
+            + "</p>",
+            f"<p class='meta'>{_e(s0.get('stage'))} &rarr; {_e(s1.get('stage'))}, "
+            f"{_e(e1.get('n_problems'))} problems &times; k = {_e(e1.get('k'))} "
+            "&middot; [95% bootstrap interval over problems]</p>",
+        ]
+    rows = []
+    for s in stages:
+        ev = (s.get("figures") or {}).get("eval") or {}
+        own = (s.get("outputs") or {}).get("run")
+        where = ""
+        if own:  # the stage's training run: its own report, or the command that makes it
+            page = Path(own) / "report" / "index.html"
+            rel = os.path.relpath(page, run) if page.is_file() else None
+            where = f"<a href='{_e(rel)}'>report</a>" if rel else f"aha report {_e(own)}"
+        rows.append(
+            f"<tr><th>{_e(s.get('stage'))}</th><td>{_e(s.get('kind'))}</td>"
+            f"<td>{_e(_with_ci(ev['pass1'], ev.get('pass1_ci')) if 'pass1' in ev else '')}</td>"
+            f"<td>{_e(_fmt(ev.get('format', '')))}</td><td>{_e(_fmt(ev.get('len_mean', '')))}</td>"
+            f"<td>{_e(_fmt(s.get('seconds', '')))}</td><td>{where}</td></tr>"
+        )
+    out += [
+        "<h2 id='stages'>Stages</h2><table class='kv'><tr><th>stage</th><th>kind</th><th>pass@1</th>"
+        "<th>format</th><th>length</th><th>seconds</th><th>its run</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    ]
+    png = run / "summary.png"
+    if png.is_file():
+        data64 = base64.b64encode(png.read_bytes()).decode("ascii")
+        out.append(f"<figure><img src='data:image/png;base64,{data64}' alt='stages'></figure>")
     return out
 
 
@@ -181,6 +230,30 @@ def samples_section(path: Path, n: int, missing: str = "") -> list[str]:
                 f"<pre class='completion'>{_e(_clip(r.get('completion', '')))}</pre></div>"
             )
     return out
+
+
+def no_samples_note(files: dict, series: dict) -> str:
+    """Why an RL run (its config has logging.samples_every) has no samples.jsonl: a 2-step run with
+    samples_every=10 stores none. Other runs (eval, SFT, pretraining) get no note."""
+    if not (files["metrics.jsonl"].is_file() and files["config.yaml"].is_file()):
+        return ""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(files["config.yaml"].read_text(errors="replace")) or {}
+        every = (cfg.get("logging") or {}).get("samples_every")
+    except (yaml.YAMLError, AttributeError):
+        return ""
+    if every == 0:
+        return "none stored: logging.samples_every=0 turns them off"
+    if not isinstance(every, int):
+        return ""
+    last = max((pts[-1][0] for pts in series.values() if pts), default=None)  # (step, value) pairs
+    ran = f", and the run's last logged step is {last:g}" if last is not None else ""
+    return (
+        f"none stored: completions are kept every logging.samples_every={every} steps{ran}; "
+        "a lower value stores them"
+    )
 
 
 def _clip(text) -> str:
