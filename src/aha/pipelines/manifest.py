@@ -158,7 +158,8 @@ class Pipeline:
                     f"stage {name} finished with other settings ({changed}); delete {stage_dir} to run "
                     "it again with these, or choose another out=",
                 )
-            self.log(f"[{self.name}] {name}: complete, skipped (outputs {done['outputs']})")
+            made = ", ".join(f"{k} {v}" for k, v in (done.get("outputs") or {}).items())
+            self.log(f"[{self.name}] {name}: complete, skipped ({made})")
             self.stages.append(done)
             return done["outputs"]
         self.log(f"[{self.name}] {name}: running ({kind})")
