@@ -319,3 +319,9 @@ def test_report_of_a_pipeline_folder(tmp_path):
     assert "<a href='01-rl/run/report/index.html'>report</a>" in text
     with pytest.raises(FileNotFoundError, match=r"its training run: aha report .*01-rl/run\)"):
         make_report(pipe / "01-rl")
+    stages[1]["figures"], stages[0]["outputs"] = (
+        3,
+        [],
+    )  # a damaged summary: what is there, no traceback
+    (pipe / "summary.json").write_text(json.dumps({"pipeline": "r1-zero", "stages": stages}))
+    assert "<th>01-rl</th>" in make_report(pipe).read_text()

@@ -227,7 +227,8 @@ def make_report(
     )
     plots = plot_metrics(series, out)
     summary = _json(files["summary.json"])
-    stages = summary.get("stages") if isinstance(summary, dict) and "pipeline" in summary else None
+    pipeline = isinstance(summary, dict) and "pipeline" in summary
+    stages = summary["stages"] if pipeline and isinstance(summary.get("stages"), list) else None
     what = (
         f"a pipeline of {len(stages)} stages"
         if stages is not None

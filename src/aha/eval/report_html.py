@@ -76,8 +76,8 @@ def pipeline_section(run: Path, data: dict) -> list[str]:
     """A pipeline folder's summary.json: the held-out pass@1 of the first and last evaluated stage as the
     headline, one row per stage (its evaluation, time, where its own report is), and summary.png."""
     stages = [s for s in data.get("stages") or [] if isinstance(s, dict)]
-    evals = [(s, (s.get("figures") or {}).get("eval")) for s in stages]
-    evals = [(s, e) for s, e in evals if isinstance(e, dict) and "pass1" in e]
+    evals = [(s, _dict(_dict(s.get("figures")).get("eval"))) for s in stages]
+    evals = [(s, e) for s, e in evals if "pass1" in e]
     out = []
     if evals:
         (s0, e0), (s1, e1) = evals[0], evals[-1]
@@ -93,8 +93,8 @@ def pipeline_section(run: Path, data: dict) -> list[str]:
         ]
     rows = []
     for s in stages:
-        ev = (s.get("figures") or {}).get("eval") or {}
-        own = (s.get("outputs") or {}).get("run")
+        ev = _dict(_dict(s.get("figures")).get("eval"))
+        own = _dict(s.get("outputs")).get("run")
         where = ""
         if own:  # the stage's training run: its own report, or the command that makes it
             page = Path(own) / "report" / "index.html"
@@ -117,6 +117,12 @@ def pipeline_section(run: Path, data: dict) -> list[str]:
         data64 = base64.b64encode(png.read_bytes()).decode("ascii")
         out.append(f"<figure><img src='data:image/png;base64,{data64}' alt='stages'></figure>")
     return out
+
+
+def _dict(x) -> dict:
+    return (
+        x if isinstance(x, dict) else {}
+    )  # a hand-edited or truncated summary.json: show what is there
 
 
 def _with_ci(v, ci) -> str:
