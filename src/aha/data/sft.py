@@ -99,8 +99,8 @@ def check_rows(rows: list[dict], fmt: RowFormat, source: str) -> None:
                 f"{', '.join(sorted(map(str, row)))}); set data.completion_key / data.messages_key"
             )
         prompt, completion = row.get(fmt.prompt_key), row[fmt.completion_key]
-        text = isinstance(completion, (str, int, float)) and not isinstance(completion, bool)
-        text = text and not (isinstance(completion, float) and not math.isfinite(completion))
+        number = isinstance(completion, (int, float)) and not isinstance(completion, bool)
+        text = isinstance(completion, str) or (number and math.isfinite(completion))
         chat = (  # messages + messages
             isinstance(prompt, list)
             and isinstance(completion, list)

@@ -24,6 +24,7 @@ from pathlib import Path
 from .report_html import (
     CSS,
     _e,
+    _read_json,
     headline_section,
     no_samples_note,
     pipeline_section,
@@ -226,7 +227,7 @@ def make_report(
         load_metrics(files["metrics.jsonl"]) if files["metrics.jsonl"].is_file() else ({}, 0)
     )
     plots = plot_metrics(series, out)
-    summary = _json(files["summary.json"])
+    summary = _read_json(files["summary.json"])
     pipeline = isinstance(summary, dict) and "pipeline" in summary
     stages = summary["stages"] if pipeline and isinstance(summary.get("stages"), list) else None
     what = (
@@ -271,10 +272,3 @@ def make_report(
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
-
-
-def _json(path: Path):
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
-        return None

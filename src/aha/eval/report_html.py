@@ -17,6 +17,18 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _config_value(path: Path, section: str, key: str):
+    """A run's config.yaml value section.key; None when the file is missing, unreadable or of another shape."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(path.read_text(errors="replace"))
+    except (OSError, yaml.YAMLError):
+        return None
+    part = cfg.get(section) if isinstance(cfg, dict) else None
+    return part.get(key) if isinstance(part, dict) else None
+
+
 def _e(x) -> str:
     return html.escape(str(x), quote=True)
 
@@ -153,14 +165,7 @@ def headline_section(run: Path) -> list[str]:
 
 def _no_eval_note(run: Path) -> list[str]:
     """A training run without a headline because it evaluated nothing (eval.limit=0): say so and how."""
-    import yaml
-
-    try:
-        cfg = yaml.safe_load((run / "config.yaml").read_text(errors="replace")) or {}
-        limit = (cfg.get("eval") or {}).get("limit", -1)
-    except (OSError, yaml.YAMLError, AttributeError):
-        return []
-    if limit != 0:
+    if _config_value(run / "config.yaml", "eval", "limit") != 0:
         return []
     return [
         "<p class='meta'>no held-out evaluation: eval.limit=0; set eval.limit=N (the first N test "
@@ -241,15 +246,9 @@ def samples_section(path: Path, n: int, missing: str = "") -> list[str]:
 def no_samples_note(files: dict, series: dict) -> str:
     """Why an RL run (its config has logging.samples_every) has no samples.jsonl: a 2-step run with
     samples_every=10 stores none. Other runs (eval, SFT, pretraining) get no note."""
-    if not (files["metrics.jsonl"].is_file() and files["config.yaml"].is_file()):
+    if not files["metrics.jsonl"].is_file():
         return ""
-    import yaml
-
-    try:
-        cfg = yaml.safe_load(files["config.yaml"].read_text(errors="replace")) or {}
-        every = (cfg.get("logging") or {}).get("samples_every")
-    except (yaml.YAMLError, AttributeError):
-        return ""
+    every = _config_value(files["config.yaml"], "logging", "samples_every")
     if every == 0:
         return "none stored: logging.samples_every=0 turns them off"
     if not isinstance(every, int):

@@ -11,7 +11,8 @@ outputs feed the next stage), so re-running a pipeline command resumes it; a sta
 manifest and is re-entered, and the trainers/sampler inside resume from their own checkpoints. A finished
 stage whose recorded config differs from the current one (run-time knobs aside) stops the pipeline with a
 ConfigError naming the keys: its outputs were made with other settings, so it is neither silently kept nor
-silently redone; delete its directory to redo it. At the end OUT/summary.json (+ summary.png) lists every stage's figures.
+silently redone; delete its directory to redo it. At the end OUT/summary.json (+ summary.png) lists every
+stage's figures.
 """
 
 from __future__ import annotations

@@ -168,15 +168,13 @@ def _stopped(kind: str, summary: dict, steps: int | None = None) -> None:
     """StageInterrupted (no manifest) when the stage's run stopped early, with the run's exit code."""
     if summary.get("stopped_early"):
         total = f"/{steps}" if steps else ""
-        # the run's own line above says "resume=true": the rerun of the pipeline passes it to the stage
-        how = "rerun the same command to resume (the pipeline resumes the stage itself)"
+        how = "rerun the same command"
         if (
             summary.get("stopped") == "oom"
         ):  # the run's own line named the keys that lower its memory
-            how = (
-                "rerun the same command with less memory (the keys above) to resume (the pipeline "
-                "resumes the stage itself)"
-            )
+            how += " with less memory (the keys above)"
+        # the run's own line above says "resume=true": the rerun of the pipeline passes it to the stage
+        how += " to resume (the pipeline resumes the stage itself)"
         raise StageInterrupted(
             f"{kind} stopped at step {summary['steps']}{total} ({summary.get('stopped')}); {how}",
             code=summary.get("exit_code") or 130,

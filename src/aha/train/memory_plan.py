@@ -93,14 +93,19 @@ def make_plan(
     return plan
 
 
+def _efficient(run: RunSpec) -> int:
+    """A micro-batch's efficient size: EFFICIENT_TOKENS, at least one sequence, at most the whole micro-batch."""
+    return min(run.micro_batch_size * run.seq_tokens, max(EFFICIENT_TOKENS, run.seq_tokens))
+
+
 def _rank(plan: Plan, run: RunSpec) -> tuple:
     """Faster first: a micro-batch of the efficient size, the layout's place in LAYOUTS, a larger KV cache (up to
-    every sequence's), a larger micro-batch below the efficient size. Above it the micro-batch's size hardly matters and the packed weights
-    do (every decode step: ~0.13 ms of 2.9 at 1.5B on an H200), so a packed plan with a smaller but efficient
-    micro-batch beats an unpacked one (1.5B x 4,096, fp8 KV, 40 GiB: 18,524 tokens packed, not 24,459 bare)."""
+    every sequence's), a larger micro-batch below the efficient size. Above it the micro-batch's size hardly
+    matters and the packed weights do (every decode step: ~0.13 ms of 2.9 at 1.5B on an H200), so a packed plan
+    with a smaller but efficient micro-batch beats an unpacked one (1.5B x 4,096, fp8 KV, 40 GiB: 18,524 tokens
+    packed, not 24,459 bare)."""
     layout = LAYOUTS.index((plan.checkpointing, plan.engine_release))
-    whole = run.micro_batch_size * run.seq_tokens
-    efficient = min(whole, max(EFFICIENT_TOKENS, run.seq_tokens))
+    efficient = _efficient(run)
     tokens = min(plan.micro_batch_tokens, efficient)
     # _make_plan's tiers first: an efficient micro-batch in any layout before a host-bound one
     return (tokens < efficient, layout, -plan.breakdown.kv_cache, -tokens)
@@ -154,7 +159,7 @@ def _make_plan(
         )
         return Plan(ckpt, tokens, release, kv_bytes, bd, limit)
 
-    efficient = min(whole, max(EFFICIENT_TOKENS, run.seq_tokens))
+    efficient = _efficient(run)
     for full_kv, floor in ((True, efficient), (True, run.seq_tokens), (False, run.seq_tokens)):
         plans = [p for c, r in layouts if (p := attempt(c, r, full_kv, floor)) is not None]
         if plans and full_kv and floor < efficient:
