@@ -223,3 +223,18 @@ def test_an_out_whose_folder_takes_nothing_is_one_line(tmp_path, monkeypatch):
     monkeypatch.undo()
     check_out(str(tmp_path / "run"))  # a writable folder: passes, and leaves nothing behind
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sft_bad_rows_are_counted_in_one_line(cli, tmp_path):
+    """Every bad row is found before training: the first named, the others counted, and an empty completion
+    (nothing to train on) is one of them."""
+    rows = [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": "  "}]
+    rows += [{"prompt": "d"}] * 7
+    path = jsonl(tmp_path / "x.jsonl", rows)
+    code, err = cli(["sft", f"data.path=[{path}]", f"out={tmp_path / 'run'}"])
+    assert code == 2 and len(err) == 1, err
+    assert (
+        "x.jsonl: row 2: 'completion' is empty; there is nothing to train on (drop the row)"
+        in err[0]
+    )
+    assert "(7 more bad rows: 3, 4, 5, 6, 7, ...)" in err[0], err

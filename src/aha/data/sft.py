@@ -74,58 +74,69 @@ def read_rows(source: str, split: str = "train", config: str | None = None) -> l
 
 
 def check_rows(rows: list[dict], fmt: RowFormat, source: str) -> None:
-    """Without a tokenizer (before any model loads): every row is in a format to_example() takes. Raises a
-    DataError naming the source, the row and the key to set."""
+    """Without a tokenizer (before any model loads): every row is in a format to_example() takes. Raises one
+    DataError naming the source, the first bad row, what is wrong and the key to set, and how many other rows
+    are bad (so one fix-and-rerun finds them all)."""
     from aha.data.read import DataError
 
     if not rows:
         raise DataError(f"{source}: no rows; SFT needs a non-empty file")
-    for n, row in enumerate(rows, 1):
-        where = f"{source}: row {n}"
-        if fmt.messages_key in row:
-            msgs = row[fmt.messages_key]
-            if not isinstance(msgs, list) or not any(
-                isinstance(m, dict) and m.get("role") == "assistant" for m in msgs
-            ):
-                raise DataError(
-                    f"{where}: '{fmt.messages_key}' has no assistant message to train on"
-                )
-            continue
-        if fmt.completion_key in row and row[fmt.completion_key] is None:
-            raise DataError(f"{where}: '{fmt.completion_key}' is null; give the completion text")
-        if row.get(fmt.completion_key) is None:
-            raise DataError(
-                f"{where}: neither '{fmt.messages_key}' nor '{fmt.completion_key}' (keys: "
-                f"{', '.join(sorted(map(str, row)))}); set data.completion_key / data.messages_key"
-            )
-        prompt, completion = row.get(fmt.prompt_key), row[fmt.completion_key]
-        number = isinstance(completion, (int, float)) and not isinstance(completion, bool)
-        text = isinstance(completion, str) or (number and math.isfinite(completion))
-        chat = (  # messages + messages
-            isinstance(prompt, list)
-            and isinstance(completion, list)
-            and all(isinstance(m, dict) for m in completion)
+    bad = [(n, p) for n, row in enumerate(rows, 1) if (p := _row_problem(row, fmt)) is not None]
+    if bad:
+        n, problem = bad[0]
+        more = ""
+        if len(bad) > 1:
+            shown = ", ".join(str(m) for m, _ in bad[1:6]) + (", ..." if len(bad) > 6 else "")
+            more = f" ({len(bad) - 1} more bad rows: {shown})"
+        raise DataError(f"{source}: row {n}: {problem}{more}")
+
+
+def _row_problem(row: dict, fmt: RowFormat) -> str | None:
+    """What keeps to_example() from taking the row (with the key to set), or None."""
+    keys = ", ".join(sorted(map(str, row)))
+    if fmt.messages_key in row:
+        msgs = row[fmt.messages_key]
+        if not isinstance(msgs, list) or not any(
+            isinstance(m, dict) and m.get("role") == "assistant" for m in msgs
+        ):
+            return f"'{fmt.messages_key}' has no assistant message to train on"
+        return None
+    if fmt.completion_key in row and row[fmt.completion_key] is None:
+        return f"'{fmt.completion_key}' is null; give the completion text"
+    if row.get(fmt.completion_key) is None:
+        return (
+            f"neither '{fmt.messages_key}' nor '{fmt.completion_key}' (keys: {keys}); set "
+            "data.completion_key / data.messages_key"
         )
-        if not (text or chat):
-            hint = (
-                " (a message list needs a message-list prompt)"
-                if isinstance(completion, list)
-                else ""
-            )
-            raise DataError(
-                f"{where}: '{fmt.completion_key}' is a {type(completion).__name__}, not text{hint}; "
-                "set data.completion_key to the column that holds the completion text"
-            )
-        if fmt.template is not None and fmt.question_key not in row:
-            raise DataError(
-                f"{where}: data.template is set but the row has no '{fmt.question_key}'; set "
-                "data.question_key, or data.template=null to use the row's prompt as is"
-            )
-        if fmt.template is None and row.get(fmt.prompt_key) is None:
-            raise DataError(
-                f"{where}: no '{fmt.prompt_key}' (keys: {', '.join(sorted(map(str, row)))}); set "
-                "data.prompt_key, or data.template to render the prompt from the question"
-            )
+    prompt, completion = row.get(fmt.prompt_key), row[fmt.completion_key]
+    number = isinstance(completion, (int, float)) and not isinstance(completion, bool)
+    text = isinstance(completion, str) or (number and math.isfinite(completion))
+    chat = (  # messages + messages
+        isinstance(prompt, list)
+        and isinstance(completion, list)
+        and all(isinstance(m, dict) for m in completion)
+    )
+    if not (text or chat):
+        hint = (
+            " (a message list needs a message-list prompt)" if isinstance(completion, list) else ""
+        )
+        return (
+            f"'{fmt.completion_key}' is a {type(completion).__name__}, not text{hint}; set "
+            "data.completion_key to the column that holds the completion text"
+        )
+    if isinstance(completion, str) and not completion.strip():
+        return f"'{fmt.completion_key}' is empty; there is nothing to train on (drop the row)"
+    if fmt.template is not None and fmt.question_key not in row:
+        return (
+            f"data.template is set but the row has no '{fmt.question_key}'; set data.question_key, or "
+            "data.template=null to use the row's prompt as is"
+        )
+    if fmt.template is None and row.get(fmt.prompt_key) is None:
+        return (
+            f"no '{fmt.prompt_key}' (keys: {keys}); set data.prompt_key, or data.template to render "
+            "the prompt from the question"
+        )
+    return None
 
 
 # ---- rows -> examples --------------------------------------------------------------------------------------
