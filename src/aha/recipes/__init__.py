@@ -1,4 +1,4 @@
-"""The YAML recipes shipped inside the package, found by name: `aha train grpo`, `aha pipeline r1 r1`.
+"""The YAML recipes shipped inside the package, found by name: `aha train grpo`, `aha pipeline r1`.
 
 The recipes live here, next to this file, so they ship in the wheel (pyproject's package-data) and resolve from
 any folder; a clone's top-level `configs/` is a link to this directory, so `aha train configs/grpo.yaml` keeps
@@ -38,9 +38,12 @@ class Recipe:
 
     @property
     def config_arg(self) -> str:
-        """The run line's CONFIG argument (`aha train grpo ...` -> grpo; a pipeline's after its name)."""
+        """The run line's CONFIG argument (`aha train grpo ...` -> grpo; a pipeline's after its name, or the
+        pipeline's name when the line has none: `aha pipeline r1-zero` runs the recipe r1-zero)."""
         words = self.run.split()
-        return words[3 if self.command == "pipeline" else 2] if len(words) > 2 else ""
+        if self.command == "pipeline" and len(words) > 2:
+            return words[3] if len(words) > 3 and "=" not in words[3] else words[2]
+        return words[2] if len(words) > 2 else ""
 
     @property
     def command(self) -> str:
