@@ -197,6 +197,25 @@ def test_rerun_skips_complete_stages_and_redoes_a_deleted_one(r1_run, capsys):
     )  # a run-time knob may change
 
 
+def test_a_copied_pipeline_folder_skips_its_finished_stages(r1_run, capsys):
+    """The manifests record the pipeline folder as the run gave it: a copy (or a moved folder) run with out= its new
+    place skips every finished stage there and hands on its own outputs, not the original's."""
+    import shutil
+
+    tmp, _, summary, _ = r1_run
+    copy = tmp / "elsewhere" / "r1-copy"
+    shutil.copytree(tmp / "r1", copy)
+    cls, run = get_pipeline("r1")
+    cfg = load_config(cls, None, r1_overrides(tmp) + [f"out={copy}"])
+    again = run(cfg)
+    assert capsys.readouterr().out.count("complete, skipped") == 6
+    assert [s["figures"] for s in again["stages"]] == [s["figures"] for s in summary["stages"]]
+    paths = [v for s in again["stages"] for k, v in s["outputs"].items() if k != "note"]
+    assert paths and all(str(p).startswith(str(copy)) for p in paths), paths
+    m = completed(copy / "04-sft")
+    assert m["root"] == str(copy) and m["config"]["out"].startswith(str(copy))
+
+
 def test_r1_zero_and_cli(tmp_path, capsys):
     assert (
         cmd_pipeline(

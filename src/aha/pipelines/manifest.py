@@ -2,9 +2,9 @@
 
 Every stage runs in OUT/<stage>/ and, once it finished, writes OUT/<stage>/manifest.json:
 
-    {"stage", "kind", "status": "complete", "config" (resolved), "inputs" (models, data files + sha256),
-     "outputs" (paths), "figures" (eval and training numbers), "git" {commit, dirty}, "versions",
-     "started", "finished", "seconds"}
+    {"stage", "kind", "status": "complete", "root" (OUT as given), "config" (resolved), "inputs" (models, data
+     files + sha256), "outputs" (paths), "figures" (eval and training numbers), "git" {commit, dirty},
+     "versions", "started", "finished", "seconds"}
 
 A stage whose manifest says complete and whose outputs all exist is skipped on the next run (its recorded
 outputs feed the next stage), so re-running a pipeline command resumes it; a stage that died half-way has no
@@ -12,13 +12,15 @@ manifest and is re-entered, and the trainers/sampler inside resume from their ow
 stage whose recorded config differs from the current one (run-time knobs aside) stops the pipeline with a
 ConfigError naming the keys: its outputs were made with other settings, so it is neither silently kept nor
 silently redone; delete its directory to redo it. At the end OUT/summary.json (+ summary.png) lists every
-stage's figures.
+stage's figures. A pipeline folder that was copied or moved is read from where it is: the recorded paths under
+the recorded root are re-pointed at the new OUT, so its finished stages are skipped there too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -119,9 +121,33 @@ def _paths(outputs: dict) -> list[str]:
     return [v for k, v in outputs.items() if isinstance(v, str) and k != "note"]
 
 
+def _rebase(value, old: str, new: str):
+    """Strings naming `old` or a path under it (the pipeline folder as the run that wrote them gave it) re-pointed
+    at `new`, through dicts and lists."""
+    if isinstance(value, str):
+        if value == old:
+            return new
+        for sep in {"/", os.sep}:
+            if value.startswith(old + sep):
+                return new + value[len(old) :]
+        return value
+    if isinstance(value, dict):
+        return {k: _rebase(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rebase(v, old, new) for v in value]
+    return value
+
+
 def completed(stage_dir: str | Path) -> dict | None:
-    """The manifest of a finished stage whose outputs still exist, else None."""
+    """The manifest of a finished stage whose outputs still exist, else None. Read from a copied or moved
+    pipeline folder (the stage's parent), its recorded config, inputs and outputs point into that folder."""
     m = read_manifest(stage_dir)
+    root = str(Path(stage_dir).parent)
+    if m and m.get("root") not in (None, root):
+        old = m["root"]
+        m = {**m, "root": root} | {
+            k: _rebase(m.get(k), old, root) for k in ("config", "inputs", "outputs")
+        }
     if (
         m
         and m.get("status") == "complete"
@@ -172,6 +198,7 @@ class Pipeline:
             "kind": kind,
             "status": "complete",
             "pipeline": self.name,
+            "root": str(self.out),
             "config": cfg,
             "inputs": {
                 k: describe_input(v) if isinstance(v, str) else [describe_input(x) for x in v]
