@@ -93,9 +93,11 @@ def test_load_config_takes_a_recipe_name_as_the_cli_does(tmp_path, monkeypatch):
     for name in ("grpo", "grpo.yaml", "configs/grpo.yaml"):
         cfg = load_config(TrainConfig, name, ["steps=10"])
         assert cfg.steps == 10 and cfg.task.name == "chain"
-    with pytest.raises(
-        ConfigError, match="a YAML file or a recipe name .`aha recipes` lists them."
-    ):
+    with pytest.raises(ConfigError, match="no recipe or file named 'grpoo'; did you mean 'grpo'"):
         load_config(TrainConfig, "grpoo")
+    # the names the CLI takes: a pipeline's recipe by the pipeline's name
+    from aha.pipelines.r1_zero import R1ZeroPipelineConfig
+
+    assert load_config(R1ZeroPipelineConfig, "r1-zero").rl.steps == 30
     with pytest.raises(ConfigError, match="not found"):
         load_config(TrainConfig, "elsewhere/grpo.yaml")  # a path, not a recipe name

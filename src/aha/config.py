@@ -60,20 +60,11 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | tupl
     `a.b=value` overrides -> validated instance of dataclass `cls`."""
     data: dict = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            from .recipes import recipes  # the package's own copies: a wheel has no configs/ folder
+        from .recipes import (
+            resolve,
+        )  # a recipe name finds the package's copy: a wheel has no configs/ folder
 
-            stem = p.name[: -len(p.suffix)] if p.suffix in (".yaml", ".yml") else p.name
-            shipped = recipes()
-            if stem not in shipped or str(p.parent) not in (".", "configs", "recipes"):
-                raise ConfigError(
-                    "",
-                    f"config file '{p}' not found; pass the path of a YAML file or a recipe name "
-                    "(`aha recipes` lists them)",
-                )
-            p = shipped[stem].path
-        data = read_config(p)
+        data = read_config(resolve(path))
     for item in overrides:
         apply_override(data, item)
     return build(cls, data, "")

@@ -79,21 +79,26 @@ def names_for(command: str) -> list[str]:
     return [n for n, r in recipes().items() if r.command == command]
 
 
-def resolve(arg: str, command: str) -> Path:
+def resolve(arg: str | Path, command: str | None = None) -> Path:
     """A config argument -> the YAML file: an existing path, else a recipe name (`grpo`, `grpo.yaml`,
-    `configs/grpo.yaml`; `r1` for `aha pipeline` finds pipeline_r1, `student` for `aha pretrain`
-    pretrain_student). Anything else is a ConfigError listing the recipes of `command`."""
+    `configs/grpo.yaml`, `r1-zero`; with a command, `r1` for `aha pipeline` finds pipeline_r1, `student` for `aha
+    pretrain` pretrain_student). Anything else is a ConfigError listing the recipes (of `command`, if given)."""
     p = Path(arg)
     if p.is_file():
         return p
     shipped = recipes()
     if str(p.parent) in (".", "configs", "recipes") or p.parent.name in ("configs", "recipes"):
-        stem = p.name[: -len(p.suffix)] if p.suffix in SUFFIXES else p.name
-        for name in (stem, stem.replace("-", "_"), f"{command}_{stem.replace('-', '_')}"):
+        given = p.name[: -len(p.suffix)] if p.suffix in SUFFIXES else p.name
+        stem = given.replace("-", "_")
+        # without a command: a name that one recipe ends with (`r1-zero` -> pipeline_r1_zero)
+        tail = [n for n in shipped if n.endswith(f"_{stem}")]
+        prefixed = f"{command}_{stem}" if command else (tail[0] if len(tail) == 1 else stem)
+        for name in (given, stem, prefixed):
             if name in shipped:
                 return shipped[name].path
-    own = names_for(command) or list(shipped)
-    listed = f"recipes for aha {command}: {', '.join(own)} (`aha recipes` lists them all)"
+    own = (names_for(command) if command else []) or list(shipped)
+    whose = f"for aha {command}" if command and names_for(command) else "shipped"
+    listed = f"recipes {whose}: {', '.join(own)} (`aha recipes` lists them all)"
     if p.suffix in SUFFIXES or len(p.parts) > 1:
         raise ConfigError(
             "", f"config file '{arg}' not found; pass a YAML file or a recipe name ({listed})"
