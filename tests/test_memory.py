@@ -68,6 +68,17 @@ def test_kv_cache_bytes_per_token_by_hand():
     assert shape("7b").kv_bytes_per_token(2) == 2 * 28 * 4 * 128 * 2 == 57_344
 
 
+@pytest.mark.parametrize("name", ["0.5b", "7b"])
+def test_kv_bytes_per_token_is_the_engines(name):
+    """The plan (no torch import) and the engine's cache (aha.rollout.fast.kv_cache) size a token alike."""
+    from aha.rollout.fast.kv_cache import kv_bytes_per_token
+
+    config = Qwen2Config(**QWEN25[name][0])
+    for dtype, b in ((torch.bfloat16, 2), (torch.float32, 4)):
+        for kv in ("auto", "fp8"):
+            assert shape(name).kv_bytes_per_token(b, kv) == kv_bytes_per_token(config, dtype, kv)
+
+
 def test_static_parts_by_hand_for_7b():
     P, s = 7_615_616_512, shape("7b")
     full = static_parts(s, RunSpec(reference=True))  # bf16, AdamWMaster, beta > 0
