@@ -309,3 +309,27 @@ def test_the_heartbeat_is_written_where_the_bar_is(tmp_path, capsys, monkeypatch
     out, err = capsys.readouterr()
     assert "sample: " not in out
     assert re.search(r"(^|\n|\r)sample: (the first chunk|\d/7 prompts done)", err), err
+
+
+def test_prompts_are_fitted_to_the_models_context(tmp_path, capsys):
+    """As `aha eval` does: a prompt that cannot leave room for new tokens is skipped and counted, and
+    max_new_tokens is lowered to what the longest kept prompt leaves (prompts here: 434-438 tokens)."""
+    from types import SimpleNamespace
+
+    class Bounded(ScriptedEngine):
+        model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=873))
+
+        def generate(self, prompts, params):
+            self.max_tokens = params.max_tokens
+            assert all(len(p) <= 437 for p in prompts)
+            return super().generate(prompts, params)
+
+    engine = Bounded()
+    stats = sample(cfg_for(tmp_path), engine, TOK, "t")
+    assert stats["too_long"] == 1 and stats["prompts"] == 7 and stats["samples"] == 36
+    assert engine.max_tokens == 873 - 436
+    rows = [json.loads(l) for l in (tmp_path / "data.jsonl").read_text().splitlines()]
+    assert sorted(r["prompt_index"] for r in rows) == [0, 1, 2, 3, 4, 6]
+    out = capsys.readouterr().out
+    assert "1 of 7 prompts skipped (too long for the model's 873-token context" in out
+    assert "sampling.max_new_tokens 1024 -> 437" in out

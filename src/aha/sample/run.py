@@ -68,6 +68,7 @@ def sample(cfg: SampleConfig, engine=None, tokenizer=None, model_name: str | Non
     if todo:
         if engine is None:
             engine, tokenizer, model_name = build_engine(cfg)
+        cfg, too_long = fit_prompts(cfg, engine, tokenizer, data, indices)
         source = {
             "model": model_name,
             "step": checkpoint_step(cfg.model.path) if cfg.engine != "openai" else None,
@@ -98,7 +99,10 @@ def sample(cfg: SampleConfig, engine=None, tokenizer=None, model_name: str | Non
             with beat:
                 for c0 in range(0, len(todo), cfg.prompts_per_call):
                     chunk = todo[c0 : c0 + cfg.prompts_per_call]
-                    rows, stats = run_chunk(cfg, engine, tokenizer, runner, chunk, data, source)
+                    sampled = [i for i in chunk if i not in too_long]
+                    rows, stats = run_chunk(cfg, engine, tokenizer, runner, sampled, data, source)
+                    stats["prompts"] = len(chunk)
+                    stats["too_long"] = len(chunk) - len(sampled)
                     writer.commit(chunk, rows, stats)
                     bar.update(len(chunk))
                     beat.update(f"{bar.n}/{bar.total} prompts done, sampling the next chunk")
@@ -111,10 +115,49 @@ def sample(cfg: SampleConfig, engine=None, tokenizer=None, model_name: str | Non
     return totals
 
 
+def fit_prompts(cfg: SampleConfig, engine, tokenizer, data, indices) -> tuple[SampleConfig, set]:
+    """The run's prompts against the model's context (aha.eval.context, as `aha eval` does): -> (cfg with
+    sampling.max_new_tokens lowered to what the longest kept prompt leaves, if it must be; the row indices
+    skipped as too long). Computed over every prompt of the run, so a resumed run samples as an uninterrupted
+    one. A served model (engine=openai) has no known context: nothing changes."""
+    from dataclasses import replace
+
+    from ..eval.context import fit_to_context, model_context
+
+    context = model_context(engine)
+    if context is None:
+        return cfg, set()
+    texts = [cfg.task.render(data[i]["question"], tokenizer) for i in indices]
+    lengths = [len(x) for x in tokenizer(texts, add_special_tokens=False).input_ids]
+    want = cfg.sampling.max_new_tokens
+    try:
+        keep, fit = fit_to_context(lengths, want, context)
+    except ValueError as e:
+        raise ConfigError("task", str(e)) from None
+    too_long = set(indices) - {indices[j] for j in keep}
+    notes = []
+    if too_long:
+        notes.append(
+            f"{len(too_long)} of {len(indices)} prompts skipped (too long for the model's {context}-token "
+            "context; stats.json counts them as too_long)"
+        )
+    if fit < want:
+        notes.append(
+            f"sampling.max_new_tokens {want} -> {fit} so the longest kept prompt fits the {context}-token "
+            "context"
+        )
+        cfg = replace(cfg, sampling=replace(cfg.sampling, max_new_tokens=fit))
+    if notes:
+        print("aha sample: " + "; ".join(notes))
+    return cfg, too_long
+
+
 def run_chunk(cfg: SampleConfig, engine, tokenizer, runner, chunk, data, source: dict):
     """Prompts `chunk` (row indices) -> (kept rows with provenance, the chunk's counts)."""
     from ..models.tokenizer import stop_token_ids  # transformers: not for `aha sample --help`
 
+    if not chunk:  # every prompt of the chunk was too long for the context
+        return [], {"prompts": 0, "samples": 0, "kept": 0, "prompts_kept": 0}
     k, s = cfg.k, cfg.sampling
     rows = [data[i] for i in chunk]
     texts = [cfg.task.render(r["question"], tokenizer) for r in rows]
