@@ -218,6 +218,14 @@ MATH = [  # (answer, reference, expected)
     ("[1, 5)", "\\boxed{[1,5)}", 1.0),  # interval
     ("(1, 5)", "\\boxed{[1,5]}", 0.0),
     ("\\{1, 2\\}", "\\boxed{\\{2, 1\\}}", 1.0),  # set
+    # braces are not spelling: MATH-500 golds against answers that differ only in grouping (a walkthrough)
+    ("\\frac{\\sqrt{2}}{15}", "\\frac{\\sqrt{21}}{5}", 0.0),
+    ("\\sqrt{5}1", "\\sqrt{51}", 0.0),
+    ("2\\sqrt{11}3", "2\\sqrt{113}", 0.0),
+    ("\\frac{12}{3}\\pi", "\\frac{1}{23}\\pi", 0.0),
+    ("2^{1}0", "2^{10}", 0.0),
+    ("x^{2} + 1", "x^2+1", 1.0),
+    ("\\text{(B)}", "(B)", 1.0),
     ("41", "#### 42", 0.0),
     ("0.333333", "\\frac{1}{3}", 0.0),  # plain numbers compare exactly
     ("1, 2, 42", "#### 42", 0.0),  # many candidates

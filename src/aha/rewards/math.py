@@ -120,8 +120,13 @@ def _parse_latex(expr: str, timeout: int | None) -> tuple:
 
 
 def _normalised(s: str) -> str:
+    """The spelling-only differences of two answers removed, nothing that changes the value: spaces and LaTeX
+    spacing, $, \\text{...} wrappers, and braces around a single character (2^{5} is 2^5, \\frac{1}{2} is
+    \\frac12). Other braces stay: \\sqrt{5}1 is not \\sqrt{51}, nor \\frac{12}{3} \\frac{1}{23}."""
     s = re.sub(r"(?<=\d)\s+(?=\d)", "#", s)  # "1 2" must not become "12"
-    return re.sub(r"\s+|\\[,;!: ]|\\text\{|\\mathrm\{|[{}$]", "", s)
+    s = re.sub(r"\s+|\\[,;!: ]|\$", "", s)
+    s = re.sub(r"\\(?:text|mathrm|textbf|mbox)\{([^{}]*)\}", r"\1", s)
+    return re.sub(r"(?<!\\)\{([^{}\\])\}", r"\1", s)
 
 
 def math_equal(pred: str, gold: str) -> bool:
