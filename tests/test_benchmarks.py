@@ -51,6 +51,22 @@ def test_math500_answers_verify_against_their_solutions():
         get_task("math500").dataset("train")
 
 
+@pytest.mark.parametrize(
+    "name,key", [("math500", "answer"), ("aime24", "question"), ("amc23", "question")]
+)
+def test_a_named_column_is_never_replaced_by_the_fallback(tmp_path, name, key):
+    """math500 falls back to the worked solution, the contests to "question", only when the user named no
+    column: a typo in answer= / question= is the one-line error (it silently graded against the solution), and
+    naming the question column works (it was a TypeError)."""
+    path = tmp_path / "copy.jsonl"
+    path.write_text(
+        json.dumps({"problem": "1+1?", "question": "1+1?", "answer": "2", "solution": "2"}) + "\n"
+    )
+    with pytest.raises(DataError, match=f"no column 'typo' for field '{key}'"):
+        get_task(name, path=str(path), **{key: "typo"}).dataset("test")
+    assert get_task(name, path=str(path), question="problem").dataset("test")[0]["answer"] == "2"
+
+
 def test_gsm8k_with_a_path_is_still_the_file_task(tmp_path):
     path = tmp_path / "g.jsonl"
     path.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")

@@ -135,6 +135,12 @@ ERRORS = [  # (file name, content, options, message regex)
         {},
         r"rownull\.jsonl: row 2, column 'answer': empty value; fix or remove the row",
     ),
+    (
+        "rowblank.jsonl",
+        '{"question": "a", "answer": "1"}\n{"question": "b", "answer": "  "}\n',
+        {},
+        r"rowblank\.jsonl: row 2, column 'answer': empty value; fix or remove the row",
+    ),
     ("empty.jsonl", "\n", {}, r"empty\.jsonl: no rows"),
     ("cells.csv", "question,answer\na,1\nb,2,3\n", {}, r"cells\.csv: row 2: 3 cells for 2 columns"),
     (

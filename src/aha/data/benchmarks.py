@@ -53,13 +53,20 @@ def shipped(name: str) -> str:
 def math500(path: str | None = None, **options) -> FileTask:
     """MATH-500 (problem, answer; the worked solution's \\boxed{} when a copy has no answer column)."""
     check_options("math500", options)
+    named = _named(options)
+    options.setdefault("question", "problem")
     return FileTask(
         test=path or options.pop("test", None) or shipped("math500"),
         name="math500",
-        question="problem",
-        answer_fallback="solution",
+        answer_fallback=None if "answer" in named else "solution",
         **options,
     )
+
+
+def _named(options: dict) -> set[str]:
+    """The fields whose column the user named (question=, answer=, columns={...}): a benchmark's fallback
+    column never replaces one of those (a typo stays an error naming it)."""
+    return set(options) | set(options.get("columns") or {})
 
 
 @register_task("gsm8k")
@@ -100,11 +107,13 @@ def _hub_benchmark(name: str):
         hub, hub_split, _ = HUB[name]
         if path is None:
             options.setdefault("test_split", hub_split)
+        named = _named(options)
+        options.setdefault("question", "problem")
         task = HubBenchmark(
             test=path or hub,
             name=name,
-            question="problem",
-            question_fallback="question",  # math-ai/amc23 calls it "question"
+            # math-ai/amc23 calls it "question"
+            question_fallback=None if "question" in named else "question",
             **options,
         )
         task.local = path is not None

@@ -201,7 +201,8 @@ class FileTask(Task):
                     f"{q!r:.40}; fix or remove the row"
                 )
             for field in needed[1:]:
-                if row.get(field) is None:
+                value = row.get(field)
+                if value is None or (isinstance(value, str) and not value.strip()):
                     raise DataError(
                         f"{path}: row {n}, column {mapping[field]!r}: empty value; fix or remove the row"
                     )
