@@ -119,6 +119,8 @@ def evaluate(
             )
         notice("eval: " + "; ".join(parts))
     rows, prompts, ids = [rows[i] for i in keep], [prompts[i] for i in keep], [ids[i] for i in keep]
+    if skipped and log is not None:  # the progress status counts the problems really sampled
+        log(f"eval: sampling {len(rows)} problems x {k}")
     if stop_token_ids is None:
         from ..models.tokenizer import stop_token_ids as end_ids
 
