@@ -129,12 +129,22 @@ def _normalised(s: str) -> str:
     return re.sub(r"(?<!\\)\{([^{}\\])\}", r"\1", s)
 
 
+_ASSIGNED = re.compile(r"\s*[a-zA-Z]\s*=(?!=)\s*(.+)", re.S)
+
+
+def _value_of(answer: str) -> str:
+    """ "x = 58,500" -> "58,500": the plain-number fast path reads the value assigned to one letter (the
+    general path, math-verify, already takes x = 3 for 3, but not a thousands separator after it)."""
+    m = _ASSIGNED.fullmatch(answer)
+    return m[1] if m else answer
+
+
 def math_equal(pred: str, gold: str) -> bool:
     """Equality of two extracted answers (no tags, no '####'); total."""
     try:
         if not pred or not gold or _too_hard(pred):
             return False
-        pn, gn = simple_number(pred), simple_number(gold)
+        pn, gn = simple_number(_value_of(pred)), simple_number(_value_of(gold))
         if pn is not None and gn is not None:
             return pn == gn
         if _normalised(pred) == _normalised(gold):
