@@ -189,3 +189,55 @@ def test_malformed_values_are_400s():
             )
             assert out.startswith(b"HTTP/1.1 400"), (length, out[:200])
         assert post(s.url, {"prompt": "hi", "max_tokens": 2})[0] == 200
+
+
+def test_a_lone_surrogate_is_a_400_and_a_tiny_temperature_is_greedy():
+    """A JSON \\ud800 escape parses to a string no tokenizer can encode: a 400 naming it (it was a 500 with a
+    traceback). temperature=1e-40 overflowed the logits (a 500): below 1e-5 it samples greedily, as vLLM."""
+    with serve(HFEngine(MODEL, TOK)) as s:
+        out = raw(s.port, request(b'{"prompt": "a\\ud800", "max_tokens": 2}'))
+        assert out.startswith(b"HTTP/1.1 400") and b"lone surrogate \\\\ud800" in out, out[-300:]
+        greedy = post(s.url, {"prompt": "ab", "max_tokens": 4, "temperature": 0})
+        for t in (1e-40, 5e-324, 1e-6):
+            code, body = post(s.url, {"prompt": "ab", "max_tokens": 4, "temperature": t})
+            assert code == 200 and body["choices"][0]["text"] == greedy[1]["choices"][0]["text"], (
+                body
+            )
+
+
+def test_stopping_the_server_ends_requests_in_flight_with_503s():
+    """The stop signal shuts the scheduler down first: a running and a queued request get the 503 JSON error
+    and a stream its SSE error event, at once (uvicorn cancelled them after its 3 s grace: plain-text 500s)."""
+    engine = Slow(delay=0.05)
+    s = serve(engine).start()
+    results = {}
+
+    def call(name, body):
+        if body.get("stream"):
+            req = urllib.request.Request(s.url + "/completions", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+            with urllib.request.urlopen(req, timeout=30) as r:
+                results[name] = r.read().decode()
+        else:
+            results[name] = post(s.url, body, timeout=30)
+
+    bodies = {
+        "running": {"prompt": "x", "max_tokens": 400, "seed": 1},
+        "queued": {"prompt": "y", "max_tokens": 400, "seed": 2},
+        "stream": {"prompt": "z", "max_tokens": 400, "seed": 3, "stream": True},
+    }
+    threads = [threading.Thread(target=call, args=kv) for kv in bodies.items()]
+    for t in threads:
+        t.start()
+        time.sleep(0.3)
+    t0 = time.perf_counter()
+    s.stop()
+    for t in threads:
+        t.join(timeout=30)
+    assert time.perf_counter() - t0 < 3, "the requests waited for uvicorn's grace period"
+    for name in ("running", "queued"):
+        code, body = results[name]
+        assert code == 503 and body["error"]["type"] == "ServiceUnavailableError", (name, body)
+    assert '"code": 503' in results["stream"] or "503" in results["stream"], results["stream"][
+        -300:
+    ]

@@ -302,9 +302,18 @@ class Api:
         except ClientDisconnect:
             raise _Gone() from None
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
         except (ValueError, RecursionError) as e:
             raise ApiError(f"the request body is not valid JSON ({e})") from None
+        try:  # a \ud800 escape parses to a lone surrogate, which no UTF-8 text (nor a tokenizer) holds
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError as e:
+            bad = e.object[e.start : e.end].encode("unicode_escape").decode()
+            raise ApiError(
+                f"the request holds a string that is not valid Unicode (a lone surrogate {bad}); send "
+                "UTF-8 text"
+            ) from None
+        return body
 
 
 async def _disconnected(request: Request) -> None:

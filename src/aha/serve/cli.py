@@ -151,7 +151,7 @@ def cmd_serve(args: list[str]) -> int:
         sock.listen(BACKLOG)
         # Ctrl-C / SIGTERM stop the server from here on (uvicorn's own handlers take over while it runs
         # and re-raise the signal into these when it has shut down): a stopped server exits 0.
-        stop = lambda *_: setattr(server, "should_exit", True)
+        stop = lambda sig, frame: server.handle_exit(sig, frame)
         old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
         auth = ", API key required" if api.api_key else ""
         print(

@@ -81,6 +81,8 @@ CHAT_FIELDS = COMMON | {
     "messages", "max_completion_tokens", "top_logprobs", "add_generation_prompt",
     "continue_final_message", "chat_template_kwargs", "echo",
 }  # fmt: skip
+# temperatures in (0, GREEDY_BELOW) sample greedily (vLLM's _SAMPLING_EPS): dividing the logits by them overflows
+GREEDY_BELOW = 1e-5
 
 
 @dataclass
@@ -118,6 +120,10 @@ def parse(body: Any, chat: bool) -> GenRequest:
     r.model = _str("model", g("model"), optional=True)
     r.n = _int("n", g("n", 1), 1, None)
     r.temperature = _num("temperature", g("temperature", 1.0), 0.0)
+    if (
+        r.temperature < GREEDY_BELOW
+    ):  # logits / 1e-40 overflow: as vLLM, such a temperature is greedy
+        r.temperature = 0.0
     r.top_p = _num("top_p", g("top_p", 1.0), 0.0, 1.0, open_lo=True)
     top_k = _int("top_k", g("top_k", 0), -1, None)
     r.top_k = 0 if top_k == -1 else top_k  # vLLM spells "off" -1

@@ -91,12 +91,18 @@ class Scheduler:
         job.delivered = [0] * len(job.limits)
         self.q.put(job)
 
+    def shutdown(self) -> None:
+        """Refuse new jobs, fail queued ones and abort running ones with ServerClosing (a 503), without waiting:
+        called when the stop signal arrives, so no request is left for the HTTP server to cancel."""
+        if not self.closed:
+            self.closed = True
+            for job in list(self.running):
+                job.aborted = True
+            self.q.put(None)
+
     def close(self, timeout: float = 10.0) -> None:
-        """Fail queued jobs, abort running ones, stop the thread (waits at most `timeout` s for the engine)."""
-        self.closed = True
-        for job in list(self.running):
-            job.aborted = True
-        self.q.put(None)
+        """shutdown(), then stop the thread (waits at most `timeout` s for the engine)."""
+        self.shutdown()
         self.thread.join(timeout=timeout)
 
     def _loop(self) -> None:
@@ -105,6 +111,9 @@ class Scheduler:
             job = pending.popleft() if pending else self.q.get()
             if job is None:
                 break
+            if self.closed:  # queued before the shutdown: not run
+                job.post("error", ServerClosing("the server is shutting down"))
+                continue
             group, n_prompts, key = [job], len(job.prompts), job.key()
             if key is not None:
                 deadline = time.monotonic() + self.window
@@ -133,6 +142,10 @@ class Scheduler:
         live = [j for j in group if not j.aborted]
         if not live:
             return
+        if self.closed:  # shut down while the group gathered
+            for j in live:
+                j.post("error", ServerClosing("the server is shutting down"))
+            return
         try:
             comps = self._generate(live)
         except Exception as e:
@@ -152,6 +165,9 @@ class Scheduler:
             for c in mine:
                 c.prompt_index -= at // j.params.n
             at += len(j.limits)
+            if j.aborted and self.closed:  # cut short by the shutdown: not a finished result
+                j.post("error", ServerClosing("the server is shutting down"))
+                continue
             try:
                 j.post("done", [self._output(j, c, k) for k, c in enumerate(mine)])
             except Exception as e:

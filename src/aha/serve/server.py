@@ -61,7 +61,21 @@ def protocol(timeout_s: float) -> type:
     return type("HeadTimeout", (HeadTimeout,), {"timeout_s": timeout_s})
 
 
-def make_server(api: Api, timeout_s: float, log_level: str = "warning") -> uvicorn.Server:
+class Server(uvicorn.Server):
+    """uvicorn's server whose stop (Ctrl-C, SIGTERM, should_exit) first shuts the engine's scheduler down, so
+    requests in flight end with a 503 JSON error (an SSE error event on a stream) at once, instead of being
+    cancelled after uvicorn's graceful-shutdown wait with a plain-text 500."""
+
+    def __init__(self, config: uvicorn.Config, api: Api):
+        super().__init__(config)
+        self.api = api
+
+    def handle_exit(self, sig, frame) -> None:
+        self.api.scheduler.shutdown()
+        super().handle_exit(sig, frame)
+
+
+def make_server(api: Api, timeout_s: float, log_level: str = "warning") -> Server:
     config = uvicorn.Config(
         api.app(),
         http=protocol(timeout_s),
@@ -73,7 +87,7 @@ def make_server(api: Api, timeout_s: float, log_level: str = "warning") -> uvico
         timeout_keep_alive=5,
         timeout_graceful_shutdown=3,
     )
-    return uvicorn.Server(config)
+    return Server(config, api)
 
 
 class AhaServer:
@@ -110,6 +124,7 @@ class AhaServer:
         return self
 
     def stop(self) -> None:
+        self.api.scheduler.shutdown()
         self.server.should_exit = True
         if self.thread is not None:
             self.thread.join(timeout=30)
