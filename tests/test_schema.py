@@ -192,3 +192,10 @@ def test_stop_strings_reach_the_engine_in_training_and_its_evaluation():
     assert cfg.eval.sampling.include_stop_str_in_output
     with pytest.raises(ConfigError, match="sampling.stop"):
         load_config(TrainConfig, None, ["sampling.stop=['']"])
+
+
+@pytest.mark.parametrize("value", ["1e-40", "-1"])
+def test_a_temperature_that_overflows_the_logits_is_refused(value):
+    with pytest.raises(ConfigError, match=r"must be 0 \(greedy\) or >= 1e-5"):
+        load_config(TrainConfig, None, [f"sampling.temperature={value}"])
+    assert load_config(SampleConfig, None, ["sampling.temperature=0"]).sampling.temperature == 0

@@ -174,9 +174,9 @@ class SamplingConfig:
             f"stop strings must be non-empty strings, got {self.stop!r}",
         )
         check(
-            self.temperature >= 0,
+            self.temperature == 0 or self.temperature >= 1e-5,
             "temperature",
-            f"must be >= 0 (0 = greedy), got {self.temperature}",
+            f"must be 0 (greedy) or >= 1e-5 (smaller ones overflow the logits), got {self.temperature}",
         )
         check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
         check(self.top_k >= 0, "top_k", f"must be >= 0 (0 = off), got {self.top_k}")
