@@ -10,6 +10,7 @@ loads a tile in flight). Same split-K GQA kernel as aha.rollout.fast.attention o
 
 --layouts: the engine's layout against HEAD-MAJOR (and TWOH, NOSCALE) at 544 / 2,176 / 4,352 tokens (call A);
 no flag: CONV (fp16 dots: no per-element bf16 conversion) and VT (V pages token-minor) (call B);
+--f8: CONV 3, both dots in e4m3 on Hopper's wgmma (q and p quantized: ~6e-2 error) (call E);
 --stages: deeper pipelines and more warps (call C).
 """
 
@@ -36,7 +37,7 @@ def _deq(x, CONV: tl.constexpr, dt: tl.constexpr):
 
 
 @triton.jit
-def _tile(q, KC, VC, KS, VS, slot, nm, kh, skt, skh, sst, ssh, dd, scale, m_i, l_i, acc,
+def _tile(q, qs, KC, VC, KS, VS, slot, nm, kh, skt, skh, sst, ssh, dd, scale, m_i, l_i, acc,
           QUANT: tl.constexpr, NOSCALE: tl.constexpr, CONV: tl.constexpr, VT: tl.constexpr, KVH: tl.constexpr,
           D: tl.constexpr, PAGE: tl.constexpr):  # fmt: skip
     kv_off = slot[:, None] * skt + kh * skh + dd[None, :]
@@ -47,9 +48,11 @@ def _tile(q, KC, VC, KS, VS, slot, nm, kh, skt, skh, sst, ssh, dd, scale, m_i, l
         v = tl.load(VC + v_off, mask=nm[:, None], other=0.0)
     else:
         v = tl.load(VC + kv_off, mask=nm[:, None], other=0.0)
-    if QUANT:
+    if QUANT and CONV != 3:
         k = _deq(k, CONV, q.dtype)
     s = tl.dot(q, tl.trans(k))
+    if CONV == 3:  # q as e4m3 over its row scale: both operands fp8
+        s = s * qs[:, None]
     if QUANT and CONV == 2:
         s = s * 256.0
     if QUANT and not NOSCALE:
@@ -59,7 +62,12 @@ def _tile(q, KC, VC, KS, VS, slot, nm, kh, skt, skh, sst, ssh, dd, scale, m_i, l
     alpha = tl.exp(m_i - m_new)
     p = tl.exp(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    if QUANT:
+    if CONV == 3:  # p * v_scale over the tile's largest scale, as e4m3 of [0, 448]
+        vsc = tl.load(VS + slot * sst + kh * ssh, mask=nm, other=0.0)
+        vmax = tl.maximum(tl.max(vsc, 0), 1e-30)
+        p8 = (p * (vsc * (448.0 / vmax))[None, :]).to(tl.float8e4nv)
+        pv = tl.dot(p8, v) * (vmax / 448.0)
+    elif QUANT:
         v = _deq(v, CONV, q.dtype)
         if NOSCALE:
             pv = tl.dot(p.to(v.dtype), v)
@@ -102,7 +110,12 @@ def attn(Q, KC, VC, KS, VS, BT, LENS, MO, ML, scale, sqb, sqh, skt, skh, sst, ss
     gm = g < G
     h0 = kh * G + g
     q0 = tl.load(Q + b * sqb + h0[:, None] * sqh + dd[None, :], mask=gm[:, None], other=0.0)
-    if QUANT and CONV > 0:
+    qs0 = tl.full([BLOCK_G], 1.0, tl.float32)
+    if QUANT and CONV == 3:
+        qf = q0.to(tl.float32)
+        qs0 = tl.maximum(tl.max(tl.abs(qf), 1), 1e-30) / 448.0
+        q0 = (qf / qs0[:, None]).to(tl.float8e4nv)
+    elif QUANT and CONV > 0:
         q0 = q0.to(tl.float16)
     m0 = tl.full([BLOCK_G], float("-inf"), tl.float32)
     l0 = tl.zeros([BLOCK_G], tl.float32)
@@ -110,7 +123,12 @@ def attn(Q, KC, VC, KS, VS, BT, LENS, MO, ML, scale, sqb, sqh, skt, skh, sst, ss
     if TWOH:
         h1 = G + g
         q1 = tl.load(Q + b * sqb + h1[:, None] * sqh + dd[None, :], mask=gm[:, None], other=0.0)
-        if QUANT and CONV > 0:
+        qs1 = tl.full([BLOCK_G], 1.0, tl.float32)
+        if QUANT and CONV == 3:
+            qf1 = q1.to(tl.float32)
+            qs1 = tl.maximum(tl.max(tl.abs(qf1), 1), 1e-30) / 448.0
+            q1 = (qf1 / qs1[:, None]).to(tl.float8e4nv)
+        elif QUANT and CONV > 0:
             q1 = q1.to(tl.float16)
         m1 = tl.full([BLOCK_G], float("-inf"), tl.float32)
         l1 = tl.zeros([BLOCK_G], tl.float32)
@@ -120,10 +138,10 @@ def attn(Q, KC, VC, KS, VS, BT, LENS, MO, ML, scale, sqb, sqh, skt, skh, sst, ss
         nm = n < end
         page = tl.load(BT + b * sbt + n // PAGE, mask=nm, other=0).to(tl.int64)
         slot = page * PAGE + n % PAGE
-        m0, l0, a0 = _tile(q0, KC, VC, KS, VS, slot, nm, kh, skt, skh, sst, ssh, dd, scale, m0, l0, a0,
+        m0, l0, a0 = _tile(q0, qs0, KC, VC, KS, VS, slot, nm, kh, skt, skh, sst, ssh, dd, scale, m0, l0, a0,
                            QUANT, NOSCALE, CONV, VT, KVH, D, PAGE)  # fmt: skip
         if TWOH:
-            m1, l1, a1 = _tile(q1, KC, VC, KS, VS, slot, nm, 1, skt, skh, sst, ssh, dd, scale, m1, l1, a1,
+            m1, l1, a1 = _tile(q1, qs1, KC, VC, KS, VS, slot, nm, 1, skt, skh, sst, ssh, dd, scale, m1, l1, a1,
                                QUANT, NOSCALE, CONV, VT, KVH, D, PAGE)  # fmt: skip
     _store(MO, ML, b, h0, gm, dd, sp, NHT, m0, l0, a0, D, SPLITS)
     if TWOH:
@@ -168,7 +186,7 @@ def run(q, k, v, ks, vs, bt, lens, page, cfg):
         q, k, v, ks if quant else q, vs if quant else q, bt, lens, mo, ml, D**-0.5,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), ks.stride(0) if quant else 0,
         ks.stride(1) if quant else 0, bt.stride(0), NH,
-        G=G, BLOCK_G=max(16, triton.next_power_of_2(G)), D=D, PAGE=page, BLOCK_N=BN, SPLITS=splits,
+        G=G, BLOCK_G=64 if conv == 3 else max(16, triton.next_power_of_2(G)), D=D, PAGE=page, BLOCK_N=BN, SPLITS=splits,
         QUANT=quant, NOSCALE=bool(noscale), TWOH=bool(twoh), CONV=conv, VT=bool(vt), KVH=KVH, num_warps=warps, num_stages=stages,
     )  # fmt: skip
     _merge_kernel[(B, NH)](mo, ml, out, out.stride(0), out.stride(1), NH=NH, D=D, BLOCK_D=D, SPLITS=splits)
@@ -196,7 +214,7 @@ def reference(q, k, v, ks, vs, bt, lens, page):
 
 
 def check():
-    for quant, hm, twoh, conv, vt in itertools.product((False, True), (False, True), (0, 1), (0, 1, 2), (0, 1)):
+    for quant, hm, twoh, conv, vt in itertools.product((False, True), (False, True), (0, 1), (0, 1, 2, 3), (0, 1)):
         if conv and not quant or vt and hm:
             continue
         args = make(2, 70, 4, 2, 16, 16, "cpu", 0, quant, hm)
@@ -204,7 +222,7 @@ def check():
         got = run(*(to_vt(args, 16) if vt else args), 16, (32, 4, 1, 2, twoh, 0, conv, vt)).double()
         err = ((got - ref).norm() / ref.norm()).item()
         print("quant", quant, "head-major", hm, "twoh", twoh, "conv", conv, "vt", vt, f"{err:.2e}")
-        assert err < 1e-2
+        assert err < (8e-2 if conv == 3 else 1e-2)
 
 
 def gtime(fn):
@@ -232,7 +250,9 @@ def bench():
             ref = reference(*cases[0], page)
             vts = [to_vt(c, page) for c in cases]
             nbytes = B * L * KVH * D * 2 * (1 if quant else 2)
-            if quant:
+            if quant and "--f8" in sys.argv:  # call E: fp8 tensor-core dots (wgmma) against the engine's
+                grid = itertools.product((64, 128), (4,), (2, 3), (4, 8), (0,), (0,), (0, 3), (0, 1))
+            elif quant:
                 grid = itertools.product((64, 128), (4,), (1, 2, 3), (4, 8), (0,), (0,), (0, 1), (0, 1))
             else:
                 grid = itertools.product((64,), (4,), (2, 3), (4,), (0,), (0,), (0,), (0, 1))
