@@ -301,3 +301,54 @@ def test_a_reward_that_applies_to_no_row_is_said_once():
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # said once per run
             runner.score(["x"] * 3, rows)
+
+
+def test_reward_functions_written_for_trl_run_as_they_are():
+    """TRL calls reward functions by keyword, f(prompts=, completions=, completion_ids=, **columns), and gives
+    conversational rows (a message-list prompt) message-list completions: aha does the same."""
+    chat = [{"role": "user", "content": "What is 3 + 4?"}]
+    rows = [{"prompt": chat, "solution": "7"}, {"prompt": "3 + 4 =", "solution": "8"}]
+    comps = ["<think>3 + 4</think><answer>7</answer>", "seven"]
+    with RewardRunner([("reward_fns:trl_prompts_and_ids", 1.0)], num_workers=1) as r:
+        res = r.score(comps, rows, completion_ids=[[5, 6, 7], [8]])
+    # 3 ids + 0.5 (message-list prompt) + 1 (solution 7); 1 id, a string prompt, solution 8
+    assert res.scores[:, 0].tolist() == [4.5, 1.0]
+    with RewardRunner([("reward_fns:trl_think_format", 1.0)], num_workers=1) as r:
+        res = r.score(comps, [rows[0], rows[0]])  # conversational rows: message-list completions
+    assert res.scores[:, 0].tolist() == [1.0, 0.0] and res.metrics["reward/errors"] == 0.0
+
+
+def test_a_keyword_called_reward_that_hangs_costs_only_its_item(no_leaks):
+    with RewardRunner([("reward_fns:trl_hang_on_loop", 1.0)], timeout=1.0, num_workers=1) as r:
+        res = r.score(["ok", "LOOP", "fine"], [{}, {}, {}])
+    assert res.scores[:, 0].tolist() == [1.0, 0.0, 1.0] and res.metrics["reward/timeouts"] == 1.0
+
+
+def trl_style_local(completions, **kwargs):  # a test-module function: workers import it by its path
+    return [float(len(c)) for c in completions]
+
+
+def test_a_function_is_taken_as_a_reward_by_its_import_path():
+    """TRL's reward_funcs=[fn]: RewardRunner([(fn, weight)]) takes the function (it raised a TypeError)."""
+    with RewardRunner([(trl_style_local, 1.0)], num_workers=0) as r:
+        assert r.score(["ab", "abc"], [{}, {}]).scores[:, 0].tolist() == [2.0, 3.0]
+    with pytest.raises(ValueError, match="define it at the top level of a module"):
+        RewardRunner([(lambda completions: [1.0] * len(completions), 1.0)])
+
+
+def test_a_reward_module_in_the_working_folder_is_found(tmp_path, monkeypatch):
+    """`aha train ... rewards.funcs=[{name: 'myrewards:f'}]` next to myrewards.py: the `aha` command (unlike
+    `python -m`) has no working folder on sys.path; the folder is appended (installed packages first)."""
+    import sys
+
+    from aha.rewards.registry import get_reward
+
+    (tmp_path / "myrewards_cwd.py").write_text(
+        "def f(completions, **kw):\n    return [1.0] * len(completions)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert get_reward("myrewards_cwd:f")(["a"]) == [1.0]
+    assert sys.path[-1] == str(tmp_path)
+    with pytest.raises(ValueError, match="cannot import reward 'not_here_at_all:f'"):
+        get_reward("not_here_at_all:f")

@@ -144,7 +144,26 @@ def check_reward(name: str, task, key: str) -> None:
     try:
         get_reward(name)
     except ValueError as e:
-        raise ConfigError(key, str(e)) from None
+        message = str(e)
+        if message.startswith("unknown reward"):
+            message = message.replace("valid: ", "valid: accuracy (the task's verifier), ", 1)
+            if name in PEER_REWARDS:
+                message += f"; {PEER_REWARDS[name]}"
+        raise ConfigError(key, message) from None
+
+
+# open-r1 / TRL reward names -> what aha calls them (their functions also run as given: 'module:function')
+PEER_REWARDS = {
+    "accuracy_reward": "aha's is accuracy",
+    "format_reward": "aha's is format",
+    "tag_count_reward": "aha's is tag",
+    "tag_count": "aha's is tag",
+    "think_format_reward": "aha's is format",
+    "soft_overlong_punishment": "aha has it as a config key: algorithm.overlong_penalty",
+    "len_reward": "no built-in; open-r1's function runs as 'module:len_reward' from your copy of it",
+    "reasoning_steps_reward": "no built-in; open-r1's function runs as 'module:reasoning_steps_reward'",
+    "code_reward": "aha's is code (a sandbox runs the row's tests)",
+}
 
 
 def check_sft_data(data, at) -> None:

@@ -53,9 +53,13 @@ def render_prompt(
     system = SYSTEMS.get(system, system)
     if template == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
-                "template 'chat' needs a tokenizer with a chat template; pass tokenizer=..., or use "
-                "template 'r1-zero' / 'plain' for base models"
+            from ..config import ConfigError  # a ValueError: a one-line error through the CLI
+
+            what = "this model's tokenizer has none" if tokenizer is not None else "none was given"
+            raise ConfigError(
+                "",
+                f"template 'chat' needs a tokenizer with a chat template ({what}); for a base model "
+                "set the template to r1-zero or plain (task.template=, data.template= for SFT)",
             )
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": question}

@@ -12,6 +12,7 @@ processes can import any registered function by its path.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 from collections.abc import Callable
 
@@ -49,6 +50,7 @@ def register_reward(name: str, *, in_process: bool = False):
 
 def _import(path: str) -> Callable:
     module_name, _, attr = path.partition(":")
+    _find_in_cwd(module_name)
     try:
         obj = importlib.import_module(module_name)
         for part in attr.split("."):
@@ -61,6 +63,20 @@ def _import(path: str) -> Callable:
     if not callable(obj):
         raise ValueError(f"reward {path!r} is not callable; point 'module:function' at a function")
     return obj
+
+
+def _find_in_cwd(module_name: str) -> None:
+    """A module in the working folder (myrewards.py next to the data) is found as `python script.py` would
+    find it: the folder goes at the end of sys.path (installed packages keep precedence), which the reward
+    workers inherit. The `aha` command, unlike `python -m`, does not put it there."""
+    import os
+    import sys
+
+    cwd = os.getcwd()
+    top = module_name.split(".")[0]
+    if cwd not in sys.path and "" not in sys.path and importlib.util.find_spec(top) is None:
+        if os.path.exists(os.path.join(cwd, top + ".py")) or os.path.isdir(os.path.join(cwd, top)):
+            sys.path.append(cwd)
 
 
 def reward_path(name: str) -> str:

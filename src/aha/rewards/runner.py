@@ -10,8 +10,12 @@ per-item timeout. A timed-out or failing item scores 0 and is counted in metrics
 ["reward/errors"]; the first error message of each reward is also issued as a warning.
 
 User rewards are batch style, f(completions, **row_fields_as_lists) -> list[float | None]; they get chunks of
-at most USER_CHUNK items, each call with a budget of `timeout` seconds; a chunk that times out (or kills its
-worker) is retried one item at a time, so only the items that really hang score 0.
+at most USER_CHUNK items (consecutive completions: one group when G = 8), each call with a budget of `timeout`
+seconds; a chunk that times out (or kills its worker) is retried one item at a time, so only the items that
+really hang score 0. TRL's reward functions run as they are: a function with a `completions` parameter is
+called with keywords, as TRL's trainer calls it, `f(prompts=..., completions=..., completion_ids=...,
+**columns)` (prompts and completion_ids when it takes them), and on rows whose `prompt` column is a list of
+chat messages (TRL's conversational format) each completion is `[{"role": "assistant", "content": text}]`.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ class RewardSpec:
         default_factory=dict
     )  # fixed options, e.g. {"lang": "zh"}; row fields override
     timeout: float | None = None  # per-item seconds for this reward; None: the runner's
+
+    def __post_init__(self):
+        if callable(self.name):  # a function, as TRL's reward_funcs=[fn]: by its import path
+            self.name = function_path(self.name)
 
 
 @dataclass
@@ -104,22 +112,40 @@ class RewardRunner:
         return kwargs if required <= kwargs.keys() else None
 
     def _batch_jobs(
-        self, f: int, completions: list[str], rows: list[dict]
+        self, f: int, completions: list[str], rows: list[dict], ids: list | None = None
     ) -> list[tuple[list[int], tuple, dict]]:
         fn = self.fns[f]
         params = inspect.signature(fn).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        takes = lambda k: takes_any or k in params
+        named = "completions" in params  # TRL's call: everything by keyword
         keys = sorted({k for r in rows for k in r} | set(self.specs[f].kwargs))
-        keys = [k for k in keys if takes_any or k in params]
+        keys = [k for k in keys if takes(k) and not (named and k in TRL_ARGS)]
+        # TRL's conversational format: a message-list prompt gets message-list completions
+        texts = [
+            [{"role": "assistant", "content": c}] if _is_chat(r.get("prompt")) else c
+            for c, r in zip(completions, rows)
+        ]
         jobs = []
         for start in range(0, len(completions), USER_CHUNK):
             idx = list(range(start, min(start + USER_CHUNK, len(completions))))
             kwargs = {k: [rows[i].get(k, self.specs[f].kwargs.get(k)) for i in idx] for k in keys}
-            jobs.append((idx, ([completions[i] for i in idx],), kwargs))
+            if not named:
+                jobs.append((idx, ([texts[i] for i in idx],), kwargs))
+                continue
+            kwargs["completions"] = [texts[i] for i in idx]
+            if takes("prompts"):
+                kwargs["prompts"] = [rows[i].get("prompt", rows[i].get("question")) for i in idx]
+            if ids is not None and takes("completion_ids"):
+                kwargs["completion_ids"] = [list(ids[i]) for i in idx]
+            jobs.append((idx, (), kwargs))
         return jobs
 
     # ---- scoring ----------------------------------------------------------------------------------------------
-    def score(self, completions: list[str], rows: list[dict]) -> RewardResult:
+    def score(
+        self, completions: list[str], rows: list[dict], completion_ids: list | None = None
+    ) -> RewardResult:
+        """completion_ids: each completion's token ids, for user rewards that take them (TRL's argument)."""
         from aha.rewards.pool import Job, WorkerPool
 
         if len(completions) != len(rows):
@@ -133,8 +159,11 @@ class RewardRunner:
         remote: list[tuple[int, list[int], Job]] = []  # (f, item indices, job)
         for f, spec in enumerate(self.specs):
             if is_batch(spec.name):
-                for idx, args, kwargs in self._batch_jobs(f, completions, rows):
-                    remote.append((f, idx, Job(self.paths[f], args, kwargs, self.budgets[f])))
+                for idx, args, kwargs in self._batch_jobs(f, completions, rows, completion_ids):
+                    if self.num_workers == 0:  # debugging: in this process, no timeout
+                        self._store(scores, counts, f, idx, _call(self.fns[f], args, kwargs))
+                    else:
+                        remote.append((f, idx, Job(self.paths[f], args, kwargs, self.budgets[f])))
                 continue
             applied = 0
             for i, (c, row) in enumerate(zip(completions, rows)):
@@ -242,11 +271,33 @@ def _stuck(outcome: tuple) -> bool:
 
 
 def _single(job, pos: int, timeout: float):
-    """Item `pos` of a batch job, as a batch job of one."""
+    """Item `pos` of a batch job, as a batch job of one (every argument is a per-item list)."""
     from aha.rewards.pool import Job
 
-    return Job(
-        job.name, ([job.args[0][pos]],), {k: [v[pos]] for k, v in job.kwargs.items()}, timeout
+    args = tuple([a[pos]] for a in job.args)
+    return Job(job.name, args, {k: [v[pos]] for k, v in job.kwargs.items()}, timeout)
+
+
+def function_path(fn) -> str:
+    """A reward function -> "module:qualname", the name worker processes import it by."""
+    module, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or "<" in qual:
+        raise ValueError(
+            f"reward {fn!r} cannot be imported by a worker process (a lambda or a function defined "
+            "inside another); define it at the top level of a module and pass it, or 'module:function'"
+        )
+    return f"{module}:{qual}"
+
+
+# the arguments TRL's trainer passes itself (not dataset columns)
+TRL_ARGS = ("prompts", "completions", "completion_ids")
+
+
+def _is_chat(value) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and "role" in m for m in value)
     )
 
 

@@ -169,7 +169,11 @@ def run_chunk(cfg: SampleConfig, engine, tokenizer, runner, chunk, data, source:
     comps = engine.generate(
         [tokenizer(x, add_special_tokens=False).input_ids for x in texts], params
     )
-    scored = runner.score([c.text for c in comps], [rows[c.prompt_index] for c in comps])
+    scored = runner.score(
+        [c.text for c in comps],
+        [rows[c.prompt_index] for c in comps],
+        completion_ids=[c.token_ids for c in comps],
+    )
     kept = []
     stats = {"prompts": len(chunk), "samples": len(comps), "kept": 0, "prompts_kept": 0}
     for p, (i, row) in enumerate(zip(chunk, rows)):

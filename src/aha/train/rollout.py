@@ -103,7 +103,9 @@ class Rollout:
             comps = self.generate(ids, params, first)
             t1 = time.perf_counter()
             result = self.rewards.score(
-                [c.text for c in comps], [rows[c.prompt_index] for c in comps]
+                [c.text for c in comps],
+                [rows[c.prompt_index] for c in comps],
+                completion_ids=[c.token_ids for c in comps],
             )
             scores, total = result.scores, result.total
             if a.overlong_penalty:
@@ -163,7 +165,9 @@ class Rollout:
         )
         with gathered(self.policy):
             comps = self.engine.generate(ids, params)
-        total = self.rewards.score([c.text for c in comps], rows).total
+        total = self.rewards.score(
+            [c.text for c in comps], rows, completion_ids=[c.token_ids for c in comps]
+        ).total
         if self.cfg.algorithm.overlong_penalty:
             total = np.nan_to_num(total) + self.overlong(comps)
         return np.asarray(total, dtype=np.float64)
