@@ -352,3 +352,17 @@ def test_a_reward_module_in_the_working_folder_is_found(tmp_path, monkeypatch):
     assert sys.path[-1] == str(tmp_path)
     with pytest.raises(ValueError, match="cannot import reward 'not_here_at_all:f'"):
         get_reward("not_here_at_all:f")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_verls_compute_score_runs_as_it_is(workers):
+    """verl's custom_reward_function: compute_score(data_source, solution_str, ground_truth, extra_info), one
+    item a call, ground truth from reward_model.ground_truth as verl's parquet holds it."""
+    rows = [
+        {"data_source": "gsm8k", "reward_model": {"ground_truth": "7"}, "extra_info": {"i": 0}},
+        {"data_source": "dict_source", "reward_model": {"ground_truth": "8"}},
+        {"data_source": "gsm8k", "answer": "9"},
+    ]
+    with RewardRunner([("reward_fns:verl_compute_score", 1.0)], num_workers=workers) as r:
+        res = r.score(["so 7", "so 8", "so 1"], rows)
+    assert res.scores[:, 0].tolist() == [1.5, 1.0, 0.0] and res.metrics["reward/errors"] == 0.0

@@ -116,6 +116,14 @@ class RewardRunner:
     ) -> list[tuple[list[int], tuple, dict]]:
         fn = self.fns[f]
         params = inspect.signature(fn).parameters
+        if {
+            "solution_str",
+            "ground_truth",
+        } <= params.keys():  # verl's compute_score, one item a call
+            return [
+                (idx, (), {"path": self.paths[f], **_verl_items(completions, rows, idx)})
+                for idx in _chunks(len(completions))
+            ]
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         takes = lambda k: takes_any or k in params
         named = "completions" in params  # TRL's call: everything by keyword
@@ -127,8 +135,7 @@ class RewardRunner:
             for c, r in zip(completions, rows)
         ]
         jobs = []
-        for start in range(0, len(completions), USER_CHUNK):
-            idx = list(range(start, min(start + USER_CHUNK, len(completions))))
+        for idx in _chunks(len(completions)):
             kwargs = {k: [rows[i].get(k, self.specs[f].kwargs.get(k)) for i in idx] for k in keys}
             if not named:
                 jobs.append((idx, ([texts[i] for i in idx],), kwargs))
@@ -160,10 +167,13 @@ class RewardRunner:
         for f, spec in enumerate(self.specs):
             if is_batch(spec.name):
                 for idx, args, kwargs in self._batch_jobs(f, completions, rows, completion_ids):
+                    fn, path = self.fns[f], self.paths[f]
+                    if "path" in kwargs:  # verl's compute_score: called item by item by verl_batch
+                        fn, path = verl_batch, VERL_BATCH
                     if self.num_workers == 0:  # debugging: in this process, no timeout
-                        self._store(scores, counts, f, idx, _call(self.fns[f], args, kwargs))
+                        self._store(scores, counts, f, idx, _call(fn, args, kwargs))
                     else:
-                        remote.append((f, idx, Job(self.paths[f], args, kwargs, self.budgets[f])))
+                        remote.append((f, idx, Job(path, args, kwargs, self.budgets[f])))
                 continue
             applied = 0
             for i, (c, row) in enumerate(zip(completions, rows)):
@@ -271,11 +281,53 @@ def _stuck(outcome: tuple) -> bool:
 
 
 def _single(job, pos: int, timeout: float):
-    """Item `pos` of a batch job, as a batch job of one (every argument is a per-item list)."""
+    """Item `pos` of a batch job, as a batch job of one (every argument is a per-item list; verl_batch's
+    `path` is not)."""
     from aha.rewards.pool import Job
 
     args = tuple([a[pos]] for a in job.args)
-    return Job(job.name, args, {k: [v[pos]] for k, v in job.kwargs.items()}, timeout)
+    kwargs = {k: v if k == "path" else [v[pos]] for k, v in job.kwargs.items()}
+    return Job(job.name, args, kwargs, timeout)
+
+
+def _chunks(n: int) -> list[list[int]]:
+    return [list(range(s, min(s + USER_CHUNK, n))) for s in range(0, n, USER_CHUNK)]
+
+
+VERL_BATCH = "aha.rewards.runner:verl_batch"
+
+
+def _verl_items(completions: list[str], rows: list[dict], idx: list[int]) -> dict:
+    """verl's compute_score arguments for items idx: the row's data_source, the completion as solution_str,
+    reward_model.ground_truth (else the row's answer) and extra_info."""
+
+    def truth(row):
+        rm = row.get("reward_model")
+        return (
+            rm["ground_truth"]
+            if isinstance(rm, dict) and "ground_truth" in rm
+            else row.get("answer")
+        )
+
+    return {
+        "data_source": [rows[i].get("data_source") for i in idx],
+        "solution_str": [completions[i] for i in idx],
+        "ground_truth": [truth(rows[i]) for i in idx],
+        "extra_info": [rows[i].get("extra_info") for i in idx],
+    }
+
+
+def verl_batch(path: str, data_source, solution_str, ground_truth, extra_info) -> list:
+    """verl's reward function convention, compute_score(data_source, solution_str, ground_truth, extra_info)
+    -> float or {"score": float, ...}, over a chunk (runs in the reward worker)."""
+    from aha.rewards.registry import get_reward
+
+    fn = get_reward(path)
+    out = []
+    for args in zip(data_source, solution_str, ground_truth, extra_info):
+        v = fn(*args)
+        out.append(v["score"] if isinstance(v, dict) else v)
+    return out
 
 
 def function_path(fn) -> str:
