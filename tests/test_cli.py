@@ -264,12 +264,34 @@ def _commented_inline(cls, key: str) -> bool:
             "algorithm.reward_kl_coef",
         ),
         ("lr=1e-5", "lr", "optim.lr"),  # aha's own key at the wrong depth
+        ("warmup_ratio=0.1", "warmup_ratio", "optim.warmup_steps"),
+        ("use_peft=true", "use_peft", "model.lora"),
+        ("lora_r=8", "lora_r", "model.lora.r"),
+        ("torch_dtype=bfloat16", "torch_dtype", "model.dtype"),
+        ("system_prompt=x", "system_prompt", "task.system"),
     ],
 )
 def test_trl_and_verl_names_give_the_aha_key(override, key, aha_key):
     with pytest.raises(ConfigError) as e:
         load_config(TrainConfig, None, [override])
     assert e.value.key == key and f" {aha_key}" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "override, aha_key",
+    [
+        ("per_device_train_batch_size=4", "batch.micro_batch_size (rows per forward/backward)"),
+        ("gradient_accumulation_steps=2", "batch.batch_size (examples per optimizer step"),
+        ("max_seq_length=512", "data.max_length"),
+    ],
+)
+def test_trl_names_in_aha_sft_give_sfts_keys(override, aha_key):
+    """aha sft reads TRL's batch names as SFT's (they pointed at RL's batch.prompts_per_step)."""
+    from aha.train.sft_config import SFTConfig
+
+    with pytest.raises(ConfigError) as e:
+        load_config(SFTConfig, None, [override])
+    assert f"aha's is {aha_key}" in str(e.value) and "prompts_per_step" not in str(e.value)
 
 
 def test_aliases_are_found_at_any_depth_and_point_at_real_keys():

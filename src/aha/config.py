@@ -178,7 +178,8 @@ def _alias_hint(chain: tuple, key: str, value) -> None:
     leaves = flatten(value, key)
     for cls, at in reversed(chain):  # the innermost config that holds the aha key
         rel = prefix[len(at) :].lstrip(".") if at else prefix
-        hit = lookup([f"{rel}.{leaf}" if rel else leaf for leaf in leaves])
+        sft = chain[0][0].__name__ == "SFTConfig"
+        hit = lookup([f"{rel}.{leaf}" if rel else leaf for leaf in leaves], sft=sft)
         if hit is None:
             continue
         foreign, target, note = hit

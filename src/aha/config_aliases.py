@@ -27,17 +27,15 @@ ALIASES: dict[str, tuple[str, str]] = {
     "top_k": ("sampling.top_k", ""),
     "epsilon": ("algorithm.clip_low", ""),
     "epsilon_high": ("algorithm.clip_high", ""),
-    "delta": (
-        "algorithm.clip_c",
-        "aha's dual clip bounds negative advantages, TRL's two-sided clip differs",
-    ),
+    "delta": ("algorithm.clip_c", "the same upper bound on the ratio for negative advantages"),
     "loss_type": (
         "algorithm.agg",
         "TRL's grpo = seq-mean-token-mean, dapo/bnpo = token-mean, dr_grpo = seq-mean-token-sum-norm",
     ),
     "importance_sampling_level": (
         "algorithm.policy_loss",
-        "TRL's sequence = gspo, token = ppo_clip",
+        "TRL's sequence = gspo, token = ppo_clip; aha's gspo defaults to GSPO's clip 3e-4/4e-4 where TRL "
+        "keeps epsilon=0.2",
     ),
     "num_iterations": ("algorithm.mu", ""),
     "beta": ("algorithm.beta", ""),
@@ -80,7 +78,18 @@ ALIASES: dict[str, tuple[str, str]] = {
     "use_vllm": ("engine", "aha's own fast engine: engine=fast"),
     "max_length": ("data.max_length", "aha sft"),
     "packing": ("data.packing", "aha sft"),
-    "dataset_text_field": ("data.completion_key", "aha sft"),
+    "warmup_ratio": ("optim.warmup_steps", "aha takes steps: warmup_ratio x steps"),
+    "use_peft": ("model.lora", "model.lora={r: 16} turns LoRA on"),
+    "lora_r": ("model.lora.r", ""),
+    "lora_alpha": ("model.lora.alpha", ""),
+    "lora_dropout": ("model.lora.dropout", ""),
+    "lora_target_modules": ("model.lora.target_modules", ""),
+    "torch_dtype": ("model.dtype", ""),
+    "system_prompt": ("task.system", ""),
+    "dataset_text_field": (
+        "data.completion_key",
+        "aha sft trains on prompt/completion or messages rows, not on a plain text column",
+    ),
     # ---- verl (ppo_trainer.yaml): nested names -------------------------------------------------------------
     "actor_rollout_ref.rollout.n": ("sampling.group_size", ""),
     "actor_rollout_ref.rollout.temperature": ("sampling.temperature", ""),
@@ -160,6 +169,17 @@ ALIASES: dict[str, tuple[str, str]] = {
 }
 
 
+# `aha sft` (SFTConfig) reads some of the same TRL names differently: these win there
+SFT_ALIASES: dict[str, tuple[str, str]] = {
+    "per_device_train_batch_size": ("batch.micro_batch_size", "rows per forward/backward"),
+    "gradient_accumulation_steps": (
+        "batch.batch_size",
+        "examples per optimizer step; aha accumulates batch_size / micro_batch_size micro-batches",
+    ),
+    "max_seq_length": ("data.max_length", ""),
+}
+
+
 def flatten(value, prefix: str) -> list[str]:
     """Dotted paths of the leaves under `prefix` (a nested mapping as verl's YAML writes it)."""
     if isinstance(value, dict) and value:
@@ -167,23 +187,24 @@ def flatten(value, prefix: str) -> list[str]:
     return [prefix]
 
 
-def lookup(relative_paths: list[str]) -> tuple[str, str, str] | None:
+def lookup(relative_paths: list[str], sft: bool = False) -> tuple[str, str, str] | None:
     """The first alias among candidate foreign paths -> (foreign key, aha key, note).
 
     A path matches an alias written in full, by its last part (TRL's flat names), or as the tail of a nested
     verl name (`kl_loss_coef` or `actor.kl_loss_coef` for `actor_rollout_ref.actor.kl_loss_coef`): users
     quote verl's leaf names without their section. Tails are matched only when the last part is a
     distinctive snake_case name, so generic leaves (`n`, `lr`, `path`, `enable`) are not guessed at."""
+    table = {**ALIASES, **SFT_ALIASES} if sft else ALIASES
     for path in relative_paths:
         last = path.rsplit(".", 1)[-1]
         for cand in (path, last):
-            if cand in ALIASES:
-                return (path, *ALIASES[cand])
+            if cand in table:
+                return (path, *table[cand])
         if "_" in last:
             for tail in (path, last):
-                hit = next((k for k in ALIASES if k.endswith("." + tail)), None)
+                hit = next((k for k in table if k.endswith("." + tail)), None)
                 if hit is not None:
-                    return (path, *ALIASES[hit])
+                    return (path, *table[hit])
     return None
 
 
