@@ -137,6 +137,11 @@ NAME_CASES = [  # (overrides, the key named, message)
         "cannot import reward 'no_such_module:fn'",
     ),
     (["task.options={seeed: 1}"], "task.options", "seeed"),
+    (
+        ["rewards.funcs=[{name: format, kwargs: {min_thnk_chars: 8}}]"],
+        "rewards.funcs[0].kwargs",
+        "reward 'format' takes no option min_thnk_chars; its options: min_think_chars",
+    ),
 ]
 
 
@@ -238,3 +243,22 @@ def test_sft_bad_rows_are_counted_in_one_line(cli, tmp_path):
         in err[0]
     )
     assert "(7 more bad rows: 3, 4, 5, 6, 7, ...)" in err[0], err
+
+
+def test_reward_options_from_the_config_reach_the_function():
+    """rewards.funcs[].kwargs (it had only name and weight): e.g. the format reward's min_think_chars."""
+    from aha.config import load_config
+    from aha.data import get_task
+    from aha.rewards import RewardRunner
+    from aha.train.config import TrainConfig
+    from aha.train.rollout import reward_specs
+
+    cfg = load_config(
+        TrainConfig, None, ["rewards.funcs=[{name: format, kwargs: {min_think_chars: 50}}]"]
+    )
+    specs = reward_specs(cfg, get_task("chain"))
+    assert specs == [("format", 1.0, {"min_think_chars": 50})]
+    text = "<think>a short thought</think><answer>1</answer>"
+    with RewardRunner(specs, num_workers=0) as strict, RewardRunner([("format", 1.0)]) as plain:
+        assert strict.score([text], [{}]).scores[0, 0] == 0.0  # 15 characters < 50
+        assert plain.score([text], [{}]).scores[0, 0] == 1.0

@@ -43,6 +43,7 @@ def preflight(command: str, cfg) -> None:
         if kind == "RewardsConfig":
             for i, item in enumerate(node.funcs):
                 check_reward(item.name, built, at(f"funcs[{i}].name"))
+                check_reward_kwargs(item.name, item.kwargs, built, at(f"funcs[{i}].kwargs"))
         elif kind == "SampleConfig" and node.verifier != "accuracy":
             check_reward(node.verifier, built, at("verifier"))
         elif kind == "SFTDataConfig" and node.path:
@@ -150,6 +151,28 @@ def check_reward(name: str, task, key: str) -> None:
             if name in PEER_REWARDS:
                 message += f"; {PEER_REWARDS[name]}"
         raise ConfigError(key, message) from None
+
+
+def check_reward_kwargs(name: str, kwargs: dict, task, key: str) -> None:
+    """A built-in reward's options are among its parameters (a typo would be dropped without a word); a
+    'module:function' reward gets the options its signature takes."""
+    from .rewards.registry import get_reward, is_batch, row_params
+
+    if not kwargs:
+        return
+    if name == "accuracy":
+        if task is None:
+            return
+        name = task.accuracy_reward
+    if is_batch(name):
+        return
+    required, optional = row_params(get_reward(name))
+    unknown = sorted(set(kwargs) - required - optional)
+    if unknown:
+        takes = ", ".join(sorted(optional | required)) or "none"
+        raise ConfigError(
+            key, f"reward {name!r} takes no option {', '.join(unknown)}; its options: {takes}"
+        )
 
 
 # open-r1 / TRL reward names -> what aha calls them (their functions also run as given: 'module:function')

@@ -41,6 +41,9 @@ class RewardItem:
     # accuracy (the task's verifier) | format | tag | language | code | ... | module:function
     name: str = "accuracy"
     weight: float = 1.0  # its weight in the summed reward
+    # fixed options of the function, e.g. {lang: zh} (language), {min_think_chars: 8} (format), {allow_unsafe:
+    # true} (code); a row's own field of the same name wins
+    kwargs: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -40,6 +40,14 @@ class RolloutBatch:
     metrics: dict = field(default_factory=dict)
 
 
+def reward_specs(cfg, task) -> list[tuple[str, float, dict]]:
+    """rewards.funcs -> RewardRunner specs (name, weight, options): `accuracy` is the task's verifier."""
+    return [
+        (task.accuracy_reward if r.name == "accuracy" else r.name, r.weight, dict(r.kwargs))
+        for r in cfg.rewards.funcs
+    ]
+
+
 class Rollout:
     def __init__(self, cfg, *, dist, engine, tokenizer, policy, task, stream):
         """cfg: the TrainConfig; policy: the training forward whose weights the engine reads (gathered under
@@ -48,10 +56,7 @@ class Rollout:
         self.policy, self.task, self.stream = policy, task, stream
         # every end id of the model (instruct models list several in their generation config)
         self.stop_ids = list(stop_token_ids(tokenizer, getattr(engine, "model", None)))
-        specs = [
-            (task.accuracy_reward if r.name == "accuracy" else r.name, r.weight)
-            for r in cfg.rewards.funcs
-        ]
+        specs = reward_specs(cfg, task)
         self.reward_names = [r.name for r in cfg.rewards.funcs]
         self.rewards = RewardRunner(
             specs,
