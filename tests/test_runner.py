@@ -121,12 +121,17 @@ def test_user_rewards_none_and_errors():
         res = r.score(comps, rows)
     np.testing.assert_array_equal(res.scores[:, 0], [0.0, np.nan, 1.0])  # None -> does not apply
     np.testing.assert_array_equal(res.total, [0.0, np.nan, 1.0])
+    from aha.rewards.runner import RewardError
+
     for name in ["raises", "wrong_length", "not_a_number"]:
-        with (
-            RewardRunner([(f"reward_fns:{name}", 1.0)]) as r,
-            pytest.warns(RuntimeWarning, match=name),
-        ):
-            res = r.score(comps, rows)
+        with RewardRunner([(f"reward_fns:{name}", 1.0)]) as r:
+            # failing on every completion of the first batch is a broken reward: one line, not zeros
+            with (
+                pytest.warns(RuntimeWarning, match=name),
+                pytest.raises(RewardError, match="failed on all 3 completions of the first batch"),
+            ):
+                r.score(comps, rows)
+            res = r.score(comps, rows)  # later batches: scored 0, counted
         np.testing.assert_array_equal(res.scores[:, 0], [0, 0, 0])
         assert res.metrics["reward/errors"] == 3.0 and res.metrics["reward/timeouts"] == 0.0
 

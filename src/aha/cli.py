@@ -294,8 +294,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .data.read import DataError
     from .models.errors import ModelLoadError
+    from .rewards.runner import RewardError
 
-    errors = (ConfigError, DataError, UsageError, ModelLoadError, FileNotFoundError)
+    errors = (ConfigError, DataError, UsageError, ModelLoadError, FileNotFoundError, RewardError)
     # A server's refusal (`aha eval --endpoint`, `engine=openai`) is already one line: URL, status, message.
     # Only when the client was loaded: its package imports the fast engine (torch).
     transport = sys.modules.get("aha.rollout.openai_client.transport")

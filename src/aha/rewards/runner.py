@@ -32,6 +32,11 @@ from aha.rewards.registry import IN_PROCESS, get_reward, is_batch, reward_path, 
 USER_CHUNK = 8
 
 
+class RewardError(ValueError):
+    """A reward function that cannot work as configured (it failed on a whole first batch): the user's to fix,
+    one line through the CLI."""
+
+
 @dataclass
 class RewardSpec:
     name: str  # registered name or "module:function"
@@ -101,6 +106,7 @@ class RewardRunner:
         self.weights = np.array([float(s.weight) for s in self.specs])
         self._pool = None
         self._warned: set[str] = set()
+        self._scored = False  # the first batch is checked for a reward that fails on all of it
 
     # ---- jobs -------------------------------------------------------------------------------------------------
     def _item_kwargs(self, f: int, row: dict) -> dict | None:
@@ -205,6 +211,9 @@ class RewardRunner:
             for k, ((f, idx, _), outcome) in enumerate(zip(remote + singles, outcomes)):
                 if k not in retry:
                     self._store(scores, counts, f, idx, outcome)
+        if not self._scored and n:
+            self._scored = True
+            self._check_first_batch(counts, n)
         total = np.where(
             np.isnan(scores).all(axis=1), np.nan, np.nansum(scores * self.weights, axis=1)
         )
@@ -215,6 +224,18 @@ class RewardRunner:
             float(counts["errors"]),
         )
         return RewardResult(scores, total, list(self.names), metrics)
+
+    def _check_first_batch(self, counts: dict, n: int) -> None:
+        """A reward that fails on every completion of the first batch is a bug in it or in how it is called
+        (a TRL function on plain-text rows, a wrong signature), not a zero reward to train on: one line."""
+        for f in range(len(self.specs)):
+            failed, first = counts.get(("errors", f), (0, ""))
+            if failed == n:
+                raise RewardError(
+                    f"reward {self.names[f]!r} failed on all {n} completions of the first batch ({first}); "
+                    "a 'module:function' reward is called as f(completions, **columns) -> list (README, "
+                    "Rewards)"
+                )
 
     def _no_fields(self, f: int, rows: list[dict]) -> None:
         """Reward f applies to none of the rows (they lack a field it needs): said once, since a run would
@@ -255,6 +276,8 @@ class RewardRunner:
                 continue
             scores[i, f] = 0.0
             counts["timeouts" if item_kind == "timeout" else "errors"] += 1
+            if item_kind == "error":
+                counts.setdefault(("errors", f), [0, v])[0] += 1
             if item_kind == "error" and self.names[f] not in self._warned:
                 self._warned.add(self.names[f])
                 warnings.warn(
