@@ -108,7 +108,11 @@ def test_aha_eval_of_another_task_or_model_does_not_overwrite_the_last_one():
     assert a == "runs/eval/tiny-base-math500"
     assert out("model.path=tiny-base", "task.name=gsm8k") != a
     assert out("model.path=runs/grpo/checkpoints/step-000060/", "task.name=gsm8k") == (
-        "runs/eval/step-000060-gsm8k"
+        "runs/eval/grpo-step-000060-gsm8k"
+    )
+    # two runs' checkpoints of the same step (a walkthrough's full and LoRA runs) do not share a folder
+    assert out("model.path=r_lora/checkpoints/step-000003", "task.name=gsm8k") != out(
+        "model.path=r_full/checkpoints/step-000003", "task.name=gsm8k"
     )
     assert out("model.path=~/m/SmolLM2 135M.Q4_1.gguf", "task.name=gsm8k") == (
         "runs/eval/SmolLM2_135M.Q4_1-gsm8k"

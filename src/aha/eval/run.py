@@ -95,9 +95,14 @@ class EvalConfig(HeldOutConfig):
 
 
 def default_out(model: str, task: str) -> str:
-    """runs/eval/MODEL-TASK: the model path's last part (step-000060, Qwen2.5-Math-1.5B), path-safe."""
-    name = model.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+    """runs/eval/MODEL-TASK: the model path's last part (Qwen2.5-Math-1.5B), path-safe; a training checkpoint
+    (RUN/checkpoints/step-000060) is named with its run (RUN-step-000060), so two runs' checkpoints of the same
+    step do not share a folder."""
+    parts = model.rstrip("/\\").replace("\\", "/").split("/")
+    name = parts[-1]
     name = name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
+    if len(parts) >= 3 and parts[-2] == "checkpoints":
+        name = f"{parts[-3]}-{name}"
     return f"runs/eval/{re.sub(r'[^A-Za-z0-9._-]+', '_', f'{name}-{task}')}"
 
 
