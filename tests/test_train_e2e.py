@@ -170,3 +170,15 @@ def test_cli_train_runs(tmp_path):
     # resumed to 3: the line says where it started, not "3 steps"
     out = run_cli("steps=3", "resume=true", f"out={tmp_path}")
     assert "done: step 3 (1 step in " in out and "after resuming at step 2)" in out
+
+
+def test_a_resume_that_does_not_fit_the_checkpoint_keeps_the_runs_config(tmp_path):
+    """A resume with other LoRA settings fails in one line naming the changed keys, and config.yaml still
+    describes the checkpoints (it was rewritten with the failed attempt's settings before the load)."""
+    from aha.train.checkpoint import CheckpointMismatch
+
+    train(cfg(tmp_path, "steps=1", "model.lora.r=4", "eval.limit=0"))
+    saved = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(CheckpointMismatch, match=r"config.yaml differs: model.lora.r: 4 -> 8"):
+        train(cfg(tmp_path, "steps=2", "model.lora.r=8", "eval.limit=0", "resume=true"))
+    assert (tmp_path / "config.yaml").read_text() == saved

@@ -61,6 +61,10 @@ from .checkpoint_files import (
 from .dist import Dist
 
 
+class CheckpointMismatch(ConfigError, RuntimeError):
+    """A checkpoint saved by another model or optimizer layout: the user's settings to fix (one line, exit 2)."""
+
+
 @contextlib.contextmanager
 def quiet_single_process():
     """dcp warns on every save and load outside torchrun that it assumes one process: true, and nothing a
@@ -284,9 +288,10 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, log: Callable = 
     # multi-rank traceback (issue 17, item 3a).
     except (Exception, CheckpointException) as e:  # a different model or optimizer layout
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise RuntimeError(
+        raise CheckpointMismatch(
+            "resume",
             f"checkpoint {path} does not match this model/optimizer ({first}); "
-            "resume with the same model.path and LoRA settings"
+            "resume with the same model.path and LoRA settings",
         ) from None
     if "model" in state:
         set_model_state_dict(model, model_sd)

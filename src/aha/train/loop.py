@@ -187,8 +187,17 @@ class TrainLoop:
                 changed = config_changes(yaml.safe_load(config.read_text()) or {}, to_dict(cfg))
                 if changed:
                     self.print(f"resume: the config changed since the run started: {changed}")
-            config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        self.maybe_resume()
+                    self.resume_changes = changed
+        try:
+            self.maybe_resume()
+        except ckpt.CheckpointMismatch as e:  # config.yaml still describes the checkpoints
+            more = getattr(self, "resume_changes", "")
+            hint = f" (the run's config.yaml differs: {more})" if more else ""
+            raise ckpt.CheckpointMismatch("resume", e.message + hint) from None
+        if (
+            self.dist.is_main
+        ):  # written once the checkpoint took: a failed resume leaves the run's own
+            (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.first_step = self.step  # a resumed run starts past 0
         self.oom.watch([opt for _, opt in self.guarded()])
         if self.step == 0 and cfg.eval.enabled:
