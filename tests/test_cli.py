@@ -410,6 +410,6 @@ def test_ctrl_c_outside_a_training_step_is_one_line(monkeypatch, capsys, tmp_pat
     assert main([*argv, "steps=1", "eval.limit=2", "logging.progress=false"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "aha train: interrupted (Ctrl-C); checkpoints already saved are kept: rerun with resume=true "
-        "to continue from the last one"
+        "aha train: interrupted (Ctrl-C); rerun with resume=true to continue from the last checkpoint "
+        "saved (none yet: from step 0)"
     ]

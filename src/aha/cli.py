@@ -69,8 +69,8 @@ EVAL_FLAGS = {
 }
 DEMO_SWITCHES = ("--quick", "--gpu", "--recheck")
 INTERRUPTED = {  # what a rerun does after a Ctrl-C outside a training step
-    "train": "; checkpoints already saved are kept: rerun with resume=true to continue from the last one",
-    "sft": "; checkpoints already saved are kept: rerun with resume=true to continue from the last one",
+    "train": "; rerun with resume=true to continue from the last checkpoint saved (none yet: from step 0)",
+    "sft": "; rerun with resume=true to continue from the last checkpoint saved (none yet: from step 0)",
     "pipeline": "; finished stages are kept: rerun the same command to resume",
     "sample": "; rows already written are kept: rerun the same command to continue",
     "eval": "; rerun the same command to evaluate again",
