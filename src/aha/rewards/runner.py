@@ -102,6 +102,11 @@ class RewardRunner:
         ]
         self.paths = [reward_path(s.name) for s in self.specs]  # workers import rewards by path
         self.budgets = [s.timeout or self.timeout for s in self.specs]
+        # user rewards in verl's convention, compute_score(data_source, solution_str, ground_truth, extra_info)
+        self.verl = [
+            is_batch(s.name) and VERL_PARAMS <= inspect.signature(fn).parameters.keys()
+            for s, fn in zip(self.specs, self.fns)
+        ]
         self.names = _unique([s.name for s in self.specs])
         self.weights = np.array([float(s.weight) for s in self.specs])
         self._pool = None
@@ -122,10 +127,7 @@ class RewardRunner:
     ) -> list[tuple[list[int], tuple, dict]]:
         fn = self.fns[f]
         params = inspect.signature(fn).parameters
-        if {
-            "solution_str",
-            "ground_truth",
-        } <= params.keys():  # verl's compute_score, one item a call
+        if self.verl[f]:  # verl's compute_score, one item a call through verl_batch
             return [
                 (idx, (), {"path": self.paths[f], **_verl_items(completions, rows, idx)})
                 for idx in _chunks(len(completions))
@@ -174,7 +176,7 @@ class RewardRunner:
             if is_batch(spec.name):
                 for idx, args, kwargs in self._batch_jobs(f, completions, rows, completion_ids):
                     fn, path = self.fns[f], self.paths[f]
-                    if "path" in kwargs:  # verl's compute_score: called item by item by verl_batch
+                    if self.verl[f]:  # verl's compute_score: called item by item by verl_batch
                         fn, path = verl_batch, VERL_BATCH
                     if self.num_workers == 0:  # debugging: in this process, no timeout
                         self._store(scores, counts, f, idx, _call(fn, args, kwargs))
@@ -318,6 +320,7 @@ def _chunks(n: int) -> list[list[int]]:
 
 
 VERL_BATCH = "aha.rewards.runner:verl_batch"
+VERL_PARAMS = {"solution_str", "ground_truth"}
 
 
 def _verl_items(completions: list[str], rows: list[dict], idx: list[int]) -> dict:
