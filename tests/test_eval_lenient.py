@@ -117,9 +117,8 @@ def test_overlong_prompts_are_skipped_and_counted(tok):
     assert [s["problem"] for s in res.samples] == [0, 0, 2, 2] and res.metrics["pass1"] == 0.5
     assert all(n + m <= context for n, m in engine.prompt_lengths)
     assert any("1 of 3 prompts skipped" in line for line in lines)
-    assert (
-        "eval: sampling 2 problems x 2" in lines
-    )  # the progress counts the problems really sampled
+    # the progress counts the problems really sampled
+    assert "eval: sampling 2 problems x 2" in lines
     assert not any("->" in line for line in lines)  # max_new_tokens unchanged: not said to change
     assert "1 skipped: prompt too long" in res.summary()
     # the training loop's held-out eval: the note once, not as the heartbeat's status

@@ -60,9 +60,8 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | tupl
     `a.b=value` overrides -> validated instance of dataclass `cls`."""
     data: dict = {}
     if path is not None:
-        from .recipes import (
-            resolve,
-        )  # a recipe name finds the package's copy: a wheel has no configs/ folder
+        # a recipe name finds the package's copy: a wheel has no configs/ folder
+        from .recipes import resolve
 
         data = read_config(resolve(path))
     for item in overrides:

@@ -120,9 +120,8 @@ def parse(body: Any, chat: bool) -> GenRequest:
     r.model = _str("model", g("model"), optional=True)
     r.n = _int("n", g("n", 1), 1, None)
     r.temperature = _num("temperature", g("temperature", 1.0), 0.0)
-    if (
-        r.temperature < GREEDY_BELOW
-    ):  # logits / 1e-40 overflow: as vLLM, such a temperature is greedy
+    # logits / 1e-40 overflow: as vLLM, such a temperature is greedy
+    if r.temperature < GREEDY_BELOW:
         r.temperature = 0.0
     r.top_p = _num("top_p", g("top_p", 1.0), 0.0, 1.0, open_lo=True)
     top_k = _int("top_k", g("top_k", 0), -1, None)

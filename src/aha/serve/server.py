@@ -62,9 +62,9 @@ def protocol(timeout_s: float) -> type:
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server whose stop (Ctrl-C, SIGTERM, should_exit) first shuts the engine's scheduler down, so
-    requests in flight end with a 503 JSON error (an SSE error event on a stream) at once, instead of being
-    cancelled after uvicorn's graceful-shutdown wait with a plain-text 500."""
+    """uvicorn's server whose stop (Ctrl-C, SIGTERM; AhaServer.stop does the same) first shuts the engine's
+    scheduler down, so requests in flight end with a 503 JSON error (an SSE error event on a stream) at once,
+    instead of being cancelled after uvicorn's graceful-shutdown wait with a plain-text 500."""
 
     def __init__(self, config: uvicorn.Config, api: Api):
         super().__init__(config)
