@@ -10,8 +10,10 @@ Layout: RUN/checkpoints/step-000050/
 
 The weights are stored once. In one process without LoRA the Hugging Face safetensors hold exactly the live
 parameters, so state/ holds only the optimizer and resume reads the weights from the safetensors
-(state.json "weights": "hf"). Under torchrun (sharded state that must reshard) or with LoRA (base + adapter
-apart) state/ holds the weights as well ("weights": "state"). `save_optimizer=False` (checkpoint.save_optimizer)
+(state.json "weights": "hf"). Under torchrun (sharded state that must reshard) state/ holds the weights as well
+("weights": "state"); with LoRA in one process it holds only the trainable ones, the adapters ("weights":
+"trainable"): the frozen base is model.path's, which a resume loads anyway (the SmolLM2-135M state/ went from
+664 MB to the adapter's few MB). `save_optimizer=False` (checkpoint.save_optimizer)
 leaves AdamW's state out: for bf16 weights with fp32 master, exp_avg and exp_avg_sq that is 14 of the 16
 bytes per parameter; resuming from such a checkpoint restarts AdamW's moments (said in one line).
 
@@ -161,6 +163,9 @@ def save_checkpoint(
     )  # else the sharded/adapter weights go to state/ too
     # The resumable state first: save_pretrained may re-tie parameters of the model it is given.
     model_sd, optim_sd = get_state_dict(model, optimizer)
+    trainable_only = lora and not dist.enabled
+    if trainable_only:  # the frozen base is model.path's: the adapters are what a resume needs
+        model_sd = _trainable(model, model_sd)
     w_bytes, o_bytes = tensor_bytes(model_sd), tensor_bytes(optim_sd) if save_optimizer else 0
     needed = w_bytes * (1 if weights_in_hf else 2) + o_bytes + SLACK_BYTES
     old = [p for p in list_checkpoints(run_dir) if p != final]
@@ -228,7 +233,7 @@ def save_checkpoint(
         info = {
             "step": step,
             "world_size": dist.world,
-            "weights": "hf" if weights_in_hf else "state",
+            "weights": "hf" if weights_in_hf else "trainable" if trainable_only else "state",
         }
         info |= {"optimizer": save_optimizer, **extra}
         (tmp / "state.json").write_text(json.dumps(info, indent=1))
@@ -270,11 +275,20 @@ def latest_checkpoint(
     return None
 
 
+def _trainable(model, state_dict: dict) -> dict:
+    """The entries of the parameters that train (LoRA's adapters), by their names in the state dict."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in state_dict.items() if k in names}
+
+
 def load_checkpoint(path: Path, *, model, optimizer, scheduler, log: Callable = print) -> dict:
     """Restore weights, optimizer, scheduler and RNG in place (any number of ranks); returns state.json."""
     info = json.loads((path / "state.json").read_text())
     hf_weights, with_optim = info.get("weights") == "hf", info.get("optimizer", True)
     model_sd, optim_sd = get_state_dict(model, optimizer)
+    trainable_only = info.get("weights") == "trainable"
+    if trainable_only:  # the frozen base weights are the ones model.path loaded
+        model_sd = _trainable(model, model_sd)
     state = ({} if hf_weights else {"model": model_sd}) | (
         {"optim": optim_sd} if with_optim else {}
     )
@@ -294,7 +308,7 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, log: Callable = 
             "resume with the same model.path and LoRA settings",
         ) from None
     if "model" in state:
-        set_model_state_dict(model, model_sd)
+        set_model_state_dict(model, model_sd, options=StateDictOptions(strict=not trainable_only))
     if with_optim:
         set_optimizer_state_dict(model, optimizer, optim_sd)
     else:  # get_state_dict above initialised it (fp32 masters of the old weights): start it afresh
