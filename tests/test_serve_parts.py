@@ -262,3 +262,15 @@ def test_a_reply_cut_by_max_tokens_has_no_half_character():
     assert whole_text(cut) == "hi \U0001f30d"
     done = Completion(0, [1, 2], [0.0, 0.0], "a \ufffd", "stop")
     assert whole_text(done) == "a \ufffd"
+
+
+def test_threads_flag_sets_the_config_and_is_checked():
+    """`aha serve MODEL --threads 1` (a shared CPU; train and eval have model.threads)."""
+    from aha.cli_args import flags_to_overrides, split_args
+    from aha.config import ConfigError, load_config
+    from aha.serve.cli import FLAGS, ServeConfig
+
+    model, overrides = split_args(flags_to_overrides(["tiny-base", "--threads", "1"], FLAGS))
+    assert load_config(ServeConfig, None, [f"model={model}", *overrides]).threads == 1
+    with pytest.raises(ConfigError, match="threads"):
+        load_config(ServeConfig, None, ["threads=0"])

@@ -26,10 +26,11 @@ FLAGS = {
     "--dtype": "dtype",
     "--device": "device",
     "--engine": "engine",
+    "--threads": "threads",
 }
 USAGE = (
     "usage: aha serve MODEL [--port 8000] [--host 127.0.0.1] [--served-model-name NAME] [--api-key KEY] "
-    "[--max-model-len N] [--chat-template FILE] [key=value ...]"
+    "[--max-model-len N] [--chat-template FILE] [--threads N] [key=value ...]"
 )
 
 
@@ -52,6 +53,8 @@ class ServeConfig:
     max_body_mb: float = 32.0  # larger request bodies are refused (413)
     timeout_s: float = 30.0  # deadline for a request's head and body (then closed / 408)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "warning"  # uvicorn's
+    # CPU threads of torch's intra-op pool (null = torch's default, all cores; 1 on a shared machine)
+    threads: int | None = None
 
     def __post_init__(self):
         check(0 <= self.port < 65536, "port", f"must be in [0, 65535], got {self.port}")
@@ -61,6 +64,7 @@ class ServeConfig:
         check(self.max_sequences >= 1, "max_sequences", "must be >= 1")
         check(self.max_body_mb > 0, "max_body_mb", "must be > 0")
         check(self.timeout_s > 0, "timeout_s", "must be > 0")
+        check(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
 
 
 def default_name(model: str) -> str:
@@ -126,6 +130,10 @@ def cmd_serve(args: list[str]) -> int:
         from .app import Api
         from .server import BACKLOG, make_server
 
+        if cfg.threads is not None:
+            import torch
+
+            torch.set_num_threads(cfg.threads)
         m, tok = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
         m.eval()
         limit = getattr(m.config, "max_position_embeddings", None)
