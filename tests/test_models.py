@@ -170,9 +170,10 @@ def test_lora_reference_is_base_model(tmp_path):
     assert torch.allclose(off, plain) and not torch.allclose(on, off)
 
 
-def test_lora_and_checkpointing_train_and_resume(tmp_path):
+def lora_run(tmp_path) -> list[str]:
+    """Overrides of a LoRA GRPO run on a saved tiny model (saved here)."""
     save_tiny(tmp_path / "m")
-    common = [
+    return [
         f"model.path={tmp_path / 'm'}",
         "task.name=arithmetic",
         "sampling.group_size=4",
@@ -182,10 +183,15 @@ def test_lora_and_checkpointing_train_and_resume(tmp_path):
         "logging.progress=false",
         "rewards.num_workers=1",
         "model.lora.r=4",
-        "algorithm.beta=0.1",
-        "model.gradient_checkpointing=true",
         "optim.lr=1e-2",
         "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]",
+    ]
+
+
+def test_lora_and_checkpointing_train_and_resume(tmp_path):
+    common = lora_run(tmp_path) + [
+        "algorithm.beta=0.1",
+        "model.gradient_checkpointing=true",
         f"out={tmp_path / 'run'}",
     ]
     train(load_config(TrainConfig, None, common + ["steps=2"]))
@@ -203,21 +209,7 @@ def test_lora_and_checkpointing_train_and_resume(tmp_path):
 def test_a_lora_checkpoint_keeps_only_the_adapters_and_resumes_exactly(tmp_path):
     """state/ holds the trainable tensors only (the frozen base is model.path's): a walkthrough's SmolLM2 LoRA
     checkpoint carried 664 MB of base weights there for a 3.7 MB adapter. 2 steps + resume = 3 straight."""
-    save_tiny(tmp_path / "m")
-    common = [
-        f"model.path={tmp_path / 'm'}",
-        "task.name=arithmetic",
-        "sampling.group_size=4",
-        "batch.prompts_per_step=2",
-        "batch.micro_batch_size=4",
-        "sampling.max_new_tokens=8",
-        "logging.progress=false",
-        "rewards.num_workers=1",
-        "model.lora.r=4",
-        "optim.lr=1e-2",
-        "eval.limit=0",
-        "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]",
-    ]
+    common = lora_run(tmp_path) + ["eval.limit=0"]
     train(load_config(TrainConfig, None, common + ["steps=3", f"out={tmp_path / 'full'}"]))
     part = [f"out={tmp_path / 'part'}"]
     train(load_config(TrainConfig, None, common + ["steps=2", *part]))
