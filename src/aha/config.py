@@ -175,9 +175,9 @@ def _alias_hint(chain: tuple, key: str, value) -> None:
 
     prefix = chain[-1][1]
     leaves = flatten(value, key)
+    sft = chain[0][0].__name__ == "SFTConfig"  # aha sft reads some TRL names as its own keys
     for cls, at in reversed(chain):  # the innermost config that holds the aha key
         rel = prefix[len(at) :].lstrip(".") if at else prefix
-        sft = chain[0][0].__name__ == "SFTConfig"
         hit = lookup([f"{rel}.{leaf}" if rel else leaf for leaf in leaves], sft=sft)
         if hit is None:
             continue

@@ -138,10 +138,9 @@ def check_reward(name: str, task, key: str) -> None:
     """The reward `name` resolves (the task's verifier for "accuracy"), importing `module:function`."""
     from .rewards.registry import get_reward
 
-    if name == "accuracy":
-        if task is None:
-            return
-        name = task.accuracy_reward
+    name = _reward_name(name, task)
+    if name is None:
+        return
     try:
         get_reward(name)
     except ValueError as e:
@@ -153,18 +152,20 @@ def check_reward(name: str, task, key: str) -> None:
         raise ConfigError(key, message) from None
 
 
+def _reward_name(name: str, task) -> str | None:
+    """The reward `name` stands for: the task's verifier for "accuracy" (None when no task is known)."""
+    if name != "accuracy":
+        return name
+    return None if task is None else task.accuracy_reward
+
+
 def check_reward_kwargs(name: str, kwargs: dict, task, key: str) -> None:
     """A built-in reward's options are among its parameters (a typo would be dropped without a word); a
     'module:function' reward gets the options its signature takes."""
     from .rewards.registry import get_reward, is_batch, row_params
 
-    if not kwargs:
-        return
-    if name == "accuracy":
-        if task is None:
-            return
-        name = task.accuracy_reward
-    if is_batch(name):
+    name = _reward_name(name, task) if kwargs else None
+    if name is None or is_batch(name):
         return
     required, optional = row_params(get_reward(name))
     unknown = sorted(set(kwargs) - required - optional)

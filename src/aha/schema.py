@@ -151,6 +151,10 @@ class TaskConfig:
         )
 
 
+# a temperature in (0, GREEDY_BELOW) overflows logits / T: refused here, greedy in aha serve (vLLM's rule)
+GREEDY_BELOW = 1e-5
+
+
 @dataclass
 class SamplingConfig:
     temperature: float = 1.0  # 0 = greedy
@@ -174,7 +178,7 @@ class SamplingConfig:
             f"stop strings must be non-empty strings, got {self.stop!r}",
         )
         check(
-            self.temperature == 0 or self.temperature >= 1e-5,
+            self.temperature == 0 or self.temperature >= GREEDY_BELOW,
             "temperature",
             f"must be 0 (greedy) or >= 1e-5 (smaller ones overflow the logits), got {self.temperature}",
         )

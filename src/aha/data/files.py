@@ -32,6 +32,7 @@ import json
 
 from aha.data.read import FORMATS, MAX_ROW_MB, DataError, infer_format, read_rows
 from aha.data.tasks import Task, check_split, register_task
+from aha.rewards.text import is_messages
 
 __all__ = ["FORMATS", "DataError", "FileTask", "read_rows"]
 
@@ -54,14 +55,6 @@ def _has(row: dict, column: str) -> bool:
     except KeyError:
         return False
     return True
-
-
-def _is_messages(value) -> bool:
-    return (
-        isinstance(value, list)
-        and bool(value)
-        and all(isinstance(m, dict) and "role" in m for m in value)
-    )
 
 
 def _from_messages(messages: list[dict], where: str) -> tuple[str, str | None]:
@@ -190,7 +183,7 @@ class FileTask(Task):
                         ) from None
                 row[field] = value
             q = row.get("question")
-            if _is_messages(q):
+            if is_messages(q):
                 q, system = _from_messages(q, f"{path}: row {n}, column {mapping['question']!r}")
                 row["question"] = q
                 if system is not None:

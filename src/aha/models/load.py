@@ -86,11 +86,8 @@ def load_model(
         if missing is not None:
             raise ModelLoadError(missing)
         if looks_local(str(src)) and not (Path(src).expanduser() / "config.json").is_file():
-            ggufs = (
-                sorted(Path(src).expanduser().glob("*.gguf"))
-                if Path(src).expanduser().is_dir()
-                else []
-            )
+            folder = Path(src).expanduser()
+            ggufs = sorted(folder.glob("*.gguf")) if folder.is_dir() else []
             hint = f"; it holds {ggufs[0].name}: pass model.path={ggufs[0]}" if ggufs else ""
             raise ModelLoadError(
                 f"model path '{src}' has no config.json; pass a Hugging Face model directory "

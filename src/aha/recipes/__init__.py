@@ -96,8 +96,9 @@ def resolve(arg: str | Path, command: str | None = None) -> Path:
         for name in (given, stem, prefixed):
             if name in shipped:
                 return shipped[name].path
-    own = (names_for(command) if command else []) or list(shipped)
-    whose = f"for aha {command}" if command and names_for(command) else "shipped"
+    mine = [n for n, r in shipped.items() if command and r.command == command]
+    own = mine or list(shipped)
+    whose = f"for aha {command}" if mine else "shipped"
     listed = f"recipes {whose}: {', '.join(own)} (`aha recipes` lists them all)"
     if p.suffix in SUFFIXES or len(p.parts) > 1:
         raise ConfigError(

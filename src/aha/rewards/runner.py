@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aha.rewards.registry import IN_PROCESS, get_reward, is_batch, reward_path, row_params
+from aha.rewards.text import is_messages
 
 USER_CHUNK = 8
 
@@ -139,7 +140,7 @@ class RewardRunner:
         keys = [k for k in keys if takes(k) and not (named and k in TRL_ARGS)]
         # TRL's conversational format: a message-list prompt gets message-list completions
         texts = [
-            [{"role": "assistant", "content": c}] if _is_chat(r.get("prompt")) else c
+            [{"role": "assistant", "content": c}] if is_messages(r.get("prompt")) else c
             for c, r in zip(completions, rows)
         ]
         jobs = []
@@ -174,10 +175,11 @@ class RewardRunner:
         remote: list[tuple[int, list[int], Job]] = []  # (f, item indices, job)
         for f, spec in enumerate(self.specs):
             if is_batch(spec.name):
+                # verl's compute_score is called item by item by verl_batch
+                fn, path = (
+                    (verl_batch, VERL_BATCH) if self.verl[f] else (self.fns[f], self.paths[f])
+                )
                 for idx, args, kwargs in self._batch_jobs(f, completions, rows, completion_ids):
-                    fn, path = self.fns[f], self.paths[f]
-                    if self.verl[f]:  # verl's compute_score: called item by item by verl_batch
-                        fn, path = verl_batch, VERL_BATCH
                     if self.num_workers == 0:  # debugging: in this process, no timeout
                         self._store(scores, counts, f, idx, _call(fn, args, kwargs))
                     else:
@@ -369,14 +371,6 @@ def function_path(fn) -> str:
 
 # the arguments TRL's trainer passes itself (not dataset columns)
 TRL_ARGS = ("prompts", "completions", "completion_ids")
-
-
-def _is_chat(value) -> bool:
-    return (
-        isinstance(value, list)
-        and bool(value)
-        and all(isinstance(m, dict) and "role" in m for m in value)
-    )
 
 
 def _call(fn, args: tuple, kwargs: dict) -> tuple:

@@ -19,6 +19,16 @@ import re
 
 from aha.rewards.format import extract_answer
 
+
+def is_messages(value) -> bool:
+    """A chat message list ([{"role": ..., "content": ...}, ...]): a conversational prompt (TRL's format)."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and "role" in m for m in value)
+    )
+
+
 _CJK = "[\u1100-\u11ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
 # a word: one CJK character (no spaces in those scripts), or a run of other letters (any script)
 _WORD = re.compile(f"{_CJK}|(?:(?!{_CJK})[^\\W\\d_])+")

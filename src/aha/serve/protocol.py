@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..schema import GREEDY_BELOW
+
 INT64 = (-(2**63), 2**63 - 1)
 MAX_LOGPROBS = 20
 
@@ -81,8 +83,6 @@ CHAT_FIELDS = COMMON | {
     "messages", "max_completion_tokens", "top_logprobs", "add_generation_prompt",
     "continue_final_message", "chat_template_kwargs", "echo",
 }  # fmt: skip
-# temperatures in (0, GREEDY_BELOW) sample greedily (vLLM's _SAMPLING_EPS): dividing the logits by them overflows
-GREEDY_BELOW = 1e-5
 
 
 @dataclass

@@ -34,6 +34,9 @@ from .text import apply_limit
 class ServerClosing(RuntimeError):
     """The server is shutting down; the request was not run."""
 
+    def __init__(self, message: str = "the server is shutting down"):
+        super().__init__(message)
+
 
 @dataclass
 class Output:
@@ -87,7 +90,7 @@ class Scheduler:
 
     def submit(self, job: Job) -> None:
         if self.closed:
-            raise ServerClosing("the server is shutting down")
+            raise ServerClosing()
         job.delivered = [0] * len(job.limits)
         self.q.put(job)
 
@@ -112,7 +115,7 @@ class Scheduler:
             if job is None:
                 break
             if self.closed:  # queued before the shutdown: not run
-                job.post("error", ServerClosing("the server is shutting down"))
+                job.post("error", ServerClosing())
                 continue
             group, n_prompts, key = [job], len(job.prompts), job.key()
             if key is not None:
@@ -136,7 +139,7 @@ class Scheduler:
                 self.running = []
         for job in [*pending, *iter_queue(self.q)]:
             if job is not None:
-                job.post("error", ServerClosing("the server is shutting down"))
+                job.post("error", ServerClosing())
 
     def _run(self, group: list[Job]) -> None:
         live = [j for j in group if not j.aborted]
@@ -144,7 +147,7 @@ class Scheduler:
             return
         if self.closed:  # shut down while the group gathered
             for j in live:
-                j.post("error", ServerClosing("the server is shutting down"))
+                j.post("error", ServerClosing())
             return
         try:
             comps = self._generate(live)
@@ -166,7 +169,7 @@ class Scheduler:
                 c.prompt_index -= at // j.params.n
             at += len(j.limits)
             if j.aborted and self.closed:  # cut short by the shutdown: not a finished result
-                j.post("error", ServerClosing("the server is shutting down"))
+                j.post("error", ServerClosing())
                 continue
             try:
                 j.post("done", [self._output(j, c, k) for k, c in enumerate(mine)])

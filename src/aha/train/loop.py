@@ -180,24 +180,21 @@ class TrainLoop:
 
     def fit(self) -> dict:
         cfg, lg = self.cfg, self.cfg.logging
+        config, changed = self.out / "config.yaml", ""
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            config = self.out / "config.yaml"
             if cfg.resume and config.is_file():
                 changed = config_changes(yaml.safe_load(config.read_text()) or {}, to_dict(cfg))
                 if changed:
                     self.print(f"resume: the config changed since the run started: {changed}")
-                    self.resume_changes = changed
         try:
             self.maybe_resume()
         except ckpt.CheckpointMismatch as e:  # config.yaml still describes the checkpoints
-            more = getattr(self, "resume_changes", "")
-            hint = f" (the run's config.yaml differs: {more})" if more else ""
+            hint = f" (the run's config.yaml differs: {changed})" if changed else ""
             raise ckpt.CheckpointMismatch("resume", e.message + hint) from None
-        if (
-            self.dist.is_main
-        ):  # written once the checkpoint took: a failed resume leaves the run's own
-            (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        # written once the checkpoint took: a failed resume leaves the run's own
+        if self.dist.is_main:
+            config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.first_step = self.step  # a resumed run starts past 0
         self.oom.watch([opt for _, opt in self.guarded()])
         if self.step == 0 and cfg.eval.enabled:
