@@ -12,8 +12,8 @@ The weights are stored once. In one process without LoRA the Hugging Face safete
 parameters, so state/ holds only the optimizer and resume reads the weights from the safetensors
 (state.json "weights": "hf"). Under torchrun (sharded state that must reshard) state/ holds the weights as well
 ("weights": "state"); with LoRA in one process it holds only the trainable ones, the adapters ("weights":
-"trainable"): the frozen base is model.path's, which a resume loads anyway (the SmolLM2-135M state/ went from
-664 MB to the adapter's few MB). `save_optimizer=False` (checkpoint.save_optimizer)
+"trainable"): the frozen base is model.path's, which a resume loads anyway (a walkthrough found 664 MB of
+SmolLM2-135M base weights in state/ beside its 3.7 MB adapter). `save_optimizer=False` (checkpoint.save_optimizer)
 leaves AdamW's state out: for bf16 weights with fp32 master, exp_avg and exp_avg_sq that is 14 of the 16
 bytes per parameter; resuming from such a checkpoint restarts AdamW's moments (said in one line).
 
