@@ -9,7 +9,9 @@ K/V byte is read once for all G heads; splits of the context are merged with the
 finish (an atomic counter each; the engine's decode) or by a second kernel. The torch fallback gathers K/V and
 runs plain softmax.
 An fp8 cache (kv_cache.py) is read as e4m3 values and one scale per (token, KV head): s = (q . k8) * k_scale,
-and p * v_scale weighs the value rows, so dequantized K/V never exist in memory.
+and p * v_scale weighs the value rows, so dequantized K/V never exist in memory. On a GPU the CUDA kernel of
+attention_fp8.py serves it (this Triton kernel is as slow on e4m3 as on bf16); the Triton kernel where it cannot
+be built.
 
 Prefill (whole prompts): PyTorch SDPA, causal, on right-padded prompts (a prompt's real queries never see
 the padding that follows it).
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..._triton import next_pow2, tl, triton, use_triton
+from . import attention_fp8
 from .kv_cache import gather
 
 if triton is not None:
@@ -186,9 +189,15 @@ if triton is not None:
         tl.store(O + b * sob + h * soh + dd, out.to(O.dtype.element_ty), mask=dd < D)
 
 
-def decode_splits(batch: int, num_kv_heads: int, num_sms: int = 132) -> int:
-    """Context splits so that (batch * KV heads * splits) programs fill the GPU about twice."""
-    want = -(-2 * num_sms // max(1, batch * num_kv_heads))
+def decode_splits(batch: int, num_kv_heads: int, num_sms: int = 132, fp8: bool = False) -> int:
+    """Context splits so that (batch * KV heads * splits) programs fill the GPU about twice (Triton), or, for
+    the CUDA fp8 kernel (attention_fp8.warps_for), once: the most splits that keep the blocks within one per
+    multiprocessor, 1 from about one block per multiprocessor up (an H200, 64 rows: 1 split for 2 or 4 KV
+    heads, 8 for 8 rows x 2 KV heads; docs/results/scale_h200/s10)."""
+    blocks = max(1, batch * num_kv_heads)
+    if fp8:
+        return max(1, min(16, next_pow2(num_sms // blocks + 1) // 2))
+    want = -(-2 * num_sms // blocks)
     return max(1, min(16, next_pow2(want)))
 
 
@@ -216,7 +225,7 @@ def decode_attention(
     iteration, 8 warps (15 us, 78% of copy bandwidth); head dim 128 -> 64 keys, 4 warps (30 us, 79%). fp8,
     head dim 128 (64 rows x 2,176 tokens, docs/results/scale_h200/s7): 128 keys, 4 warps, 42.4 us against 59.4
     with 64 keys and 42.5 for bf16 at its default: as fast as bf16, not twice (even without the scale loads:
-    41.1 us), so fp8 buys memory, not speed, with this kernel."""
+    41.1 us). The CUDA kernel (attention_fp8.py) takes 30.2 us there; it runs instead wherever it builds."""
     B, NH, D = q.shape
     KVH = k_cache.shape[1]
     G = NH // KVH
@@ -237,6 +246,12 @@ def decode_attention(
         raise ValueError(
             f"counters: {counters.numel()} {counters.dtype} entries, needs B * KVH = {B * KVH} int32"
         )
+    if quant and attention_fp8.usable(q, KVH, page_size, splits):
+        args = (q, k_cache, v_cache, k_scale, v_scale, block_table, seq_lens, page_size, scale)
+        if attention_fp8.decode_fp8(*args, out, mo, ml, splits, counters if fused else None):
+            if splits > 1 and not fused:
+                _merge(mo, ml, out, splits)
+            return out
     _decode_kernel[(B, KVH, splits)](
         q,
         k_cache,
@@ -272,19 +287,24 @@ def decode_attention(
         num_stages=2,
     )
     if splits > 1 and not fused:
-        _merge_kernel[(B, NH)](
-            mo,
-            ml,
-            out,
-            out.stride(0),
-            out.stride(1),
-            NH=NH,
-            D=D,
-            BLOCK_D=BLOCK_D,
-            SPLITS=splits,
-            num_warps=4,
-        )
+        _merge(mo, ml, out, splits)
     return out
+
+
+def _merge(mo: torch.Tensor, ml: torch.Tensor, out: torch.Tensor, splits: int) -> None:
+    B, NH, D = out.shape
+    _merge_kernel[(B, NH)](
+        mo,
+        ml,
+        out,
+        out.stride(0),
+        out.stride(1),
+        NH=NH,
+        D=D,
+        BLOCK_D=mo.shape[-1],
+        SPLITS=splits,
+        num_warps=4,
+    )
 
 
 def _decode_torch(

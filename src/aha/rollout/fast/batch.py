@@ -105,7 +105,9 @@ class Batch:
             act, page * S + pos % S, torch.zeros_like(pos)
         )  # inactive -> trash page 0
         lens = (pos + 1).to(torch.int32)
-        splits = decode_splits(b, self.runner.num_kv_heads, self.num_sms)
+        splits = decode_splits(
+            b, self.runner.num_kv_heads, self.num_sms, fp8=self.cache.k_scale is not None
+        )
         return self.runner.decode(
             self.tok[:b], pos, slot, lens, table, self.cache, splits, self.merge_cnt
         )  # (b, V)

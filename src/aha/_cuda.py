@@ -1,0 +1,177 @@
+"""CUDA C++ kernels compiled at run time: NVRTC (the nvidia-cuda-nvrtc library PyTorch's CUDA wheels install) turns
+the source into machine code for the GPU in use, the driver API loads it and launches it on PyTorch's current
+stream (so CUDA-graph capture records it). For the few kernels Triton cannot express at speed
+(rollout/fast/attention_fp8.py); every caller keeps a Triton or torch path for when this is unavailable.
+
+compile(source, name, defines) -> Kernel, cached per device, source and defines. CudaUnavailable (with the reason)
+when there is no CUDA device, no NVRTC library or the compile fails; AHA_CUDA_KERNELS=0 turns this off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import sys
+
+import torch
+
+
+class CudaUnavailable(RuntimeError):
+    pass
+
+
+_libs: dict = {}
+_cache: dict = {}
+
+
+def enabled() -> bool:
+    return os.environ.get("AHA_CUDA_KERNELS", "1") != "0" and torch.cuda.is_available()
+
+
+def _nvrtc() -> ctypes.CDLL:
+    if "nvrtc" in _libs:
+        return _libs["nvrtc"]
+    names = ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12"]
+    # pip layouts: nvidia/cuda_nvrtc/lib (CUDA 12 wheels), nvidia/cu13/lib (CUDA 13 wheels)
+    for root in sys.path:
+        names += sorted(glob.glob(os.path.join(root, "nvidia", "*", "lib", "libnvrtc.so*")))
+    for name in names:
+        if "builtins" in name or ".alt." in name:
+            continue
+        try:
+            _libs["nvrtc"] = lib = ctypes.CDLL(name)
+            lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+            return lib
+        except OSError:
+            continue
+    raise CudaUnavailable(
+        "no NVRTC library (pip install nvidia-cuda-nvrtc, or PyTorch's CUDA wheels)"
+    )
+
+
+def _driver() -> ctypes.CDLL:
+    if "cuda" not in _libs:
+        try:
+            _libs["cuda"] = ctypes.CDLL("libcuda.so.1")
+        except OSError as e:
+            raise CudaUnavailable(f"no CUDA driver library: {e}") from None
+    return _libs["cuda"]
+
+
+def _check(res: int, what: str) -> None:
+    if res != 0:
+        msg = ctypes.c_char_p()
+        _driver().cuGetErrorString(res, ctypes.byref(msg))
+        raise CudaUnavailable(f"{what}: CUDA error {res} ({(msg.value or b'?').decode()})")
+
+
+def _to_cubin(source: str, name: str, arch: str) -> bytes:
+    lib = _nvrtc()
+
+    def check(res: int, what: str) -> None:
+        if res != 0:
+            raise CudaUnavailable(f"NVRTC {what}: {lib.nvrtcGetErrorString(res).decode()}")
+
+    prog = ctypes.c_void_p()
+    check(
+        lib.nvrtcCreateProgram(
+            ctypes.byref(prog), source.encode(), f"{name}.cu".encode(), 0, None, None
+        ),
+        "create",
+    )
+    try:
+        opts = [f"--gpu-architecture={arch}".encode(), b"-std=c++17", b"-default-device"]
+        res = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+        if res != 0:
+            size = ctypes.c_size_t()
+            lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+            log = ctypes.create_string_buffer(size.value)
+            lib.nvrtcGetProgramLog(prog, log)
+            raise CudaUnavailable(f"NVRTC compile of {name} for {arch}:\n{log.value.decode()}")
+        size = ctypes.c_size_t()
+        check(lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)), "cubin size")
+        cubin = ctypes.create_string_buffer(size.value)
+        check(lib.nvrtcGetCUBIN(prog, cubin), "cubin")
+        return cubin.raw
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+class Kernel:
+    """A loaded kernel: kernel(grid, block, args) launches on the current stream; args are tensors (their
+    pointers), None (a null pointer), ints (C int), floats (C float)."""
+
+    def __init__(self, func: ctypes.c_void_p, module: ctypes.c_void_p, name: str):
+        self.func, self.module, self.name = func, module, name
+        attr = ctypes.c_int()
+        cu = _driver()
+        cu.cuFuncGetAttribute(ctypes.byref(attr), 4, func)  # CU_FUNC_ATTRIBUTE_NUM_REGS
+        self.registers = attr.value
+        cu.cuFuncGetAttribute(ctypes.byref(attr), 3, func)  # CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES
+        self.local_bytes = attr.value
+
+    def __call__(self, grid: tuple, block: tuple, args: list) -> None:
+        cargs = []
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                cargs.append(ctypes.c_void_p(a.data_ptr()))
+            elif a is None:  # a null pointer
+                cargs.append(ctypes.c_void_p(None))
+            elif isinstance(a, bool) or not isinstance(a, (int, float)):
+                raise TypeError(f"{self.name}: unsupported argument {type(a).__name__}")
+            elif isinstance(a, int):
+                cargs.append(ctypes.c_int(a))
+            else:
+                cargs.append(ctypes.c_float(a))
+        params = (ctypes.c_void_p * len(cargs))(*[ctypes.addressof(c) for c in cargs])
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        block = tuple(block) + (1,) * (3 - len(block))
+        stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+        _check(
+            _driver().cuLaunchKernel(self.func, *grid, *block, 0, stream, params, None),
+            f"launch of {self.name}",
+        )
+
+
+def compile(source: str, name: str, defines: dict | None = None) -> Kernel:  # noqa: A001
+    """The extern "C" kernel `name` of `source` with `#define K V` lines for defines, for the current device.
+    Raises CudaUnavailable (the reason in the message), also on a compile error."""
+    if not enabled():
+        raise CudaUnavailable("CUDA kernels are off (no CUDA device, or AHA_CUDA_KERNELS=0)")
+    dev = torch.cuda.current_device()
+    head = "".join(f"#define {k} {int(v)}\n" for k, v in sorted((defines or {}).items()))
+    key = (dev, name, head, source)
+    hit = _cache.get(key)
+    if isinstance(hit, CudaUnavailable):
+        raise hit
+    if hit is not None:
+        return hit
+    try:
+        major, minor = torch.cuda.get_device_capability(dev)
+        cubin = _to_cubin(head + source, name, f"sm_{major}{minor}")
+        torch.cuda.current_stream(dev).synchronize()  # the primary context exists and is current
+        cu = _driver()
+        ctx = ctypes.c_void_p()
+        cu.cuCtxGetCurrent(ctypes.byref(ctx))
+        if not ctx.value:
+            cu_dev = ctypes.c_int()
+            _check(cu.cuDeviceGet(ctypes.byref(cu_dev), dev), "cuDeviceGet")
+            _check(cu.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), cu_dev), "primary context")
+            _check(cu.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+        module, func = ctypes.c_void_p(), ctypes.c_void_p()
+        _check(cu.cuModuleLoadData(ctypes.byref(module), cubin), f"loading {name}")
+        _check(cu.cuModuleGetFunction(ctypes.byref(func), module, name.encode()), name)
+        hit = Kernel(func, module, name)
+    except CudaUnavailable as e:
+        hit = e
+    _cache[key] = hit
+    if isinstance(hit, CudaUnavailable):
+        raise hit
+    return hit
+
+
+def check_source(source: str, name: str, defines: dict | None = None, arch: str = "sm_90") -> bytes:
+    """Compile without a GPU (tests, when NVRTC is installed): the cubin, or CudaUnavailable with the log."""
+    head = "".join(f"#define {k} {int(v)}\n" for k, v in sorted((defines or {}).items()))
+    return _to_cubin(head + source, name, arch)

@@ -1,0 +1,498 @@
+"""Decode attention over an fp8 (e4m3) paged KV cache as a CUDA kernel (compiled at run time, aha._cuda).
+
+Why not Triton: its fp8 kernel (attention.py) is as slow as bf16 though it reads half the bytes. Compiled for the
+H200, each e4m3 value is converted on its own and V reaches the tensor cores byte by byte from shared memory
+(docs/results/scale_h200/s9). Here every lane loads whole 16-byte runs of K and V from global memory straight
+into the registers the MMA wants, converts two values per instruction (cvt.rn.f16x2.e4m3x2) and never stages
+them in shared memory.
+
+One block per (sequence, KV head, split); its warps take the split's 16-key tiles in turn and are merged at the
+end (log-sum-exp, through shared memory). Per tile, with mma.m16n8k16 (fp16 in, fp32 accumulate):
+    S (16 query rows: the G heads of the KV head, zero-padded, x 16 keys) = Q K^T
+        Q is prescaled by scale * log2(e) and rounded to fp16 once; the head dimension is permuted (the same way
+        in Q and K, which leaves every dot product unchanged) so that each lane's K values for all k-steps are
+        one contiguous run of D/4 bytes.
+    s = S * k_scale[key]; online softmax in base 2 (running max m, sum l per row)
+    O += (p * v_scale[key] / R) V, with R the tile's largest v_scale (p * v_scale alone can underflow fp16);
+        the output columns are permuted so that each lane's V values are one run of D/8 bytes per key, and
+        byte permutes (prmt) pair two keys' bytes for the conversion; O is kept in units of R.
+With splits > 1 the blocks write (o, lse) partials, merged by the last block of a (sequence, KV head) to finish
+(an atomic counter, left zero) or by attention._merge_kernel.
+Limits (else the Triton kernel runs): head dim 64 or 128, G <= 16 query heads per KV head, pages a multiple of
+16 tokens, an sm_89+ GPU (e4m3 conversions), the model in bf16 or fp16.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ... import _cuda
+
+SOURCE = r"""
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+
+#define KB (D / 4)
+#define VB (D / 8)
+#define STEPS (D / 16)
+#define NT (D / 8)
+#define VW (VB / 4)
+#define NEG_INF __int_as_float(0xff800000)
+
+__device__ __forceinline__ u32 f8x2(u32 x) {
+  u32 r; u16 h = (u16)x;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(r) : "h"(h));
+  return r;
+}
+__device__ __forceinline__ u32 pack(float lo, float hi) {
+  u32 r; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+__device__ __forceinline__ float ex2(float x) {
+  float r; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+__device__ __forceinline__ float lg2(float x) {
+  float r; asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
+  u32 r; asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+  return r;
+}
+__device__ __forceinline__ void mma(float* c, const u32* a, u32 b0, u32 b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ float to_f32(u16 x) {
+#if BF16
+  return __uint_as_float(((u32)x) << 16);
+#else
+  float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x));
+  return f;
+#endif
+}
+__device__ __forceinline__ u16 from_f32(float x) {
+  u16 r;
+#if BF16
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
+#else
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(x));
+#endif
+  return r;
+}
+__device__ __forceinline__ float row_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+
+// One tile's raw bytes and scales, as this lane holds them.
+struct Tile {
+  uint4 k[2][KB / 16];  // keys u*8 + g (u = 0, 1): bytes [t*KB, t*KB + KB) of the head
+  u32 v[4][VW];         // keys 2t, 2t+1, 2t+8, 2t+9: bytes [g*VB, g*VB + VB)
+  float ks[4], vs[4];   // scales of keys 2t, 2t+1, 2t+8, 2t+9
+  int n0;
+};
+
+__device__ __forceinline__ void load_tile(Tile& T, int n0, const int* bt, const u8* KC, const u8* VC,
+                                          const float* KS, const float* VS, long long skt, long long head,
+                                          long long sst, int kh, int g, int t) {
+  long long slot0 = (long long)bt[n0 / PAGE] * PAGE + n0 % PAGE;
+  T.n0 = n0;
+#pragma unroll
+  for (int u = 0; u < 2; u++) {
+    const uint4* p = (const uint4*)(KC + (slot0 + u * 8 + g) * skt + head + t * KB);
+#pragma unroll
+    for (int i = 0; i < KB / 16; i++) T.k[u][i] = p[i];
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    long long s = slot0 + 2 * t + (i & 1) + (i >> 1) * 8;
+    const u8* p = VC + s * skt + head + g * VB;
+#if VW == 4
+    uint4 w = *(const uint4*)p;
+    T.v[i][0] = w.x; T.v[i][1] = w.y; T.v[i][2] = w.z; T.v[i][3] = w.w;
+#else
+    uint2 w = *(const uint2*)p;
+    T.v[i][0] = w.x; T.v[i][1] = w.y;
+#endif
+    T.ks[i] = KS[s * sst + kh];
+    T.vs[i] = VS[s * sst + kh];
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* __restrict__ VC,
+               const float* __restrict__ KS, const float* __restrict__ VS, const int* __restrict__ BT,
+               const int* __restrict__ LENS, u16* __restrict__ O, float* __restrict__ MO,
+               float* __restrict__ ML, int* __restrict__ CNT, float qscale, int sqb, int sqh, int skt_,
+               int skh, int sst_, int sbt, int sob, int soh) {
+  const int b = blockIdx.x, kh = blockIdx.y, sp = blockIdx.z;
+  const int KVH = gridDim.y, SPLITS = gridDim.z, NH = KVH * G;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const long long skt = skt_, sst = sst_, head = (long long)kh * skh;
+  const int L = LENS[b];
+  const int per = ((L + SPLITS - 1) / SPLITS + 15) / 16 * 16;
+  const int start = sp * per;
+  const int end = min(start + per, L);
+  const int n_tiles = end > start ? (end - start + 15) / 16 : 0;
+  const int* bt = BT + (long long)b * sbt;
+
+  // Q as the MMA's A operand: rows g and g+8, the permuted head dims t*KB + 4s + {0,1} and {2,3}
+  u32 qa[STEPS][4];
+#pragma unroll
+  for (int s = 0; s < STEPS; s++) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int row = g + 8 * r;
+      float x[4] = {0.f, 0.f, 0.f, 0.f};
+      if (row < G) {
+        const u16* qp = Q + (long long)b * sqb + (long long)(kh * G + row) * sqh + t * KB + 4 * s;
+#pragma unroll
+        for (int i = 0; i < 4; i++) x[i] = to_f32(qp[i]) * qscale;
+      }
+      qa[s][r] = pack(x[0], x[1]);
+      qa[s][2 + r] = pack(x[2], x[3]);
+    }
+  }
+
+  float acc[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, R = 0.f;
+
+  Tile cur, nxt;
+  if (warp < n_tiles) load_tile(cur, start + warp * 16, bt, KC, VC, KS, VS, skt, head, sst, kh, g, t);
+  for (int tile = warp; tile < n_tiles; tile += WARPS) {
+#if PFL2
+    // pull a later tile's K and V lines (one a lane) and scales into L2, so the register loads find them there
+    if (tile + PFL2 * WARPS < n_tiles) {
+      const int np = start + (tile + PFL2 * WARPS) * 16;
+      const long long s0 = (long long)bt[np / PAGE] * PAGE + np % PAGE;
+      const u8* line = (lane < 16 ? KC : VC) + (s0 + (lane & 15)) * skt + head;
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
+      if ((lane & 15) == 0) {
+        const float* sc = (lane < 16 ? KS : VS) + s0 * sst + kh;
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(sc));
+      }
+    }
+#endif
+#if PREFETCH
+    if (tile + WARPS < n_tiles)
+      load_tile(nxt, start + (tile + WARPS) * 16, bt, KC, VC, KS, VS, skt, head, sst, kh, g, t);
+#endif
+    bool ok[4];
+    float vmax = 0.f;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      ok[i] = cur.n0 + 2 * t + (i & 1) + (i >> 1) * 8 < end;
+      if (!ok[i]) {
+#pragma unroll
+        for (int w = 0; w < VW; w++) cur.v[i][w] = 0u;
+      }
+      vmax = fmaxf(vmax, ok[i] ? cur.vs[i] : 0.f);
+    }
+    // S = Q K^T: sub-tile u holds keys u*8 + (0..7); this lane's columns are keys u*8 + 2t, u*8 + 2t + 1
+    float c[2][4];
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+      c[u][0] = c[u][1] = c[u][2] = c[u][3] = 0.f;
+#pragma unroll
+      for (int s = 0; s < STEPS; s++) {
+        const uint4 q4 = cur.k[u][s / 4];
+        const u32 w = (s % 4 == 0) ? q4.x : (s % 4 == 1) ? q4.y : (s % 4 == 2) ? q4.z : q4.w;
+        mma(c[u], qa[s], f8x2(w), f8x2(w >> 16));
+      }
+    }
+    float p[2][4], mx[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+    for (int u = 0; u < 2; u++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int i = u * 2 + (e & 1);
+        p[u][e] = ok[i] ? c[u][e] * cur.ks[i] : NEG_INF;
+        mx[e >> 1] = fmaxf(mx[e >> 1], p[u][e]);
+      }
+    float alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const float mn = fmaxf(m[r], row_max(mx[r]));
+      const float ms = mn == NEG_INF ? 0.f : mn;
+      alpha[r] = ex2(m[r] - ms);
+      m[r] = mn;
+      mx[r] = ms;
+    }
+    float sum[2] = {0.f, 0.f};
+#pragma unroll
+    for (int u = 0; u < 2; u++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        p[u][e] = ex2(p[u][e] - mx[e >> 1]);
+        sum[e >> 1] += p[u][e];
+      }
+    vmax = row_max(vmax);
+    float ratio = 1.f, inv = 0.f;
+    if (vmax > 0.f) {
+      ratio = R / vmax;
+      inv = 1.f / vmax;
+      R = vmax;
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) l[r] = l[r] * alpha[r] + sum[r];
+    const float f0 = alpha[0] * ratio, f1 = alpha[1] * ratio;
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+      acc[j][0] *= f0; acc[j][1] *= f0; acc[j][2] *= f1; acc[j][3] *= f1;
+    }
+    // P' = p * v_scale / R as the A operand: rows g, g+8; keys 2t, 2t+1 (a0, a1) and 2t+8, 2t+9 (a2, a3)
+    u32 pa[4];
+    pa[0] = pack(p[0][0] * cur.vs[0] * inv, p[0][1] * cur.vs[1] * inv);
+    pa[1] = pack(p[0][2] * cur.vs[0] * inv, p[0][3] * cur.vs[1] * inv);
+    pa[2] = pack(p[1][0] * cur.vs[2] * inv, p[1][1] * cur.vs[3] * inv);
+    pa[3] = pack(p[1][2] * cur.vs[2] * inv, p[1][3] * cur.vs[3] * inv);
+    // O += P' V: n-tile j, column n <-> head dim n * VB + j; this lane's V bytes are dims g*VB + (0..VB-1)
+#pragma unroll
+    for (int w = 0; w < VW; w++) {
+      const u32 lo01 = prmt(cur.v[0][w], cur.v[1][w], 0x5140), hi01 = prmt(cur.v[0][w], cur.v[1][w], 0x7362);
+      const u32 lo89 = prmt(cur.v[2][w], cur.v[3][w], 0x5140), hi89 = prmt(cur.v[2][w], cur.v[3][w], 0x7362);
+      mma(acc[4 * w + 0], pa, f8x2(lo01), f8x2(lo89));
+      mma(acc[4 * w + 1], pa, f8x2(lo01 >> 16), f8x2(lo89 >> 16));
+      mma(acc[4 * w + 2], pa, f8x2(hi01), f8x2(hi89));
+      mma(acc[4 * w + 3], pa, f8x2(hi01 >> 16), f8x2(hi89 >> 16));
+    }
+#if PREFETCH
+    cur = nxt;
+#else
+    if (tile + WARPS < n_tiles)
+      load_tile(cur, start + (tile + WARPS) * 16, bt, KC, VC, KS, VS, skt, head, sst, kh, g, t);
+#endif
+  }
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+#pragma unroll
+  for (int j = 0; j < NT; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) acc[j][e] *= R;
+
+  // merge the warps: halves write to shared memory, the lower halves add them in
+#if WARPS > 1
+  __shared__ float4 s_acc[(WARPS / 2) * NT * 32];
+  __shared__ float4 s_ml[(WARPS / 2) * 32];
+#pragma unroll
+  for (int half = WARPS / 2; half >= 1; half /= 2) {
+    if (warp >= half && warp < 2 * half) {
+      const int slot = warp - half;
+#pragma unroll
+      for (int j = 0; j < NT; j++)
+        s_acc[(slot * NT + j) * 32 + lane] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+      s_ml[slot * 32 + lane] = make_float4(m[0], m[1], l[0], l[1]);
+    }
+    __syncthreads();
+    if (warp < half) {
+      const float4 o = s_ml[warp * 32 + lane];
+      const float om[2] = {o.x, o.y}, ol[2] = {o.z, o.w};
+      float fa[2], fb[2];
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        const float mn = fmaxf(m[r], om[r]);
+        const float ms = mn == NEG_INF ? 0.f : mn;
+        fa[r] = ex2(m[r] - ms);
+        fb[r] = ex2(om[r] - ms);
+        m[r] = mn;
+        l[r] = l[r] * fa[r] + ol[r] * fb[r];
+      }
+#pragma unroll
+      for (int j = 0; j < NT; j++) {
+        const float4 x = s_acc[(warp * NT + j) * 32 + lane];
+        acc[j][0] = acc[j][0] * fa[0] + x.x * fb[0];
+        acc[j][1] = acc[j][1] * fa[0] + x.y * fb[0];
+        acc[j][2] = acc[j][2] * fa[1] + x.z * fb[1];
+        acc[j][3] = acc[j][3] * fa[1] + x.w * fb[1];
+      }
+    }
+    __syncthreads();
+  }
+#endif
+
+  if (warp == 0) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int row = g + 8 * r;
+      if (row >= G) continue;
+      const long long hrow = (long long)b * NH + kh * G + row;
+      const float il = l[r] > 0.f ? 1.f / l[r] : 0.f;
+      if (SPLITS == 1) {
+        u16* op = O + (long long)b * sob + (long long)(kh * G + row) * soh;
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+          op[(2 * t) * VB + j] = from_f32(acc[j][2 * r] * il);
+          op[(2 * t + 1) * VB + j] = from_f32(acc[j][2 * r + 1] * il);
+        }
+      } else {
+        float* mo = MO + (hrow * SPLITS + sp) * D;
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+          mo[(2 * t) * VB + j] = acc[j][2 * r] * il;
+          mo[(2 * t + 1) * VB + j] = acc[j][2 * r + 1] * il;
+        }
+        if (t == 0) ML[hrow * SPLITS + sp] = l[r] > 0.f ? (m[r] + lg2(l[r])) * 0.6931471805599453f : NEG_INF;
+      }
+    }
+  }
+  if (SPLITS == 1 || CNT == nullptr) return;
+  // the last block of this (sequence, KV head) to finish merges the splits
+  __shared__ int s_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) s_last = atomicAdd(CNT + b * KVH + kh, 1) == SPLITS - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  // split weights per row once (shared memory), then every (row, dim) output sums the splits' partials
+  __shared__ float s_w[G * 16];
+  __shared__ float s_den[G];
+  if (threadIdx.x < G) {
+    const long long hrow = (long long)b * NH + kh * G + threadIdx.x;
+    float mx = NEG_INF;
+    for (int s = 0; s < SPLITS; s++) mx = fmaxf(mx, __ldcg(ML + hrow * SPLITS + s));
+    const float ms = mx == NEG_INF ? 0.f : mx;
+    float den = 0.f;
+    for (int s = 0; s < SPLITS; s++) {
+      const float w = __expf(__ldcg(ML + hrow * SPLITS + s) - ms);
+      s_w[threadIdx.x * 16 + s] = w;
+      den += w;
+    }
+    s_den[threadIdx.x] = den > 0.f ? 1.f / den : 0.f;
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < G * D; idx += WARPS * 32) {
+    const int row = idx / D, d = idx % D;
+    const float* mo = MO + ((long long)b * NH + kh * G + row) * SPLITS * D + d;
+    float num = 0.f;
+#pragma unroll 4
+    for (int s = 0; s < SPLITS; s++) num += s_w[row * 16 + s] * __ldcg(mo + s * D);
+    O[(long long)b * sob + (long long)(kh * G + row) * soh + d] = from_f32(num * s_den[row]);
+  }
+  if (threadIdx.x == 0) atomicExch(CNT + b * KVH + kh, 0);
+}
+"""
+
+_failed: set = set()
+LOG2E = 1.0 / math.log(2.0)
+
+
+def defines(
+    G: int, D: int, page: int, dtype: torch.dtype, warps: int, prefetch: bool, l2: int = 0
+) -> dict:
+    return dict(
+        G=G, D=D, PAGE=page, BF16=dtype == torch.bfloat16, WARPS=warps, PREFETCH=prefetch, PFL2=l2
+    )
+
+
+def warps_for(blocks: int, num_sms: int) -> int:
+    """8 warps a block (its registers fill a multiprocessor) while the blocks fit one a multiprocessor, else 4
+    (two a multiprocessor). H200: 64 rows x 2 KV heads, 8 warps 30.2 us vs 4 warps 38.1 at 2,176 tokens; x 4 KV
+    heads, 4 warps 48.3 vs 55.5 (docs/results/scale_h200/s10)."""
+    return 8 if blocks <= num_sms else 4
+
+
+_sms: dict = {}
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.index not in _sms:
+        _sms[device.index] = torch.cuda.get_device_properties(device).multi_processor_count
+    return _sms[device.index]
+
+
+def usable(q: torch.Tensor, num_kv_heads: int, page_size: int, splits: int = 1) -> bool:
+    """Whether this kernel serves q (B, NH, D) over an fp8 cache (module docstring's limits)."""
+    if not q.is_cuda or not _cuda.enabled():
+        return False
+    G, D = q.shape[1] // num_kv_heads, q.shape[2]
+    if (
+        D not in (64, 128)
+        or G > 16
+        or page_size % 16
+        or q.dtype not in (torch.bfloat16, torch.float16)
+    ):
+        return False
+    if splits > 16 or q.stride(2) != 1 or torch.cuda.get_device_capability(q.device) < (8, 9):
+        return False
+    return q.device.index not in _failed
+
+
+def decode_fp8(
+    q,
+    k_cache,
+    v_cache,
+    k_scale,
+    v_scale,
+    block_table,
+    seq_lens,
+    page_size: int,
+    scale: float,
+    out,
+    mo,
+    ml,
+    splits: int,
+    counters=None,
+    warps: int | None = None,
+    prefetch: bool = True,
+    l2: int = 0,
+) -> bool:
+    """attention.decode_attention's fp8 case (same arguments; mo/ml: its split partials, counters: its merge
+    counters or None for the merge kernel). False (the caller runs Triton) when the kernel cannot be built here:
+    the reason is printed once."""
+    B, NH, D = q.shape
+    KVH = k_cache.shape[1]
+    G = NH // KVH
+    warps = warps or warps_for(B * KVH * splits, _num_sms(q.device))
+    try:
+        kern = _cuda.compile(
+            SOURCE, "aha_decode_fp8", defines(G, D, page_size, q.dtype, warps, prefetch, l2)
+        )
+    except _cuda.CudaUnavailable as e:
+        if q.device.index not in _failed:
+            _failed.add(q.device.index)
+            print(f"aha: fp8 decode attention falls back to Triton: {e}")
+        return False
+    if k_scale.stride(1) != 1 or k_cache.stride(2) != 1 or out.stride(2) != 1:
+        raise ValueError("decode_fp8: the head dim and the scales' KV-head dim must be contiguous")
+    kern(
+        (B, KVH, splits),
+        (32 * warps,),
+        [
+            q,
+            k_cache,
+            v_cache,
+            k_scale,
+            v_scale,
+            block_table,
+            seq_lens,
+            out,
+            mo,
+            ml,
+            counters if splits > 1 else None,
+            float(scale * LOG2E),
+            q.stride(0),
+            q.stride(1),
+            k_cache.stride(0),
+            k_cache.stride(1),
+            k_scale.stride(0),
+            block_table.stride(0),
+            out.stride(0),
+            out.stride(1),
+        ],
+    )
+    return True

@@ -1,0 +1,126 @@
+"""The CUDA decode attention over the fp8 KV cache (rollout/fast/attention_fp8.py, built at run time by aha._cuda).
+
+- Compiles for Ada and Hopper with every shape family the engine meets wherever NVRTC is installed (the
+  test-triton extra installs it, so CI compiles the source without a GPU).
+- On a GPU: against a float64 reference over the same e4m3 values and scales, through decode_attention (the
+  engine's entry), for ragged lengths, two page sizes, split and fused-merge launches, bf16 and fp16 queries.
+- Falls back to the Triton kernel, with one line, when it cannot be built.
+"""
+
+import pytest
+import torch
+
+from aha import _cuda
+from aha.rollout.fast import attention_fp8
+from aha.rollout.fast.attention import decode_attention
+from aha.rollout.fast.kv_cache import quantize
+
+try:
+    _cuda._nvrtc()
+    NVRTC = True
+except _cuda.CudaUnavailable:
+    NVRTC = False
+GPU = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
+
+
+@pytest.mark.skipif(not NVRTC, reason="no NVRTC library (pip install nvidia-cuda-nvrtc-cu12)")
+@pytest.mark.parametrize("arch", ["sm_89", "sm_90"])
+@pytest.mark.parametrize(
+    "G,D,dtype", [(6, 128, "bf16"), (7, 64, "bf16"), (16, 128, "f16"), (1, 64, "f16")]
+)
+def test_the_kernel_compiles_for_ada_and_hopper(arch, G, D, dtype):
+    dt = torch.bfloat16 if dtype == "bf16" else torch.float16
+    for warps, l2 in ((4, 0), (8, 2)):
+        defs = attention_fp8.defines(G, D, 16, dt, warps, True, l2)
+        cubin = _cuda.check_source(attention_fp8.SOURCE, "aha_decode_fp8", defs, arch)
+        assert cubin[:4] == b"\x7fELF"
+
+
+@pytest.mark.skipif(not NVRTC, reason="no NVRTC library")
+def test_a_compile_error_is_raised_with_the_compilers_log():
+    with pytest.raises(_cuda.CudaUnavailable, match="undefined_name"):
+        _cuda.check_source('extern "C" __global__ void k() { undefined_name = 1; }', "k")
+
+
+def test_the_cuda_kernel_falls_back_to_triton_in_one_line(monkeypatch, capsys):
+    def broken(*a, **k):
+        raise _cuda.CudaUnavailable("no NVRTC library")
+
+    monkeypatch.setattr(_cuda, "compile", broken)
+    monkeypatch.setattr(attention_fp8, "_failed", set())
+    q, cache = torch.zeros(2, 4, 64), torch.zeros(32, 2, 64)
+    args = (q, cache, cache, None, None, None, None, 16, 0.125, q, q, q, 1)
+    assert attention_fp8.decode_fp8(*args, warps=4) is False
+    assert attention_fp8.decode_fp8(*args, warps=4) is False  # tried once: no second line
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["aha: fp8 decode attention falls back to Triton: no NVRTC library"]
+    assert not attention_fp8.usable(q, 2, 16)  # a CPU tensor never takes the CUDA path
+
+
+def _case(lens, NH, KVH, D, page, dtype, seed, small_values):
+    g = torch.Generator().manual_seed(seed)
+    B, W = len(lens), -(-max(lens) // page) + 1
+    bt = (torch.randperm(B * W, generator=g) + 1).view(B, W).to(torch.int32)
+    slots = (B * W + 1) * page
+    # keys with a large per-dim bias (as Qwen2.5's), values tiny in some cases (their fp8 scales ~1e-5)
+    k = torch.randn(slots, KVH, D, generator=g) * 2 + torch.randn(1, KVH, D, generator=g) * 4
+    v = torch.randn(slots, KVH, D, generator=g) * (1e-3 if small_values else 1.0)
+    q = torch.randn(B, NH, D, generator=g).to(dtype)
+    (k8, ks), (v8, vs) = quantize(k), quantize(v)
+    lens = torch.tensor(lens, dtype=torch.int32)
+    return [t.cuda() for t in (q, k8, v8, ks, vs, bt, lens)]
+
+
+def _reference(q, k8, v8, ks, vs, bt, lens, page):
+    G = q.shape[1] // k8.shape[1]
+    out = []
+    for b in range(q.shape[0]):
+        p = torch.arange(int(lens[b]), device=q.device)
+        slots = bt[b, p // page].long() * page + p % page
+        K = (k8[slots].double() * ks[slots].double()[..., None]).repeat_interleave(G, 1)
+        V = (v8[slots].double() * vs[slots].double()[..., None]).repeat_interleave(G, 1)
+        s = torch.einsum("hd,lhd->hl", q[b].double(), K) * q.shape[-1] ** -0.5
+        out.append(torch.einsum("hl,lhd->hd", s.softmax(-1), V))
+    return torch.stack(out)
+
+
+@pytest.mark.skipif(not GPU, reason="needs an sm_89+ GPU")
+@pytest.mark.parametrize("NH,KVH,D", [(12, 2, 128), (14, 2, 64), (16, 1, 128), (4, 4, 64)])
+@pytest.mark.parametrize("page", [16, 32])
+@pytest.mark.parametrize("splits,fused", [(1, False), (2, False), (4, True), (16, True)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_fp8_decode_matches_a_float64_reference(NH, KVH, D, page, splits, fused, dtype):
+    for seed, lens in enumerate(([1, 17, 100, 16, 33], [300, 5, 64, 1000])):
+        args = _case(lens, NH, KVH, D, page, dtype, seed, small_values=seed == 0)
+        q, k8, v8, ks, vs, bt, lens_t = args
+        assert attention_fp8.usable(q, KVH, page, splits)
+        cnt = torch.zeros(len(lens) * KVH, dtype=torch.int32, device="cuda") if fused else None
+        got = decode_attention(
+            q, k8, v8, bt, lens_t, page, D**-0.5, splits, k_scale=ks, v_scale=vs, counters=cnt
+        )
+        ref = _reference(*args, page)
+        err = ((got.double() - ref).norm() / ref.norm()).item()
+        assert err < 5e-3, (lens, err)
+        if fused:
+            assert int(cnt.abs().sum()) == 0  # left zero for the next layer
+
+
+def test_launch_shape_fills_the_multiprocessors_once():
+    """Splits and warps for the CUDA kernel (measured on an H200, docs/results/scale_h200/s10): 64 rows x 2 KV
+    heads are 128 blocks of 8 warps, one split; 4 KV heads, 256 blocks of 4 warps; 8 rows, 8 splits."""
+    from aha.rollout.fast.attention import decode_splits
+
+    sms = 132
+    for rows, kvh, splits, warps in [
+        (64, 2, 1, 8),
+        (64, 4, 1, 4),
+        (8, 2, 8, 8),
+        (1, 1, 16, 8),
+        (40, 2, 1, 8),
+    ]:
+        assert decode_splits(rows, kvh, sms, fp8=True) == splits
+        assert attention_fp8.warps_for(rows * kvh * splits, sms) == warps
+    # never more blocks than two a multiprocessor, never more than the 16 splits the merge holds
+    for rows in range(1, 300):
+        s = decode_splits(rows, 2, sms, fp8=True)
+        assert 1 <= s <= 16 and (s == 1 or rows * 2 * s <= sms)
