@@ -150,7 +150,7 @@ def compile(source: str, name: str, defines: dict | None = None) -> Kernel:  # n
     try:
         major, minor = torch.cuda.get_device_capability(dev)
         cubin = _to_cubin(head + source, name, f"sm_{major}{minor}")
-        torch.cuda.current_stream(dev).synchronize()  # the primary context exists and is current
+        torch.cuda.init()  # the primary context exists (no stream work: this may run inside a graph capture)
         cu = _driver()
         ctx = ctypes.c_void_p()
         cu.cuCtxGetCurrent(ctypes.byref(ctx))
