@@ -26,16 +26,29 @@ _cache: dict = {}
 
 
 def enabled() -> bool:
-    return os.environ.get("AHA_CUDA_KERNELS", "1") != "0" and torch.cuda.is_available()
+    """A CUDA (not ROCm) device, and AHA_CUDA_KERNELS is not 0."""
+    if os.environ.get("AHA_CUDA_KERNELS", "1") == "0" or torch.version.hip is not None:
+        return False
+    return torch.cuda.is_available()
 
 
 def _nvrtc() -> ctypes.CDLL:
     if "nvrtc" in _libs:
         return _libs["nvrtc"]
-    names = ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12"]
-    # pip layouts: nvidia/cuda_nvrtc/lib (CUDA 12 wheels), nvidia/cu13/lib (CUDA 13 wheels)
-    for root in sys.path:
-        names += sorted(glob.glob(os.path.join(root, "nvidia", "*", "lib", "libnvrtc.so*")))
+    # The pip wheels' first (nvidia/cuda_nvrtc/lib for CUDA 12, nvidia/cu13/lib for CUDA 13; the one of torch's
+    # CUDA version before others), then the loader's search path (a system toolkit).
+    major = (torch.version.cuda or "").split(".")[0]
+    found = [
+        f
+        for root in sys.path
+        for f in glob.glob(os.path.join(root, "nvidia", "*", "lib", "libnvrtc.so*"))
+    ]
+    found.sort(key=lambda f: not f.endswith(f".so.{major}"))
+    names = (
+        found
+        + ["libnvrtc.so"]
+        + [f"libnvrtc.so.{v}" for v in dict.fromkeys((major, "13", "12")) if v]
+    )
     for name in names:
         if "builtins" in name or ".alt." in name:
             continue
