@@ -145,6 +145,27 @@ NAME_CASES = [  # (overrides, the key named, message)
 ]
 
 
+def test_a_user_rewards_options_are_checked_against_its_signature(cli, tmp_path, monkeypatch):
+    (tmp_path / "myrew.py").write_text(
+        "def short(completions, max_len=10):\n"
+        "    return [float(len(c) <= max_len) for c in completions]\n"
+        "def loose(completions, **kwargs):\n"
+        "    return [0.0 for c in completions]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = f"out={tmp_path / 'run'}"
+    funcs = "rewards.funcs=[{name: 'myrew:short', kwargs: {max_lenn: 5}}]"
+    code, err = cli(["train", funcs, out])
+    assert code == 2 and len(err) == 1, err
+    assert "'rewards.funcs[0].kwargs'" in err[0], err
+    assert "reward 'myrew:short' takes no option max_lenn; its options: max_len" in err[0], err
+    # a function that takes **kwargs takes any option
+    from aha.preflight import check_reward_kwargs
+
+    check_reward_kwargs("myrew:loose", {"anything": 1}, None, "rewards.funcs[0].kwargs")
+    check_reward_kwargs("myrew:short", {"max_len": 3}, None, "rewards.funcs[0].kwargs")
+
+
 @pytest.mark.parametrize("overrides,key,message", NAME_CASES)
 def test_bad_names_in_train(cli, tmp_path, overrides, key, message):
     code, err = cli(["train", *overrides, f"out={tmp_path / 'run'}"])

@@ -160,14 +160,27 @@ def _reward_name(name: str, task) -> str | None:
 
 
 def check_reward_kwargs(name: str, kwargs: dict, task, key: str) -> None:
-    """A built-in reward's options are among its parameters (a typo would be dropped without a word); a
-    'module:function' reward gets the options its signature takes."""
+    """A reward's options are among its parameters (a typo would be dropped without a word): a built-in's
+    after the completion, a 'module:function' reward's by name unless it takes **kwargs."""
+    import inspect
+
     from .rewards.registry import get_reward, is_batch, row_params
 
     name = _reward_name(name, task) if kwargs else None
-    if name is None or is_batch(name):
+    if name is None:
         return
-    required, optional = row_params(get_reward(name))
+    if is_batch(name):
+        try:
+            params = inspect.signature(get_reward(name)).parameters
+        except Exception:  # noqa: BLE001 - check_reward reports a reward that does not import
+            return
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        # after the completions (TRL's prompts / completion_ids are the trainer's to pass)
+        optional = set(list(params)[1:]) - {"prompts", "completions", "completion_ids"}
+        required = set()
+    else:
+        required, optional = row_params(get_reward(name))
     unknown = sorted(set(kwargs) - required - optional)
     if unknown:
         takes = ", ".join(sorted(optional | required)) or "none"
