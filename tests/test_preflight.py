@@ -91,7 +91,7 @@ def test_sft_rows_in_no_known_format(cli, tmp_path):
     path = jsonl(tmp_path / "x.jsonl", [{"prompt": "a", "completion": "b"}, {"prompt": "c"}])
     code, err = cli(["sft", f"data.path=[{path}]", f"out={tmp_path / 'run'}"])
     assert code == 2 and len(err) == 1
-    assert "x.jsonl: row 2: neither 'messages' nor 'completion'" in err[0]
+    assert "x.jsonl: row 2: neither 'messages', 'completion' nor 'text'" in err[0]
 
 
 @pytest.mark.parametrize(

@@ -110,6 +110,24 @@ def test_memorises_a_completion(tmp_path):
     assert c.text == "<answer>42</answer>" and c.finish_reason == "stop"
 
 
+def test_memorises_a_text_row(tmp_path):
+    """TRL's language-modeling rows ({"text": ...}, here under another column) train on the whole text: the
+    model continues its first character into the rest and stops."""
+    data = tmp_path / "lm.jsonl"
+    data.write_text(json.dumps({"body": "Z<answer>42</answer>"}) + "\n")
+    extra = ["steps=40", "optim.lr=1e-2", "optim.schedule=constant", "data.text_key=body"]
+    t = SFTTrainer(cfg(tmp_path, *extra, data=data))
+    try:
+        assert t.fit()["steps"] == 40
+    finally:
+        t.close()
+    [c] = HFEngine(t.model, t.tok).generate(
+        [t.tok("Z", add_special_tokens=False).input_ids],
+        SamplingParams(temperature=0, max_tokens=30, stop_token_ids=[t.tok.eos_token_id]),
+    )
+    assert c.text == "<answer>42</answer>" and c.finish_reason == "stop"
+
+
 def test_resume_continues_exactly(tmp_path):
     extra = ["steps=6", "optim.lr=1e-2", "optim.warmup_steps=2", "optim.schedule=cosine"]
     full = tmp_path / "full"

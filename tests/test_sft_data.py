@@ -32,6 +32,30 @@ def test_prompt_completion_row():
     assert ex.input_ids == ids("abcd") and ex.loss_mask == [0, 0, 1, 1]
 
 
+def test_text_rows_train_on_the_whole_text():
+    """TRL's language-modeling format: every token and the eos are trained; a completion column wins."""
+    ex = to_example({"text": "abc"}, TOK)
+    assert ex.input_ids == ids("abc") + [EOS] and ex.loss_mask == [1, 1, 1, 1]
+    ex = to_example({"body": "xy"}, TOK, RowFormat(text_key="body", add_eos=False))
+    assert ex.input_ids == ids("xy") and ex.loss_mask == [1, 1]
+    ex = to_example({"text": "zz", "prompt": "a", "completion": "b"}, TOK)
+    assert ex.loss_mask == [0, 1, 1]
+
+
+def test_text_rows_are_checked_before_training():
+    from aha.data.read import DataError
+    from aha.data.sft import check_rows
+
+    check_rows([{"text": "abc"}, {"prompt": "a", "completion": "b"}], RowFormat(), "x.jsonl")
+    for rows, message in [
+        ([{"text": "ok"}, {"text": "  "}], "row 2: 'text' is empty"),
+        ([{"text": 3}], "row 1: 'text' is a int, not text"),
+        ([{"body": "x"}], "neither 'messages', 'completion' nor 'text' (keys: body)"),
+    ]:
+        with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            check_rows(rows, RowFormat(), "x.jsonl")
+
+
 def test_template_renders_question_like_rl_prompts():
     row = {"question": "2+2", "completion": "4", "prompt": "ignored"}
     ex = to_example(row, TOK, RowFormat(template="Q: {prompt} A:", prefill="<t>"))

@@ -86,10 +86,7 @@ ALIASES: dict[str, tuple[str, str]] = {
     "lora_target_modules": ("model.lora.target_modules", ""),
     "torch_dtype": ("model.dtype", ""),
     "system_prompt": ("task.system", ""),
-    "dataset_text_field": (
-        "data.completion_key",
-        "aha sft trains on prompt/completion or messages rows, not on a plain text column",
-    ),
+    "dataset_text_field": ("data.text_key", "aha sft: the column of language-modeling rows"),
     # ---- verl (ppo_trainer.yaml): nested names -------------------------------------------------------------
     "actor_rollout_ref.rollout.n": ("sampling.group_size", ""),
     "actor_rollout_ref.rollout.temperature": ("sampling.temperature", ""),

@@ -224,6 +224,7 @@ def check_sft_data(data, at) -> None:
         data.messages_key,
         data.question_key,
         data.template,
+        text_key=data.text_key,
     )
     left = data.limit  # data.limit counts rows over all sources, in order
     for source in data.path:

@@ -7,6 +7,7 @@ Row formats (one dataset may mix them):
 - chat: {"messages": [{"role": ..., "content": ...}, ...]} rendered by the tokenizer's chat template; every
   assistant turn (its content and end-of-turn tokens) is trained on, everything else is context.
   A prompt given as a message list with a string or message-list completion is the same thing.
+- text: {"text": str} (TRL's language-modeling format): the whole text is trained on, then eos.
 
 Token layout of one example (no special tokens added, as for RL prompts):
     ids  = tok(prompt) + tok(completion) + [eos]         mask = [0]*len(prompt) + [1]*(len(completion) + 1)
@@ -103,10 +104,15 @@ def _row_problem(row: dict, fmt: RowFormat) -> str | None:
         return None
     if fmt.completion_key in row and row[fmt.completion_key] is None:
         return f"'{fmt.completion_key}' is null; give the completion text"
+    if fmt.completion_key not in row and fmt.text_key in row:  # language modeling: all of it
+        text = row[fmt.text_key]
+        if not isinstance(text, str):
+            return f"'{fmt.text_key}' is a {type(text).__name__}, not text"
+        return None if text.strip() else f"'{fmt.text_key}' is empty; drop the row"
     if row.get(fmt.completion_key) is None:
         return (
-            f"neither '{fmt.messages_key}' nor '{fmt.completion_key}' (keys: {keys}); set "
-            "data.completion_key / data.messages_key"
+            f"neither '{fmt.messages_key}', '{fmt.completion_key}' nor '{fmt.text_key}' (keys: "
+            f"{keys}); set data.completion_key / data.messages_key / data.text_key"
         )
     prompt, completion = row.get(fmt.prompt_key), row[fmt.completion_key]
     number = isinstance(completion, (int, float)) and not isinstance(completion, bool)
@@ -150,6 +156,7 @@ class RowFormat:
     system: str | None = None
     prefill: str = ""
     add_eos: bool = True
+    text_key: str = "text"
 
 
 def to_example(row: dict, tokenizer, fmt: RowFormat | None = None) -> Example:
@@ -175,6 +182,8 @@ def _segments(row: dict, tokenizer, fmt: RowFormat) -> list[tuple[str, bool]]:
     if fmt.messages_key in row:
         return _chat_segments(list(row[fmt.messages_key]), tokenizer, n_context=None)
     prompt, completion = row.get(fmt.prompt_key), row.get(fmt.completion_key)
+    if completion is None and isinstance(row.get(fmt.text_key), str):
+        return [(row[fmt.text_key], True)]
     if completion is None:
         raise ValueError(
             f"row has neither '{fmt.messages_key}' nor '{fmt.completion_key}' (keys: {sorted(row)}); "

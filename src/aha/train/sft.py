@@ -96,12 +96,13 @@ class SFTTrainer(TrainLoop):
             d.system,
             d.prefill,
             d.add_eos,
+            d.text_key,
         )
         self.examples, self.data_stats = build_examples(rows, tok, fmt, d.max_length)
         if not self.examples:
             raise ValueError(
                 f"no trainable example in {', '.join(d.path)} ({self.data_stats}); check the row "
-                "format (prompt/completion or messages) and data.max_length"
+                "format (prompt/completion, messages or text) and data.max_length"
             )
         # steps=0 means "as many as the epochs take": resolve it once, so config.yaml shows the real number
         cfg = dataclasses.replace(

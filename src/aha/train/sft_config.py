@@ -27,6 +27,7 @@ class SFTDataConfig:
     prompt_key: str = "prompt"  # the prompt column of prompt/completion rows
     completion_key: str = "completion"  # the column trained on (the loss is on it only)
     messages_key: str = "messages"  # chat-format rows
+    text_key: str = "text"  # language-modeling rows (TRL's "text" format): trained on whole
     question_key: str = "question"  # the column data.template renders into the prompt
     # set (r1-zero | chat | plain | "...{prompt}..."): the prompt is rendered from row[question_key], exactly
     # as the RL stage renders its prompts; null: the row's prompt as is
