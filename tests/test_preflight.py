@@ -270,15 +270,16 @@ def test_reward_options_from_the_config_reach_the_function():
     """rewards.funcs[].kwargs (it had only name and weight): e.g. the format reward's min_think_chars."""
     from aha.config import load_config
     from aha.data import get_task
-    from aha.rewards import RewardRunner
+    from aha.rewards import RewardRunner, RewardSpec
     from aha.train.config import TrainConfig
     from aha.train.rollout import reward_specs
 
-    cfg = load_config(
-        TrainConfig, None, ["rewards.funcs=[{name: format, kwargs: {min_think_chars: 50}}]"]
-    )
+    funcs = "rewards.funcs=[{name: format, kwargs: {min_think_chars: 50}}, {name: 'm:f', chunk: 0}]"
+    cfg = load_config(TrainConfig, None, [funcs])
     specs = reward_specs(cfg, get_task("chain"))
-    assert specs == [("format", 1.0, {"min_think_chars": 50})]
+    assert specs[0] == RewardSpec("format", 1.0, {"min_think_chars": 50}, chunk=8)
+    assert specs[1].chunk == 0  # rewards.funcs[].chunk reaches the runner
+    specs = specs[:1]
     text = "<think>a short thought</think><answer>1</answer>"
     with RewardRunner(specs, num_workers=0) as strict, RewardRunner([("format", 1.0)]) as plain:
         assert strict.score([text], [{}]).scores[0, 0] == 0.0  # 15 characters < 50

@@ -333,6 +333,33 @@ def trl_style_local(completions, **kwargs):  # a test-module function: workers i
     return [float(len(c)) for c in completions]
 
 
+def batch_size_seen(completions, **kwargs):
+    return [float(len(completions))] * len(completions)
+
+
+def batch_size_positional(texts):
+    return [float(len(texts))] * len(texts)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_chunk_sets_the_completions_a_reward_call_sees(workers):
+    """8 a call by default; chunk=N, N; chunk=0, all of them in one call as TRL's trainer does (open-r1's
+    len_reward normalises over the completions it is given)."""
+    from aha.rewards import RewardSpec
+
+    rows = [{}] * 20
+    for fn in ("batch_size_seen", "batch_size_positional"):
+        path = f"{__name__}:{fn}"
+        for chunk, want in [
+            (None, [8.0] * 16 + [4.0] * 4),
+            (6, [6.0] * 18 + [2.0] * 2),
+            (0, [20.0] * 20),
+        ]:
+            spec = RewardSpec(path) if chunk is None else RewardSpec(path, chunk=chunk)
+            with RewardRunner([spec], num_workers=workers) as r:
+                assert r.score(["x"] * 20, rows).scores[:, 0].tolist() == want, (fn, chunk)
+
+
 def test_a_function_is_taken_as_a_reward_by_its_import_path():
     """TRL's reward_funcs=[fn]: RewardRunner([(fn, weight)]) takes the function (it raised a TypeError)."""
     with RewardRunner([(trl_style_local, 1.0)], num_workers=0) as r:

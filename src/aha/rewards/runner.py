@@ -10,8 +10,9 @@ per-item timeout. A timed-out or failing item scores 0 and is counted in metrics
 ["reward/errors"]; the first error message of each reward is also issued as a warning.
 
 User rewards are batch style, f(completions, **row_fields_as_lists) -> list[float | None]; they get chunks of
-at most USER_CHUNK items (consecutive completions: one group when G = 8), each call with a budget of `timeout`
-seconds; a chunk that times out (or kills its worker) is retried one item at a time, so only the items that
+RewardSpec.chunk items (USER_CHUNK by default: consecutive completions, one group when G = 8; 0: all of them in
+one call, as TRL's trainer calls a reward), each call with a budget of `timeout` seconds per USER_CHUNK items
+a worker; a chunk that times out (or kills its worker) is retried one item at a time, so only the items that
 really hang score 0. TRL's reward functions run as they are: a function with a `completions` parameter is
 called with keywords, as TRL's trainer calls it, `f(prompts=..., completions=..., completion_ids=...,
 **columns)` (prompts and completion_ids when it takes them), and on rows whose `prompt` column is a list of
@@ -46,6 +47,9 @@ class RewardSpec:
         default_factory=dict
     )  # fixed options, e.g. {"lang": "zh"}; row fields override
     timeout: float | None = None  # per-item seconds for this reward; None: the runner's
+    chunk: int = (
+        USER_CHUNK  # user rewards' completions per call; 0: the whole batch in one call (TRL's way)
+    )
 
     def __post_init__(self):
         if callable(self.name):  # a function, as TRL's reward_funcs=[fn]: by its import path
@@ -131,7 +135,7 @@ class RewardRunner:
         if self.verl[f]:  # verl's compute_score, one item a call through verl_batch
             return [
                 (idx, (), {"path": self.paths[f], **_verl_items(completions, rows, idx)})
-                for idx in _chunks(len(completions))
+                for idx in _chunks(len(completions), self.specs[f].chunk)
             ]
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         takes = lambda k: takes_any or k in params
@@ -144,7 +148,9 @@ class RewardRunner:
             for c, r in zip(completions, rows)
         ]
         jobs = []
-        for idx in _chunks(len(completions)):
+        # TRL calls a reward once with the whole batch (a batch statistic such as open-r1's len_reward is over
+        # all of it); aha-style functions get chunks, spread over the workers
+        for idx in _chunks(len(completions), self.specs[f].chunk):
             kwargs = {k: [rows[i].get(k, self.specs[f].kwargs.get(k)) for i in idx] for k in keys}
             if not named:
                 jobs.append((idx, ([texts[i] for i in idx],), kwargs))
@@ -183,7 +189,11 @@ class RewardRunner:
                     if self.num_workers == 0:  # debugging: in this process, no timeout
                         self._store(scores, counts, f, idx, _call(fn, args, kwargs))
                     else:
-                        remote.append((f, idx, Job(path, args, kwargs, self.budgets[f])))
+                        # the timeout is per USER_CHUNK items on each worker: a larger call gets what
+                        # its chunks would have had on the workers side by side
+                        per = USER_CHUNK * self.num_workers
+                        budget = self.budgets[f] * max(1, math.ceil(len(idx) / per))
+                        remote.append((f, idx, Job(path, args, kwargs, budget)))
                 continue
             applied = 0
             for i, (c, row) in enumerate(zip(completions, rows)):
@@ -317,8 +327,10 @@ def _single(job, pos: int, timeout: float):
     return Job(job.name, args, kwargs, timeout)
 
 
-def _chunks(n: int) -> list[list[int]]:
-    return [list(range(s, min(s + USER_CHUNK, n))) for s in range(0, n, USER_CHUNK)]
+def _chunks(n: int, size: int = USER_CHUNK) -> list[list[int]]:
+    """Item indices in calls of `size` (0: one call with all n)."""
+    size = size or max(1, n)
+    return [list(range(s, min(s + size, n))) for s in range(0, n, size)]
 
 
 VERL_BATCH = "aha.rewards.runner:verl_batch"

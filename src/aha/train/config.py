@@ -44,6 +44,13 @@ class RewardItem:
     # fixed options of the function, e.g. {lang: zh} (language), {min_think_chars: 8} (format), {allow_unsafe:
     # true} (code); a row's own field of the same name wins
     kwargs: dict = field(default_factory=dict)
+    # a 'module:function' reward's completions per call, spread over the reward workers; 0 = all of the
+    # step's in one call, as TRL's trainer calls it (a batch statistic such as open-r1's len_reward is then over
+    # the same completions as in TRL)
+    chunk: int = 8
+
+    def __post_init__(self):
+        check(self.chunk >= 0, "chunk", f"must be >= 1, or 0 for the whole batch; got {self.chunk}")
 
 
 @dataclass

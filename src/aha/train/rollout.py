@@ -20,7 +20,7 @@ import torch
 
 from ..eval.reflection import reflection_rate, revision_rate
 from ..models.tokenizer import stop_token_ids
-from ..rewards import RewardRunner, soft_overlong_penalty
+from ..rewards import RewardRunner, RewardSpec, soft_overlong_penalty
 from ..rollout import Completion, SamplingParams
 from .dist import gathered
 from .metrics import print_samples
@@ -40,10 +40,15 @@ class RolloutBatch:
     metrics: dict = field(default_factory=dict)
 
 
-def reward_specs(cfg, task) -> list[tuple[str, float, dict]]:
-    """rewards.funcs -> RewardRunner specs (name, weight, options): `accuracy` is the task's verifier."""
+def reward_specs(cfg, task) -> list[RewardSpec]:
+    """rewards.funcs -> RewardRunner specs: `accuracy` is the task's verifier."""
     return [
-        (task.accuracy_reward if r.name == "accuracy" else r.name, r.weight, dict(r.kwargs))
+        RewardSpec(
+            task.accuracy_reward if r.name == "accuracy" else r.name,
+            r.weight,
+            dict(r.kwargs),
+            chunk=r.chunk,
+        )
         for r in cfg.rewards.funcs
     ]
 
