@@ -47,9 +47,8 @@ class RewardSpec:
         default_factory=dict
     )  # fixed options, e.g. {"lang": "zh"}; row fields override
     timeout: float | None = None  # per-item seconds for this reward; None: the runner's
-    chunk: int = (
-        USER_CHUNK  # user rewards' completions per call; 0: the whole batch in one call (TRL's way)
-    )
+    # user rewards' completions per call; 0: the whole batch in one call (TRL's way)
+    chunk: int = USER_CHUNK
 
     def __post_init__(self):
         if callable(self.name):  # a function, as TRL's reward_funcs=[fn]: by its import path
@@ -148,8 +147,7 @@ class RewardRunner:
             for c, r in zip(completions, rows)
         ]
         jobs = []
-        # TRL calls a reward once with the whole batch (a batch statistic such as open-r1's len_reward is over
-        # all of it); aha-style functions get chunks, spread over the workers
+        # calls of spec.chunk completions, spread over the workers (0: one call with all, as TRL's trainer)
         for idx in _chunks(len(completions), self.specs[f].chunk):
             kwargs = {k: [rows[i].get(k, self.specs[f].kwargs.get(k)) for i in idx] for k in keys}
             if not named:
