@@ -135,6 +135,17 @@ def test_step0_eval_resume_diff_and_a_quiet_save(tmp_path, capsys):
         in out
     )
     assert [r["step"] for r in rows(tmp_path)] == [0, 1, 2]  # no second step-0 evaluation on resume
+    # a run saved by an older aha: its config.yaml lacks keys added since (they take their defaults)
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    for item in saved["rewards"]["funcs"]:
+        del item["chunk"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    again = [*TINY, "steps=3", "optim.lr=3e-6", "resume=true", f"out={tmp_path}"]
+    train(load_config(TrainConfig, None, again))
+    out = capsys.readouterr().out
+    assert "resume: the config changed since the run started: steps: 2 -> 3" in out, out
 
 
 class FakeRun:

@@ -197,6 +197,29 @@ def test_rerun_skips_complete_stages_and_redoes_a_deleted_one(r1_run, capsys):
     )  # a run-time knob may change
 
 
+def test_stages_finished_by_an_older_aha_are_kept(r1_run, capsys):
+    """A key added to the config since a stage ran (here rewards.funcs[].chunk and data.text_key, removed from
+    the recorded configs) takes its default: an upgrade alone is not "other settings"."""
+    tmp, cfg, _, _ = r1_run
+    cls, run = get_pipeline("r1")
+    for path in (tmp / "r1").rglob("manifest.json"):
+        m = json.loads(path.read_text())
+        config = m.get("config") or {}
+        for item in (config.get("rewards") or {}).get("funcs") or []:
+            item.pop("chunk", None)
+        (config.get("data") or {}).pop("text_key", None)
+        path.write_text(json.dumps(m))
+    run(cfg)
+    assert capsys.readouterr().out.count("complete, skipped") == 6
+    changed = load_config(
+        cls, None, r1_overrides(tmp) + ["rl.rewards.funcs=[{name: format, chunk: 4}]"]
+    )
+    with pytest.raises(
+        ConfigError, match=r"stage 02-rl finished with other settings \(rewards.funcs: "
+    ):
+        run(changed)
+
+
 def test_a_copied_pipeline_folder_skips_its_finished_stages(r1_run, capsys):
     """The manifests record the pipeline folder as the run gave it: a copy (or a moved folder) run with out= its new
     place skips every finished stage there and hands on its own outputs, not the original's."""

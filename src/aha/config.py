@@ -302,3 +302,13 @@ def config_changes(
     ]
     parts = [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in keys[:limit]]
     return "; ".join(parts) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def as_today(cls, recorded: dict) -> dict:
+    """An earlier run's recorded config (its config.yaml or manifest) read through today's `cls`: keys added
+    since then take their defaults, so an upgrade alone is not a change of settings (config_changes against
+    it names only what the user changed); the record as it is when it no longer builds (a key removed)."""
+    try:
+        return to_dict(build(cls, copy.deepcopy(recorded), ""))
+    except Exception:  # noqa: BLE001 - compared as recorded: every difference is then named
+        return recorded

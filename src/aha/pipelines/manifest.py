@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import ConfigError, config_changes, to_dict
+from ..config import ConfigError, as_today, config_changes, to_dict
 
 MANIFEST = "manifest.json"
 # keys that do not change what a stage makes: a rerun may change them
@@ -178,7 +178,8 @@ class Pipeline:
         done = completed(stage_dir)
         cfg = to_dict(config)
         if done is not None:
-            changed = config_changes(done.get("config") or {}, cfg, ignore=RUN_TIME)
+            old = as_today(type(config), done.get("config") or {})
+            changed = config_changes(old, cfg, ignore=RUN_TIME)
             if changed:
                 raise ConfigError(
                     "",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError, config_changes, to_dict
+from ..config import ConfigError, as_today, config_changes, to_dict
 from .config import SampleConfig
 from .engine import build_engine
 from .filters import select
@@ -48,7 +48,8 @@ def sample(cfg: SampleConfig, engine=None, tokenizer=None, model_name: str | Non
     writer = ResumableWriter(out)
     saved = out / "config.yaml"
     if writer.done and saved.is_file():  # resuming: the rows there must come from the same settings
-        changed = config_changes(yaml.safe_load(saved.read_text()) or {}, to_dict(cfg), ignore=FREE)
+        old = as_today(type(cfg), yaml.safe_load(saved.read_text()) or {})
+        changed = config_changes(old, to_dict(cfg), ignore=FREE)
         if changed:
             raise ConfigError(
                 "out",

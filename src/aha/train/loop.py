@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import config_changes, to_dict
+from ..config import as_today, config_changes, to_dict
 from . import checkpoint as ckpt
 from .dist import Dist
 from .guard import SkipCounter, state_is_finite
@@ -184,7 +184,8 @@ class TrainLoop:
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             if cfg.resume and config.is_file():
-                changed = config_changes(yaml.safe_load(config.read_text()) or {}, to_dict(cfg))
+                old = as_today(type(cfg), yaml.safe_load(config.read_text()) or {})
+                changed = config_changes(old, to_dict(cfg))
                 if changed:
                     self.print(f"resume: the config changed since the run started: {changed}")
         try:
