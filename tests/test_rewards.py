@@ -255,9 +255,28 @@ def test_math_hacks_outside_answer_block():
     assert math_accuracy("The answer is \\boxed{42}", "#### 42") == 0.0
     assert math_accuracy("<think>r</think><answer>42</answer><answer>41</answer>", "#### 42") == 0.0
     assert math_accuracy("<think>r</think><аnswer>42</аnswer>", "#### 42") == 0.0
-    assert (
-        math_accuracy("<answer>\\boxed{41} \\boxed{42}</answer>", "#### 42") == 1.0
-    )  # last boxed counts
+    # two boxed answers are a two-part answer (as Math-Verify reads them), not "the last one counts"
+    assert math_accuracy("<answer>\\boxed{41} \\boxed{42}</answer>", "#### 42") == 0.0
+
+
+MULTI_BOXED = [  # (answer block, reference, expected): several \boxed{} in the answer (Math-Verify's cases)
+    ("\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}", "$$(2, 2), (6, 2)$$", 1.0),
+    ("\\boxed{1} and \\boxed{2} and \\boxed{3}", "$${1,2,3}$$", 1.0),
+    ("\\boxed{-2} and \\boxed{1}", "\\boxed{-2, 1}", 1.0),
+    (
+        "\\boxed{15\\frac{39}{40}} = \\boxed{\\frac{639}{40}}",
+        "\\frac{639}{40}",
+        1.0,
+    ),  # one answer, two forms
+    ("\\boxed{5}, that is \\boxed{5}", "5", 1.0),
+    ("\\boxed{3} or \\boxed{5}", "5", 0.0),  # a hedge
+    ("\\boxed{1} and \\boxed{2}", "\\{1, 2, 3\\}", 0.0),
+]
+
+
+@pytest.mark.parametrize("block,reference,expected", MULTI_BOXED)
+def test_several_boxed_answers_are_the_parts_of_one(block, reference, expected):
+    assert math_accuracy(wrap(block), reference) == expected
 
 
 def test_reference_answer_forms():

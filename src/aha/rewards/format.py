@@ -144,6 +144,28 @@ def last_boxed(text: str) -> str | None:
     return None  # unbalanced: no boxed answer
 
 
+def all_boxed(text: str) -> list[str]:
+    """Contents of every outermost balanced `\\boxed{...}` / `\\fbox{...}`, in order, without repeats."""
+    out: list[str] = []
+    if not isinstance(text, str):
+        return out
+    pat = re.compile("|".join(re.escape(b + "{") for b in _BOXED))
+    pos = 0
+    while (m := pat.search(text, pos)) is not None:
+        depth, j = 0, m.end() - 1
+        for j in range(m.end() - 1, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0:
+                break
+        if depth:
+            break  # unbalanced: nothing after it is read
+        box = text[m.end() : j].strip()
+        if box not in out:
+            out.append(box)
+        pos = j + 1
+    return out
+
+
 def answer_block(completion: str) -> str | None:
     """Content of the last `<answer>...</answer>` block (None if the last `<answer>` is never closed)."""
     if not isinstance(completion, str):

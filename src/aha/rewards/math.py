@@ -30,7 +30,7 @@ import threading
 from fractions import Fraction
 from functools import lru_cache
 
-from aha.rewards.format import extract_answer, last_boxed
+from aha.rewards.format import all_boxed, answer_block, extract_answer, last_boxed
 
 MAX_ANSWER_CHARS = 300  # MATH-500 answers are <= 53 characters
 MAX_BRACE_DEPTH = 12  # MATH-500 answers nest <= 2 deep; deep nests make sympy crawl
@@ -164,10 +164,22 @@ def math_equal(pred: str, gold: str) -> bool:
 
 
 def math_accuracy(completion: str, answer) -> float:
-    """1.0 iff the completion's extracted answer equals the reference `answer` mathematically; else 0.0."""
+    """1.0 iff the completion's extracted answer equals the reference `answer` mathematically; else 0.0.
+
+    An answer block holding several distinct \\boxed{} answers is right when they are the gold's parts
+    ("\\boxed{(2, 2)} and \\boxed{(6, 2)}" for the set of both) or every one of them equals it (one answer in
+    two forms, "\\boxed{15\\frac{39}{40}} = \\boxed{\\frac{639}{40}}"); a hedge ("\\boxed{3} or \\boxed{5}")
+    is wrong whichever is the gold (it scored as its last box before). A reference keeps its last box (MATH
+    solutions box one answer in two forms)."""
     try:
         pred = extract_answer(completion)
         gold = reference_answer(answer)
-        return 1.0 if pred and gold and math_equal(pred, gold) else 0.0
+        if not pred or not gold:
+            return 0.0
+        boxes = all_boxed(answer_block(completion) or "")
+        if len(boxes) > 1:
+            whole = math_equal(", ".join(boxes), gold)
+            return 1.0 if whole or all(math_equal(b, gold) for b in boxes) else 0.0
+        return 1.0 if math_equal(pred, gold) else 0.0
     except Exception:
         return 0.0
