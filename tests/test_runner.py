@@ -364,8 +364,47 @@ def test_a_function_is_taken_as_a_reward_by_its_import_path():
     """TRL's reward_funcs=[fn]: RewardRunner([(fn, weight)]) takes the function (it raised a TypeError)."""
     with RewardRunner([(trl_style_local, 1.0)], num_workers=0) as r:
         assert r.score(["ab", "abc"], [{}, {}]).scores[:, 0].tolist() == [2.0, 3.0]
-    with pytest.raises(ValueError, match="define it at the top level of a module"):
+    with pytest.raises(ValueError, match="at the top level of a module"):
         RewardRunner([(lambda completions: [1.0] * len(completions), 1.0)])
+    import functools
+
+    # TRL's factories return callable objects, functools.partial has no name: both are told how to pass them
+    with pytest.raises(ValueError, match="functools.partial or a callable object"):
+        RewardRunner([(functools.partial(trl_style_local, x=1), 1.0)])
+
+
+def token_length(completion_ids, **kwargs):  # TRL's soft overlong punishment reads only the ids
+    return [float(len(ids)) for ids in completion_ids]
+
+
+def option_and_columns(completions, delimiters=("x",), **kwargs):
+    ok = isinstance(delimiters, list) and all(isinstance(d, str) for d in delimiters)
+    leaked = "prompt" in kwargs or "completion" in kwargs
+    return [
+        float(ok and not leaked and kwargs["solution"] == ["7", "8"][: len(completions)])
+    ] * len(completions)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_trl_calling_conventions(workers):
+    """As TRL's trainer: a reward that names only completion_ids gets the token ids by keyword (it got the
+    texts as its first argument: every TRL length reward scored 0); an option no row has is passed as given,
+    once (TRL's reasoning_delimiters=[...], not a list per item); the prompt and completion columns are not
+    repeated as keywords."""
+    from aha.rewards import RewardSpec
+
+    chat = [{"role": "user", "content": "3 + 4?"}]
+    rows = [
+        {"prompt": chat, "completion": "x", "solution": "7"},
+        {"prompt": "3+5=", "solution": "8"},
+    ]
+    with RewardRunner([(f"{__name__}:token_length", 1.0)], num_workers=workers) as r:
+        res = r.score(["a b", "c"], rows, completion_ids=[[5, 6, 7], [8]])
+    assert res.scores[:, 0].tolist() == [3.0, 1.0]
+    spec = RewardSpec(f"{__name__}:option_and_columns", kwargs={"delimiters": ["</R>"]})
+    with RewardRunner([spec], num_workers=workers) as r:
+        res = r.score(["a", "b"], rows)
+    assert res.scores[:, 0].tolist() == [1.0, 1.0] and res.metrics["reward/errors"] == 0.0
 
 
 def test_a_reward_module_in_the_working_folder_is_found(tmp_path, monkeypatch):

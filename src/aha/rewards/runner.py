@@ -13,9 +13,10 @@ User rewards are batch style, f(completions, **row_fields_as_lists) -> list[floa
 RewardSpec.chunk items (USER_CHUNK by default: consecutive completions, one group when G = 8; 0: all of them in
 one call, as TRL's trainer calls a reward), each call with a budget of `timeout` seconds per USER_CHUNK items
 a worker; a chunk that times out (or kills its worker) is retried one item at a time, so only the items that
-really hang score 0. TRL's reward functions run as they are: a function with a `completions` parameter is
-called with keywords, as TRL's trainer calls it, `f(prompts=..., completions=..., completion_ids=...,
-**columns)` (prompts and completion_ids when it takes them), and on rows whose `prompt` column is a list of
+really hang score 0. TRL's reward functions run as they are: a function that names `completions`,
+`completion_ids` or `prompts` (or takes only keywords) is called with keywords, as TRL's trainer calls it,
+`f(prompts=..., completions=..., completion_ids=..., **columns)` (what it takes; the prompt and completion
+columns are not repeated as keywords, as in TRL), and on rows whose `prompt` column is a list of
 chat messages (TRL's conversational format) each completion is `[{"role": "assistant", "content": text}]`.
 """
 
@@ -136,11 +137,14 @@ class RewardRunner:
                 (idx, (), {"path": self.paths[f], **_verl_items(completions, rows, idx)})
                 for idx in _chunks(len(completions), self.specs[f].chunk)
             ]
+        named = trl_style(fn)  # TRL's call: everything by keyword
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         takes = lambda k: takes_any or k in params
-        named = "completions" in params  # TRL's call: everything by keyword
-        keys = sorted({k for r in rows for k in r} | set(self.specs[f].kwargs))
-        keys = [k for k in keys if takes(k) and not (named and k in TRL_ARGS)]
+        columns = {k for r in rows for k in r}
+        keys = sorted(columns | set(self.specs[f].kwargs))
+        # TRL passes neither the prompt/completion columns (prompts= and completions= carry them) nor its own
+        # arguments as columns
+        keys = [k for k in keys if takes(k) and not (named and k in (*TRL_ARGS, *TRL_COLUMNS))]
         # TRL's conversational format: a message-list prompt gets message-list completions
         texts = [
             [{"role": "assistant", "content": c}] if is_messages(r.get("prompt")) else c
@@ -148,12 +152,19 @@ class RewardRunner:
         ]
         jobs = []
         # calls of spec.chunk completions, spread over the workers (0: one call with all, as TRL's trainer)
+        options = self.specs[f].kwargs
         for idx in _chunks(len(completions), self.specs[f].chunk):
-            kwargs = {k: [rows[i].get(k, self.specs[f].kwargs.get(k)) for i in idx] for k in keys}
+            # a row column: one value per completion (the option where a row lacks it); an option that no row
+            # has: as given, once (e.g. TRL's reasoning_delimiters=[...])
+            kwargs = {
+                k: [rows[i].get(k, options.get(k)) for i in idx] if k in columns else options[k]
+                for k in keys
+            }
             if not named:
                 jobs.append((idx, ([texts[i] for i in idx],), kwargs))
                 continue
-            kwargs["completions"] = [texts[i] for i in idx]
+            if takes("completions"):
+                kwargs["completions"] = [texts[i] for i in idx]
             if takes("prompts"):
                 kwargs["prompts"] = [rows[i].get("prompt", rows[i].get("question")) for i in idx]
             if ids is not None and takes("completion_ids"):
@@ -371,16 +382,30 @@ def verl_batch(path: str, data_source, solution_str, ground_truth, extra_info) -
 def function_path(fn) -> str:
     """A reward function -> "module:qualname", the name worker processes import it by."""
     module, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
-    if not module or "<" in qual:
+    if not module or not qual or "<" in qual:
         raise ValueError(
-            f"reward {fn!r} cannot be imported by a worker process (a lambda or a function defined "
-            "inside another); define it at the top level of a module and pass it, or 'module:function'"
+            f"reward {fn!r} cannot be imported by a worker process (a lambda, a function defined inside "
+            "another, a functools.partial or a callable object such as TRL's reward factories give); "
+            "define it or assign it at the top level of a module and pass it, or 'module:name'"
         )
     return f"{module}:{qual}"
 
 
-# the arguments TRL's trainer passes itself (not dataset columns)
+# the arguments TRL's trainer passes itself, and the columns it leaves out of the keywords
 TRL_ARGS = ("prompts", "completions", "completion_ids")
+TRL_COLUMNS = ("prompt", "completion")
+
+
+def trl_style(fn) -> bool:
+    """Whether `fn` is called as TRL's trainer calls rewards, by keyword: it names one of TRL's arguments
+    (completions, completion_ids, prompts) or takes only keywords; else aha's style, the texts first."""
+    params = list(inspect.signature(fn).parameters.values())
+    if any(p.name in TRL_ARGS for p in params):
+        return True
+    return bool(params) and params[0].kind in (
+        inspect.Parameter.VAR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
 
 
 def _call(fn, args: tuple, kwargs: dict) -> tuple:
