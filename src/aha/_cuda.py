@@ -153,7 +153,7 @@ def compile(source: str, name: str, defines: dict | None = None) -> Kernel:  # n
     if not enabled():
         raise CudaUnavailable("CUDA kernels are off (no CUDA device, or AHA_CUDA_KERNELS=0)")
     dev = torch.cuda.current_device()
-    head = "".join(f"#define {k} {int(v)}\n" for k, v in sorted((defines or {}).items()))
+    head = _head(defines)
     key = (dev, name, head, source)
     hit = _cache.get(key)
     if isinstance(hit, CudaUnavailable):
@@ -186,5 +186,9 @@ def compile(source: str, name: str, defines: dict | None = None) -> Kernel:  # n
 
 def check_source(source: str, name: str, defines: dict | None = None, arch: str = "sm_90") -> bytes:
     """Compile without a GPU (tests, when NVRTC is installed): the cubin, or CudaUnavailable with the log."""
-    head = "".join(f"#define {k} {int(v)}\n" for k, v in sorted((defines or {}).items()))
-    return _to_cubin(head + source, name, arch)
+    return _to_cubin(_head(defines) + source, name, arch)
+
+
+def _head(defines: dict | None) -> str:
+    """`#define K V` lines (integer values) that go before the source."""
+    return "".join(f"#define {k} {int(v)}\n" for k, v in sorted((defines or {}).items()))

@@ -165,6 +165,7 @@ def check_reward_kwargs(name: str, kwargs: dict, task, key: str) -> None:
     import inspect
 
     from .rewards.registry import get_reward, is_batch, row_params
+    from .rewards.runner import TRL_ARGS
 
     name = _reward_name(name, task) if kwargs else None
     if name is None:
@@ -177,7 +178,7 @@ def check_reward_kwargs(name: str, kwargs: dict, task, key: str) -> None:
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             return
         # after the completions (TRL's prompts / completion_ids are the trainer's to pass)
-        optional = set(list(params)[1:]) - {"prompts", "completions", "completion_ids"}
+        optional = set(list(params)[1:]) - set(TRL_ARGS)
         required = set()
     else:
         required, optional = row_params(get_reward(name))

@@ -39,6 +39,7 @@ _FULL_PREFILLED = re.compile(
     r"(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL
 )
 _BOXED = ("\\boxed", "\\fbox")
+_BOXED_START = re.compile("|".join(re.escape(b + "{") for b in _BOXED))
 # The words of the R1-Zero template's example (aha.data.templates.R1_ZERO) standing for the two blocks.
 PLACEHOLDERS = ("reasoning process here", "answer here")
 _PLACEHOLDER = re.compile("|".join(r"\s+".join(p.split()) for p in PLACEHOLDERS), re.IGNORECASE)
@@ -132,6 +133,29 @@ def last_boxed(text: str) -> str | None:
     if start < 0:
         return None
     i = text.index("{", start)
+    j = _closing(text, i)
+    return None if j is None else text[i + 1 : j]  # unbalanced: no boxed answer
+
+
+def all_boxed(text: str) -> list[str]:
+    """Contents of every outermost balanced `\\boxed{...}` / `\\fbox{...}`, in order, without repeats."""
+    out: list[str] = []
+    if not isinstance(text, str):
+        return out
+    pos = 0
+    while (m := _BOXED_START.search(text, pos)) is not None:
+        j = _closing(text, m.end() - 1)
+        if j is None:
+            break  # unbalanced: nothing after it is read
+        box = text[m.end() : j].strip()
+        if box not in out:
+            out.append(box)
+        pos = j + 1
+    return out
+
+
+def _closing(text: str, i: int) -> int | None:
+    """Index of the "}" closing the "{" at text[i]; None when it is never closed."""
     depth = 0
     for j in range(i, len(text)):  # linear scan; a 5,000-deep nest is just 5,000 steps
         c = text[j]
@@ -140,30 +164,8 @@ def last_boxed(text: str) -> str | None:
         elif c == "}":
             depth -= 1
             if depth == 0:
-                return text[i + 1 : j]
-    return None  # unbalanced: no boxed answer
-
-
-def all_boxed(text: str) -> list[str]:
-    """Contents of every outermost balanced `\\boxed{...}` / `\\fbox{...}`, in order, without repeats."""
-    out: list[str] = []
-    if not isinstance(text, str):
-        return out
-    pat = re.compile("|".join(re.escape(b + "{") for b in _BOXED))
-    pos = 0
-    while (m := pat.search(text, pos)) is not None:
-        depth, j = 0, m.end() - 1
-        for j in range(m.end() - 1, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[j], 0)
-            if depth == 0:
-                break
-        if depth:
-            break  # unbalanced: nothing after it is read
-        box = text[m.end() : j].strip()
-        if box not in out:
-            out.append(box)
-        pos = j + 1
-    return out
+                return j
+    return None
 
 
 def answer_block(completion: str) -> str | None:

@@ -383,15 +383,6 @@ def warps_for(blocks: int, num_sms: int) -> int:
     return 8 if blocks <= num_sms else 4
 
 
-_sms: dict = {}
-
-
-def _num_sms(device: torch.device) -> int:
-    if device.index not in _sms:
-        _sms[device.index] = torch.cuda.get_device_properties(device).multi_processor_count
-    return _sms[device.index]
-
-
 def usable(q: torch.Tensor, num_kv_heads: int, page_size: int, splits: int = 1) -> bool:
     """Whether this kernel serves q (B, NH, D) over an fp8 cache (module docstring's limits)."""
     if not q.is_cuda or not _cuda.enabled():
@@ -432,7 +423,9 @@ def decode_fp8(
     B, NH, D = q.shape
     KVH = k_cache.shape[1]
     G = NH // KVH
-    warps = warps or warps_for(B * KVH * splits, _num_sms(q.device))
+    if warps is None:
+        sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+        warps = warps_for(B * KVH * splits, sms)
     try:
         kern = _cuda.compile(SOURCE, "aha_decode_fp8", defines(G, D, page_size, q.dtype, warps))
     except _cuda.CudaUnavailable as e:
