@@ -17,3 +17,5 @@ STD_SCALES_OF = {
 ADVANTAGE_NAMES = (*STD_SCALES_OF, "gae")
 POLICY_LOSS_NAMES = ("ppo_clip", "gspo")
 AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+# rollout correction (aha.algos.rollout_is_weights): truncated or masked importance sampling, per token or sequence
+ROLLOUT_IS_MODES = ("off", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask")

@@ -87,6 +87,14 @@ ALIASES: dict[str, tuple[str, str]] = {
     "torch_dtype": ("model.dtype", ""),
     "system_prompt": ("task.system", ""),
     "dataset_text_field": ("data.text_key", "aha sft: the column of language-modeling rows"),
+    "vllm_importance_sampling_correction": (
+        "algorithm.rollout_is",
+        "TRL's true = its vllm_importance_sampling_mode (sequence_mask); aha's default is off",
+    ),
+    "vllm_importance_sampling_mode": ("algorithm.rollout_is", ""),
+    "vllm_importance_sampling_clip_max": ("algorithm.rollout_is_max", ""),
+    "vllm_importance_sampling_cap": ("algorithm.rollout_is_max", ""),
+    "vllm_importance_sampling_clip_min": ("algorithm.rollout_is_min", ""),
     # ---- verl (ppo_trainer.yaml): nested names -------------------------------------------------------------
     "actor_rollout_ref.rollout.n": ("sampling.group_size", ""),
     "actor_rollout_ref.rollout.temperature": ("sampling.temperature", ""),

@@ -2,7 +2,8 @@
 
 advantages: grpo, rloo, remax, reinforce_pp, gae (+ token_level_rewards, zero_std_groups), get_advantage
 kl:         kl_estimate (= kl.kl: k1/k2/k3 estimators), FixedKLController, AdaptiveKLController, kl_controller
-losses:     policy_loss (PPO clip, clip-higher, dual clip), gspo_loss, value_loss, agg_loss, get_policy_loss
+losses:     policy_loss (PPO clip, clip-higher, dual clip), gspo_loss, value_loss, agg_loss, get_policy_loss,
+            rollout_is_weights (truncated / masked importance sampling against the engine's logprobs)
 logprobs:   token_logprobs_entropy (chunked, recomputing backward), logprobs_from_logits
 masked:     masked_mean, masked_var, masked_whiten
 """
@@ -31,6 +32,7 @@ from .losses import (
     get_policy_loss,
     gspo_loss,
     policy_loss,
+    rollout_is_weights,
     value_loss,
 )
 from .masked import masked_mean, masked_sum, masked_var, masked_whiten
@@ -58,6 +60,7 @@ __all__ = [
     "get_policy_loss",
     "gspo_loss",
     "policy_loss",
+    "rollout_is_weights",
     "value_loss",
     "entropy_from_logits",
     "logprobs_from_logits",

@@ -15,6 +15,13 @@ With no valid token at all the loss is 0, never NaN. `denom` overrides the norma
 sequences for the others): pass the whole batch's `agg_denominator` so that micro-batches summed by gradient
 accumulation give exactly the full-batch loss.
 
+Rollout correction (truncated / masked importance sampling; Yao et al. 2025 "Your efficient RL framework secretly
+brings you off-policy RL training", TRL's vllm_importance_sampling_*): the engine samples from pi_sampler, not
+exactly the trained pi_old (other kernels, an fp8 KV cache), so each token's policy-gradient loss is weighted by
+w = pi_old / pi_sampler of the sampled token (`rollout_is_weights`), per token or one weight per sequence (the
+product of its tokens' ratios), truncated to [c_min, c_max] or set to 0 outside it (mask). The weight is a constant
+(no gradient through it); the aggregation's normaliser is unchanged.
+
 Value loss (PPO2 / OpenAI baselines): v_clip = old_v + clip(v - old_v, -clip, clip);
     L = 0.5 * max((v - R)^2, (v_clip - R)^2).
 Metrics are detached tensors averaged over valid tokens (token mean, whatever `agg` is); no `.item()`.
@@ -22,12 +29,13 @@ Metrics are detached tensors averaged over valid tokens (token mean, whatever `a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from ..algo_names import AGGS
+from ..algo_names import AGGS, ROLLOUT_IS_MODES
 from .masked import masked_mean, masked_var
 
 
@@ -93,7 +101,9 @@ def _broadcast_adv(advantages: Tensor, like: Tensor) -> Tensor:
     return advantages.detach().to(like.dtype)
 
 
-def _clipped_pg(ratio, adv, m, clip_low, clip_high, clip_c, log_ratio, agg, norm_len, denom):
+def _clipped_pg(
+    ratio, adv, m, clip_low, clip_high, clip_c, log_ratio, agg, norm_len, denom, is_weight=None
+):
     if clip_low < 0 or clip_high < 0:
         raise ValueError(f"clip_low/clip_high must be >= 0, got {clip_low}, {clip_high}")
     pg_unclipped = -adv * ratio
@@ -117,6 +127,8 @@ def _clipped_pg(ratio, adv, m, clip_low, clip_high, clip_c, log_ratio, agg, norm
         loss = torch.where(adv < 0, dual, loss)
     else:
         metrics["clip_frac_dual"] = torch.zeros((), dtype=ratio.dtype, device=ratio.device)
+    if is_weight is not None:  # rollout correction: a constant per token (or sequence) factor
+        loss = loss * is_weight.detach().to(loss.dtype)
     with torch.no_grad():
         lr = log_ratio.detach()
         # k3 estimate of KL(pi_old || pi) on tokens sampled from pi_old: (r - 1) - log r, >= 0
@@ -137,11 +149,13 @@ def policy_loss(
     agg: str = "seq-mean-token-mean",
     norm_len: int | None = None,
     denom: Tensor | float | None = None,
+    is_weight: Tensor | None = None,
 ) -> tuple[Tensor, dict]:
     """PPO-clip policy loss. logp, old_logp, mask (B, T); advantages (B,) or (B, T) -> (loss scalar, metrics).
 
     metrics: clip_frac_low, clip_frac_high, clip_frac_dual (0 without clip_c), approx_kl (k3 of
     KL(old || new): exp(d) - 1 - d with d = logp - old_logp), ratio_mean. Gradient flows through logp only.
+    is_weight: (B, T) or (B, 1) rollout-correction weights (`rollout_is_weights`) multiplying each token's loss.
     """
     _check_agg(agg, norm_len)
     if logp.shape != old_logp.shape or logp.shape != mask.shape:
@@ -155,7 +169,17 @@ def policy_loss(
         m, logp - old_logp.detach(), torch.zeros((), dtype=logp.dtype, device=logp.device)
     )
     return _clipped_pg(
-        torch.exp(log_ratio), adv, m, clip_low, clip_high, clip_c, log_ratio, agg, norm_len, denom
+        torch.exp(log_ratio),
+        adv,
+        m,
+        clip_low,
+        clip_high,
+        clip_c,
+        log_ratio,
+        agg,
+        norm_len,
+        denom,
+        is_weight,
     )
 
 
@@ -171,6 +195,7 @@ def gspo_loss(
     agg: str = "seq-mean-token-mean",
     norm_len: int | None = None,
     denom: Tensor | float | None = None,
+    is_weight: Tensor | None = None,
 ) -> tuple[Tensor, dict]:
     """GSPO: the PPO-clip formula on the sequence-level ratio exp(mean of valid log-ratios). Same shapes and
     metrics as `policy_loss`; defaults are the paper's clip range (3e-4, 4e-4). advantages (B,) or (B, T)."""
@@ -199,7 +224,50 @@ def gspo_loss(
         agg,
         norm_len,
         denom,
+        is_weight,
     )
+
+
+def rollout_is_weights(
+    logp: Tensor,
+    sampler_logp: Tensor,
+    mask: Tensor,
+    mode: str,
+    *,
+    c_min: float | None = None,
+    c_max: float | None = 3.0,
+) -> tuple[Tensor | None, dict]:
+    """Rollout-correction weights. logp: the trained policy's logprobs of the sampled tokens (pi_old: detached),
+    sampler_logp: the engine's, mask (B, T) -> (weights (B, T) for token_* modes or (B, 1) for sequence_*; None
+    for "off"), metrics is_weight_mean (token mean of the weights) and is_cut_frac (share of tokens whose
+    weight was truncated or masked). A token whose sampler logprob is NaN (not reported) counts as ratio 1."""
+    if mode not in ROLLOUT_IS_MODES:
+        raise ValueError(
+            f"unknown rollout correction {mode!r}; valid: {', '.join(ROLLOUT_IS_MODES)}"
+        )
+    if mode == "off":
+        return None, {}
+    if c_min is not None and c_max is not None and not 0 <= c_min < c_max:
+        raise ValueError(f"the weight bounds need 0 <= c_min < c_max, got {c_min}, {c_max}")
+    m = mask.to(device=logp.device, dtype=torch.bool)
+    d = torch.where(m, logp.detach().float() - sampler_logp.to(logp.device).float(), 0.0)
+    d = torch.nan_to_num(d, nan=0.0)
+    if mode.startswith("sequence"):
+        d = d.sum(1, keepdim=True)  # log of the product of the sequence's token ratios
+    # bounds in log space: exp of a 4,000-token sequence's log-ratio may overflow, its comparison does not
+    lo = -math.inf if not c_min else math.log(c_min)
+    hi = math.inf if c_max is None else math.log(c_max)
+    cut = (d < lo) | (d > hi)
+    top = min(hi, 80.0)  # without c_max a weight is only kept finite (e^80)
+    if mode.endswith("truncate"):
+        w = torch.exp(d.clamp(lo, top))
+    else:
+        w = torch.where(cut, 0.0, torch.exp(d.clamp(max=top)))
+    metrics = {
+        "is_weight_mean": masked_mean(w.expand(m.shape).float(), m),
+        "is_cut_frac": masked_mean(cut.expand(m.shape).float(), m),
+    }
+    return w, metrics
 
 
 def value_loss(

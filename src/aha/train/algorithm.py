@@ -39,6 +39,16 @@ class AlgorithmConfig:
     kl_kind: Literal["k1", "k2", "k3"] = "k3"
     mu: int = 1  # policy updates per batch; 1 = on-policy (ratio 1, no extra forward)
     entropy_coef: float = 0.0  # weight of an entropy bonus in the loss; 0 = off
+    # Rollout correction: weight each token's policy loss by pi_old / pi_engine of its sampled token, to undo the
+    # engine's drift from the trained policy (an fp8 KV cache, other kernels; TRL's vllm_importance_sampling_*).
+    # off | token_truncate | token_mask | sequence_truncate | sequence_mask (TRL's default with vLLM)
+    rollout_is: str = "off"
+    rollout_is_max: float | None = (
+        3.0  # C_max: truncate clips the weight to it, mask drops what is above
+    )
+    rollout_is_min: float | None = (
+        None  # C_min: truncate raises the weight to it, mask drops what is below
+    )
     # DAPO: drop groups whose rewards are all equal, resample to fill
     dynamic_sampling: bool = False
     # bound on the extra generate calls dynamic sampling may make per step
@@ -73,7 +83,13 @@ class AlgorithmConfig:
     )
 
     def __post_init__(self):
-        from ..algo_names import ADVANTAGE_NAMES, AGGS, POLICY_LOSS_NAMES, STD_SCALES_OF
+        from ..algo_names import (
+            ADVANTAGE_NAMES,
+            AGGS,
+            POLICY_LOSS_NAMES,
+            ROLLOUT_IS_MODES,
+            STD_SCALES_OF,
+        )
 
         check(
             self.policy_loss in POLICY_LOSS_NAMES,
@@ -94,6 +110,19 @@ class AlgorithmConfig:
             f"dual clip must be > 1 (e.g. 3.0), got {self.clip_c}",
         )
         check(self.beta >= 0, "beta", f"the KL weight must be >= 0, got {self.beta}")
+        check(
+            self.rollout_is in ROLLOUT_IS_MODES,
+            "rollout_is",
+            f"unknown rollout correction {self.rollout_is!r}; choose one of: {', '.join(ROLLOUT_IS_MODES)}",
+        )
+        lo, hi = self.rollout_is_min, self.rollout_is_max
+        check(
+            (lo is None or lo >= 0)
+            and (hi is None or hi > 0)
+            and (lo is None or hi is None or lo < hi),
+            "rollout_is_max",
+            f"the weight bounds need 0 <= rollout_is_min < rollout_is_max (e.g. 3.0), got {lo}, {hi}",
+        )
         check(self.mu >= 1, "mu", f"policy updates per batch must be >= 1, got {self.mu}")
         check(self.max_resample_rounds >= 0, "max_resample_rounds", "must be >= 0")
         check(self.overlong_cache >= 1, "overlong_cache", "must be >= 1 token")

@@ -174,6 +174,14 @@ class PolicyUpdate:
                     ids_checked=True,
                 )
                 old = mb.old_logp if mb.old_logp is not None else logp.detach()
+                is_weight, is_metrics = algos.rollout_is_weights(
+                    old,
+                    mb.sampler_logp,
+                    mb.loss_mask,
+                    a.rollout_is,
+                    c_min=a.rollout_is_min,
+                    c_max=a.rollout_is_max,
+                )
                 loss, m = policy_loss(
                     logp,
                     old,
@@ -185,8 +193,9 @@ class PolicyUpdate:
                     agg=a.agg,
                     norm_len=a.norm_len,
                     denom=denom,
+                    is_weight=is_weight,
                 )
-                m = dict(m)
+                m = dict(m, **is_metrics)
                 if mb.ref_logp is not None:
                     kl = algos.agg_loss(
                         algos.kl_estimate(logp, mb.ref_logp, kind=a.kl_kind),
