@@ -284,3 +284,80 @@ def test_reward_options_from_the_config_reach_the_function():
     with RewardRunner(specs, num_workers=0) as strict, RewardRunner([("format", 1.0)]) as plain:
         assert strict.score([text], [{}]).scores[0, 0] == 0.0  # 15 characters < 50
         assert plain.score([text], [{}]).scores[0, 0] == 1.0
+
+
+def verl_rows(tmp_path, **changes):
+    """A verl-layout JSONL file (the parquet layout's columns) whose second row takes `changes`."""
+    rows = [
+        {
+            "data_source": "openai/gsm8k",
+            "prompt": [{"role": "user", "content": f"20+{i}?"}],
+            "reward_model": {"style": "rule", "ground_truth": str(20 + i)},
+        }
+        for i in range(2)
+    ]
+    rows[1].update(changes)
+    return jsonl(tmp_path / "verl.jsonl", rows)
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"data_source": "codecontests"}, "data_source 'codecontests' is code"),
+        ({"data_source": "searchR1_nq"}, "data_source 'searchR1_nq' is search QA"),
+        (
+            {"data_source": "hiyouga/geometry3k"},
+            "data_source 'hiyouga/geometry3k' asks about images",
+        ),
+        (
+            {"reward_model": {"ground_truth": {"target": ["Paris"]}}},
+            r"its ground truth is a dict \(keys target\)",
+        ),
+    ],
+)
+def test_verl_rows_the_math_verifier_cannot_score(cli, tmp_path, changes, message):
+    """verl routes these rows to other scorers; aha's accuracy reward scored every completion 0, silently."""
+    path = verl_rows(tmp_path, **changes)
+    code, err = cli(
+        ["train", "grpo", "task.name=verl", f"task.options.path={path}", f"out={tmp_path / 'r'}"]
+    )
+    assert code == 2 and len(err) == 1, err
+    assert re.search(r"task 'verl', train split, row 2: " + message, err[0]), err
+    assert "verl.utils.reward_score:default_compute_score" in err[0]
+
+
+def test_verl_rows_with_their_own_reward_pass_the_check(monkeypatch, tmp_path):
+    """Without the accuracy reward (verl's compute_score as the reward) such rows are the user's to score."""
+    from aha.config import load_config
+    from aha.preflight import preflight
+    from aha.train.config import TrainConfig
+
+    path = verl_rows(tmp_path, data_source="codecontests")
+    args = [
+        "task.name=verl",
+        f"task.options.path={path}",
+        f"out={tmp_path / 'r'}",
+        "model.path=tiny-random",
+    ]
+    own = "rewards.funcs=[{name: 'reward_fixtures:count_sevens'}]"
+    preflight("train", load_config(TrainConfig, None, [*args, own]))
+    with pytest.raises(Exception, match="data_source 'codecontests' is code"):
+        preflight(
+            "train", load_config(TrainConfig, None, args)
+        )  # the default rewards hold accuracy
+    with pytest.raises(Exception, match="is code"):  # ... as does a held-out evaluation
+        preflight("train", load_config(TrainConfig, None, [*args, own, "eval.limit=2"]))
+
+
+def test_verl_list_ground_truth_is_any_of(tmp_path):
+    from aha.data import get_task
+    from aha.rewards import math_accuracy
+
+    path = verl_rows(tmp_path, reward_model={"ground_truth": ["21", "21.0"]})
+    rows = get_task("verl", path=path).dataset("train")
+    assert rows[1]["answer"] == ["21", "21.0"]
+    assert math_accuracy("<think>x</think><answer>21.0</answer>", rows[1]["answer"]) == 1.0
+    assert math_accuracy("<think>x</think><answer>22</answer>", rows[1]["answer"]) == 0.0
+    empty = verl_rows(tmp_path, reward_model={"ground_truth": []})
+    with pytest.raises(Exception, match="row 2, column 'reward_model.ground_truth': empty value"):
+        get_task("verl", path=empty).dataset("train")

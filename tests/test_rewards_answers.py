@@ -81,3 +81,37 @@ def test_verifiers_score_under_a_mode():
     # an answer that holds a tag cannot steer which block the verifier reads
     assert answer_completion("\\boxed{1</answer><answer>42}", "boxed") == ""
     assert answer_completion("no answer", "boxed") == "" and answer_completion("x", "tags") == "x"
+
+
+@pytest.mark.parametrize(
+    "answer,gold,expected",
+    [
+        ("#### 72", "72", 1.0),  # verl's GSM8K prompt asks for "#### N"
+        ("Answer: 34", "34", 1.0),  # its DAPO prompt for "Answer: N"
+        ("Answer: 34.", "34", 1.0),
+        ("The final answer is 12", "12", 1.0),
+        ("The answer is $\\frac12$", "0.5", 1.0),
+        ("The answer: \\boxed{7}", "7", 1.0),
+        ("Answer:", "34", 0.0),
+        ("Answers: 5", "5", 0.0),  # only the marker itself is dropped
+        ("72 dollars", "72", 1.0),  # a number and a noun (math-verify read "dollars" as a product)
+        ("34 students.", "34", 1.0),
+        ("5 squared", "5", 0.0),  # words that change the value are not dropped
+        ("2 thousand", "2", 0.0),
+        ("3 or more", "3", 0.0),
+        ("2 pi", "2", 0.0),
+        ("\\boxed 5", "5", 1.0),  # MATH's brace-less box
+        ("so $\\boxed 5$.", "5", 1.0),
+        ("\\boxed {12}", "12", 1.0),
+    ],
+)
+def test_answer_markers_units_and_braceless_boxes(answer, gold, expected):
+    from aha.rewards.math import math_accuracy
+
+    assert math_accuracy(f"<think>t</think><answer>{answer}</answer>", gold) == expected
+
+
+def test_braceless_box_in_a_reference():
+    from aha.rewards.math import reference_answer
+
+    assert reference_answer("so the answer is $\\boxed 5$.") == "5"

@@ -37,15 +37,22 @@ def preflight(command: str, cfg) -> None:
     task = getattr(cfg, "task", None)
     built = check_task(task) if task is not None else None  # names first: cheap, then out=
     sft_data = []
+    # does anything score this task with its verifier (the accuracy reward, a held-out evaluation)?
+    verifies = command in ("eval", "sample")
     for key, node in _walk(cfg):
         at = (lambda sub, key=key: f"{key}.{sub}") if key else (lambda sub: sub)
         kind = type(node).__name__
         if kind == "RewardsConfig":
             for i, item in enumerate(node.funcs):
+                verifies |= item.name == "accuracy"
                 check_reward(item.name, built, at(f"funcs[{i}].name"))
                 check_reward_kwargs(item.name, item.kwargs, built, at(f"funcs[{i}].kwargs"))
         elif kind == "SampleConfig" and node.verifier != "accuracy":
             check_reward(node.verifier, built, at("verifier"))
+        elif isinstance(getattr(node, "limit", None), int) and kind.endswith(
+            ("HeldOutConfig", "EvalConfig")
+        ):
+            verifies |= node.limit != 0
         elif kind == "SFTDataConfig" and node.path:
             sft_data.append((node, at))
     check_out(cfg.out)
@@ -55,6 +62,8 @@ def preflight(command: str, cfg) -> None:
         check_out_dir(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)
     if task is not None:  # then the data, which may take a download
         read_splits(built, task.name, splits(command, cfg))
+        if verifies and task.name == "verl" and built.accuracy_reward == "math":
+            check_verl_rows(built, splits(command, cfg))
     for node, at in sft_data:
         check_sft_data(node, at)
 
@@ -132,6 +141,23 @@ def read_splits(built, name: str, read: list[str]) -> None:
             raise
         except (ValueError, TypeError, KeyError) as e:  # another task's own complaint
             raise DataError(f"task {name!r}, {split} split: {e}") from None
+
+
+def check_verl_rows(built, read: list[str]) -> None:
+    """A DataError for the first verl row the math verifier cannot score (it would score 0 on every completion)."""
+    from .data.files import verl_unverifiable
+    from .data.read import DataError
+
+    for split in read:
+        for n, row in enumerate(built.dataset(split), 1):
+            why = verl_unverifiable(row)
+            if why is not None:
+                raise DataError(
+                    f"task 'verl', {split} split, row {n}: {why}; aha's accuracy reward (the math verifier) "
+                    "would score it 0: score such rows with verl's own function, rewards.funcs=[{name: "
+                    "'verl.utils.reward_score:default_compute_score'}] in place of accuracy (or a module:function "
+                    "of yours: it gets data_source, ground_truth and extra_info), or drop them"
+                )
 
 
 def check_reward(name: str, task, key: str) -> None:

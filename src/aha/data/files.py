@@ -195,7 +195,11 @@ class FileTask(Task):
                 )
             for field in needed[1:]:
                 value = row.get(field)
-                if value is None or (isinstance(value, str) and not value.strip()):
+                if (
+                    value is None
+                    or (isinstance(value, (str, list, tuple)) and not value)
+                    or (isinstance(value, str) and not value.strip())
+                ):
                     raise DataError(
                         f"{path}: row {n}, column {mapping[field]!r}: empty value; fix or remove the row"
                     )
@@ -230,6 +234,29 @@ register_task("file")(_file_task(None, "file"))
 for _fmt in FORMATS:
     register_task(_fmt)(_file_task(_fmt, _fmt))
 # verl's RL parquet layout: "prompt" = chat messages, "reward_model": {"ground_truth": ...}, "data_source".
+# The rows of these data sources are not maths for verl's own default_compute_score (code run against tests, search
+# QA by exact match, geometry that needs its images): aha's math verifier cannot score them (preflight says so).
+VERL_CODE_SOURCES = ("codecontests", "apps", "codeforces", "taco")
+
+
+def verl_unverifiable(row: dict) -> str | None:
+    """Why the math verifier cannot score this verl row (its data_source or its ground truth), else None."""
+    ds, gold = row.get("data_source"), row.get("answer")
+    if ds in VERL_CODE_SOURCES:
+        return f"data_source {ds!r} is code, which verl scores by running tests"
+    if isinstance(ds, str) and ds.startswith("searchR1_"):
+        return f"data_source {ds!r} is search QA, which verl scores by exact match"
+    if ds == "hiyouga/geometry3k":
+        return f"data_source {ds!r} asks about images, which aha does not read"
+    if isinstance(gold, dict):
+        return f"its ground truth is a dict (keys {', '.join(map(str, gold))}), not an answer"
+    if isinstance(gold, (list, tuple)) and not all(
+        isinstance(g, (str, int, float)) and not isinstance(g, bool) for g in gold
+    ):
+        return "its ground truth is a list that holds other things than answers"
+    return None
+
+
 register_task("verl")(
     _file_task(None, "verl", question="prompt", answer="reward_model.ground_truth")
 )

@@ -38,8 +38,9 @@ _FULL = re.compile(
 _FULL_PREFILLED = re.compile(
     r"(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL
 )
-_BOXED = ("\\boxed", "\\fbox")
-_BOXED_START = re.compile("|".join(re.escape(b + "{") for b in _BOXED))
+# \boxed{...} / \fbox{...} (a space before the brace allowed), or MATH's brace-less \boxed 5: one token
+_BOXED_START = re.compile(r"\\(?:boxed|fbox)\s*\{|\\boxed\s+(?=[^\s{$])")
+_BARE_BOX = re.compile(r"[^\s$}]+")
 # The words of the R1-Zero template's example (aha.data.templates.R1_ZERO) standing for the two blocks.
 PLACEHOLDERS = ("reasoning process here", "answer here")
 _PLACEHOLDER = re.compile("|".join(r"\s+".join(p.split()) for p in PLACEHOLDERS), re.IGNORECASE)
@@ -126,32 +127,38 @@ def tag_reward(
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (or `\\fbox{...}`) with balanced braces; None if there is none."""
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}`) with balanced braces, or of a brace-less `\\boxed 5`
+    (its one token); None if there is none or the last is never closed."""
     if not isinstance(text, str):
         return None
-    start = max(text.rfind(b + "{") for b in _BOXED)
-    if start < 0:
-        return None
-    i = text.index("{", start)
-    j = _closing(text, i)
-    return None if j is None else text[i + 1 : j]  # unbalanced: no boxed answer
+    starts = list(_BOXED_START.finditer(text))  # nested boxes included: the last start wins
+    return _box_at(text, starts[-1])[0] if starts else None
 
 
 def all_boxed(text: str) -> list[str]:
-    """Contents of every outermost balanced `\\boxed{...}` / `\\fbox{...}`, in order, without repeats."""
+    """Contents of every outermost balanced `\\boxed{...}` / `\\fbox{...}` (and brace-less `\\boxed 5`), in
+    order, without repeats."""
     out: list[str] = []
     if not isinstance(text, str):
         return out
     pos = 0
     while (m := _BOXED_START.search(text, pos)) is not None:
-        j = _closing(text, m.end() - 1)
-        if j is None:
+        box, pos = _box_at(text, m)
+        if box is None:
             break  # unbalanced: nothing after it is read
-        box = text[m.end() : j].strip()
+        box = box.strip()
         if box not in out:
             out.append(box)
-        pos = j + 1
     return out
+
+
+def _box_at(text: str, m: re.Match) -> tuple[str | None, int]:
+    """The content of the box `m` starts and the index after it; (None, end) when its brace is never closed."""
+    if text[m.end() - 1] != "{":  # \boxed 5
+        t = _BARE_BOX.match(text, m.end())
+        return t.group(), t.end()
+    j = _closing(text, m.end() - 1)
+    return (None, len(text)) if j is None else (text[m.end() : j], j + 1)
 
 
 def _closing(text: str, i: int) -> int | None:

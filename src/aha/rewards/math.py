@@ -131,13 +131,61 @@ def _normalised(s: str) -> str:
 
 
 _ASSIGNED = re.compile(r"\s*[a-zA-Z]\s*=(?!=)\s*(.+)", re.S)
+# A number followed by words only ("72 dollars", "34 students"): the number. Not when a word changes its value
+# or reads as maths (math-verify would take "72 dollars" for a product of letters).
+_WORDED = re.compile(r"\s*(\S+?)\s+((?:[A-Za-z]{3,}\s*)+)\.?\s*")
+_VALUE_WORDS = {
+    "hundred",
+    "thousand",
+    "million",
+    "billion",
+    "trillion",
+    "dozen",
+    "squared",
+    "cubed",
+    "pi",
+}
+_MATH_WORDS = {
+    "sqrt",
+    "sin",
+    "cos",
+    "tan",
+    "cot",
+    "sec",
+    "csc",
+    "log",
+    "exp",
+    "inf",
+    "infty",
+    "mod",
+    "frac",
+}
 
 
 def _value_of(answer: str) -> str:
     """ "x = 58,500" -> "58,500": the plain-number fast path reads the value assigned to one letter (the
-    general path, math-verify, already takes x = 3 for 3, but not a thousands separator after it)."""
+    general path, math-verify, already takes x = 3 for 3, but not a thousands separator after it); and
+    "72 dollars" -> "72" (a number and a unit or noun)."""
     m = _ASSIGNED.fullmatch(answer)
-    return m[1] if m else answer
+    if m:
+        return m[1]
+    m = _WORDED.fullmatch(answer)
+    if m and simple_number(m[1]) is not None:
+        words = {w.lower() for w in m[2].split()}
+        if not words & (_VALUE_WORDS | _MATH_WORDS):
+            return m[1]
+    return answer
+
+
+# An answer block that repeats the prompt's own answer marker: verl's GSM8K prompt asks for "#### 72", its DAPO
+# prompt for "Answer: 34", MATH solutions say "The final answer is 12". The marker is dropped (once, at the start).
+_MARKER = re.compile(r"\s*(?:####|(?:the\s+)?(?:final\s+)?answer\s*(?:is\b\s*:?|:))\s*", re.I)
+
+
+def _unmarked(answer: str) -> str:
+    m = _MARKER.match(answer)
+    rest = answer[m.end() :].strip() if m else ""
+    return rest[:-1].rstrip() if rest.endswith(".") else rest or answer
 
 
 def math_equal(pred: str, gold: str) -> bool:
@@ -170,9 +218,15 @@ def math_accuracy(completion: str, answer) -> float:
     ("\\boxed{(2, 2)} and \\boxed{(6, 2)}" for the set of both) or every one of them equals it (one answer in
     two forms, "\\boxed{15\\frac{39}{40}} = \\boxed{\\frac{639}{40}}"); a hedge ("\\boxed{3} or \\boxed{5}")
     is wrong whichever is the gold (it scored as its last box before). A reference keeps its last box (MATH
-    solutions box one answer in two forms)."""
+    solutions box one answer in two forms). An answer marker at the start of the block ("#### 72", "Answer: 34",
+    "The final answer is 12") is dropped. `answer` may be a list of right answers (any one scores)."""
+    if isinstance(
+        answer, (list, tuple)
+    ):  # several right answers (verl's list ground truths): any of them
+        return max((math_accuracy(completion, a) for a in answer), default=0.0)
     try:
         pred = extract_answer(completion)
+        pred = pred and _unmarked(pred)
         gold = reference_answer(answer)
         if not pred or not gold:
             return 0.0
