@@ -1,6 +1,7 @@
 """code_reward: test-case scoring, and model code that attacks the sandbox scores 0 and leaves nothing behind."""
 
 import glob
+import json
 import os
 import socket
 import tempfile
@@ -36,6 +37,9 @@ EXTRACT = [
     ("```python\nA\n```", "A\n"),
     ("no code at all", None),
     (fenced("print(1)", "javascript"), None),
+    # the solution, then a plain block of its sample output: the tagged block is the code
+    ("<answer>```python\nprint(5)\n```\nOutput:\n```\n5\n```</answer>", "print(5)\n"),
+    ("<answer>```python\r\nprint(5)\r\n```</answer>", "print(5)\r\n"),  # CRLF fences
 ]
 
 
@@ -59,7 +63,7 @@ def _leftovers_now() -> list:
         for d in glob.glob("/proc/[0-9]*"):
             try:
                 if (
-                    os.stat(d).st_uid == sandbox.NOBODY
+                    os.stat(d).st_uid >= sandbox.SANDBOX_IDS[0]
                     and "Z" not in open(f"{d}/stat").read().split(")")[-1][:3]
                 ):
                     procs.append(d)
@@ -159,3 +163,77 @@ def test_code_through_the_runner():
     assert res.scores[:, 0].tolist() == [1.0, 0.0, 0.0]
     assert res.metrics["reward/timeouts"] == 0.0  # the sandbox's own timeout fired first
     assert _sandbox_leftovers() == []
+
+
+ADD_ASSERTS = ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]
+
+
+@needs_sandbox
+@pytest.mark.parametrize(
+    "code,expected",
+    [
+        ("def add(a, b):\n    return a + b", 1.0),
+        # exiting before the asserts could run passed every test (a reward hack)
+        ("import sys\ndef add(a, b):\n    return a - b\nsys.exit(0)", 0.0),
+        ("import os\ndef add(a, b):\n    return a - b\nos._exit(0)", 0.0),
+        ("def add(a, b):\n    return a - b\nprint(ADD)", 0.0),
+        # the usual main guard still works: its exit(0) ends the program, not the asserts
+        (
+            "import sys\ndef add(a, b):\n    return a + b\ndef main():\n    return 0\n"
+            "if __name__ == '__main__':\n    sys.exit(main())",
+            1.0,
+        ),
+        ("import sys\ndef add(a, b):\n    return a + b\nsys.exit(3)", 0.0),
+    ],
+)
+def test_asserts_run_after_the_program_and_cannot_be_skipped(code, expected):
+    assert code_reward(fenced(code), ADD_ASSERTS) == expected
+
+
+@needs_sandbox
+def test_peer_test_layouts():
+    """open-r1's verification_info, APPS / verl prime_code's inputs/outputs (stdin or fn_name call-based)."""
+    add_io = "a, b = map(int, input().split())\nprint(a + b)"
+    open_r1 = {
+        "language": "python",
+        "test_cases": [{"input": "1 2\n", "output": "3\n", "type": "stdin_stdout"}],
+    }
+    assert code_reward(fenced(add_io), open_r1) == 1.0
+    apps = {"inputs": ["1 2\n", "3 4\n"], "outputs": ["3\n", "8\n"]}
+    assert code_reward(fenced(add_io), apps) == 0.5
+    call = {"fn_name": "add", "inputs": [[1, 2], [3, 4]], "outputs": [3, 7]}
+    assert code_reward(fenced("def add(a, b):\n    return a + b"), call) == 1.0
+    method = "class Solution:\n    def add(self, a, b):\n        return a + b"
+    assert code_reward(fenced(method), json.dumps(call)) == 1.0
+    assert code_reward(fenced("def add(a, b):\n    return a - b"), call) == 0.0
+    pair = {
+        "fn_name": "pair",
+        "inputs": [[1]],
+        "outputs": [[[1, 1]]],
+    }  # APPS wraps the output in a list
+    assert code_reward(fenced("def pair(a):\n    return (a, a)"), pair) == 1.0
+    with pytest.raises(ValueError, match="code tests as a dict with keys foo"):
+        code_reward(fenced(add_io), {"foo": 1})
+
+
+@needs_sandbox
+def test_a_fork_bomb_does_not_fail_other_programs():
+    """Every program had uid 65534 when aha runs as root, and RLIMIT_NPROC counts per uid: fork bombs in other
+    sandboxes made a correct program fail at start (BlockingIOError; 5 of 60 runs here before, 0 of 60 after)."""
+    import threading
+
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    stop = time.monotonic() + 3.0
+
+    def attacker():
+        while time.monotonic() < stop:
+            run_program(bomb, timeout=1.0)
+
+    thread = threading.Thread(target=attacker)
+    thread.start()
+    time.sleep(0.3)
+    try:
+        results = [run_program("print(6 * 7)", timeout=2.0) for _ in range(15)]
+    finally:
+        thread.join()
+    assert results == [("ok", "42\n")] * 15

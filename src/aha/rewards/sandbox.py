@@ -3,7 +3,9 @@
 With bubblewrap (`isolation() == "bwrap"`; `apt-get install bubblewrap`, 0.8 or later for a sized /tmp):
 - New network, pid, ipc, uts (and cgroup) namespaces: no network, not even loopback, and so no TCP/UDP to the
   host; no other process visible; everything in the sandbox dies with it. All capabilities dropped; when aha
-  runs as root the program runs as uid/gid 65534 (nobody) with no-new-privileges, so RLIMIT_NPROC holds.
+  runs as root each program runs as a uid/gid of its own (drawn from SANDBOX_IDS, no passwd entry) with
+  no-new-privileges, so RLIMIT_NPROC, which the kernel counts per uid, holds for it alone: one program's fork
+  bomb cannot make another's start fail (they all shared uid 65534, nobody, before).
 - A file system built from nothing (issue 17, item 7): read-only binds of only what the interpreter needs --
   /usr and the /bin, /sbin, /lib* entries (symlinks into /usr on merged-/usr systems), the dynamic linker's
   cache in /etc, and the interpreter's own prefixes (sys.prefix, sys.base_prefix, the directories along
@@ -30,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
@@ -41,7 +44,8 @@ UNSAFE_ENV = "AHA_CODE_UNSAFE"
 # Host scratch directories (unsafe mode only) are named tempdir/aha-scratch-<reward worker pid>-*: the pool
 # deletes them when it kills the worker (a killed worker cannot clean up after itself).
 SCRATCH_PREFIX = "aha-scratch-"
-NOBODY = 65534
+# uids (and gids) the programs run as when aha runs as root: (first, how many); one drawn at random per run
+SANDBOX_IDS = (2_000_000_000, 1 << 24)
 SANDBOX_DIR = "/tmp/sandbox"  # the program's cwd and $HOME inside the sandbox, on its private tmpfs
 PR_SET_PDEATHSIG = 1
 NPROC_BUDGET = 64  # processes the sandboxed program may add
@@ -53,7 +57,7 @@ ETC_PATHS = (
     "/etc/ld.so.conf",
     "/etc/ld.so.conf.d",
 )  # how ld.so finds libraries
-# Run inside the sandbox as root: drop to nobody, forbid regaining privileges, exec the real program.
+# Run inside the sandbox as root: drop to the run's uid, forbid regaining privileges, exec the real program.
 _DROP = (
     "import ctypes,os,sys;ctypes.CDLL(None).prctl(38,1,0,0,0);os.setgroups([]);os.setgid(int(sys.argv[2]));"
     "os.setuid(int(sys.argv[1]));os.execv(sys.argv[3],sys.argv[3:])"
@@ -199,7 +203,8 @@ def _run(
             python = [sys.executable, "-I", "main.py"]
             if mode == "bwrap":
                 if as_root:
-                    python = [sys.executable, "-I", "-c", _DROP, str(NOBODY), str(NOBODY), *python]
+                    uid = str(SANDBOX_IDS[0] + secrets.randbelow(SANDBOX_IDS[1]))
+                    python = [sys.executable, "-I", "-c", _DROP, uid, uid, *python]
                 cmd = bwrap_args(src_f.fileno(), as_root, scratch_mb) + ["--", *python]
                 cwd, fds, home = "/", (src_f.fileno(),), SANDBOX_DIR
             else:  # unsafe: a host scratch directory, named after our process group for the pool
