@@ -47,8 +47,10 @@ def preflight(command: str, cfg) -> None:
                 verifies |= item.name == "accuracy"
                 check_reward(item.name, built, at(f"funcs[{i}].name"))
                 check_reward_kwargs(item.name, item.kwargs, built, at(f"funcs[{i}].kwargs"))
-        elif kind == "SampleConfig" and node.verifier != "accuracy":
-            check_reward(node.verifier, built, at("verifier"))
+        elif kind == "SampleConfig":
+            verifies |= node.verifier == "accuracy"
+            if node.verifier != "accuracy":
+                check_reward(node.verifier, built, at("verifier"))
         elif isinstance(getattr(node, "limit", None), int) and kind.endswith(
             ("HeldOutConfig", "EvalConfig")
         ):

@@ -7,10 +7,11 @@ stdout equals the expected text line by line, each line stripped, surrounding bl
 assert statements (each run after the program, in its namespace; passed iff the statement then completes: a
 program that exits first, `sys.exit(0)` or `os._exit(0)` before the asserts could run, fails, where it used to
 pass). A JSON string of either is accepted, and the layouts of peers (`as_tests`: open-r1's verification_info,
-APPS / verl's prime_code inputs/outputs, call-based with fn_name). The asserts compare with the program's own objects, so an object
-whose `__eq__` always holds passes them (the tests' author can compare types too). The code is the last
-```python / ```py block of the answer block, else the last untagged ``` block (else of the text after </think>,
-else of the whole completion): a solution followed by a plain block of its sample output is the solution.
+APPS / verl's prime_code inputs/outputs, call-based with fn_name). The asserts compare with the program's own
+objects, so an object whose `__eq__` always holds passes them (the tests' author can compare types too).
+The code is the last ```python / ```py block of the answer block, else its last untagged ``` block (else of
+the text after </think>, else of the whole completion): a solution followed by a plain block of its sample
+output is the solution.
 
 Model code is untrusted, so every test runs once in the sandbox of `aha.rewards.sandbox` (bubblewrap: no
 network, only the interpreter's files visible, a private size-limited /tmp, output read through a descriptor

@@ -43,12 +43,10 @@ class AlgorithmConfig:
     # engine's drift from the trained policy (an fp8 KV cache, other kernels; TRL's vllm_importance_sampling_*).
     # off | token_truncate | token_mask | sequence_truncate | sequence_mask (TRL's default with vLLM)
     rollout_is: str = "off"
-    rollout_is_max: float | None = (
-        3.0  # C_max: truncate clips the weight to it, mask drops what is above
-    )
-    rollout_is_min: float | None = (
-        None  # C_min: truncate raises the weight to it, mask drops what is below
-    )
+    # C_max: truncate clips the weight to it, mask drops what is above; null: no upper bound
+    rollout_is_max: float | None = 3.0
+    # C_min: truncate raises the weight to it, mask drops what is below; null: no lower bound
+    rollout_is_min: float | None = None
     # DAPO: drop groups whose rewards are all equal, resample to fill
     dynamic_sampling: bool = False
     # bound on the extra generate calls dynamic sampling may make per step
