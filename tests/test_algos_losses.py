@@ -313,16 +313,15 @@ def test_rollout_is_weights_scale_the_policy_loss_per_token():
     adv = torch.randn(B, generator=g)
     mask = torch.ones(B, T)
     mask[0, 4:] = 0
+    w, _ = rollout_is_weights(logp, sampler, mask, "token_truncate", c_max=2.0)
     for loss_fn in (policy_loss, gspo_loss):
         for agg in AGGS:
-            w, _ = rollout_is_weights(logp, sampler, mask, "token_truncate", c_max=2.0)
             got, _ = loss_fn(logp, logp.detach(), adv, mask, agg=agg, norm_len=T, is_weight=w)
             # on-policy the clipped term is -A per token: weighted by hand, then aggregated
             ref = agg_loss(-adv[:, None].expand(B, T) * w, mask, agg, norm_len=T)
             close(got, ref)
-            (gw,) = torch.autograd.grad(
-                got, logp
-            )  # the weight is a constant: d/dlogp of -A * w * ratio
+            # the weight is a constant: d/dlogp of -A * w * ratio
+            (gw,) = torch.autograd.grad(got, logp)
             plain, _ = loss_fn(logp, logp.detach(), adv, mask, agg=agg, norm_len=T)
             (gp,) = torch.autograd.grad(plain, logp)
             if loss_fn is policy_loss:

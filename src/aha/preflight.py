@@ -63,9 +63,10 @@ def preflight(command: str, cfg) -> None:
 
         check_out_dir(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)
     if task is not None:  # then the data, which may take a download
-        read_splits(built, task.name, splits(command, cfg))
+        read = splits(command, cfg)
+        read_splits(built, task.name, read)
         if verifies and task.name == "verl" and built.accuracy_reward == "math":
-            check_verl_rows(built, splits(command, cfg))
+            check_verl_rows(built, read)  # the rows read_splits just loaded (the task caches them)
     for node, at in sft_data:
         check_sft_data(node, at)
 

@@ -135,9 +135,8 @@ def code_reward(
             tests = json.loads(tests)
     except ValueError:
         return 0.0
-    tests = as_tests(
-        tests
-    )  # a layout it does not know raises: said once, not a silent 0 on every item
+    # a layout it does not know raises: said once, not a silent 0 on every item
+    tests = as_tests(tests)
     try:
         code = extract_code(completion)
         if not tests or not code or len(code) > MAX_CODE_CHARS:

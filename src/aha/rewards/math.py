@@ -134,32 +134,11 @@ _ASSIGNED = re.compile(r"\s*[a-zA-Z]\s*=(?!=)\s*(.+)", re.S)
 # A number followed by words only ("72 dollars", "34 students"): the number. Not when a word changes its value
 # or reads as maths (math-verify would take "72 dollars" for a product of letters).
 _WORDED = re.compile(r"\s*(\S+?)\s+((?:[A-Za-z]{3,}\s*)+)\.?\s*")
-_VALUE_WORDS = {
-    "hundred",
-    "thousand",
-    "million",
-    "billion",
-    "trillion",
-    "dozen",
-    "squared",
-    "cubed",
-    "pi",
-}
-_MATH_WORDS = {
-    "sqrt",
-    "sin",
-    "cos",
-    "tan",
-    "cot",
-    "sec",
-    "csc",
-    "log",
-    "exp",
-    "inf",
-    "infty",
-    "mod",
-    "frac",
-}
+# words that change a number's value or read as maths
+_NOT_UNITS = frozenset(
+    "hundred thousand million billion trillion dozen squared cubed pi "
+    "sqrt sin cos tan cot sec csc log exp inf infty mod frac".split()
+)
 
 
 def _value_of(answer: str) -> str:
@@ -170,11 +149,10 @@ def _value_of(answer: str) -> str:
     if m:
         return m[1]
     m = _WORDED.fullmatch(answer)
-    if m and simple_number(m[1]) is not None:
-        words = {w.lower() for w in m[2].split()}
-        if not words & (_VALUE_WORDS | _MATH_WORDS):
-            return m[1]
-    return answer
+    words = m[2].lower().split() if m else ()
+    return (
+        m[1] if m and simple_number(m[1]) is not None and _NOT_UNITS.isdisjoint(words) else answer
+    )
 
 
 # An answer block that repeats the prompt's own answer marker: verl's GSM8K prompt asks for "#### 72", its DAPO
@@ -220,9 +198,8 @@ def math_accuracy(completion: str, answer) -> float:
     is wrong whichever is the gold (it scored as its last box before). A reference keeps its last box (MATH
     solutions box one answer in two forms). An answer marker at the start of the block ("#### 72", "Answer: 34",
     "The final answer is 12") is dropped. `answer` may be a list of right answers (any one scores)."""
-    if isinstance(
-        answer, (list, tuple)
-    ):  # several right answers (verl's list ground truths): any of them
+    # several right answers (verl's list ground truths): any of them
+    if isinstance(answer, (list, tuple)):
         return max((math_accuracy(completion, a) for a in answer), default=0.0)
     try:
         pred = extract_answer(completion)
