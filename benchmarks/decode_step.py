@@ -1,6 +1,7 @@
 """FastEngine's decode step with packed q/k/v and gate/up weights (one GEMM per group) against the model's separate
-projections (three and two GEMMs, the peer it replaces), and with an fp8 KV cache (kv_cache_dtype="fp8")
-against the packed bf16 one, at one batch size and context.
+projections (three and two GEMMs, the peer it replaces), with an fp8 KV cache (kv_cache_dtype="fp8") and with fp8
+decode weights (weights_dtype="fp8": paths fp8w, fp8w+kv) against the packed bf16 one, at one batch size and
+context.
 
     python benchmarks/decode_step.py                      # Qwen2.5-1.5B at 2,176 and 0.5B at 512 tokens, one GPU
     python benchmarks/decode_step.py --cases 1.5b:2048 --rows 64 --paths packed,fp8
@@ -11,7 +12,7 @@ generate of NEW tokens at ROWS sequences (its ms per step, the best of two calls
 reused the first's CUDA graphs), then one decode step at the final context: the CUDA-graph replay time (median
 of 5 x 50 replays), the eager kernel count and time per step (torch.profiler), and the bandwidth bound (weight
 + KV bytes / the measured device-to-device copy rate). Logits of packed and modules are compared on the same
-state (the fp8 path generates other tokens, so only its speed is compared).
+state (the fp8 paths generate other tokens, so only their speed is compared).
 """
 
 from __future__ import annotations
@@ -86,7 +87,13 @@ def eager_kernels(batch, rows: int, dev: str) -> tuple[int, float]:
         batch.pool = saved
 
 
-PATHS = {"modules": (False, "auto"), "packed": (True, "auto"), "fp8": (True, "fp8")}
+PATHS = {  # (pack_weights, kv_cache_dtype, weights_dtype)
+    "modules": (False, "auto", "auto"),
+    "packed": (True, "auto", "auto"),
+    "fp8": (True, "fp8", "auto"),
+    "fp8w": (True, "auto", "fp8"),
+    "fp8w+kv": (True, "fp8", "fp8"),
+}
 
 
 def case(arch: str, new: int, rows: int, dev: str, bw: float, paths: list[str]) -> list[dict]:
@@ -99,9 +106,15 @@ def case(arch: str, new: int, rows: int, dev: str, bw: float, paths: list[str]) 
     wbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     out, logits = [], {}
     for path in paths:
-        pack, kv_dtype = PATHS[path]
+        pack, kv_dtype, w_dtype = PATHS[path]
         kv = rows * ctx * kv_bytes_per_token(model, kv_cache_dtype=kv_dtype)
-        eng = FastEngine(model, max_num_seqs=rows, pack_weights=pack, kv_cache_dtype=kv_dtype)
+        eng = FastEngine(
+            model,
+            max_num_seqs=rows,
+            pack_weights=pack,
+            kv_cache_dtype=kv_dtype,
+            weights_dtype=w_dtype,
+        )
         eng.generate(prompts.tolist(), SamplingParams(temperature=1.0, max_tokens=8, seed=0))
         secs, graphs = [], None
         for _ in range(2):

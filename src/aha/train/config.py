@@ -264,6 +264,10 @@ class TrainConfig:
     # half the memory, no faster; samples from a slightly perturbed policy; the fast engine on a GPU of
     # compute capability 8.9+ or on the CPU)
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    # The fast engine's decode weights: auto (the model's) or fp8 (float8 e4m3 copies of q/k/v, gate/up, down and
+    # the lm head, per-row activations: faster decode GEMMs, a policy further from the trainer's, so pair it with
+    # algorithm.rollout_is; the fast engine on a GPU of compute capability 8.9+ or on the CPU; no LoRA)
+    engine_weights_dtype: Literal["auto", "fp8"] = "auto"
     # Free the fast engine's KV cache and CUDA graphs before each update: less memory in the update, a new
     # allocation and graph capture every step. null: the memory plan decides (off without one).
     engine_release: bool | None = None
@@ -280,6 +284,18 @@ class TrainConfig:
             self.kv_cache_dtype == "auto" or self.engine != "hf",
             "kv_cache_dtype",
             f"{self.kv_cache_dtype} is a fast-engine setting and engine=hf: set engine=fast (or auto on a GPU)",
+        )
+        check(
+            self.engine_weights_dtype == "auto" or self.engine != "hf",
+            "engine_weights_dtype",
+            f"{self.engine_weights_dtype} is a fast-engine setting and engine=hf: set engine=fast (or auto on "
+            "a GPU)",
+        )
+        check(
+            self.engine_weights_dtype == "auto" or self.model.lora.r == 0,
+            "engine_weights_dtype",
+            "fp8 copies plain projections and model.lora.r > 0 wraps them in adapters: set "
+            "engine_weights_dtype=auto (or train without LoRA)",
         )
         G, P, M = self.sampling.group_size, self.batch.prompts_per_step, self.batch.micro_batch_size
         if self.algorithm.name == "grpo":

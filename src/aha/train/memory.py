@@ -14,7 +14,9 @@ Bytes, for P parameters stored in b bytes (2 for bf16), P_t of them trained (all
     engine       KV cache: 2 * layers * kv_heads * head_dim * b per token, for every sequence of the step
                  (prompt + max_new_tokens); plus the engine's sampling buffers and prefill workspace
     packed       on a GPU, FastEngine's copy of the q/k/v and gate/up weights (groups without adapters), kept
-                 with the KV cache (freed for the update when the engine is released)
+                 with the KV cache (freed for the update when the engine is released); with
+                 engine_weights_dtype=fp8 instead its e4m3 copy of q/k/v, gate/up and down (1 byte per weight +
+                 a 4-byte scale per output channel), on any device
     activations  per token of a micro-batch, what autograd keeps for the backward of a Hugging Face Qwen2 /
                  Llama layer under sdpa (counted with saved-tensor hooks, tests/test_memory.py):
                      2 RMSNorms 2 (4H + 4 + 2bH)   fp32 upcast, rsqrt, normalised input, scaled output
@@ -130,6 +132,7 @@ class RunSpec:
     world: int = 1
     fused_head: bool = False  # the lm head runs through aha.algos.logprobs_fused (CUDA with triton)
     packed: bool = False  # FastEngine packs q/k/v and gate/up weights (its default on a GPU)
+    fp8_weights: bool = False  # FastEngine decodes on e4m3 copies (engine_weights_dtype=fp8)
 
     @property
     def seq_tokens(self) -> int:
@@ -235,10 +238,16 @@ def engine_parts(shape: ModelShape, run: RunSpec) -> tuple[int, int, int]:
 def packed_bytes(shape: ModelShape, run: RunSpec) -> int:
     """FastEngine's packed weights (rollout/fast/model_runner.py): q/k/v and gate/up of every layer, for each
     group with no LoRA adapter on it (a group with one keeps the module calls). Whole under FSDP: rollouts
-    run on the gathered weights. Biases (a few KiB) are left out."""
+    run on the gathered weights. Biases (a few KiB) are left out. fp8 weights: the e4m3 copy, whatever packed
+    says (it is not optional), with a 4-byte scale per output channel."""
+    dims = shape.linears()
+    if run.fp8_weights:
+        names = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj")
+        # (the lm head stays in the model dtype: rollout/fast/model_runner.py FP8_LM_HEAD)
+        return shape.layers * sum(dims[t][0] * dims[t][1] + 4 * dims[t][1] for t in names)
     if not run.packed:
         return 0
-    dims, adapted = shape.linears(), set(run.lora_targets) if run.lora_r > 0 else set()
+    adapted = set(run.lora_targets) if run.lora_r > 0 else set()
     groups = [
         g
         for g in (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))

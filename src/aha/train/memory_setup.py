@@ -142,6 +142,7 @@ def run_spec(
         world=world,
         fused_head=fused_head,
         packed=packed,
+        fp8_weights=cfg.engine_weights_dtype == "fp8",
     )
 
 
@@ -276,7 +277,13 @@ def table(plan: Plan, run: RunSpec, shape: ModelShape, source: str, others: int 
         (
             "packed weights",
             bd.packed,
-            "the engine's q/k/v and gate/up in one GEMM each" if bd.packed else "",
+            (
+                "the engine's e4m3 decode weights"
+                if run.fp8_weights
+                else "the engine's q/k/v and gate/up in one GEMM each"
+            )
+            if bd.packed
+            else "",
         ),
         (
             "activations",

@@ -49,7 +49,13 @@ class RLTrainer(TrainLoop):
         # Before any weight is loaded: fit check, null memory keys resolved, breakdown printed (train/memory.py).
         echo = print if dist.is_main else (lambda *_: None)
         device = resolve_device(dist.device(m.device))
-        check_kv_cache_dtype(cfg.engine, device.type == "cuda", cfg.kv_cache_dtype)
+        check_kv_cache_dtype(
+            cfg.engine,
+            device.type == "cuda",
+            cfg.kv_cache_dtype,
+            cfg.engine_weights_dtype,
+            prefix="engine_",
+        )
         self.memory = plan_memory(cfg, dist.world, device, echo)
         model, tok = m.load(seed=cfg.seed, device=dist.device(m.device), train=True)
         if dist.enabled and m.lora.r > 0:
@@ -96,7 +102,13 @@ class RLTrainer(TrainLoop):
             scheduler=scheduler,
             stream=PromptStream(rows, cfg.seed),
         )
-        self.engine = make_engine(cfg.engine, model, tok, kv_cache_dtype=cfg.kv_cache_dtype)
+        self.engine = make_engine(
+            cfg.engine,
+            model,
+            tok,
+            kv_cache_dtype=cfg.kv_cache_dtype,
+            weights_dtype=cfg.engine_weights_dtype,
+        )
         size_engine(self.engine, self.memory)  # the KV cache gets what the plan left
         self.rollout = Rollout(
             cfg,

@@ -21,6 +21,9 @@ that cannot fit the whole cache is an error. `kv_bytes_per_token(model)` (kv_cac
 kv_cache_dtype="fp8" (GPUs of compute capability 8.9+, or the CPU) stores K/V in float8 e4m3 with a scale per
 token and head: about half the bytes, so twice the tokens in the same memory (decode steps no faster than bf16
 with this attention kernel), at a small change in the sampled distribution (kv_cache.py).
+weights_dtype="fp8" (same GPUs, or the CPU) decodes on float8 e4m3 copies of q/k/v, gate/up, down and the lm
+head, quantized from the live weights at every call (fp8_linear.py): faster decode GEMMs, a policy further from
+the trainer's (pair it with algorithm.rollout_is). It takes the packed copy's place and memory.
 stats: decode_steps, prefill_tokens (recompute included), seconds, tokens_per_s, preemptions, peak_pages /
 peak_kv_mib (most pages in use at once), kv_cache_mib, packed_mib, mode.
 
@@ -56,10 +59,11 @@ from ..hf import HFEngine
 from ..stops import Tracker
 from .batch import Batch, bucket_for, to_dev
 from .kv_cache import KVCache, PageAllocator, kv_storage
-from .model_runner import ModelRunner, UnsupportedModel
+from .model_runner import FP8Unsupported, ModelRunner, UnsupportedModel
 from .prefill import Prefill
 from .scheduler import Scheduler, cdiv
 
+WEIGHT_DTYPES = ("auto", "fp8")
 # pack_weights=None packs when the copy takes at most this share of the free GPU memory
 AUTO_PACK_SHARE = 0.25
 
@@ -94,6 +98,7 @@ class FastEngine:
         cuda_graphs: bool = True,
         pack_weights: bool | None = None,
         kv_cache_dtype: str = "auto",
+        weights_dtype: str = "auto",
     ):
         if not 0 < kv_cache_fraction <= 1:
             raise ValueError(f"kv_cache_fraction must be in (0, 1], got {kv_cache_fraction}")
@@ -115,7 +120,11 @@ class FastEngine:
         self.cuda_graphs = cuda_graphs
         self.pack_weights = pack_weights
         kv_storage(kv_cache_dtype, torch.float32)  # checks the name
-        self.kv_cache_dtype = kv_cache_dtype
+        if weights_dtype not in WEIGHT_DTYPES:
+            raise ValueError(
+                f"weights_dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {weights_dtype!r}"
+            )
+        self.kv_cache_dtype, self.weights_dtype = kv_cache_dtype, weights_dtype
         self._auto_pack: bool | None = None  # pack_weights=None: decided at the first call
         self.cache = self.batch = None
         self._key = None
@@ -123,19 +132,28 @@ class FastEngine:
         try:
             self.runner, self.fallback = ModelRunner(model), None
         except UnsupportedModel as e:
-            if kv_cache_dtype != "auto":  # HF generate has no fp8 cache: not a silent bf16 one
-                raise ConfigError(
-                    "kv_cache_dtype",
-                    f"{kv_cache_dtype} needs FastEngine, which does not run this model ({e}): "
-                    "set kv_cache_dtype=auto",
-                ) from None
+            for key, value in (
+                ("kv_cache_dtype", kv_cache_dtype),
+                ("weights_dtype", weights_dtype),
+            ):
+                if value != "auto":  # HF generate has no fp8: not a silent bf16 run
+                    raise ConfigError(
+                        key,
+                        f"{value} needs FastEngine, which does not run this model ({e}): set {key}=auto",
+                    ) from None
             warnings.warn(
                 f"FastEngine: unsupported model ({e}); falling back to HFEngine (HF generate)",
                 stacklevel=2,
             )
             self.runner, self.fallback = None, HFEngine(model, tokenizer)
         if self.runner is not None:
+            self.runner.weights_dtype = weights_dtype
             self._check_fp8(self.runner.device)
+            if weights_dtype == "fp8":
+                try:
+                    self.runner.pack_bytes()  # every projection plain, or one line now
+                except FP8Unsupported as e:
+                    raise ConfigError("weights_dtype", f"{e}; set weights_dtype=auto") from None
 
     def release(self) -> None:
         """Free the KV cache, packed weights, batch buffers and CUDA graphs (the next generate allocates them
@@ -184,7 +202,7 @@ class FastEngine:
     def _setup(self, prompts, params, rows):
         r, S = self.runner, self.page_size
         dev = r.device
-        if self._pack_choice(dev):
+        if self.weights_dtype == "fp8" or self._pack_choice(dev):
             self._packed_bytes = r.pack()  # before the KV budget: it takes memory
         else:
             r.unpack()
@@ -234,14 +252,15 @@ class FastEngine:
 
     def _check_fp8(self, dev: torch.device) -> None:
         """The Triton kernels convert to float8 e4m3 only on GPUs of compute capability 8.9+."""
-        if self.kv_cache_dtype != "fp8" or dev.type != "cuda":
+        if dev.type != "cuda" or torch.cuda.get_device_capability(dev) >= (8, 9):
             return
-        if torch.cuda.get_device_capability(dev) < (8, 9):
-            raise ConfigError(
-                "kv_cache_dtype",
-                "fp8 needs a GPU with float8 support (compute capability 8.9+: Ada, Hopper or newer; this "
-                f"one is {torch.cuda.get_device_name(dev)}): set kv_cache_dtype=auto",
-            )
+        for key in ("kv_cache_dtype", "weights_dtype"):
+            if getattr(self, key) == "fp8":
+                raise ConfigError(
+                    key,
+                    "fp8 needs a GPU with float8 support (compute capability 8.9+: Ada, Hopper or newer; "
+                    f"this one is {torch.cuda.get_device_name(dev)}): set {key}=auto",
+                )
 
     def _pack_choice(self, dev: torch.device) -> bool:
         """pack_weights, or by default (None): on a GPU, when the copy takes at most AUTO_PACK_SHARE of the

@@ -18,6 +18,13 @@ unpack() (the engine's release()); a group with a projection that is not a plain
 hooked module) keeps the module calls. At 64 rows on an H200 the separate GEMMs are launch-bound (~4-5 us each,
 however small).
 
+fp8 weights (weights_dtype="fp8", `pack()` builds them instead): q/k/v, gate/up and down of every layer as float8
+e4m3 with a scale per output channel, quantized from the live weights at every generate call; decode steps run
+them through fp8_linear.py on activations the RMSNorm and SiLU kernels quantize per row. o_proj stays in the
+model dtype (its input comes from the attention, and it would gain ~1 us), the lm head too (FP8_LM_HEAD), and
+prefill keeps the module calls. Every projection must be a plain nn.Linear (no LoRA adapter): FP8Unsupported
+otherwise.
+
 RoPE cos/sin come from the model's own rotary module at positions 0..L-1, so every static rope type it implements
 (default, linear, llama3, yarn) is reproduced exactly; length-dependent types (dynamic, longrope) are refused.
 Anything else unsupported raises UnsupportedModel and the engine falls back to HF generate.
@@ -29,15 +36,24 @@ import torch
 import torch.nn.functional as F
 
 from .attention import decode_attention, prefill_attention, prefill_meta
+from .fp8_linear import E4M3, fp8_linear, quantize_weight, rms_norm_fp8, silu_mul_fp8
 from .kv_cache import gather
 from .layers import rms_norm, rope_cache, silu_mul
 
 FAMILIES = ("llama", "qwen2", "qwen3")
+# weights_dtype="fp8": the lm head in e4m3 too. Off: on SmolLM2-135M it triples the per-token KL to the trainer
+# (6.0e-2 against 2.4e-2 with the model's lm head; docs/results/rollout_is/real_mismatch_3.txt) for ~50 us of a
+# 1.5B decode step; a switch for measurements (read when pack() runs)
+FP8_LM_HEAD = False
 STATIC_ROPE = ("default", "linear", "llama3", "yarn")
 
 
 class UnsupportedModel(ValueError):
     pass
+
+
+class FP8Unsupported(ValueError):
+    """weights_dtype="fp8" on a model with a projection that is not a plain nn.Linear."""
 
 
 def unwrap(model):
@@ -85,6 +101,12 @@ class ModelRunner:
         self._packed: list[tuple] | None = None
         self._buffer: torch.Tensor | None = None  # the one allocation the packed views live in
         self._layout: tuple | None = None  # the packed groups' shapes (part of params_key)
+        # weights_dtype="fp8": per layer ((qkv e4m3, scales, bias), (gate/up e4m3, scales, None), (down ...)),
+        # and the lm head's (e4m3, scales, bias) with FP8_LM_HEAD; built by pack() in these buffers
+        self.weights_dtype = "auto"
+        self._fp8: list | None = None
+        self._fp8_head: tuple | None = None
+        self._fp8_bufs: tuple | None = None
         # decode-step shapes already run eagerly (batch.py: no warm-up before capture)
         self.warmed: set = set()
 
@@ -105,13 +127,16 @@ class ModelRunner:
         while this is unchanged."""
         buf = self._buffer
         packed = (buf.data_ptr(), self._layout) if buf is not None else ()
-        return tuple(p.data_ptr() for p in self.model.parameters()) + packed
+        fp8 = tuple(t.data_ptr() for t in self._fp8_bufs) if self._fp8_bufs else ()
+        return tuple(p.data_ptr() for p in self.model.parameters()) + packed + fp8
 
     def pack(self) -> int:
         """Copy the live q/k/v and gate/up weights (and their biases) into one buffer, as per-layer views
         (qkv weight, qkv bias, gate/up weight, gate/up bias; None where a group keeps its module calls);
         returns its bytes. Called at the start of every generate call; the buffer is kept (its address, which
-        CUDA graphs capture, does not change) until unpack()."""
+        CUDA graphs capture, does not change) until unpack(). With weights_dtype="fp8" the fp8 copy instead."""
+        if self.weights_dtype == "fp8":
+            return self._pack_fp8()
         groups = self._groups()
         total = _numel(groups)
         buf = self._buffer
@@ -136,7 +161,82 @@ class ModelRunner:
 
     def pack_bytes(self) -> int:
         """What pack() would allocate, without allocating it."""
+        if self.weights_dtype == "fp8":
+            return sum(n * (1 + 4 / k) for n, k in self._fp8_shapes())  # e4m3 + a scale per row
         return _numel(self._groups()) * self.embed.weight.element_size()
+
+    def _fp8_groups(self) -> list[list[torch.nn.Linear]]:
+        """Per layer q/k/v, gate/up and down (then the lm head with FP8_LM_HEAD): the projections fp8 copies,
+        checked plain."""
+        out = []
+        for i, layer in enumerate(self.layers):
+            a, m = layer.self_attn, layer.mlp
+            for name, mods in (
+                ("q/k/v_proj", (a.q_proj, a.k_proj, a.v_proj)),
+                ("gate/up_proj", (m.gate_proj, m.up_proj)),
+                ("down_proj", (m.down_proj,)),
+            ):
+                if self._plain(*mods) is None:
+                    raise FP8Unsupported(
+                        f"layer {i}'s {name} is not a plain nn.Linear of the model's dtype (a LoRA adapter, a "
+                        "hook or a quantized weight): fp8 weights copy plain projections only"
+                    )
+                out.append(list(mods))
+        if FP8_LM_HEAD:
+            if self._plain(self.lm_head) is None:
+                raise FP8Unsupported(
+                    "the lm head is not a plain nn.Linear: fp8 weights copy plain projections only"
+                )
+            out.append([self.lm_head])
+        return out
+
+    def _fp8_shapes(self) -> list[tuple[int, int]]:
+        """(elements, K) of each fp8 group."""
+        return [
+            (sum(m.weight.numel() for m in g), g[0].weight.shape[1]) for g in self._fp8_groups()
+        ]
+
+    def _pack_fp8(self) -> int:
+        groups = self._fp8_groups()
+        rows = sum(m.weight.shape[0] for g in groups for m in g)
+        total = sum(m.weight.numel() for g in groups for m in g)
+        biases = [m.bias for g in groups for m in g if m.bias is not None]
+        nb = sum(b.numel() for b in biases)
+        bufs = self._fp8_bufs
+        want = (total, rows, nb)
+        if bufs is None or (bufs[0].numel(), bufs[1].numel(), bufs[2].numel()) != want:
+            self._fp8 = self._fp8_head = self._fp8_bufs = None
+            dev = self.device
+            bufs = self._fp8_bufs = (
+                torch.empty(total, dtype=E4M3, device=dev),
+                torch.empty(rows, dtype=torch.float32, device=dev),
+                torch.empty(nb, dtype=self.dtype, device=dev),
+            )
+        wbuf, sbuf, bbuf = bufs
+        views, off, roff, boff = [], 0, 0, 0
+        with torch.no_grad():
+            for g in groups:
+                n_rows = sum(m.weight.shape[0] for m in g)
+                K = g[0].weight.shape[1]
+                w = wbuf[off : off + n_rows * K].view(n_rows, K)
+                sc = sbuf[roff : roff + n_rows]
+                r = 0
+                for m in g:
+                    n = m.weight.shape[0]
+                    quantize_weight(m.weight.detach(), w[r : r + n], sc[r : r + n])
+                    r += n
+                b = None
+                if g[0].bias is not None:
+                    b = bbuf[boff : boff + n_rows]
+                    torch.cat([m.bias.detach() for m in g], out=b)
+                    boff += n_rows
+                views.append((w, sc, b))
+                off += n_rows * K
+                roff += n_rows
+        n = 3 * self.num_layers
+        self._fp8 = [tuple(views[k : k + 3]) for k in range(0, n, 3)]
+        self._fp8_head = views[n] if len(views) > n else None
+        return sum(t.nbytes for t in bufs)
 
     def _groups(self) -> list:
         """Per layer: q/k/v weights, their biases, gate/up weights, their biases (lists of tensors to
@@ -154,11 +254,12 @@ class ModelRunner:
 
     @property
     def packed(self) -> bool:
-        return self._buffer is not None
+        return self._buffer is not None or self._fp8_bufs is not None
 
     def unpack(self) -> None:
         """Drop the packed buffer (the module calls are used until the next pack)."""
         self._packed = self._buffer = self._layout = None
+        self._fp8 = self._fp8_head = self._fp8_bufs = None
 
     def _plain(self, *mods) -> list | None:
         """The modules when all are plain nn.Linear with plain weights of the model's dtype and device, all with
@@ -221,20 +322,27 @@ class ModelRunner:
             for s in self._streams:
                 torch.cuda.current_stream().wait_stream(s)
 
+    def _split_qkv(self, qkv):
+        """q, k, v: column slices of one q/k/v GEMM's output (read in place)."""
+        nq, nkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        return qkv[:, :nq], qkv[:, nq : nq + nkv], qkv[:, nq + nkv :]
+
     def _attn_in(self, i, x, pos, slot, layer_cache):
         a = self.layers[i].self_attn
-        qn = a.q_norm.weight if self.qk_norm else None
-        kn = a.k_norm.weight if self.qk_norm else None
-        eps = a.q_norm.variance_epsilon if self.qk_norm else 1e-6
         w, b = self._packed[i][:2] if self._packed else (None, None)
-        if w is not None:  # one GEMM; q, k, v are column slices of its output (read in place)
-            qkv = F.linear(x, w, b)
-            nq, nkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-            q, k, v = qkv[:, :nq], qkv[:, nq : nq + nkv], qkv[:, nq + nkv :]
+        if w is not None:  # one GEMM
+            q, k, v = self._split_qkv(F.linear(x, w, b))
         else:
             k, v = self._side(a.k_proj, x), self._side(a.v_proj, x)
             q = a.q_proj(x)
             self._join()
+        return self._rope(i, q, k, v, pos, slot, layer_cache)
+
+    def _rope(self, i, q, k, v, pos, slot, layer_cache):
+        a = self.layers[i].self_attn
+        qn = a.q_norm.weight if self.qk_norm else None
+        kn = a.k_norm.weight if self.qk_norm else None
+        eps = a.q_norm.variance_epsilon if self.qk_norm else 1e-6
         k_cache, v_cache, k_scale, v_scale = layer_cache
         return rope_cache(
             q,
@@ -272,6 +380,8 @@ class ModelRunner:
     ) -> torch.Tensor:
         """One token per sequence. tok/pos/slot (B,) int64, seq_lens (B,) int32 (= pos + 1),
         block_table (B, W) int32 -> logits (B, V) in the model dtype. counters: decode_attention's."""
+        if self._fp8 is not None:
+            return self._decode_fp8(tok, pos, slot, seq_lens, block_table, cache, splits, counters)
         h, r = self.embed(tok), None  # (B, H)
         self._parallel = tok.is_cuda
         for i, layer in enumerate(self.layers):
@@ -297,6 +407,40 @@ class ModelRunner:
         x, _ = self._norm(h, self.norm, r)
         self._parallel = False
         return self.lm_head(x)
+
+    def _decode_fp8(self, tok, pos, slot, seq_lens, block_table, cache, splits, counters):
+        """decode() on the fp8 copies (module docstring)."""
+        h, r = self.embed(tok), None
+        dt = self.dtype
+        for i, layer in enumerate(self.layers):
+            (qkv, gu, down), kv = self._fp8[i], cache.layer(i)
+            ln = layer.input_layernorm
+            x, r = rms_norm_fp8(h, ln.weight, ln.variance_epsilon, r)
+            q, k, v = self._split_qkv(fp8_linear(*x, *qkv, dtype=dt))
+            q = self._rope(i, q, k, v, pos, slot, kv)
+            o = decode_attention(
+                q,
+                kv[0],
+                kv[1],
+                block_table,
+                seq_lens,
+                cache.page_size,
+                self.scale,
+                splits,
+                k_scale=kv[2],
+                v_scale=kv[3],
+                counters=counters,
+            )
+            h = layer.self_attn.o_proj(o.reshape(o.shape[0], -1))
+            ln = layer.post_attention_layernorm
+            x, r = rms_norm_fp8(h, ln.weight, ln.variance_epsilon, r)
+            g = fp8_linear(*x, *gu, dtype=dt)
+            n = g.shape[1] // 2
+            h = fp8_linear(*silu_mul_fp8(g[:, :n], g[:, n:]), *down, dtype=dt)
+        if self._fp8_head is None:
+            return self.lm_head(self._norm(h, self.norm, r)[0])
+        x, _ = rms_norm_fp8(h, self.norm.weight, self.norm.variance_epsilon, r)
+        return fp8_linear(*x, *self._fp8_head, dtype=dt)
 
     def prefill(
         self, tokens, pos, slot, lens: list[int], cache, all_logits: bool = False

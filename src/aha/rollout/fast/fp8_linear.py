@@ -1,0 +1,334 @@
+"""Decode GEMMs on float8 e4m3 weights (FastEngine weights_dtype="fp8"): y = x @ W^T (+ b).
+
+W is stored as e4m3 with one fp32 scale per output channel, W ~ Wq * ws[:, None] (quantize_weight, taken from
+the live weights at every generate call). x comes quantized by the kernel that produced it (the RMSNorm before
+q/k/v, gate/up and the lm head, the SiLU product before down): e4m3 with one fp32 scale per row, x ~ xq * xs
+(xs = amax / 448; quantize_rows). The MMA runs on two fp8 operands:
+    y = ((xq @ Wq^T) * xs[:, None] * ws[None, :] + b).to(dtype)          (fp32 accumulation)
+A split-K program takes whole blocks and a second kernel adds the fp32 partial sums (and the bias). The torch
+path (the CPU, AHA_FAST_TRITON=0) multiplies the dequantized operands in fp32: the reference the kernel is
+tested against.
+
+Why: at 64 rows a decode step's GEMMs read their weights (~1.2 ms of a 1.5B model's 2.5 ms step); e4m3 halves
+the bytes, and only the fp8 MMA gains at these shapes (docs/results/scale_h200/s11: cuBLAS's row-scaled fp8 and
+a bf16 MMA on converted weights are slower than bf16; s12: quantizing x inside the GEMM, once per output tile,
+is slower than bf16 too, hence the producers; a scale per 128 columns of x, applied block by block, costs
+~15% of the gain against one per row, fp8lin_64.txt). e4m3 is floating point: a row's values 1,000x below its
+largest keep their 3 mantissa bits, so a scale per row tolerates the outliers of LLM activations. The price: each GEMM's output moves by ~4% of its norm on random
+data, so the engine samples from a perturbed policy (algorithm.rollout_is corrects for it).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..._triton import next_pow2, tl, triton, use_triton
+from .layers import _rms_torch, _rows
+
+E4M3 = torch.float8_e4m3fn
+FP8_MAX = 448.0
+TINY = 1e-30  # an all-zero row or block quantizes to zeros, not NaN
+# The Triton interpreter's fp32 -> e4m3 conversion drops the carry into the exponent (7.99 -> 4.0, where a GPU
+# gives 8.0): under it the kernels round to e4m3 values in fp32 first (_round_e4m3), so the conversion is exact.
+# silu_mul_fp8 holds a row of up to this many columns in registers (one pass); longer rows take two passes
+SILU_ROW = 16384
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def quantize_weight(w: torch.Tensor, out: torch.Tensor, scale: torch.Tensor, chunk: int = 8192):
+    """w (N, K) -> out (N, K) e4m3 and scale (N,) fp32 in place, w ~ out * scale[:, None]; rows in chunks so a
+    large matrix (an lm head) needs no full fp32 copy."""
+    for a in range(0, w.shape[0], chunk):
+        wf = w[a : a + chunk].float()
+        s = wf.abs().amax(1).clamp(min=TINY) / FP8_MAX
+        scale[a : a + chunk] = s
+        out[a : a + chunk] = (wf / s[:, None]).to(E4M3)
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (M, K) -> e4m3 (M, K) and fp32 scales (M,), x ~ xq * xs[:, None]."""
+    xf = x.float()
+    s = xf.abs().amax(1).clamp(min=TINY) / FP8_MAX
+    return (xf / s[:, None]).to(E4M3), s
+
+
+def fp8_linear_torch(xq, xs, wq, ws, bias=None, dtype=torch.bfloat16) -> torch.Tensor:
+    """The reference: both operands dequantized, an fp32 product."""
+    y = (xq.float() * xs[:, None]) @ (wq.float() * ws[:, None]).T
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(dtype)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _round_e4m3(v):
+        """v (|v| <= 448) rounded to the nearest e4m3 value, ties to even, in fp32 arithmetic. Only under the
+        Triton interpreter, whose fp32 -> e4m3 conversion drops the carry into the exponent (7.99 -> 4.0): the
+        value is then exact and the conversion cannot round. The GPU converts in hardware."""
+        bits = v.to(tl.int32, bitcast=True)
+        e = (
+            tl.maximum(((bits >> 23) & 0xFF) - 127, -6) - 3
+        )  # the e4m3 step at |v| (subnormals below 2^-6)
+        step = ((e + 127) << 23).to(tl.float32, bitcast=True)
+        big = 8388608.0  # 2^23: adding it rounds |v| / step to an integer, ties to even
+        r = ((tl.abs(v) / step + big) - big) * step
+        return tl.where(v < 0, -r, r)
+
+    @triton.jit
+    def _fp8_linear_kernel(
+        X,
+        XS,
+        W,
+        WS,
+        B,
+        O,
+        P,
+        M,
+        N,
+        K,
+        sxm,
+        swn,
+        som,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        SPLIT_K: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
+    ):
+        pn = tl.program_id(0)
+        pm = tl.program_id(1)
+        pk = tl.program_id(2)
+        rm = pm * BLOCK_M + tl.arange(0, BLOCK_M)
+        rn = pn * BLOCK_N + tl.arange(0, BLOCK_N)
+        mm = rm < M
+        nm = rn < N
+        per = tl.cdiv(tl.cdiv(K, SPLIT_K), BLOCK_K) * BLOCK_K  # whole blocks per split
+        start = pk * per
+        end = tl.minimum(start + per, K)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+        for k0 in range(start, end, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            km = rk < end
+            x = tl.load(
+                X + rm[:, None] * sxm + rk[None, :], mask=mm[:, None] & km[None, :], other=0.0
+            )
+            w = tl.load(
+                W + rn[:, None] * swn + rk[None, :], mask=nm[:, None] & km[None, :], other=0.0
+            )
+            acc = tl.dot(x, tl.trans(w), acc)
+        acc = acc * tl.load(XS + rm, mask=mm, other=0.0)[:, None]
+        acc = acc * tl.load(WS + rn, mask=nm, other=0.0)[None, :]
+        om = mm[:, None] & nm[None, :]
+        if SPLIT_K == 1:
+            if HAS_BIAS:
+                acc += tl.load(B + rn, mask=nm, other=0.0).to(tl.float32)[None, :]
+            tl.store(O + rm[:, None] * som + rn[None, :], acc.to(O.dtype.element_ty), mask=om)
+        else:
+            tl.store(P + (pk * M + rm[:, None]) * N + rn[None, :], acc, mask=om)
+
+    @triton.jit
+    def _quantize_store(Q, y, m, sc, ROUND: tl.constexpr):
+        """y (fp32, 0 where masked) / sc -> e4m3 at Q (masked by m)."""
+        q = y / sc
+        if ROUND:
+            q = _round_e4m3(q)
+        tl.store(Q, q.to(Q.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _rms_fp8_kernel(
+        X, R, W, Q, QS, ROUT, sx, sr, sq, sro, N, eps,
+        HAS_RES: tl.constexpr, BLOCK: tl.constexpr, ROUND: tl.constexpr,
+    ):  # fmt: skip
+        # layers._rms_kernel with its output quantized per row
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        m = cols < N
+        x = tl.load(X + row * sx + cols, mask=m, other=0.0)
+        if HAS_RES:
+            r = tl.load(R + row * sr + cols, mask=m, other=0.0)
+            x = (x.to(tl.float32) + r.to(tl.float32)).to(ROUT.dtype.element_ty)
+            tl.store(ROUT + row * sro + cols, x, mask=m)
+        xf = x.to(tl.float32)
+        rstd = tl.rsqrt(tl.sum(xf * xf, 0) / N + eps)
+        y = (xf * rstd).to(x.dtype).to(tl.float32)
+        w = tl.load(W + cols, mask=m, other=0.0).to(tl.float32)
+        y = (w * y).to(x.dtype).to(tl.float32)  # the model-dtype output HF would give
+        sc = tl.maximum(tl.max(tl.abs(y), 0), 1e-30) / 448.0
+        tl.store(QS + row, sc)
+        _quantize_store(Q + row * sq + cols, y, m, sc, ROUND)
+
+    @triton.jit
+    def _silu_y(G, U, row, sg, su, off, m):
+        g = tl.load(G + row * sg + off, mask=m, other=0.0).to(tl.float32)
+        u = tl.load(U + row * su + off, mask=m, other=0.0)
+        a = (g / (1.0 + tl.exp(-g))).to(u.dtype).to(tl.float32)
+        return (
+            (a * u.to(tl.float32)).to(u.dtype).to(tl.float32)
+        )  # the model-dtype product HF would give
+
+    @triton.jit
+    def _silu_mul_fp8_kernel(G, U, Q, QS, n, sg, su, sq, BLOCK: tl.constexpr, ROUND: tl.constexpr):
+        # layers._silu_mul_kernel with its output quantized per row: one program a row, the row in registers
+        # when it fits one BLOCK, else two passes (the second reads the row from L2)
+        row = tl.program_id(0).to(tl.int64)
+        if BLOCK >= n:
+            off = tl.arange(0, BLOCK)
+            m = off < n
+            y = _silu_y(G, U, row, sg, su, off, m)
+            sc = tl.maximum(tl.max(tl.abs(y), 0), 1e-30) / 448.0
+            tl.store(QS + row, sc)
+            _quantize_store(Q + row * sq + off, y, m, sc, ROUND)
+        else:
+            amax = tl.zeros((BLOCK,), tl.float32)
+            for c0 in range(0, n, BLOCK):
+                off = c0 + tl.arange(0, BLOCK)
+                amax = tl.maximum(amax, tl.abs(_silu_y(G, U, row, sg, su, off, off < n)))
+            sc = tl.maximum(tl.max(amax, 0), 1e-30) / 448.0
+            tl.store(QS + row, sc)
+            for c0 in range(0, n, BLOCK):
+                off = c0 + tl.arange(0, BLOCK)
+                m = off < n
+                _quantize_store(
+                    Q + row * sq + off, _silu_y(G, U, row, sg, su, off, m), m, sc, ROUND
+                )
+
+    @triton.jit
+    def _split_sum_kernel(
+        P, B, O, M, N, som, SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr
+    ):
+        m = tl.program_id(0)
+        rn = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        nm = rn < N
+        acc = tl.zeros((BLOCK,), tl.float32)
+        for s in tl.static_range(SPLIT_K):
+            acc += tl.load(P + (s * M + m) * N + rn, mask=nm, other=0.0)
+        if HAS_BIAS:
+            acc += tl.load(B + rn, mask=nm, other=0.0).to(tl.float32)
+        tl.store(O + m * som + rn, acc.to(O.dtype.element_ty), mask=nm)
+
+
+def _rows_fp8(x: torch.Tensor):
+    T, N = x.shape
+    q = torch.empty((T, N), dtype=E4M3, device=x.device)
+    return q, torch.empty((T,), dtype=torch.float32, device=x.device)
+
+
+def rms_norm_fp8(x, weight, eps: float, residual=None):
+    """layers.rms_norm with the normed output quantized for fp8_linear: x (T, H) [+ residual] ->
+    ((xq (T, H) e4m3, xs (T,) fp32), new residual (T, H))."""
+    if not use_triton(x):
+        r = x if residual is None else residual + x
+        return quantize_rows(_rms_torch(r, weight, eps)), r
+    T, N = x.shape
+    q, qs = _rows_fp8(x)
+    rout = torch.empty_like(x) if residual is not None else x
+    res = residual if residual is not None else x
+    _rms_fp8_kernel[(T,)](
+        x,
+        res,
+        weight,
+        q,
+        qs,
+        rout,
+        x.stride(0),
+        res.stride(0),
+        q.stride(0),
+        rout.stride(0),
+        N,
+        eps,
+        HAS_RES=residual is not None,
+        BLOCK=next_pow2(N),
+        ROUND=INTERPRETED,
+        num_warps=4,
+    )
+    return (q, qs), rout
+
+
+def silu_mul_fp8(gate, up):
+    """layers.silu_mul with the product quantized for fp8_linear: gate, up (T, I) (rows may be strided) ->
+    (e4m3 (T, I), fp32 scales (T,))."""
+    if not use_triton(gate):
+        return quantize_rows(torch.nn.functional.silu(gate) * up)
+    gate, up = _rows(gate), _rows(up)
+    T, n = up.shape
+    q, qs = _rows_fp8(up)
+    _silu_mul_fp8_kernel[(T,)](
+        gate,
+        up,
+        q,
+        qs,
+        n,
+        gate.stride(0),
+        up.stride(0),
+        q.stride(0),
+        BLOCK=min(SILU_ROW, next_pow2(n)),
+        ROUND=INTERPRETED,
+        num_warps=16 if n > 4096 else 8,
+    )
+    return q, qs
+
+
+def config(M: int, N: int, K: int) -> tuple[int, int, int, int, int]:
+    """(BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages): the best of a sweep at 64 rows on an H200
+    (docs/results/scale_h200/s11 and s12): wide matrices (gate/up, the lm head) in 64-column tiles, narrow ones
+    in 32-column tiles, split four ways along a long K (down)."""
+    if N >= 8192:
+        return 64, 128, 1, 4, 4
+    if K >= 4096:
+        return 64, 256, 4, 4, 6
+    return 32, 256, 1, 4, 6
+
+
+def fp8_linear(xq, xs, wq, ws, bias=None, dtype=torch.bfloat16, cfg: tuple | None = None):
+    """xq (M, K) e4m3 with xs (M,) fp32 (a producer's quantize_rows), wq (N, K) e4m3, ws (N,) fp32, bias (N,) or
+    None -> (M, N) in dtype."""
+    if not use_triton(xq):
+        return fp8_linear_torch(xq, xs, wq, ws, bias, dtype)
+    M, K = xq.shape
+    N = wq.shape[0]
+    bn, bk, split, warps, stages = cfg or config(M, N, K)
+    bm = min(64, max(16, next_pow2(M)))
+    out = torch.empty((M, N), dtype=dtype, device=xq.device)
+    part = torch.empty((split, M, N), dtype=torch.float32, device=xq.device) if split > 1 else out
+    b = bias if bias is not None else ws
+    grid = (triton.cdiv(N, bn), triton.cdiv(M, bm), split)
+    _fp8_linear_kernel[grid](
+        xq,
+        xs,
+        wq,
+        ws,
+        b,
+        out,
+        part,
+        M,
+        N,
+        K,
+        xq.stride(0),
+        wq.stride(0),
+        out.stride(0),
+        BLOCK_M=bm,
+        BLOCK_N=bn,
+        BLOCK_K=bk,
+        SPLIT_K=split,
+        HAS_BIAS=bias is not None,
+        num_warps=warps,
+        num_stages=stages,
+    )
+    if split > 1:
+        _split_sum_kernel[(M, triton.cdiv(N, 1024))](
+            part,
+            b,
+            out,
+            M,
+            N,
+            out.stride(0),
+            SPLIT_K=split,
+            HAS_BIAS=bias is not None,
+            BLOCK=1024,
+            num_warps=4,
+        )
+    return out
