@@ -41,7 +41,7 @@ SETTINGS = [
 ]
 
 
-def run(out, nproc, *extra):
+def start(out, nproc, *extra):
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
@@ -58,22 +58,41 @@ def run(out, nproc, *extra):
             f"--nproc-per-node={nproc}",
         ]
     )
-    r = subprocess.run(
+    proc = subprocess.Popen(
         launcher + [__file__, *COMMON, *SETTINGS, f"out={out}", *extra],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
-        timeout=600,
     )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return proc, out
+
+
+def finish(started):
+    proc, out = started
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     return [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
-    one = run(tmp_path / "one", 1, "steps=3")
-    two = run(tmp_path / "two", 2, "steps=3")
-    assert one[-1]["value/loss"] > 0 and one[-1]["kl_reward"] != 0  # the critic and KL did work
+    # the 1-process run goes on to step 4 (saving at 3 and 4): the reference for both the 2-process run's 3
+    # steps and its resume, without a second process for the reference
+    # (side by side: much of each is start-up -- imports, torchrun, the reward workers -- that overlaps)
+    one = start(tmp_path / "one", 1, "steps=4", "checkpoint.save_every=3")
+    try:
+        two = finish(start(tmp_path / "two", 2, "steps=3"))
+    except BaseException:
+        one[0].kill()
+        raise
+    one = finish(one)
+    assert [r["step"] for r in one] == [1, 2, 3, 4] and [r["step"] for r in two] == [1, 2, 3]
+    assert one[2]["value/loss"] > 0 and one[2]["kl_reward"] != 0  # the critic and KL did work
     for a, b in zip(one, two):
         # (not value/clip_frac: a count of tokens; one token within float noise of the clip boundary flips it --
         # seen: 0.047 vs 0.053 at step 3 with every loss equal to 1e-5)
@@ -98,10 +117,11 @@ def test_two_processes_match_one(tmp_path):
         assert w1.keys() == w2.keys()
         for k in w1:
             assert torch.allclose(w1[k], w2[k], atol=1e-5), (part, k)
-    more = run(tmp_path / "two", 1, "steps=4", "resume=true")
-    ref = run(tmp_path / "one", 1, "steps=4", "resume=true")
+    # resume the 2-process run's checkpoint (critic included) in 1 process: it continues as the uninterrupted
+    # 1-process run
+    more = finish(start(tmp_path / "two", 1, "steps=4", "resume=true"))
     for key in ("loss", "value/loss", "kl_coef"):
-        assert more[-1][key] == pytest.approx(ref[-1][key], rel=1e-4, abs=1e-6), key
+        assert more[-1][key] == pytest.approx(one[3][key], rel=1e-4, abs=1e-6), key
 
 
 if (
