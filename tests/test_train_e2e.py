@@ -5,8 +5,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -147,28 +145,20 @@ def test_sigterm_saves_and_exits(tmp_path):
     )
 
 
-def run_cli(*args):
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
-        ),
-    }
-    r = subprocess.run(
-        [sys.executable, "-m", "aha", "train", *BASE, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    return r.stdout
+def run_cli(capsys, *args):
+    """`aha train ...` through the CLI's entry point, in this process (a subprocess per run cost ~10 s of
+    imports and reward-worker start-up; tests/test_distributed.py runs `python -m aha train` as a process)."""
+    from aha.cli import main
+
+    capsys.readouterr()
+    assert main(["train", *BASE, *args]) == 0
+    return capsys.readouterr().out
 
 
-def test_cli_train_runs(tmp_path):
-    assert "done: 2 steps" in run_cli("steps=2", f"out={tmp_path}")
+def test_cli_train_runs(tmp_path, capsys):
+    assert "done: 2 steps" in run_cli(capsys, "steps=2", f"out={tmp_path}")
     # resumed to 3: the line says where it started, not "3 steps"
-    out = run_cli("steps=3", "resume=true", f"out={tmp_path}")
+    out = run_cli(capsys, "steps=3", "resume=true", f"out={tmp_path}")
     assert "done: step 3 (1 step in " in out and "after resuming at step 2)" in out
 
 
