@@ -3,6 +3,7 @@ TRL/verl names answered with aha's key, one-line errors instead of running defau
 for help or a config error."""
 
 import dataclasses
+import functools
 import os
 import subprocess
 import sys
@@ -223,7 +224,6 @@ def test_help_reads_types_defaults_and_meanings_from_the_source(capsys):
 
 def _commented_inline(cls, key: str) -> bool:
     """Whether the line declaring `key` (dotted, from `cls`) has a # comment: a plain text scan."""
-    import inspect
     import typing
 
     *path, name = key.replace("[]", "").split(".")
@@ -233,9 +233,16 @@ def _commented_inline(cls, key: str) -> bool:
         cls = next(a for a in args if dataclasses.is_dataclass(a))
     for klass in cls.__mro__:
         if dataclasses.is_dataclass(klass) and name in klass.__dict__.get("__annotations__", {}):
-            lines = inspect.getsource(klass).splitlines()
-            return any(l.strip().startswith(f"{name}:") and "#" in l for l in lines)
+            return any(l.strip().startswith(f"{name}:") and "#" in l for l in _source_lines(klass))
     return False
+
+
+@functools.cache
+def _source_lines(klass) -> list[str]:
+    """A class's source lines, read once per class (~1,000 keys share a few dozen classes)."""
+    import inspect
+
+    return inspect.getsource(klass).splitlines()
 
 
 @pytest.mark.parametrize(
