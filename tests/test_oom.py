@@ -168,13 +168,24 @@ def test_oom_in_generation_is_named_so(tmp_path, monkeypatch, capsys, uninterrup
     same_metrics(rows(tmp_path), uninterrupted)
 
 
+MU2 = ["steps=5", "checkpoint.save_every=2", "algorithm.mu=2"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_mu2(tmp_path_factory):
+    """The uninterrupted run of the two cases below (one run for both)."""
+    run = tmp_path_factory.mktemp("full_mu2")
+    assert main(["train", *RL, *MU2, f"out={run}"]) == 0
+    return rows(run)
+
+
 @pytest.mark.parametrize("where", ["optimizer step", "second pass"])
-def test_a_step_the_optimizer_began_to_change_is_not_saved(tmp_path, monkeypatch, capsys, where):
+def test_a_step_the_optimizer_began_to_change_is_not_saved(
+    tmp_path, monkeypatch, capsys, where, uninterrupted_mu2
+):
     """Step 4 dies after an optimizer step began: the weights are neither step 3 nor 4, so nothing is written
     and the step-2 checkpoint stays the latest; resume continues from it."""
-    extra = ["steps=5", "checkpoint.save_every=2", "algorithm.mu=2"]
-    full = tmp_path / "full"
-    assert main(["train", *RL, *extra, f"out={full}"]) == 0
+    extra = MU2
     real_step = GRPOTrainer.train_step
 
     def train_step(self, k):
@@ -208,7 +219,7 @@ def test_a_step_the_optimizer_began_to_change_is_not_saved(tmp_path, monkeypatch
     assert checkpoints(run) == ["step-000002"] and [r["step"] for r in rows(run)] == [1, 2, 3]
     monkeypatch.undo()
     assert main(["train", *RL, *extra, f"out={run}", "resume=true"]) == 0
-    same_metrics(rows(run), rows(full))
+    same_metrics(rows(run), uninterrupted_mu2)
 
 
 def test_oom_in_an_evaluation_keeps_the_steps_metrics(tmp_path, monkeypatch, capsys):
