@@ -102,13 +102,19 @@ class RLTrainer(TrainLoop):
             scheduler=scheduler,
             stream=PromptStream(rows, cfg.seed),
         )
-        self.engine = make_engine(
-            cfg.engine,
-            model,
-            tok,
-            kv_cache_dtype=cfg.kv_cache_dtype,
-            weights_dtype=cfg.engine_weights_dtype,
-        )
+        try:
+            self.engine = make_engine(
+                cfg.engine,
+                model,
+                tok,
+                kv_cache_dtype=cfg.kv_cache_dtype,
+                weights_dtype=cfg.engine_weights_dtype,
+            )
+        except ConfigError as e:  # the engine's weights_dtype is this config's engine_weights_dtype
+            if e.key != "weights_dtype":
+                raise
+            msg = e.message.replace("set weights_dtype=", "set engine_weights_dtype=")
+            raise ConfigError("engine_weights_dtype", msg) from None
         size_engine(self.engine, self.memory)  # the KV cache gets what the plan left
         self.rollout = Rollout(
             cfg,

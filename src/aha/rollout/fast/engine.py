@@ -21,9 +21,9 @@ that cannot fit the whole cache is an error. `kv_bytes_per_token(model)` (kv_cac
 kv_cache_dtype="fp8" (GPUs of compute capability 8.9+, or the CPU) stores K/V in float8 e4m3 with a scale per
 token and head: about half the bytes, so twice the tokens in the same memory (decode steps no faster than bf16
 with this attention kernel), at a small change in the sampled distribution (kv_cache.py).
-weights_dtype="fp8" (same GPUs, or the CPU) decodes on float8 e4m3 copies of q/k/v, gate/up, down and the lm
-head, quantized from the live weights at every call (fp8_linear.py): faster decode GEMMs, a policy further from
-the trainer's (pair it with algorithm.rollout_is). It takes the packed copy's place and memory.
+weights_dtype="fp8" (same GPUs, or the CPU) decodes on float8 e4m3 copies of q/k/v, gate/up and down,
+quantized from the live weights at every call (fp8_linear.py, model_runner.py): faster decode GEMMs, a policy
+visibly further from the trainer's (pair it with algorithm.rollout_is). It takes the packed copy's place.
 stats: decode_steps, prefill_tokens (recompute included), seconds, tokens_per_s, preemptions, peak_pages /
 peak_kv_mib (most pages in use at once), kv_cache_mib, packed_mib, mode.
 

@@ -27,6 +27,9 @@ import torch
 from ..._triton import next_pow2, tl, triton, use_triton
 from .layers import _rms_torch, _rows
 
+if triton is not None:
+    from .layers import _rms_row
+
 E4M3 = torch.float8_e4m3fn
 FP8_MAX = 448.0
 TINY = 1e-30  # an all-zero row or block quantizes to zeros, not NaN
@@ -147,16 +150,8 @@ if triton is not None:
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         m = cols < N
-        x = tl.load(X + row * sx + cols, mask=m, other=0.0)
-        if HAS_RES:
-            r = tl.load(R + row * sr + cols, mask=m, other=0.0)
-            x = (x.to(tl.float32) + r.to(tl.float32)).to(ROUT.dtype.element_ty)
-            tl.store(ROUT + row * sro + cols, x, mask=m)
-        xf = x.to(tl.float32)
-        rstd = tl.rsqrt(tl.sum(xf * xf, 0) / N + eps)
-        y = (xf * rstd).to(x.dtype).to(tl.float32)
-        w = tl.load(W + cols, mask=m, other=0.0).to(tl.float32)
-        y = (w * y).to(x.dtype).to(tl.float32)  # the model-dtype output HF would give
+        y = _rms_row(X, R, W, ROUT, row, sx, sr, sro, cols, m, N, eps, HAS_RES)
+        y = y.to(ROUT.dtype.element_ty).to(tl.float32)  # the model-dtype output HF would give
         sc = tl.maximum(tl.max(tl.abs(y), 0), 1e-30) / 448.0
         tl.store(QS + row, sc)
         _quantize_store(Q + row * sq + cols, y, m, sc, ROUND)

@@ -38,12 +38,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 if triton is not None:
 
     @triton.jit
-    def _rms_kernel(
-        X, R, W, OUT, ROUT, sx, sr, so, sro, N, eps, HAS_RES: tl.constexpr, BLOCK: tl.constexpr
-    ):
-        row = tl.program_id(0).to(tl.int64)
-        cols = tl.arange(0, BLOCK)
-        m = cols < N
+    def _rms_row(X, R, W, ROUT, row, sx, sr, sro, cols, m, N, eps, HAS_RES: tl.constexpr):
+        """One row of rms_norm: the residual sum stored (HAS_RES); returns w * normed in fp32, normed rounded
+        to the model dtype first (as HF does)."""
         x = tl.load(X + row * sx + cols, mask=m, other=0.0)
         if HAS_RES:
             r = tl.load(R + row * sr + cols, mask=m, other=0.0)
@@ -51,9 +48,18 @@ if triton is not None:
             tl.store(ROUT + row * sro + cols, x, mask=m)
         xf = x.to(tl.float32)
         rstd = tl.rsqrt(tl.sum(xf * xf, 0) / N + eps)
-        y = (xf * rstd).to(OUT.dtype.element_ty).to(tl.float32)
-        w = tl.load(W + cols, mask=m, other=0.0).to(tl.float32)
-        tl.store(OUT + row * so + cols, (w * y).to(OUT.dtype.element_ty), mask=m)
+        y = (xf * rstd).to(x.dtype).to(tl.float32)
+        return tl.load(W + cols, mask=m, other=0.0).to(tl.float32) * y
+
+    @triton.jit
+    def _rms_kernel(
+        X, R, W, OUT, ROUT, sx, sr, so, sro, N, eps, HAS_RES: tl.constexpr, BLOCK: tl.constexpr
+    ):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        m = cols < N
+        y = _rms_row(X, R, W, ROUT, row, sx, sr, sro, cols, m, N, eps, HAS_RES)
+        tl.store(OUT + row * so + cols, y.to(OUT.dtype.element_ty), mask=m)
 
     @triton.jit
     def _rope_heads(

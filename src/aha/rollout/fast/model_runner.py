@@ -388,25 +388,29 @@ class ModelRunner:
             x, r = self._norm(h, layer.input_layernorm, r)
             kv = cache.layer(i)
             q = self._attn_in(i, x, pos, slot, kv)  # (B, NH, D)
-            o = decode_attention(
-                q,
-                kv[0],
-                kv[1],
-                block_table,
-                seq_lens,
-                cache.page_size,
-                self.scale,
-                splits,
-                k_scale=kv[2],
-                v_scale=kv[3],
-                counters=counters,
-            )
-            h = layer.self_attn.o_proj(o.reshape(o.shape[0], -1))
+            h = self._attend(i, q, kv, block_table, seq_lens, cache, splits, counters)
             x, r = self._norm(h, layer.post_attention_layernorm, r)
             h = self._mlp(i, x)
         x, _ = self._norm(h, self.norm, r)
         self._parallel = False
         return self.lm_head(x)
+
+    def _attend(self, i, q, kv, block_table, seq_lens, cache, splits, counters):
+        """Decode attention over layer i's cache, then o_proj."""
+        o = decode_attention(
+            q,
+            kv[0],
+            kv[1],
+            block_table,
+            seq_lens,
+            cache.page_size,
+            self.scale,
+            splits,
+            k_scale=kv[2],
+            v_scale=kv[3],
+            counters=counters,
+        )
+        return self.layers[i].self_attn.o_proj(o.reshape(o.shape[0], -1))
 
     def _decode_fp8(self, tok, pos, slot, seq_lens, block_table, cache, splits, counters):
         """decode() on the fp8 copies (module docstring)."""
@@ -418,20 +422,7 @@ class ModelRunner:
             x, r = rms_norm_fp8(h, ln.weight, ln.variance_epsilon, r)
             q, k, v = self._split_qkv(fp8_linear(*x, *qkv, dtype=dt))
             q = self._rope(i, q, k, v, pos, slot, kv)
-            o = decode_attention(
-                q,
-                kv[0],
-                kv[1],
-                block_table,
-                seq_lens,
-                cache.page_size,
-                self.scale,
-                splits,
-                k_scale=kv[2],
-                v_scale=kv[3],
-                counters=counters,
-            )
-            h = layer.self_attn.o_proj(o.reshape(o.shape[0], -1))
+            h = self._attend(i, q, kv, block_table, seq_lens, cache, splits, counters)
             ln = layer.post_attention_layernorm
             x, r = rms_norm_fp8(h, ln.weight, ln.variance_epsilon, r)
             g = fp8_linear(*x, *gu, dtype=dt)
