@@ -1,7 +1,6 @@
 """1 process vs 2 processes (torchrun, gloo, FSDP2) on the tiny model with a fixed seed: same losses and the same
 weights after a few steps; and a 2-process checkpoint resumes in 1 process."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from run_metrics import finish
 
 COMMON = [
     "model.path=tiny-random",
@@ -59,17 +60,6 @@ def start(out, nproc, *extra):
         env=env,
     )
     return proc, out
-
-
-def finish(started):
-    proc, out = started
-    try:
-        stdout, stderr = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    return [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
 def run(out, nproc, *extra):

@@ -1,7 +1,6 @@
 """PPO in 1 process vs 2 (torchrun, gloo, FSDP2): the critic sharded, whitening, KL controller and value loss
 reduced over ranks give the same metrics and weights; a 2-process checkpoint (critic included) resumes in 1."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from run_metrics import finish
 
 HERE = Path(__file__).resolve().parent
 COMMON = [
@@ -66,17 +67,6 @@ def start(out, nproc, *extra):
         env=env,
     )
     return proc, out
-
-
-def finish(started):
-    proc, out = started
-    try:
-        stdout, stderr = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    return [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
