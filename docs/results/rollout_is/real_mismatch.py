@@ -103,6 +103,9 @@ def main():
     for name in a.engines.split(","):
         os.environ["AHA_FAST_TRITON"] = "0" if "notriton" in name else "1"
         t1 = time.time()
+        import aha.rollout.fast.model_runner as mr
+
+        mr.FP8_LM_HEAD = "bf16head" not in name  # session 12: fp8 weights with the model's lm head
         if name == "hfdecode":
             comps = hf_decode(model, prompts, params, pad)
         else:
@@ -113,6 +116,8 @@ def main():
                     model,
                     tok,
                     kv_cache_dtype="fp8" if name.endswith("fp8") else "auto",
+                    # session 12: fast-w8* decode on fp8 weights (weights_dtype="fp8")
+                    **({"weights_dtype": "fp8"} if "-w8" in name else {}),
                     pack_weights=False if "nopack" in name else None,
                 )
             comps = eng.generate(prompts, params)
