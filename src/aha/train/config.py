@@ -264,8 +264,8 @@ class TrainConfig:
     # half the memory, no faster; samples from a slightly perturbed policy; the fast engine on a GPU of
     # compute capability 8.9+ or on the CPU)
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
-    # The fast engine's decode weights: auto (the model's) or fp8 (float8 e4m3 copies of q/k/v, gate/up, down and
-    # the lm head, per-row activations: faster decode GEMMs, a policy further from the trainer's, so pair it with
+    # The fast engine's decode weights: auto (the model's) or fp8 (float8 e4m3 copies of q/k/v, gate/up and down,
+    # per-row activations: faster decode GEMMs, a policy further from the trainer's, so pair it with
     # algorithm.rollout_is; the fast engine on a GPU of compute capability 8.9+ or on the CPU; no LoRA)
     engine_weights_dtype: Literal["auto", "fp8"] = "auto"
     # Free the fast engine's KV cache and CUDA graphs before each update: less memory in the update, a new
