@@ -100,10 +100,11 @@ def test_triton_gemm_matches_the_reference(kernels, M):
         case = f"{N}x{K} {cfg} bias={bias}"
         if DEV == "cpu":
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=case)
-        else:  # Hopper's fp8 MMA adds its products with fewer bits than fp32
+        else:  # Hopper's fp8 MMA adds its products with fewer bits than fp32: 1.4e-3 of the norm measured at
+            # K = 8,960 (s12/gpu_tests_2.txt), small next to e4m3's own ~4e-2 but growing with K
             rel = ((got - want).norm() / want.norm()).item()
             worst = ((got - want).abs().max() / want.abs().max()).item()
-            assert rel < 1e-3 and worst < 1e-2, (case, rel, worst)
+            assert rel < 5e-3 and worst < 1e-2, (case, rel, worst)
 
 
 def test_interpreter_rounding_matches_torchs_conversion(kernels):
