@@ -2,7 +2,7 @@
 
 W is stored as e4m3 with one fp32 scale per output channel, W ~ Wq * ws[:, None] (quantize_weight, taken from
 the live weights at every generate call). x comes quantized by the kernel that produced it (the RMSNorm before
-q/k/v, gate/up and the lm head, the SiLU product before down): e4m3 with one fp32 scale per row, x ~ xq * xs
+q/k/v and gate/up, the SiLU product before down): e4m3 with one fp32 scale per row, x ~ xq * xs
 (xs = amax / 448; quantize_rows). The MMA runs on two fp8 operands:
     y = ((xq @ Wq^T) * xs[:, None] * ws[None, :] + b).to(dtype)          (fp32 accumulation)
 A split-K program takes whole blocks and a second kernel adds the fp32 partial sums (and the bias). The torch
@@ -14,8 +14,9 @@ the bytes, and only the fp8 MMA gains at these shapes (docs/results/scale_h200/s
 a bf16 MMA on converted weights are slower than bf16; s12: quantizing x inside the GEMM, once per output tile,
 is slower than bf16 too, hence the producers; a scale per 128 columns of x, applied block by block, costs
 ~15% of the gain against one per row, fp8lin_64.txt). e4m3 is floating point: a row's values 1,000x below its
-largest keep their 3 mantissa bits, so a scale per row tolerates the outliers of LLM activations. The price: each GEMM's output moves by ~4% of its norm on random
-data, so the engine samples from a perturbed policy (algorithm.rollout_is corrects for it).
+largest keep their 3 mantissa bits, so a scale per row tolerates the outliers of LLM activations. The price:
+each GEMM's output moves by ~4% of its norm on random data, so the engine samples from a perturbed policy
+(algorithm.rollout_is corrects for it).
 """
 
 from __future__ import annotations
@@ -25,36 +26,27 @@ import os
 import torch
 
 from ..._triton import next_pow2, tl, triton, use_triton
-from .layers import _rms_torch, _rows
+from .kv_cache import FP8 as E4M3
+
+# x (M, K) -> e4m3 (M, K) and fp32 scales (M,): the KV cache's quantization, one scale per row
+from .kv_cache import quantize as quantize_rows
+from .layers import _rows, rms_norm, silu_mul
 
 if triton is not None:
     from .layers import _rms_row
 
-E4M3 = torch.float8_e4m3fn
-FP8_MAX = 448.0
-TINY = 1e-30  # an all-zero row or block quantizes to zeros, not NaN
-# The Triton interpreter's fp32 -> e4m3 conversion drops the carry into the exponent (7.99 -> 4.0, where a GPU
-# gives 8.0): under it the kernels round to e4m3 values in fp32 first (_round_e4m3), so the conversion is exact.
 # silu_mul_fp8 holds a row of up to this many columns in registers (one pass); longer rows take two passes
 SILU_ROW = 16384
+# The Triton interpreter's fp32 -> e4m3 conversion drops the carry into the exponent (7.99 -> 4.0, where a GPU
+# gives 8.0): under it the kernels round to e4m3 values in fp32 first (_round_e4m3), so the conversion is exact.
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def quantize_weight(w: torch.Tensor, out: torch.Tensor, scale: torch.Tensor, chunk: int = 8192):
-    """w (N, K) -> out (N, K) e4m3 and scale (N,) fp32 in place, w ~ out * scale[:, None]; rows in chunks so a
-    large matrix (an lm head) needs no full fp32 copy."""
+    """w (N, K) -> out (N, K) e4m3 and scale (N,) fp32 in place, w ~ out * scale[:, None] (quantize_rows); rows
+    in chunks so a large matrix (an lm head) needs no full fp32 copy."""
     for a in range(0, w.shape[0], chunk):
-        wf = w[a : a + chunk].float()
-        s = wf.abs().amax(1).clamp(min=TINY) / FP8_MAX
-        scale[a : a + chunk] = s
-        out[a : a + chunk] = (wf / s[:, None]).to(E4M3)
-
-
-def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (M, K) -> e4m3 (M, K) and fp32 scales (M,), x ~ xq * xs[:, None]."""
-    xf = x.float()
-    s = xf.abs().amax(1).clamp(min=TINY) / FP8_MAX
-    return (xf / s[:, None]).to(E4M3), s
+        out[a : a + chunk], scale[a : a + chunk] = quantize_rows(w[a : a + chunk])
 
 
 def fp8_linear_torch(xq, xs, wq, ws, bias=None, dtype=torch.bfloat16) -> torch.Tensor:
@@ -73,9 +65,8 @@ if triton is not None:
         Triton interpreter, whose fp32 -> e4m3 conversion drops the carry into the exponent (7.99 -> 4.0): the
         value is then exact and the conversion cannot round. The GPU converts in hardware."""
         bits = v.to(tl.int32, bitcast=True)
-        e = (
-            tl.maximum(((bits >> 23) & 0xFF) - 127, -6) - 3
-        )  # the e4m3 step at |v| (subnormals below 2^-6)
+        # the exponent of the e4m3 step at |v| (subnormals below 2^-6)
+        e = tl.maximum(((bits >> 23) & 0xFF) - 127, -6) - 3
         step = ((e + 127) << 23).to(tl.float32, bitcast=True)
         big = 8388608.0  # 2^23: adding it rounds |v| / step to an integer, ties to even
         r = ((tl.abs(v) / step + big) - big) * step
@@ -134,6 +125,13 @@ if triton is not None:
             tl.store(P + (pk * M + rm[:, None]) * N + rn[None, :], acc, mask=om)
 
     @triton.jit
+    def _row_scale(amax, QS):
+        """A row's e4m3 scale from its absolute values (kv_cache.quantize's), stored at QS and returned."""
+        sc = tl.maximum(tl.max(amax, 0), 1e-30) / 448.0
+        tl.store(QS, sc)
+        return sc
+
+    @triton.jit
     def _quantize_store(Q, y, m, sc, ROUND: tl.constexpr):
         """y (fp32, 0 where masked) / sc -> e4m3 at Q (masked by m)."""
         q = y / sc
@@ -152,18 +150,15 @@ if triton is not None:
         m = cols < N
         y = _rms_row(X, R, W, ROUT, row, sx, sr, sro, cols, m, N, eps, HAS_RES)
         y = y.to(ROUT.dtype.element_ty).to(tl.float32)  # the model-dtype output HF would give
-        sc = tl.maximum(tl.max(tl.abs(y), 0), 1e-30) / 448.0
-        tl.store(QS + row, sc)
-        _quantize_store(Q + row * sq + cols, y, m, sc, ROUND)
+        _quantize_store(Q + row * sq + cols, y, m, _row_scale(tl.abs(y), QS + row), ROUND)
 
     @triton.jit
     def _silu_y(G, U, row, sg, su, off, m):
         g = tl.load(G + row * sg + off, mask=m, other=0.0).to(tl.float32)
         u = tl.load(U + row * su + off, mask=m, other=0.0)
         a = (g / (1.0 + tl.exp(-g))).to(u.dtype).to(tl.float32)
-        return (
-            (a * u.to(tl.float32)).to(u.dtype).to(tl.float32)
-        )  # the model-dtype product HF would give
+        # the model-dtype product HF would give
+        return (a * u.to(tl.float32)).to(u.dtype).to(tl.float32)
 
     @triton.jit
     def _silu_mul_fp8_kernel(G, U, Q, QS, n, sg, su, sq, BLOCK: tl.constexpr, ROUND: tl.constexpr):
@@ -174,16 +169,13 @@ if triton is not None:
             off = tl.arange(0, BLOCK)
             m = off < n
             y = _silu_y(G, U, row, sg, su, off, m)
-            sc = tl.maximum(tl.max(tl.abs(y), 0), 1e-30) / 448.0
-            tl.store(QS + row, sc)
-            _quantize_store(Q + row * sq + off, y, m, sc, ROUND)
+            _quantize_store(Q + row * sq + off, y, m, _row_scale(tl.abs(y), QS + row), ROUND)
         else:
             amax = tl.zeros((BLOCK,), tl.float32)
             for c0 in range(0, n, BLOCK):
                 off = c0 + tl.arange(0, BLOCK)
                 amax = tl.maximum(amax, tl.abs(_silu_y(G, U, row, sg, su, off, off < n)))
-            sc = tl.maximum(tl.max(amax, 0), 1e-30) / 448.0
-            tl.store(QS + row, sc)
+            sc = _row_scale(amax, QS + row)
             for c0 in range(0, n, BLOCK):
                 off = c0 + tl.arange(0, BLOCK)
                 m = off < n
@@ -216,8 +208,8 @@ def rms_norm_fp8(x, weight, eps: float, residual=None):
     """layers.rms_norm with the normed output quantized for fp8_linear: x (T, H) [+ residual] ->
     ((xq (T, H) e4m3, xs (T,) fp32), new residual (T, H))."""
     if not use_triton(x):
-        r = x if residual is None else residual + x
-        return quantize_rows(_rms_torch(r, weight, eps)), r
+        y, r = rms_norm(x, weight, eps, residual)  # its torch path
+        return quantize_rows(y), r
     T, N = x.shape
     q, qs = _rows_fp8(x)
     rout = torch.empty_like(x) if residual is not None else x
@@ -247,7 +239,7 @@ def silu_mul_fp8(gate, up):
     """layers.silu_mul with the product quantized for fp8_linear: gate, up (T, I) (rows may be strided) ->
     (e4m3 (T, I), fp32 scales (T,))."""
     if not use_triton(gate):
-        return quantize_rows(torch.nn.functional.silu(gate) * up)
+        return quantize_rows(silu_mul(gate, up))  # its torch path
     gate, up = _rows(gate), _rows(up)
     T, n = up.shape
     q, qs = _rows_fp8(up)

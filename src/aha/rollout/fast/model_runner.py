@@ -161,8 +161,10 @@ class ModelRunner:
 
     def pack_bytes(self) -> int:
         """What pack() would allocate, without allocating it."""
-        if self.weights_dtype == "fp8":
-            return sum(n * (1 + 4 / k) for n, k in self._fp8_shapes())  # e4m3 + a scale per row
+        if self.weights_dtype == "fp8":  # e4m3 and a 4-byte scale per row
+            return sum(
+                m.weight.numel() + 4 * m.weight.shape[0] for g in self._fp8_groups() for m in g
+            )
         return _numel(self._groups()) * self.embed.weight.element_size()
 
     def _fp8_groups(self) -> list[list[torch.nn.Linear]]:
@@ -189,12 +191,6 @@ class ModelRunner:
                 )
             out.append([self.lm_head])
         return out
-
-    def _fp8_shapes(self) -> list[tuple[int, int]]:
-        """(elements, K) of each fp8 group."""
-        return [
-            (sum(m.weight.numel() for m in g), g[0].weight.shape[1]) for g in self._fp8_groups()
-        ]
 
     def _pack_fp8(self) -> int:
         groups = self._fp8_groups()
