@@ -21,7 +21,7 @@ def make_engine(
     if kind not in ENGINES:
         raise ValueError(f"unknown engine {kind!r}; choose one of: {', '.join(ENGINES)}")
     on_gpu = next(model.parameters()).is_cuda
-    if check_kv_cache_dtype(kind, on_gpu, kv_cache_dtype, weights_dtype):
+    if check_fast_settings(kind, on_gpu, kv_cache_dtype, weights_dtype):
         from .fast import FastEngine  # pure torch (+ Triton when it imports): always importable
 
         return FastEngine(
@@ -30,7 +30,7 @@ def make_engine(
     return HFEngine(model, tokenizer)
 
 
-def check_kv_cache_dtype(
+def check_fast_settings(
     kind: str, on_gpu: bool, kv_cache_dtype: str, weights_dtype: str = "auto", prefix: str = ""
 ) -> bool:
     """Whether `kind` on this device is the fast engine; a ConfigError (one line in the CLI) when it is HF

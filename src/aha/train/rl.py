@@ -21,7 +21,7 @@ from ..config import ConfigError
 from ..data.templates import template_notice
 from ..eval.context import drop_overlong, model_context
 from ..models.load import reference_model, resolve_device
-from ..rollout.factory import check_kv_cache_dtype, make_engine
+from ..rollout.factory import check_fast_settings, make_engine
 from .config import TrainConfig
 from .dist import Dist, gathered
 from .forward import LogprobModel
@@ -49,7 +49,7 @@ class RLTrainer(TrainLoop):
         # Before any weight is loaded: fit check, null memory keys resolved, breakdown printed (train/memory.py).
         echo = print if dist.is_main else (lambda *_: None)
         device = resolve_device(dist.device(m.device))
-        check_kv_cache_dtype(
+        check_fast_settings(
             cfg.engine,
             device.type == "cuda",
             cfg.kv_cache_dtype,
