@@ -25,8 +25,10 @@ Two measures of the R1-Zero "aha moment" (paper, sec. 2.2.4: "Wait, wait. Wait. 
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 
 __all__ = [
@@ -59,39 +61,99 @@ DEFAULT_PHRASES: tuple[str, ...] = (
     "let me try again",
 )
 
+# Matched case-insensitively. Written in lowercase, each starting with \b then a letter: _CORRECTIONS below
+# searches them as written in text.lower(), with the \b checked by hand.
 CORRECTION_PATTERNS: tuple[str, ...] = (
     r"\bwait\s*[,.!]*\s*(?:no|actually)\b",
     r"\bwait\b[^.!?\n]{0,60}?\bactually\b",
     r"\bno\s*[,.!]*\s*wait\b",
     r"\b(?:that|this|it)(?:'s|’s|\s+is|\s+was)\s+(?:wrong|incorrect|not\s+right)\b",
-    r"\bI\s+made\s+(?:a\s+mistake|an\s+error)\b",
+    r"\bi\s+made\s+(?:a\s+mistake|an\s+error)\b",
     r"\bmy\s+(?:mistake|error|bad)\b",
     r"\bcorrection\s*:",
 )
 _CORRECTION_RE = re.compile("|".join(f"(?:{p})" for p in CORRECTION_PATTERNS), re.IGNORECASE)
 
+# ---------------------------------------------------------------- case-insensitive search, fast
+# A search under re.IGNORECASE, or one that starts with (?<!\w) or \b, cannot use re's scan for a literal
+# prefix: it tries the whole pattern at every character (~1.5 ms for 16,000 characters; see
+# benchmarks/host_metrics.py). So each alternative is searched on its own, lowercase and without the flag,
+# in text.lower(), starting with its literal, and the (?<!\w) in front is checked at each hit.
+# That gives the same answer because, for an ASCII pattern character c (or ’), re.IGNORECASE matches exactly
+# the characters whose .lower() is c.lower(), and .lower() maps every character to one character of the same
+# \w and \s class, except for the three below (tests/test_eval_reflection.py checks this over all code
+# points). A text holding one of them, or a non-ASCII phrase, is searched with the IGNORECASE regex itself.
+_UNFOLDED = "\u0130\u0131\u017f"  # İ (lowers to 2 characters), ı (re: ~ i), ſ (re: ~ s)
+_WORD = re.compile(r"\w")
+
+
+def _after_nonword(pattern: re.Pattern, text: str) -> bool:
+    r"""True iff (?<!\w) followed by `pattern` matches somewhere in `text`."""
+    m = pattern.search(text)
+    while m is not None:
+        if m.start() == 0 or _WORD.match(text, m.start() - 1) is None:
+            return True
+        m = pattern.search(text, m.start() + 1)  # lookarounds still see text before pos
+    return False
+
+
+@dataclass(frozen=True)
+class _Search:
+    r"""`exact.search(text) is not None` for exact = (?<!\w)(?:A|B|...) under re.IGNORECASE, computed as
+    "one of parts = (A, B, ...), lowercase and without the flag, matches text.lower() after a non-word
+    character" where that is the same (see above)."""
+
+    exact: re.Pattern
+    parts: tuple[re.Pattern, ...] | None  # None: search with `exact` only
+
+    def __call__(self, text: str) -> bool:
+        text = text or ""
+        if self.parts is None or any(c in text for c in _UNFOLDED):
+            return self.exact.search(text) is not None
+        low = text.lower()
+        return any(_after_nonword(p, low) for p in self.parts)
+
+
+# Each pattern is \b then a letter, and \b before a letter is (?<!\w): a part is the pattern without it.
+_CORRECTIONS = _Search(
+    _CORRECTION_RE, tuple(re.compile(p.removeprefix(r"\b")) for p in CORRECTION_PATTERNS)
+)
+
+
+def _phrase_source(phrase: str) -> str:
+    return r"\s+".join(re.escape(w) for w in phrase.split())
+
 
 def compile_phrases(phrases: Iterable[str] = DEFAULT_PHRASES) -> re.Pattern:
     """One case-insensitive regex matching any of `phrases` on word boundaries (see module docstring)."""
-    parts = [r"\s+".join(re.escape(w) for w in p.split()) for p in phrases if p.strip()]
+    parts = [_phrase_source(p) for p in phrases if p.strip()]
     if not parts:
         raise ValueError("reflection phrases are empty; give at least one phrase such as 'wait'")
     parts.sort(key=len, reverse=True)  # longest first, so a phrase is not shadowed by its prefix
     return re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)", re.IGNORECASE)
 
 
-_DEFAULT_RE = compile_phrases(DEFAULT_PHRASES)
+@functools.lru_cache(maxsize=16)
+def _phrase_search(phrases: tuple[str, ...]) -> _Search:
+    r"""compile_phrases(phrases).search as a _Search: one part per phrase, `phrase(?!\w)` lowercased."""
+    exact = compile_phrases(phrases)
+    if not all(p.isascii() for p in phrases):
+        return _Search(exact, None)
+    return _Search(
+        exact,
+        tuple(re.compile(_phrase_source(p.lower()) + r"(?!\w)") for p in phrases if p.strip()),
+    )
 
 
-def _pattern(phrases) -> re.Pattern:
-    if phrases is None:
-        return _DEFAULT_RE
-    return phrases if isinstance(phrases, re.Pattern) else compile_phrases(phrases)
+def _reflects(phrases) -> Callable[[str], bool]:
+    if isinstance(phrases, re.Pattern):  # a caller's own regex: searched as given
+        return lambda text: phrases.search(text or "") is not None
+    return _phrase_search(DEFAULT_PHRASES if phrases is None else tuple(phrases))
 
 
 def has_reflection(text: str, phrases: Iterable[str] | re.Pattern | None = None) -> bool:
     """True iff `text` contains a re-checking phrase (DEFAULT_PHRASES when `phrases` is None)."""
-    return _pattern(phrases).search(text or "") is not None
+    return _reflects(phrases)(text)
 
 
 def reflection_rate(
@@ -100,8 +162,8 @@ def reflection_rate(
     """Fraction of `texts` that reflect; NaN for no texts."""
     if len(texts) == 0:
         return float("nan")
-    pat = _pattern(phrases)
-    return sum(pat.search(t or "") is not None for t in texts) / len(texts)
+    reflects = _reflects(phrases)
+    return sum(reflects(t) for t in texts) / len(texts)
 
 
 _OPS = "+-*/×÷^"
@@ -158,7 +220,7 @@ def result_revisions(text: str) -> list[tuple[str, str, str]]:
 def has_revision(text: str) -> bool:
     """True iff the completion revises an intermediate answer: rule (a) or rule (b) of the module docstring."""
     text = (text or "")[:_MAX_TEXT]
-    return _CORRECTION_RE.search(text) is not None or bool(result_revisions(text))
+    return _CORRECTIONS(text) or bool(result_revisions(text))
 
 
 def revision_rate(texts: Sequence[str]) -> float:
