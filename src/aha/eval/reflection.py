@@ -169,9 +169,12 @@ def reflection_rate(
 _OPS = "+-*/×÷^"
 _EXPR_CHARS = set("0123456789.() \t" + _OPS)
 # "=" then a result that does not continue as an expression ("2+3 = 4+1" is not a result; "= 3.5." is).
+# The "not after <, >, ! or =" test sits behind the "=" ((?<![<>!=]=), not (?<![<>!=]) in front) so that
+# the pattern starts with a literal, which re scans for quickly (~3x faster on long texts).
 _RESULT_RE = re.compile(
-    r"(?<![<>!=])=(?!=)\s*(-?\d+(?:\.\d+)?(?:\s*/\s*\d+)?)(?!\d|\.\d|\s*[-+*/×÷^(])"
+    r"=(?<![<>!=]=)(?!=)\s*(-?\d+(?:\.\d+)?(?:\s*/\s*\d+)?)(?!\d|\.\d|\s*[-+*/×÷^(])"
 )
+_SPACES = re.compile(r"\s+")
 _HAS_OP_RE = re.compile(r"\d[\s)]*[-+*/×÷^][\s(]*-?\d")
 _MAX_TEXT = 200_000  # bound the work on pathological completions
 _MAX_EXPR = 200
@@ -184,32 +187,37 @@ def _expression_before(text: str, end: int) -> str | None:
         if text[start - 1] == "." and not text[start : start + 1].isdigit():
             break  # a full stop ends the sentence before; a decimal point has a digit
         start -= 1
-    s = re.sub(r"\s+", "", text[start:end]).replace("×", "*").replace("÷", "/")
+    s = text[start:end].replace(" ", "").replace("\t", "")  # the only spaces in _EXPR_CHARS
+    s = s.replace("×", "*").replace("÷", "/")
     s = s.lstrip("+-*/^)")  # a run may begin with the tail of earlier prose: "... - 3+4 ="
     while s.startswith("(") and s.count("(") > s.count(")"):
         s = s[1:]
     return s if _HAS_OP_RE.search(s) else None
 
 
-def _as_fraction(s: str) -> Fraction | None:
+def _as_number(s: str) -> int | Fraction | None:
+    r"""The exact value of a result without spaces; an integer goes through int(), ~10x faster than
+    Fraction's parser and the same value (both read any Unicode digit that \d matches)."""
     try:
-        return Fraction(re.sub(r"\s+", "", s))
-    except (ValueError, ZeroDivisionError):
+        return int(s) if "." not in s and "/" not in s else Fraction(s)
+    except (ValueError, ZeroDivisionError):  # "1.5/2", "3/0", more digits than int() takes
         return None
 
 
 def result_revisions(text: str) -> list[tuple[str, str, str]]:
     """Rule (a): every (expression, earlier result, later result) where a later result of the same
     expression differs from the first one given."""
-    first: dict[str, tuple[str, Fraction]] = {}
+    first: dict[str, tuple[str, int | Fraction]] = {}
     out = []
     text = (text or "")[:_MAX_TEXT]
     for m in _RESULT_RE.finditer(text):
         expr = _expression_before(text, m.start())
-        val = _as_fraction(m.group(1))
-        if expr is None or val is None:
+        if expr is None:
             continue
-        result = re.sub(r"\s+", "", m.group(1))
+        result = _SPACES.sub("", m.group(1))
+        val = _as_number(result)
+        if val is None:
+            continue
         if expr not in first:
             first[expr] = (result, val)
         elif first[expr][1] != val:
