@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .base import Completion, OnTokens, SamplingParams
-from .stops import Tracker
+from .stops import Tracker, completions
 
 
 def _watch(trackers: list[Tracker]):
@@ -120,13 +120,11 @@ class HFEngine:
             logp = logits.log_softmax(-1).gather(-1, seqs[:, width:, None]).squeeze(-1).cpu()
         else:
             logp = self._logprobs(seqs, mask.to(device), width, temp)  # (B, T_new)
-        out = []
-        for row, ((prompt_index, _), t) in enumerate(zip(items, trackers)):
+        for row, t in enumerate(trackers):
             if not watch:  # nothing needed the tokens step by step: cut at stop ids / length now
                 t.push(new[row].tolist())
             t.logprobs = logp[row, : len(t.ids)].tolist()
-            out.append(t.completion(prompt_index))
-        return out
+        return completions(trackers, [prompt_index for prompt_index, _ in items])
 
     def _logprobs(
         self,

@@ -10,10 +10,12 @@ last few ids are decoded per call; a tail ending in U+FFFD (an incomplete UTF-8 
 (decode(ids) shows it so) but kept in the window until its character completes. A chunk of tokens is decoded at once; only when a stop string shows up in it is the
 chunk replayed token by token to find the completing token. The final text is `decode(token_ids)` cut at the
 first stop string in it (with the incremental text as the fallback for a tokenizer whose decode is not
-prefix-stable).
+prefix-stable). `completions(trackers, ...)` decodes all the final texts in one batch call.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from .base import Completion, OnTokens, SamplingParams
 
@@ -35,6 +37,24 @@ def _decoder(tokenizer):
     if backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", True):
         return lambda ids: backend.decode(ids, skip_special_tokens=True)
     return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def decode_all(tokenizer, seqs: list[list[int]]) -> list[str]:
+    """[tokenizer.decode(ids, skip_special_tokens=True) for ids in seqs], in one decode_batch call of the Rust
+    backend (which decodes the sequences in parallel threads) where that gives exactly those texts: a
+    transformers fast tokenizer without clean-up of spaces whose decode and _decode are transformers' own."""
+    from transformers import PreTrainedTokenizerFast as Fast
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    cls = type(tokenizer)
+    if (
+        backend is not None
+        and not getattr(tokenizer, "clean_up_tokenization_spaces", True)
+        and getattr(cls, "decode", None) is Fast.decode
+        and getattr(cls, "_decode", None) is Fast._decode
+    ):
+        return backend.decode_batch(seqs, skip_special_tokens=True)
+    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in seqs]
 
 
 class StopText:
@@ -154,11 +174,14 @@ class Tracker:
             if self.on_tokens(self.index, list(tokens)) is False and self.reason is None:
                 self.reason = "abort"
 
-    def completion(self, prompt_index: int) -> Completion:
-        """The finished Completion (a tracker still running counts as cut by length)."""
+    def completion(self, prompt_index: int, decoded: str | None = None) -> Completion:
+        """The finished Completion (a tracker still running counts as cut by length). `decoded`: the text
+        of self.ids when the caller has it already (completions() decodes them all in one call)."""
         text, meta = "", {}
         if self.tokenizer is not None:
-            text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+            text = decoded
+            if text is None:
+                text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if self.text is not None and self.text.match is not None:
             hit = first_match(text, self.params.stop)
             if (
@@ -176,3 +199,14 @@ class Tracker:
             finish_reason=self.reason or "length",
             meta=meta,
         )
+
+
+def completions(trackers: Sequence[Tracker], prompt_indices: Sequence[int]) -> list[Completion]:
+    """[t.completion(i) for t, i in zip(trackers, prompt_indices)], the texts decoded in one batch call."""
+    tok = trackers[0].tokenizer if trackers else None
+    texts: list[str | None] = [None] * len(trackers)
+    if tok is not None and all(t.tokenizer is tok for t in trackers):
+        texts = decode_all(tok, [t.ids for t in trackers])
+    return [
+        t.completion(i, text) for t, i, text in zip(trackers, prompt_indices, texts, strict=True)
+    ]

@@ -56,7 +56,7 @@ import torch
 from ...config import ConfigError
 from ..base import Completion, OnTokens, SamplingParams
 from ..hf import HFEngine
-from ..stops import Tracker
+from ..stops import Tracker, completions
 from .batch import Batch, bucket_for, to_dev
 from .kv_cache import KVCache, PageAllocator, kv_storage
 from .model_runner import FP8Unsupported, ModelRunner, UnsupportedModel
@@ -333,7 +333,7 @@ class FastEngine:
                 no, snap = inflight.popleft()
                 self._read(snap, sched, trackers)
                 sched.ready(no, tokens_of)
-        results = [trackers[i].completion(i // params.n) for i in range(len(trackers))]
+        results = completions(trackers, [i // params.n for i in range(len(trackers))])
         secs = time.perf_counter() - t0
         self.stats = dict(
             decode_steps=steps,
