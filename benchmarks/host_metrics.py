@@ -160,7 +160,7 @@ def row(name: str, old, new, repeats: int) -> None:
     print(f"| {name} | {a:.1f} | {b:.1f} | {a / b:.1f}x |", flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--chars", type=int, default=16_000)
@@ -169,7 +169,7 @@ def main() -> None:
     ap.add_argument(
         "--tokenizer", default=None, help="a local tokenizer directory (default tiny-base)"
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     rng = random.Random(0)
     tok = load(args.tokenizer)
     seqs = [[rng.randrange(len(tok)) for _ in range(args.tokens)] for _ in range(args.n)]
