@@ -5,6 +5,7 @@ context.
 
     python benchmarks/decode_step.py                      # Qwen2.5-1.5B at 2,176 and 0.5B at 512 tokens, one GPU
     python benchmarks/decode_step.py --cases 1.5b:2048 --rows 64 --paths packed,fp8
+    python benchmarks/decode_step.py --cases 1.5b:2048 --paths fp8w+kv --kernels 12   # + the costliest kernels
     python benchmarks/decode_step.py --tiny               # CPU smoke test (eager steps, no CUDA graphs)
 
 Per case (a Qwen2.5 architecture with random weights, bf16, 128-token random prompts, forced lengths): a full
@@ -63,8 +64,9 @@ def replay_ms(batch, rows: int) -> float:
     return sorted(times)[2]
 
 
-def eager_kernels(batch, rows: int, dev: str) -> tuple[int, float]:
-    """(kernels per step, their summed time in ms) of eager decode steps; (0, wall ms) on the CPU."""
+def eager_kernels(batch, rows: int, dev: str) -> tuple[int, float, dict]:
+    """(kernels per step, their summed time in ms, {kernel name: (launches, us) per step}) of eager decode
+    steps; (0, wall ms, {}) on the CPU."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -74,7 +76,7 @@ def eager_kernels(batch, rows: int, dev: str) -> tuple[int, float]:
             t = time.perf_counter()
             for _ in range(5):
                 batch.sample_update(rows, batch.forward(rows), batch.mode)
-            return 0, (time.perf_counter() - t) / 5 * 1e3
+            return 0, (time.perf_counter() - t) / 5 * 1e3, {}
         batch.forward(rows)
         sync(dev)
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -82,7 +84,11 @@ def eager_kernels(batch, rows: int, dev: str) -> tuple[int, float]:
                 batch.sample_update(rows, batch.forward(rows), batch.mode)
             sync(dev)
         ev = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
-        return len(ev) // 5, sum(e.time_range.elapsed_us() for e in ev) / 5 / 1e3
+        names: dict = {}
+        for e in ev:
+            n, us = names.get(e.name, (0, 0.0))
+            names[e.name] = (n + 0.2, us + e.time_range.elapsed_us() / 5)
+        return len(ev) // 5, sum(e.time_range.elapsed_us() for e in ev) / 5 / 1e3, names
     finally:
         batch.pool = saved
 
@@ -129,7 +135,7 @@ def case(arch: str, new: int, rows: int, dev: str, bw: float, paths: list[str]) 
         with torch.no_grad():
             logits[path] = eng.batch.forward(rows).float()
             replay = replay_ms(eng.batch, rows) if dev == "cuda" else float("nan")
-            n, kms = eager_kernels(eng.batch, rows, dev)
+            n, kms, names = eager_kernels(eng.batch, rows, dev)
         out.append(
             {
                 "model": arch,
@@ -143,6 +149,7 @@ def case(arch: str, new: int, rows: int, dev: str, bw: float, paths: list[str]) 
                 "packed_mib": eng.stats["packed_mib"],
                 "kv_mib": eng.stats["kv_cache_mib"],
                 "graphs_reused": reused if dev == "cuda" else "-",
+                "by_kernel": names,
             }
         )
         eng.release()
@@ -175,6 +182,9 @@ def main(argv=None) -> list[dict]:
         "--paths", default="modules,packed,fp8", help=f"a comma list of {', '.join(PATHS)}"
     )
     p.add_argument("--tiny", action="store_true", help="CPU smoke test")
+    p.add_argument(
+        "--kernels", type=int, default=0, help="also print each path's N costliest kernels a step"
+    )
     a = p.parse_args(argv)
     if a.tiny:
         a.cases, a.rows = "tiny:8", 4
@@ -210,6 +220,12 @@ def main(argv=None) -> list[dict]:
     for r in rows:
         cells = [f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in COLS]
         print("| " + " | ".join(cells) + " |")
+    for r in rows if a.kernels else ():
+        print(f"\n{r['model']} {r['path']}: kernels a step by time (eager, torch.profiler)")
+        print("| kernel | launches | us | us each |\n|---|---|---|---|")
+        top = sorted(r["by_kernel"].items(), key=lambda kv: -kv[1][1])[: a.kernels]
+        for name, (n, us) in top:
+            print(f"| {name[:90]} | {n:.0f} | {us:.1f} | {us / max(n, 1e-9):.2f} |")
     by = {(r["model"], r["path"]): r for r in rows}
     for arch, _ in cases:
         if (arch, "modules") in by and (arch, "packed") in by:

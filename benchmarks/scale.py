@@ -15,6 +15,7 @@ r = KV cache released for the update, and the micro-batch token budget). Under t
     python benchmarks/scale.py --models 1.5b --new 16384 --steps 1
     python benchmarks/scale.py --models 7b --new 2048 --prompts 4 --optim adamw_8bit --beta 0.04 --steps 2
     python benchmarks/scale.py --models 7b --new 4096 --lora 64 --steps 2 --work /tmp/aha-scale
+    python benchmarks/scale.py --models 1.5b --new 4096 --profile 40   # the last step under cProfile (host side)
     python benchmarks/scale.py --tiny          # CPU smoke test (tests/test_scale_bench.py)
 """
 
@@ -86,7 +87,21 @@ def aha_case(model_dir: Path, arch: str, new: int, args, out: Path) -> dict:
     force_lengths(tr.engine)
     tr.update = lambda batch: tokens.append(int(batch.attention_mask.sum())) or update(batch)
     try:
-        rows = [tr.train_step(step) for step in range(1, args.steps + 1)]
+        rows = [tr.train_step(step) for step in range(1, args.steps + (0 if args.profile else 1))]
+        if (
+            args.profile
+        ):  # the last step under cProfile: where the host spends it (GPU waits included)
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            rows.append(prof.runcall(tr.train_step, args.steps))
+            print(
+                f"\n{arch} x {new}: step {args.steps} under cProfile: aha's functions by cumulative time"
+            )
+            pstats.Stats(prof).sort_stats("cumulative").print_stats("aha/", args.profile)
+            print("all functions by own time")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
     finally:
         tr.close()
     plan = tr.memory
@@ -235,6 +250,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--trl-max-new", type=int, default=4096, help="TRL only for cases up to this")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     p.add_argument("--tiny", action="store_true", help="CPU smoke test: a tiny model, 8 new tokens")
+    p.add_argument(
+        "--profile", type=int, default=0, help="run the last step under cProfile; print N functions"
+    )
     p.add_argument(
         "--work", default=None, help="keep the built models here (reused by later calls)"
     )

@@ -11,7 +11,7 @@ import decode_step  # noqa: E402
 
 
 def test_tiny_table(capsys):
-    rows = decode_step.main(["--tiny"])
+    rows = decode_step.main(["--tiny", "--kernels", "5"])
     assert [r["path"] for r in rows] == ["modules", "packed", "fp8"]
     assert rows[0]["packed_mib"] == 0 < rows[1]["packed_mib"]
     assert rows[1]["logits_rel_err"] < 1e-6 and all(r["ms_per_step"] > 0 for r in rows)
@@ -19,6 +19,8 @@ def test_tiny_table(capsys):
     assert rows[2]["kv_mib"] < 0.4 * rows[1]["kv_mib"]
     out = capsys.readouterr().out
     assert "| model | context | path | ms_per_step |" in out and "fp8/packed (bf16 KV)" in out
+    # --kernels: a table a path (kernel names come from the CUDA profiler: empty on the CPU)
+    assert out.count("kernels a step by time") == 3 and rows[0]["by_kernel"] == {}
 
 
 def test_a_malformed_case_is_one_line(capsys):

@@ -10,7 +10,7 @@ import scale  # noqa: E402
 
 
 def test_tiny_table(capsys):
-    (row,) = scale.main(["--tiny", "--max-memory-gib", "1"])
+    (row,) = scale.main(["--tiny", "--max-memory-gib", "1", "--profile", "8"])
     assert row["model"] == "tiny" and row["new"] == 8
     assert row["len"] == 8  # forced: no completion stopped early
     assert row["step_s"] > 0 and row["update_s"] > 0 and row["mfu"] > 0
@@ -19,3 +19,5 @@ def test_tiny_table(capsys):
     assert (
         "| model | new | step_s | generate_s | update_s | mfu | peak_gib | est_gib | plan |" in out
     )
+    # --profile: the last step under cProfile, aha's functions first (the step itself among them)
+    assert "step 2 under cProfile" in out and "grpo.py" in out and "(train_step)" in out
