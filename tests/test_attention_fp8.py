@@ -30,8 +30,9 @@ GPU = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
 )
 def test_the_kernel_compiles_for_ada_and_hopper(arch, G, D, dtype):
     dt = torch.bfloat16 if dtype == "bf16" else torch.float16
-    for warps in (4, 8):
-        defs = attention_fp8.defines(G, D, 16, dt, warps)
+    # the register double buffer (stages 0) and the cp.async ring with one and two tiles a step
+    for warps, stages, tiles in ((4, 0, 1), (8, 0, 1), (8, 2, 1), (8, 2, 2), (4, 3, 2)):
+        defs = attention_fp8.defines(G, D, 16, dt, warps, stages, tiles)
         cubin = _cuda.check_source(attention_fp8.SOURCE, "aha_decode_fp8", defs, arch)
         assert cubin[:4] == b"\x7fELF"
 
@@ -103,6 +104,46 @@ def test_cuda_fp8_decode_matches_a_float64_reference(NH, KVH, D, page, splits, f
         assert err < 5e-3, (lens, err)
         if fused:
             assert int(cnt.abs().sum()) == 0  # left zero for the next layer
+
+
+@pytest.mark.skipif(not GPU, reason="needs an sm_89+ GPU")
+@pytest.mark.parametrize("stages,tiles", [(0, 1), (2, 1), (2, 2), (3, 2)])
+@pytest.mark.parametrize("warps,splits", [(8, 1), (2, 1), (4, 2)])
+def test_every_pipeline_matches_a_float64_reference(stages, tiles, warps, splits):
+    """The register double buffer and the cp.async ring with one tile a step, and two from PAIR_FROM tiles a
+    warp (lengths on both sides of it, odd tile counts), directly through decode_fp8."""
+    from aha.rollout.fast.attention import _merge
+
+    lens = [1, 17, 300, 1025, 2100, 2049]
+    q, k8, v8, ks, vs, bt, lens_t = args = _case(lens, 12, 2, 128, 16, torch.bfloat16, 7, False)
+    B, NH, D = q.shape
+    out = torch.empty_like(q)
+    mo = torch.empty((B, NH, splits, D), dtype=torch.float32, device="cuda")
+    ml = torch.empty((B, NH, splits), dtype=torch.float32, device="cuda")
+    assert attention_fp8.decode_fp8(
+        q, k8, v8, ks, vs, bt, lens_t, 16, D**-0.5, out, mo, ml, splits, None, warps, stages, tiles
+    )
+    if splits > 1:
+        _merge(mo, ml, out, splits)
+    ref = _reference(*args, 16)
+    assert ((out.double() - ref).norm() / ref.norm()).item() < 5e-3
+
+
+def test_the_ring_runs_where_its_shared_memory_fits(monkeypatch):
+    """pipeline_for: the cp.async ring on a GPU that opts in to its shared memory (an H200's 227 KiB), the
+    register double buffer on one that cannot (Ada's 99 KiB) or an unknown one, and on the CPU."""
+    import types
+
+    for optin, want in [(232448, (2, 2)), (101376, (0, 1)), (None, (0, 1))]:
+        props = (
+            types.SimpleNamespace()
+            if optin is None
+            else types.SimpleNamespace(shared_memory_per_block_optin=optin)
+        )
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d, p=props: p)
+        assert attention_fp8.pipeline_for(128, 8, "cuda") == want
+    assert attention_fp8.ring_bytes(128, 8, 2, 2) == 8 * 2 * 2 * (32 * 128 + 128)
+    assert attention_fp8.pipeline_for(128, 8, "cpu") == (0, 1)
 
 
 def test_launch_shape_fills_the_multiprocessors_once():

@@ -112,8 +112,9 @@ def _to_cubin(source: str, name: str, arch: str) -> bytes:
 
 
 class Kernel:
-    """A loaded kernel: kernel(grid, block, args) launches on the current stream; args are tensors (their
-    pointers), None (a null pointer), ints (C int), floats (C float)."""
+    """A loaded kernel: kernel(grid, block, args, shared=0) launches on the current stream with `shared` bytes
+    of dynamic shared memory; args are tensors (their pointers), None (a null pointer), ints (C int), floats
+    (C float)."""
 
     def __init__(self, func: ctypes.c_void_p, module: ctypes.c_void_p, name: str):
         self.func, self.module, self.name = func, module, name
@@ -123,8 +124,9 @@ class Kernel:
         self.registers = attr.value
         cu.cuFuncGetAttribute(ctypes.byref(attr), 3, func)  # CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES
         self.local_bytes = attr.value
+        self.shared = 0  # the dynamic shared memory allowed so far (bytes)
 
-    def __call__(self, grid: tuple, block: tuple, args: list) -> None:
+    def __call__(self, grid: tuple, block: tuple, args: list, shared: int = 0) -> None:
         cargs = []
         for a in args:
             if isinstance(a, torch.Tensor):
@@ -141,8 +143,16 @@ class Kernel:
         grid = tuple(grid) + (1,) * (3 - len(grid))
         block = tuple(block) + (1,) * (3 - len(block))
         stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+        if (
+            shared > self.shared
+        ):  # dynamic shared memory past the default 48 KiB must be allowed first
+            _check(
+                _driver().cuFuncSetAttribute(self.func, 8, shared),  # MAX_DYNAMIC_SHARED_SIZE_BYTES
+                f"{shared} bytes of shared memory for {self.name}",
+            )
+            self.shared = shared
         _check(
-            _driver().cuLaunchKernel(self.func, *grid, *block, 0, stream, params, None),
+            _driver().cuLaunchKernel(self.func, *grid, *block, shared, stream, params, None),
             f"launch of {self.name}",
         )
 

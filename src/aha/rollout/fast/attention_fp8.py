@@ -7,7 +7,13 @@ into the registers the MMA wants, converts two values per instruction (cvt.rn.f1
 them in shared memory.
 
 One block per (sequence, KV head, split); its warps take the split's 16-key tiles in turn and are merged at the
-end (log-sum-exp, through shared memory). Per tile, with mma.m16n8k16 (fp16 in, fp32 accumulate):
+end (log-sum-exp, through shared memory). Where a block's shared memory allows (pipeline_for: an H100/H200), each
+warp's tiles come through a ring in shared memory that cp.async fills a step ahead (STAGES = 2), every lane
+copying and reading back the same bytes it would load, and from PAIR_FROM tiles a warp on a step is two tiles
+(32 keys: one softmax update, four independent Q K^T chains) for which the ring frees the registers. Neither
+the ring alone nor a deeper one (stages 2-5) is faster than loading into registers a tile ahead: the kernel is
+not waiting on memory there (docs/results/scale_h200/s13); the two-tile step gains 3-9% from 2,176 tokens up.
+Elsewhere (Ada) the register double buffer runs. Per tile, with mma.m16n8k16 (fp16 in, fp32 accumulate):
     S (16 query rows: the G heads of the KV head, zero-padded, x 16 keys) = Q K^T
         Q is prescaled by scale * log2(e) and rounded to fp16 once; the head dimension is permuted (the same way
         in Q and K, which leaves every dot product unchanged) so that each lane's K values for all k-steps are
@@ -127,6 +133,212 @@ __device__ __forceinline__ void load_tile(Tile& T, int n0, const int* bt, const 
   }
 }
 
+// The math of N tiles (16 keys each) with one softmax update: S = Q K^T, the online softmax, O += P' V (module
+// docstring). A tile wholly past the end (the odd tile of a pair) is masked like the tail of the last one.
+template <int N>
+__device__ __forceinline__ void tile_math(Tile (&T)[N], int end, const u32 (&qa)[STEPS][4], float (&acc)[NT][4],
+                                          float (&m)[2], float (&l)[2], float& R, int t) {
+  bool ok[N][4];
+  float vmax = 0.f;
+#pragma unroll
+  for (int n = 0; n < N; n++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      ok[n][i] = T[n].n0 + 2 * t + (i & 1) + (i >> 1) * 8 < end;
+      if (!ok[n][i]) {
+        T[n].vs[i] = 0.f;  // p is 0 there: the scale and bytes must be finite (a stale or unwritten ring slot)
+#pragma unroll
+        for (int w = 0; w < VW; w++) T[n].v[i][w] = 0u;
+      }
+      vmax = fmaxf(vmax, T[n].vs[i]);
+    }
+  // S = Q K^T: sub-tile u holds keys u*8 + (0..7); this lane's columns are keys u*8 + 2t, u*8 + 2t + 1
+  float c[N][2][4];
+#pragma unroll
+  for (int n = 0; n < N; n++)
+#pragma unroll
+    for (int u = 0; u < 2; u++) c[n][u][0] = c[n][u][1] = c[n][u][2] = c[n][u][3] = 0.f;
+#pragma unroll
+  for (int s = 0; s < STEPS; s++)  // the 2N accumulation chains interleaved
+#pragma unroll
+    for (int n = 0; n < N; n++)
+#pragma unroll
+      for (int u = 0; u < 2; u++) {
+        const uint4 q4 = T[n].k[u][s / 4];
+        const u32 w = (s % 4 == 0) ? q4.x : (s % 4 == 1) ? q4.y : (s % 4 == 2) ? q4.z : q4.w;
+        mma(c[n][u], qa[s], f8x2(w), f8x2(w >> 16));
+      }
+  float p[N][2][4], mx[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+  for (int n = 0; n < N; n++)
+#pragma unroll
+    for (int u = 0; u < 2; u++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int i = u * 2 + (e & 1);
+        p[n][u][e] = ok[n][i] ? c[n][u][e] * T[n].ks[i] : NEG_INF;
+        mx[e >> 1] = fmaxf(mx[e >> 1], p[n][u][e]);
+      }
+  float alpha[2];
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const float mn = fmaxf(m[r], row_max(mx[r]));
+    const float ms = mn == NEG_INF ? 0.f : mn;
+    alpha[r] = ex2(m[r] - ms);
+    m[r] = mn;
+    mx[r] = ms;
+  }
+  float sum[2] = {0.f, 0.f};
+#pragma unroll
+  for (int n = 0; n < N; n++)
+#pragma unroll
+    for (int u = 0; u < 2; u++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        p[n][u][e] = ex2(p[n][u][e] - mx[e >> 1]);
+        sum[e >> 1] += p[n][u][e];
+      }
+  vmax = row_max(vmax);
+  float ratio = 1.f, inv = 0.f;
+  if (vmax > 0.f) {
+    ratio = R / vmax;
+    inv = 1.f / vmax;
+    R = vmax;
+  }
+#pragma unroll
+  for (int r = 0; r < 2; r++) l[r] = l[r] * alpha[r] + sum[r];
+  const float f0 = alpha[0] * ratio, f1 = alpha[1] * ratio;
+#pragma unroll
+  for (int j = 0; j < NT; j++) {
+    acc[j][0] *= f0; acc[j][1] *= f0; acc[j][2] *= f1; acc[j][3] *= f1;
+  }
+#pragma unroll
+  for (int n = 0; n < N; n++) {
+    const Tile& cur = T[n];
+    // P' = p * v_scale / R as the A operand: rows g, g+8; keys 2t, 2t+1 (a0, a1) and 2t+8, 2t+9 (a2, a3)
+    u32 pa[4];
+    pa[0] = pack(p[n][0][0] * cur.vs[0] * inv, p[n][0][1] * cur.vs[1] * inv);
+    pa[1] = pack(p[n][0][2] * cur.vs[0] * inv, p[n][0][3] * cur.vs[1] * inv);
+    pa[2] = pack(p[n][1][0] * cur.vs[2] * inv, p[n][1][1] * cur.vs[3] * inv);
+    pa[3] = pack(p[n][1][2] * cur.vs[2] * inv, p[n][1][3] * cur.vs[3] * inv);
+    // O += P' V: n-tile j, column n <-> head dim n * VB + j; this lane's V bytes are dims g*VB + (0..VB-1)
+#pragma unroll
+    for (int w = 0; w < VW; w++) {
+      const u32 lo01 = prmt(cur.v[0][w], cur.v[1][w], 0x5140), hi01 = prmt(cur.v[0][w], cur.v[1][w], 0x7362);
+      const u32 lo89 = prmt(cur.v[2][w], cur.v[3][w], 0x5140), hi89 = prmt(cur.v[2][w], cur.v[3][w], 0x7362);
+      mma(acc[4 * w + 0], pa, f8x2(lo01), f8x2(lo89));
+      mma(acc[4 * w + 1], pa, f8x2(lo01 >> 16), f8x2(lo89 >> 16));
+      mma(acc[4 * w + 2], pa, f8x2(hi01), f8x2(hi89));
+      mma(acc[4 * w + 3], pa, f8x2(hi01 >> 16), f8x2(hi89 >> 16));
+    }
+  }
+}
+
+#if STAGES
+// The shared-memory ring (STAGES > 0): per warp and stage, this lane's K chunks [c][lane] (16 bytes each), its V
+// runs [i][lane] (VB bytes each) and the tile's 16 K and 16 V scales (one copied by each lane), so that every
+// lane reads back exactly the bytes it copied (the scales after a __syncwarp) without bank conflicts.
+#define NKC (2 * (KB / 16))
+#define V_OFF (NKC * 512)
+#define S_OFF (V_OFF + 128 * VB)
+#define STAGE_BYTES (S_OFF + 128)
+
+__device__ __forceinline__ void cp_async(void* dst, const void* src, int bytes) {
+  const u32 d = (u32)__cvta_generic_to_shared(dst);
+  // .ca (through L1): a warp's K copy covers half of each 32-byte sector, its next copy the other half
+  if (bytes == 16) asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src));
+  else if (bytes == 8) asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(d), "l"(src));
+  else asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+// load_tile's bytes, copied into a stage
+__device__ __forceinline__ void copy_tile(unsigned char* st, int n0, const int* bt, const u8* KC, const u8* VC,
+                                          const float* KS, const float* VS, long long skt, long long head,
+                                          long long sst, int kh, int lane, int g, int t) {
+  const long long slot0 = (long long)bt[n0 / PAGE] * PAGE + n0 % PAGE;
+#pragma unroll
+  for (int u = 0; u < 2; u++)
+#pragma unroll
+    for (int i = 0; i < KB / 16; i++)
+      cp_async(st + ((u * (KB / 16) + i) * 32 + lane) * 16, KC + (slot0 + u * 8 + g) * skt + head + t * KB + i * 16, 16);
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const long long s = slot0 + 2 * t + (i & 1) + (i >> 1) * 8;
+    cp_async(st + V_OFF + (i * 32 + lane) * VB, VC + s * skt + head + g * VB, VB);
+  }
+  const long long s = slot0 + (lane & 15);
+  cp_async(st + S_OFF + lane * 4, (lane < 16 ? KS : VS) + s * sst + kh, 4);
+}
+
+__device__ __forceinline__ void read_tile(Tile& T, const unsigned char* st, int n0, int lane, int t) {
+  T.n0 = n0;
+#pragma unroll
+  for (int u = 0; u < 2; u++)
+#pragma unroll
+    for (int i = 0; i < KB / 16; i++) T.k[u][i] = *(const uint4*)(st + ((u * (KB / 16) + i) * 32 + lane) * 16);
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const unsigned char* p = st + V_OFF + (i * 32 + lane) * VB;
+#if VW == 4
+    const uint4 w = *(const uint4*)p;
+    T.v[i][0] = w.x; T.v[i][1] = w.y; T.v[i][2] = w.z; T.v[i][3] = w.w;
+#else
+    const uint2 w = *(const uint2*)p;
+    T.v[i][0] = w.x; T.v[i][1] = w.y;
+#endif
+    const int key = 2 * t + (i & 1) + (i >> 1) * 8;
+    T.ks[i] = ((const float*)(st + S_OFF))[key];
+    T.vs[i] = ((const float*)(st + S_OFF))[16 + key];
+  }
+}
+#endif
+
+#if STAGES
+// The ring's loop (STAGES > 0): STAGES steps of N tiles in flight per warp, filled by cp.async STAGES - 1 steps
+// ahead of the math; a step is this warp's tiles tile, tile + WARPS, ..., tile + (N - 1) * WARPS.
+template <int N>
+__device__ __forceinline__ void ring_loop(unsigned char* ring, int warp, int n_tiles, int start, int end,
+                                          const int* bt, const u8* KC, const u8* VC, const float* KS,
+                                          const float* VS, long long skt, long long head, long long sst, int kh,
+                                          int lane, int g, int t, const u32 (&qa)[STEPS][4], float (&acc)[NT][4],
+                                          float (&m)[2], float (&l)[2], float& R) {
+  int next = warp;  // the first tile of the next step to copy
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; s++) {
+#pragma unroll
+    for (int n = 0; n < N; n++)
+      if (next + n * WARPS < n_tiles)
+        copy_tile(ring + (s * N + n) * STAGE_BYTES, start + (next + n * WARPS) * 16, bt, KC, VC, KS, VS, skt, head,
+                  sst, kh, lane, g, t);
+    cp_commit();
+    next += N * WARPS;
+  }
+  int stage = 0;
+  Tile cur[N];
+  for (int tile = warp; tile < n_tiles; tile += N * WARPS) {
+    __syncwarp();  // every lane is done reading the stage refilled now (the scales are shared by the lanes)
+    const int fill = stage == 0 ? STAGES - 1 : stage - 1;
+#pragma unroll
+    for (int n = 0; n < N; n++)
+      if (next + n * WARPS < n_tiles)
+        copy_tile(ring + (fill * N + n) * STAGE_BYTES, start + (next + n * WARPS) * 16, bt, KC, VC, KS, VS, skt,
+                  head, sst, kh, lane, g, t);
+    cp_commit();
+    next += N * WARPS;
+    cp_wait<STAGES - 1>();  // this lane's copies of the current step have landed
+    __syncwarp();           // and every lane's (the scales)
+#pragma unroll
+    for (int n = 0; n < N; n++)
+      read_tile(cur[n], ring + (stage * N + n) * STAGE_BYTES, start + (tile + n * WARPS) * 16, lane, t);
+    stage = stage + 1 == STAGES ? 0 : stage + 1;
+    tile_math<N>(cur, end, qa, acc, m, l, R, t);
+  }
+}
+#endif
+
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
 aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* __restrict__ VC,
                const float* __restrict__ KS, const float* __restrict__ VS, const int* __restrict__ BT,
@@ -168,93 +380,26 @@ aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* _
   for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
   float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, R = 0.f;
 
-  Tile cur, nxt;
-  if (warp < n_tiles) load_tile(cur, start + warp * 16, bt, KC, VC, KS, VS, skt, head, sst, kh, g, t);
+#if STAGES
+  extern __shared__ __align__(16) unsigned char ring_all[];
+  unsigned char* ring = ring_all + (long long)warp * STAGES * TILES * STAGE_BYTES;
+#if TILES > 1
+  if (n_tiles >= PAIR_FROM * WARPS)  // two tiles a step from a long enough context (shorter: one, faster there)
+    ring_loop<2>(ring, warp, n_tiles, start, end, bt, KC, VC, KS, VS, skt, head, sst, kh, lane, g, t, qa, acc, m, l, R);
+  else
+#endif
+    ring_loop<1>(ring, warp, n_tiles, start, end, bt, KC, VC, KS, VS, skt, head, sst, kh, lane, g, t, qa, acc, m, l, R);
+#else
+  Tile cur[1], nxt;
+  if (warp < n_tiles) load_tile(cur[0], start + warp * 16, bt, KC, VC, KS, VS, skt, head, sst, kh, g, t);
   for (int tile = warp; tile < n_tiles; tile += WARPS) {
     // the next tile's loads go out before this tile's math (8 warps: 30 vs 37 us without, s10)
     if (tile + WARPS < n_tiles)
       load_tile(nxt, start + (tile + WARPS) * 16, bt, KC, VC, KS, VS, skt, head, sst, kh, g, t);
-    bool ok[4];
-    float vmax = 0.f;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      ok[i] = cur.n0 + 2 * t + (i & 1) + (i >> 1) * 8 < end;
-      if (!ok[i]) {
-#pragma unroll
-        for (int w = 0; w < VW; w++) cur.v[i][w] = 0u;
-      }
-      vmax = fmaxf(vmax, ok[i] ? cur.vs[i] : 0.f);
-    }
-    // S = Q K^T: sub-tile u holds keys u*8 + (0..7); this lane's columns are keys u*8 + 2t, u*8 + 2t + 1
-    float c[2][4];
-#pragma unroll
-    for (int u = 0; u < 2; u++) {
-      c[u][0] = c[u][1] = c[u][2] = c[u][3] = 0.f;
-#pragma unroll
-      for (int s = 0; s < STEPS; s++) {
-        const uint4 q4 = cur.k[u][s / 4];
-        const u32 w = (s % 4 == 0) ? q4.x : (s % 4 == 1) ? q4.y : (s % 4 == 2) ? q4.z : q4.w;
-        mma(c[u], qa[s], f8x2(w), f8x2(w >> 16));
-      }
-    }
-    float p[2][4], mx[2] = {NEG_INF, NEG_INF};
-#pragma unroll
-    for (int u = 0; u < 2; u++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int i = u * 2 + (e & 1);
-        p[u][e] = ok[i] ? c[u][e] * cur.ks[i] : NEG_INF;
-        mx[e >> 1] = fmaxf(mx[e >> 1], p[u][e]);
-      }
-    float alpha[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      const float mn = fmaxf(m[r], row_max(mx[r]));
-      const float ms = mn == NEG_INF ? 0.f : mn;
-      alpha[r] = ex2(m[r] - ms);
-      m[r] = mn;
-      mx[r] = ms;
-    }
-    float sum[2] = {0.f, 0.f};
-#pragma unroll
-    for (int u = 0; u < 2; u++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        p[u][e] = ex2(p[u][e] - mx[e >> 1]);
-        sum[e >> 1] += p[u][e];
-      }
-    vmax = row_max(vmax);
-    float ratio = 1.f, inv = 0.f;
-    if (vmax > 0.f) {
-      ratio = R / vmax;
-      inv = 1.f / vmax;
-      R = vmax;
-    }
-#pragma unroll
-    for (int r = 0; r < 2; r++) l[r] = l[r] * alpha[r] + sum[r];
-    const float f0 = alpha[0] * ratio, f1 = alpha[1] * ratio;
-#pragma unroll
-    for (int j = 0; j < NT; j++) {
-      acc[j][0] *= f0; acc[j][1] *= f0; acc[j][2] *= f1; acc[j][3] *= f1;
-    }
-    // P' = p * v_scale / R as the A operand: rows g, g+8; keys 2t, 2t+1 (a0, a1) and 2t+8, 2t+9 (a2, a3)
-    u32 pa[4];
-    pa[0] = pack(p[0][0] * cur.vs[0] * inv, p[0][1] * cur.vs[1] * inv);
-    pa[1] = pack(p[0][2] * cur.vs[0] * inv, p[0][3] * cur.vs[1] * inv);
-    pa[2] = pack(p[1][0] * cur.vs[2] * inv, p[1][1] * cur.vs[3] * inv);
-    pa[3] = pack(p[1][2] * cur.vs[2] * inv, p[1][3] * cur.vs[3] * inv);
-    // O += P' V: n-tile j, column n <-> head dim n * VB + j; this lane's V bytes are dims g*VB + (0..VB-1)
-#pragma unroll
-    for (int w = 0; w < VW; w++) {
-      const u32 lo01 = prmt(cur.v[0][w], cur.v[1][w], 0x5140), hi01 = prmt(cur.v[0][w], cur.v[1][w], 0x7362);
-      const u32 lo89 = prmt(cur.v[2][w], cur.v[3][w], 0x5140), hi89 = prmt(cur.v[2][w], cur.v[3][w], 0x7362);
-      mma(acc[4 * w + 0], pa, f8x2(lo01), f8x2(lo89));
-      mma(acc[4 * w + 1], pa, f8x2(lo01 >> 16), f8x2(lo89 >> 16));
-      mma(acc[4 * w + 2], pa, f8x2(hi01), f8x2(hi89));
-      mma(acc[4 * w + 3], pa, f8x2(hi01 >> 16), f8x2(hi89 >> 16));
-    }
-    cur = nxt;
+    tile_math<1>(cur, end, qa, acc, m, l, R, t);
+    cur[0] = nxt;
   }
+#endif
 #pragma unroll
   for (int r = 0; r < 2; r++) {
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
@@ -267,8 +412,15 @@ aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* _
 
   // merge the warps: halves write to shared memory, the lower halves add them in
 #if WARPS > 1
+#if STAGES  // the ring is free once every warp is past its loop (ring_bytes keeps it at least this big)
+  cp_wait<0>();
+  __syncthreads();
+  float4* s_acc = (float4*)ring_all;
+  float4* s_ml = s_acc + (WARPS / 2) * NT * 32;
+#else
   __shared__ float4 s_acc[(WARPS / 2) * NT * 32];
   __shared__ float4 s_ml[(WARPS / 2) * 32];
+#endif
 #pragma unroll
   for (int half = WARPS / 2; half >= 1; half /= 2) {
     if (warp >= half && warp < 2 * half) {
@@ -370,10 +522,33 @@ aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* _
 
 _failed: set = set()
 LOG2E = 1.0 / math.log(2.0)
+# The ring where it fits (pipeline_for): 2 steps in flight per warp, at most 2 tiles a step, 2 from 8 tiles a
+# warp up (H200, 64 rows, s13/attn_switch.txt: 1.03x at 2,176 tokens, 1.09x at 16,384; 544: 0.99x)
+STAGES, TILES, PAIR_FROM = 2, 2, 8
 
 
-def defines(G: int, D: int, page: int, dtype: torch.dtype, warps: int) -> dict:
-    return dict(G=G, D=D, PAGE=page, BF16=dtype == torch.bfloat16, WARPS=warps)
+def defines(
+    G: int, D: int, page: int, dtype: torch.dtype, warps: int, stages: int = 0, tiles: int = 1
+) -> dict:
+    return dict(
+        G=G,
+        D=D,
+        PAGE=page,
+        BF16=dtype == torch.bfloat16,
+        WARPS=warps,
+        STAGES=stages,
+        TILES=tiles,
+        PAIR_FROM=PAIR_FROM,
+    )
+
+
+def ring_bytes(D: int, warps: int, stages: int, tiles: int) -> int:
+    """The dynamic shared memory of the cp.async ring: per warp, stage and tile, K and V (16 D bytes each) and
+    the tile's 32 scales; at least the warps' merge (which reuses it)."""
+    if not stages:
+        return 0
+    merge = (warps // 2) * 512 * (D // 8 + 1)
+    return max(warps * stages * tiles * (32 * D + 128), merge)
 
 
 def warps_for(blocks: int, num_sms: int) -> int:
@@ -381,6 +556,18 @@ def warps_for(blocks: int, num_sms: int) -> int:
     (two a multiprocessor). H200: 64 rows x 2 KV heads, 8 warps 30.2 us vs 4 warps 38.1 at 2,176 tokens; x 4 KV
     heads, 4 warps 48.3 vs 55.5 (docs/results/scale_h200/s10)."""
     return 8 if blocks <= num_sms else 4
+
+
+def pipeline_for(D: int, warps: int, device) -> tuple[int, int]:
+    """(stages, tiles): the cp.async ring (STAGES, TILES) where its shared memory fits a block on this GPU (an
+    H100/H200 opts in to 227 KiB; the ring of 8 warps takes 132 KiB at D = 128), else the register double buffer
+    (0, 1), as on Ada's 99 KiB."""
+    if not torch.device(device).type == "cuda":
+        return 0, 1
+    props = torch.cuda.get_device_properties(device)
+    limit = getattr(props, "shared_memory_per_block_optin", 0)
+    # the static shared memory beside the ring: the fused merge's weights and flags (< 2 KiB)
+    return (STAGES, TILES) if ring_bytes(D, warps, STAGES, TILES) + 2048 <= limit else (0, 1)
 
 
 def usable(q: torch.Tensor, num_kv_heads: int, page_size: int, splits: int = 1) -> bool:
@@ -416,6 +603,8 @@ def decode_fp8(
     splits: int,
     counters=None,
     warps: int | None = None,
+    stages: int | None = None,
+    tiles: int | None = None,
 ) -> bool:
     """attention.decode_attention's fp8 case (same arguments; mo/ml: its split partials, counters: its merge
     counters or None for the merge kernel). False (the caller runs Triton) when the kernel cannot be built here:
@@ -426,8 +615,13 @@ def decode_fp8(
     if warps is None:
         sms = torch.cuda.get_device_properties(q.device).multi_processor_count
         warps = warps_for(B * KVH * splits, sms)
+    if stages is None:
+        stages, tiles = pipeline_for(D, warps, q.device)
+    tiles = 1 if tiles is None else tiles
     try:
-        kern = _cuda.compile(SOURCE, "aha_decode_fp8", defines(G, D, page_size, q.dtype, warps))
+        kern = _cuda.compile(
+            SOURCE, "aha_decode_fp8", defines(G, D, page_size, q.dtype, warps, stages, tiles)
+        )
     except _cuda.CudaUnavailable as e:
         if q.device.index not in _failed:
             _failed.add(q.device.index)
@@ -460,5 +654,6 @@ def decode_fp8(
             out.stride(0),
             out.stride(1),
         ],
+        shared=ring_bytes(D, warps, stages, tiles),
     )
     return True
