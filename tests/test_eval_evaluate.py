@@ -333,3 +333,22 @@ def test_every_end_id_of_the_model_stops_generation(tok):
 
     evaluate(Engine([[("<answer>4</answer>", 3, "stop")]]), tok, ROWS[:1], accuracy="math", k=1)
     assert set(seen[0]) == {7, 9, tok.eos_token_id}
+
+
+def test_evaluate_counts_reflection_with_the_phrases_given(tok):
+    """phrases: the reflection rate counts those (case-insensitive, whole words), not the defaults; a generator
+    is read once; empty phrases stop with the one-line error."""
+    kw = dict(accuracy="exact", k=4, template=lambda q: q, extract=extract, n_boot=0)
+    mine = evaluate(
+        ScriptedEngine(SCRIPT),
+        tok,
+        ROWS,
+        reward_runner=FakeRunner(),
+        phrases=(p for p in ["LET ME CHECK", "garbage"]),
+        **kw,
+    )
+    assert mine.metrics["reflection_rate"] == pytest.approx(
+        5 / 12
+    )  # 1 "let me check" + 4 "garbage"
+    with pytest.raises(ValueError, match="reflection phrases are empty"):
+        evaluate(ScriptedEngine(SCRIPT), tok, ROWS, reward_runner=FakeRunner(), phrases=[" "], **kw)

@@ -30,7 +30,7 @@ import numpy as np
 from ..schema import EVAL_TEMPERATURE, EVAL_TOP_P
 from .context import fit_to_context
 from .estimators import bootstrap_ci, pass_at_k
-from .reflection import compile_phrases, has_revision
+from .reflection import compile_phrases, has_reflection, has_revision
 from .result import EvalResult, _none_if_nan, _reference
 from .scoring import column, score_samples
 
@@ -178,8 +178,10 @@ def evaluate(
     correct, acc, answers, winners = strict.correct, strict.acc, strict.answers, strict.winners
     lengths = np.array([len(c.token_ids) for c in comps], dtype=np.float64).reshape(P, k)
     trunc = np.array([c.finish_reason == "length" for c in comps], dtype=np.float64).reshape(P, k)
-    pat = compile_phrases(phrases) if phrases is not None else compile_phrases()
-    refl = np.array([pat.search(t) is not None for t in texts], dtype=np.float64).reshape(P, k)
+    if phrases is not None:
+        phrases = tuple(phrases)
+        compile_phrases(phrases)  # empty phrases: its one-line error, with or without texts
+    refl = np.array([has_reflection(t, phrases) for t in texts], dtype=np.float64).reshape(P, k)
     rev = np.array([has_revision(t) for t in texts], dtype=np.float64).reshape(P, k)
     fmt_ok = (np.nan_to_num(fmt, nan=0.0) >= 1.0 - 1e-9).astype(np.float64).reshape(P, k)
 
