@@ -89,12 +89,13 @@ def old_result_revisions(text):
     return out
 
 
-def old_revision_rate(texts):
-    def has(text):
-        text = (text or "")[:200_000]
-        return OLD_CORRECTION.search(text) is not None or bool(old_result_revisions(text))
+def old_has_revision(text):
+    text = (text or "")[:200_000]
+    return OLD_CORRECTION.search(text) is not None or bool(old_result_revisions(text))
 
-    return sum(has(t) for t in texts) / len(texts)
+
+def old_revision_rate(texts):
+    return sum(old_has_revision(t) for t in texts) / len(texts)
 
 
 # ---------------------------------------------------------------- inputs

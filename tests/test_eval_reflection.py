@@ -7,7 +7,8 @@ without IGNORECASE; test_lowering_is_exact_outside_unfolded checks the premise o
 
 import random
 import re
-from fractions import Fraction
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,9 +24,10 @@ from aha.eval.reflection import (
     revision_rate,
 )
 
-# ---------------------------------------------------------------- the references
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import host_metrics  # noqa: E402  (a benchmark script: the functions before the fast path, as its reference)
 
-REF_CORRECTION = re.compile("|".join(f"(?:{p})" for p in CORRECTION_PATTERNS), re.IGNORECASE)
+# ---------------------------------------------------------------- the references
 
 
 def ref_has_reflection(text, phrases=None):
@@ -35,50 +37,11 @@ def ref_has_reflection(text, phrases=None):
     return pat.search(text or "") is not None
 
 
-def ref_expression_before(text, end):
-    start = end
-    while start > 0 and end - start < 200 and text[start - 1] in set("0123456789.() \t+-*/×÷^"):
-        if text[start - 1] == "." and not text[start : start + 1].isdigit():
-            break
-        start -= 1
-    s = re.sub(r"\s+", "", text[start:end]).replace("×", "*").replace("÷", "/")
-    s = s.lstrip("+-*/^)")
-    while s.startswith("(") and s.count("(") > s.count(")"):
-        s = s[1:]
-    return s if re.search(r"\d[\s)]*[-+*/×÷^][\s(]*-?\d", s) else None
-
-
-def ref_as_fraction(s):
-    try:
-        return Fraction(re.sub(r"\s+", "", s))
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-REF_RESULT = re.compile(
-    r"(?<![<>!=])=(?!=)\s*(-?\d+(?:\.\d+)?(?:\s*/\s*\d+)?)(?!\d|\.\d|\s*[-+*/×÷^(])"
+# result_revisions and has_revision as they were: benchmarks/host_metrics.py keeps them (its "old" side)
+ref_result_revisions, ref_has_revision = (
+    host_metrics.old_result_revisions,
+    host_metrics.old_has_revision,
 )
-
-
-def ref_result_revisions(text):
-    first, out = {}, []
-    text = (text or "")[:200_000]
-    for m in REF_RESULT.finditer(text):
-        expr = ref_expression_before(text, m.start())
-        val = ref_as_fraction(m.group(1))
-        if expr is None or val is None:
-            continue
-        result = re.sub(r"\s+", "", m.group(1))
-        if expr not in first:
-            first[expr] = (result, val)
-        elif first[expr][1] != val:
-            out.append((expr, first[expr][0], result))
-    return out
-
-
-def ref_has_revision(text):
-    text = (text or "")[:200_000]
-    return REF_CORRECTION.search(text) is not None or bool(ref_result_revisions(text))
 
 
 # ---------------------------------------------------------------- random texts
