@@ -130,8 +130,9 @@ def test_every_pipeline_matches_a_float64_reference(stages, tiles, warps, splits
 
 
 def test_the_ring_runs_where_its_shared_memory_fits(monkeypatch):
-    """pipeline_for: the cp.async ring on a GPU that opts in to its shared memory (an H200's 227 KiB), the
-    register double buffer on one that cannot (Ada's 99 KiB) or an unknown one, and on the CPU."""
+    """pipeline_for: the cp.async ring for 8-warp blocks on a GPU that opts in to its shared memory (an H200's
+    227 KiB), the register double buffer on one that cannot (Ada's 99 KiB) or an unknown one, for 4-warp blocks,
+    and on the CPU."""
     import types
 
     for optin, want in [(232448, (2, 2)), (101376, (0, 1)), (None, (0, 1))]:
@@ -142,6 +143,10 @@ def test_the_ring_runs_where_its_shared_memory_fits(monkeypatch):
         )
         monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d, p=props: p)
         assert attention_fp8.pipeline_for(128, 8, "cuda") == want
+        assert attention_fp8.pipeline_for(128, 4, "cuda") == (
+            0,
+            1,
+        )  # 4-warp blocks: not timed with it
     assert attention_fp8.ring_bytes(128, 8, 2, 2) == 8 * 2 * 2 * (32 * 128 + 128)
     assert attention_fp8.pipeline_for(128, 8, "cpu") == (0, 1)
 
