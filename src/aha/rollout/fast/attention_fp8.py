@@ -8,12 +8,13 @@ them in shared memory.
 
 One block per (sequence, KV head, split); its warps take the split's 16-key tiles in turn and are merged at the
 end (log-sum-exp, through shared memory). With 8-warp blocks where their shared memory allows (pipeline_for: an
-H100/H200), each warp's tiles come through a ring in shared memory that cp.async fills a step ahead (STAGES = 2), every lane
-copying and reading back the same bytes it would load, and from PAIR_FROM tiles a warp on a step is two tiles
-(32 keys: one softmax update, four independent Q K^T chains) for which the ring frees the registers. Neither
-the ring alone nor a deeper one (stages 2-5) is faster than loading into registers a tile ahead: the kernel is
-not waiting on memory there (docs/results/scale_h200/s13); the two-tile step gains 3-9% from 2,176 tokens up.
-Elsewhere (Ada, 4-warp blocks) the register double buffer runs. Per tile, with mma.m16n8k16 (fp16 in, fp32 accumulate):
+H100/H200), each warp's tiles come through a ring in shared memory that cp.async fills a step ahead (STAGES =
+2), every lane copying and reading back the same bytes it would load, and from PAIR_FROM tiles a warp on a step
+is two tiles (32 keys: one softmax update, four independent Q K^T chains) for which the ring frees the
+registers. Neither the ring alone nor a deeper one (stages 2-5) is faster than loading into registers a tile
+ahead: the kernel is not waiting on memory there (docs/results/scale_h200/s13); the two-tile step gains 3-9%
+from 2,176 tokens up. Elsewhere (Ada, 4-warp blocks) the register double buffer runs. Per tile, with
+mma.m16n8k16 (fp16 in, fp32 accumulate):
     S (16 query rows: the G heads of the KV head, zero-padded, x 16 keys) = Q K^T
         Q is prescaled by scale * log2(e) and rounded to fp16 once; the head dimension is permuted (the same way
         in Q and K, which leaves every dot product unchanged) so that each lane's K values for all k-steps are
