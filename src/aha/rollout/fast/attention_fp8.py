@@ -264,7 +264,8 @@ __device__ __forceinline__ void copy_tile(unsigned char* st, int n0, const int* 
   for (int u = 0; u < 2; u++)
 #pragma unroll
     for (int i = 0; i < KB / 16; i++)
-      cp_async(st + ((u * (KB / 16) + i) * 32 + lane) * 16, KC + (slot0 + u * 8 + g) * skt + head + t * KB + i * 16, 16);
+      cp_async(st + ((u * (KB / 16) + i) * 32 + lane) * 16,
+               KC + (slot0 + u * 8 + g) * skt + head + t * KB + i * 16, 16);
 #pragma unroll
   for (int i = 0; i < 4; i++) {
     const long long s = slot0 + 2 * t + (i & 1) + (i >> 1) * 8;
@@ -386,10 +387,12 @@ aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* _
   unsigned char* ring = ring_all + (long long)warp * STAGES * TILES * STAGE_BYTES;
 #if TILES > 1
   if (n_tiles >= PAIR_FROM * WARPS)  // two tiles a step from a long enough context (shorter: one, faster there)
-    ring_loop<2>(ring, warp, n_tiles, start, end, bt, KC, VC, KS, VS, skt, head, sst, kh, lane, g, t, qa, acc, m, l, R);
+    ring_loop<2>(ring, warp, n_tiles, start, end, bt, KC, VC, KS, VS, skt, head, sst, kh, lane, g, t, qa, acc, m,
+                  l, R);
   else
 #endif
-    ring_loop<1>(ring, warp, n_tiles, start, end, bt, KC, VC, KS, VS, skt, head, sst, kh, lane, g, t, qa, acc, m, l, R);
+    ring_loop<1>(ring, warp, n_tiles, start, end, bt, KC, VC, KS, VS, skt, head, sst, kh, lane, g, t, qa, acc, m,
+                  l, R);
 #else
   Tile cur[1], nxt;
   if (warp < n_tiles) load_tile(cur[0], start + warp * 16, bt, KC, VC, KS, VS, skt, head, sst, kh, g, t);
