@@ -12,7 +12,7 @@ from aha.models.tiny import char_tokenizer
 from aha.models.tokenizer import PreTrainedTokenizerFast as Ours
 from aha.models.tokenizer import load_tokenizer
 from aha.rollout import SamplingParams
-from aha.rollout.stops import Tracker, completions, decode_all
+from aha.rollout.stops import Tracker, _decoder, completions, decode_all
 
 TINY_BASE = str(files("aha") / "assets" / "tiny-base")
 
@@ -113,4 +113,6 @@ def test_decode_all_batches_only_where_it_is_exact(monkeypatch):
     assert want != [w.lower() for w in want]
     for cls in (ShoutingDecode, Shouting_Decode):
         assert decode_all(cls.from_pretrained(TINY_BASE), seqs) == want
+        # the stop-string search's incremental decode follows the same rule (one check for both)
+        assert [_decoder(cls.from_pretrained(TINY_BASE))(s) for s in seqs] == want
     assert completions([], []) == []

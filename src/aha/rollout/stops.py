@@ -30,19 +30,10 @@ def first_match(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:
     return best
 
 
-def _decoder(tokenizer):
-    """decode(ids) -> text with special tokens skipped: the Rust backend's decode where it gives exactly what
-    tokenizer.decode gives (a fast tokenizer without clean-up of spaces: ~3x less per call), else decode."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", True):
-        return lambda ids: backend.decode(ids, skip_special_tokens=True)
-    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
-
-
-def decode_all(tokenizer, seqs: list[list[int]]) -> list[str]:
-    """[tokenizer.decode(ids, skip_special_tokens=True) for ids in seqs], in one decode_batch call of the Rust
-    backend (which decodes the sequences in parallel threads) where that gives exactly those texts: a
-    transformers fast tokenizer without clean-up of spaces whose decode and _decode are transformers' own."""
+def _exact_backend(tokenizer):
+    """The Rust backend where its decode gives exactly tokenizer.decode(ids, skip_special_tokens=True): a
+    transformers fast tokenizer without clean-up of spaces whose decode and _decode are transformers' own; else
+    None."""
     from transformers import PreTrainedTokenizerFast as Fast
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -53,6 +44,24 @@ def decode_all(tokenizer, seqs: list[list[int]]) -> list[str]:
         and getattr(cls, "decode", None) is Fast.decode
         and getattr(cls, "_decode", None) is Fast._decode
     ):
+        return backend
+    return None
+
+
+def _decoder(tokenizer):
+    """decode(ids) -> text with special tokens skipped: the exact Rust backend's decode (~3x less per call),
+    else tokenizer.decode."""
+    backend = _exact_backend(tokenizer)
+    if backend is not None:
+        return lambda ids: backend.decode(ids, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def decode_all(tokenizer, seqs: list[list[int]]) -> list[str]:
+    """[tokenizer.decode(ids, skip_special_tokens=True) for ids in seqs], in one decode_batch call of the exact
+    Rust backend (which decodes the sequences in parallel threads) where there is one."""
+    backend = _exact_backend(tokenizer)
+    if backend is not None:
         return backend.decode_batch(seqs, skip_special_tokens=True)
     return [tokenizer.decode(ids, skip_special_tokens=True) for ids in seqs]
 
