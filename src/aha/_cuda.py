@@ -143,9 +143,8 @@ class Kernel:
         grid = tuple(grid) + (1,) * (3 - len(grid))
         block = tuple(block) + (1,) * (3 - len(block))
         stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
-        if (
-            shared > self.shared
-        ):  # dynamic shared memory past the default 48 KiB must be allowed first
+        # dynamic shared memory past the default 48 KiB must be allowed first
+        if shared > self.shared:
             _check(
                 _driver().cuFuncSetAttribute(self.func, 8, shared),  # MAX_DYNAMIC_SHARED_SIZE_BYTES
                 f"{shared} bytes of shared memory for {self.name}",
