@@ -6,6 +6,7 @@ context.
     python benchmarks/decode_step.py                      # Qwen2.5-1.5B at 2,176 and 0.5B at 512 tokens, one GPU
     python benchmarks/decode_step.py --cases 1.5b:2048 --rows 64 --paths packed,fp8
     python benchmarks/decode_step.py --cases 1.5b:2048 --paths fp8w+kv --kernels 12   # + the costliest kernels
+    python benchmarks/decode_step.py --cases 1.5b:2048 --paths fp8w+kv,fp8w+kv-nopdl   # programmatic launch
     python benchmarks/decode_step.py --tiny               # CPU smoke test (eager steps, no CUDA graphs)
 
 Per case (a Qwen2.5 architecture with random weights, bf16, 128-token random prompts, forced lengths): a full
@@ -19,6 +20,7 @@ state (the fp8 paths generate other tokens, so only their speed is compared).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -101,6 +103,13 @@ PATHS = {  # (pack_weights, kv_cache_dtype, weights_dtype)
     "fp8w": (True, "auto", "fp8"),
     "fp8w+kv": (True, "fp8", "fp8"),
 }
+NOPDL = "-nopdl"  # a path's name + NOPDL: the same path with AHA_PDL=0 (kernels without programmatic launch)
+
+
+def _path(name: str) -> tuple:
+    """(pack_weights, kv_cache_dtype, weights_dtype, pdl) of a --paths entry."""
+    base = name.removesuffix(NOPDL)
+    return (*PATHS[base], base == name)
 
 
 def case(arch: str, new: int, rows: int, dev: str, bw: float, paths: list[str]) -> list[dict]:
@@ -113,52 +122,67 @@ def case(arch: str, new: int, rows: int, dev: str, bw: float, paths: list[str]) 
     wbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     out, logits = [], {}
     for path in paths:
-        pack, kv_dtype, w_dtype = PATHS[path]
+        pack, kv_dtype, w_dtype, pdl = _path(path)
+        saved_pdl = os.environ.get("AHA_PDL")
+        os.environ["AHA_PDL"] = "1" if pdl else "0"
+        try:
+            row = _run_path(model, prompts, sp, arch, path, pack, kv_dtype, w_dtype, rows, dev)
+        finally:
+            if saved_pdl is None:
+                os.environ.pop("AHA_PDL", None)
+            else:
+                os.environ["AHA_PDL"] = saved_pdl
         kv = rows * ctx * kv_bytes_per_token(model, kv_cache_dtype=kv_dtype)
-        eng = FastEngine(
-            model,
-            max_num_seqs=rows,
-            pack_weights=pack,
-            kv_cache_dtype=kv_dtype,
-            weights_dtype=w_dtype,
-        )
-        eng.generate(prompts.tolist(), SamplingParams(temperature=1.0, max_tokens=8, seed=0))
-        secs, graphs = [], None
-        for _ in range(2):
-            sync(dev)
-            t = time.perf_counter()
-            eng.generate(prompts.tolist(), sp)
-            sync(dev)
-            secs.append(time.perf_counter() - t)
-            graphs = graphs if graphs is not None else dict(eng.batch.graphs)
-        reused = all(eng.batch.graphs.get(k) is g for k, g in graphs.items())
-        steps = eng.stats["decode_steps"]
-        with torch.no_grad():
-            logits[path] = eng.batch.forward(rows).float()
-            replay = replay_ms(eng.batch, rows) if dev == "cuda" else float("nan")
-            n, kms, names = eager_kernels(eng.batch, rows, dev)
-        out.append(
-            {
-                "model": arch,
-                "context": ctx,
-                "path": path,
-                "ms_per_step": min(secs) / max(1, steps) * 1e3,
-                "replay_ms": replay,
-                "kernels": n,
-                "kernel_ms": kms,
-                "bound_ms": (wbytes + kv) / bw * 1e3 if bw else float("nan"),
-                "packed_mib": eng.stats["packed_mib"],
-                "kv_mib": eng.stats["kv_cache_mib"],
-                "graphs_reused": reused if dev == "cuda" else "-",
-                "by_kernel": names,
-            }
-        )
-        eng.release()
+        row["bound_ms"] = (wbytes + kv) / bw * 1e3 if bw else float("nan")
+        logits[path] = row.pop("logits")
+        out.append(row)
     if "modules" in logits and "packed" in logits:
         ref = logits["modules"]
         row = out[paths.index("packed")]
         row["logits_rel_err"] = float((logits["packed"] - ref).norm() / ref.norm())
     return out
+
+
+def _run_path(model, prompts, sp, arch, path, pack, kv_dtype, w_dtype, rows, dev) -> dict:
+    """One path's row (module docstring), with its final logits ("logits") for the caller."""
+    eng = FastEngine(
+        model,
+        max_num_seqs=rows,
+        pack_weights=pack,
+        kv_cache_dtype=kv_dtype,
+        weights_dtype=w_dtype,
+    )
+    eng.generate(prompts.tolist(), SamplingParams(temperature=1.0, max_tokens=8, seed=0))
+    secs, graphs = [], None
+    for _ in range(2):
+        sync(dev)
+        t = time.perf_counter()
+        eng.generate(prompts.tolist(), sp)
+        sync(dev)
+        secs.append(time.perf_counter() - t)
+        graphs = graphs if graphs is not None else dict(eng.batch.graphs)
+    reused = all(eng.batch.graphs.get(k) is g for k, g in graphs.items())
+    steps = eng.stats["decode_steps"]
+    with torch.no_grad():
+        logits = eng.batch.forward(rows).float()
+        replay = replay_ms(eng.batch, rows) if dev == "cuda" else float("nan")
+        n, kms, names = eager_kernels(eng.batch, rows, dev)
+    row = {
+        "model": arch,
+        "context": prompts.shape[1] + sp.max_tokens,
+        "path": path,
+        "ms_per_step": min(secs) / max(1, steps) * 1e3,
+        "replay_ms": replay,
+        "kernels": n,
+        "kernel_ms": kms,
+        "packed_mib": eng.stats["packed_mib"],
+        "kv_mib": eng.stats["kv_cache_mib"],
+        "graphs_reused": reused if dev == "cuda" else "-",
+        "by_kernel": names,
+        "logits": logits,
+    }
+    eng.release()
+    return row
 
 
 COLS = [
@@ -180,7 +204,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--cases", default="1.5b:2048,0.5b:384", help="ARCH:NEW_TOKENS, a comma list")
     p.add_argument("--rows", type=int, default=64)
     p.add_argument(
-        "--paths", default="modules,packed,fp8", help=f"a comma list of {', '.join(PATHS)}"
+        "--paths",
+        default="modules,packed,fp8",
+        help=f"a comma list of {', '.join(PATHS)}; PATH{NOPDL}: the same with AHA_PDL=0",
     )
     p.add_argument("--tiny", action="store_true", help="CPU smoke test")
     p.add_argument(
@@ -200,8 +226,10 @@ def main(argv=None) -> list[dict]:
         bw = 0.0
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     paths = a.paths.split(",")
-    if not paths or any(x not in PATHS for x in paths):
-        p.error(f"--paths takes a comma list of {', '.join(PATHS)}; got {a.paths!r}")
+    if not paths or any(x.removesuffix(NOPDL) not in PATHS for x in paths):
+        p.error(
+            f"--paths takes a comma list of {', '.join(PATHS)} (each may end in {NOPDL}); got {a.paths!r}"
+        )
     rows = []
     cases = []
     for c in a.cases.split(","):

@@ -31,8 +31,16 @@ GPU = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
 def test_the_kernel_compiles_for_ada_and_hopper(arch, G, D, dtype):
     dt = torch.bfloat16 if dtype == "bf16" else torch.float16
     # the register double buffer (stages 0) and the cp.async ring with one and two tiles a step
-    for warps, stages, tiles in ((4, 0, 1), (8, 0, 1), (8, 2, 1), (8, 2, 2), (4, 3, 2)):
-        defs = attention_fp8.defines(G, D, 16, dt, warps, stages, tiles)
+    # (and with programmatic dependent launch: griddepcontrol needs sm_90)
+    pdl = arch == "sm_90"
+    for warps, stages, tiles, p in (
+        (4, 0, 1, 0),
+        (8, 0, 1, 0),
+        (8, 2, 1, 0),
+        (8, 2, 2, pdl),
+        (4, 3, 2, 0),
+    ):
+        defs = attention_fp8.defines(G, D, 16, dt, warps, stages, tiles, pdl=bool(p))
         cubin = _cuda.check_source(attention_fp8.SOURCE, "aha_decode_fp8", defs, arch)
         assert cubin[:4] == b"\x7fELF"
 

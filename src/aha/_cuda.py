@@ -111,10 +111,31 @@ def _to_cubin(source: str, name: str, arch: str) -> bytes:
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
+class _LaunchAttribute(
+    ctypes.Structure
+):  # CUlaunchAttribute: an id, padding to 8 bytes, a 64-byte union
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int * 16)]
+
+
+class _LaunchConfig(ctypes.Structure):  # CUlaunchConfig
+    _fields_ = [
+        ("grid", ctypes.c_uint * 3),
+        ("block", ctypes.c_uint * 3),
+        ("shared", ctypes.c_uint),
+        ("stream", ctypes.c_void_p),
+        ("attrs", ctypes.POINTER(_LaunchAttribute)),
+        ("num_attrs", ctypes.c_uint),
+    ]
+
+
+PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+
+
 class Kernel:
-    """A loaded kernel: kernel(grid, block, args, shared=0) launches on the current stream with `shared` bytes
-    of dynamic shared memory; args are tensors (their pointers), None (a null pointer), ints (C int), floats
-    (C float)."""
+    """A loaded kernel: kernel(grid, block, args, shared=0, pdl=False) launches on the current stream with
+    `shared` bytes of dynamic shared memory; args are tensors (their pointers), None (a null pointer), ints (C
+    int), floats (C float). pdl: with programmatic dependent launch (aha._triton's docstring; the kernel must
+    run griddepcontrol.wait before it touches what the previous kernel writes)."""
 
     def __init__(self, func: ctypes.c_void_p, module: ctypes.c_void_p, name: str):
         self.func, self.module, self.name = func, module, name
@@ -126,7 +147,9 @@ class Kernel:
         self.local_bytes = attr.value
         self.shared = 0  # the dynamic shared memory allowed so far (bytes)
 
-    def __call__(self, grid: tuple, block: tuple, args: list, shared: int = 0) -> None:
+    def __call__(
+        self, grid: tuple, block: tuple, args: list, shared: int = 0, pdl: bool = False
+    ) -> None:
         cargs = []
         for a in args:
             if isinstance(a, torch.Tensor):
@@ -150,10 +173,14 @@ class Kernel:
                 f"{shared} bytes of shared memory for {self.name}",
             )
             self.shared = shared
-        _check(
-            _driver().cuLaunchKernel(self.func, *grid, *block, shared, stream, params, None),
-            f"launch of {self.name}",
-        )
+        if pdl:
+            attr = _LaunchAttribute(id=PROGRAMMATIC_STREAM_SERIALIZATION)
+            attr.value[0] = 1
+            cfg = _LaunchConfig(grid, block, shared, stream, ctypes.pointer(attr), 1)
+            res = _driver().cuLaunchKernelEx(ctypes.byref(cfg), self.func, params, None)
+        else:
+            res = _driver().cuLaunchKernel(self.func, *grid, *block, shared, stream, params, None)
+        _check(res, f"launch of {self.name}")
 
 
 def compile(source: str, name: str, defines: dict | None = None) -> Kernel:  # noqa: A001

@@ -35,7 +35,7 @@ import math
 
 import torch
 
-from ... import _cuda
+from ... import _cuda, _triton
 
 SOURCE = r"""
 typedef unsigned int u32;
@@ -347,6 +347,10 @@ aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* _
                const int* __restrict__ LENS, u16* __restrict__ O, float* __restrict__ MO,
                float* __restrict__ ML, int* __restrict__ CNT, float qscale, int sqb, int sqh, int skt_,
                int skh, int sst_, int sbt, int sob, int soh) {
+#if PDL  // launched while the previous kernel (RoPE, which writes Q and the new key) finishes: wait for it
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
   const int b = blockIdx.x, kh = blockIdx.y, sp = blockIdx.z;
   const int KVH = gridDim.y, SPLITS = gridDim.z, NH = KVH * G;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -532,7 +536,14 @@ STAGES, TILES, PAIR_FROM = 2, 2, 8
 
 
 def defines(
-    G: int, D: int, page: int, dtype: torch.dtype, warps: int, stages: int = 0, tiles: int = 1
+    G: int,
+    D: int,
+    page: int,
+    dtype: torch.dtype,
+    warps: int,
+    stages: int = 0,
+    tiles: int = 1,
+    pdl: bool = False,
 ) -> dict:
     return dict(
         G=G,
@@ -543,6 +554,7 @@ def defines(
         STAGES=stages,
         TILES=tiles,
         PAIR_FROM=PAIR_FROM,
+        PDL=pdl,
     )
 
 
@@ -623,9 +635,10 @@ def decode_fp8(
     if stages is None:
         stages, tiles = pipeline_for(D, warps, q.device)
     tiles = 1 if tiles is None else tiles
+    pdl = _triton.pdl(q)  # launched as the Triton kernels around it are (aha._triton)
     try:
         kern = _cuda.compile(
-            SOURCE, "aha_decode_fp8", defines(G, D, page_size, q.dtype, warps, stages, tiles)
+            SOURCE, "aha_decode_fp8", defines(G, D, page_size, q.dtype, warps, stages, tiles, pdl)
         )
     except _cuda.CudaUnavailable as e:
         if q.device.index not in _failed:
@@ -660,5 +673,6 @@ def decode_fp8(
             out.stride(1),
         ],
         shared=ring_bytes(D, warps, stages, tiles),
+        pdl=pdl,
     )
     return True

@@ -25,7 +25,7 @@ import os
 
 import torch
 
-from ..._triton import next_pow2, tl, triton, use_triton
+from ..._triton import next_pow2, pdl_args, tl, triton, use_triton
 from .kv_cache import FP8 as E4M3
 
 # x (M, K) -> e4m3 (M, K) and fp32 scales (M,): the KV cache's quantization, one scale per row
@@ -33,7 +33,12 @@ from .kv_cache import quantize as quantize_rows
 from .layers import _rows, rms_norm, silu_mul
 
 if triton is not None:
+    from ..._triton import pdl_start
     from .layers import _rms_row
+
+# A PDL launch prefetches the program's weight rows into L2 (prefetch.global.L2, a 128-byte line each) before it
+# waits for the kernel that writes x: the weights are most of a decode GEMM's bytes, and no kernel writes them.
+LINE = 128
 
 # silu_mul_fp8 holds a row of up to this many columns in registers (one pass); longer rows take two passes
 SILU_ROW = 16384
@@ -92,6 +97,8 @@ if triton is not None:
         BLOCK_K: tl.constexpr,
         SPLIT_K: tl.constexpr,
         HAS_BIAS: tl.constexpr,
+        LINES: tl.constexpr = 1,
+        PDL: tl.constexpr = False,
     ):
         pn = tl.program_id(0)
         pm = tl.program_id(1)
@@ -103,6 +110,18 @@ if triton is not None:
         per = tl.cdiv(tl.cdiv(K, SPLIT_K), BLOCK_K) * BLOCK_K  # whole blocks per split
         start = pk * per
         end = tl.minimum(start + per, K)
+        if PDL:  # this program's weights into L2 while the previous kernel finishes (LINE above)
+            rows = tl.minimum(rn, N - 1).to(tl.int64) * swn
+            cols = tl.minimum(start + tl.arange(0, LINES) * 128, tl.maximum(end - 1, 0))
+            tl.inline_asm_elementwise(
+                "prefetch.global.L2 [$1];",
+                "=r,l",
+                [W + rows[:, None] + cols[None, :]],
+                dtype=tl.int32,
+                is_pure=False,
+                pack=1,
+            )
+        pdl_start(PDL)
         acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
         for k0 in range(start, end, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
@@ -142,9 +161,10 @@ if triton is not None:
     @triton.jit
     def _rms_fp8_kernel(
         X, R, W, Q, QS, ROUT, sx, sr, sq, sro, N, eps,
-        HAS_RES: tl.constexpr, BLOCK: tl.constexpr, ROUND: tl.constexpr,
+        HAS_RES: tl.constexpr, BLOCK: tl.constexpr, ROUND: tl.constexpr, PDL: tl.constexpr = False,
     ):  # fmt: skip
         # layers._rms_kernel with its output quantized per row
+        pdl_start(PDL)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         m = cols < N
@@ -161,9 +181,22 @@ if triton is not None:
         return (a * u.to(tl.float32)).to(u.dtype).to(tl.float32)
 
     @triton.jit
-    def _silu_mul_fp8_kernel(G, U, Q, QS, n, sg, su, sq, BLOCK: tl.constexpr, ROUND: tl.constexpr):
+    def _silu_mul_fp8_kernel(
+        G,
+        U,
+        Q,
+        QS,
+        n,
+        sg,
+        su,
+        sq,
+        BLOCK: tl.constexpr,
+        ROUND: tl.constexpr,
+        PDL: tl.constexpr = False,
+    ):
         # layers._silu_mul_kernel with its output quantized per row: one program a row, the row in registers
         # when it fits one BLOCK, else two passes (the second reads the row from L2)
+        pdl_start(PDL)
         row = tl.program_id(0).to(tl.int64)
         if BLOCK >= n:
             off = tl.arange(0, BLOCK)
@@ -185,8 +218,10 @@ if triton is not None:
 
     @triton.jit
     def _split_sum_kernel(
-        P, B, O, M, N, som, SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr
-    ):
+        P, B, O, M, N, som,
+        SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False,
+    ):  # fmt: skip
+        pdl_start(PDL)
         m = tl.program_id(0)
         rn = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         nm = rn < N
@@ -231,6 +266,7 @@ def rms_norm_fp8(x, weight, eps: float, residual=None):
         BLOCK=next_pow2(N),
         ROUND=INTERPRETED,
         num_warps=4,
+        **pdl_args(x),
     )
     return (q, qs), rout
 
@@ -255,6 +291,7 @@ def silu_mul_fp8(gate, up):
         BLOCK=min(SILU_ROW, next_pow2(n)),
         ROUND=INTERPRETED,
         num_warps=16 if n > 4096 else 8,
+        **pdl_args(up),
     )
     return q, qs
 
@@ -283,6 +320,8 @@ def fp8_linear(xq, xs, wq, ws, bias=None, dtype=torch.bfloat16, cfg: tuple | Non
     part = torch.empty((split, M, N), dtype=torch.float32, device=xq.device) if split > 1 else out
     b = bias if bias is not None else ws
     grid = (triton.cdiv(N, bn), triton.cdiv(M, bm), split)
+    pdl = pdl_args(xq)
+    per = triton.cdiv(triton.cdiv(K, split), bk) * bk  # the kernel's K range per split
     _fp8_linear_kernel[grid](
         xq,
         xs,
@@ -302,8 +341,10 @@ def fp8_linear(xq, xs, wq, ws, bias=None, dtype=torch.bfloat16, cfg: tuple | Non
         BLOCK_K=bk,
         SPLIT_K=split,
         HAS_BIAS=bias is not None,
+        LINES=next_pow2(triton.cdiv(per, LINE)) if pdl["PDL"] else 1,
         num_warps=warps,
         num_stages=stages,
+        **pdl,
     )
     if split > 1:
         _split_sum_kernel[(M, triton.cdiv(N, 1024))](
@@ -317,5 +358,6 @@ def fp8_linear(xq, xs, wq, ws, bias=None, dtype=torch.bfloat16, cfg: tuple | Non
             HAS_BIAS=bias is not None,
             BLOCK=1024,
             num_warps=4,
+            **pdl,
         )
     return out

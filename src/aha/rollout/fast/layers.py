@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..._triton import next_pow2, tl, triton, use_triton
+from ..._triton import next_pow2, pdl_args, tl, triton, use_triton
 from .kv_cache import quantize, raw
 
 # --------------------------------------------------------------------------------------------- torch paths
@@ -36,6 +36,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- triton kernels
 
 if triton is not None:
+    from ..._triton import pdl_start
 
     @triton.jit
     def _rms_row(X, R, W, ROUT, row, sx, sr, sro, cols, m, N, eps, HAS_RES: tl.constexpr):
@@ -53,8 +54,10 @@ if triton is not None:
 
     @triton.jit
     def _rms_kernel(
-        X, R, W, OUT, ROUT, sx, sr, so, sro, N, eps, HAS_RES: tl.constexpr, BLOCK: tl.constexpr
-    ):
+        X, R, W, OUT, ROUT, sx, sr, so, sro, N, eps,
+        HAS_RES: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False,
+    ):  # fmt: skip
+        pdl_start(PDL)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         m = cols < N
@@ -144,7 +147,9 @@ if triton is not None:
         BHALF: tl.constexpr,
         NORM: tl.constexpr,
         QUANT: tl.constexpr,
+        PDL: tl.constexpr = False,
     ):
+        pdl_start(PDL)
         t = tl.program_id(0).to(tl.int64)
         pos = tl.load(POS + t).to(tl.int64)
         slot = tl.load(SLOT + t).to(tl.int64)
@@ -206,7 +211,8 @@ if triton is not None:
             tl.store(VC + slot * skc + off, v, mask=msk)
 
     @triton.jit
-    def _silu_mul_kernel(G, U, O, n, sg, su, BLOCK: tl.constexpr):
+    def _silu_mul_kernel(G, U, O, n, sg, su, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+        pdl_start(PDL)
         row = tl.program_id(0).to(tl.int64)
         off = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         m = off < n
@@ -245,6 +251,7 @@ def rms_norm(
         HAS_RES=residual is not None,
         BLOCK=next_pow2(N),
         num_warps=4,
+        **pdl_args(x),
     )
     return out, rout
 
@@ -321,6 +328,7 @@ def rope_cache(
         NORM=norm,
         QUANT=k_scale is not None,
         num_warps=4,
+        **pdl_args(q),
     )
     return qo
 
@@ -346,7 +354,9 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     out = torch.empty((T, n), dtype=up.dtype, device=up.device)
     BLOCK = 1024
     grid = (T, triton.cdiv(n, BLOCK))
-    _silu_mul_kernel[grid](gate, up, out, n, gate.stride(0), up.stride(0), BLOCK=BLOCK, num_warps=4)
+    _silu_mul_kernel[grid](
+        gate, up, out, n, gate.stride(0), up.stride(0), BLOCK=BLOCK, num_warps=4, **pdl_args(up)
+    )
     return out
 
 
