@@ -131,3 +131,34 @@ def test_sharing_only_where_it_saves_tokens(monkeypatch):
     sequence_logprobs(model, ids, mask, prompt_lens=plens)
     assert len(n) == 1
     assert F.worth_sharing(10, 100) and not F.worth_sharing(9, 100)
+
+
+def test_a_maskless_forward_asks_transformers_no_packed_rows_question(monkeypatch):
+    """transformers' packed-sequence check (a host sync per forward on a GPU) is not run by the maskless forward,
+    whose rows never pack; the result is still the masked reference's, the check is back afterwards, and a
+    forward with a mask (left padding) leaves it alone."""
+    masking_utils = pytest.importorskip("transformers.masking_utils")
+    if not hasattr(masking_utils, "find_packed_sequence_indices"):
+        pytest.skip("this transformers has no packed-sequence check")
+    calls = []
+
+    def spy(position_ids):
+        calls.append(position_ids.shape)
+        return None
+
+    monkeypatch.setattr(masking_utils, "find_packed_sequence_indices", spy)
+    model = tiny_model(V, seed=4, dtype=torch.float64)
+    ids, mask = padded(3, 20, seed=5)
+    logp, _ = sequence_logprobs(model, ids, mask, padded_right=True)
+    assert calls == []
+    assert masking_utils.find_packed_sequence_indices is spy
+    want, _ = reference(model, ids, mask, 1.0)
+    keep = (mask[:, 1:] * mask[:, :-1]).bool()
+    torch.testing.assert_close(logp[keep], want[keep])
+    model(
+        input_ids=ids, use_cache=False
+    )  # a plain HF forward outside still asks (what was skipped)
+    assert calls == [(3, 20)]
+    left = mask.flip(1)  # left padding: the mask is passed and nothing is skipped
+    sequence_logprobs(model, ids, left)
+    assert masking_utils.find_packed_sequence_indices is spy

@@ -232,6 +232,28 @@ def test_activation_formula_matches_what_autograd_keeps(family, dtype, lora):
     assert got == pytest.approx(est, rel=0.03), (got, est)
 
 
+def test_compiled_activation_formula_matches_what_autograd_keeps():
+    """model.compile=true (regional torch.compile of every decoder layer): Inductor keeps less than eager, and
+    the compiled formula counts what it keeps."""
+    from aha.models.load import compile_decoder_layers
+    from aha.models.tiny import tiny_model
+
+    torch.manual_seed(0)
+    model = tiny_model(
+        300, hidden_size=64, num_layers=3, intermediate_size=176, dtype=torch.bfloat16
+    )
+    model.train()
+    s = shape_from_config(model.config)
+    eager = measured_saved_per_token(model)
+    compile_decoder_layers(model)
+    measured_saved_per_token(model)  # compiles (the first call of a shape)
+    got = measured_saved_per_token(model)
+    run = RunSpec(dtype_bytes=2, share_prefix=False, compiled=True)
+    est = saved_bytes_per_token(s, run, False)
+    assert got < 0.8 * eager, (got, eager)
+    assert got == pytest.approx(est, rel=0.05), (got, est)
+
+
 # ---- the plan ------------------------------------------------------------------------------------------------
 RUN = RunSpec(
     sequences=64, prompt_tokens=256, new_tokens=4096, micro_batch_size=8, share_prefix=False

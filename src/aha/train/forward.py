@@ -19,13 +19,17 @@ runs only where it saves at least SHARE_MIN_SAVING of the forward's tokens: prom
 than their completions. With long completions (4k-16k tokens) the plain forward is both cheaper and leaner.
 
 Long sequences. Rows are right-padded, so under a causal mask a real token never sees a padding token: the plain
-forward passes no attention mask at all for such batches. Hugging Face then runs sdpa with is_causal (flash
+forward passes no attention mask at all for such batches (and tells transformers its rows are not packed, see
+`unpacked_rows`). Hugging Face then runs sdpa with is_causal (flash
 attention on GPUs, GQA without repeating K/V) instead of building a (B, 1, L, L) mask, so no (L, L) tensor
 exists at 16k tokens; padding positions get finite values that the loss mask drops. With the chunked lm head
 below, the training forward's memory is O(L) per row plus one (chunk, V) block.
 """
 
 from __future__ import annotations
+
+import contextlib
+import sys
 
 import torch
 
@@ -85,6 +89,33 @@ def can_share(base) -> bool:
     )
 
 
+def _not_packed(position_ids):
+    return None
+
+
+@contextlib.contextmanager
+def unpacked_rows():
+    """Within: transformers takes a forward without an attention mask to hold one sequence a row.
+
+    Given no mask, transformers (4.5x+, masking_utils.find_packed_sequence_indices) checks whether the position
+    ids pack several sequences into a row, and reads the answer back from the GPU: a host sync in every
+    micro-batch's forward, after which the GPU waits while the CPU queues the layers again (1.5B x 4,096 on
+    one-sequence micro-batches, under cProfile: 64 waits, 2.2 s of a 6.1 s update; docs/results/scale_h200/s14).
+    The plain forward's rows
+    never pack (position ids 0..L-1, right padding), so the answer is known: None, as the check would find.
+    Nothing changes where transformers has no such function."""
+    mu = sys.modules.get("transformers.masking_utils")
+    found = getattr(mu, "find_packed_sequence_indices", None)
+    if found is None:
+        yield
+        return
+    mu.find_packed_sequence_indices = _not_packed
+    try:
+        yield
+    finally:
+        mu.find_packed_sequence_indices = found
+
+
 class LogprobModel(torch.nn.Module):
     def __init__(self, lm):
         super().__init__()
@@ -130,9 +161,10 @@ class LogprobModel(torch.nn.Module):
         if padded_right is None:
             padded_right = right_padded(attention_mask)
         mask = None if padded_right else attention_mask  # causal alone is exact
-        hidden = base.get_decoder()(
-            input_ids=input_ids, attention_mask=mask, use_cache=False
-        ).last_hidden_state  # (B, L, H)
+        with unpacked_rows() if mask is None else contextlib.nullcontext():
+            hidden = base.get_decoder()(
+                input_ids=input_ids, attention_mask=mask, use_cache=False
+            ).last_hidden_state  # (B, L, H)
         return token_logprobs_entropy(hidden[:, :-1], weight, input_ids[:, 1:], **kw)
 
     def shared_forward(self, base, weight, input_ids, attention_mask, prompt_lens, first, inv, kw):

@@ -22,7 +22,13 @@ Bytes, for P parameters stored in b bytes (2 for bf16), P_t of them trained (all
                      2 RMSNorms 2 (4H + 4 + 2bH)   fp32 upcast, rsqrt, normalised input, scaled output
                      attention  b (2Q + 2KV) + 4 nh  q, k, v after RoPE, output, fp32 logsumexp (flash)
                      MLP        4 b I              gate, silu(gate), up, their product
-                 (Q = heads * head_dim, KV = kv_heads * head_dim; Qwen3's q/k norms add theirs). Under LoRA the
+                 (Q = heads * head_dim, KV = kv_heads * head_dim; Qwen3's q/k norms add theirs). Compiled
+                 layers (model.compile=true, full fine-tuning, no q/k norms) keep less: Inductor recomputes
+                 the element-wise work in the backward, so the two RMSNorms keep their inputs, normalised
+                 outputs and fp32 rsqrt, and the MLP keeps gate, up and their product:
+                     4 b H + 8 + b (2Q + 2KV) + 4 nh + 3 b I
+                 (72 KiB a token at 1.5B against 101 eager; an H200 run measured 2.15 MB a token for 28 layers
+                 and the rest, docs/results/scale_h200/s14). Under LoRA the
                  frozen projections keep nothing and each adapter keeps an fp32 copy of its input. Gradient
                  checkpointing keeps b H per layer and recomputes one layer at a time. Plus the lm-head chunk
                  (1024 rows x vocab, fp32) of aha.algos.logprobs and one layer's gradient buffers.
@@ -133,6 +139,9 @@ class RunSpec:
     fused_head: bool = False  # the lm head runs through aha.algos.logprobs_fused (CUDA with triton)
     packed: bool = False  # FastEngine packs q/k/v and gate/up weights (its default on a GPU)
     fp8_weights: bool = False  # FastEngine decodes on e4m3 copies (engine_weights_dtype=fp8)
+    compiled: bool = (
+        False  # model.compile=true: the decoder layers run through torch.compile (Inductor)
+    )
 
     @property
     def seq_tokens(self) -> int:
@@ -274,6 +283,8 @@ def layer_bytes_per_token(shape: ModelShape, run: RunSpec) -> int:
         adapters = sum(4 * dims[t][0] + 4 * run.lora_r for t in set(run.lora_targets) if t in dims)
         qk = (4 * Q + 4 * nh + 4 * KV + 4 * shape.kv_heads) if shape.qk_norm else 0
         return 2 * (4 * H + 4) + attn + 3 * b * I + adapters + qk
+    if run.compiled and not shape.qk_norm:  # Inductor's saved set (module docstring)
+        return 4 * b * H + 8 + attn + 3 * b * I
     qk = (4 * Q + 4 * nh + b * Q + 4 * KV + 4 * shape.kv_heads + b * KV) * shape.qk_norm
     return 2 * (4 * H + 4 + 2 * b * H) + attn + 4 * b * I + qk
 

@@ -143,6 +143,7 @@ def run_spec(
         fused_head=fused_head,
         packed=packed,
         fp8_weights=cfg.engine_weights_dtype == "fp8",
+        compiled=bool(m.compile),
     )
 
 
