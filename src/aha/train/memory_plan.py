@@ -3,9 +3,10 @@
 library workspaces and the estimate's own error).
 
 Order, fastest first: (checkpointing, engine_release) = (off, off), (on, off), (off, on), (on, on) with a
-micro-batch of at least EFFICIENT_TOKENS (or the whole micro-batch when that is smaller) and a KV cache for every
+micro-batch of at least its efficient size (_efficient: by the layer's weights and checkpointing, at most
+EFFICIENT_TOKENS; or the whole micro-batch when that is smaller) and a KV cache for every
 sequence of the step; then, with micro-batches of at least one sequence, the layout with the fewest host-side
-layer calls (below EFFICIENT_TOKENS the update waits on the host: micro-batches x 1.5 under checkpointing); then a
+layer calls (below the efficient size the update waits on the host: micro-batches x 1.5 under checkpointing); then a
 smaller KV cache (fewer sequences in flight, at least one). Checkpointing costs a second forward in the update;
 releasing the KV cache costs a new allocation and a CUDA-graph capture per batch size used, every step; a smaller
 KV cache makes generation, most of a step, run in waves.
@@ -16,6 +17,7 @@ larger peak.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from .memory import (
@@ -29,14 +31,19 @@ from .memory import (
 )
 
 HEADROOM = 0.9
-# Micro-batches this large keep an H200 busy; below, the plan prefers checkpointing with a larger one.
-EFFICIENT_TOKENS = 16384
 LAYOUTS = ((False, False), (True, False), (False, True), (True, True))  # (checkpointing, release)
-# Below EFFICIENT_TOKENS an update's time goes with its host-side layer calls: per micro-batch a forward and a
+# Below its efficient size an update's time goes with its host-side layer calls: per micro-batch a forward and a
 # backward per layer, and under checkpointing a second forward. Measured on an H200 (model.compile=true): 1.5B,
 # one-sequence micro-batches, 9.93 s checkpointed vs 6.61 s not (1.5x); 0.5B, the whole update on 16,384-token
 # micro-batches 0.81 s vs 1.60 s on 7,498 (both checkpointed).
 CKPT_CALLS = 1.5
+# A micro-batch is efficient when each layer call's GPU work outlasts the host's cost of making the call (~1-2 ms
+# a compiled layer): tokens x the layer's weights >= EFFICIENT_WORK, x CKPT_CALLS under checkpointing. From the
+# H200 figures above: 0.5B (14.9M weights a layer) checkpointed needs ~16k tokens; 1.5B (46.8M) without
+# checkpointing is busy from one 4,608-token sequence (docs/results/scale_h200/s14). Never more than
+# EFFICIENT_TOKENS: past it the micro-batch's size hardly matters on any model.
+EFFICIENT_WORK = 16384 * 14.9e6 / CKPT_CALLS
+EFFICIENT_TOKENS = 16384
 
 
 @dataclass
@@ -88,24 +95,27 @@ def make_plan(
     plan = _make_plan(shape, run, limit, **keys)
     if run.packed:
         bare = _make_plan(shape, replace(run, packed=False), limit, **keys)
-        if not plan.fits or (bare.fits and _rank(bare, run) < _rank(plan, run)):
+        if not plan.fits or (bare.fits and _rank(bare, shape, run) < _rank(plan, shape, run)):
             return bare  # packing is optional: a run that cannot fit is reported without it
     return plan
 
 
-def _efficient(run: RunSpec) -> int:
-    """A micro-batch's efficient size: EFFICIENT_TOKENS, at least one sequence, at most the whole micro-batch."""
-    return min(run.micro_batch_size * run.seq_tokens, max(EFFICIENT_TOKENS, run.seq_tokens))
+def _efficient(shape: ModelShape, run: RunSpec, checkpointing: bool) -> int:
+    """A micro-batch's efficient size (EFFICIENT_WORK's), at least one sequence, at most the whole micro-batch."""
+    weights = sum(i * o for i, o in shape.linears().values())  # one layer's
+    work = EFFICIENT_WORK * (CKPT_CALLS if checkpointing else 1)
+    tokens = min(EFFICIENT_TOKENS, math.ceil(work / max(1, weights)))
+    return min(run.micro_batch_size * run.seq_tokens, max(tokens, run.seq_tokens))
 
 
-def _rank(plan: Plan, run: RunSpec) -> tuple:
+def _rank(plan: Plan, shape: ModelShape, run: RunSpec) -> tuple:
     """Faster first: a micro-batch of the efficient size, the layout's place in LAYOUTS, a larger KV cache (up to
     every sequence's), a larger micro-batch below the efficient size. Above it the micro-batch's size hardly
     matters and the packed weights do (every decode step: ~0.13 ms of 2.9 at 1.5B on an H200), so a packed plan
     with a smaller but efficient micro-batch beats an unpacked one (1.5B x 4,096, fp8 KV, 40 GiB: 18,524 tokens
     packed, not 24,459 bare)."""
     layout = LAYOUTS.index((plan.checkpointing, plan.engine_release))
-    efficient = _efficient(run)
+    efficient = _efficient(shape, run, plan.checkpointing)
     tokens = min(plan.micro_batch_tokens, efficient)
     # _make_plan's tiers first: an efficient micro-batch in any layout before a host-bound one
     return (tokens < efficient, layout, -plan.breakdown.kv_cache, -tokens)
@@ -159,12 +169,13 @@ def _make_plan(
         )
         return Plan(ckpt, tokens, release, kv_bytes, bd, limit)
 
-    efficient = _efficient(run)
-    for full_kv, floor in ((True, efficient), (True, run.seq_tokens), (False, run.seq_tokens)):
-        plans = [p for c, r in layouts if (p := attempt(c, r, full_kv, floor)) is not None]
-        if plans and full_kv and floor < efficient:
-            # Below EFFICIENT_TOKENS the update waits on the host, per micro-batch and layer call, so the layout
-            # with the fewest layer calls wins (ties: LAYOUTS order); see CKPT_CALLS.
+    # tiers: every sequence's KV cache and an efficient micro-batch; the cache and one sequence; a smaller cache
+    for full_kv, efficient in ((True, True), (True, False), (False, False)):
+        floor = lambda c: _efficient(shape, run, c) if efficient else run.seq_tokens
+        plans = [p for c, r in layouts if (p := attempt(c, r, full_kv, floor(c))) is not None]
+        if plans and full_kv and not efficient:
+            # Below its efficient size the update waits on the host, per micro-batch and layer call, so the
+            # layout with the fewest layer calls wins (ties: LAYOUTS order); see CKPT_CALLS.
             return max(
                 plans, key=lambda p: p.micro_batch_tokens / (CKPT_CALLS if p.checkpointing else 1)
             )

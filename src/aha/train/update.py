@@ -127,8 +127,10 @@ class PolicyUpdate:
                     ids_checked=True,
                 )
                 parts.append((idx, logp.float()))
-        for idx, logp in parts:  # read back once the GPU is done with all of them
-            out[idx, : logp.shape[1]] = logp.cpu()
+        if parts:  # read back in one copy, once the GPU is done with all of them
+            flat = torch.cat([logp.reshape(-1) for _, logp in parts]).cpu()
+            for (idx, logp), host in zip(parts, flat.split([lp.numel() for _, lp in parts])):
+                out[idx, : logp.shape[1]] = host.view(logp.shape)
         return out
 
     def __call__(self, batch, passes=None) -> dict:
