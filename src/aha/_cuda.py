@@ -111,9 +111,8 @@ def _to_cubin(source: str, name: str, arch: str) -> bytes:
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
-class _LaunchAttribute(
-    ctypes.Structure
-):  # CUlaunchAttribute: an id, padding to 8 bytes, a 64-byte union
+# CUlaunchAttribute: an id, padding to 8 bytes, a 64-byte union
+class _LaunchAttribute(ctypes.Structure):
     _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int * 16)]
 
 

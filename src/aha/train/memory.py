@@ -139,9 +139,8 @@ class RunSpec:
     fused_head: bool = False  # the lm head runs through aha.algos.logprobs_fused (CUDA with triton)
     packed: bool = False  # FastEngine packs q/k/v and gate/up weights (its default on a GPU)
     fp8_weights: bool = False  # FastEngine decodes on e4m3 copies (engine_weights_dtype=fp8)
-    compiled: bool = (
-        False  # model.compile=true: the decoder layers run through torch.compile (Inductor)
-    )
+    # model.compile=true: the decoder layers run through torch.compile (Inductor)
+    compiled: bool = False
 
     @property
     def seq_tokens(self) -> int:
