@@ -32,3 +32,17 @@ def test_a_malformed_case_is_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         decode_step.main(["--tiny", "--paths", "packed,int4"])
     assert e.value.code == 2 and "--paths takes a comma list" in capsys.readouterr().err
+
+
+def test_a_nopdl_path_runs_with_aha_pdl_0_and_restores_it(monkeypatch):
+    import os
+
+    seen = []
+    run = decode_step._run_path
+    monkeypatch.setattr(
+        decode_step, "_run_path", lambda *a: seen.append(os.environ.get("AHA_PDL")) or run(*a)
+    )
+    monkeypatch.delenv("AHA_PDL", raising=False)
+    rows = decode_step.main(["--tiny", "--paths", "packed,packed-nopdl"])
+    assert [r["path"] for r in rows] == ["packed", "packed-nopdl"] and seen == ["1", "0"]
+    assert "AHA_PDL" not in os.environ
