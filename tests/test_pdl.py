@@ -15,19 +15,8 @@ import pytest
 import torch
 
 from aha import _triton
-from aha._triton import HAS_TRITON
 
 GPU = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)
-
-
-def _can_compile_pdl() -> bool:
-    if not HAS_TRITON:
-        return False
-    try:
-        from triton.backends.nvidia.compiler import CUDAOptions
-    except ImportError:
-        return False
-    return "launch_pdl" in CUDAOptions.__dataclass_fields__
 
 
 def test_pdl_is_off_on_the_cpu_under_the_interpreter_and_with_aha_pdl_0(monkeypatch):
@@ -136,7 +125,7 @@ def _kernels_before_wait() -> dict:
     return out
 
 
-@pytest.mark.skipif(not _can_compile_pdl(), reason="needs a Triton with launch_pdl (3.4+)")
+@pytest.mark.skipif(not _triton.triton_has_pdl(), reason="needs a Triton with launch_pdl (3.4+)")
 def test_every_decode_kernel_waits_before_touching_what_another_kernel_writes():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run(

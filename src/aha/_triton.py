@@ -43,16 +43,24 @@ def next_pow2(n: int) -> int:
 
 
 @functools.cache
+def triton_has_pdl() -> bool:
+    """Whether this Triton has PDL: the launch option and the device instructions (3.4+)."""
+    if _gdc is None:
+        return False
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+    except ImportError:
+        return False
+    return "launch_pdl" in CUDAOptions.__dataclass_fields__
+
+
+@functools.cache
 def _pdl_device(index: int) -> bool:
     import torch
 
     if torch.version.hip is not None or torch.cuda.get_device_capability(index) < (9, 0):
         return False
-    try:  # a Triton with the launch option and the instructions (3.4+)
-        from triton.backends.nvidia.compiler import CUDAOptions
-    except ImportError:
-        return False
-    return "launch_pdl" in CUDAOptions.__dataclass_fields__ and _gdc is not None
+    return triton_has_pdl()
 
 
 def pdl(t) -> bool:

@@ -101,9 +101,8 @@ def unpacked_rows():
     ids pack several sequences into a row, and reads the answer back from the GPU: a host sync in every
     micro-batch's forward, after which the GPU waits while the CPU queues the layers again (1.5B x 4,096 on
     one-sequence micro-batches, under cProfile: 64 waits, 2.2 s of a 6.1 s update; docs/results/scale_h200/s14).
-    The plain forward's rows
-    never pack (position ids 0..L-1, right padding), so the answer is known: None, as the check would find.
-    Nothing changes where transformers has no such function."""
+    The plain forward's rows never pack (position ids 0..L-1, right padding), so the answer is known: None, as
+    the check would find. Nothing changes where transformers has no such function."""
     mu = sys.modules.get("transformers.masking_utils")
     found = getattr(mu, "find_packed_sequence_indices", None)
     if found is None:
