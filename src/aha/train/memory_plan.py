@@ -8,10 +8,10 @@ EFFICIENT_TOKENS; or the whole micro-batch when that is smaller) and a KV cache 
 sequence of the step; then, with micro-batches of at least one sequence, the layout with the fewest host-side
 layer calls (below the efficient size the update waits on the host: micro-batches x 1.5 under checkpointing); then a
 smaller KV cache (fewer sequences in flight, at least one). Checkpointing costs a second forward in the update;
-releasing the KV cache costs a new allocation and a CUDA-graph capture per batch size used, every step (~0.05 s),
-so releasing comes first (H200, 1.5B x 4,096: released 17.97 s vs kept 18.65, both checkpointed, s10; released
-without checkpointing 15.94 s vs with 16.30, s14); a smaller KV cache makes generation, most of a step, run in
-waves.
+releasing the KV cache costs a new allocation and a CUDA-graph capture per batch size used, every step (the
+capture 0.05 s under cProfile at 1.5B x 4,096, s14), so releasing comes first (H200, 1.5B x 4,096: released
+17.97 s vs kept 18.65, both checkpointed, s10; released without checkpointing 15.94 s vs with 16.30, s14); a
+smaller KV cache makes generation, most of a step, run in waves.
 The token budget is the whole micro-batch (micro_batch_size x (prompt_tokens + max_new_tokens)) when that fits,
 else the most that fits; prompts longer than memory.prompt_tokens then make more, smaller micro-batches, not a
 larger peak.
