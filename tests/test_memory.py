@@ -254,6 +254,54 @@ def test_compiled_activation_formula_matches_what_autograd_keeps():
     assert got == pytest.approx(est, rel=0.05), (got, est)
 
 
+def test_compiled_layers_recompute_no_matmul_or_attention():
+    """The element-wise recomputation compile_decoder_layers turns on: Inductor's partitioner (the same
+    min-cut, captured through aot_autograd) puts no forward matmul or attention into the backward, which holds
+    two matmuls per projection (input and weight gradients) and one attention backward."""
+    import collections
+
+    from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
+    from torch._dynamo.backends.common import aot_autograd
+
+    from aha.models.load import compile_decoder_layers
+    from aha.models.tiny import tiny_model
+    from aha.train.forward import LogprobModel
+
+    graphs = {}
+
+    def grab(name):
+        def compiler(gm, _):
+            graphs[name] = collections.Counter(
+                str(n.target) for n in gm.graph.nodes if n.op == "call_function"
+            )
+            return make_boxed_func(gm.forward)
+
+        return compiler
+
+    torch.manual_seed(0)
+    model = tiny_model(
+        300, hidden_size=64, num_layers=2, intermediate_size=176, dtype=torch.bfloat16
+    )
+    compile_decoder_layers(model)  # sets the flags
+    torch._dynamo.reset()
+    backend = aot_autograd(
+        fw_compiler=grab("fw"),
+        bw_compiler=grab("bw"),
+        partition_fn=min_cut_rematerialization_partition,
+    )
+    model.model.layers[0].compile(backend=backend, dynamic=True)
+    ids = torch.randint(3, 300, (2, 32))
+    LogprobModel(model)(ids, torch.ones_like(ids))[0].float().sum().backward()
+    count = lambda g, word: sum(
+        c for t, c in graphs[g].items() if word in t and "backward" not in t
+    )
+    mms = count("fw", "mm")  # mm and addmm
+    assert mms == 7, graphs["fw"]  # q, k, v, o, gate, up, down
+    assert count("bw", "mm") == 2 * mms, graphs["bw"]
+    assert count("bw", "attention") == 0, graphs["bw"]
+    assert sum(c for t, c in graphs["bw"].items() if "attention" in t and "backward" in t) == 1
+
+
 # ---- the plan ------------------------------------------------------------------------------------------------
 RUN = RunSpec(
     sequences=64, prompt_tokens=256, new_tokens=4096, micro_batch_size=8, share_prefix=False
@@ -422,8 +470,9 @@ def test_below_efficient_micro_batches_the_largest_micro_batch_wins():
 def test_compiled_15b_drops_checkpointing_for_one_sequence_micro_batches():
     """1.5B x 4,096 under 40 GiB with model.compile=true, fp8 cache and weights, the KV cache released (H200,
     docs/results/scale_h200/s14): one sequence a micro-batch keeps the GPU busy without checkpointing, so the plan
-    takes that (update 6.35 s, peak 33.9 GiB) over checkpointed 39,523-token micro-batches (6.74 s); eager
-    layers' estimate does not fit it. The efficient sizes follow the layer's weights: 0.5B checkpointed ~16k."""
+    takes that (update 6.35 s, peak 33.9 GiB; with the element-wise recomputation 6.15 s, 31.0 GiB, s15) over
+    checkpointed 39,523-token micro-batches (6.74 s); eager layers' estimate does not fit it. The efficient sizes
+    follow the layer's weights: 0.5B checkpointed ~16k."""
     s = shape("1.5b")
     run = gpu_run(
         new_tokens=4096, micro_batch_size=8, kv_cache_dtype="fp8", fp8_weights=True, compiled=True
