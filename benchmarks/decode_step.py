@@ -7,6 +7,7 @@ context.
     python benchmarks/decode_step.py --cases 1.5b:2048 --rows 64 --paths packed,fp8
     python benchmarks/decode_step.py --cases 1.5b:2048 --paths fp8w+kv --kernels 12   # + the costliest kernels
     python benchmarks/decode_step.py --cases 1.5b:2048 --paths fp8w+kv,fp8w+kv-nopdl   # programmatic launch
+    python benchmarks/decode_step.py --cases 1.5b:2048 --paths fp8w+kv,fp8w+kv-unfused # o_proj, split sums
     python benchmarks/decode_step.py --tiny               # CPU smoke test (eager steps, no CUDA graphs)
 
 Per case (a Qwen2.5 architecture with random weights, bf16, 128-token random prompts, forced lengths): a full
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from _qwen import ARCHS  # noqa: E402  (a sibling module: the scripts run as python benchmarks/X.py)
 from aha.rollout import SamplingParams  # noqa: E402
 from aha.rollout.fast import FastEngine, kv_bytes_per_token  # noqa: E402
+from aha.rollout.fast import model_runner as mr  # noqa: E402
 
 
 def model_for(arch: str, dev: str):
@@ -104,12 +106,16 @@ PATHS = {  # (pack_weights, kv_cache_dtype, weights_dtype)
     "fp8w+kv": (True, "fp8", "fp8"),
 }
 NOPDL = "-nopdl"  # a path's name + NOPDL: the same path with AHA_PDL=0 (kernels without programmatic launch)
+# a path's name + UNFUSED (before NOPDL): fp8 weights with model_runner.FUSED_SUMS off (cuBLAS o_proj, split sums
+# in a kernel of their own)
+UNFUSED = "-unfused"
 
 
 def _path(name: str) -> tuple:
-    """(pack_weights, kv_cache_dtype, weights_dtype, pdl) of a --paths entry."""
-    base = name.removesuffix(NOPDL)
-    return (*PATHS[base], base == name)
+    """(pack_weights, kv_cache_dtype, weights_dtype, pdl, fused) of a --paths entry."""
+    rest = name.removesuffix(NOPDL)
+    base = rest.removesuffix(UNFUSED)
+    return (*PATHS[base], rest == name, base == rest)
 
 
 def case(arch: str, new: int, rows: int, dev: str, bw: float, paths: list[str]) -> list[dict]:
@@ -122,12 +128,14 @@ def case(arch: str, new: int, rows: int, dev: str, bw: float, paths: list[str]) 
     wbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     out, logits = [], {}
     for path in paths:
-        pack, kv_dtype, w_dtype, pdl = _path(path)
+        pack, kv_dtype, w_dtype, pdl, fused = _path(path)
         saved_pdl = os.environ.get("AHA_PDL")
         os.environ["AHA_PDL"] = "1" if pdl else "0"
+        mr.FUSED_SUMS = fused
         try:
             row = _run_path(model, prompts, sp, arch, path, pack, kv_dtype, w_dtype, rows, dev)
         finally:
+            mr.FUSED_SUMS = True
             if saved_pdl is None:
                 os.environ.pop("AHA_PDL", None)
             else:
@@ -206,7 +214,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument(
         "--paths",
         default="modules,packed,fp8",
-        help=f"a comma list of {', '.join(PATHS)}; PATH{NOPDL}: the same with AHA_PDL=0",
+        help=f"a comma list of {', '.join(PATHS)}; PATH{NOPDL}: the same with AHA_PDL=0; "
+        f"PATH{UNFUSED}[{NOPDL}]: fp8 weights without the fused split sums and Triton o_proj",
     )
     p.add_argument("--tiny", action="store_true", help="CPU smoke test")
     p.add_argument(
@@ -226,9 +235,10 @@ def main(argv=None) -> list[dict]:
         bw = 0.0
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
     paths = a.paths.split(",")
-    if not paths or any(x.removesuffix(NOPDL) not in PATHS for x in paths):
+    if not paths or any(x.removesuffix(NOPDL).removesuffix(UNFUSED) not in PATHS for x in paths):
         p.error(
-            f"--paths takes a comma list of {', '.join(PATHS)} (each may end in {NOPDL}); got {a.paths!r}"
+            f"--paths takes a comma list of {', '.join(PATHS)} (each may end in {UNFUSED} and/or {NOPDL}); "
+            f"got {a.paths!r}"
         )
     rows = []
     cases = []

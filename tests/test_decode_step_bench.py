@@ -46,3 +46,14 @@ def test_a_nopdl_path_runs_with_aha_pdl_0_and_restores_it(monkeypatch):
     rows = decode_step.main(["--tiny", "--paths", "packed,packed-nopdl"])
     assert [r["path"] for r in rows] == ["packed", "packed-nopdl"] and seen == ["1", "0"]
     assert "AHA_PDL" not in os.environ
+
+
+def test_an_unfused_path_turns_fused_sums_off_and_restores_them(monkeypatch):
+    from aha.rollout.fast import model_runner as mr
+
+    seen = []
+    run = decode_step._run_path
+    monkeypatch.setattr(decode_step, "_run_path", lambda *a: seen.append(mr.FUSED_SUMS) or run(*a))
+    rows = decode_step.main(["--tiny", "--paths", "fp8w,fp8w-unfused,fp8w-unfused-nopdl"])
+    assert [r["path"] for r in rows] == ["fp8w", "fp8w-unfused", "fp8w-unfused-nopdl"]
+    assert seen == [True, False, False] and mr.FUSED_SUMS

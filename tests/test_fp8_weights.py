@@ -41,6 +41,14 @@ def codes_match(a: torch.Tensor, b: torch.Tensor) -> None:
     assert differ == 0 if DEV == "cpu" else differ < 1e-3, differ
 
 
+def kernel_round(x: torch.Tensor, dtype) -> torch.Tensor:
+    """fp32 -> dtype as a kernel rounds it: to nearest on a GPU (as torch does), toward zero to bf16 under the
+    Triton interpreter."""
+    if DEV == "cpu" and dtype == torch.bfloat16:
+        return (x.float().view(torch.int32) & -65536).view(torch.float32).to(dtype)
+    return x.to(dtype)
+
+
 def test_weights_keep_e4m3_precision_per_output_channel():
     """Rows of very different magnitudes each keep e4m3's 3 mantissa bits relative to their own largest value
     (half a step, 2**-4 of the value, above the smallest normal), and the largest value of a row is exact."""
@@ -107,6 +115,46 @@ def test_triton_gemm_matches_the_reference(kernels, M):
             assert rel < 5e-3 and worst < 1e-2, (case, rel, worst)
 
 
+@pytest.mark.parametrize("M", [1, 70])
+def test_partial_sums_and_the_plain_gemm(kernels, M):
+    """fp8_linear(partials=True) returns the split-K partial sums (their sum: the summed product; a bias or one
+    split gives the product itself), and linear_partials (the same kernel on model-dtype operands, o_proj's)
+    matches the float64 product, summed or as partial sums."""
+    g = torch.Generator().manual_seed(M)
+    N, K = (48, 600) if DEV == "cpu" else (1536, 1536)
+    x = torch.randn(M, K, generator=g).to(DEV)
+    w = (torch.randn(N, K, generator=g) * 0.02).to(DEV)
+    xq, xs = f8.quantize_rows(x)
+    wq, ws = torch.empty(N, K, dtype=f8.E4M3, device=DEV), torch.empty(N, device=DEV)
+    f8.quantize_weight(w, wq, ws)
+    cfg = (16, 64, 4, 4, 1)
+    whole = f8.fp8_linear(xq, xs, wq, ws, None, torch.float32, cfg)
+    part = f8.fp8_linear(xq, xs, wq, ws, None, torch.float32, cfg, partials=True)
+    assert part.shape == (4, M, N) and part.dtype == torch.float32
+    assert torch.equal(f8.sum_partials(part, torch.float32), whole)
+    b = torch.randn(N, generator=g).to(DEV)
+    assert f8.fp8_linear(xq, xs, wq, ws, b, torch.float32, cfg, partials=True).shape == (M, N)
+    one = (16, 64, 1, 4, 1)
+    assert f8.fp8_linear(xq, xs, wq, ws, None, torch.float32, one, partials=True).shape == (M, N)
+    for dtype in (torch.float32, torch.bfloat16):
+        xd, wd = x.to(dtype), w.to(dtype)
+        want = xd.double() @ wd.double().T
+        for cfg, bias in [
+            ((16, 64, 2, 4, 1), None),
+            ((32, 128, 1, 4, 1), b.to(dtype)),
+            (None, None),
+        ]:
+            got = f8.linear_partials(xd, wd, bias, cfg=cfg)
+            if got.dim() == 3:
+                got = f8.sum_partials(got, torch.float32)
+            else:
+                assert got.dtype == dtype
+            ref = want + (0 if bias is None else bias.double())
+            tol = 1e-5 if dtype == torch.float32 and DEV == "cpu" else 2e-2
+            rel = ((got.double() - ref).norm() / ref.norm()).item()
+            assert rel < tol, (dtype, cfg, rel)
+
+
 def test_interpreter_rounding_matches_torchs_conversion(kernels):
     """_round_e4m3 (the interpreter's stand-in for the GPU's conversion) gives torch's e4m3 value: carries into
     the exponent (7.99 -> 8), ties to even, subnormals, the largest value."""
@@ -148,6 +196,15 @@ def test_quantizing_producers_match_the_torch_paths(kernels, dtype, monkeypatch)
             assert torch.equal(ro, ro2)
             codes_match(q, q2)
             torch.testing.assert_close(s, s2, rtol=1e-6, atol=0)
+        # a split-K GEMM's partial sums (S, T, H) in place of x: their sum in the residual's dtype, then the same
+        part = torch.randn(3, T, H, generator=g).to(DEV)
+        (q, s), ro = f8.rms_norm_fp8(part, w, 1e-6, r)
+        (q2, s2), ro2 = f8.rms_norm_fp8(
+            kernel_round(f8.sum_partials(part, torch.float32), dtype), w, 1e-6, r
+        )
+        assert torch.equal(ro, ro2) and torch.equal(s, s2) and torch.equal(q.float(), q2.float())
+        with pytest.raises(ValueError, match="need the residual"):
+            f8.rms_norm_fp8(part, w, 1e-6)
         gu = torch.randn(T, 6 * H, generator=g).to(DEV, dtype)
         for row in (f8.SILU_ROW, 64):
             monkeypatch.setattr(f8, "SILU_ROW", row)

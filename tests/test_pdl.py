@@ -68,7 +68,12 @@ def _kernels_before_wait() -> dict:
         "rms_fp8": (
             f8._rms_fp8_kernel,
             dict(X=bf, R=bf, W=bf, Q=e4, QS=f32, ROUT=bf),
-            dict(HAS_RES=True, BLOCK=2048, ROUND=False),
+            dict(HAS_RES=True, BLOCK=2048, ROUND=False, SPLITS=0),
+        ),
+        "rms_fp8_partials": (  # reading a split-K GEMM's partial sums
+            f8._rms_fp8_kernel,
+            dict(X=f32, R=bf, W=bf, Q=e4, QS=f32, ROUT=bf),
+            dict(HAS_RES=True, BLOCK=2048, ROUND=False, SPLITS=2),
         ),
         "silu_fp8": (
             f8._silu_mul_fp8_kernel,
@@ -109,7 +114,14 @@ def _kernels_before_wait() -> dict:
         "fp8_gemm": (
             f8._fp8_linear_kernel,
             dict(X=e4, XS=f32, W=e4, WS=f32, B=f32, O=bf, P=f32),
-            dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, SPLIT_K=1, HAS_BIAS=False, LINES=16),
+            dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, SPLIT_K=1, HAS_BIAS=False, LINES=16)
+            | dict(SCALED=True, ROUND=False),
+        ),
+        "plain_gemm": (  # linear_partials: o_proj on its model-dtype weights, partial sums out
+            f8._fp8_linear_kernel,
+            dict(X=bf, XS=bf, W=bf, WS=bf, B=bf, O=bf, P=f32),
+            dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=128, SPLIT_K=2, HAS_BIAS=False, LINES=16)
+            | dict(SCALED=False, ROUND=False),
         ),
     }
     out = {}
@@ -133,12 +145,13 @@ def test_every_decode_kernel_waits_before_touching_what_another_kernel_writes():
     )
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(run.stdout.splitlines()[-1])
-    assert len(got) == 7
+    assert len(got) == 9
     for name, seen in got.items():
         assert seen is not None, f"{name}: no griddepcontrol.wait / launch_dependents"
         assert seen[0] == [], f"{name} touches memory before griddepcontrol.wait: {seen[0]}"
-    assert [n for n, s in got.items() if s[1]] == ["fp8_gemm"]  # only the GEMM prefetches
+    assert [n for n, s in got.items() if s[1]] == ["fp8_gemm", "plain_gemm"]  # only GEMMs prefetch
     assert got["fp8_gemm"][1] == 8  # its 64 rows x 16 lines over 128 threads: 8 a thread
+    assert got["plain_gemm"][1] == 4  # 32 rows x 16 lines
 
 
 @pytest.mark.skipif(not GPU, reason="needs a Hopper (sm_90+) GPU")

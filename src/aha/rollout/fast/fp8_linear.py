@@ -44,6 +44,7 @@ LINE = 128
 SILU_ROW = 16384
 # The Triton interpreter's fp32 -> e4m3 conversion drops the carry into the exponent (7.99 -> 4.0, where a GPU
 # gives 8.0): under it the kernels round to e4m3 values in fp32 first (_round_e4m3), so the conversion is exact.
+# Its tl.dot on bf16 operands is wrong too (Triton 3.9 here; results ~1e10 off): the GEMM upcasts them there.
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -99,7 +100,10 @@ if triton is not None:
         HAS_BIAS: tl.constexpr,
         LINES: tl.constexpr = 1,
         PDL: tl.constexpr = False,
+        SCALED: tl.constexpr = True,
+        ROUND: tl.constexpr = False,
     ):
+        # SCALED: e4m3 operands with their row scales XS, WS; else both in the model dtype (linear_partials)
         pn = tl.program_id(0)
         pm = tl.program_id(1)
         pk = tl.program_id(2)
@@ -112,7 +116,8 @@ if triton is not None:
         end = tl.minimum(start + per, K)
         if PDL:  # this program's weights into L2 while the previous kernel finishes (LINE above)
             rows = tl.minimum(rn, N - 1).to(tl.int64) * swn
-            cols = tl.minimum(start + tl.arange(0, LINES) * 128, tl.maximum(end - 1, 0))
+            step = 128 if SCALED else 64  # elements of a 128-byte line (LINE)
+            cols = tl.minimum(start + tl.arange(0, LINES) * step, tl.maximum(end - 1, 0))
             tl.inline_asm_elementwise(
                 "prefetch.global.L2 [$1];",
                 "=r,l",
@@ -132,9 +137,14 @@ if triton is not None:
             w = tl.load(
                 W + rn[:, None] * swn + rk[None, :], mask=nm[:, None] & km[None, :], other=0.0
             )
+            if (
+                not SCALED and ROUND
+            ):  # the interpreter's bf16 dot is wrong (INTERPRETED): its exact fp32 products
+                x, w = x.to(tl.float32), w.to(tl.float32)
             acc = tl.dot(x, tl.trans(w), acc)
-        acc = acc * tl.load(XS + rm, mask=mm, other=0.0)[:, None]
-        acc = acc * tl.load(WS + rn, mask=nm, other=0.0)[None, :]
+        if SCALED:
+            acc = acc * tl.load(XS + rm, mask=mm, other=0.0)[:, None]
+            acc = acc * tl.load(WS + rn, mask=nm, other=0.0)[None, :]
         om = mm[:, None] & nm[None, :]
         if SPLIT_K == 1:
             if HAS_BIAS:
@@ -160,15 +170,39 @@ if triton is not None:
 
     @triton.jit
     def _rms_fp8_kernel(
-        X, R, W, Q, QS, ROUT, sx, sr, sq, sro, N, eps,
+        X, R, W, Q, QS, ROUT, sx, sr, sq, sro, sxs, N, eps,
         HAS_RES: tl.constexpr, BLOCK: tl.constexpr, ROUND: tl.constexpr, PDL: tl.constexpr = False,
+        SPLITS: tl.constexpr = 0,
     ):  # fmt: skip
-        # layers._rms_kernel with its output quantized per row
+        # layers._rms_kernel with its output quantized per row. SPLITS > 0: X holds a split-K GEMM's fp32 partial
+        # sums (SPLITS rows sxs apart), added in order and rounded to the model dtype as _split_sum_kernel
+        # stores them, so the sum needs no launch of its own
         pdl_start(PDL)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         m = cols < N
-        y = _rms_row(X, R, W, ROUT, row, sx, sr, sro, cols, m, N, eps, HAS_RES)
+        if SPLITS > 0:
+            h = tl.load(X + row * sx + cols, mask=m, other=0.0)
+            for s in tl.static_range(1, SPLITS):
+                h += tl.load(X + s * sxs + row * sx + cols, mask=m, other=0.0)
+            y = _rms_row(
+                h.to(ROUT.dtype.element_ty),
+                R,
+                W,
+                ROUT,
+                row,
+                sx,
+                sr,
+                sro,
+                cols,
+                m,
+                N,
+                eps,
+                HAS_RES,
+                True,
+            )
+        else:
+            y = _rms_row(X, R, W, ROUT, row, sx, sr, sro, cols, m, N, eps, HAS_RES, False)
         y = y.to(ROUT.dtype.element_ty).to(tl.float32)  # the model-dtype output HF would give
         _quantize_store(Q + row * sq + cols, y, m, _row_scale(tl.abs(y), QS + row), ROUND)
 
@@ -241,13 +275,19 @@ def _rows_fp8(x: torch.Tensor):
 
 def rms_norm_fp8(x, weight, eps: float, residual=None):
     """layers.rms_norm with the normed output quantized for fp8_linear: x (T, H) [+ residual] ->
-    ((xq (T, H) e4m3, xs (T,) fp32), new residual (T, H))."""
+    ((xq (T, H) e4m3, xs (T,) fp32), new residual (T, H)). x may be a split-K GEMM's fp32 partial sums
+    (S, T, H) (fp8_linear or linear_partials with partials=True), with a residual: their sum in its dtype."""
+    splits = x.shape[0] if x.dim() == 3 else 0
+    if splits and residual is None:
+        raise ValueError("rms_norm_fp8: partial sums need the residual (its dtype is the sum's)")
     if not use_triton(x):
+        if splits:
+            x = sum_partials(x, residual.dtype)
         y, r = rms_norm(x, weight, eps, residual)  # its torch path
         return quantize_rows(y), r
-    T, N = x.shape
-    q, qs = _rows_fp8(x)
-    rout = torch.empty_like(x) if residual is not None else x
+    T, N = x.shape[-2:]
+    q, qs = _rows_fp8(residual if splits else x)
+    rout = torch.empty_like(residual) if residual is not None else x
     res = residual if residual is not None else x
     _rms_fp8_kernel[(T,)](
         x,
@@ -256,19 +296,29 @@ def rms_norm_fp8(x, weight, eps: float, residual=None):
         q,
         qs,
         rout,
-        x.stride(0),
+        x.stride(-2),
         res.stride(0),
         q.stride(0),
         rout.stride(0),
+        x.stride(0) if splits else 0,
         N,
         eps,
         HAS_RES=residual is not None,
         BLOCK=next_pow2(N),
         ROUND=INTERPRETED,
         num_warps=4,
+        SPLITS=splits,
         **pdl_args(x),
     )
     return (q, qs), rout
+
+
+def sum_partials(part: torch.Tensor, dtype) -> torch.Tensor:
+    """(S, M, N) fp32 partial sums -> (M, N) in dtype, added in order from 0 (as the kernels add them)."""
+    acc = torch.zeros_like(part[0])
+    for p in part:
+        acc += p
+    return acc.to(dtype)
 
 
 def silu_mul_fp8(gate, up):
@@ -307,25 +357,60 @@ def config(M: int, N: int, K: int) -> tuple[int, int, int, int, int]:
     return 32, 256, 1, 4, 6
 
 
-def fp8_linear(xq, xs, wq, ws, bias=None, dtype=torch.bfloat16, cfg: tuple | None = None):
+def config_plain(M: int, N: int, K: int) -> tuple[int, int, int, int, int]:
+    """config() for linear_partials (model-dtype operands, o_proj at 64 rows): narrow tiles split along K, the
+    partial sums added by the RMSNorm that reads them."""
+    return 32, 128, 2, 4, 4
+
+
+def fp8_linear(
+    xq,
+    xs,
+    wq,
+    ws,
+    bias=None,
+    dtype=torch.bfloat16,
+    cfg: tuple | None = None,
+    partials: bool = False,
+):
     """xq (M, K) e4m3 with xs (M,) fp32 (a producer's quantize_rows), wq (N, K) e4m3, ws (N,) fp32, bias (N,) or
-    None -> (M, N) in dtype."""
+    None -> (M, N) in dtype. partials (no bias): a split-K product is returned as its fp32 partial sums
+    (S, M, N), for rms_norm_fp8 to add (one launch fewer)."""
     if not use_triton(xq):
         return fp8_linear_torch(xq, xs, wq, ws, bias, dtype)
-    M, K = xq.shape
-    N = wq.shape[0]
-    bn, bk, split, warps, stages = cfg or config(M, N, K)
+    cfg = cfg or config(xq.shape[0], wq.shape[0], xq.shape[1])
+    return _linear(xq, xs, wq, ws, bias, dtype, cfg, partials, True)
+
+
+def linear_partials(x, w, bias=None, partials: bool = True, cfg: tuple | None = None):
+    """x (M, K) @ w (N, K)^T (+ bias) with both in the model dtype, through the fp8 GEMM's kernel (PDL: it
+    prefetches its weights while the attention before it runs; cuBLAS cannot join that chain). -> the fp32
+    partial sums (S, M, N) with partials and no bias (rms_norm_fp8 adds them), else (M, N) in x's dtype. The torch
+    path (the CPU) is F.linear. For bf16/fp16: on a GPU, Triton multiplies fp32 operands in TF32."""
+    if not use_triton(x):
+        return torch.nn.functional.linear(x, w, bias)
+    M, K = x.shape
+    cfg = cfg or config_plain(M, w.shape[0], K)
+    return _linear(x, x, w, w, bias, x.dtype, cfg, partials, False)
+
+
+def _linear(x, xs, w, ws, bias, dtype, cfg, partials: bool, scaled: bool):
+    M, K = x.shape
+    N = w.shape[0]
+    bn, bk, split, warps, stages = cfg
     bm = min(64, max(16, next_pow2(M)))
-    out = torch.empty((M, N), dtype=dtype, device=xq.device)
-    part = torch.empty((split, M, N), dtype=torch.float32, device=xq.device) if split > 1 else out
+    keep = partials and split > 1 and bias is None
+    out = x if keep else torch.empty((M, N), dtype=dtype, device=x.device)
+    part = torch.empty((split, M, N), dtype=torch.float32, device=x.device) if split > 1 else out
     b = bias if bias is not None else ws
     grid = (triton.cdiv(N, bn), triton.cdiv(M, bm), split)
-    pdl = pdl_args(xq)
+    pdl = pdl_args(x)
     per = triton.cdiv(triton.cdiv(K, split), bk) * bk  # the kernel's K range per split
+    line = LINE // w.element_size()  # elements a prefetched line holds
     _fp8_linear_kernel[grid](
-        xq,
+        x,
         xs,
-        wq,
+        w,
         ws,
         b,
         out,
@@ -333,19 +418,23 @@ def fp8_linear(xq, xs, wq, ws, bias=None, dtype=torch.bfloat16, cfg: tuple | Non
         M,
         N,
         K,
-        xq.stride(0),
-        wq.stride(0),
+        x.stride(0),
+        w.stride(0),
         out.stride(0),
         BLOCK_M=bm,
         BLOCK_N=bn,
         BLOCK_K=bk,
         SPLIT_K=split,
         HAS_BIAS=bias is not None,
-        LINES=next_pow2(triton.cdiv(per, LINE)) if pdl["PDL"] else 1,
+        LINES=next_pow2(triton.cdiv(per, line)) if pdl["PDL"] else 1,
         num_warps=warps,
         num_stages=stages,
+        SCALED=scaled,
+        ROUND=INTERPRETED,
         **pdl,
     )
+    if keep:
+        return part
     if split > 1:
         _split_sum_kernel[(M, triton.cdiv(N, 1024))](
             part,

@@ -39,10 +39,28 @@ if triton is not None:
     from ..._triton import pdl_start
 
     @triton.jit
-    def _rms_row(X, R, W, ROUT, row, sx, sr, sro, cols, m, N, eps, HAS_RES: tl.constexpr):
+    def _rms_row(
+        X,
+        R,
+        W,
+        ROUT,
+        row,
+        sx,
+        sr,
+        sro,
+        cols,
+        m,
+        N,
+        eps,
+        HAS_RES: tl.constexpr,
+        LOADED: tl.constexpr,
+    ):
         """One row of rms_norm: the residual sum stored (HAS_RES); returns w * normed in fp32, normed rounded
-        to the model dtype first (as HF does)."""
-        x = tl.load(X + row * sx + cols, mask=m, other=0.0)
+        to the model dtype first (as HF does). LOADED: X is the row itself (in registers), not a pointer."""
+        if LOADED:
+            x = X
+        else:
+            x = tl.load(X + row * sx + cols, mask=m, other=0.0)
         if HAS_RES:
             r = tl.load(R + row * sr + cols, mask=m, other=0.0)
             x = (x.to(tl.float32) + r.to(tl.float32)).to(ROUT.dtype.element_ty)
@@ -61,7 +79,7 @@ if triton is not None:
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         m = cols < N
-        y = _rms_row(X, R, W, ROUT, row, sx, sr, sro, cols, m, N, eps, HAS_RES)
+        y = _rms_row(X, R, W, ROUT, row, sx, sr, sro, cols, m, N, eps, HAS_RES, False)
         tl.store(OUT + row * so + cols, y.to(OUT.dtype.element_ty), mask=m)
 
     @triton.jit

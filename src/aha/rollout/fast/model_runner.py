@@ -36,7 +36,14 @@ import torch
 import torch.nn.functional as F
 
 from .attention import decode_attention, prefill_attention, prefill_meta
-from .fp8_linear import E4M3, fp8_linear, quantize_weight, rms_norm_fp8, silu_mul_fp8
+from .fp8_linear import (
+    E4M3,
+    fp8_linear,
+    linear_partials,
+    quantize_weight,
+    rms_norm_fp8,
+    silu_mul_fp8,
+)
 from .kv_cache import gather
 from .layers import rms_norm, rope_cache, silu_mul
 
@@ -45,6 +52,11 @@ FAMILIES = ("llama", "qwen2", "qwen3")
 # (6.0e-2 against 2.4e-2 with the model's lm head; docs/results/rollout_is/real_mismatch_3.txt) for ~50 us of a
 # 1.5B decode step; a switch for measurements (read when pack() runs)
 FP8_LM_HEAD = False
+# weights_dtype="fp8": o_proj runs on its model-dtype weights through fp8_linear's kernel (linear_partials: with
+# PDL it prefetches them while the attention runs), and the split-K partial sums of o_proj and down_proj are
+# added by the RMSNorm that reads them rather than by a kernel of their own. Off: cuBLAS o_proj and
+# fp8_linear's split sum; a switch for measurements (read when pack() runs)
+FUSED_SUMS = True
 STATIC_ROPE = ("default", "linear", "llama3", "yarn")
 
 
@@ -107,6 +119,8 @@ class ModelRunner:
         self._fp8: list | None = None
         self._fp8_head: tuple | None = None
         self._fp8_bufs: tuple | None = None
+        self._fused = False  # FUSED_SUMS as of the last pack()
+        self._o_proj: list | None = None  # per layer: o_proj through linear_partials
         # decode-step shapes already run eagerly (batch.py: no warm-up before capture)
         self.warmed: set = set()
 
@@ -232,6 +246,14 @@ class ModelRunner:
         n = 3 * self.num_layers
         self._fp8 = [tuple(views[k : k + 3]) for k in range(0, n, 3)]
         self._fp8_head = views[n] if len(views) > n else None
+        self._fused = FUSED_SUMS
+        # o_proj through linear_partials where it is plain (else its module call, a LoRA adapter's say) and in
+        # half precision (an fp32 model keeps cuBLAS's fp32 product: Triton's fp32 dot rounds to TF32)
+        half = self.dtype in (torch.bfloat16, torch.float16)
+        self._o_proj = [
+            FUSED_SUMS and half and self._plain(layer.self_attn.o_proj) is not None
+            for layer in self.layers
+        ]
         return sum(t.nbytes for t in bufs)
 
     def _groups(self) -> list:
@@ -255,7 +277,7 @@ class ModelRunner:
     def unpack(self) -> None:
         """Drop the packed buffer (the module calls are used until the next pack)."""
         self._packed = self._buffer = self._layout = None
-        self._fp8 = self._fp8_head = self._fp8_bufs = None
+        self._fp8 = self._fp8_head = self._fp8_bufs = self._o_proj = None
 
     def _plain(self, *mods) -> list | None:
         """The modules when all are plain nn.Linear with plain weights of the model's dtype and device, all with
@@ -393,6 +415,11 @@ class ModelRunner:
 
     def _attend(self, i, q, kv, block_table, seq_lens, cache, splits, counters):
         """Decode attention over layer i's cache, then o_proj."""
+        o = self._attention(i, q, kv, block_table, seq_lens, cache, splits, counters)
+        return self.layers[i].self_attn.o_proj(o)
+
+    def _attention(self, i, q, kv, block_table, seq_lens, cache, splits, counters):
+        """Decode attention over layer i's cache -> (B, heads * head_dim)."""
         o = decode_attention(
             q,
             kv[0],
@@ -406,24 +433,32 @@ class ModelRunner:
             v_scale=kv[3],
             counters=counters,
         )
-        return self.layers[i].self_attn.o_proj(o.reshape(o.shape[0], -1))
+        return o.reshape(o.shape[0], -1)
 
     def _decode_fp8(self, tok, pos, slot, seq_lens, block_table, cache, splits, counters):
-        """decode() on the fp8 copies (module docstring)."""
+        """decode() on the fp8 copies (module docstring; FUSED_SUMS: h may be partial sums, which the next
+        rms_norm_fp8 adds)."""
         h, r = self.embed(tok), None
         dt = self.dtype
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             (qkv, gu, down), kv = self._fp8[i], cache.layer(i)
             ln = layer.input_layernorm
             x, r = rms_norm_fp8(h, ln.weight, ln.variance_epsilon, r)
             q, k, v = self._split_qkv(fp8_linear(*x, *qkv, dtype=dt))
             q = self._rope(i, q, k, v, pos, slot, kv)
-            h = self._attend(i, q, kv, block_table, seq_lens, cache, splits, counters)
+            o, o_proj = (
+                self._attention(i, q, kv, block_table, seq_lens, cache, splits, counters),
+                layer.self_attn.o_proj,
+            )
+            h = linear_partials(o, o_proj.weight, o_proj.bias) if self._o_proj[i] else o_proj(o)
             ln = layer.post_attention_layernorm
             x, r = rms_norm_fp8(h, ln.weight, ln.variance_epsilon, r)
             g = fp8_linear(*x, *gu, dtype=dt)
             n = g.shape[1] // 2
-            h = fp8_linear(*silu_mul_fp8(g[:, :n], g[:, n:]), *down, dtype=dt)
+            # the last layer's output goes to the final norm, which takes partial sums only on the fp8 lm head's path
+            partials = self._fused and (i < last or self._fp8_head is not None)
+            h = fp8_linear(*silu_mul_fp8(g[:, :n], g[:, n:]), *down, dtype=dt, partials=partials)
         if self._fp8_head is None:
             return self.lm_head(self._norm(h, self.norm, r)[0])
         x, _ = rms_norm_fp8(h, self.norm.weight, self.norm.variance_epsilon, r)
