@@ -185,22 +185,8 @@ if triton is not None:
             h = tl.load(X + row * sx + cols, mask=m, other=0.0)
             for s in tl.static_range(1, SPLITS):
                 h += tl.load(X + s * sxs + row * sx + cols, mask=m, other=0.0)
-            y = _rms_row(
-                h.to(ROUT.dtype.element_ty),
-                R,
-                W,
-                ROUT,
-                row,
-                sx,
-                sr,
-                sro,
-                cols,
-                m,
-                N,
-                eps,
-                HAS_RES,
-                True,
-            )
+            x = h.to(ROUT.dtype.element_ty)
+            y = _rms_row(x, R, W, ROUT, row, sx, sr, sro, cols, m, N, eps, HAS_RES, True)
         else:
             y = _rms_row(X, R, W, ROUT, row, sx, sr, sro, cols, m, N, eps, HAS_RES, False)
         y = y.to(ROUT.dtype.element_ty).to(tl.float32)  # the model-dtype output HF would give

@@ -40,21 +40,8 @@ if triton is not None:
 
     @triton.jit
     def _rms_row(
-        X,
-        R,
-        W,
-        ROUT,
-        row,
-        sx,
-        sr,
-        sro,
-        cols,
-        m,
-        N,
-        eps,
-        HAS_RES: tl.constexpr,
-        LOADED: tl.constexpr,
-    ):
+        X, R, W, ROUT, row, sx, sr, sro, cols, m, N, eps, HAS_RES: tl.constexpr, LOADED: tl.constexpr
+    ):  # fmt: skip
         """One row of rms_norm: the residual sum stored (HAS_RES); returns w * normed in fp32, normed rounded
         to the model dtype first (as HF does). LOADED: X is the row itself (in registers), not a pointer."""
         if LOADED:
