@@ -212,7 +212,7 @@ def enable_checkpointing(model) -> None:
 # by default it declines where the result is used far from where it is made, ends a long fusible chain or is
 # materialized in the backward anyway, which keeps the RMSNorms' normalised outputs and SiLU(gate) * up (a third
 # of a 1.5B layer's saved bytes). Off, a compiled layer saves only what a matmul or the attention made, plus
-# the norms' inputs and rsqrt: 49 KiB a token and layer at 1.5B instead of 72 (aha.train.memory), for a few
+# the norms' inputs and rsqrt: 48 KiB a token and layer at 1.5B instead of 72 (aha.train.memory), for a few
 # fused element-wise passes in the backward. Matmuls and the attention are never recomputed (not in the
 # partitioner's allowlist). These are process-wide flags of torch._functorch.config, set when layers compile.
 RECOMPUTE_ELEMENTWISE = {

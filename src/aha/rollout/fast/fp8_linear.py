@@ -5,9 +5,10 @@ the live weights at every generate call). x comes quantized by the kernel that p
 q/k/v and gate/up, the SiLU product before down): e4m3 with one fp32 scale per row, x ~ xq * xs
 (xs = amax / 448; quantize_rows). The MMA runs on two fp8 operands:
     y = ((xq @ Wq^T) * xs[:, None] * ws[None, :] + b).to(dtype)          (fp32 accumulation)
-A split-K program takes whole blocks and a second kernel adds the fp32 partial sums (and the bias). The torch
-path (the CPU, AHA_FAST_TRITON=0) multiplies the dequantized operands in fp32: the reference the kernel is
-tested against.
+A split-K program takes whole blocks and a second kernel adds the fp32 partial sums (and the bias), or, with
+partials=True, the RMSNorm that reads the output does (rms_norm_fp8). linear_partials runs the same kernel on
+model-dtype operands (the decode's o_proj). The torch path (the CPU, AHA_FAST_TRITON=0) multiplies the
+dequantized operands in fp32: the reference the kernel is tested against.
 
 Why: at 64 rows a decode step's GEMMs read their weights (~1.2 ms of a 1.5B model's 2.5 ms step); e4m3 halves
 the bytes, and only the fp8 MMA gains at these shapes (docs/results/scale_h200/s11: cuBLAS's row-scaled fp8 and
@@ -137,9 +138,8 @@ if triton is not None:
             w = tl.load(
                 W + rn[:, None] * swn + rk[None, :], mask=nm[:, None] & km[None, :], other=0.0
             )
-            if (
-                not SCALED and ROUND
-            ):  # the interpreter's bf16 dot is wrong (INTERPRETED): its exact fp32 products
+            # the interpreter's bf16 dot is wrong (INTERPRETED): it gets the exact fp32 products instead
+            if not SCALED and ROUND:
                 x, w = x.to(tl.float32), w.to(tl.float32)
             acc = tl.dot(x, tl.trans(w), acc)
         if SCALED:
@@ -372,7 +372,7 @@ def linear_partials(x, w, bias=None, partials: bool = True, cfg: tuple | None = 
     """x (M, K) @ w (N, K)^T (+ bias) with both in the model dtype, through the fp8 GEMM's kernel (PDL: it
     prefetches its weights while the attention before it runs; cuBLAS cannot join that chain). -> the fp32
     partial sums (S, M, N) with partials and no bias (rms_norm_fp8 adds them), else (M, N) in x's dtype. The torch
-    path (the CPU) is F.linear. For bf16/fp16: on a GPU, Triton multiplies fp32 operands in TF32."""
+    path (the CPU) is F.linear. Meant for bf16/fp16: on a GPU, Triton multiplies fp32 operands in TF32."""
     if not use_triton(x):
         return torch.nn.functional.linear(x, w, bias)
     M, K = x.shape

@@ -21,9 +21,9 @@ however small).
 fp8 weights (weights_dtype="fp8", `pack()` builds them instead): q/k/v, gate/up and down of every layer as float8
 e4m3 with a scale per output channel, quantized from the live weights at every generate call; decode steps run
 them through fp8_linear.py on activations the RMSNorm and SiLU kernels quantize per row. o_proj stays in the
-model dtype (its input comes from the attention, and it would gain ~1 us), the lm head too (FP8_LM_HEAD), and
-prefill keeps the module calls. Every projection must be a plain nn.Linear (no LoRA adapter): FP8Unsupported
-otherwise.
+model dtype (its input comes from the attention, and e4m3 would gain ~1 us) but runs through the same kernel
+(linear_partials, FUSED_SUMS), the lm head stays in the model dtype too (FP8_LM_HEAD), and prefill keeps the
+module calls. q/k/v, gate/up and down must be plain nn.Linear (no LoRA adapter): FP8Unsupported otherwise.
 
 RoPE cos/sin come from the model's own rotary module at positions 0..L-1, so every static rope type it implements
 (default, linear, llama3, yarn) is reproduced exactly; length-dependent types (dynamic, longrope) are refused.
@@ -447,10 +447,8 @@ class ModelRunner:
             x, r = rms_norm_fp8(h, ln.weight, ln.variance_epsilon, r)
             q, k, v = self._split_qkv(fp8_linear(*x, *qkv, dtype=dt))
             q = self._rope(i, q, k, v, pos, slot, kv)
-            o, o_proj = (
-                self._attention(i, q, kv, block_table, seq_lens, cache, splits, counters),
-                layer.self_attn.o_proj,
-            )
+            o = self._attention(i, q, kv, block_table, seq_lens, cache, splits, counters)
+            o_proj = layer.self_attn.o_proj
             h = linear_partials(o, o_proj.weight, o_proj.bias) if self._o_proj[i] else o_proj(o)
             ln = layer.post_attention_layernorm
             x, r = rms_norm_fp8(h, ln.weight, ln.variance_epsilon, r)
