@@ -8,7 +8,8 @@ Columns: step, generate and update seconds (median of steps 2..N, or step 1 when
 completion tokens of the step); peak GiB (torch's max allocated, over all steps); est GiB (the memory plan's
 estimate for the chosen layout, to check it against the peak); the plan's choice (c = checkpointing on,
 r = KV cache released for the update, and the micro-batch token budget). Under the table, each case's time split
-(every time/* metric; "other" = the step less generate, reward, logprobs and update).
+(every time/* metric; "other" = the step less generate, reward, logprobs and update) and, on a GPU, the peak
+torch's caching allocator reserved (what the device had to hold for the run's tensors, fragmentation included).
 
     python benchmarks/scale.py --models 0.5b --new 512 --trl --max-memory-gib 16 --steps 4 --set model.compile=true
     python benchmarks/scale.py --models 1.5b --new 4096 --max-memory-gib 40 --set model.compile=true
@@ -119,6 +120,9 @@ def aha_case(model_dir: Path, arch: str, new: int, args, out: Path) -> dict:
         "len": med("len/mean"),
         "peak_gib": max(
             (r.get("memory/peak_gib", float("nan")) for r in rows), default=float("nan")
+        ),
+        "reserved_gib": max(
+            (r.get("memory/reserved_peak_gib", float("nan")) for r in rows), default=float("nan")
         ),
         "est_gib": plan.breakdown.total / 2**30 if plan is not None else float("nan"),
         # where a step's time goes: every time/* metric (median s), the rest of the step as "other"
@@ -311,6 +315,10 @@ def main(argv=None) -> list[dict]:
             other = r["step_s"] - sum(r["split"].get(k, 0.0) for k in top)
             parts = ", ".join(f"{k} {v:.3f}" for k, v in r["split"].items())
             print(f"  {r['model']} x {r['new']} time split (median s): {parts}; other {other:.3f}")
+            if r.get("reserved_gib", float("nan")) == r.get("reserved_gib"):  # not nan: a GPU run
+                print(
+                    f"  {r['model']} x {r['new']} peak reserved by torch's allocator: {r['reserved_gib']:.2f} GiB"
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results

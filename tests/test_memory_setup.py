@@ -168,3 +168,18 @@ def test_size_engine_passes_the_kv_budget_and_the_packing_choice():
     eng = SimpleNamespace(kv_cache_bytes=None, pack_weights=None)
     size_engine(eng, None)  # no plan (memory.plan=off): the engine's own defaults
     assert eng.kv_cache_bytes is None and eng.pack_weights is None
+
+
+def test_memory_metrics_report_the_allocated_and_reserved_peaks_and_reset_them(monkeypatch):
+    """On a GPU a step's memory/* carry torch's allocated and reserved peaks since the last step (torch.cuda
+    stubbed: this machine has no GPU)."""
+    from aha.train.memory_setup import memory_metrics
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d: 3 * GIB)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda d: 4.5 * GIB)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: calls.append(d))
+    m = memory_metrics(None, torch.device("cuda", 0))
+    assert m == {"memory/peak_gib": 3.0, "memory/reserved_peak_gib": 4.5}
+    assert calls == [torch.device("cuda", 0)]
+    assert memory_metrics(None, torch.device("cpu")) == {}

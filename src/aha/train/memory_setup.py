@@ -313,12 +313,15 @@ def table(plan: Plan, run: RunSpec, shape: ModelShape, source: str, others: int 
 
 
 def memory_metrics(plan: Plan | None, device: torch.device) -> dict[str, float]:
-    """memory/* for a step's metrics: the plan's estimate and, on a GPU, the measured peak since the last call."""
+    """memory/* for a step's metrics: the plan's estimate and, on a GPU, the measured peaks since the last call:
+    what torch's tensors held (peak_gib) and what its caching allocator reserved from the driver for them
+    (reserved_peak_gib: with fragmentation, closer to what the device must have)."""
     out = plan.breakdown.metrics() if plan is not None else {}
     if plan is not None:
         out["memory/limit_gib"] = plan.limit / GIB
     if device.type == "cuda":
         out["memory/peak_gib"] = torch.cuda.max_memory_allocated(device) / GIB
+        out["memory/reserved_peak_gib"] = torch.cuda.max_memory_reserved(device) / GIB
         torch.cuda.reset_peak_memory_stats(device)
     return out
 
