@@ -252,6 +252,25 @@ def test_compiled_activation_formula_matches_what_autograd_keeps():
     est = saved_bytes_per_token(s, run, False)
     assert got < 0.8 * eager, (got, eager)
     assert got == pytest.approx(est, rel=0.05), (got, est)
+    # a torch without the partitioner's flags keeps Inductor's default set: counted larger, never smaller
+    old = saved_bytes_per_token(s, replace(run, recompute=False), False)
+    assert old > est and old - est == 3 * (
+        2 * 2 * 64 + 2 * 176
+    )  # 3 layers' normed outputs and SiLU product
+
+
+def test_a_torch_without_the_partitioner_flags_compiles_with_its_defaults(monkeypatch):
+    """A torch that lacks one of RECOMPUTE_ELEMENTWISE's flags: nothing is set (no AttributeError from torch's
+    config), the layers still compile, and run_spec then counts Inductor's default saved set."""
+    import torch._functorch.config as functorch_config
+
+    from aha.models import load
+    from aha.models.tiny import tiny_model
+
+    monkeypatch.setattr(load, "RECOMPUTE_ELEMENTWISE", {"a_flag_this_torch_lacks": False})
+    assert not load.elementwise_recompute()
+    assert load.compile_decoder_layers(tiny_model(300, hidden_size=32, num_layers=2)) == 2
+    assert not hasattr(functorch_config, "a_flag_this_torch_lacks")
 
 
 def test_compiled_layers_recompute_no_matmul_or_attention():

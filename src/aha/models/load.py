@@ -222,6 +222,13 @@ RECOMPUTE_ELEMENTWISE = {
 }
 
 
+def elementwise_recompute() -> bool:
+    """Whether this torch has the flags above (the memory plan counts what compiled layers keep by it)."""
+    import torch._functorch.config as functorch_config
+
+    return all(hasattr(functorch_config, name) for name in RECOMPUTE_ELEMENTWISE)
+
+
 def compile_decoder_layers(model) -> int:
     """torch.compile every decoder layer in place (regional compilation: one graph serves all the layers, so
     compiling takes about a minute whatever the depth), with dynamic shapes (micro-batches change length every
@@ -235,8 +242,9 @@ def compile_decoder_layers(model) -> int:
         )
     import torch._functorch.config as functorch_config
 
-    for name, value in RECOMPUTE_ELEMENTWISE.items():
-        setattr(functorch_config, name, value)
+    if elementwise_recompute():  # else Inductor's defaults (the plan then counts what they keep)
+        for name, value in RECOMPUTE_ELEMENTWISE.items():
+            setattr(functorch_config, name, value)
     for layer in layers:
         layer.compile(dynamic=True)
     return len(layers)

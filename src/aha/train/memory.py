@@ -27,9 +27,10 @@ Bytes, for P parameters stored in b bytes (2 for bf16), P_t of them trained (all
                  the element-wise work in the backward (aha.models.load.RECOMPUTE_ELEMENTWISE), so the two
                  RMSNorms keep their inputs and fp32 rsqrt, and the MLP keeps gate and up:
                      2 b H + 8 + b (2Q + 2KV) + 4 nh + 2 b I
-                 (48 KiB a token at 1.5B against 101 eager; with Inductor's default bans it also kept the
-                 normalised outputs and SiLU(gate) * up, 72 KiB, and an H200 run measured 2.15 MB a token for
-                 28 layers and the rest, docs/results/scale_h200/s14). Under LoRA the
+                 (48 KiB a token at 1.5B against 101 eager; with Inductor's default bans, as on a torch
+                 without those flags (RunSpec.recompute=False), it also keeps the normalised outputs and
+                 SiLU(gate) * up: 4 b H + 8 + b (2Q + 2KV) + 4 nh + 3 b I, 72 KiB, and an H200 run measured
+                 2.15 MB a token for 28 layers and the rest, docs/results/scale_h200/s14). Under LoRA the
                  frozen projections keep nothing and each adapter keeps an fp32 copy of its input. Gradient
                  checkpointing keeps b H per layer and recomputes one layer at a time. Plus the lm-head chunk
                  (1024 rows x vocab, fp32) of aha.algos.logprobs and one layer's gradient buffers.
@@ -142,6 +143,9 @@ class RunSpec:
     fp8_weights: bool = False  # FastEngine decodes on e4m3 copies (engine_weights_dtype=fp8)
     # model.compile=true: the decoder layers run through torch.compile (Inductor)
     compiled: bool = False
+    # ... and recompute element-wise work in the backward (aha.models.load.elementwise_recompute: this torch has
+    # the partitioner's flags); False: Inductor's default saved set
+    recompute: bool = True
 
     @property
     def seq_tokens(self) -> int:
@@ -284,6 +288,10 @@ def layer_bytes_per_token(shape: ModelShape, run: RunSpec) -> int:
         qk = (4 * Q + 4 * nh + 4 * KV + 4 * shape.kv_heads) if shape.qk_norm else 0
         return 2 * (4 * H + 4) + attn + 3 * b * I + adapters + qk
     if run.compiled and not shape.qk_norm:  # Inductor's saved set (module docstring)
+        if (
+            not run.recompute
+        ):  # its default bans: the normalised outputs and SiLU(gate) * up kept too
+            return 4 * b * H + 8 + attn + 3 * b * I
         return 2 * b * H + 8 + attn + 2 * b * I
     qk = (4 * Q + 4 * nh + b * Q + 4 * KV + 4 * shape.kv_heads + b * KV) * shape.qk_norm
     return 2 * (4 * H + 4 + 2 * b * H) + attn + 4 * b * I + qk

@@ -123,6 +123,8 @@ def run_spec(
     fused_head: bool = False,
     packed: bool = False,
 ) -> RunSpec:
+    from ..models.load import elementwise_recompute
+
     m, a, s, b = cfg.model, cfg.algorithm, cfg.sampling, cfg.batch
     kl_copy = (a.beta > 0 or getattr(a, "reward_kl_coef", 0) > 0) and m.lora.r == 0
     return RunSpec(
@@ -144,6 +146,7 @@ def run_spec(
         packed=packed,
         fp8_weights=cfg.engine_weights_dtype == "fp8",
         compiled=bool(m.compile),
+        recompute=elementwise_recompute(),
     )
 
 
