@@ -115,13 +115,13 @@ def _kernels_before_wait() -> dict:
             f8._fp8_linear_kernel,
             dict(X=e4, XS=f32, W=e4, WS=f32, B=f32, O=bf, P=f32),
             dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, SPLIT_K=1, HAS_BIAS=False, LINES=16)
-            | dict(SCALED=True, ROUND=False),
+            | dict(LINE_ELEMS=128, SCALED=True, ROUND=False),
         ),
         "plain_gemm": (  # linear_partials: o_proj on its model-dtype weights, partial sums out
             f8._fp8_linear_kernel,
             dict(X=bf, XS=bf, W=bf, WS=bf, B=bf, O=bf, P=f32),
             dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=128, SPLIT_K=2, HAS_BIAS=False, LINES=16)
-            | dict(SCALED=False, ROUND=False),
+            | dict(LINE_ELEMS=64, SCALED=False, ROUND=False),
         ),
     }
     out = {}

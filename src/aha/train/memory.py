@@ -288,9 +288,8 @@ def layer_bytes_per_token(shape: ModelShape, run: RunSpec) -> int:
         qk = (4 * Q + 4 * nh + 4 * KV + 4 * shape.kv_heads) if shape.qk_norm else 0
         return 2 * (4 * H + 4) + attn + 3 * b * I + adapters + qk
     if run.compiled and not shape.qk_norm:  # Inductor's saved set (module docstring)
-        if (
-            not run.recompute
-        ):  # its default bans: the normalised outputs and SiLU(gate) * up kept too
+        # without the recompute flags, Inductor's default bans keep the normed outputs and SiLU(gate) * up too
+        if not run.recompute:
             return 4 * b * H + 8 + attn + 3 * b * I
         return 2 * b * H + 8 + attn + 2 * b * I
     qk = (4 * Q + 4 * nh + b * Q + 4 * KV + 4 * shape.kv_heads + b * KV) * shape.qk_norm

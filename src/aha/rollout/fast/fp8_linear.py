@@ -100,6 +100,7 @@ if triton is not None:
         SPLIT_K: tl.constexpr,
         HAS_BIAS: tl.constexpr,
         LINES: tl.constexpr = 1,
+        LINE_ELEMS: tl.constexpr = 128,
         PDL: tl.constexpr = False,
         SCALED: tl.constexpr = True,
         ROUND: tl.constexpr = False,
@@ -115,10 +116,11 @@ if triton is not None:
         per = tl.cdiv(tl.cdiv(K, SPLIT_K), BLOCK_K) * BLOCK_K  # whole blocks per split
         start = pk * per
         end = tl.minimum(start + per, K)
-        if PDL:  # this program's weights into L2 while the previous kernel finishes (LINE above)
+        # PDL: this program's weights into L2 while the previous kernel finishes, LINES lines of LINE bytes
+        # (LINE_ELEMS elements) a row
+        if PDL:
             rows = tl.minimum(rn, N - 1).to(tl.int64) * swn
-            step = 128 if SCALED else 64  # elements of a 128-byte line (LINE)
-            cols = tl.minimum(start + tl.arange(0, LINES) * step, tl.maximum(end - 1, 0))
+            cols = tl.minimum(start + tl.arange(0, LINES) * LINE_ELEMS, tl.maximum(end - 1, 0))
             tl.inline_asm_elementwise(
                 "prefetch.global.L2 [$1];",
                 "=r,l",
@@ -413,6 +415,7 @@ def _linear(x, xs, w, ws, bias, dtype, cfg, partials: bool, scaled: bool):
         SPLIT_K=split,
         HAS_BIAS=bias is not None,
         LINES=next_pow2(triton.cdiv(per, line)) if pdl["PDL"] else 1,
+        LINE_ELEMS=line,
         num_warps=warps,
         num_stages=stages,
         SCALED=scaled,
