@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -315,7 +316,7 @@ def main(argv=None) -> list[dict]:
             other = r["step_s"] - sum(r["split"].get(k, 0.0) for k in top)
             parts = ", ".join(f"{k} {v:.3f}" for k, v in r["split"].items())
             print(f"  {r['model']} x {r['new']} time split (median s): {parts}; other {other:.3f}")
-            if r.get("reserved_gib", float("nan")) == r.get("reserved_gib"):  # not nan: a GPU run
+            if not math.isnan(r.get("reserved_gib", math.nan)):  # a GPU run
                 print(
                     f"  {r['model']} x {r['new']} peak reserved by torch's allocator: {r['reserved_gib']:.2f} GiB"
                 )
