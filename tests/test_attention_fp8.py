@@ -3,7 +3,8 @@
 - Compiles for Ada and Hopper with every shape family the engine meets wherever NVRTC is installed (the
   test-triton extra installs it, so CI compiles the source without a GPU).
 - On a GPU: against a float64 reference over the same e4m3 values and scales, through decode_attention (the
-  engine's entry), for ragged lengths, two page sizes, split and fused-merge launches, bf16 and fp16 queries.
+  engine's entry), for ragged lengths, two page sizes, split and fused-merge launches, bf16 and fp16 queries,
+  in both MMA layouts (query heads on M, or transposed with keys on M for <= 8 query heads a KV head).
 - Falls back to the Triton kernel, with one line, when it cannot be built.
 """
 
@@ -28,7 +29,12 @@ GPU = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
 @pytest.mark.parametrize(
     "G,D,dtype", [(6, 128, "bf16"), (7, 64, "bf16"), (16, 128, "f16"), (1, 64, "f16")]
 )
-def test_the_kernel_compiles_for_ada_and_hopper(arch, G, D, dtype):
+@pytest.mark.parametrize("transposed", [False, True])
+def test_the_kernel_compiles_for_ada_and_hopper(arch, G, D, dtype, transposed):
+    if transposed and G > 8:
+        with pytest.raises(ValueError, match="at most 8 query heads"):
+            attention_fp8.defines(G, D, 16, torch.float16, 8, transposed=True)
+        return
     dt = torch.bfloat16 if dtype == "bf16" else torch.float16
     # the register double buffer (stages 0) and the cp.async ring with one and two tiles a step
     # (and with programmatic dependent launch: griddepcontrol needs sm_90)
@@ -40,7 +46,7 @@ def test_the_kernel_compiles_for_ada_and_hopper(arch, G, D, dtype):
         (8, 2, 2, pdl),
         (4, 3, 2, 0),
     ):
-        defs = attention_fp8.defines(G, D, 16, dt, warps, stages, tiles, pdl=bool(p))
+        defs = attention_fp8.defines(G, D, 16, dt, warps, stages, tiles, bool(p), transposed)
         cubin = _cuda.check_source(attention_fp8.SOURCE, "aha_decode_fp8", defs, arch)
         assert cubin[:4] == b"\x7fELF"
 
@@ -94,11 +100,17 @@ def _reference(q, k8, v8, ks, vs, bt, lens, page):
 
 
 @pytest.mark.skipif(not GPU, reason="needs an sm_89+ GPU")
-@pytest.mark.parametrize("NH,KVH,D", [(12, 2, 128), (14, 2, 64), (16, 1, 128), (4, 4, 64)])
+@pytest.mark.parametrize(
+    "NH,KVH,D", [(12, 2, 128), (14, 2, 64), (16, 1, 128), (4, 4, 64), (16, 2, 128)]
+)
 @pytest.mark.parametrize("page", [16, 32])
 @pytest.mark.parametrize("splits,fused", [(1, False), (2, False), (4, True), (16, True)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_cuda_fp8_decode_matches_a_float64_reference(NH, KVH, D, page, splits, fused, dtype):
+@pytest.mark.parametrize("transposed", [False, True])
+def test_cuda_fp8_decode_matches_a_float64_reference(
+    NH, KVH, D, page, splits, fused, dtype, transposed, monkeypatch
+):
+    monkeypatch.setattr(attention_fp8, "TRANSPOSED", transposed)  # G > 8 keeps the 16-row layout
     for seed, lens in enumerate(([1, 17, 100, 16, 33], [300, 5, 64, 1000])):
         args = _case(lens, NH, KVH, D, page, dtype, seed, small_values=seed == 0)
         q, k8, v8, ks, vs, bt, lens_t = args
@@ -115,9 +127,16 @@ def test_cuda_fp8_decode_matches_a_float64_reference(NH, KVH, D, page, splits, f
 
 
 @pytest.mark.skipif(not GPU, reason="needs an sm_89+ GPU")
-@pytest.mark.parametrize("stages,tiles", [(0, 1), (2, 1), (2, 2), (3, 2)])
-@pytest.mark.parametrize("warps,splits", [(8, 1), (2, 1), (4, 2)])
-def test_every_pipeline_matches_a_float64_reference(stages, tiles, warps, splits):
+@pytest.mark.parametrize(
+    "stages,tiles,warps,splits",
+    [
+        (st, ti, w, sp)
+        for st, ti in [(0, 1), (2, 1), (2, 2), (3, 2)]
+        for w, sp in [(8, 1), (2, 1), (4, 2)]
+    ],
+)
+@pytest.mark.parametrize("transposed", [False, True])
+def test_every_pipeline_matches_a_float64_reference(stages, tiles, warps, splits, transposed):
     """The register double buffer and the cp.async ring with one tile a step, and two from PAIR_FROM tiles a
     warp (lengths on both sides of it, odd tile counts), directly through decode_fp8."""
     from aha.rollout.fast.attention import _merge
@@ -129,7 +148,24 @@ def test_every_pipeline_matches_a_float64_reference(stages, tiles, warps, splits
     mo = torch.empty((B, NH, splits, D), dtype=torch.float32, device="cuda")
     ml = torch.empty((B, NH, splits), dtype=torch.float32, device="cuda")
     assert attention_fp8.decode_fp8(
-        q, k8, v8, ks, vs, bt, lens_t, 16, D**-0.5, out, mo, ml, splits, None, warps, stages, tiles
+        q,
+        k8,
+        v8,
+        ks,
+        vs,
+        bt,
+        lens_t,
+        16,
+        D**-0.5,
+        out,
+        mo,
+        ml,
+        splits,
+        None,
+        warps,
+        stages,
+        tiles,
+        transposed,
     )
     if splits > 1:
         _merge(mo, ml, out, splits)
@@ -178,3 +214,90 @@ def test_launch_shape_fills_the_multiprocessors_once():
     for rows in range(1, 300):
         s = decode_splits(rows, 2, sms, fp8=True)
         assert 1 <= s <= 16 and (s == 1 or rows * 2 * s <= sms)
+
+
+LATE_WRITER = r"""
+extern "C" __global__ void late_write(const long long* slots, const unsigned char* k_new,
+                                      const unsigned char* v_new, const float* ks_new, const float* vs_new,
+                                      const unsigned short* q_new, unsigned char* KC, unsigned char* VC, float* KS,
+                                      float* VS, unsigned short* Q, int row_bytes, int kvh, int q_elems, int cycles) {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;");
+  const long long t0 = clock64();
+  while (clock64() - t0 < cycles) {}
+  const int b = blockIdx.x;
+  const long long s = slots[b];
+  for (int i = threadIdx.x; i < row_bytes; i += blockDim.x) {
+    KC[s * row_bytes + i] = k_new[b * row_bytes + i];
+    VC[s * row_bytes + i] = v_new[b * row_bytes + i];
+  }
+  for (int i = threadIdx.x; i < kvh; i += blockDim.x) {
+    KS[s * kvh + i] = ks_new[b * kvh + i];
+    VS[s * kvh + i] = vs_new[b * kvh + i];
+  }
+  for (int i = threadIdx.x; i < q_elems; i += blockDim.x) Q[b * q_elems + i] = q_new[b * q_elems + i];
+}
+"""
+
+
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)),
+    reason="needs a Hopper (sm_90+) GPU: programmatic dependent launch",
+)
+@pytest.mark.parametrize(
+    "warps,stages,tiles", [(8, 2, 2), (8, 2, 1), (8, 0, 1), (4, 0, 1), (4, 3, 2)]
+)
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("splits", [1, 4])
+def test_early_loads_never_read_what_the_previous_kernel_writes(
+    warps, stages, tiles, transposed, splits
+):
+    """With PDL the kernel requests its first tiles before griddepcontrol.wait (EARLY). A previous kernel that
+    lets it launch at once, spins ~0.5 ms, then writes Q and each sequence's newest key and value (position L - 1):
+    the output must use what it wrote, for lengths whose last tile is among the early ones and lengths where it
+    is not."""
+    from aha import _triton
+
+    lens = [1, 17, 130, 300, 1025, 2100, 2049, 4000]
+    page = 16
+    q, k8, v8, ks, vs, bt, lens_t = _case(lens, 12, 2, 128, page, torch.bfloat16, 11, False)
+    new = _case(lens, 12, 2, 128, page, torch.bfloat16, 12, False)  # what the late kernel writes
+    assert _triton.pdl(q)
+    pos = lens_t.long() - 1
+    slots = (bt.gather(1, (pos // page)[:, None])[:, 0].long() * page + pos % page).contiguous()
+    B, NH, D = q.shape
+    KVH = k8.shape[1]
+    k_new, v_new = new[1][slots].contiguous(), new[2][slots].contiguous()
+    ks_new, vs_new, q_new = new[3][slots].contiguous(), new[4][slots].contiguous(), new[0]
+    final = [q_new, k8.clone(), v8.clone(), ks.clone(), vs.clone(), bt, lens_t]
+    final[1][slots], final[2][slots], final[3][slots], final[4][slots] = (
+        k_new,
+        v_new,
+        ks_new,
+        vs_new,
+    )
+    ref = _reference(*final, page)
+
+    writer = _cuda.compile(LATE_WRITER, "late_write")
+    out = torch.empty_like(q)
+    mo = torch.empty((B, NH, splits, D), dtype=torch.float32, device="cuda")
+    ml = torch.empty((B, NH, splits), dtype=torch.float32, device="cuda")
+    cnt = torch.zeros(B * KVH, dtype=torch.int32, device="cuda") if splits > 1 else None
+    args = [slots, k_new, v_new, ks_new, vs_new, q_new, k8, v8, ks, vs, q]
+
+    def attend():
+        assert attention_fp8.decode_fp8(
+            q, k8, v8, ks, vs, bt, lens_t, page, D**-0.5, out, mo, ml, splits, cnt, warps, stages, tiles,
+            transposed,
+        )  # fmt: skip
+
+    attend()  # compiled now: the launch below follows the writer's within microseconds
+    torch.cuda.synchronize()
+    writer((B,), (256,), args + [KVH * D, KVH, NH * D, 1_000_000], pdl=True)  # ~0.5 ms of spinning
+    attend()
+    torch.cuda.synchronize()
+    assert torch.equal(q, q_new) and torch.equal(k8[slots], k_new)  # the writer ran
+    err = ((out.double() - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)).tolist()
+    assert max(err) < 5e-3, dict(
+        zip(lens, err)
+    )  # per sequence: one stale key of a long one is a small error

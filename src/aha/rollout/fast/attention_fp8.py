@@ -13,16 +13,22 @@ H100/H200), each warp's tiles come through a ring in shared memory that cp.async
 is two tiles (32 keys: one softmax update, four independent Q K^T chains) for which the ring frees the
 registers. Neither the ring alone nor a deeper one (stages 2-5) is faster than loading into registers a tile
 ahead: the kernel is not waiting on memory there (docs/results/scale_h200/s13); the two-tile step gains 3-9%
-from 2,176 tokens up. Elsewhere (Ada, 4-warp blocks) the register double buffer runs. Per tile, with
-mma.m16n8k16 (fp16 in, fp32 accumulate):
-    S (16 query rows: the G heads of the KV head, zero-padded, x 16 keys) = Q K^T
+from 2,176 tokens up. Elsewhere (Ada, 4-warp blocks) the register double buffer runs. With PDL, the first tiles are
+requested before waiting for the previous kernel (RoPE) unless one of them holds position L - 1, which RoPE writes
+(EARLY_LOADS; pdl_wait in SOURCE). Per tile, with mma.m16n8k16 (fp16 in, fp32 accumulate), in the transposed
+layout (TR, wherever a KV head has at most 8 query heads: every Qwen2.5 size):
+    S^T (16 keys x 8 columns: the G heads of the KV head, zero-padded) = K Q^T
         Q is prescaled by scale * log2(e) and rounded to fp16 once; the head dimension is permuted (the same way
         in Q and K, which leaves every dot product unchanged) so that each lane's K values for all k-steps are
         one contiguous run of D/4 bytes.
-    s = S * k_scale[key]; online softmax in base 2 (running max m, sum l per row)
-    O += (p * v_scale[key] / R) V, with R the tile's largest v_scale (p * v_scale alone can underflow fp16);
-        the output columns are permuted so that each lane's V values are one run of D/8 bytes per key, and
-        byte permutes (prmt) pair two keys' bytes for the conversion; O is kept in units of R.
+    s = S * k_scale[key]; online softmax in base 2 (running max m, sum l per head: a column, over 8 lanes)
+    O^T += V^T (p * v_scale[key] / R)^T, with R the tile's largest v_scale (p * v_scale alone can underflow fp16);
+        movmatrix transposes this lane's P' values into the B operand; the head dims are permuted so that each
+        lane's V values are one run of D/8 bytes per key, and byte permutes (prmt) pair two keys' bytes for the
+        conversion; O is kept in units of R.
+The 16-row layout (G up to 16) puts the heads on M (S = Q K^T, O += P' V): for G <= 8 it pads them to 16 rows,
+twice the MMAs, exponentials and accumulator registers (177 registers a thread against 128). At 64 rows x 2,176
+tokens, 1.5B shapes, the transposed layout is 1.06x faster, 1.09x with the early loads (docs/results/scale_h200/s16).
 With splits > 1 the blocks write (o, lse) partials, merged by the last block of a (sequence, KV head) to finish
 (an atomic counter, left zero) or by attention._merge_kernel.
 Limits (else the Triton kernel runs): head dim 64 or 128, G <= 16 query heads per KV head, pages a multiple of
@@ -45,8 +51,20 @@ typedef unsigned char u8;
 #define KB (D / 4)
 #define VB (D / 8)
 #define STEPS (D / 16)
-#define NT (D / 8)
 #define VW (VB / 4)
+#if TR  // transposed: S^T = K Q^T and O^T += V^T P^T (keys and head dims on M, the G <= 8 heads on N)
+#define NACC (D / 16)
+#define QW 2
+#define NS 2
+#define SKEY(i) (g + 8 * (i))
+#define RI(e) ((e) & 1)
+#else
+#define NACC (D / 8)
+#define QW 4
+#define NS 4
+#define SKEY(i) (2 * t + ((i) & 1) + ((i) >> 1) * 8)
+#define RI(e) ((e) >> 1)
+#endif
 #define NEG_INF __int_as_float(0xff800000)
 
 __device__ __forceinline__ u32 f8x2(u32 x) {
@@ -98,12 +116,53 @@ __device__ __forceinline__ float row_max(float x) {
   x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
   return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
 }
+// the max over the 8 lanes of one t (a column of an MMA fragment)
+__device__ __forceinline__ float col_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 4));
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 8));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 16));
+}
+__device__ __forceinline__ u32 transpose8(u32 x) {  // an 8x8 b16 matrix held one row pair a lane, transposed
+  u32 r; asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(x));
+  return r;
+}
+
+// PDL: wait for the previous kernel (RoPE, which writes Q and each sequence's newest key and value at position
+// L - 1), then let the next one launch. With EARLY, the first tiles are requested before the wait when none of
+// them holds position L - 1: their loads overlap the previous kernel's tail (everything before it has finished:
+// every kernel here waits before it lets the next launch).
+__device__ __forceinline__ void pdl_wait() {
+#if PDL
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+// Q as the MMA's A operand: rows g and g+8, the permuted head dims t*KB + 4s + {0,1} and {2,3}; transposed, Q^T
+// as the B operand: column g, the same dims (qa[s][0], qa[s][1] of row g). qh: the KV head's first query row.
+__device__ __forceinline__ void load_q(u32 (&qa)[STEPS][QW], const u16* qh, int sqh, float qscale, int g, int t) {
+#pragma unroll
+  for (int s = 0; s < STEPS; s++) {
+#pragma unroll
+    for (int r = 0; r < QW / 2; r++) {
+      const int row = g + 8 * r;
+      float x[4] = {0.f, 0.f, 0.f, 0.f};
+      if (row < G) {
+        const u16* qp = qh + (long long)row * sqh + t * KB + 4 * s;
+#pragma unroll
+        for (int i = 0; i < 4; i++) x[i] = to_f32(qp[i]) * qscale;
+      }
+      qa[s][r] = pack(x[0], x[1]);
+      qa[s][QW / 2 + r] = pack(x[2], x[3]);
+    }
+  }
+}
 
 // One tile's raw bytes and scales, as this lane holds them.
 struct Tile {
   uint4 k[2][KB / 16];  // keys u*8 + g (u = 0, 1): bytes [t*KB, t*KB + KB) of the head
   u32 v[4][VW];         // keys 2t, 2t+1, 2t+8, 2t+9: bytes [g*VB, g*VB + VB)
-  float ks[4], vs[4];   // scales of keys 2t, 2t+1, 2t+8, 2t+9
+  float ks[NS], vs[NS];  // scales of keys SKEY(i): 2t, 2t+1, 2t+8, 2t+9 (transposed: g, g+8)
   int n0;
 };
 
@@ -129,16 +188,119 @@ __device__ __forceinline__ void load_tile(Tile& T, int n0, const int* bt, const 
     uint2 w = *(const uint2*)p;
     T.v[i][0] = w.x; T.v[i][1] = w.y;
 #endif
+  }
+#pragma unroll
+  for (int i = 0; i < NS; i++) {
+    const long long s = slot0 + SKEY(i);
     T.ks[i] = KS[s * sst + kh];
     T.vs[i] = VS[s * sst + kh];
   }
 }
 
+#if TR
+// The transposed math of N tiles (module docstring): S^T (16 keys x 8 heads) = K Q^T, the online softmax per
+// head (a column: reduced over the 8 lanes of one t), O^T (16 head dims x 8 heads per m-tile) += V^T P'^T, where
+// movmatrix turns this lane's P' values (keys g, g+8; heads 2t, 2t+1) into the B operand (keys 2t, 2t+1, 2t+8,
+// 2t+9; head g). Half the MMAs, exponentials and accumulator registers of the 16-row layout for G <= 8.
+template <int N>
+__device__ __forceinline__ void tile_math(Tile (&T)[N], int end, const u32 (&qb)[STEPS][QW], float (&acc)[NACC][4],
+                                          float (&m)[2], float (&l)[2], float& R, int g, int t) {
+  bool ok[N][2];
+  float vmax = 0.f;
+#pragma unroll
+  for (int n = 0; n < N; n++) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      ok[n][i] = T[n].n0 + SKEY(i) < end;
+      if (!ok[n][i]) T[n].vs[i] = 0.f;  // p is 0 there: the scale must be finite (a stale or unwritten ring slot)
+      vmax = fmaxf(vmax, T[n].vs[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++)  // this lane's V rows (keys 2t, 2t+1, 2t+8, 2t+9) past the end: finite zeros
+      if (T[n].n0 + 2 * t + (i & 1) + (i >> 1) * 8 >= end)
+#pragma unroll
+        for (int w = 0; w < VW; w++) T[n].v[i][w] = 0u;
+  }
+  // S^T = K Q^T: rows keys g (c0, c1) and g+8 (c2, c3), columns heads 2t, 2t+1; two chains (even, odd k-steps)
+  float c[N][2][4];
+#pragma unroll
+  for (int n = 0; n < N; n++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) c[n][h][0] = c[n][h][1] = c[n][h][2] = c[n][h][3] = 0.f;
+#pragma unroll
+  for (int s = 0; s < STEPS; s++)
+#pragma unroll
+    for (int n = 0; n < N; n++) {
+      const uint4 k0 = T[n].k[0][s / 4], k1 = T[n].k[1][s / 4];
+      const u32 w0 = (s % 4 == 0) ? k0.x : (s % 4 == 1) ? k0.y : (s % 4 == 2) ? k0.z : k0.w;
+      const u32 w1 = (s % 4 == 0) ? k1.x : (s % 4 == 1) ? k1.y : (s % 4 == 2) ? k1.z : k1.w;
+      const u32 a[4] = {f8x2(w0), f8x2(w1), f8x2(w0 >> 16), f8x2(w1 >> 16)};
+      mma(c[n][s & 1], a, qb[s][0], qb[s][1]);
+    }
+  float p[N][4], mx[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+  for (int n = 0; n < N; n++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      p[n][e] = ok[n][e >> 1] ? (c[n][0][e] + c[n][1][e]) * T[n].ks[e >> 1] : NEG_INF;
+      mx[e & 1] = fmaxf(mx[e & 1], p[n][e]);
+    }
+  float alpha[2];
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const float mn = fmaxf(m[r], col_max(mx[r]));
+    const float ms = mn == NEG_INF ? 0.f : mn;
+    alpha[r] = ex2(m[r] - ms);
+    m[r] = mn;
+    mx[r] = ms;
+  }
+  float sum[2] = {0.f, 0.f};
+#pragma unroll
+  for (int n = 0; n < N; n++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      p[n][e] = ex2(p[n][e] - mx[e & 1]);
+      sum[e & 1] += p[n][e];
+    }
+  vmax = col_max(vmax);
+  float ratio = 1.f, inv = 0.f;
+  if (vmax > 0.f) {
+    ratio = R / vmax;
+    inv = 1.f / vmax;
+    R = vmax;
+  }
+#pragma unroll
+  for (int r = 0; r < 2; r++) l[r] = l[r] * alpha[r] + sum[r];
+  const float f0 = alpha[0] * ratio, f1 = alpha[1] * ratio;
+#pragma unroll
+  for (int j = 0; j < NACC; j++) {
+    acc[j][0] *= f0; acc[j][1] *= f1; acc[j][2] *= f0; acc[j][3] *= f1;
+  }
+#pragma unroll
+  for (int n = 0; n < N; n++) {
+    const Tile& cur = T[n];
+    // P'^T as the B operand: b0 keys 2t, 2t+1 and b1 keys 2t+8, 2t+9, of head g
+    const float s0 = cur.vs[0] * inv, s1 = cur.vs[1] * inv;
+    const u32 b0 = transpose8(pack(p[n][0] * s0, p[n][1] * s0));
+    const u32 b1 = transpose8(pack(p[n][2] * s1, p[n][3] * s1));
+    // O^T += V^T P'^T: m-tile j, rows g and g+8 <-> head dims g*VB + 2j and + 1 (this lane's V bytes)
+#pragma unroll
+    for (int w = 0; w < VW; w++) {
+      const u32 lo01 = prmt(cur.v[0][w], cur.v[1][w], 0x5140), hi01 = prmt(cur.v[0][w], cur.v[1][w], 0x7362);
+      const u32 lo89 = prmt(cur.v[2][w], cur.v[3][w], 0x5140), hi89 = prmt(cur.v[2][w], cur.v[3][w], 0x7362);
+      const u32 a0[4] = {f8x2(lo01), f8x2(lo01 >> 16), f8x2(lo89), f8x2(lo89 >> 16)};
+      const u32 a1[4] = {f8x2(hi01), f8x2(hi01 >> 16), f8x2(hi89), f8x2(hi89 >> 16)};
+      mma(acc[2 * w], a0, b0, b1);
+      mma(acc[2 * w + 1], a1, b0, b1);
+    }
+  }
+}
+#else
 // The math of N tiles (16 keys each) with one softmax update: S = Q K^T, the online softmax, O += P' V (module
 // docstring). A tile wholly past the end (the odd tile of a pair) is masked like the tail of the last one.
 template <int N>
-__device__ __forceinline__ void tile_math(Tile (&T)[N], int end, const u32 (&qa)[STEPS][4], float (&acc)[NT][4],
-                                          float (&m)[2], float (&l)[2], float& R, int t) {
+__device__ __forceinline__ void tile_math(Tile (&T)[N], int end, const u32 (&qa)[STEPS][QW], float (&acc)[NACC][4],
+                                          float (&m)[2], float (&l)[2], float& R, int g, int t) {
   bool ok[N][4];
   float vmax = 0.f;
 #pragma unroll
@@ -210,7 +372,7 @@ __device__ __forceinline__ void tile_math(Tile (&T)[N], int end, const u32 (&qa)
   for (int r = 0; r < 2; r++) l[r] = l[r] * alpha[r] + sum[r];
   const float f0 = alpha[0] * ratio, f1 = alpha[1] * ratio;
 #pragma unroll
-  for (int j = 0; j < NT; j++) {
+  for (int j = 0; j < NACC; j++) {
     acc[j][0] *= f0; acc[j][1] *= f0; acc[j][2] *= f1; acc[j][3] *= f1;
   }
 #pragma unroll
@@ -234,6 +396,7 @@ __device__ __forceinline__ void tile_math(Tile (&T)[N], int end, const u32 (&qa)
     }
   }
 }
+#endif
 
 #if STAGES
 // The shared-memory ring (STAGES > 0): per warp and stage, this lane's K chunks [c][lane] (16 bytes each), its V
@@ -275,7 +438,7 @@ __device__ __forceinline__ void copy_tile(unsigned char* st, int n0, const int* 
   cp_async(st + S_OFF + lane * 4, (lane < 16 ? KS : VS) + s * sst + kh, 4);
 }
 
-__device__ __forceinline__ void read_tile(Tile& T, const unsigned char* st, int n0, int lane, int t) {
+__device__ __forceinline__ void read_tile(Tile& T, const unsigned char* st, int n0, int lane, int g, int t) {
   T.n0 = n0;
 #pragma unroll
   for (int u = 0; u < 2; u++)
@@ -291,9 +454,11 @@ __device__ __forceinline__ void read_tile(Tile& T, const unsigned char* st, int 
     const uint2 w = *(const uint2*)p;
     T.v[i][0] = w.x; T.v[i][1] = w.y;
 #endif
-    const int key = 2 * t + (i & 1) + (i >> 1) * 8;
-    T.ks[i] = ((const float*)(st + S_OFF))[key];
-    T.vs[i] = ((const float*)(st + S_OFF))[16 + key];
+  }
+#pragma unroll
+  for (int i = 0; i < NS; i++) {
+    T.ks[i] = ((const float*)(st + S_OFF))[SKEY(i)];
+    T.vs[i] = ((const float*)(st + S_OFF))[16 + SKEY(i)];
   }
 }
 #endif
@@ -302,11 +467,15 @@ __device__ __forceinline__ void read_tile(Tile& T, const unsigned char* st, int 
 // The ring's loop (STAGES > 0): STAGES steps of N tiles in flight per warp, filled by cp.async STAGES - 1 steps
 // ahead of the math; a step is this warp's tiles tile, tile + WARPS, ..., tile + (N - 1) * WARPS.
 template <int N>
-__device__ __forceinline__ void ring_loop(unsigned char* ring, int warp, int n_tiles, int start, int end,
+__device__ __forceinline__ void ring_loop(unsigned char* ring, int warp, int n_tiles, int start, int end, int L,
                                           const int* bt, const u8* KC, const u8* VC, const float* KS,
                                           const float* VS, long long skt, long long head, long long sst, int kh,
-                                          int lane, int g, int t, const u32 (&qa)[STEPS][4], float (&acc)[NT][4],
-                                          float (&m)[2], float (&l)[2], float& R) {
+                                          int lane, int g, int t, const u16* qh, int sqh, float qscale,
+                                          float (&acc)[NACC][4], float (&m)[2], float (&l)[2], float& R) {
+  // the first STAGES - 1 steps (tiles below (STAGES - 1) * N * WARPS) go out before the wait unless the last
+  // tile, which holds position L - 1 where end == L, is among them
+  const bool early = EARLY && (end < L || n_tiles > (STAGES - 1) * N * WARPS);
+  if (!early) pdl_wait();
   int next = warp;  // the first tile of the next step to copy
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
@@ -318,6 +487,9 @@ __device__ __forceinline__ void ring_loop(unsigned char* ring, int warp, int n_t
     cp_commit();
     next += N * WARPS;
   }
+  if (early) pdl_wait();
+  u32 qa[STEPS][QW];
+  load_q(qa, qh, sqh, qscale, g, t);
   int stage = 0;
   Tile cur[N];
   for (int tile = warp; tile < n_tiles; tile += N * WARPS) {
@@ -334,9 +506,9 @@ __device__ __forceinline__ void ring_loop(unsigned char* ring, int warp, int n_t
     __syncwarp();           // and every lane's (the scales)
 #pragma unroll
     for (int n = 0; n < N; n++)
-      read_tile(cur[n], ring + (stage * N + n) * STAGE_BYTES, start + (tile + n * WARPS) * 16, lane, t);
+      read_tile(cur[n], ring + (stage * N + n) * STAGE_BYTES, start + (tile + n * WARPS) * 16, lane, g, t);
     stage = stage + 1 == STAGES ? 0 : stage + 1;
-    tile_math<N>(cur, end, qa, acc, m, l, R, t);
+    tile_math<N>(cur, end, qa, acc, m, l, R, g, t);
   }
 }
 #endif
@@ -347,10 +519,7 @@ aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* _
                const int* __restrict__ LENS, u16* __restrict__ O, float* __restrict__ MO,
                float* __restrict__ ML, int* __restrict__ CNT, float qscale, int sqb, int sqh, int skt_,
                int skh, int sst_, int sbt, int sob, int soh) {
-#if PDL  // launched while the previous kernel (RoPE, which writes Q and the new key) finishes: wait for it
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;");
-#endif
+  // launched with PDL while the previous kernel finishes: nothing it writes is read before pdl_wait()
   const int b = blockIdx.x, kh = blockIdx.y, sp = blockIdx.z;
   const int KVH = gridDim.y, SPLITS = gridDim.z, NH = KVH * G;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -363,27 +532,11 @@ aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* _
   const int n_tiles = end > start ? (end - start + 15) / 16 : 0;
   const int* bt = BT + (long long)b * sbt;
 
-  // Q as the MMA's A operand: rows g and g+8, the permuted head dims t*KB + 4s + {0,1} and {2,3}
-  u32 qa[STEPS][4];
-#pragma unroll
-  for (int s = 0; s < STEPS; s++) {
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      const int row = g + 8 * r;
-      float x[4] = {0.f, 0.f, 0.f, 0.f};
-      if (row < G) {
-        const u16* qp = Q + (long long)b * sqb + (long long)(kh * G + row) * sqh + t * KB + 4 * s;
-#pragma unroll
-        for (int i = 0; i < 4; i++) x[i] = to_f32(qp[i]) * qscale;
-      }
-      qa[s][r] = pack(x[0], x[1]);
-      qa[s][2 + r] = pack(x[2], x[3]);
-    }
-  }
+  const u16* qh = Q + (long long)b * sqb + (long long)kh * G * sqh;
 
-  float acc[NT][4];
+  float acc[NACC][4];
 #pragma unroll
-  for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  for (int j = 0; j < NACC; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
   float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f}, R = 0.f;
 
 #if STAGES
@@ -391,30 +544,41 @@ aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* _
   unsigned char* ring = ring_all + (long long)warp * STAGES * TILES * STAGE_BYTES;
 #if TILES > 1
   if (n_tiles >= PAIR_FROM * WARPS)  // two tiles a step from a long enough context (shorter: one, faster there)
-    ring_loop<2>(ring, warp, n_tiles, start, end, bt, KC, VC, KS, VS, skt, head, sst, kh, lane, g, t, qa, acc, m,
-                  l, R);
+    ring_loop<2>(ring, warp, n_tiles, start, end, L, bt, KC, VC, KS, VS, skt, head, sst, kh, lane, g, t, qh, sqh,
+                  qscale, acc, m, l, R);
   else
 #endif
-    ring_loop<1>(ring, warp, n_tiles, start, end, bt, KC, VC, KS, VS, skt, head, sst, kh, lane, g, t, qa, acc, m,
-                  l, R);
+    ring_loop<1>(ring, warp, n_tiles, start, end, L, bt, KC, VC, KS, VS, skt, head, sst, kh, lane, g, t, qh, sqh,
+                  qscale, acc, m, l, R);
 #else
   Tile cur[1], nxt;
+  const bool early = EARLY && (end < L || n_tiles > WARPS);  // no warp's first tile holds position L - 1
+  if (!early) pdl_wait();
   if (warp < n_tiles) load_tile(cur[0], start + warp * 16, bt, KC, VC, KS, VS, skt, head, sst, kh, g, t);
+  if (early) pdl_wait();
+  u32 qa[STEPS][QW];
+  load_q(qa, qh, sqh, qscale, g, t);
   for (int tile = warp; tile < n_tiles; tile += WARPS) {
     // the next tile's loads go out before this tile's math (8 warps: 30 vs 37 us without, s10)
     if (tile + WARPS < n_tiles)
       load_tile(nxt, start + (tile + WARPS) * 16, bt, KC, VC, KS, VS, skt, head, sst, kh, g, t);
-    tile_math<1>(cur, end, qa, acc, m, l, R, t);
+    tile_math<1>(cur, end, qa, acc, m, l, R, g, t);
     cur[0] = nxt;
   }
 #endif
 #pragma unroll
-  for (int r = 0; r < 2; r++) {
+  for (int r = 0; r < 2; r++) {  // the sums over a row's lanes (transposed: a column's)
+#if TR
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 4);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 8);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 16);
+#else
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+#endif
   }
 #pragma unroll
-  for (int j = 0; j < NT; j++)
+  for (int j = 0; j < NACC; j++)
 #pragma unroll
     for (int e = 0; e < 4; e++) acc[j][e] *= R;
 
@@ -424,9 +588,9 @@ aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* _
   cp_wait<0>();
   __syncthreads();
   float4* s_acc = (float4*)ring_all;
-  float4* s_ml = s_acc + (WARPS / 2) * NT * 32;
+  float4* s_ml = s_acc + (WARPS / 2) * NACC * 32;
 #else
-  __shared__ float4 s_acc[(WARPS / 2) * NT * 32];
+  __shared__ float4 s_acc[(WARPS / 2) * NACC * 32];
   __shared__ float4 s_ml[(WARPS / 2) * 32];
 #endif
 #pragma unroll
@@ -434,8 +598,8 @@ aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* _
     if (warp >= half && warp < 2 * half) {
       const int slot = warp - half;
 #pragma unroll
-      for (int j = 0; j < NT; j++)
-        s_acc[(slot * NT + j) * 32 + lane] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+      for (int j = 0; j < NACC; j++)
+        s_acc[(slot * NACC + j) * 32 + lane] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
       s_ml[slot * 32 + lane] = make_float4(m[0], m[1], l[0], l[1]);
     }
     __syncthreads();
@@ -453,12 +617,12 @@ aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* _
         l[r] = l[r] * fa[r] + ol[r] * fb[r];
       }
 #pragma unroll
-      for (int j = 0; j < NT; j++) {
-        const float4 x = s_acc[(warp * NT + j) * 32 + lane];
-        acc[j][0] = acc[j][0] * fa[0] + x.x * fb[0];
-        acc[j][1] = acc[j][1] * fa[0] + x.y * fb[0];
-        acc[j][2] = acc[j][2] * fa[1] + x.z * fb[1];
-        acc[j][3] = acc[j][3] * fa[1] + x.w * fb[1];
+      for (int j = 0; j < NACC; j++) {
+        const float4 x = s_acc[(warp * NACC + j) * 32 + lane];
+        acc[j][0] = acc[j][0] * fa[RI(0)] + x.x * fb[RI(0)];
+        acc[j][1] = acc[j][1] * fa[RI(1)] + x.y * fb[RI(1)];
+        acc[j][2] = acc[j][2] * fa[RI(2)] + x.z * fb[RI(2)];
+        acc[j][3] = acc[j][3] * fa[RI(3)] + x.w * fb[RI(3)];
       }
     }
     __syncthreads();
@@ -466,6 +630,26 @@ aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* _
 #endif
 
   if (warp == 0) {
+#if TR
+#pragma unroll
+    for (int r = 0; r < 2; r++) {  // head 2t + r: dims g*VB + 2j (acc[j][r]) and + 1 (acc[j][2 + r])
+      const int row = 2 * t + r;
+      if (row >= G) continue;
+      const long long hrow = (long long)b * NH + kh * G + row;
+      const float il = l[r] > 0.f ? 1.f / l[r] : 0.f;
+      if (SPLITS == 1) {
+        u32* op = (u32*)(O + (long long)b * sob + (long long)(kh * G + row) * soh + g * VB);
+#pragma unroll
+        for (int j = 0; j < NACC; j++)
+          op[j] = (u32)from_f32(acc[j][r] * il) | ((u32)from_f32(acc[j][2 + r] * il) << 16);
+      } else {
+        float2* mo = (float2*)(MO + (hrow * SPLITS + sp) * D + g * VB);
+#pragma unroll
+        for (int j = 0; j < NACC; j++) mo[j] = make_float2(acc[j][r] * il, acc[j][2 + r] * il);
+        if (g == 0) ML[hrow * SPLITS + sp] = l[r] > 0.f ? (m[r] + lg2(l[r])) * 0.6931471805599453f : NEG_INF;
+      }
+    }
+#else
 #pragma unroll
     for (int r = 0; r < 2; r++) {
       const int row = g + 8 * r;
@@ -475,20 +659,21 @@ aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* _
       if (SPLITS == 1) {
         u16* op = O + (long long)b * sob + (long long)(kh * G + row) * soh;
 #pragma unroll
-        for (int j = 0; j < NT; j++) {
+        for (int j = 0; j < NACC; j++) {
           op[(2 * t) * VB + j] = from_f32(acc[j][2 * r] * il);
           op[(2 * t + 1) * VB + j] = from_f32(acc[j][2 * r + 1] * il);
         }
       } else {
         float* mo = MO + (hrow * SPLITS + sp) * D;
 #pragma unroll
-        for (int j = 0; j < NT; j++) {
+        for (int j = 0; j < NACC; j++) {
           mo[(2 * t) * VB + j] = acc[j][2 * r] * il;
           mo[(2 * t + 1) * VB + j] = acc[j][2 * r + 1] * il;
         }
         if (t == 0) ML[hrow * SPLITS + sp] = l[r] > 0.f ? (m[r] + lg2(l[r])) * 0.6931471805599453f : NEG_INF;
       }
     }
+#endif
   }
   if (SPLITS == 1 || CNT == nullptr) return;
   // the last block of this (sequence, KV head) to finish merges the splits
@@ -533,6 +718,10 @@ LOG2E = 1.0 / math.log(2.0)
 # The ring where it fits (pipeline_for): 2 steps in flight per warp, at most 2 tiles a step, 2 from 8 tiles a
 # warp up (H200, 64 rows, s13/attn_switch.txt: 1.03x at 2,176 tokens, 1.09x at 16,384; 544: 0.99x)
 STAGES, TILES, PAIR_FROM = 2, 2, 8
+# The transposed layout (TR) wherever a KV head has at most 8 query heads (every Qwen2.5 size)
+TRANSPOSED = True
+# With PDL, the first tiles are requested before waiting for the previous kernel (pdl_wait in SOURCE)
+EARLY_LOADS = True
 
 
 def defines(
@@ -544,7 +733,11 @@ def defines(
     stages: int = 0,
     tiles: int = 1,
     pdl: bool = False,
+    transposed: bool = False,
+    early: bool = True,
 ) -> dict:
+    if transposed and G > 8:
+        raise ValueError(f"the transposed layout holds at most 8 query heads a KV head, not {G}")
     return dict(
         G=G,
         D=D,
@@ -555,6 +748,8 @@ def defines(
         TILES=tiles,
         PAIR_FROM=PAIR_FROM,
         PDL=pdl,
+        TR=transposed,
+        EARLY=pdl and early,
     )
 
 
@@ -622,6 +817,7 @@ def decode_fp8(
     warps: int | None = None,
     stages: int | None = None,
     tiles: int | None = None,
+    transposed: bool | None = None,
 ) -> bool:
     """attention.decode_attention's fp8 case (same arguments; mo/ml: its split partials, counters: its merge
     counters or None for the merge kernel). False (the caller runs Triton) when the kernel cannot be built here:
@@ -635,10 +831,14 @@ def decode_fp8(
     if stages is None:
         stages, tiles = pipeline_for(D, warps, q.device)
     tiles = 1 if tiles is None else tiles
+    if transposed is None:
+        transposed = TRANSPOSED and G <= 8
     pdl = _triton.pdl(q)  # launched as the Triton kernels around it are (aha._triton)
     try:
         kern = _cuda.compile(
-            SOURCE, "aha_decode_fp8", defines(G, D, page_size, q.dtype, warps, stages, tiles, pdl)
+            SOURCE,
+            "aha_decode_fp8",
+            defines(G, D, page_size, q.dtype, warps, stages, tiles, pdl, transposed, EARLY_LOADS),
         )
     except _cuda.CudaUnavailable as e:
         if q.device.index not in _failed:
