@@ -130,12 +130,20 @@ __device__ __forceinline__ u32 transpose8(u32 x) {  // an 8x8 b16 matrix held on
 // PDL: wait for the previous kernel (RoPE, which writes Q and each sequence's newest key and value at position
 // L - 1), then let the next one launch. With EARLY, the first tiles are requested before the wait when none of
 // them holds position L - 1: their loads overlap the previous kernel's tail (everything before it has finished:
-// every kernel here waits before it lets the next launch).
+// every kernel here waits before it lets the next launch). What the previous kernel writes (Q, the caches and
+// their scales) is read through pointers without __restrict__: the compiler may move loads of const __restrict__
+// data (invariant) above the wait, which a GPU test caught (Q read before RoPE had written it), and Q's loads are
+// volatile, so they stay after the (volatile) wait.
 __device__ __forceinline__ void pdl_wait() {
 #if PDL
   asm volatile("griddepcontrol.wait;" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
+}
+
+__device__ __forceinline__ u16 load_u16(const u16* p) {
+  u16 r; asm volatile("ld.global.u16 %0, [%1];" : "=h"(r) : "l"(p));
+  return r;
 }
 
 // Q as the MMA's A operand: rows g and g+8, the permuted head dims t*KB + 4s + {0,1} and {2,3}; transposed, Q^T
@@ -150,7 +158,7 @@ __device__ __forceinline__ void load_q(u32 (&qa)[STEPS][QW], const u16* qh, int 
       if (row < G) {
         const u16* qp = qh + (long long)row * sqh + t * KB + 4 * s;
 #pragma unroll
-        for (int i = 0; i < 4; i++) x[i] = to_f32(qp[i]) * qscale;
+        for (int i = 0; i < 4; i++) x[i] = to_f32(load_u16(qp + i)) * qscale;
       }
       qa[s][r] = pack(x[0], x[1]);
       qa[s][QW / 2 + r] = pack(x[2], x[3]);
@@ -514,9 +522,8 @@ __device__ __forceinline__ void ring_loop(unsigned char* ring, int warp, int n_t
 #endif
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
-aha_decode_fp8(const u16* __restrict__ Q, const u8* __restrict__ KC, const u8* __restrict__ VC,
-               const float* __restrict__ KS, const float* __restrict__ VS, const int* __restrict__ BT,
-               const int* __restrict__ LENS, u16* __restrict__ O, float* __restrict__ MO,
+aha_decode_fp8(const u16* Q, const u8* KC, const u8* VC, const float* KS, const float* VS,
+               const int* __restrict__ BT, const int* __restrict__ LENS, u16* __restrict__ O, float* __restrict__ MO,
                float* __restrict__ ML, int* __restrict__ CNT, float qscale, int sqb, int sqh, int skt_,
                int skh, int sst_, int sbt, int sob, int soh) {
   // launched with PDL while the previous kernel finishes: nothing it writes is read before pdl_wait()
