@@ -205,6 +205,27 @@ __device__ __forceinline__ void load_tile(Tile& T, int n0, const int* bt, const 
   }
 }
 
+// The online softmax's state after a step: l = l * alpha + sum, and O rescaled by its row's (transposed: its
+// column's) alpha and by the change of its unit R to the step's largest v_scale, vmax. Returns 1 / R, or 0 when
+// every key of the step is masked (R stays).
+__device__ __forceinline__ float advance(float vmax, float& R, const float (&alpha)[2], const float (&sum)[2],
+                                         float (&l)[2], float (&acc)[NACC][4]) {
+  float ratio = 1.f, inv = 0.f;
+  if (vmax > 0.f) {
+    ratio = R / vmax;
+    inv = 1.f / vmax;
+    R = vmax;
+  }
+#pragma unroll
+  for (int r = 0; r < 2; r++) l[r] = l[r] * alpha[r] + sum[r];
+  const float f[2] = {alpha[0] * ratio, alpha[1] * ratio};
+#pragma unroll
+  for (int j = 0; j < NACC; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) acc[j][e] *= f[RI(e)];
+  return inv;
+}
+
 #if TR
 // The transposed math of N tiles (module docstring): S^T (16 keys x 8 heads) = K Q^T, the online softmax per
 // head (a column: reduced over the 8 lanes of one t), O^T (16 head dims x 8 heads per m-tile) += V^T P'^T, where
@@ -270,20 +291,7 @@ __device__ __forceinline__ void tile_math(Tile (&T)[N], int end, const u32 (&qb)
       p[n][e] = ex2(p[n][e] - mx[e & 1]);
       sum[e & 1] += p[n][e];
     }
-  vmax = col_max(vmax);
-  float ratio = 1.f, inv = 0.f;
-  if (vmax > 0.f) {
-    ratio = R / vmax;
-    inv = 1.f / vmax;
-    R = vmax;
-  }
-#pragma unroll
-  for (int r = 0; r < 2; r++) l[r] = l[r] * alpha[r] + sum[r];
-  const float f0 = alpha[0] * ratio, f1 = alpha[1] * ratio;
-#pragma unroll
-  for (int j = 0; j < NACC; j++) {
-    acc[j][0] *= f0; acc[j][1] *= f1; acc[j][2] *= f0; acc[j][3] *= f1;
-  }
+  const float inv = advance(col_max(vmax), R, alpha, sum, l, acc);
 #pragma unroll
   for (int n = 0; n < N; n++) {
     const Tile& cur = T[n];
@@ -369,20 +377,7 @@ __device__ __forceinline__ void tile_math(Tile (&T)[N], int end, const u32 (&qa)
         p[n][u][e] = ex2(p[n][u][e] - mx[e >> 1]);
         sum[e >> 1] += p[n][u][e];
       }
-  vmax = row_max(vmax);
-  float ratio = 1.f, inv = 0.f;
-  if (vmax > 0.f) {
-    ratio = R / vmax;
-    inv = 1.f / vmax;
-    R = vmax;
-  }
-#pragma unroll
-  for (int r = 0; r < 2; r++) l[r] = l[r] * alpha[r] + sum[r];
-  const float f0 = alpha[0] * ratio, f1 = alpha[1] * ratio;
-#pragma unroll
-  for (int j = 0; j < NACC; j++) {
-    acc[j][0] *= f0; acc[j][1] *= f0; acc[j][2] *= f1; acc[j][3] *= f1;
-  }
+  const float inv = advance(row_max(vmax), R, alpha, sum, l, acc);
 #pragma unroll
   for (int n = 0; n < N; n++) {
     const Tile& cur = T[n];
