@@ -127,14 +127,8 @@ def test_cuda_fp8_decode_matches_a_float64_reference(
 
 
 @pytest.mark.skipif(not GPU, reason="needs an sm_89+ GPU")
-@pytest.mark.parametrize(
-    "stages,tiles,warps,splits",
-    [
-        (st, ti, w, sp)
-        for st, ti in [(0, 1), (2, 1), (2, 2), (3, 2)]
-        for w, sp in [(8, 1), (2, 1), (4, 2)]
-    ],
-)
+@pytest.mark.parametrize("stages,tiles", [(0, 1), (2, 1), (2, 2), (3, 2)])
+@pytest.mark.parametrize("warps,splits", [(8, 1), (2, 1), (4, 2)])
 @pytest.mark.parametrize("transposed", [False, True])
 def test_every_pipeline_matches_a_float64_reference(stages, tiles, warps, splits, transposed):
     """The register double buffer and the cp.async ring with one tile a step, and two from PAIR_FROM tiles a
@@ -148,25 +142,9 @@ def test_every_pipeline_matches_a_float64_reference(stages, tiles, warps, splits
     mo = torch.empty((B, NH, splits, D), dtype=torch.float32, device="cuda")
     ml = torch.empty((B, NH, splits), dtype=torch.float32, device="cuda")
     assert attention_fp8.decode_fp8(
-        q,
-        k8,
-        v8,
-        ks,
-        vs,
-        bt,
-        lens_t,
-        16,
-        D**-0.5,
-        out,
-        mo,
-        ml,
-        splits,
-        None,
-        warps,
-        stages,
-        tiles,
+        q, k8, v8, ks, vs, bt, lens_t, 16, D**-0.5, out, mo, ml, splits, None, warps, stages, tiles,
         transposed,
-    )
+    )  # fmt: skip
     if splits > 1:
         _merge(mo, ml, out, splits)
     ref = _reference(*args, 16)
